@@ -1,0 +1,56 @@
+# hostcache: the conventional front end over the project's meson build and
+# the in-tree QEMU build (as QEMU's own Makefile fronts its meson build).
+#
+#   make          set up the host (idempotent), build QEMU with the driver and
+#                 the project (engine tests, tools)
+#   make check    everything above, then every test (tests/meson.build)
+#   make bench    the benchmarks, each figure next to its floor
+#   make demo     the main job end to end on this machine
+#
+# A second `make` with nothing changed takes seconds: every step is stamped
+# or left to ninja.
+
+BUILD      ?= build
+MESON_DIR  := $(BUILD)/meson
+QEMU_DIR   := $(BUILD)/qemu-build
+STAMPS     := $(BUILD)/stamps
+MESON      ?= meson
+
+.PHONY: all deps qemu project check check-engine check-driver bench demo \
+        soak clean distclean
+
+all: qemu project
+
+deps:
+	@STAMP_DIR=$(STAMPS) bash scripts/setup-deps.sh
+
+qemu: deps
+	@BUILD=$(abspath $(BUILD)) bash scripts/build-qemu.sh
+
+$(MESON_DIR)/build.ninja: | deps
+	$(MESON) setup $(MESON_DIR) -Dqemu_build=$(abspath $(QEMU_DIR))
+
+project: deps $(MESON_DIR)/build.ninja
+	@ninja -C $(MESON_DIR)
+
+check: all
+	$(MESON) test -C $(MESON_DIR) --print-errorlogs $(TESTS)
+
+check-engine: all
+	$(MESON) test -C $(MESON_DIR) --print-errorlogs --suite engine
+
+check-driver: all
+	$(MESON) test -C $(MESON_DIR) --print-errorlogs --suite driver
+
+bench: all
+	/usr/bin/python3 scripts/bench.py
+
+demo: all
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(MESON_DIR)
+	-ninja -C $(QEMU_DIR) clean
+
+distclean:
+	rm -rf $(BUILD)

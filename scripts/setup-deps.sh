@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Idempotent host set-up: bookworm-backports (deb and deb-src) derived from the
+# machine's own Debian sources, then the build and test dependencies.
+# Nothing here names a mirror host: the URIs come from the existing sources.
+set -euo pipefail
+
+STAMP_DIR=${STAMP_DIR:-build/stamps}
+mkdir -p "$STAMP_DIR"
+
+SRC=/etc/apt/sources.list.d/debian.sources
+OUT=/etc/apt/sources.list.d/hostcache-backports.sources
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
+derive_uri() {
+    # Print the URIs of the first deb822 stanza whose Suites has "bookworm".
+    if [ -f "$SRC" ]; then
+        awk 'BEGIN{RS=""; FS="\n"}
+             { uris=""; ok=0
+               for (i = 1; i <= NF; i++) {
+                 if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+                 if ($i ~ /^Suites:/ && $i ~ /(^|[ \t])bookworm([ \t]|$)/) ok = 1
+               }
+               if (ok && uris != "") { print uris; exit } }' "$SRC"
+    elif [ -f /etc/apt/sources.list ]; then
+        awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }' \
+            /etc/apt/sources.list
+    fi
+}
+
+write_sources() {
+    local uri
+    uri=$(derive_uri)
+    if [ -z "$uri" ]; then
+        echo "setup-deps: cannot find a bookworm entry in $SRC or" \
+             "/etc/apt/sources.list to derive backports from" >&2
+        exit 1
+    fi
+    local want
+    want=$(printf 'Types: deb deb-src\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$uri")
+    if [ ! -f "$OUT" ] || [ "$(cat "$OUT")" != "$want" ]; then
+        printf '%s\n' "$want" | $SUDO tee "$OUT" >/dev/null
+        rm -f "$STAMP_DIR/apt-update"
+    fi
+}
+
+# Packages: build of QEMU, the project (meson, C/C++ libs), and its tests.
+BPO_PKGS="meson python3-pycotap"
+PKGS="ninja-build pkg-config gcc g++ clang libglib2.0-dev libpixman-1-dev
+zlib1g-dev libaio-dev liburing-dev libfdt-dev libslirp-dev python3-venv
+flex bison bzip2 xz-utils nettle-dev libzstd-dev
+libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
+seabios qemu-system-data ipxe-qemu
+fio nbdkit nbd-client
+busybox-static cpio linux-image-cloud-amd64 kmod jq"
+
+write_sources
+if [ ! -f "$STAMP_DIR/apt-update" ]; then
+    $SUDO apt-get update -q
+    touch "$STAMP_DIR/apt-update"
+fi
+
+missing=""
+for p in $PKGS $BPO_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+        missing="$missing $p"
+done
+# meson must come from backports (QEMU 10 needs >= 1.5).
+mesonv=$(dpkg-query -W -f='${Version}' meson 2>/dev/null || echo 0)
+if dpkg --compare-versions "$mesonv" lt 1.5; then
+    missing="$missing meson"
+fi
+if [ -n "$missing" ]; then
+    echo "setup-deps: installing:$missing"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends $PKGS
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends -t bookworm-backports $BPO_PKGS
+fi

@@ -1,0 +1,293 @@
+"""Shared helpers for the hostcache driver tests (standard library only).
+
+- paths of the QEMU binaries built with the driver (HOSTCACHE_QEMU_BUILD)
+- Procs: every process a test starts is recorded and stopped by pid when the
+  test ends, however it ends (normal exit, exception, SIGTERM from meson)
+- QMP: a small QMP client over a unix socket
+- main(): runs the test_* functions of a script, prints one line each and a
+  closing 'N passed, N failed' line; exit status 1 if anything failed
+"""
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SRC = os.environ.get('HOSTCACHE_SRC',
+                     os.path.abspath(os.path.join(os.path.dirname(__file__),
+                                                  '..', '..')))
+QEMU_BUILD = os.environ.get('HOSTCACHE_QEMU_BUILD',
+                            os.path.join(SRC, 'build', 'qemu-build'))
+QEMU_IMG = os.path.join(QEMU_BUILD, 'qemu-img')
+QEMU_IO = os.path.join(QEMU_BUILD, 'qemu-io')
+QEMU_NBD = os.path.join(QEMU_BUILD, 'qemu-nbd')
+QSD = os.path.join(QEMU_BUILD, 'storage-daemon', 'qemu-storage-daemon')
+QEMU_SYSTEM = os.path.join(QEMU_BUILD, 'qemu-system-x86_64')
+
+MiB = 1024 * 1024
+KiB = 1024
+
+
+class TestFailure(AssertionError):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise TestFailure(msg)
+
+
+def check_eq(got, want, what):
+    if got != want:
+        raise TestFailure(f'{what}: got {got!r}, want {want!r}')
+
+
+# ---- processes --------------------------------------------------------------
+
+class Procs:
+    """Processes started by a test, stopped by pid at exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, **kw):
+        kw.setdefault('stdin', subprocess.DEVNULL)
+        p = subprocess.Popen(argv, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, timeout=10):
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(reversed(self.procs)):
+            self.stop(p, timeout=5)
+
+
+PROCS = Procs()
+atexit.register(PROCS.stop_all)
+
+
+def _on_signal(signum, frame):
+    PROCS.stop_all()
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+def run(argv, check_rc=True, timeout=300, **kw):
+    """Run a command to completion; returns CompletedProcess (text)."""
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                       **kw)
+    if check_rc and r.returncode != 0:
+        raise TestFailure(f'{argv[0]} exited {r.returncode}:\n'
+                          f'{r.stdout[-3000:]}\n{r.stderr[-3000:]}')
+    return r
+
+
+def wait_for_path(path, proc=None, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if proc is not None and proc.poll() is not None:
+            raise TestFailure(f'process exited {proc.returncode} before '
+                              f'creating {path}')
+        if time.monotonic() > deadline:
+            raise TestFailure(f'timed out waiting for {path}')
+        time.sleep(0.02)
+
+
+# ---- QMP ----------------------------------------------------------------------
+
+class QMPError(Exception):
+    def __init__(self, cmd, err):
+        super().__init__(f'{cmd}: {err.get("class")}: {err.get("desc")}')
+        self.cmd = cmd
+        self.cls = err.get('class')
+        self.desc = err.get('desc', '')
+
+
+class QMP:
+    def __init__(self, path, timeout=60):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.file = self.sock.makefile('rw', encoding='utf-8')
+        self.events = []
+        greeting = self._recv()
+        check('QMP' in greeting, f'bad QMP greeting {greeting}')
+        self.cmd('qmp_capabilities')
+
+    def _recv(self):
+        line = self.file.readline()
+        if not line:
+            raise ConnectionError('QMP connection closed')
+        return json.loads(line)
+
+    def cmd(self, name, **args):
+        """Run a command; returns its 'return' or raises QMPError."""
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self.file.write(json.dumps(msg) + '\n')
+        self.file.flush()
+        while True:
+            r = self._recv()
+            if 'event' in r:
+                self.events.append(r)
+                continue
+            if 'error' in r:
+                raise QMPError(name, r['error'])
+            return r['return']
+
+    def hmp(self, line):
+        return self.cmd('human-monitor-command', **{'command-line': line})
+
+    def close(self):
+        try:
+            self.file.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def node_stats(qmp, node):
+    """driver-specific stats of one node from query-blockstats."""
+    for s in qmp.cmd('query-blockstats', **{'query-nodes': True}):
+        if s.get('node-name') == node:
+            return s.get('driver-specific')
+    raise TestFailure(f'node {node} not in query-blockstats')
+
+
+class StorageDaemon:
+    """A qemu-storage-daemon with a QMP socket; stopped at test exit."""
+
+    def __init__(self, workdir, args=(), name='qsd'):
+        self.qmp_path = os.path.join(workdir, f'{name}.qmp')
+        self.log_path = os.path.join(workdir, f'{name}.log')
+        self.log = open(self.log_path, 'w')
+        argv = [QSD, '--chardev',
+                f'socket,id=qmp0,path={self.qmp_path},server=on,wait=off',
+                '--monitor', 'chardev=qmp0', *args]
+        self.proc = PROCS.start(argv, stdout=self.log,
+                                stderr=subprocess.STDOUT)
+        wait_for_path(self.qmp_path, self.proc)
+        self.qmp = QMP(self.qmp_path)
+
+    def stop(self):
+        self.qmp.close()
+        PROCS.stop(self.proc)
+        self.log.close()
+
+    def log_text(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+
+# ---- images and qemu-io ----------------------------------------------------
+
+def make_file(path, size, pattern=None):
+    """Create a raw file of size bytes, random content unless pattern."""
+    with open(path, 'wb') as f:
+        if pattern is None:
+            left = size
+            while left:
+                n = min(left, 4 * MiB)
+                f.write(os.urandom(n))
+                left -= n
+        else:
+            f.truncate(size)
+    return path
+
+
+def hostcache_opts(filename, **opts):
+    """--image-opts string: hostcache over a raw file."""
+    parts = ['driver=hostcache', 'node-name=hc0']
+    for k, v in opts.items():
+        parts.append(f'{k.replace("_", "-")}={v}')
+    parts += ['file.driver=file', f'file.filename={filename}']
+    return ','.join(parts)
+
+
+def qemu_io(image_opts, commands, check_rc=True, extra=(), timeout=300):
+    argv = [QEMU_IO, '--image-opts', *extra]
+    for c in commands:
+        argv += ['-c', c]
+    argv.append(image_opts)
+    return run(argv, check_rc=check_rc, timeout=timeout)
+
+
+def nbd_export(qsd, node, name, workdir, writable=True):
+    """Export node over NBD on a unix socket; returns --image-opts for it."""
+    sock = os.path.join(workdir, f'{name}.nbd')
+    qsd.qmp.cmd('nbd-server-start',
+                addr={'type': 'unix', 'path': sock})
+    qsd.qmp.cmd('block-export-add', type='nbd', id=name, **{'node-name': node},
+                name=name, writable=writable)
+    return (f'driver=nbd,server.type=unix,server.path={sock},export={name}',
+            sock)
+
+
+def nbd_io(opts, commands, check_rc=True):
+    """qemu-io through an NBD export (opts from nbd_export)."""
+    return qemu_io(opts, commands, check_rc=check_rc)
+
+
+def io_ok(result):
+    """True when no qemu-io command in the output failed."""
+    out = result.stdout + result.stderr
+    return ('failed' not in out and 'error' not in out.lower()
+            and result.returncode == 0)
+
+
+def tmpdir(prefix='hctest-'):
+    d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+# ---- runner --------------------------------------------------------------------
+
+def main(namespace, argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    for b in (QEMU_IO, QEMU_IMG, QSD):
+        if not os.access(b, os.X_OK):
+            print(f'missing {b}: run make first', file=sys.stderr)
+            sys.exit(1)
+    tests = [(n, f) for n, f in namespace.items()
+             if n.startswith('test_') and callable(f)]
+    if argv:
+        tests = [(n, f) for n, f in tests if any(a in n for a in argv)]
+    passed = failed = 0
+    for name, fn in tests:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - report every failure the same way
+            failed += 1
+            print(f'FAIL {name} ({time.monotonic() - t0:.1f}s)')
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f'ok   {name} ({time.monotonic() - t0:.1f}s)')
+        finally:
+            PROCS.stop_all()
+        sys.stdout.flush()
+    print(f'{passed} passed, {failed} failed')
+    sys.exit(1 if failed else 0)
