@@ -54,6 +54,14 @@ libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
 seabios qemu-system-data ipxe-qemu
 fio nbdkit nbd-client
 busybox-static cpio linux-image-cloud-amd64 kmod jq"
+# libvirt 11.3 (a real libvirtd for tests/lib/hclibvirt.py and hostcached).
+# Installed as pkg/bookworm-backports, NOT with -t: -t would also take
+# systemd-container and with it systemd from backports.  The QEMU driver
+# needs some qemu-system; the backports one matches QEMU 10.0.2 (its
+# qemu-system-data and seabios come along).  Domains name the project's own
+# binary as <emulator>, so Debian's qemu-system-x86_64 is never run.
+LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
+libvirt-dev qemu-system-x86 qemu-system-common qemu-system-data seabios"
 
 write_sources
 if [ ! -f "$STAMP_DIR/apt-update" ]; then
@@ -77,4 +85,25 @@ if [ -n "$missing" ]; then
         --no-install-recommends $PKGS
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends -t bookworm-backports $BPO_PKGS
+fi
+lvmissing=""
+for p in $LIBVIRT_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+        lvmissing="$lvmissing $p"
+done
+lvv=$(dpkg-query -W -f='${Version}' libvirt-daemon 2>/dev/null || echo 0)
+if [ -n "$lvmissing" ] || dpkg --compare-versions "$lvv" lt 11; then
+    # Without systemd as init and without a policy-rc.d, the postinst would
+    # start a system libvirtd through its init script: forbid that for the
+    # duration (tests start their own private libvirtd).
+    rcd=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        rcd=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$rcd" >/dev/null
+        $SUDO chmod 755 "$rcd"
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends $(printf '%s/bookworm-backports ' $LIBVIRT_PKGS) ||
+        { [ -z "$rcd" ] || $SUDO rm -f "$rcd"; exit 1; }
+    [ -z "$rcd" ] || $SUDO rm -f "$rcd"
 fi
