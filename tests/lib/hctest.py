@@ -140,7 +140,7 @@ class QMP:
             raise ConnectionError('QMP connection closed')
         return json.loads(line)
 
-    def cmd(self, name, **args):
+    def cmd(self, name, /, **args):
         """Run a command; returns its 'return' or raises QMPError."""
         msg = {'execute': name}
         if args:
@@ -236,8 +236,9 @@ def qemu_io(image_opts, commands, check_rc=True, extra=(), timeout=300):
 def nbd_export(qsd, node, name, workdir, writable=True):
     """Export node over NBD on a unix socket; returns --image-opts for it."""
     sock = os.path.join(workdir, f'{name}.nbd')
+    # nbd-server-start takes the legacy SocketAddress form ('data' wrapper)
     qsd.qmp.cmd('nbd-server-start',
-                addr={'type': 'unix', 'path': sock})
+                addr={'type': 'unix', 'data': {'path': sock}})
     qsd.qmp.cmd('block-export-add', type='nbd', id=name, **{'node-name': node},
                 name=name, writable=writable)
     return (f'driver=nbd,server.type=unix,server.path={sock},export={name}',
@@ -291,3 +292,98 @@ def main(namespace, argv=None):
         sys.stdout.flush()
     print(f'{passed} passed, {failed} failed')
     sys.exit(1 if failed else 0)
+
+
+# ---- hostcache behind an NBD export, byte-exact qemu-io ------------------------
+
+class HostcacheExport:
+    """A qemu-storage-daemon holding an origin node 'origin', the hostcache
+    node 'hc0' over it and an NBD export 'hc0' of it.
+
+    origin: blockdev-add arguments of the origin (default: the raw file img,
+    discard=unmap); hc: hostcache options by their QAPI names."""
+
+    def __init__(self, workdir, img=None, hc=None, origin=None, name='qsd'):
+        self.qsd = StorageDaemon(workdir, name=name)
+        self.qmp = self.qsd.qmp
+        if origin is None:
+            origin = {'driver': 'file', 'filename': img, 'discard': 'unmap'}
+        self.qmp.cmd('blockdev-add', **{'node-name': 'origin', **origin})
+        self.hc = {'discard': 'unmap', **(hc or {})}
+        self.qmp.cmd('blockdev-add', driver='hostcache', file='origin',
+                     **{'node-name': 'hc0', **self.hc})
+        self.opts, self.sock = nbd_export(self.qsd, 'hc0', 'hc0', workdir)
+
+    def stats(self):
+        return node_stats(self.qmp, 'hc0')
+
+    def io(self, commands, check_rc=True, extra=()):
+        """qemu-io as an NBD client of the export."""
+        return qemu_io(self.opts, commands, check_rc=check_rc, extra=extra)
+
+    def reopen(self, **hc):
+        """blockdev-reopen hc0 with the given options (QAPI names); options
+        not given keep the values the node was added with."""
+        self.hc.update(hc)
+        self.qmp.cmd('blockdev-reopen', options=[{
+            'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
+            **self.hc}])
+
+    def resize(self, size):
+        """block_resize hc0.  An NBD export forbids resizing its node (the
+        protocol has no size change), so the export is removed meanwhile."""
+        self.qmp.cmd('block-export-del', id='hc0')
+        deadline = time.monotonic() + 30
+        while self.qmp.cmd('query-block-exports'):
+            check(time.monotonic() < deadline, 'export not deleted')
+            time.sleep(0.02)
+        try:
+            self.qmp.cmd('block_resize', **{'node-name': 'hc0'}, size=size)
+        finally:
+            self.qmp.cmd('block-export-add', type='nbd', id='hc0',
+                         **{'node-name': 'hc0'}, name='hc0', writable=True)
+
+    def nbd_uri(self):
+        return f'nbd+unix:///hc0?socket={self.sock}'
+
+    def alive(self):
+        return self.qsd.proc.poll() is None
+
+    def stop(self):
+        self.qsd.stop()
+
+
+def read_dumps(result):
+    """[(offset, data)] of every 'read -v' in a qemu-io run, in order."""
+    reads, buf, first = [], bytearray(), None
+    for line in result.stdout.splitlines():
+        if len(line) > 10 and line[8:11] == ':  ':
+            if first is None:
+                first = int(line[:8], 16)
+            buf += bytes.fromhex(line[10:].split('  ', 1)[0])
+        elif line.startswith('read ') and ' bytes at offset ' in line:
+            off = int(line.rsplit(' ', 1)[1])
+            n = int(line.split()[1].split('/')[0])
+            if buf:     # a read without -v dumps nothing
+                check(first == off and len(buf) == n,
+                      f'unparsable qemu-io dump before {line!r}')
+                reads.append((off, bytes(buf)))
+            buf, first = bytearray(), None
+    return reads
+
+
+def random_sources(workdir, rng, count=16, size=256 * KiB):
+    """count files of random bytes for 'write -s'; returns [(path, data)]."""
+    out = []
+    for i in range(count):
+        data = rng.randbytes(size)
+        path = os.path.join(workdir, f'src{i}.bin')
+        with open(path, 'wb') as f:
+            f.write(data)
+        out.append((path, data))
+    return out
+
+
+def pread_file(path, offset, length):
+    with open(path, 'rb') as f:
+        return os.pread(f.fileno(), length, offset)
