@@ -30,9 +30,20 @@ typedef struct HcEntry {
     uint32_t next;      /* towards the cold end; free-list link when FREE */
     uint32_t hnext;     /* next slot in the same hash bucket, or NIL */
     uint8_t queue;      /* HC_Q_*; FREE slots are in no queue nor bucket */
-    uint8_t flags;      /* reserved for dirty / tier bits (write-back) */
-    uint16_t pins;      /* reserved: > 0 means the slot must not move */
+    uint8_t flags;      /* HC_F_*; a block with any flag is never evicted */
+    uint16_t gen;       /* write generation, bumped by every dirtying write */
 } HcEntry;
+
+#define HC_F_DIRTY      0x01    /* newer than the origin */
+#define HC_F_QUEUED     0x02    /* has a record in the destage queue */
+#define HC_F_DESTAGE    0x04    /* a destage of it is in flight */
+
+/* A destage queue record; the queue is a ring in seq order. */
+typedef struct HcDirtyRec {
+    uint64_t blk;
+    uint64_t seq;
+    uint64_t time_ns;
+} HcDirtyRec;
 
 typedef struct HcQueue {
     uint32_t head;      /* most recently used, or NIL when empty */
@@ -75,6 +86,13 @@ struct HcEngine {
     uint64_t tick;
 
     HcOp *ops;                  /* in-flight fills and writes */
+
+    HcDirtyRec *dq;             /* destage queue ring, [dq_cap] */
+    size_t dq_cap, dq_head, dq_len;
+    uint64_t wseq;              /* last write-back seq handed out */
+    uint64_t ndirty;            /* blocks with HC_F_DIRTY */
+    HcDestage *destaging;       /* in-flight destages */
+
     HcStats stats;
 };
 
@@ -308,6 +326,10 @@ static void hc_touch(HcEngine *e, uint32_t s)
 
 static void hc_slot_release(HcEngine *e, uint32_t s)
 {
+    if (e->ent[s].flags & HC_F_DIRTY) {
+        e->ndirty--;
+    }
+    e->ent[s].flags = 0;
     hc_hash_del(e, s);
     hc_q_unlink(e, s);
     e->ent[s].next = e->free_head;
@@ -323,7 +345,7 @@ static uint32_t hc_victim(const HcEngine *e)
     for (int i = 0; i < 2; i++) {
         for (uint32_t s = e->q[order[i]].tail; s != HC_NIL;
              s = e->ent[s].prev) {
-            if (!e->ent[s].pins && !e->ent[s].flags) {
+            if (!e->ent[s].flags) {
                 return s;
             }
         }
@@ -450,6 +472,7 @@ void hc_engine_free(HcEngine *e)
     free(e->ent);
     free(e->bucket);
     free(e->sketch);
+    free(e->dq);
     free(e);
 }
 
@@ -702,6 +725,9 @@ void *hc_insert(HcEngine *e, uint64_t blk)
     uint32_t s = hc_find(e, blk);
 
     if (s != HC_NIL) {
+        if (e->ent[s].flags & HC_F_DIRTY) {
+            return NULL;    /* never overwrite newer data with origin data */
+        }
         hc_touch(e, s);
         return hc_slot_data(e, s);
     }
@@ -711,7 +737,7 @@ void *hc_insert(HcEngine *e, uint64_t blk)
     }
     e->ent[s].blk = blk;
     e->ent[s].flags = 0;
-    e->ent[s].pins = 0;
+    e->ent[s].gen = 0;
     hc_hash_add(e, s);
     hc_q_push_head(e, HC_Q_PROBATION, s);
     e->used++;
@@ -822,6 +848,246 @@ bool hc_op_end(HcEngine *e, HcOp *op)
     return !op->stale;
 }
 
+/* ---- write-back ------------------------------------------------------------ */
+
+static bool hc_dq_reserve(HcEngine *e)
+{
+    size_t ncap;
+    HcDirtyRec *n;
+
+    if (e->dq_len < e->dq_cap) {
+        return true;
+    }
+    ncap = e->dq_cap ? e->dq_cap * 2 : 256;
+    n = malloc(ncap * sizeof(*n));
+    if (!n) {
+        return false;
+    }
+    for (size_t i = 0; i < e->dq_len; i++) {
+        n[i] = e->dq[(e->dq_head + i) % e->dq_cap];
+    }
+    free(e->dq);
+    e->dq = n;
+    e->dq_cap = ncap;
+    e->dq_head = 0;
+    return true;
+}
+
+static inline HcDirtyRec *hc_dq_at(const HcEngine *e, size_t i)
+{
+    return &e->dq[(e->dq_head + i) % e->dq_cap];
+}
+
+void *hc_write_dirty(HcEngine *e, uint64_t blk, uint64_t now_ns)
+{
+    uint32_t s = hc_find(e, blk);
+    HcEntry *x;
+
+    if (!hc_dq_reserve(e)) {
+        return NULL;
+    }
+    if (s == HC_NIL) {
+        s = hc_slot_get(e);
+        if (s == HC_NIL) {
+            return NULL;
+        }
+        e->ent[s].blk = blk;
+        e->ent[s].flags = 0;
+        e->ent[s].gen = 0;
+        hc_hash_add(e, s);
+        hc_q_push_head(e, HC_Q_PROBATION, s);
+        e->used++;
+        e->stats.admissions++;
+    } else {
+        hc_touch(e, s);
+    }
+    x = &e->ent[s];
+    x->gen++;
+    if (!(x->flags & HC_F_DIRTY)) {
+        x->flags |= HC_F_DIRTY;
+        e->ndirty++;
+    }
+    if (!(x->flags & HC_F_QUEUED)) {
+        /* Not queued (clean, or its record is being destaged): queue it. */
+        *hc_dq_at(e, e->dq_len++) = (HcDirtyRec) { blk, ++e->wseq, now_ns };
+        x->flags |= HC_F_QUEUED;
+    } else {
+        ++e->wseq;  /* covered by the record already queued (older seq) */
+    }
+    for (HcOp *o = e->ops; o; o = o->next) {
+        if (o->kind == HC_OP_FILL && blk >= o->first && blk < o->end) {
+            o->stale = true;
+        }
+    }
+    return hc_slot_data(e, s);
+}
+
+static bool hc_blocked_by_write(const HcEngine *e, uint64_t blk)
+{
+    for (HcOp *o = e->ops; o; o = o->next) {
+        if (o->kind == HC_OP_WRITE && blk >= o->first && blk < o->end) {
+            return true;
+        }
+    }
+    return false;
+}
+
+const void *hc_destage_begin(HcEngine *e, HcDestage *d, uint64_t max_seq)
+{
+    while (e->dq_len) {
+        HcDirtyRec *r = hc_dq_at(e, 0);
+        uint32_t s = hc_find(e, r->blk);
+        HcEntry *x;
+
+        if (s == HC_NIL || !(e->ent[s].flags & HC_F_QUEUED)) {
+            /* dropped (invalidated) while queued */
+            e->dq_head = (e->dq_head + 1) % e->dq_cap;
+            e->dq_len--;
+            continue;
+        }
+        x = &e->ent[s];
+        if (r->seq > max_seq || (x->flags & HC_F_DESTAGE) ||
+            hc_blocked_by_write(e, r->blk)) {
+            return NULL;
+        }
+        *d = (HcDestage) { r->blk, r->seq, r->time_ns, x->gen, NULL, NULL };
+        e->dq_head = (e->dq_head + 1) % e->dq_cap;
+        e->dq_len--;
+        x->flags = (x->flags & ~HC_F_QUEUED) | HC_F_DESTAGE;
+        d->next = e->destaging;
+        if (d->next) {
+            d->next->prev = d;
+        }
+        e->destaging = d;
+        return hc_slot_data(e, s);
+    }
+    return NULL;
+}
+
+void hc_destage_end(HcEngine *e, HcDestage *d, bool ok)
+{
+    uint32_t s = hc_find(e, d->blk);
+    HcEntry *x = s == HC_NIL ? NULL : &e->ent[s];
+
+    if (d->prev) {
+        d->prev->next = d->next;
+    } else {
+        e->destaging = d->next;
+    }
+    if (d->next) {
+        d->next->prev = d->prev;
+    }
+    d->prev = d->next = NULL;
+    if (!x || !(x->flags & HC_F_DESTAGE)) {
+        return;     /* dropped while in flight */
+    }
+    x->flags &= ~HC_F_DESTAGE;
+    if (ok) {
+        e->stats.destaged++;
+        if (x->gen == d->gen && !(x->flags & HC_F_QUEUED)) {
+            x->flags &= ~HC_F_DIRTY;
+            e->ndirty--;
+        }
+        return;
+    }
+    e->stats.destage_errors++;
+    /*
+     * Retry from the head with the original seq: flushes waiting for it
+     * must not complete.  A newer record of the same block may also be
+     * queued; it then finds the block clean or destages it again.
+     */
+    if (hc_dq_reserve(e)) {
+        e->dq_head = (e->dq_head + e->dq_cap - 1) % e->dq_cap;
+        e->dq_len++;
+        *hc_dq_at(e, 0) = (HcDirtyRec) { d->blk, d->seq, d->time_ns };
+        x->flags |= HC_F_QUEUED;
+    }
+}
+
+bool hc_dirty_pending_upto(const HcEngine *e, uint64_t upto)
+{
+    for (HcDestage *d = e->destaging; d; d = d->next) {
+        if (d->seq <= upto) {
+            return true;
+        }
+    }
+    for (size_t i = 0; i < e->dq_len; i++) {
+        const HcDirtyRec *r = hc_dq_at(e, i);
+        uint32_t s;
+
+        if (r->seq > upto) {
+            return false;   /* the queue is in seq order */
+        }
+        s = hc_find(e, r->blk);
+        if (s != HC_NIL && (e->ent[s].flags & HC_F_QUEUED)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+uint64_t hc_write_seq(const HcEngine *e)
+{
+    return e->wseq;
+}
+
+uint64_t hc_dirty_blocks(const HcEngine *e)
+{
+    return e->ndirty;
+}
+
+uint64_t hc_dirty_queued(const HcEngine *e)
+{
+    return e->dq_len;
+}
+
+bool hc_dirty_oldest(HcEngine *e, uint64_t *time_ns)
+{
+    uint64_t t = UINT64_MAX;
+
+    for (HcDestage *d = e->destaging; d; d = d->next) {
+        t = d->time_ns < t ? d->time_ns : t;
+    }
+    if (e->dq_len && hc_dq_at(e, 0)->time_ns < t) {
+        t = hc_dq_at(e, 0)->time_ns;
+    }
+    *time_ns = t;
+    return t != UINT64_MAX;
+}
+
+bool hc_is_dirty(const HcEngine *e, uint64_t blk)
+{
+    uint32_t s = hc_find(e, blk);
+
+    return s != HC_NIL && (e->ent[s].flags & HC_F_DIRTY);
+}
+
+uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
+{
+    uint64_t best = UINT64_MAX;
+
+    if (!e->ndirty || end <= first) {
+        return UINT64_MAX;
+    }
+    if (end - first <= e->ndirty * 4) {
+        for (uint64_t b = first; b < end; b++) {
+            if (hc_is_dirty(e, b)) {
+                return b;
+            }
+        }
+        return UINT64_MAX;
+    }
+    for (uint32_t s = 0; s < e->next_unused; s++) {
+        const HcEntry *x = &e->ent[s];
+
+        if (x->queue != HC_Q_FREE && (x->flags & HC_F_DIRTY) &&
+            x->blk >= first && x->blk < end && x->blk < best) {
+            best = x->blk;
+        }
+    }
+    return best;
+}
+
 /* ---- statistics ------------------------------------------------------------ */
 
 HcStats *hc_engine_stats(HcEngine *e)
@@ -844,7 +1110,8 @@ uint64_t hc_engine_metadata_bytes(const HcEngine *e)
     return sizeof(*e) + (uint64_t)e->nslots * sizeof(HcEntry) +
         ((uint64_t)sizeof(uint32_t) << e->hbits) +
         (uint64_t)e->nchunks * sizeof(uint8_t *) +
-        (e->sketch ? (uint64_t)e->sketch_mask + 1 : 0);
+        (e->sketch ? (uint64_t)e->sketch_mask + 1 : 0) +
+        (uint64_t)e->dq_cap * sizeof(HcDirtyRec);
 }
 
 uint64_t hc_engine_data_bytes_allocated(const HcEngine *e)
@@ -962,6 +1229,17 @@ const char *hc_engine_check(const HcEngine *e)
     }
     if (e->q[HC_Q_PROTECTED].len > e->protected_max) {
         return "protected segment over its limit";
+    }
+    {
+        uint64_t nd = 0;
+
+        for (uint32_t s = 0; s < e->next_unused; s++) {
+            nd += e->ent[s].queue != HC_Q_FREE &&
+                (e->ent[s].flags & HC_F_DIRTY);
+        }
+        if (nd != e->ndirty) {
+            return "dirty count wrong";
+        }
     }
     for (uint32_t s = e->free_head, n = 0; s != HC_NIL; s = e->ent[s].next) {
         if (s >= e->next_unused || e->ent[s].queue != HC_Q_FREE) {

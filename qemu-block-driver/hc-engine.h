@@ -38,8 +38,9 @@
  * us), so neither installs.  Cached blocks a write touches are dropped when
  * the write begins.
  *
- * Designed for what comes next (see docs/ARCHITECTURE.md): each entry has
- * flag bits for dirty state and tier, and a pin count, so write-back,
+ * Write-back (see below) keeps dirty blocks in the same index with a
+ * destage queue in write-completion order.  Designed for what comes next
+ * (see docs/ARCHITECTURE.md): entries have spare flag bits for a tier, so
  * an SSD tier below the RAM tier and content hashing attach to the same
  * index; hc_engine_hot_blocks() exports the hot set for warming another
  * host after a migration.
@@ -88,7 +89,8 @@ typedef struct HcStats {
     uint64_t writes, write_bytes, discards, flushes;
     uint64_t admissions, admissions_refused, evictions, invalidations;
     uint64_t seq_bypasses, stale_fills, origin_errors;
-    HcLatency hit_lat, miss_lat;
+    uint64_t destaged, destage_errors;
+    HcLatency hit_lat, miss_lat, flush_lat;
 } HcStats;
 
 typedef struct HcEngine HcEngine;
@@ -170,6 +172,59 @@ void hc_invalidate_all(HcEngine *e);
 void hc_op_fill_begin(HcEngine *e, HcOp *op, uint64_t first, uint64_t end);
 void hc_op_write_begin(HcEngine *e, HcOp *op, uint64_t first, uint64_t end);
 bool hc_op_end(HcEngine *e, HcOp *op);
+
+/*
+ * Write-back.
+ *
+ * A dirty block holds data newer than the origin's.  Dirty blocks are never
+ * evicted.  Every block that becomes dirty gets a record in the destage
+ * queue, in write-completion order; a block rewritten while still queued
+ * keeps its (older) place, so the queue position always covers the oldest
+ * write not yet on the origin.  Write sequence numbers (seq) increase with
+ * every write-back write; a flush that started when the last seq was F is
+ * complete once hc_dirty_pending_upto(e, F) is false and the origin has
+ * been flushed.
+ *
+ * A destage takes the queue's head (hc_destage_begin), copies the block's
+ * data (valid until the next engine call), writes it to the origin without
+ * the lock, and reports the result (hc_destage_end).  The block becomes
+ * clean only if the write succeeded and the block was not rewritten
+ * meanwhile; a failed destage goes back to the head of the queue.
+ */
+typedef struct HcDestage {
+    uint64_t blk;
+    uint64_t seq;               /* queue position this destage covers */
+    uint64_t time_ns;           /* when the block became dirty */
+    uint16_t gen;               /* block's write generation at begin */
+    struct HcDestage *prev, *next;
+} HcDestage;
+
+/*
+ * Make blk dirty for a write of the caller's data, inserting it if needed
+ * (evicting a clean block).  Returns the slot to copy the data into before
+ * the next engine call, or NULL when every slot is dirty.  In-flight fills
+ * of blk become stale.
+ */
+void *hc_write_dirty(HcEngine *e, uint64_t blk, uint64_t now_ns);
+
+/*
+ * Start destaging the oldest queued dirty block, if its seq <= max_seq and
+ * no write operation (hc_op_write_begin) overlapping it is in flight.
+ * Returns the data to write, or NULL when nothing can start now.
+ */
+const void *hc_destage_begin(HcEngine *e, HcDestage *d, uint64_t max_seq);
+void hc_destage_end(HcEngine *e, HcDestage *d, bool ok);
+
+/* Is any write with seq <= upto not yet on the origin (queued or in flight)? */
+bool hc_dirty_pending_upto(const HcEngine *e, uint64_t upto);
+uint64_t hc_write_seq(const HcEngine *e);       /* last seq handed out */
+uint64_t hc_dirty_blocks(const HcEngine *e);
+uint64_t hc_dirty_queued(const HcEngine *e);    /* destage backlog */
+/* Dirty time of the oldest queued block; false if the queue is empty. */
+bool hc_dirty_oldest(HcEngine *e, uint64_t *time_ns);
+bool hc_is_dirty(const HcEngine *e, uint64_t blk);
+/* First dirty block in [first, end), or UINT64_MAX. */
+uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end);
 
 /* Statistics; the caller adds request-level counters directly. */
 HcStats *hc_engine_stats(HcEngine *e);

@@ -17,12 +17,18 @@
  * in-flight op tracking (hc_op_*) keeps a fill that raced a write from
  * installing stale data.
  *
- * There is no background work and no AioContext-bound state (no timers,
- * no BHs), so drain and AioContext changes need no hooks: every request
- * finishes with its own origin I/O.
+ * Write-back: written blocks become dirty in the engine and a background
+ * "destager" coroutine writes them to the origin in write-completion order.
+ * It runs only while dirty data exists and the node is not drained; it
+ * holds the graph reader lock and counts as in flight, and drain_begin
+ * wakes it so it stops after the writes it has in flight.  Everything
+ * that must not wait for it (a guest flush, a writer over max-dirty, a
+ * discard over dirty blocks) writes back by itself, in its own request.
+ * No other AioContext-bound state exists (no timers, no BHs).
  */
 
 #include "qemu/osdep.h"
+#include "block/aio_task.h"
 #include "block/block-io.h"
 #include "block/block_int.h"
 #include "qapi/error.h"
@@ -30,6 +36,7 @@
 #include "qapi/util.h"
 #include "qemu/error-report.h"
 #include "qemu/memalign.h"
+#include "qemu/coroutine.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "qemu/thread.h"
@@ -46,16 +53,26 @@
 #define HOSTCACHE_DEFAULT_BLOCK_SIZE    (4 * KiB)
 #define HOSTCACHE_DEFAULT_ADMIT_AFTER   1
 #define HOSTCACHE_DEFAULT_SEQ_CUTOFF    (4 * MiB)
+#define HOSTCACHE_DEFAULT_DIRTY_AGE_MS  5000
+#define HOSTCACHE_MAX_DIRTY_AGE_MS      3600000
+
+/* Write-back concurrency towards the origin. */
+#define HOSTCACHE_DESTAGE_WIDTH_MAX     16
+#define HOSTCACHE_FLUSH_WIDTH           16
 
 #define HOSTCACHE_OPT_MODE          "mode"
 #define HOSTCACHE_OPT_RAM_SIZE      "ram-size"
 #define HOSTCACHE_OPT_BLOCK_SIZE    "block-size"
 #define HOSTCACHE_OPT_ADMIT_AFTER   "admit-after"
 #define HOSTCACHE_OPT_SEQ_CUTOFF    "seq-cutoff"
+#define HOSTCACHE_OPT_MAX_DIRTY     "max-dirty"
+#define HOSTCACHE_OPT_DIRTY_AGE     "max-dirty-age-ms"
 
 typedef struct HostcacheOpts {
     HostcacheMode mode;
     HcConfig cfg;
+    uint64_t max_dirty;         /* bytes */
+    uint64_t dirty_age_ns;
 } HostcacheOpts;
 
 typedef struct BDRVHostcacheState {
@@ -67,6 +84,13 @@ typedef struct BDRVHostcacheState {
 
     /* Protects eng (and its statistics); never held across a yield. */
     QemuMutex lock;
+
+    /* Write-back state, all protected by lock. */
+    bool destager_running;      /* a destager coroutine exists */
+    int quiesced;               /* drain depth; no background work when > 0 */
+    QemuCoSleep destager_sleep; /* where an idle destager sleeps */
+    int destage_width;          /* origin writes in flight, adapted (AIMD) */
+    uint64_t destage_lat_floor; /* lowest destage latency seen, ns */
 } BDRVHostcacheState;
 
 static QemuOptsList hostcache_runtime_opts = {
@@ -100,6 +124,17 @@ static QemuOptsList hostcache_runtime_opts = {
             .help = "sequential streams longer than this are not cached "
                     "(default 4M, 0 = off)",
         },
+        {
+            .name = HOSTCACHE_OPT_MAX_DIRTY,
+            .type = QEMU_OPT_SIZE,
+            .help = "write-back: dirty bytes at most (default ram-size/2)",
+        },
+        {
+            .name = HOSTCACHE_OPT_DIRTY_AGE,
+            .type = QEMU_OPT_NUMBER,
+            .help = "write-back: write back dirty data older than this "
+                    "(milliseconds, default 5000)",
+        },
         { /* end of list */ }
     },
 };
@@ -109,6 +144,8 @@ static const char *const hostcache_mutable_opts[] = {
     HOSTCACHE_OPT_RAM_SIZE,
     HOSTCACHE_OPT_ADMIT_AFTER,
     HOSTCACHE_OPT_SEQ_CUTOFF,
+    HOSTCACHE_OPT_MAX_DIRTY,
+    HOSTCACHE_OPT_DIRTY_AGE,
     NULL
 };
 
@@ -128,11 +165,6 @@ static bool hostcache_parse_mode(const char *str, HostcacheMode *mode,
                    "write-back", str);
         return false;
     }
-    if (m == HOSTCACHE_MODE_WRITE_BACK) {
-        error_setg(errp, "hostcache mode 'write-back' is not supported by "
-                   "this build yet; use 'write-through' or 'write-around'");
-        return false;
-    }
     *mode = m;
     return true;
 }
@@ -144,7 +176,7 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
     ERRP_GUARD();
     QemuOpts *opts = qemu_opts_create(&hostcache_runtime_opts, NULL, 0,
                                       &error_abort);
-    uint64_t block_size, admit_after;
+    uint64_t block_size, admit_after, dirty_age_ms;
     char err[256];
     bool ok = false;
 
@@ -177,6 +209,24 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
         error_setg(errp, "hostcache: %s", err);
         goto out;
     }
+    dest->max_dirty = qemu_opt_get_size(opts, HOSTCACHE_OPT_MAX_DIRTY,
+                                        dest->cfg.ram_size / 2);
+    if (dest->max_dirty < dest->cfg.block_size ||
+        dest->max_dirty > dest->cfg.ram_size) {
+        error_setg(errp, "hostcache: max-dirty must be between one block "
+                   "(%" PRIu32 ") and ram-size (%" PRIu64 "), not %" PRIu64,
+                   dest->cfg.block_size, dest->cfg.ram_size,
+                   dest->max_dirty);
+        goto out;
+    }
+    dirty_age_ms = qemu_opt_get_number(opts, HOSTCACHE_OPT_DIRTY_AGE,
+                                       HOSTCACHE_DEFAULT_DIRTY_AGE_MS);
+    if (dirty_age_ms < 1 || dirty_age_ms > HOSTCACHE_MAX_DIRTY_AGE_MS) {
+        error_setg(errp, "hostcache: max-dirty-age-ms must be between 1 and "
+                   "%d (one hour)", HOSTCACHE_MAX_DIRTY_AGE_MS);
+        goto out;
+    }
+    dest->dirty_age_ns = dirty_age_ms * SCALE_MS;
     ok = true;
 out:
     qemu_opts_del(opts);
@@ -192,6 +242,10 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
 
     GLOBAL_STATE_CODE();
 
+    /* First: attaching the child already drains us (drain_begin/end). */
+    qemu_mutex_init(&s->lock);
+    s->destage_width = 4;
+
     ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
     if (ret < 0) {
         return ret;
@@ -204,7 +258,6 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
         error_setg(errp, "hostcache: %s", err);
         return -ENOMEM;
     }
-    qemu_mutex_init(&s->lock);
 
     GRAPH_RDLOCK_GUARD_MAINLOOP();
 
@@ -219,11 +272,58 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     return 0;
 }
 
+/*
+ * Write every dirty block back to the origin and flush it, from outside a
+ * coroutine (close, reopen, inactivate).  Returns 0 or -errno with errp set
+ * when dirty data remains.
+ */
+static int GRAPH_RDLOCK hostcache_writeback_all(BlockDriverState *bs,
+                                                Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t dirty;
+    int ret;
+
+    qemu_mutex_lock(&s->lock);
+    dirty = hc_dirty_blocks(s->eng);
+    qemu_mutex_unlock(&s->lock);
+    if (!dirty) {
+        return 0;
+    }
+    ret = bdrv_flush(bs);
+    qemu_mutex_lock(&s->lock);
+    dirty = hc_dirty_blocks(s->eng);
+    qemu_mutex_unlock(&s->lock);
+    trace_hostcache_writeback_all(bs, dirty, ret);
+    if (dirty) {
+        ret = ret < 0 ? ret : -EIO;
+        error_setg_errno(errp, -ret, "hostcache: %" PRIu64 " dirty blocks "
+                         "(%" PRIu64 " bytes) could not be written back to "
+                         "the origin", dirty, dirty * s->opts.cfg.block_size);
+        return ret;
+    }
+    return 0;
+}
+
 static void hostcache_close(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
 
+    Error *local_err = NULL;
+
     GLOBAL_STATE_CODE();
+
+    /*
+     * bdrv_close() flushed already; this only retries after a failure.
+     * Close cannot fail: what remains dirty now is lost, say so loudly.
+     */
+    bdrv_graph_rdlock_main_loop();
+    if (hostcache_writeback_all(bs, &local_err) < 0) {
+        error_reportf_err(local_err, "hostcache: closing '%s' loses data: ",
+                          bdrv_get_node_name(bs));
+    }
+    bdrv_graph_rdunlock_main_loop();
+    assert(!s->destager_running);
 
     hc_engine_free(s->eng);
     s->eng = NULL;
@@ -246,6 +346,20 @@ static int hostcache_reopen_prepare(BDRVReopenState *state,
     if (!hostcache_absorb_opts(opts, state->options, errp)) {
         g_free(opts);
         return -EINVAL;
+    }
+    if (s->opts.mode == HOSTCACHE_MODE_WRITE_BACK &&
+        (opts->mode != HOSTCACHE_MODE_WRITE_BACK ||
+         opts->cfg.ram_size < s->opts.cfg.ram_size)) {
+        /* Nothing dirty may be dropped by the new mode or size. */
+        int ret;
+
+        GRAPH_RDLOCK_GUARD_MAINLOOP();
+        ret = hostcache_writeback_all(state->bs, errp);
+        if (ret < 0) {
+            error_prepend(errp, "cannot reopen: ");
+            g_free(opts);
+            return ret;
+        }
     }
     if (opts->cfg.block_size != s->opts.cfg.block_size) {
         error_setg(errp, "hostcache: block-size cannot be changed on an open "
@@ -283,6 +397,7 @@ static void hostcache_reopen_commit(BDRVReopenState *state)
 
     trace_hostcache_reopen(state->bs, HostcacheMode_str(s->opts.mode),
                            s->opts.cfg.ram_size);
+    qemu_co_sleep_wake(&s->destager_sleep);     /* re-read the bounds */
     g_free(state->opaque);
     state->opaque = NULL;
 }
@@ -470,6 +585,366 @@ hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
 }
 
 /*
+ * Write-back
+ * ----------
+ * hostcache_destage_some() writes queued dirty blocks to the origin,
+ * oldest first, a few at a time.  The background destager calls it when
+ * dirty data passes half of max-dirty or gets older than max-dirty-age-ms;
+ * a flush calls it for everything written before the flush; a writer over
+ * max-dirty calls it to make room.
+ */
+typedef struct HostcacheDestageTask {
+    AioTask task;               /* first: aio_task_co() g_free()s the task */
+    BlockDriverState *bs;
+    HcDestage d;
+    void *buf;
+} HostcacheDestageTask;
+
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_destage_task(AioTask *task)
+{
+    HostcacheDestageTask *t = container_of(task, HostcacheDestageTask, task);
+    BDRVHostcacheState *s = t->bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    int64_t start = get_clock();
+    uint64_t ns;
+    int ret;
+
+    ret = bdrv_co_pwrite(t->bs->file, t->d.blk * bsize, bsize, t->buf, 0);
+    ns = get_clock() - start;
+
+    qemu_mutex_lock(&s->lock);
+    hc_destage_end(s->eng, &t->d, ret == 0);
+    if (ret < 0) {
+        hc_engine_stats(s->eng)->origin_errors++;
+    } else if (!s->destage_lat_floor || ns < s->destage_lat_floor) {
+        s->destage_lat_floor = ns;
+    }
+    /*
+     * Pace by the origin's latency (AIMD): widen while destage writes
+     * stay near the fastest seen, halve when they slow down, so the
+     * guest's own requests to the origin keep their latency.
+     */
+    if (ret == 0 && ns <= s->destage_lat_floor * 3 / 2 + 50 * SCALE_US) {
+        s->destage_width = MIN(s->destage_width + 1,
+                               HOSTCACHE_DESTAGE_WIDTH_MAX);
+    } else {
+        s->destage_width = MAX(s->destage_width / 2, 1);
+    }
+    qemu_mutex_unlock(&s->lock);
+
+    trace_hostcache_destage(t->bs, t->d.blk, ret);
+    qemu_vfree(t->buf);
+    return ret;
+}
+
+/*
+ * Write back queued blocks with seq <= max_seq, width at a time, until none
+ * can start or limit were started.  Returns the number started or the first
+ * error.  Stops early when stop (if given) becomes true.
+ */
+static int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_destage_some(BlockDriverState *bs, uint64_t max_seq, int width,
+                       uint64_t limit, const int *stop)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    AioTaskPool *pool = aio_task_pool_new(width);
+    int64_t started = 0;
+    int ret;
+
+    while (started < limit && aio_task_pool_status(pool) == 0 &&
+           !(stop && qatomic_read(stop))) {
+        HostcacheDestageTask *t = g_new0(HostcacheDestageTask, 1);
+        const void *data;
+
+        t->bs = bs;
+        t->task.func = hostcache_destage_task;
+        t->buf = qemu_blockalign(bs->file->bs, bsize);
+        qemu_mutex_lock(&s->lock);
+        data = hc_destage_begin(s->eng, &t->d, max_seq);
+        if (data) {
+            memcpy(t->buf, data, bsize);
+        }
+        qemu_mutex_unlock(&s->lock);
+        if (!data) {
+            qemu_vfree(t->buf);
+            g_free(t);
+            break;
+        }
+        aio_task_pool_start_task(pool, &t->task);
+        started++;
+    }
+    aio_task_pool_wait_all(pool);
+    ret = aio_task_pool_status(pool);
+    aio_task_pool_free(pool);
+    return ret < 0 ? ret : started;
+}
+
+/*
+ * Everything written before now reaches the origin, then the origin is
+ * flushed.  Blocks another destage has in flight are waited for.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_flush(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t upto;
+    bool pending;
+    int64_t n;
+    int ret = 0;
+
+    qemu_mutex_lock(&s->lock);
+    upto = hc_write_seq(s->eng);
+    qemu_mutex_unlock(&s->lock);
+
+    for (;;) {
+        n = hostcache_destage_some(bs, upto, HOSTCACHE_FLUSH_WIDTH,
+                                   UINT64_MAX, NULL);
+        if (n < 0) {
+            ret = n;
+            break;
+        }
+        qemu_mutex_lock(&s->lock);
+        pending = hc_dirty_pending_upto(s->eng, upto);
+        qemu_mutex_unlock(&s->lock);
+        if (!pending) {
+            break;
+        }
+        if (n == 0) {
+            /* In flight elsewhere, or behind a discard: let it finish. */
+            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+        }
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    trace_hostcache_flush(bs, upto, ret);
+    return ret;
+}
+
+static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque);
+
+/* Start the background destager unless it runs or the node is drained. */
+static void hostcache_kick_destager(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    Coroutine *co;
+
+    qemu_mutex_lock(&s->lock);
+    if (!s->eng || s->destager_running || s->quiesced ||
+        s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
+        !hc_dirty_blocks(s->eng)) {
+        qemu_mutex_unlock(&s->lock);
+        return;
+    }
+    s->destager_running = true;
+    qemu_mutex_unlock(&s->lock);
+
+    bdrv_inc_in_flight(bs);
+    co = qemu_coroutine_create(hostcache_destager, bs);
+    aio_co_enter(bdrv_get_aio_context(bs), co);
+}
+
+/*
+ * The background destager.  Exits when nothing is dirty, the mode is no
+ * longer write-back, or a drain begins (drain_begin wakes it).
+ */
+static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVHostcacheState *s = bs->opaque;
+
+    for (;;) {
+        uint64_t oldest = 0, now = get_clock(), dirty_bytes;
+        bool have, due;
+        int width;
+        int64_t n;
+
+        qemu_mutex_lock(&s->lock);
+        if (s->quiesced || s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
+            !hc_dirty_blocks(s->eng)) {
+            s->destager_running = false;
+            qemu_mutex_unlock(&s->lock);
+            break;
+        }
+        dirty_bytes = hc_dirty_blocks(s->eng) * hostcache_bsize(s);
+        have = hc_dirty_oldest(s->eng, &oldest);
+        due = dirty_bytes > s->opts.max_dirty / 2 ||
+            (have && now - oldest >= s->opts.dirty_age_ns);
+        width = s->destage_width;
+        qemu_mutex_unlock(&s->lock);
+
+        if (!due) {
+            uint64_t wait = have ? oldest + s->opts.dirty_age_ns - now
+                                 : s->opts.dirty_age_ns;
+
+            qemu_co_sleep_ns_wakeable(&s->destager_sleep, QEMU_CLOCK_REALTIME,
+                                      MIN(wait, 100 * SCALE_MS));
+            continue;
+        }
+        bdrv_graph_co_rdlock();
+        n = hostcache_destage_some(bs, UINT64_MAX, width, 4 * width,
+                                   &s->quiesced);
+        bdrv_graph_co_rdunlock();
+        if (n <= 0) {
+            /* error (retry later) or nothing could start (in flight) */
+            qemu_co_sleep_ns_wakeable(&s->destager_sleep, QEMU_CLOCK_REALTIME,
+                                      n < 0 ? 100 * SCALE_MS : SCALE_MS);
+        }
+    }
+    bdrv_dec_in_flight(bs);
+}
+
+static void hostcache_drain_begin(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+
+    qemu_mutex_lock(&s->lock);
+    qatomic_set(&s->quiesced, s->quiesced + 1);
+    qemu_mutex_unlock(&s->lock);
+    qemu_co_sleep_wake(&s->destager_sleep);
+}
+
+static void hostcache_drain_end(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+
+    qemu_mutex_lock(&s->lock);
+    qatomic_set(&s->quiesced, s->quiesced - 1);
+    qemu_mutex_unlock(&s->lock);
+    hostcache_kick_destager(bs);
+}
+
+/*
+ * Before a request that goes to the origin directly (discard, write-zeroes,
+ * a write that bypasses the cache) in write-back mode: write back the dirty
+ * blocks it overlaps, then bracket it with hc_op_write_begin() in the same
+ * critical section, so no older dirty copy can later overwrite it.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
+                          uint64_t end)
+{
+    BDRVHostcacheState *s = bs->opaque;
+
+    for (;;) {
+        int64_t n;
+
+        qemu_mutex_lock(&s->lock);
+        if (hc_dirty_find(s->eng, first, end) == UINT64_MAX) {
+            hc_op_write_begin(s->eng, op, first, end);
+            qemu_mutex_unlock(&s->lock);
+            return 0;
+        }
+        qemu_mutex_unlock(&s->lock);
+        n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
+                                   UINT64_MAX, NULL);
+        if (n < 0) {
+            return n;
+        }
+        if (n == 0) {
+            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+        }
+    }
+}
+
+/* A writer over max-dirty (or without a clean slot) makes room itself. */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_make_room(BlockDriverState *bs)
+{
+    int64_t n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
+                                       HOSTCACHE_FLUSH_WIDTH, NULL);
+
+    if (n == 0) {
+        qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+    }
+    return n < 0 ? n : 0;
+}
+
+/*
+ * Write-back write of [offset, offset + bytes), all blocks inside the
+ * origin.  A block only partly written and not cached is read first
+ * (read-modify-write) so that every dirty block is complete.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                   QEMUIOVector *qiov, size_t qiov_offset)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    g_autofree uint8_t *rmw = NULL;
+    int64_t pos = offset, end_off = offset + bytes;
+    int ret;
+
+    while (pos < end_off) {
+        uint64_t blk = pos / bsize;
+        int64_t bstart = blk * bsize;
+        int64_t n = MIN(bstart + (int64_t)bsize, end_off) - pos;
+        bool whole = n == (int64_t)bsize;
+        uint8_t *slot = NULL;
+        HcOp op;
+
+        qemu_mutex_lock(&s->lock);
+        if (hc_dirty_blocks(s->eng) * bsize < s->opts.max_dirty &&
+            (whole || hc_contains(s->eng, blk))) {
+            slot = hc_write_dirty(s->eng, blk, get_clock());
+            if (slot) {
+                qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
+                                  slot + (pos - bstart), n);
+            }
+        }
+        if (slot || whole || hc_contains(s->eng, blk)) {
+            qemu_mutex_unlock(&s->lock);
+            if (slot) {
+                pos += n;
+                continue;
+            }
+            /* Over max-dirty, or every slot dirty: write back first. */
+            ret = hostcache_wb_make_room(bs);
+            if (ret < 0) {
+                return ret;
+            }
+            continue;
+        }
+        /* Partial block, not cached: read it, then retry if not raced. */
+        hc_op_fill_begin(s->eng, &op, blk, blk + 1);
+        qemu_mutex_unlock(&s->lock);
+        if (!rmw) {
+            rmw = qemu_blockalign(bs->file->bs, bsize);
+        }
+        ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);
+        qemu_mutex_lock(&s->lock);
+        if (hc_op_end(s->eng, &op) && ret == 0 &&
+            hc_dirty_blocks(s->eng) * bsize < s->opts.max_dirty &&
+            !hc_contains(s->eng, blk)) {
+            slot = hc_write_dirty(s->eng, blk, get_clock());
+            if (slot) {
+                memcpy(slot, rmw, bsize);
+                qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
+                                  slot + (pos - bstart), n);
+                pos += n;
+            }
+        }
+        if (ret < 0) {
+            hc_engine_stats(s->eng)->origin_errors++;
+        }
+        qemu_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        /* Not installed: raced, full, or now cached; the loop retries. */
+        if (!slot && !hc_contains(s->eng, blk)) {
+            ret = hostcache_wb_make_room(bs);
+            if (ret < 0) {
+                return ret;
+            }
+        }
+    }
+    return 0;
+}
+
+/*
  * Common path of writes, write-zeroes, discards: bracket the origin
  * operation so the blocks it touches are dropped and no racing fill
  * installs old data.  In write-through mode the fully written blocks of a
@@ -489,19 +964,51 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
     bool caching = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
-    bool install = false, valid;
+    bool wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK;
+    bool install = false, valid, seq = false;
+    uint64_t first = offset / bsize, end = DIV_ROUND_UP(offset + bytes, bsize);
+    int64_t len = 0;
     HcStats *st;
     HcOp op;
-    int ret;
+    int ret = 0;
 
     if (caching) {
         qemu_mutex_lock(&s->lock);
-        install = kind == HOSTCACHE_WRITE &&
-            s->opts.mode == HOSTCACHE_MODE_WRITE_THROUGH &&
-            !hc_seq_check(s->eng, offset, bytes);
-        hc_op_write_begin(s->eng, &op, offset / bsize,
-                          DIV_ROUND_UP(offset + bytes, bsize));
+        seq = kind == HOSTCACHE_WRITE && hc_seq_check(s->eng, offset, bytes);
+        install = kind == HOSTCACHE_WRITE && !seq &&
+            s->opts.mode == HOSTCACHE_MODE_WRITE_THROUGH;
         qemu_mutex_unlock(&s->lock);
+    }
+    if (wb && kind == HOSTCACHE_WRITE && !seq) {
+        /* Blocks reaching past the origin's end are never cached. */
+        len = bdrv_co_getlength(bs->file->bs);
+        ret = len < 0 ? len : 0;
+    }
+    if (ret == 0 && wb && kind == HOSTCACHE_WRITE && !seq &&
+        (int64_t)(end * bsize) <= len) {
+        ret = hostcache_wb_write(bs, offset, bytes, qiov, qiov_offset);
+        if (ret == 0 && (flags & BDRV_REQ_FUA)) {
+            ret = hostcache_wb_flush(bs);
+        }
+        qemu_mutex_lock(&s->lock);
+        st = hc_engine_stats(s->eng);
+        st->writes++;
+        st->write_bytes += bytes;
+        qemu_mutex_unlock(&s->lock);
+        hostcache_kick_destager(bs);
+        trace_hostcache_write(bs, offset, bytes, ret);
+        return ret;
+    }
+
+    if (ret == 0 && wb) {
+        ret = hostcache_wb_begin_direct(bs, &op, first, end);
+    } else if (ret == 0 && caching) {
+        qemu_mutex_lock(&s->lock);
+        hc_op_write_begin(s->eng, &op, first, end);
+        qemu_mutex_unlock(&s->lock);
+    }
+    if (ret < 0) {
+        return ret;
     }
 
     switch (kind) {
@@ -572,12 +1079,29 @@ hostcache_co_pdiscard(BlockDriverState *bs, int64_t offset, int64_t bytes)
 static int coroutine_fn GRAPH_RDLOCK hostcache_co_flush(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
+    int64_t start = get_clock();
+    HcStats *st;
+    int ret;
+
+    /*
+     * Defining .bdrv_co_flush means the children are ours to flush.  In
+     * write-back mode (and after leaving it, while anything is dirty) the
+     * dirty data goes first.
+     */
+    qemu_mutex_lock(&s->lock);
+    ret = hc_dirty_blocks(s->eng) || s->opts.mode == HOSTCACHE_MODE_WRITE_BACK;
+    qemu_mutex_unlock(&s->lock);
+    ret = ret ? hostcache_wb_flush(bs) : bdrv_co_flush(bs->file->bs);
 
     qemu_mutex_lock(&s->lock);
-    hc_engine_stats(s->eng)->flushes++;
+    st = hc_engine_stats(s->eng);
+    st->flushes++;
+    hc_latency_record(&st->flush_lat, get_clock() - start);
+    if (ret < 0) {
+        st->origin_errors++;
+    }
     qemu_mutex_unlock(&s->lock);
-    /* Defining .bdrv_co_flush means the children are ours to flush. */
-    return bdrv_co_flush(bs->file->bs);
+    return ret;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -594,11 +1118,18 @@ hostcache_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
         error_setg_errno(errp, -old_len, "Failed to get the origin's length");
         return old_len;
     }
-    /* Blocks at or past the shorter end are (or were) partial: drop them. */
-    qemu_mutex_lock(&s->lock);
-    hc_op_write_begin(s->eng, &op, MIN(old_len, offset) / hostcache_bsize(s),
-                      UINT64_MAX);
-    qemu_mutex_unlock(&s->lock);
+    /*
+     * Blocks at or past the shorter end are (or were) partial: drop them,
+     * after writing back dirty ones (they must reach the origin before it
+     * is cut, as they would on a disk).
+     */
+    ret = hostcache_wb_begin_direct(bs, &op,
+                                    MIN(old_len, offset) / hostcache_bsize(s),
+                                    UINT64_MAX);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Failed to write back dirty data");
+        return ret;
+    }
 
     ret = bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
 
@@ -625,11 +1156,64 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     BDRVHostcacheState *s = bs->opaque;
     uint64_t n;
 
+    /* Inactivation wrote everything back; anything dirty is newer data. */
+    if (hostcache_wb_flush(bs) < 0 || hc_dirty_blocks(s->eng)) {
+        error_setg(errp, "hostcache: dirty data could not be written back "
+                   "before dropping the cache");
+        return;
+    }
     qemu_mutex_lock(&s->lock);
     n = hc_engine_blocks(s->eng);
     hc_invalidate_all(s->eng);
     qemu_mutex_unlock(&s->lock);
     trace_hostcache_invalidate_cache(bs, n);
+}
+
+/*
+ * Dirty blocks are data the origin does not have yet: report them as DATA
+ * here (or sparse-aware copiers would skip them); everything else is the
+ * origin's answer.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
+                          int64_t offset, int64_t bytes, int64_t *pnum,
+                          int64_t *map, BlockDriverState **file)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    uint64_t first = offset / bsize;
+    uint64_t end = DIV_ROUND_UP(offset + bytes, bsize), d, n;
+
+    qemu_mutex_lock(&s->lock);
+    d = hc_dirty_find(s->eng, first, end);
+    if (d == first) {
+        for (n = first + 1; n < end && hc_is_dirty(s->eng, n); n++) {
+            /* extend the dirty run */
+        }
+        qemu_mutex_unlock(&s->lock);
+        *pnum = MIN((int64_t)(n * bsize), offset + bytes) - offset;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    }
+    qemu_mutex_unlock(&s->lock);
+    *pnum = d == UINT64_MAX ? bytes : (int64_t)(d * bsize) - offset;
+    *map = offset;
+    *file = bs->file->bs;
+    return BDRV_BLOCK_RAW | BDRV_BLOCK_OFFSET_VALID;
+}
+
+/*
+ * Source side of a live migration (after vm_stop's flush): nothing dirty
+ * may stay behind, or the destination would read old data.
+ */
+static int GRAPH_RDLOCK hostcache_inactivate(BlockDriverState *bs)
+{
+    Error *local_err = NULL;
+    int ret = hostcache_writeback_all(bs, &local_err);
+
+    if (ret < 0) {
+        error_report_err(local_err);
+    }
+    return ret;
 }
 
 static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
@@ -679,6 +1263,12 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .hit_latency_p99_ns = hc_latency_quantile(&st->hit_lat, 0.99),
         .miss_latency_avg_ns = hc_latency_avg(&st->miss_lat),
         .miss_latency_p99_ns = hc_latency_quantile(&st->miss_lat, 0.99),
+        .dirty_bytes = hc_dirty_blocks(s->eng) * s->opts.cfg.block_size,
+        .destage_backlog = hc_dirty_queued(s->eng),
+        .destaged_blocks = st->destaged,
+        .destage_errors = st->destage_errors,
+        .flush_latency_avg_ns = hc_latency_avg(&st->flush_lat),
+        .flush_latency_p99_ns = hc_latency_quantile(&st->flush_lat, 0.99),
     };
     qemu_mutex_unlock(&s->lock);
     return stats;
@@ -704,6 +1294,10 @@ static BlockDriver bdrv_hostcache = {
     .bdrv_co_truncate           = hostcache_co_truncate,
     .bdrv_co_getlength          = hostcache_co_getlength,
     .bdrv_co_invalidate_cache   = hostcache_co_invalidate_cache,
+    .bdrv_co_block_status       = hostcache_co_block_status,
+    .bdrv_inactivate            = hostcache_inactivate,
+    .bdrv_drain_begin           = hostcache_drain_begin,
+    .bdrv_drain_end             = hostcache_drain_end,
 
     .bdrv_child_perm            = hostcache_child_perm,
     .bdrv_get_specific_stats    = hostcache_get_specific_stats,

@@ -92,3 +92,15 @@ link_driver
 configure
 ninja -C "$OBJ" qemu-img qemu-io qemu-nbd storage-daemon/qemu-storage-daemon \
     qemu-system-x86_64
+
+# Run from the build tree, QEMU relocates its firmware path into qemu-bundle/
+# (-L help shows .../qemu-bundle/usr/share/seabios etc.).  Point those at the
+# Debian packages' firmware so the binary works without -L (e.g. as libvirt's
+# <emulator>).
+for d in usr/share/qemu usr/share/seabios usr/lib/ipxe/qemu; do
+    mkdir -p "$(dirname "$OBJ/qemu-bundle/$d")"
+    if [ ! -L "$OBJ/qemu-bundle/$d" ]; then
+        rm -rf "$OBJ/qemu-bundle/$d"
+        ln -s "/$d" "$OBJ/qemu-bundle/$d"
+    fi
+done

@@ -16,7 +16,9 @@ IMG = make_file(os.path.join(WORK, 'origin.img'), 8 * MiB)
 
 BAD = [
     ({'mode': 'bogus'}, "Unknown hostcache mode 'bogus'"),
-    ({'mode': 'write-back'}, "'write-back' is not supported"),
+    ({'max_dirty': '0'}, 'max-dirty must be between one block'),
+    ({'ram_size': '1M', 'max_dirty': '2M'}, 'max-dirty must be between'),
+    ({'max_dirty_age_ms': '-1'}, 'max-dirty-age-ms'),
     ({'ram_size': '0'}, 'ram-size must be at least one cache block'),
     ({'ram_size': '1000'}, 'ram-size must be at least one cache block'),
     ({'block_size': '3000'}, 'block-size must be a power of two'),
@@ -73,7 +75,8 @@ def test_defaults_and_values_in_blockstats():
 def test_blockdev_add_errors_are_clean():
     qsd = StorageDaemon(WORK)
     try:
-        for opts, want in [({'mode': 'write-back'}, 'not supported'),
+        for opts, want in [({'mode': 'write-back', 'max-dirty': 0},
+                            'max-dirty'),
                            ({'block-size': 3000}, 'power of two'),
                            ({'ram-size': 0}, 'ram-size')]:
             try:
@@ -99,7 +102,7 @@ def test_reopen_refuses_bad_values_and_keeps_old_ones():
         file_name = [n['node-name'] for n in file_node
                      if n['drv'] == 'file'][0]
         base['file'] = file_name
-        for opts, want in [({'mode': 'write-back'}, 'not supported'),
+        for opts, want in [({'mode': 'warp-speed'}, "does not accept value 'warp-speed'"),
                            ({'ram-size': 0}, 'ram-size'),
                            ({'block-size': 8192}, 'block-size')]:
             try:
