@@ -93,6 +93,8 @@ typedef struct BDRVHostcacheState {
     uint64_t destage_lat_floor; /* lowest destage latency seen, ns */
 } BDRVHostcacheState;
 
+static void hostcache_wake_destager(BlockDriverState *bs);
+
 static QemuOptsList hostcache_runtime_opts = {
     .name = "hostcache",
     .head = QTAILQ_HEAD_INITIALIZER(hostcache_runtime_opts.head),
@@ -397,7 +399,7 @@ static void hostcache_reopen_commit(BDRVReopenState *state)
 
     trace_hostcache_reopen(state->bs, HostcacheMode_str(s->opts.mode),
                            s->opts.cfg.ram_size);
-    qemu_co_sleep_wake(&s->destager_sleep);     /* re-read the bounds */
+    hostcache_wake_destager(state->bs);     /* re-read the bounds */
     g_free(state->opaque);
     state->opaque = NULL;
 }
@@ -796,6 +798,20 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
     bdrv_dec_in_flight(bs);
 }
 
+/*
+ * Wake an idle destager early.  qemu_co_sleep_wake() is not safe against a
+ * coroutine going to sleep in another thread, so from other threads rely on
+ * the destager's bounded sleep (at most 100 ms) instead.
+ */
+static void hostcache_wake_destager(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+
+    if (qemu_get_current_aio_context() == bdrv_get_aio_context(bs)) {
+        qemu_co_sleep_wake(&s->destager_sleep);
+    }
+}
+
 static void hostcache_drain_begin(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
@@ -803,7 +819,7 @@ static void hostcache_drain_begin(BlockDriverState *bs)
     qemu_mutex_lock(&s->lock);
     qatomic_set(&s->quiesced, s->quiesced + 1);
     qemu_mutex_unlock(&s->lock);
-    qemu_co_sleep_wake(&s->destager_sleep);
+    hostcache_wake_destager(bs);
 }
 
 static void hostcache_drain_end(BlockDriverState *bs)
@@ -881,7 +897,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         uint64_t blk = pos / bsize;
         int64_t bstart = blk * bsize;
         int64_t n = MIN(bstart + (int64_t)bsize, end_off) - pos;
-        bool whole = n == (int64_t)bsize;
+        bool whole = n == (int64_t)bsize, cached;
         uint8_t *slot = NULL;
         HcOp op;
 
@@ -929,12 +945,13 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         if (ret < 0) {
             hc_engine_stats(s->eng)->origin_errors++;
         }
+        cached = hc_contains(s->eng, blk);
         qemu_mutex_unlock(&s->lock);
         if (ret < 0) {
             return ret;
         }
         /* Not installed: raced, full, or now cached; the loop retries. */
-        if (!slot && !hc_contains(s->eng, blk)) {
+        if (!slot && !cached) {
             ret = hostcache_wb_make_room(bs);
             if (ret < 0) {
                 return ret;
@@ -1156,10 +1173,16 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     BDRVHostcacheState *s = bs->opaque;
     uint64_t n;
 
-    /* Inactivation wrote everything back; anything dirty is newer data. */
-    if (hostcache_wb_flush(bs) < 0 || hc_dirty_blocks(s->eng)) {
-        error_setg(errp, "hostcache: dirty data could not be written back "
-                   "before dropping the cache");
+    /*
+     * Inactivation wrote everything back; anything still dirty is newer
+     * than the origin and must reach it before the cache is dropped.
+     */
+    qemu_mutex_lock(&s->lock);
+    n = hc_dirty_blocks(s->eng);
+    qemu_mutex_unlock(&s->lock);
+    if (n && hostcache_wb_flush(bs) < 0) {
+        error_setg(errp, "hostcache: %" PRIu64 " dirty blocks could not be "
+                   "written back before dropping the cache", n);
         return;
     }
     qemu_mutex_lock(&s->lock);
