@@ -1,0 +1,302 @@
+#!/usr/bin/python3
+"""hostcache under a real libvirt 11.3 (private libvirtd, see hclibvirt.py).
+
+Proves the recipes of docs/LIBVIRT.md that hostcached copies:
+- libvirt's node names follow the rule of hclibvirt.predict_top_nodes
+  (disk order, backing-chain length, raw without a format node)
+- persistent placement (qemu:commandline -blockdev + qemu:override drive)
+  for several disks and a qcow2 backing chain, checked in QEMU's graph
+- a guest's I/O through a persistently placed filter: data written by the
+  guest is on the image, repeated reads hit the cache
+- live insertion under a running guest, live option change
+  (blockdev-reopen), live removal; data intact throughout
+- what libvirt reports (taints, events) and refuses (block jobs) with a
+  filter in place; disk-only snapshots still work
+- virsh migrate --live between two private libvirtds, filter in the XML
+"""
+
+import hashlib
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+import hctest as T  # noqa: E402
+import hclibvirt as L  # noqa: E402
+
+MiB = T.MiB
+# One capabilities cache for every daemon of this run: libvirt probes the
+# emulator once instead of at each daemon start.
+CACHE = None
+
+
+def _libvirtd(wd, **kw):
+    global CACHE
+    if CACHE is None:
+        CACHE = T.tmpdir('hclv-cache-')
+    return L.Libvirtd(wd, cache_dir=CACHE, **kw)
+
+
+def _qcow2(path, backing=None, backing_fmt=None, size=64 * MiB):
+    argv = [T.QEMU_IMG, 'create', '-q', '-f', 'qcow2']
+    if backing:
+        argv += ['-b', backing, '-F', backing_fmt]
+    argv += [path]
+    if not backing:
+        argv.append(str(size))
+    T.run(argv)
+    return path
+
+
+def _chain_disks(wd):
+    """vda: qcow2 -> qcow2 -> raw chain; vdb: raw; vdc: qcow2;
+    vdd: raw with discard/detect_zeroes (still no format node)."""
+    base = T.make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
+    mid = _qcow2(os.path.join(wd, 'mid.qcow2'), base, 'raw')
+    top = _qcow2(os.path.join(wd, 'top.qcow2'), mid, 'qcow2')
+    raw = T.make_file(os.path.join(wd, 'b.raw'), 32 * MiB, pattern=0)
+    single = _qcow2(os.path.join(wd, 'c.qcow2'), size=32 * MiB)
+    raw2 = T.make_file(os.path.join(wd, 'd.raw'), 16 * MiB, pattern=0)
+    return [L.Disk(top, 'qcow2', 'ua-disk0', 'vda'),
+            L.Disk(raw, 'raw', 'ua-disk1', 'vdb'),
+            L.Disk(single, 'qcow2', 'ua-disk2', 'vdc'),
+            L.Disk(raw2, 'raw', 'ua-disk3', 'vdd',
+                   extra_driver_attrs={'discard': 'unmap',
+                                       'detect_zeroes': 'unmap'})]
+
+
+def test_node_names_and_persistent_placement():
+    wd = T.tmpdir('hclv-')
+    lv = _libvirtd(wd)
+    disks = _chain_disks(wd)
+    xml = L.domain_xml('hc-nodes', disks)
+    tops = L.predict_top_nodes(xml)
+    T.check_eq(tops, {'ua-disk3': 'libvirt-1-storage',
+                      'ua-disk2': 'libvirt-2-format',
+                      'ua-disk1': 'libvirt-3-storage',
+                      'ua-disk0': 'libvirt-4-format'}, 'predicted tops')
+
+    # Without filters: the rule matches what libvirt really built.
+    lv.define(xml)
+    lv.start_domain('hc-nodes')
+    for d in disks:
+        T.check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
+                   f'{d.alias} root without filter')
+    nodes = L.block_nodes(lv, 'hc-nodes')
+    # vda's chain: libvirt-4-format (top) -> libvirt-5-format (mid) ->
+    # libvirt-6-storage (raw base, no format node).
+    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-4-format', 'backing'),
+               'libvirt-5-format', 'backing of vda top')
+    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-5-format', 'backing'),
+               'libvirt-6-storage', 'backing of vda mid')
+    T.check_eq(nodes['libvirt-6-storage']['image']['filename'],
+               os.path.join(wd, 'base.raw'), 'base image')
+    lv.destroy('hc-nodes')
+
+    # With a filter on every disk: each device's root is its hostcache
+    # node, whose file child is the predicted node of that disk's image.
+    placements = [{'alias': d.alias, 'node': f'hc-{d.target}',
+                   'file': tops[d.alias], 'opts': {'mode': 'write-through'}}
+                  for d in disks]
+    xml2 = L.add_hostcache_xml(lv.dumpxml('hc-nodes', inactive=True),
+                               placements)
+    lv.define(xml2)
+    lv.start_domain('hc-nodes')
+    for d in disks:
+        L.check_placement(lv, 'hc-nodes', d.alias, f'hc-{d.target}',
+                          tops[d.alias], d.path)
+    # libvirt's own view still names the image, not the filter.
+    blk = lv.virsh('domblklist', 'hc-nodes').stdout
+    T.check(disks[0].path in blk, f'domblklist: {blk}')
+    T.check('custom-argv' in lv.domain_log('hc-nodes'),
+            'no custom-argv taint in the domain log')
+    lv.destroy('hc-nodes')
+
+    # The recipe is reversible: without the filters, the XML starts as
+    # before and the devices sit on libvirt's nodes again.
+    xml3 = L.remove_hostcache_xml(lv.dumpxml('hc-nodes', inactive=True),
+                                  [p['node'] for p in placements])
+    T.check('hostcache' not in xml3, 'filter left in the XML')
+    lv.define(xml3)
+    lv.start_domain('hc-nodes')
+    for d in disks:
+        T.check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
+                   f'{d.alias} root after removal')
+    lv.stop()
+
+
+def _chunks(console):
+    """[(offset, length, sha256)] the guest's verify job reported."""
+    return [(int(o), int(n), h) for o, n, h in
+            re.findall(r'^HC-CHUNK (\d+) (\d+) ([0-9a-f]{64})', console,
+                       re.M)]
+
+
+def _check_chunks_on_image(path, chunks):
+    with open(path, 'rb') as f:
+        for off, n, want in chunks:
+            f.seek(off)
+            got = hashlib.sha256(f.read(n)).hexdigest()
+            T.check_eq(got, want, f'image bytes at {off} (+{n})')
+
+
+def test_guest_through_persistent_filter():
+    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = T.tmpdir('hclv-')
+    lv = _libvirtd(wd)
+    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    console = os.path.join(wd, 'console.txt')
+    # on_poweroff=restart: when the job is done the guest powers off and
+    # libvirt resets it (same QEMU process, same block graph); the test
+    # suspends it while the kernel boots again and reads the filter's
+    # counters ('preserve' is not supported by the QEMU driver).
+    xml = L.domain_xml('hc-guest', [L.Disk(img)], console=console,
+                       guest_cmdline='hc.job=verify hc.chunks=12 hc.hot=4 '
+                                     'hc.rounds=4 hc.seed=7',
+                       on_poweroff='restart')
+    top = L.predict_top_nodes(xml)['ua-disk0']
+    xml = L.add_hostcache_xml(xml, [{
+        'alias': 'ua-disk0', 'node': 'hc-vda', 'file': top,
+        'opts': {'mode': 'write-through', 'ram-size': 32 * MiB}}])
+    lv.define(xml)
+    lv.start_domain('hc-guest')
+    L.check_placement(lv, 'hc-guest', 'ua-disk0', 'hc-vda', top, img)
+    L.wait_console(console, '^HC-DONE', timeout=150, lv=lv, dom='hc-guest')
+    lv.virsh('suspend', 'hc-guest')
+    text = L.console_text(console)
+    first = text[:text.index('HC-DONE')]
+    T.check('HC-STEP write' not in text[len(first):],
+            'the restarted guest wrote before it was suspended')
+    m = re.search(r'^HC-RESULT (\w+).*$', first, re.M)
+    T.check(m is not None and m.group(1) == 'ok', f'guest verify: {first}')
+    st = L.hostcache_stats(lv, 'hc-guest', 'hc-vda')
+    # The hot step re-reads 4 chunks of 64 KiB 4 times with O_DIRECT: at
+    # least 3 of the 4 rounds are served by the RAM tier.
+    T.check(st['read-hit-bytes'] >= 3 * 4 * 65536,
+            f'read-hit-bytes {st["read-hit-bytes"]} < 3 rounds x 4 chunks:'
+            f' {st}')
+    T.check(st['writes'] > 0 and st['origin-errors'] == 0, f'stats: {st}')
+    # Every chunk the guest wrote through the filter is on the image.
+    chunks = _chunks(first)
+    T.check_eq(len(chunks), 12, 'HC-CHUNK lines')
+    lv.stop()
+    _check_chunks_on_image(img, chunks)
+
+
+def _workload_rounds(console):
+    return [(int(r), int(e)) for r, e in
+            re.findall(r'^HC-WORKLOAD round=(\d+) .*errors=(\d+)', console,
+                       re.M)]
+
+
+def _wait_rounds(console, n, lv, dom, timeout=90):
+    start = len(_workload_rounds(L.console_text(console)))
+    import time
+    deadline = time.monotonic() + timeout
+    while len(_workload_rounds(L.console_text(console))) < start + n:
+        T.check(time.monotonic() < deadline,
+                f'guest made no progress:\n{L.console_text(console)[-2000:]}')
+        T.check(lv.domstate(dom).startswith('running'),
+                f'{dom} is {lv.domstate(dom)}')
+        time.sleep(0.3)
+
+
+def test_live_insert_reopen_remove():
+    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = T.tmpdir('hclv-')
+    lv = _libvirtd(wd)
+    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    console = os.path.join(wd, 'console.txt')
+    # The guest reads and writes (25 %) 4 KiB blocks of its first 2 MiB
+    # in an endless loop; the filter goes in and out under it.
+    xml = L.domain_xml('hc-live', [L.Disk(img)], console=console,
+                       guest_cmdline='hc.job=workload hc.size=2097152 '
+                                     'hc.count=150 hc.rounds=0 hc.wpct=25')
+    lv.define(xml)
+    events = lv.events()
+    lv.start_domain('hc-live')
+    dom = 'hc-live'
+    _wait_rounds(console, 1, lv, dom)
+    # Data outside the guest's region, written before the filter exists.
+    out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x5a 32M 1M')
+    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+
+    below = L.insert_live(lv, dom, 'ua-disk0', 'hc-vda',
+                          mode='write-through', ram_size=16 * MiB)
+    T.check_eq(below, 'libvirt-1-storage', 'node under the filter')
+    L.check_placement(lv, dom, 'ua-disk0', 'hc-vda', 'libvirt-1-storage',
+                      img)
+    T.check('custom-monitor' in lv.domain_log(dom), 'no custom-monitor taint')
+    _wait_rounds(console, 2, lv, dom)
+    for _ in range(2):
+        out = lv.qemu_io(dom, 'ua-disk0', 'read -P 0x5a 32M 1M')
+        T.check('read 1048576/1048576' in out and 'fail' not in out,
+                f'qemu-io read through the filter: {out}')
+    st = L.hostcache_stats(lv, dom, 'hc-vda')
+    T.check_eq(st['mode'], 'write-through', 'mode')
+    T.check(st['read-hits'] > 0, f'no read hits after insertion: {st}')
+    T.check(st['writes'] > 0, f'guest writes did not pass the filter: {st}')
+
+    # Live option changes (blockdev-reopen under the running guest).
+    # write-back: 1 MiB at 40M goes to RAM; the destager writes it back in
+    # the background (or the reopen below does).
+    L.reopen_live(lv, dom, 'hc-vda', mode='write-back', ram_size=16 * MiB)
+    out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0xa5 40M 1M')
+    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    st = L.hostcache_stats(lv, dom, 'hc-vda')
+    T.check_eq(st['mode'], 'write-back', 'mode after reopen')
+    T.check(st['dirty-bytes'] + 4096 * st['destaged-blocks'] >= MiB,
+            f'the write did not take the write-back path: {st}')
+    # write-through: the reopen writes the dirty data back.
+    L.reopen_live(lv, dom, 'hc-vda', mode='write-through', ram_size=16 * MiB)
+    st = L.hostcache_stats(lv, dom, 'hc-vda')
+    T.check_eq(st['dirty-bytes'], 0, 'dirty-bytes after write-through')
+    with open(img, 'rb') as f:
+        f.seek(40 * MiB)
+        T.check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M after '
+                'reopen to write-through')
+    # pass-through drops the RAM tier; the guest's reads go on, no hits.
+    L.reopen_live(lv, dom, 'hc-vda', mode='pass-through', ram_size=16 * MiB)
+    hits = L.hostcache_stats(lv, dom, 'hc-vda')['read-hits']
+    _wait_rounds(console, 1, lv, dom)
+    st = L.hostcache_stats(lv, dom, 'hc-vda')
+    T.check_eq(st['mode'], 'pass-through', 'mode after reopen')
+    T.check_eq(st['ram-used'], 0, 'ram-used in pass-through')
+    T.check_eq(st['read-hits'], hits, 'hits in pass-through')
+
+    # Live removal: the device is back on libvirt's node, filter gone.
+    T.check_eq(L.remove_live(lv, dom, 'ua-disk0', 'hc-vda'),
+               'libvirt-1-storage', 'node the device returns to')
+    T.check_eq(L.device_root(lv, dom, 'ua-disk0'), 'libvirt-1-storage',
+               'root after removal')
+    T.check('hc-vda' not in L.block_nodes(lv, dom), 'filter node left')
+    _wait_rounds(console, 1, lv, dom)
+    for pat, off in (('0x5a', '32M'), ('0xa5', '40M')):
+        out = lv.qemu_io(dom, 'ua-disk0', f'read -P {pat} {off} 1M')
+        T.check('read 1048576/1048576' in out and 'fail' not in out,
+                f'qemu-io read after removal: {out}')
+    rounds = _workload_rounds(L.console_text(console))
+    T.check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
+    T.check(lv.domstate(dom).startswith('running'), 'guest not running')
+    lv.destroy(dom)
+    # Events: start and stop only; libvirt does not see the graph change.
+    ev = events.stop()
+    T.check(any('lifecycle' in e and 'Started' in e for e in ev), f'{ev}')
+    T.check(any('lifecycle' in e and 'Stopped' in e for e in ev), f'{ev}')
+    T.check(not any('device-removed' in e or 'block-job' in e for e in ev),
+            f'unexpected events: {ev}')
+    lv.stop()
+    with open(img, 'rb') as f:
+        f.seek(32 * MiB)
+        T.check(f.read(MiB) == b'\x5a' * MiB, 'image bytes at 32M')
+        f.seek(40 * MiB)
+        T.check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M')
+
+
+if __name__ == '__main__':
+    why = L.unavailable()
+    if why:
+        print(f'SKIP: {why}')
+        sys.exit(77)
+    T.main(globals())
