@@ -11,6 +11,7 @@
 import atexit
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -354,9 +355,11 @@ class HostcacheExport:
 
 
 def read_dumps(result):
-    """[(offset, data)] of every 'read -v' in a qemu-io run, in order."""
+    """[(offset, data)] of every 'read -v' in a qemu-io run (its result or
+    its output text), in order."""
+    text = result if isinstance(result, str) else result.stdout
     reads, buf, first = [], bytearray(), None
-    for line in result.stdout.splitlines():
+    for line in text.splitlines():
         if len(line) > 10 and line[8:11] == ':  ':
             if first is None:
                 first = int(line[:8], 16)
@@ -387,3 +390,95 @@ def random_sources(workdir, rng, count=16, size=256 * KiB):
 def pread_file(path, offset, length):
     with open(path, 'rb') as f:
         return os.pread(f.fileno(), length, offset)
+
+
+class QemuIoSession:
+    """An interactive qemu-io on --image-opts: commands are sent one batch at
+    a time and the output of each batch is returned, so a test can look at
+    the origin between commands while the node (and its cache) stays open."""
+
+    PROMPT = b'qemu-io> '
+
+    def __init__(self, image_opts, extra=(), timeout=120):
+        self.timeout = timeout
+        self.proc = PROCS.start([QEMU_IO, '--image-opts', *extra, image_opts],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        self._until_prompts(1)
+
+    def _until_prompts(self, n):
+        buf = b''
+        deadline = time.monotonic() + self.timeout
+        fd = self.proc.stdout.fileno()
+        while buf.count(self.PROMPT) < n:
+            left = deadline - time.monotonic()
+            check(left > 0, f'qemu-io timed out: {buf[-2000:]!r}')
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    raise TestFailure(f'qemu-io exited '
+                                      f'{self.proc.wait()}: {buf[-3000:]!r}')
+                buf += chunk
+        return buf.decode(errors='replace')
+
+    def run(self, *commands):
+        """Run commands; returns their output (prompts included)."""
+        self.proc.stdin.write(''.join(c + '\n' for c in commands).encode())
+        self.proc.stdin.flush()
+        return self._until_prompts(len(commands))
+
+    def close(self):
+        """Quit; returns the exit status."""
+        try:
+            self.proc.stdin.write(b'quit\n')
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        rc = self.proc.wait(timeout=self.timeout)
+        PROCS.stop(self.proc)
+        return rc
+
+
+# ---- fio over NBD -----------------------------------------------------------
+
+FIO = '/usr/bin/fio'
+
+
+class Fio:
+    """A fio run with the nbd ioengine (libnbd) against uri.  fio's nbd
+    engine prints to stdout, so the report goes to a JSON file."""
+
+    def __init__(self, workdir, name, uri, args):
+        self.name = name
+        self.json_path = os.path.join(workdir, f'{name}.json')
+        self.out_path = os.path.join(workdir, f'{name}.out')
+        self.out = open(self.out_path, 'w')
+        argv = [FIO, f'--name={name}', '--ioengine=nbd', f'--uri={uri}',
+                '--output-format=json', f'--output={self.json_path}', *args]
+        self.proc = PROCS.start(argv, stdout=self.out,
+                                stderr=subprocess.STDOUT)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def wait(self, timeout=300):
+        """Wait for fio; returns its job report, raises when fio failed."""
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        finally:
+            PROCS.stop(self.proc)
+            self.out.close()
+        with open(self.out_path) as f:
+            out = f.read()
+        try:
+            with open(self.json_path) as f:
+                text = f.read()
+            # fio may put messages in front of the JSON document
+            job = json.loads(text[text.index('{'):])['jobs'][0]
+        except (OSError, ValueError, KeyError, IndexError):
+            job = None
+        err = job['error'] if job else None
+        check(rc == 0 and job is not None and err == 0 and 'verify' not in out,
+              f'fio {self.name} exited {rc}, error {err}:\n{out[-3000:]}')
+        return job
