@@ -294,6 +294,172 @@ def test_live_insert_reopen_remove():
         T.check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M')
 
 
+
+def test_libvirt_operations_with_filter():
+    """What libvirt does with a filter above its nodes: taints, block jobs
+    refused, resize and disk-only snapshots fine, hot-unplug leaves the
+    filter and libvirt's node behind (hostcached deletes them)."""
+    wd = T.tmpdir('hclv-')
+    lv = _libvirtd(wd)
+    base = T.make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
+    top = _qcow2(os.path.join(wd, 'top.qcow2'), base, 'raw')
+    vdb = T.make_file(os.path.join(wd, 'vdb.raw'), 32 * MiB, pattern=0)
+    disks = [L.Disk(top, 'qcow2', 'ua-disk0', 'vda'),
+             L.Disk(vdb, 'raw', 'ua-disk1', 'vdb')]
+    # A guest that sits idle: PCI hot-unplug needs its cooperation.
+    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    console = os.path.join(wd, 'console.txt')
+    xml = L.domain_xml('hc-ops', disks, console=console,
+                       guest_cmdline='hc.job=hold')
+    tops = L.predict_top_nodes(xml)
+    xml = L.add_hostcache_xml(xml, [
+        {'alias': d.alias, 'node': f'hc-{d.target}', 'file': tops[d.alias]}
+        for d in disks])
+    dom = 'hc-ops'
+    lv.define(xml)
+    events = lv.events()
+    lv.start_domain(dom)
+    log = lv.domain_log(dom)
+    for taint in ('custom-argv', 'custom-device'):
+        T.check(f'tainted: {taint}' in log, f'no {taint} taint:\n{log}')
+    out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x11 0 1M')
+    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+
+    # Block jobs that need libvirt's node to be the device's root.
+    for args in (('blockcommit', dom, 'vda', '--active', '--pivot',
+                  '--wait', '--timeout', '30'),
+                 ('blockcopy', dom, 'vda', os.path.join(wd, 'copy.qcow2'),
+                  '--transient-job', '--wait', '--finish', '--timeout',
+                  '30')):
+        r = lv.virsh(*args, check=False)
+        T.check(r.returncode != 0 and 'Need a root block node' in r.stderr,
+                f'virsh {args[0]} with a filter above: rc {r.returncode} '
+                f'{r.stderr}')
+    T.check_eq(L.device_root(lv, dom, 'ua-disk0'), 'hc-vda',
+               'root after refused jobs')
+
+    # virsh blockresize resizes libvirt's node, under the filter: QEMU tells
+    # only that node's direct parents, so the filter and the device keep
+    # the old size.  Resizing the filter node itself (it passes the
+    # truncate down) reaches the device.
+    def dev_size():
+        for b in lv.qmp(dom, 'query-block'):
+            if b['qdev'] == L.backend_path('ua-disk1'):
+                T.check_eq(b['inserted']['node-name'], 'hc-vdb', 'vdb root')
+                return b['inserted']['image']['virtual-size']
+        raise T.TestFailure('vdb not in query-block')
+
+    lv.virsh('blockresize', dom, 'vdb', '48M')
+    T.check_eq(L.block_nodes(lv, dom)[tops['ua-disk1']]['image']
+               ['virtual-size'], 48 * MiB, "libvirt's node after blockresize")
+    T.check_eq(dev_size(), 32 * MiB, 'device size after virsh blockresize')
+    lv.qmp(dom, 'block_resize', **{'node-name': 'hc-vdb'}, size=48 * MiB)
+    T.check_eq(dev_size(), 48 * MiB, 'device size after block_resize of '
+               'the filter node')
+    T.check_eq(os.path.getsize(vdb), 48 * MiB, 'image size')
+
+    # A disk-only external snapshot puts the overlay below the filter.
+    snap = os.path.join(wd, 'snap.qcow2')
+    lv.virsh('snapshot-create-as', dom, 's1', '--disk-only', '--no-metadata',
+             '--diskspec', f'vda,file={snap}', '--diskspec',
+             'vdb,snapshot=no')
+    root = L.device_root(lv, dom, 'ua-disk0')
+    T.check_eq(root, 'hc-vda', 'vda root after snapshot')
+    overlay = L.child_of(lv, dom, 'hc-vda')
+    T.check_eq(L.block_nodes(lv, dom)[overlay]['image']['filename'], snap,
+               'node under the filter after snapshot')
+    T.check_eq(L.child_of(lv, dom, overlay, 'backing'), tops['ua-disk0'],
+               'overlay backing')
+    out = lv.qemu_io(dom, 'ua-disk0', 'read -P 0x11 0 1M')
+    T.check('read 1048576/1048576' in out and 'fail' not in out,
+            f'old data through filter + overlay: {out}')
+    out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x22 1M 1M')
+    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+
+    # Hot-unplug: the device goes, libvirt's blockdev-del of its node fails
+    # ('in use' by the filter), both stay open until someone deletes them.
+    L.wait_console(console, '^HC-READY', lv=lv, dom=dom)
+    lv.virsh('detach-disk', dom, 'vdb', '--live')
+    events.wait_for(r"device-removed.*ua-disk1")
+    nodes = L.block_nodes(lv, dom)
+    T.check('hc-vdb' in nodes and tops['ua-disk1'] in nodes,
+            f'nodes after unplug: {sorted(nodes)}')
+    lv.qmp(dom, 'blockdev-del', **{'node-name': 'hc-vdb'})
+    lv.qmp(dom, 'blockdev-del', **{'node-name': tops['ua-disk1']})
+    nodes = L.block_nodes(lv, dom)
+    T.check('hc-vdb' not in nodes and tops['ua-disk1'] not in nodes,
+            f'nodes after cleanup: {sorted(nodes)}')
+    events.stop()
+    lv.stop()
+    # The write after the snapshot went to the overlay, the one before it
+    # stayed in the old top.
+    T.run([T.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0x22 1M 1M',
+           '-c', 'read -P 0x11 0 1M', snap])
+    r = T.run([T.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0 1M 1M',
+               top])
+    T.check('Pattern verification failed' not in r.stdout,
+            f'old top changed after the snapshot: {r.stdout}')
+
+
+def test_migrate_live_between_two_libvirtds():
+    """virsh migrate --live between two private libvirtds, hostcache in the
+    domain XML in write-back mode: dirty data written on the source is
+    read back on the destination and is on the image afterwards."""
+    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = T.tmpdir('hclv-')
+    lo = 20000 + (os.getpid() % 400) * 100
+    a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
+    b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99))
+    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    console = os.path.join(wd, 'console.txt')
+    xml = L.domain_xml('hc-mig', [L.Disk(img)], console=console,
+                       guest_cmdline='hc.job=workload hc.size=2097152 '
+                                     'hc.count=100 hc.rounds=0 hc.wpct=25')
+    top = L.predict_top_nodes(xml)['ua-disk0']
+    xml = L.add_hostcache_xml(xml, [{
+        'alias': 'ua-disk0', 'node': 'hc-vda', 'file': top,
+        'opts': {'mode': 'write-back', 'ram-size': 32 * MiB}}])
+    dom = 'hc-mig'
+    a.define(xml)
+    ev_a, ev_b = a.events(), b.events()
+    a.start_domain(dom)
+    _wait_rounds(console, 1, a, dom)
+    out = a.qemu_io(dom, 'ua-disk0', 'write -P 0x3c 48M 2M')
+    T.check('wrote 2097152/2097152' in out, f'qemu-io write: {out}')
+
+    L.migrate(a, b, dom)
+    T.check(dom not in a.list_domains('--state-running'),
+            'still running on the source')
+    T.check(b.domstate(dom).startswith('running'), 'not running on dest')
+    L.check_placement(b, dom, 'ua-disk0', 'hc-vda', top, img)
+    st = L.hostcache_stats(b, dom, 'hc-vda')
+    T.check_eq(st['mode'], 'write-back', 'mode on the destination')
+    out = b.qemu_io(dom, 'ua-disk0', 'read -P 0x3c 48M 2M')
+    T.check('read 2097152/2097152' in out and 'fail' not in out,
+            f'source data read on the destination: {out}')
+    _wait_rounds(console, 1, b, dom)
+    ev_a.wait_for(r"lifecycle.*'hc-mig': Stopped Migrated")
+    ev_b.wait_for(r"lifecycle.*'hc-mig': Resumed Migrated")
+
+    # And back, with new dirty data from the destination.
+    out = b.qemu_io(dom, 'ua-disk0', 'write -P 0xc3 52M 1M')
+    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    L.migrate(b, a, dom)
+    L.check_placement(a, dom, 'ua-disk0', 'hc-vda', top, img)
+    _wait_rounds(console, 1, a, dom)
+    rounds = _workload_rounds(L.console_text(console))
+    T.check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
+    ev_a.stop()
+    ev_b.stop()
+    a.stop()
+    b.stop()
+    with open(img, 'rb') as f:
+        f.seek(48 * MiB)
+        T.check(f.read(2 * MiB) == b'\x3c' * (2 * MiB), 'image at 48M')
+        f.seek(52 * MiB)
+        T.check(f.read(MiB) == b'\xc3' * MiB, 'image at 52M')
+
+
 if __name__ == '__main__':
     why = L.unavailable()
     if why:

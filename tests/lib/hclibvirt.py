@@ -19,6 +19,7 @@ hostcached copies:
   migration    migrate() between two private libvirtds
 """
 
+import atexit
 import json
 import os
 import re
@@ -175,8 +176,14 @@ class Libvirtd:
         self.daemon_log = os.path.join(self.dir, 'libvirtd.log')
         self.qemu_pids = {}  # pid -> domain name, every QEMU seen running
         self.proc = None
+        self.virtlogd_pid = None
+        self._stderr = None
         self._stopped = False
         self._write_config(migration_ports)
+        # Also at interpreter exit, before the rmtree of any work dir made
+        # earlier (atexit runs in reverse order): the teardown needs the
+        # sockets and pid files in it.
+        atexit.register(self.stop)
         self._start(start_timeout)
 
     # ---- set-up -------------------------------------------------------------
@@ -303,29 +310,31 @@ class Libvirtd:
         if self._stopped:
             return
         self._stopped = True
+        qemus = set(self._our_qemu_pids())
         if self.proc is not None and self.proc.poll() is None:
             try:
-                for dom in self.list_domains(state='--state-running') + \
-                        self.list_domains(state='--state-paused'):
-                    self._remember_qemu(dom)
+                for dom in self.list_domains('--state-running', timeout=30) + \
+                        self.list_domains('--state-paused', timeout=30):
                     self.virsh('destroy', dom, check=False, timeout=30)
             except (subprocess.TimeoutExpired, T.TestFailure):
                 pass
-        qemus = self._our_qemu_pids()
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+        qemus |= set(self._our_qemu_pids())
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         for pid in qemus:
             _kill_pid(pid)
+        self.virtlogd_pid = self.virtlogd_pid or \
+            _read_pid(self.virtlogd_pid_file)
         if self.virtlogd_pid and \
                 self.virtlogd_pid_file in _cmdline(self.virtlogd_pid):
             _kill_pid(self.virtlogd_pid)
-        self._stderr.close()
+        if self._stderr is not None:
+            self._stderr.close()
         if self in T.PROCS.procs:
             T.PROCS.procs.remove(self)
 
@@ -340,8 +349,8 @@ class Libvirtd:
                              f'{r.returncode}: {r.stderr.strip()}')
         return r
 
-    def list_domains(self, state='--all'):
-        r = self.virsh('list', '--name', state)
+    def list_domains(self, state='--all', timeout=120):
+        r = self.virsh('list', '--name', state, timeout=timeout)
         return [n for n in r.stdout.split() if n]
 
     def define(self, xml):
@@ -827,17 +836,19 @@ def wait_console(path, pattern, timeout=120, lv=None, dom=None, start=0):
 
 # ---- migration between two private daemons ---------------------------------------
 
-def migrate(src, dst, dom, port, live=True, unsafe=True, extra=(),
-            timeout=300):
+def migrate(src, dst, dom, live=True, unsafe=True, extra=(), timeout=300):
     """virsh migrate from one private libvirtd to another on this machine.
 
-    The client (virsh) connects to both daemons; QEMU streams over
-    tcp://127.0.0.1:<port> (a port inside dst's migration_ports).  The disk
-    images are the same files for both (like shared storage).
+    The client (virsh) connects to both daemons (libvirt's default,
+    client-driven migration); QEMU streams over tcp://127.0.0.1 on a port
+    from dst's migration_ports.  Both see the same image files, which
+    libvirt cannot prove to be shared storage: unsafe=True passes
+    --unsafe.  The two daemons' host UUIDs differ, which is libvirt's only
+    same-host check.
     """
     args = ['migrate', *(['--live'] if live else []),
             *(['--unsafe'] if unsafe else []), *extra, dom, dst.uri,
-            '--migrateuri', f'tcp://127.0.0.1:{port}']
+            '--migrateuri', 'tcp://127.0.0.1']
     r = src.virsh(*args, timeout=timeout)
     dst._remember_qemu(dom)
     return r
