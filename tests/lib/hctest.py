@@ -183,6 +183,8 @@ class StorageDaemon:
         self.qmp_path = os.path.join(workdir, f'{name}.qmp')
         self.log_path = os.path.join(workdir, f'{name}.log')
         self.log = open(self.log_path, 'w')
+        if os.path.exists(self.qmp_path):   # left by an earlier daemon
+            os.unlink(self.qmp_path)
         argv = [QSD, '--chardev',
                 f'socket,id=qmp0,path={self.qmp_path},server=on,wait=off',
                 '--monitor', 'chardev=qmp0', *args]
@@ -316,7 +318,10 @@ class HostcacheExport:
         self.opts, self.sock = nbd_export(self.qsd, 'hc0', 'hc0', workdir)
 
     def stats(self):
-        return node_stats(self.qmp, 'hc0')
+        try:
+            return node_stats(self.qmp, 'hc0')
+        except (ConnectionError, OSError) as e:
+            self.died('query-blockstats', e)
 
     def io(self, commands, check_rc=True, extra=()):
         """qemu-io as an NBD client of the export."""
@@ -326,9 +331,22 @@ class HostcacheExport:
         """blockdev-reopen hc0 with the given options (QAPI names); options
         not given keep the values the node was added with."""
         self.hc.update(hc)
-        self.qmp.cmd('blockdev-reopen', options=[{
-            'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
-            **self.hc}])
+        try:
+            self.qmp.cmd('blockdev-reopen', options=[{
+                'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
+                **self.hc}])
+        except (ConnectionError, OSError) as e:
+            self.died(f'blockdev-reopen {hc}', e)
+
+    def died(self, what, exc):
+        """Raise a TestFailure for a daemon that went away during what."""
+        try:
+            rc = self.qsd.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            rc = None
+        raise TestFailure(f'qemu-storage-daemon went away during {what} '
+                          f'(exit status {rc}, {exc!r}); its log:\n'
+                          f'{self.qsd.log_text()[-2000:]}') from exc
 
     def resize(self, size):
         """block_resize hc0.  An NBD export forbids resizing its node (the
