@@ -50,48 +50,67 @@ def _qcow2(path, backing=None, backing_fmt=None, size=64 * MiB):
 
 
 def _chain_disks(wd):
-    """vda: qcow2 -> qcow2 -> raw chain; vdb: raw; vdc: qcow2;
-    vdd: raw with discard/detect_zeroes (still no format node)."""
+    """Disks of every kind that matters for node names, defined out of
+    libvirt's order: vdd raw with discard/detect_zeroes (still no format
+    node); hdc an empty cdrom (no node); vda qcow2 -> qcow2 -> raw chain;
+    vde NBD (a SAN export); vdb raw; vdc qcow2."""
     base = T.make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
     mid = _qcow2(os.path.join(wd, 'mid.qcow2'), base, 'raw')
     top = _qcow2(os.path.join(wd, 'top.qcow2'), mid, 'qcow2')
     raw = T.make_file(os.path.join(wd, 'b.raw'), 32 * MiB, pattern=0)
     single = _qcow2(os.path.join(wd, 'c.qcow2'), size=32 * MiB)
     raw2 = T.make_file(os.path.join(wd, 'd.raw'), 16 * MiB, pattern=0)
-    return [L.Disk(top, 'qcow2', 'ua-disk0', 'vda'),
-            L.Disk(raw, 'raw', 'ua-disk1', 'vdb'),
-            L.Disk(single, 'qcow2', 'ua-disk2', 'vdc'),
-            L.Disk(raw2, 'raw', 'ua-disk3', 'vdd',
+    san = T.make_file(os.path.join(wd, 'san.raw'), 16 * MiB, pattern=0)
+    qsd = T.StorageDaemon(wd, ['--blockdev',
+                               f'driver=file,node-name=san,filename={san}'])
+    _, sock = T.nbd_export(qsd, 'san', 'san', wd)
+    return [L.Disk(raw2, 'raw', 'ua-disk3', 'vdd',
                    extra_driver_attrs={'discard': 'unmap',
-                                       'detect_zeroes': 'unmap'})]
+                                       'detect_zeroes': 'unmap'}),
+            L.Disk(None, 'raw', 'ua-cd', 'hdc', device='cdrom', bus='ide',
+                   readonly=True),
+            L.Disk(top, 'qcow2', 'ua-disk0', 'vda'),
+            L.Disk(None, 'raw', 'ua-san', 'vde', nbd=(sock, 'san')),
+            L.Disk(raw, 'raw', 'ua-disk1', 'vdb'),
+            L.Disk(single, 'qcow2', 'ua-disk2', 'vdc')]
 
 
 def test_node_names_and_persistent_placement():
     wd = T.tmpdir('hclv-')
     lv = _libvirtd(wd)
     disks = _chain_disks(wd)
-    xml = L.domain_xml('hc-nodes', disks)
+    lv.define(L.domain_xml('hc-nodes', disks))
+    # libvirt reorders the disks (vda, vdb, vdc, vdd, vde, hdc): the
+    # prediction reads libvirt's copy of the definition.  The empty cdrom,
+    # last, uses up index 1.
+    xml = lv.dumpxml('hc-nodes', inactive=True)
+    T.check_eq(re.findall(r"<target dev='(\w+)'", xml),
+               ['vda', 'vdb', 'vdc', 'vdd', 'vde', 'hdc'], "libvirt's order")
     tops = L.predict_top_nodes(xml)
-    T.check_eq(tops, {'ua-disk3': 'libvirt-1-storage',
-                      'ua-disk2': 'libvirt-2-format',
-                      'ua-disk1': 'libvirt-3-storage',
-                      'ua-disk0': 'libvirt-4-format'}, 'predicted tops')
+    T.check_eq(tops, {'ua-san': 'libvirt-2-storage',
+                      'ua-disk3': 'libvirt-3-storage',
+                      'ua-disk2': 'libvirt-4-format',
+                      'ua-disk1': 'libvirt-5-storage',
+                      'ua-disk0': 'libvirt-6-format'}, 'predicted tops')
+    disks = [d for d in disks if d.alias in tops]
 
     # Without filters: the rule matches what libvirt really built.
-    lv.define(xml)
     lv.start_domain('hc-nodes')
     for d in disks:
         T.check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
                    f'{d.alias} root without filter')
     nodes = L.block_nodes(lv, 'hc-nodes')
-    # vda's chain: libvirt-4-format (top) -> libvirt-5-format (mid) ->
-    # libvirt-6-storage (raw base, no format node).
-    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-4-format', 'backing'),
-               'libvirt-5-format', 'backing of vda top')
-    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-5-format', 'backing'),
-               'libvirt-6-storage', 'backing of vda mid')
-    T.check_eq(nodes['libvirt-6-storage']['image']['filename'],
+    # vda's chain: libvirt-6-format (top) -> libvirt-7-format (mid) ->
+    # libvirt-8-storage (raw base, no format node).
+    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-6-format', 'backing'),
+               'libvirt-7-format', 'backing of vda top')
+    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-7-format', 'backing'),
+               'libvirt-8-storage', 'backing of vda mid')
+    T.check_eq(nodes['libvirt-8-storage']['image']['filename'],
                os.path.join(wd, 'base.raw'), 'base image')
+    T.check_eq(nodes['libvirt-2-storage']['drv'], 'nbd', 'SAN disk node')
+    T.check(not any(n.startswith('libvirt-1-') for n in nodes),
+            f'a node for the empty cdrom: {sorted(nodes)}')
     lv.destroy('hc-nodes')
 
     # With a filter on every disk: each device's root is its hostcache
@@ -99,9 +118,7 @@ def test_node_names_and_persistent_placement():
     placements = [{'alias': d.alias, 'node': f'hc-{d.target}',
                    'file': tops[d.alias], 'opts': {'mode': 'write-through'}}
                   for d in disks]
-    xml2 = L.add_hostcache_xml(lv.dumpxml('hc-nodes', inactive=True),
-                               placements)
-    lv.define(xml2)
+    lv.define(L.add_hostcache_xml(xml, placements))
     lv.start_domain('hc-nodes')
     for d in disks:
         L.check_placement(lv, 'hc-nodes', d.alias, f'hc-{d.target}',

@@ -480,24 +480,46 @@ class EventLog:
 # ---- domain XML ---------------------------------------------------------------
 
 class Disk:
-    """A virtio disk of a test domain: file path, format, alias ua-<...>."""
+    """A disk of a test domain: by default a virtio disk on a file.
+
+    nbd=(socket, export) makes it a network disk on an NBD unix socket;
+    path=None without nbd is an empty drive (e.g. device='cdrom',
+    bus='ide').  The alias should start with 'ua-' (libvirt keeps such
+    user aliases; the device id in QEMU is the alias).
+    """
 
     def __init__(self, path, fmt='raw', alias='ua-disk0', target='vda',
-                 cache='none', extra_driver_attrs=None):
+                 cache='none', extra_driver_attrs=None, device='disk',
+                 bus='virtio', nbd=None, readonly=False):
         self.path = path
         self.fmt = fmt
         self.alias = alias
         self.target = target
         self.cache = cache
         self.extra = extra_driver_attrs or {}
+        self.device = device
+        self.bus = bus
+        self.nbd = nbd
+        self.readonly = readonly
 
     def xml(self):
         attrs = ''.join(f" {k}='{v}'" for k, v in self.extra.items())
-        return (f"    <disk type='file' device='disk'>\n"
+        kind = 'network' if self.nbd else 'file'
+        if self.nbd:
+            sock, export = self.nbd
+            source = (f"      <source protocol='nbd' name='{export}'>\n"
+                      f"        <host transport='unix' socket='{sock}'/>\n"
+                      "      </source>\n")
+        elif self.path:
+            source = f"      <source file='{self.path}'/>\n"
+        else:
+            source = ''
+        return (f"    <disk type='{kind}' device='{self.device}'>\n"
                 f"      <driver name='qemu' type='{self.fmt}' "
                 f"cache='{self.cache}'{attrs}/>\n"
-                f"      <source file='{self.path}'/>\n"
-                f"      <target dev='{self.target}' bus='virtio'/>\n"
+                f"{source}"
+                f"      <target dev='{self.target}' bus='{self.bus}'/>\n"
+                + ("      <readonly/>\n" if self.readonly else '') +
                 f"      <alias name='{self.alias}'/>\n"
                 f"    </disk>\n")
 
@@ -640,27 +662,36 @@ def _needs_format_layer(fmt, driver):
 def predict_top_nodes(xml):
     """alias -> the node name libvirt will give the top of each disk.
 
+    xml must be libvirt's own copy of the definition (virsh dumpxml
+    --inactive after define): libvirt reorders <disk>s when it parses them
+    (each disk goes before the first disk of its bus with a higher target
+    name), so the order of the XML one defined may not be libvirt's.
+
     Rule (libvirt 11.3, checked against the live graph in test_libvirt):
     at every start libvirt numbers storage sources 1, 2, ... walking the
     <disk>s from the LAST to the first; within a disk the top image gets
-    the next index, then each backing image in order.  Image N is
-    'libvirt-N-format' (format driver) over 'libvirt-N-storage' (protocol
-    driver, e.g. file); a raw image without slice or encryption has only
-    'libvirt-N-storage'.
+    the next index, then each backing image in order; a disk without a
+    source (an empty cdrom) uses up one index too, though it has no node.
+    Image N is 'libvirt-N-format'
+    (format driver) over 'libvirt-N-storage' (protocol driver: file, nbd,
+    host_device...); a raw image without slice or encryption has only
+    'libvirt-N-storage'.  Backing chains of files are read from the image
+    headers; network disks count as one image.
     """
     root = ET.fromstring(xml)
-    disks = root.findall('./devices/disk')
     index = 0
     tops = {}
-    for d in reversed(disks):
+    for d in reversed(root.findall('./devices/disk')):
         src = d.find('source')
         drv = d.find('driver')
         alias = d.find('alias')
-        path = src.get('file') if src is not None else None
-        if path is None:
-            continue
         fmt = drv.get('type', 'raw') if drv is not None else 'raw'
-        chain = image_chain(path, fmt)
+        if src is None or not (src.get('file') or src.get('dev') or
+                               src.get('protocol')):
+            index += 1  # an empty drive still uses up an index
+            continue
+        path = src.get('file') or src.get('dev')
+        chain = image_chain(path, fmt) if path else [(None, fmt)]
         top = index + 1
         index += len(chain)
         kind = 'format' if _needs_format_layer(fmt, drv) else 'storage'
