@@ -183,7 +183,17 @@ def test_blkverify_write_through():
     run_blkverify('write-through', 65536, N_BV)
 
 
-def run_model(mode, bsize, nops):
+def test_blkverify_write_back():
+    # small max-dirty and age: blocks are written back during the run too
+    wb = {'max-dirty': RAM // 2, 'max-dirty-age-ms': 20}
+    for bsize in (512, 4096, 65536):
+        st = run_blkverify('write-back', bsize, N_BV, wb)
+        check(st['destaged-blocks'] > 0, f'nothing written back: {st}')
+        check_eq((st['dirty-bytes'], st['destage-errors']), (0, 0),
+                 '(dirty-bytes, destage-errors) after the final flush')
+
+
+def run_model(mode, bsize, nops, extra=''):
     """Byte model with discards, one step at a time."""
     tag = f'model-{mode}-{bsize}'
     rng = random.Random(f'{SEED}-{tag}')
@@ -191,18 +201,32 @@ def run_model(mode, bsize, nops):
     model = bytearray(pread_file(img, 0, SIZE))
     gen = Gen(rng, bsize)
     opts = (f'driver=hostcache,discard=unmap,mode={mode},block-size={bsize},'
-            f'ram-size={RAM},file.driver=file,file.discard=unmap,'
+            f'ram-size={RAM},{extra}file.driver=file,file.discard=unmap,'
             f'file.filename={img}')
-    io = QemuIoSession(opts)
+    # write-back: the origin only has to hold the data after a flush
+    wb = mode == 'write-back'
+    io = QemuIoSession(opts, extra=['-t', 'writeback'])
     discards = 0
+
+    def read_check(off, ln, what):
+        out = io.run(f'read -v {off} {ln}')
+        got = read_dumps(out)
+        check(len(got) == 1, f'{what}: read: {out[-500:]}')
+        if got[0][1] != model[off:off + ln]:
+            bad = next(i for i in range(ln) if got[0][1][i] != model[off + i])
+            raise AssertionError(f'{what}: read {off}+{ln} returned data the '
+                                 f'disk does not hold at {off + bad} (stale '
+                                 f'cache?)')
+
     try:
         for step in range(nops):
             off, ln = gen.extent()
             r = rng.random()
             what = f'seed {SEED} {tag} step {step}'
             if r < 0.45:
-                cmd = f'read -v {off} {ln}'
-            elif r < 0.65:
+                read_check(off, ln, what)
+                continue
+            if r < 0.65:
                 path, src = rng.choice(SRCS)
                 cmd = f'write -s {path} {off} {ln}'
                 model[off:off + ln] = src[:ln]
@@ -218,18 +242,24 @@ def run_model(mode, bsize, nops):
             check('failed' not in out and 'error' not in out.lower(),
                   f'{what}: {cmd}: {out}')
             if cmd.startswith('discard'):
-                # the origin decides what a discarded range reads as
+                # the origin decides what a discarded range reads as, and
+                # reads through the cache must agree at once
                 model[off:off + ln] = pread_file(img, off, ln)
-            elif cmd.startswith('read'):
-                got = read_dumps(out)
-                check_eq(len(got), 1, f'{what}: dumps')
-                if got[0][1] != model[off:off + ln]:
-                    raise AssertionError(f'{what}: {cmd} returned data the '
-                                         f'disk does not hold (stale cache?)')
-            if cmd != 'flush' and not cmd.startswith('read'):
+                read_check(off, ln, f'{what} (after {cmd})')
+            elif cmd == 'flush' and wb:
+                check(pread_file(img, 0, SIZE) == model,
+                      f'{what}: origin after a flush differs from the model')
+            elif not wb and cmd != 'flush':
                 check(pread_file(img, off, ln) == model[off:off + ln],
                       f'{what}: origin after {cmd} differs from the model')
-        check_eq(io.close(), 0, 'qemu-io exit status')
+        # (closing with dirty data is test_basic's business)
+        check('failed' not in io.run('flush'), f'{tag}: final flush')
+        check(pread_file(img, 0, SIZE) == model,
+              f'seed {SEED} {tag}: origin differs from the model after the '
+              'final flush')
+        rc = io.close()
+        check(rc == 0, f'seed {SEED} {tag}: qemu-io exited {rc} at close: '
+              f'{io.tail[-2000:]}')
     finally:
         if io.proc.poll() is None:
             io.close()
@@ -246,6 +276,13 @@ def test_model_with_discards():
     for mode in MODES:
         for bsize in (4096, 65536):
             run_model(mode, bsize, N_MODEL)
+
+
+def test_model_with_discards_write_back():
+    # a small max-dirty and age make write-back happen during the run too
+    for bsize in (4096, 65536):
+        run_model('write-back', bsize, N_MODEL,
+                  f'max-dirty={RAM // 2},max-dirty-age-ms=20,')
 
 
 if __name__ == '__main__':

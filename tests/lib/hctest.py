@@ -191,7 +191,16 @@ class StorageDaemon:
         self.proc = PROCS.start(argv, stdout=self.log,
                                 stderr=subprocess.STDOUT)
         wait_for_path(self.qmp_path, self.proc)
-        self.qmp = QMP(self.qmp_path)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.qmp = QMP(self.qmp_path)
+                break
+            except ConnectionRefusedError:
+                # the socket file exists between bind() and listen()
+                check(time.monotonic() < deadline and self.proc.poll() is None,
+                      f'cannot connect to {self.qmp_path}')
+                time.sleep(0.02)
 
     def stop(self):
         self.qmp.close()
@@ -447,14 +456,19 @@ class QemuIoSession:
         return self._until_prompts(len(commands))
 
     def close(self):
-        """Quit; returns the exit status."""
+        """Quit; returns the exit status (what qemu-io printed meanwhile is
+        in self.tail)."""
         try:
             self.proc.stdin.write(b'quit\n')
             self.proc.stdin.close()
         except OSError:
             pass
-        rc = self.proc.wait(timeout=self.timeout)
-        PROCS.stop(self.proc)
+        try:
+            self.tail = self.proc.stdout.read().decode(errors='replace')
+            rc = self.proc.wait(timeout=self.timeout)
+        finally:
+            self.proc.stdout.close()
+            PROCS.stop(self.proc)
         return rc
 
 
@@ -473,7 +487,8 @@ class Fio:
         self.out_path = os.path.join(workdir, f'{name}.out')
         self.out = open(self.out_path, 'w')
         argv = [FIO, f'--name={name}', '--ioengine=nbd', f'--uri={uri}',
-                '--output-format=json', f'--output={self.json_path}', *args]
+                '--output-format=json', f'--output={self.json_path}',
+                '--verify_state_save=0', *args]
         self.proc = PROCS.start(argv, stdout=self.out,
                                 stderr=subprocess.STDOUT)
 
