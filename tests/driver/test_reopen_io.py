@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """blockdev-reopen of a hostcache node while fio verifies data through its
-NBD export: the mode and the RAM size change back and forth (growing and
+NBD export: the mode (write-back included, whose dirty data must be written
+back when it is left) and the RAM size change back and forth (growing and
 shrinking a cache full of blocks) under load, fio must find every block it
 wrote intact, and the stats must follow each change."""
 
@@ -20,15 +21,15 @@ RUNTIME = int(os.environ.get('HC_REOPEN_RUNTIME', 15))
 # (mode, ram-size): grows and shrinks while the cache is full
 PLAN = [
     ('write-through', 64 * MiB),
-    ('write-through', 1 * MiB),
+    ('write-back', 1 * MiB),
     ('write-around', 32 * MiB),
     ('pass-through', 32 * MiB),
-    ('write-through', 4 * MiB),
+    ('write-back', 4 * MiB),
     ('write-around', 64 * MiB),
     ('write-through', 2 * MiB),
+    ('write-back', 48 * MiB),
     ('pass-through', 1 * MiB),
-    ('write-around', 16 * MiB),
-    ('write-through', 48 * MiB),
+    ('write-through', 16 * MiB),
 ]
 FINAL = ('write-through', 32 * MiB)
 
