@@ -45,9 +45,26 @@ def check(cond, msg):
         raise TestFailure(msg)
 
 
+def _first_diff(got, want):
+    """Describe where two byte strings (or sequences of them) differ."""
+    if isinstance(got, (bytes, bytearray)) and isinstance(want,
+                                                           (bytes, bytearray)):
+        n = next((i for i in range(min(len(got), len(want)))
+                  if got[i] != want[i]), min(len(got), len(want)))
+        return (f'{len(got)} bytes vs {len(want)}, first difference at '
+                f'byte {n}: {bytes(got[n:n + 8]).hex()} vs '
+                f'{bytes(want[n:n + 8]).hex()}')
+    if (isinstance(got, (list, tuple)) and isinstance(want, (list, tuple))
+            and len(got) == len(want)):
+        for i, (g, w) in enumerate(zip(got, want)):
+            if g != w:
+                return f'item {i}: {_first_diff(g, w)}'
+    return f'got {got!r:.300}, want {want!r:.300}'
+
+
 def check_eq(got, want, what):
     if got != want:
-        raise TestFailure(f'{what}: got {got!r}, want {want!r}')
+        raise TestFailure(f'{what}: {_first_diff(got, want)}')
 
 
 # ---- processes --------------------------------------------------------------
