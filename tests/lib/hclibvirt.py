@@ -156,7 +156,8 @@ class Libvirtd:
     """
 
     def __init__(self, workdir=None, name='lv', host_uuid=None,
-                 migration_ports=None, cache_dir=None, start_timeout=90):
+                 migration_ports=None, cache_dir=None, hooks=None,
+                 start_timeout=90):
         why = unavailable()
         if why:
             raise T.TestFailure(f'private libvirtd: {why}')
@@ -180,6 +181,14 @@ class Libvirtd:
         self._stderr = None
         self._stopped = False
         self._write_config(migration_ports)
+        # hooks: {'qemu': script text} -> /etc/libvirt/hooks/qemu (libvirtd
+        # looks for hooks when it starts).
+        os.makedirs(os.path.join(self.paths['etc'], 'hooks'), exist_ok=True)
+        for hook, text in (hooks or {}).items():
+            hp = os.path.join(self.paths['etc'], 'hooks', hook)
+            with open(hp, 'w') as f:
+                f.write(text)
+            os.chmod(hp, 0o755)
         # Also at interpreter exit, before the rmtree of any work dir made
         # earlier (atexit runs in reverse order): the teardown needs the
         # sockets and pid files in it.
