@@ -1,0 +1,875 @@
+#!/usr/bin/python3
+"""hostcache benchmarks (`make bench`): every figure next to its floor.
+
+Each figure is measured RUNS times (default 5) interleaved with its floor
+(floor, subject, floor, subject, ...), so load from other work on the
+machine falls on both; the table shows min/median/max of both and the
+median of the per-pair ratios, with the goal and PASS/SHORT.  Servers are
+pinned to the last CPU and clients (fio) to the first when there are two.
+
+Figures (docs/BENCHMARKS.md explains each, its floor and its goal):
+  a  RAM hits in-process: qemu-img bench on hostcache over null-co, vs
+     null-co alone
+  b  through a qemu-storage-daemon NBD export with fio: RAM hits vs the
+     same daemon exporting null-co; misses and write-through writes vs a
+     simulated 2 ms SAN (null-co latency-ns, read-zeroes=off)
+  c  nbdkit's cache filter over the same SAN, side by side
+  d  scan resistance: hot-set hit ratio during a one-time scan (driver),
+     SLRU vs plain LRU (engine simulation), engine micro benchmarks
+  e  metadata bytes per cached block
+
+Usage: scripts/bench.py [--quick] [--only a,b,...] [--runs N] [--out FILE]
+Results also go to build/bench/results.json.
+Standard library only; run with /usr/bin/python3.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
+import hctest  # noqa: E402
+from hctest import KiB, MiB, PROCS  # noqa: E402
+
+GiB = 1024 * MiB
+FIO = shutil.which('fio') or '/usr/bin/fio'
+NBDKIT = shutil.which('nbdkit') or '/usr/sbin/nbdkit'
+ENGINE_BENCH = os.path.join(os.environ.get('HOSTCACHE_BUILD',
+                                           os.path.join(SRC, 'build', 'meson')),
+                            'tests', 'engine_bench')
+OUT_DIR = os.path.join(SRC, 'build', 'bench')
+CLK_TCK = os.sysconf('SC_CLK_TCK')
+
+SAN_SIZE = 64 * GiB         # virtual size of every NBD disk
+SAN_LATENCY_NS = 2_000_000  # the simulated SAN's service time
+HIT_WS = 64 * MiB           # working set of the NBD hit figures
+
+
+def log(msg):
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+# ---- configuration from the command line ----------------------------------
+
+class Cfg:
+    runs = 5
+    quick = False
+    hit_runtime = 2.0       # seconds per fio run on RAM hits
+    san_runtime_qd1 = 3.0   # QD1 on the SAN: ~1400 samples
+    san_runtime_qd16 = 2.0
+    scan_runtime = 4.0
+    img_hits = {1: 1_000_000, 16: 2_000_000}   # qemu-img bench hit counts
+    server_cpu = None       # taskset lists, None = no pinning
+    client_cpu = None
+
+
+CFG = Cfg()
+
+
+def pin(cpu):
+    return ['taskset', '-c', cpu] if cpu is not None else []
+
+
+# ---- processes ---------------------------------------------------------------
+
+def run_proc(argv, timeout=600, env=None):
+    """Run argv to completion as a PROCS member (stopped by pid if we die)."""
+    p = PROCS.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True, env=env)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        PROCS.stop(p)
+    if p.returncode != 0:
+        raise RuntimeError(f'{argv[0]} exited {p.returncode}:\n'
+                           f'{out[-2000:]}\n{err[-2000:]}')
+    return out, err
+
+
+class Server:
+    """A long-lived server process (qemu-storage-daemon or nbdkit), pinned,
+    stopped by pid at exit.  cpu_seconds() reads /proc for CPU%."""
+
+    def __init__(self, workdir, name, argv, wait_paths, qmp_path=None,
+                 env=None):
+        self.name = name
+        self.log_path = os.path.join(workdir, f'{name}.log')
+        self.log = open(self.log_path, 'w')
+        self.proc = PROCS.start(pin(CFG.server_cpu) + argv, stdout=self.log,
+                                stderr=subprocess.STDOUT, env=env)
+        for path in wait_paths:
+            hctest.wait_for_path(path, self.proc)
+        self.qmp = hctest.QMP(qmp_path) if qmp_path else None
+
+    def cpu_seconds(self):
+        with open(f'/proc/{self.proc.pid}/stat') as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stats(self, node):
+        return hctest.node_stats(self.qmp, node)
+
+    def stop(self):
+        if self.qmp:
+            self.qmp.close()
+        PROCS.stop(self.proc)
+        self.log.close()
+
+
+def qsd(workdir, name, blockdevs, exports):
+    """qemu-storage-daemon with QMP, the given --blockdev JSON dicts and an
+    NBD server on a unix socket exporting {export name: node}."""
+    qmp_path = os.path.join(workdir, f'{name}.qmp')
+    sock = os.path.join(workdir, f'{name}.nbd')
+    argv = [hctest.QSD, '--chardev',
+            f'socket,id=qmp0,path={qmp_path},server=on,wait=off',
+            '--monitor', 'chardev=qmp0']
+    for b in blockdevs:
+        argv += ['--blockdev', json.dumps(b)]
+    argv += ['--nbd-server', f'addr.type=unix,addr.path={sock}']
+    for i, (ename, node) in enumerate(exports.items()):
+        argv += ['--export', f'type=nbd,id=exp{i},node-name={node},'
+                 f'name={ename},writable=on']
+    srv = Server(workdir, name, argv, [qmp_path, sock], qmp_path)
+    srv.sock = sock
+    srv.uri = {e: f'nbd+unix:///{e}?socket={sock}' for e in exports}
+    return srv
+
+
+def nbdkit(workdir, name, args, env=None):
+    sock = os.path.join(workdir, f'{name}.nbd')
+    srv = Server(workdir, name, [NBDKIT, '-f', '-U', sock, *args], [sock],
+                 env=env)
+    srv.uri = {'': f'nbd+unix:///?socket={sock}'}
+    return srv
+
+
+def null_co(node, size, latency_ns=0):
+    d = {'driver': 'null-co', 'node-name': node, 'size': size,
+         'read-zeroes': False}
+    if latency_ns:
+        d['latency-ns'] = latency_ns
+    return d
+
+
+def nbd_client(node, sock, export):
+    return {'driver': 'nbd', 'node-name': node, 'export': export,
+            'server': {'type': 'unix', 'path': sock}}
+
+
+def hostcache(node, file, **opts):
+    d = {'driver': 'hostcache', 'node-name': node, 'file': file}
+    d.update({k.replace('_', '-'): v for k, v in opts.items()})
+    return d
+
+
+# ---- fio ---------------------------------------------------------------------
+
+def exact_quantiles(path):
+    """p50/p99 (ns) from a fio per-I/O latency log."""
+    vals = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split(',')
+            if len(parts) >= 2:
+                vals.append(int(parts[1]))
+    vals.sort()
+    if not vals:
+        return None, None
+    return (vals[len(vals) // 2],
+            vals[min(len(vals) - 1, int(len(vals) * 0.99))])
+
+
+class FioResult:
+    def __init__(self, job, latlog=None):
+        rw = job['read'] if job['read']['total_ios'] else job['write']
+        self.ios = rw['total_ios']
+        self.iops = rw['iops']
+        pct = rw['clat_ns'].get('percentile', {})
+        self.p50 = pct.get('50.000000', 0)
+        self.p99 = pct.get('99.000000', 0)
+        self.mean = rw['clat_ns']['mean']
+        self.client_cpu = job['usr_cpu'] + job['sys_cpu']
+        if latlog and os.path.exists(latlog):
+            p50, p99 = exact_quantiles(latlog)
+            if p50 is not None:
+                self.p50, self.p99 = p50, p99
+
+
+def fio(workdir, jobs, servers=(), latlog=False, tag='fio'):
+    """Run fio with one or more jobs (lists of --options after --name).
+    Returns ([FioResult per job], {server name: CPU% during the run})."""
+    out = os.path.join(workdir, f'{tag}.json')
+    argv = pin(CFG.client_cpu) + [FIO, '--output-format=json',
+                                  f'--output={out}']
+    logs = []
+    for i, job in enumerate(jobs):
+        argv += [f'--name=j{i}', '--ioengine=nbd', '--thread', *job]
+        if latlog:
+            prefix = os.path.join(workdir, f'{tag}-lat{i}')
+            argv += [f'--write_lat_log={prefix}', '--log_avg_msec=0']
+            logs.append(f'{prefix}_clat.{i + 1}.log')
+    c0 = {s.name: s.cpu_seconds() for s in servers}
+    t0 = time.monotonic()
+    run_proc(argv, timeout=600)
+    wall = time.monotonic() - t0
+    cpu = {s.name: 100.0 * (s.cpu_seconds() - c0[s.name]) / wall
+           for s in servers}
+    with open(out) as f:
+        text = f.read()
+    # The nbd engine prints 'fio: connected to NBD server' lines, which
+    # may land in the output file before the JSON document.
+    data = json.loads(text[text.index('{'):])
+    res = [FioResult(j, logs[i] if latlog else None)
+           for i, j in enumerate(data['jobs'])]
+    for p in logs:
+        for kind in ('clat', 'lat', 'slat'):
+            q = p.replace('_clat.', f'_{kind}.')
+            if os.path.exists(q):
+                os.unlink(q)
+    return res, cpu
+
+
+def job(uri, rw, qd, size, runtime=None, offset=0, io_size=None, bs='4k',
+        randommap=False):
+    """Options of one fio job on an NBD URI."""
+    opts = [f'--uri={uri}', f'--rw={rw}', f'--bs={bs}', f'--iodepth={qd}',
+            f'--size={size}', f'--offset={offset}', '--randrepeat=0']
+    if not randommap:
+        opts.append('--norandommap')
+    if runtime is not None:
+        opts += ['--time_based', f'--runtime={runtime}s']
+    if io_size is not None:
+        opts.append(f'--io_size={io_size}')
+    return opts
+
+
+# ---- table -------------------------------------------------------------------
+
+def mmm(vals):
+    return (min(vals), statistics.median(vals), max(vals)) if vals else None
+
+
+def fmt_num(v, unit):
+    if v is None:
+        return '-'
+    if unit == 'IOPS':
+        return f'{v / 1e6:.2f}M' if v >= 1e6 else f'{v / 1e3:.1f}k'
+    if unit == 'us':
+        return f'{v:.0f}' if v >= 100 else f'{v:.1f}'
+    if unit == 'ns':
+        return f'{v:.1f}'
+    if unit == 'ratio':
+        return f'{v:.3f}'
+    if unit == 'B':
+        for div, suf in ((GiB, 'GiB'), (MiB, 'MiB'), (KiB, 'KiB')):
+            if v >= div:
+                return f'{v / div:.2f}{suf}'
+        return f'{v:.0f}B'
+    return f'{v:.3g}'
+
+
+def fmt_mmm(vals, unit):
+    t = mmm(vals)
+    if t is None:
+        return '-'
+    return '/'.join(fmt_num(x, unit) for x in t)
+
+
+class Row:
+    """One line of the table.
+
+    kind 'higher': subject/floor ratio, goal is a minimum ratio.
+    kind 'lower':  a latency; ratio subject/floor and the delta (us); goal
+                   is a maximum delta in us.
+    kind 'below':  an absolute fraction (floor list = denominator); goal is
+                   a maximum value of subject/floor.
+    kind 'ratio':  subject/floor for information only.
+    goal None: informational.
+    """
+
+    def __init__(self, fig, label, unit, subj, floor, floor_label, kind,
+                 goal=None, goal_text='-', cpu=None, note=''):
+        self.fig, self.label, self.unit = fig, label, unit
+        self.subj, self.floor, self.floor_label = subj, floor, floor_label
+        self.kind, self.goal, self.goal_text = kind, goal, goal_text
+        self.cpu, self.note = cpu, note
+        n = min(len(subj), len(floor))
+        self.ratios = [subj[i] / floor[i] for i in range(n) if floor[i]]
+        self.deltas = [subj[i] - floor[i] for i in range(n)]
+        self.verdict = self._verdict()
+
+    def ratio_med(self):
+        return statistics.median(self.ratios) if self.ratios else None
+
+    def _verdict(self):
+        if self.goal is None or not self.ratios or self.kind == 'ratio':
+            return 'info'
+        if self.kind == 'higher':
+            ok = self.ratio_med() >= self.goal
+        elif self.kind == 'lower':
+            ok = statistics.median(self.deltas) <= self.goal
+        else:
+            ok = self.ratio_med() < self.goal
+        return 'PASS' if ok else 'SHORT'
+
+    def ratio_text(self):
+        if not self.ratios:
+            return '-'
+        lo, med, hi = mmm(self.ratios)
+        s = f'{med:.3f}x [{lo:.2f}-{hi:.2f}]'
+        if self.kind == 'lower':
+            d = statistics.median(self.deltas)
+            s += f' {d:+.0f}us'
+        if self.kind == 'below':
+            s = f'{100 * med:.3f}%'
+        return s
+
+    def as_dict(self):
+        return {'figure': self.fig, 'label': self.label, 'unit': self.unit,
+                'subject': self.subj, 'floor': self.floor,
+                'floor_label': self.floor_label, 'kind': self.kind,
+                'ratios': self.ratios, 'ratio_median': self.ratio_med(),
+                'deltas': self.deltas if self.kind == 'lower' else None,
+                'goal': self.goal, 'goal_text': self.goal_text,
+                'verdict': self.verdict, 'cpu_percent': self.cpu,
+                'note': self.note}
+
+
+ROWS = []
+RAW = {}
+
+
+def add_row(*a, **kw):
+    r = Row(*a, **kw)
+    ROWS.append(r)
+    return r
+
+
+def print_table(out=sys.stdout):
+    hdr = (f'{"fig":<3} {"figure":<38} {"unit":<5} '
+           f'{"value min/med/max":<22} {"floor":<22} '
+           f'{"floor min/med/max":<22} {"ratio med [min-max]":<27} '
+           f'{"goal":<14} {"result":<6} {"cpu% subj/floor":<15} note')
+    print(hdr, file=out)
+    print('-' * len(hdr), file=out)
+    for r in ROWS:
+        cpu = '-'
+        if r.cpu:
+            cpu = '/'.join('-' if c is None else f'{c:.0f}' for c in r.cpu)
+        print(f'{r.fig:<3} {r.label:<38} {r.unit:<5} '
+              f'{fmt_mmm(r.subj, r.unit):<22} {r.floor_label:<22} '
+              f'{fmt_mmm(r.floor, r.unit):<22} {r.ratio_text():<27} '
+              f'{r.goal_text:<14} {r.verdict:<6} {cpu:<15} {r.note}',
+              file=out)
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+# ---- a: RAM hits in-process with qemu-img bench ----------------------------------
+
+def img_bench(opts, count, qd, step):
+    """One qemu-img bench run: (seconds reported, CPU% of qemu-img)."""
+    argv = pin(CFG.server_cpu) + [hctest.QEMU_IMG, 'bench', '-c', str(count),
+                                  '-d', str(qd), '-S', str(step),
+                                  '--image-opts', opts]
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    out, _ = run_proc(argv)
+    wall = time.monotonic() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m = re.search(r'Run completed in ([0-9.]+) seconds', out)
+    if not m:
+        raise RuntimeError(f'qemu-img bench: no timing in {out!r}')
+    cpu = (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) / wall
+    return float(m.group(1)), 100.0 * cpu
+
+
+def stride(ws):
+    """A step that visits every 4 KiB block of ws once per pass in a
+    scattered order: an odd number of blocks near ws * 0.618 (the image
+    has a power-of-two number of blocks, so any odd step is coprime)."""
+    blocks = ws // (4 * KiB)
+    return ((int(blocks * 0.6180339887) | 1) % blocks) * 4 * KiB
+
+
+def fig_a():
+    log('[a] RAM hits in-process (qemu-img bench)')
+    for ws in (16 * MiB, 256 * MiB):
+        nblk = ws // (4 * KiB)
+        step = stride(ws)
+        floor_opts = f'driver=null-co,size={ws},read-zeroes=off'
+        hc_opts = (f'driver=hostcache,ram-size={2 * ws},'
+                   f'file.driver=null-co,file.size={ws},'
+                   f'file.read-zeroes=off')
+        for qd in (1, 16):
+            hits = CFG.img_hits[qd]
+            floor, subj, fcpu, scpu, cold = [], [], [], [], []
+            for _ in range(CFG.runs):
+                # The cold pass alone (one miss per block), then cold pass
+                # plus hits; hit IOPS = hits / (difference of the times).
+                cold.append(img_bench(hc_opts, nblk, qd, step)[0])
+            t_cold = statistics.median(cold)
+            for i in range(CFG.runs):
+                t, c = img_bench(floor_opts, hits, qd, step)
+                floor.append(hits / t)
+                fcpu.append(c)
+                t, c = img_bench(hc_opts, nblk + hits, qd, step)
+                subj.append(hits / max(t - t_cold, 1e-6))
+                scpu.append(c)
+            key = f'a.ws{ws // MiB}M.qd{qd}'
+            RAW[key] = {'floor_iops': floor, 'hit_iops': subj,
+                        'cold_pass_s': cold, 'floor_cpu': fcpu,
+                        'hit_cpu': scpu}
+            goal = 0.5 if qd == 16 else None
+            add_row('a', f'RAM hit 4K rand QD{qd} ws {ws // MiB}MiB', 'IOPS',
+                    subj, floor, 'null-co in-process', 'higher', goal,
+                    '>= 0.50x' if goal else '-', (med(scpu), med(fcpu)),
+                    f'cold pass {1e6 * t_cold / nblk:.1f}us/blk subtracted')
+    # Validity: over a 1 ms origin, the same run must go far above the
+    # origin's bound, which shows the bench really hits (qemu-img has no
+    # QMP to read the counters).
+    ws, qd, hits = 16 * MiB, 16, 200_000
+    nblk = ws // (4 * KiB)
+    slow = (f'driver=hostcache,ram-size={2 * ws},file.driver=null-co,'
+            f'file.size={ws},file.read-zeroes=off,file.latency-ns=1000000')
+    t, _ = img_bench(slow, nblk + hits, qd, stride(ws))
+    bound = qd / 1e-3
+    got = (nblk + hits) / t
+    ok = got > 5 * bound
+    RAW['a.validity'] = {'iops': got, 'origin_bound_iops': bound, 'ok': ok}
+    log(f'    validity: hostcache over a 1 ms origin ran {got:.0f} IOPS, '
+        f'origin bound {bound:.0f}: '
+        f'{"hits confirmed" if ok else "NOT HITTING"}')
+    if not ok:
+        add_row('a', 'validity: hits over a 1 ms origin', 'IOPS', [got],
+                [bound], 'origin bound', 'higher', 5, '>= 5x', None,
+                'the a figures above are not hits')
+
+
+# ---- b, c: NBD exports, the simulated SAN, nbdkit -------------------------------
+
+class Topology:
+    """All servers of figures b and c.
+
+    san  (QSD): null-co with 2 ms latency, exported as 'san'; also
+                'hcd' = hostcache over it in the same process (the
+                filter's own cost, no extra hop).
+    front (QSD): 'floor' = null-co, 'hcl' = hostcache over another
+                null-co (origin in-process), 'relay' = NBD client of san
+                exported as is, 'hc' = hostcache over another NBD client
+                of san.
+    nk-null, nk-relay, nk-cache (nbdkit): null plugin; nbd plugin to san;
+                the same with --filter=cache (writethrough, cache-on-read,
+                4K blocks, 256M).
+    """
+
+    def __init__(self, workdir):
+        self.san = qsd(workdir, 'san', [
+            null_co('san', SAN_SIZE, SAN_LATENCY_NS),
+            hostcache('hcd', 'san'),
+        ], {'san': 'san', 'hcd': 'hcd'})
+        self.front = qsd(workdir, 'front', [
+            null_co('null0', SAN_SIZE),
+            null_co('null1', SAN_SIZE),
+            hostcache('hcl', 'null1'),
+            nbd_client('relay0', self.san.sock, 'san'),
+            nbd_client('origin0', self.san.sock, 'san'),
+            hostcache('hc', 'origin0'),
+        ], {'floor': 'null0', 'hcl': 'hcl', 'relay': 'relay0', 'hc': 'hc'})
+        self.nk_null = nbdkit(workdir, 'nk-null', ['null', f'size={SAN_SIZE}'])
+        self.nk_relay = nbdkit(workdir, 'nk-relay', [
+            'nbd', f'socket={self.san.sock}', 'export=san'])
+        env = dict(os.environ, TMPDIR=workdir)
+        self.nk_cache = nbdkit(workdir, 'nk-cache', [
+            '--filter=cache', 'nbd', f'socket={self.san.sock}', 'export=san',
+            'cache=writethrough', 'cache-on-read=true',
+            'cache-min-block-size=4K', 'cache-max-size=256M'], env=env)
+        # name -> (uri, servers on the path, (server, node) for counters)
+        self.targets = {
+            'floor': (self.front.uri['floor'], [self.front], None),
+            'hcl': (self.front.uri['hcl'], [self.front], (self.front, 'hcl')),
+            'hc': (self.front.uri['hc'], [self.front, self.san],
+                   (self.front, 'hc')),
+            'relay': (self.front.uri['relay'], [self.front, self.san], None),
+            'san': (self.san.uri['san'], [self.san], None),
+            'hcd': (self.san.uri['hcd'], [self.san], (self.san, 'hcd')),
+            'nk-null': (self.nk_null.uri[''], [self.nk_null], None),
+            'nk-relay': (self.nk_relay.uri[''], [self.nk_relay, self.san],
+                         None),
+            'nk-cache': (self.nk_cache.uri[''], [self.nk_cache, self.san],
+                         None),
+        }
+
+
+class Sample:
+    def __init__(self, res, cpu, hit_ratio):
+        self.iops = res.iops
+        self.p50_us = res.p50 / 1000
+        self.p99_us = res.p99 / 1000
+        self.mean_us = res.mean / 1000
+        self.cpu = sum(cpu.values())
+        self.hit_ratio = hit_ratio
+
+
+def measure(workdir, topo, phase, target, rw, qd, size, runtime,
+            latlog=False):
+    uri, servers, counters = topo.targets[target]
+    before = counters[0].stats(counters[1]) if counters else None
+    res, cpu = fio(workdir, [job(uri, rw, qd, size, runtime)], servers,
+                   latlog=latlog, tag=f'{phase}-{target}-{qd}')
+    hit_ratio = None
+    if counters:
+        after = counters[0].stats(counters[1])
+        h = after['read-hits'] - before['read-hits']
+        m = after['read-misses'] - before['read-misses']
+        hit_ratio = h / (h + m) if h + m else None
+    s = Sample(res[0], cpu, hit_ratio)
+    RAW.setdefault(f'b.{phase}.{target}.qd{qd}', []).append(vars(s))
+    return s
+
+
+def warm(workdir, topo, target, ws):
+    """Read every block of [0, ws) once, in random order, 64 KiB at a time
+    (both caches keep 4 KiB blocks; nbdkit's cache filter serialises its
+    misses, so 4 KiB warm-up reads would take half a minute)."""
+    uri, servers, _ = topo.targets[target]
+    fio(workdir, [job(uri, 'randread', 16, ws, io_size=ws, bs='64k',
+                      randommap=True)], servers, tag=f'warm-{target}')
+
+
+def series(samples, attr):
+    return [getattr(s, attr) for s in samples]
+
+
+def cpus(s, f):
+    return (med(series(s, 'cpu')), med(series(f, 'cpu')))
+
+
+def hit_note(samples):
+    hr = [s.hit_ratio for s in samples if s.hit_ratio is not None]
+    return f'hit ratio {100 * statistics.median(hr):.1f}%' if hr else ''
+
+
+def fig_bc(workdir):
+    log('[b,c] NBD exports: starting the SAN, front daemon and nbdkit')
+    topo = Topology(workdir)
+    qds = (1, 16)
+
+    def run_set(phase, targets, rw, size, runtime_of, latlog):
+        res = {}
+        for qd in qds:
+            for _ in range(CFG.runs):
+                for t in targets:
+                    res.setdefault((t, qd), []).append(measure(
+                        workdir, topo, phase, t, rw, qd, size,
+                        runtime_of(qd), latlog))
+            log(f'    {phase} QD{qd} done')
+        return res
+
+    # Hits: warm hostcache and nbdkit's cache on HIT_WS, then measure.
+    log(f'[b,c] warming hcl, hc and nk-cache on {HIT_WS // MiB} MiB')
+    for t in ('hcl', 'hc', 'nk-cache'):
+        warm(workdir, topo, t, HIT_WS)
+    hits = run_set('hit', ['floor', 'hcl', 'hc', 'nk-null', 'nk-cache'],
+                   'randread', HIT_WS, lambda qd: CFG.hit_runtime, False)
+
+    # Misses: random 4 KiB reads over 64 GiB (randrepeat=0: no offset
+    # repeats across runs), so nothing is ever read twice.
+    def runtime(qd):
+        return CFG.san_runtime_qd1 if qd == 1 else CFG.san_runtime_qd16
+
+    miss = run_set('miss', ['san', 'hcd', 'relay', 'hc', 'nk-relay',
+                            'nk-cache'], 'randread', SAN_SIZE, runtime, True)
+    wr = run_set('write', ['san', 'hcd', 'relay', 'hc'], 'randwrite',
+                 SAN_SIZE, runtime, True)
+    for srv in (topo.nk_cache, topo.nk_relay, topo.nk_null, topo.front,
+                topo.san):
+        srv.stop()
+
+    # b: hits, origin in-process and origin behind an NBD hop
+    for t, what in (('hcl', 'origin local'), ('hc', 'origin via NBD')):
+        for qd in qds:
+            s, f = hits[(t, qd)], hits[('floor', qd)]
+            add_row('b', f'NBD RAM hit 4K QD{qd}, {what}', 'IOPS',
+                    series(s, 'iops'), series(f, 'iops'),
+                    'QSD null-co export', 'higher', 0.85, '>= 0.85x',
+                    cpus(s, f), hit_note(s))
+    # b: misses and writes, three comparisons each
+    pairs = [('hcd', 'san', 'hc in SAN process', 'SAN alone'),
+             ('hc', 'relay', 'hc behind NBD hop', 'relay (same hop)'),
+             ('hc', 'san', 'hc behind NBD hop', 'SAN alone')]
+    for res, what in ((miss, 'miss'), (wr, 'WT write')):
+        for subj, flo, sl, fl in pairs:
+            s1, f1 = res[(subj, 1)], res[(flo, 1)]
+            s16, f16 = res[(subj, 16)], res[(flo, 16)]
+            note = hit_note(s1 + s16) if res is miss else ''
+            add_row('b', f'{what} p50 QD1: {sl}', 'us',
+                    series(s1, 'p50_us'), series(f1, 'p50_us'), fl, 'lower',
+                    50, '<= +50us', cpus(s1, f1), note)
+            add_row('b', f'{what} IOPS QD16: {sl}', 'IOPS',
+                    series(s16, 'iops'), series(f16, 'iops'), fl, 'higher',
+                    0.95, '>= 0.95x', cpus(s16, f16))
+    # c: nbdkit's cache filter, against its own floors
+    for qd in qds:
+        s, f = hits[('nk-cache', qd)], hits[('nk-null', qd)]
+        add_row('c', f'nbdkit cache hit 4K rand QD{qd}', 'IOPS',
+                series(s, 'iops'), series(f, 'iops'), 'nbdkit null',
+                'higher', None, 'peer', cpus(s, f))
+    for flo, fl in (('nk-relay', 'nbdkit nbd relay'), ('san', 'SAN alone')):
+        s1, f1 = miss[('nk-cache', 1)], miss[(flo, 1)]
+        s16, f16 = miss[('nk-cache', 16)], miss[(flo, 16)]
+        add_row('c', 'nbdkit cache miss p50 QD1', 'us',
+                series(s1, 'p50_us'), series(f1, 'p50_us'), fl, 'lower',
+                None, 'peer', cpus(s1, f1))
+        add_row('c', 'nbdkit cache miss IOPS QD16', 'IOPS',
+                series(s16, 'iops'), series(f16, 'iops'), fl, 'higher',
+                None, 'peer', cpus(s16, f16))
+    side_by_side(hits, miss)
+
+
+SIDE = []
+
+
+def side_by_side(hits, miss):
+    """c: hostcache and nbdkit cache, each as a ratio to its own floor."""
+    def both(res, subj, flo, qd, attr):
+        s, f = series(res[(subj, qd)], attr), series(res[(flo, qd)], attr)
+        return (statistics.median(s),
+                statistics.median([x / y for x, y in zip(s, f) if y]))
+
+    def line(label, res, qd, attr, hflo, hlab, nflo, nlab):
+        hv, hr = both(res, 'hc', hflo, qd, attr)
+        nv, nr = both(res, 'nk-cache', nflo, qd, attr)
+        SIDE.append((label, hv, hr, hlab, nv, nr, nlab))
+
+    for qd in (1, 16):
+        line(f'warm hit IOPS QD{qd}', hits, qd, 'iops',
+             'floor', 'QSD null-co', 'nk-null', 'nbdkit null')
+        line(f'warm hit p50 us QD{qd}', hits, qd, 'p50_us',
+             'floor', 'QSD null-co', 'nk-null', 'nbdkit null')
+    for qd, attr, lab in ((1, 'p50_us', 'miss p50 us QD1'),
+                          (16, 'iops', 'miss IOPS QD16')):
+        line(lab, miss, qd, attr, 'relay', 'QSD relay', 'nk-relay',
+             'nbdkit relay')
+        line(lab, miss, qd, attr, 'san', 'SAN alone', 'san', 'SAN alone')
+
+
+def print_side(out=sys.stdout):
+    if not SIDE:
+        return
+    print('\nc: hostcache vs nbdkit --filter=cache over the same 2 ms SAN, '
+          'each as a ratio to its own floor (medians)', file=out)
+    print(f'   {"metric":<22} {"hostcache":>10} {"ratio":>7} {"floor":<12} '
+          f'{"nbdkit":>10} {"ratio":>7} {"floor":<12}', file=out)
+    for lab, hv, hr, hf, nv, nr, nf in SIDE:
+        print(f'   {lab:<22} {hv:>10.1f} {hr:>7.3f} {hf:<12} {nv:>10.1f} '
+              f'{nr:>7.3f} {nf:<12}', file=out)
+
+
+# ---- d: scan resistance, engine micro benchmarks ---------------------------------
+
+SCAN_CACHE = 64 * MiB
+SCAN_HOT = 48 * MiB
+
+
+def build_scan_sim():
+    exe = os.path.join(OUT_DIR, 'scan_sim')
+    srcs = [os.path.join(SRC, 'scripts', 'bench', 'scan_sim.c'),
+            os.path.join(SRC, 'qemu-block-driver', 'hc-engine.c')]
+    cc = shutil.which('cc') or 'gcc'
+    run_proc([cc, '-O2', '-std=gnu11', '-I',
+              os.path.join(SRC, 'qemu-block-driver'), *srcs, '-o', exe])
+    return exe
+
+
+def fig_d(workdir):
+    log('[d] scan resistance')
+    srv = qsd(workdir, 'scan', [
+        null_co('null1', SAN_SIZE),
+        hostcache('hcs', 'null1', ram_size=SCAN_CACHE),
+    ], {'hcs': 'hcs'})
+    uri = srv.uri['hcs']
+    hot_blocks = SCAN_HOT // (4 * KiB)
+    # Warm-up: three reads per hot block on average.
+    fio(workdir, [job(uri, 'randread', 16, SCAN_HOT, io_size=3 * SCAN_HOT)],
+        [srv], tag='scan-warm')
+    alone, mixed, ratio_sh, cpu = [], [], [], []
+    for i in range(CFG.runs):
+        a = srv.stats('hcs')
+        res, _ = fio(workdir, [job(uri, 'randread', 8, SCAN_HOT,
+                                   CFG.scan_runtime / 2)], [srv],
+                     tag='scan-alone')
+        b = srv.stats('hcs')
+        alone.append((b['read-hits'] - a['read-hits']) / res[0].ios)
+        # Hot reads and a one-time random scan of 63 GiB beside them
+        # (randommap: no scan block is read twice).
+        res, c = fio(workdir, [
+            job(uri, 'randread', 8, SCAN_HOT, CFG.scan_runtime),
+            job(uri, 'randread', 8, SAN_SIZE - GiB, CFG.scan_runtime,
+                offset=GiB, randommap=True),
+        ], [srv], tag='scan-mixed')
+        d = srv.stats('hcs')
+        hot_ios, scan_ios = res[0].ios, res[1].ios
+        # Scan reads never hit, so every hit is a hot read.
+        mixed.append((d['read-hits'] - b['read-hits']) / hot_ios)
+        ratio_sh.append(scan_ios / hot_ios)
+        cpu.append(c['scan'])
+    RAW['d.driver'] = {'hot_alone': alone, 'hot_with_scan': mixed,
+                       'scan_per_hot': ratio_sh, 'cpu': cpu,
+                       'cache_blocks': SCAN_CACHE // (4 * KiB),
+                       'hot_blocks': hot_blocks}
+    srv.stop()
+    r = statistics.median(ratio_sh)
+    add_row('d', f'hot hit ratio, scan {r:.2f}/hot read (SLRU)', 'ratio',
+            mixed, alone, 'same, no scan', 'higher', 0.9, '>= 0.90x (ours)',
+            (med(cpu), None),
+            f'driver; cache {SCAN_CACHE // MiB}M hot {SCAN_HOT // MiB}M')
+
+    exe = build_scan_sim()
+    for pol in ('slru', 'lru'):
+        out, _ = run_proc([exe, pol, str(SCAN_CACHE // (4 * KiB)),
+                           str(hot_blocks), f'{r:.4f}', '400000'])
+        sim = json.loads(out)
+        RAW[f'd.sim.{pol}'] = sim
+        add_row('d', f'hot hit ratio, engine sim {pol.upper()}', 'ratio',
+                [sim['hot_hit_ratio_scan']], [sim['hot_hit_ratio_alone']],
+                'same, no scan', 'higher', None, '-', None,
+                'same trace shape, simulated')
+
+    log('[d] engine micro benchmarks')
+    if not os.access(ENGINE_BENCH, os.X_OK):
+        log(f'    {ENGINE_BENCH} missing (run make); skipped')
+        return
+    reps = max(CFG.runs, 1)
+    argv = pin(CFG.server_cpu) + [
+        ENGINE_BENCH, '--benchmark_format=json',
+        f'--benchmark_repetitions={reps}',
+        f'--benchmark_min_time={0.05 if CFG.quick else 0.2}']
+    out, _ = run_proc(argv)
+    runs = {}
+    for b in json.loads(out)['benchmarks']:
+        if b.get('run_type', 'iteration') == 'iteration':
+            runs.setdefault(b['run_name'] if 'run_name' in b else b['name'],
+                            []).append(b['real_time'])
+    RAW['d.engine_bench'] = runs
+    floor = runs.get('BM_Memcpy4K', [])
+    for name in sorted(runs):
+        if name == 'BM_Memcpy4K':
+            continue
+        add_row('d', f'engine {name} (ns/op)', 'ns', runs[name], floor,
+                'memcpy 4 KiB', 'ratio', None, '-',
+                None, 'Google Benchmark; ratio = op / memcpy')
+
+
+# ---- e: metadata per cached block -------------------------------------------------
+
+def fig_e(workdir):
+    log('[e] metadata per cached block')
+    ram = 256 * MiB
+    srv = qsd(workdir, 'meta', [
+        null_co('null2', GiB),
+        hostcache('hcm', 'null2', ram_size=ram, block_size=4096),
+    ], {'hcm': 'hcm'})
+    empty = srv.stats('hcm')
+    # Fill every slot: random 64 KiB reads over ram bytes, each once.
+    fio(workdir, [job(srv.uri['hcm'], 'randread', 16, ram, io_size=ram,
+                      bs='64k', randommap=True)], [srv], tag='meta-fill')
+    full = srv.stats('hcm')
+    srv.stop()
+    RAW['e'] = {'empty': empty, 'full': full}
+    for label, st in (('empty', empty), ('full', full)):
+        add_row('e', f'metadata / ram-limit, 256M@4K, {label}', 'B',
+                [st['metadata-bytes']], [st['ram-limit']], 'ram-limit',
+                'below', 0.01, '< 1%', None,
+                f'{st["metadata-bytes"]} B, {st["ram-blocks"]} blocks cached')
+    if full['ram-blocks']:
+        per = full['metadata-bytes'] / full['ram-blocks']
+        log(f'    {per:.1f} bytes of metadata per cached 4 KiB block')
+
+
+# ---- main ------------------------------------------------------------------------
+
+def setup_pinning():
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2 and shutil.which('taskset'):
+        CFG.client_cpu = str(cpus[0])
+        CFG.server_cpu = str(cpus[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--quick', action='store_true',
+                    help='one run each, short runs (smoke test)')
+    ap.add_argument('--runs', type=int, help='runs per figure (default 5)')
+    ap.add_argument('--only', default='a,b,d,e',
+                    help='figures to run: a,b,d,e (b includes c)')
+    ap.add_argument('--out', default=os.path.join(OUT_DIR, 'results.json'))
+    args = ap.parse_args()
+    if args.quick:
+        CFG.quick = True
+        CFG.runs = 1
+        CFG.hit_runtime = CFG.san_runtime_qd16 = 1.0
+        CFG.san_runtime_qd1 = 1.5
+        CFG.scan_runtime = 2.0
+        CFG.img_hits = {1: 200_000, 16: 400_000}
+    if args.runs:
+        CFG.runs = args.runs
+    for b in (hctest.QEMU_IMG, hctest.QSD, FIO, NBDKIT):
+        if not os.access(b, os.X_OK):
+            print(f'missing {b}: run make first', file=sys.stderr)
+            return 1
+    setup_pinning()
+    os.makedirs(OUT_DIR, exist_ok=True)
+    workdir = hctest.tmpdir('hcbench-')
+    only = set(args.only.split(','))
+    load0 = os.getloadavg()
+    t0 = time.monotonic()
+    if 'a' in only:
+        fig_a()
+    if 'b' in only or 'c' in only:
+        fig_bc(workdir)
+    if 'd' in only:
+        fig_d(workdir)
+    if 'e' in only:
+        fig_e(workdir)
+    elapsed = time.monotonic() - t0
+    load1 = os.getloadavg()
+
+    print(f'\nhostcache benchmarks: {CFG.runs} run(s) per figure, '
+          f'{os.cpu_count()} CPUs, servers on CPU {CFG.server_cpu}, '
+          f'clients on CPU {CFG.client_cpu}, {elapsed:.0f}s; '
+          f'load average {load0[0]:.2f} at start, {load1[0]:.2f} at end\n')
+    print_table()
+    print_side()
+    short = [r for r in ROWS if r.verdict == 'SHORT']
+    print(f'\n{sum(r.verdict == "PASS" for r in ROWS)} PASS, {len(short)} '
+          f'SHORT, {sum(r.verdict == "info" for r in ROWS)} informational')
+    rev = subprocess.run(['git', '-C', SRC, 'rev-parse', 'HEAD'],
+                         capture_output=True, text=True).stdout.strip()
+    with open(args.out, 'w') as f:
+        json.dump({'time': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                   'git': rev, 'runs': CFG.runs, 'quick': CFG.quick,
+                   'cpus': os.cpu_count(), 'server_cpu': CFG.server_cpu,
+                   'client_cpu': CFG.client_cpu,
+                   'loadavg_start': load0, 'loadavg_end': load1,
+                   'elapsed_s': elapsed,
+                   'rows': [r.as_dict() for r in ROWS],
+                   'side_by_side': SIDE, 'raw': RAW}, f, indent=1)
+    print(f'results: {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
