@@ -53,7 +53,9 @@ flex bison bzip2 xz-utils nettle-dev libzstd-dev
 libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
 seabios qemu-system-data ipxe-qemu
 fio nbdkit nbd-client
-busybox-static cpio linux-image-cloud-amd64 kmod jq"
+busybox-static cpio linux-image-cloud-amd64 kmod jq
+libboost1.81-dev libboost-url1.81-dev libsqlite3-dev nlohmann-json3-dev
+libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev"
 # libvirt 11.3 (a real libvirtd for tests/lib/hclibvirt.py and hostcached).
 # Installed as pkg/bookworm-backports, NOT with -t: -t would also take
 # systemd-container and with it systemd from backports.  The QEMU driver

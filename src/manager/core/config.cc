@@ -1,0 +1,127 @@
+#include "manager/core/config.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/util.h"
+
+#ifndef HOSTCACHE_VERSION
+#define HOSTCACHE_VERSION "unknown"
+#endif
+#ifndef HOSTCACHE_QEMU_BUILD
+#define HOSTCACHE_QEMU_BUILD "/usr/local/libexec/hostcache"
+#endif
+
+namespace hc::core {
+
+std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
+  cfg->emulator = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-system-x86_64";
+  cfg->qemu_img = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-img";
+  CLI::App app{"hostcached: storage-policy manager of hostcache for libvirt/QEMU hosts"};
+  app.set_version_flag("--version", std::string("hostcached ") + HOSTCACHE_VERSION);
+  app.set_config("--config", "", "Read options from FILE (key = value lines named like the flags)");
+  app.add_option("--listen", cfg->listen, "HOST:PORT of the REST API")->capture_default_str();
+  app.add_option("--db", cfg->db, "SQLite database file")->capture_default_str();
+  app.add_option("--libvirt-uri", cfg->libvirt_uri, "libvirt connection URI")
+      ->capture_default_str();
+  app.add_option("--token-file", cfg->token_file,
+                 "Bearer token file (created with a random token, mode 0600, when absent)")
+      ->capture_default_str();
+  app.add_option("--emulator", cfg->emulator,
+                 "QEMU with the hostcache driver, set as <emulator> of cached VMs")
+      ->capture_default_str();
+  app.add_option("--qemu-img", cfg->qemu_img, "qemu-img of the same QEMU build")
+      ->capture_default_str();
+  app.add_option("--ram-budget", cfg->ram_budget,
+                 "Host RAM all caches together may use: a size (64G) or a share of RAM (25%)")
+      ->capture_default_str();
+  app.add_option("--ssd-budget", cfg->ssd_budget, "SSD space all caches together may use")
+      ->capture_default_str();
+  app.add_option("--stats-interval", cfg->stats_interval, "Seconds between statistics samples")
+      ->check(CLI::Range(1, 3600))
+      ->capture_default_str();
+  app.add_option("--stats-samples", cfg->stats_samples, "Statistics samples kept per disk")
+      ->check(CLI::Range(10, 100000))
+      ->capture_default_str();
+  app.add_option("--check-interval", cfg->check_interval,
+                 "Seconds between full compliance checks")
+      ->check(CLI::Range(5, 86400))
+      ->capture_default_str();
+  app.add_option("--log-level", cfg->log_level, "trace, debug, info, warn or error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return std::nullopt;
+}
+
+Result<uint64_t> ResolveBudget(const std::string& text, uint64_t host_bytes) {
+  std::string_view t = Trim(text);
+  if (!t.empty() && t.back() == '%') {
+    std::string num(t.substr(0, t.size() - 1));
+    char* end = nullptr;
+    double pct = std::strtod(num.c_str(), &end);
+    if (num.empty() || *end != '\0' || pct < 0 || pct > 100) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "budget '" + text + "' is not a percentage from 0% to 100%");
+    }
+    if (host_bytes == 0) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "cannot read the host's memory size for budget '" + text + "'; give bytes");
+    }
+    return static_cast<uint64_t>(static_cast<double>(host_bytes) * pct / 100.0);
+  }
+  return ParseSize(t);
+}
+
+uint64_t HostMemoryBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemTotal:") return kb * 1024;
+  }
+  return 0;
+}
+
+Result<std::string> LoadOrCreateToken(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) {
+    if (st.st_mode & 0077) {
+      spdlog::warn("token file {} is readable by other users (mode {:o}); chmod 600 it",
+                   path, st.st_mode & 0777);
+    }
+    auto text = ReadFile(path);
+    if (!text) return tl::unexpected(text.error());
+    std::string token(Trim(*text));
+    if (token.size() < 16) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "token file " + path + " holds no usable token (at least 16 characters)");
+    }
+    return token;
+  }
+  if (errno != ENOENT) {
+    return Fail(ErrorCode::kIOError, "cannot read token file " + path + ": " + strerror(errno));
+  }
+  std::error_code ec;
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  auto token = RandomHex(32);
+  if (!token) return tl::unexpected(token.error());
+  if (auto s = WriteFileAtomic(path, *token + "\n", 0600); !s) return tl::unexpected(s.error());
+  spdlog::info("created token file {} (mode 0600)", path);
+  return *token;
+}
+
+}  // namespace hc::core

@@ -1,0 +1,43 @@
+// hostcached's settings: command-line flags, optionally read from a config
+// file (--config FILE, "key = value" lines named like the flags; flags given
+// on the command line win).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/error.h"
+
+namespace hc::core {
+
+struct DaemonConfig {
+  std::string listen = "127.0.0.1:8470";
+  std::string db = "/var/lib/hostcache/hostcached.db";
+  std::string libvirt_uri = "qemu:///system";
+  std::string token_file = "/var/lib/hostcache/token";
+  std::string emulator;          // default: the project's QEMU build
+  std::string qemu_img;          // default: the project's QEMU build
+  std::string ram_budget = "25%";  // bytes, size with suffix, or % of host RAM
+  std::string ssd_budget = "0";
+  int stats_interval = 10;    // s between statistics samples
+  int stats_samples = 720;    // samples kept per disk
+  int check_interval = 60;    // s between full compliance checks
+  std::string log_level = "info";
+};
+
+// Parses argv.  Returns the exit code to use when the process should end
+// now (--help, --version, a usage error), else nullopt.
+std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg);
+
+// "4G", "1073741824" or "25%" (of the host's physical memory) -> bytes.
+Result<uint64_t> ResolveBudget(const std::string& text, uint64_t host_bytes);
+
+// MemTotal of /proc/meminfo in bytes (0 when unknown).
+uint64_t HostMemoryBytes();
+
+// Reads the bearer token, creating the file (mode 0600, 32 random bytes as
+// hex) when it does not exist.
+Result<std::string> LoadOrCreateToken(const std::string& path);
+
+}  // namespace hc::core

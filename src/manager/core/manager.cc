@@ -1,0 +1,798 @@
+#include "manager/core/manager.h"
+
+#include <algorithm>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "common/util.h"
+
+namespace hc::core {
+
+using libvirt::DiskInfo;
+using libvirt::DomainInfo;
+using libvirt::DomainRef;
+using nlohmann::json;
+using store::Assignment;
+using store::Compliance;
+
+namespace {
+
+std::string Describe(const policy::Rules& r) {
+  return std::string(policy::ModeName(r.mode)) + ", " + FormatSize(r.ram_size) + " RAM, " +
+         FormatSize(r.block_size) + " blocks";
+}
+
+std::string Join(const std::vector<std::string>& v, const std::string& sep) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+const DiskInfo* FindDisk(const DomainInfo& info, const std::string& target) {
+  for (const auto& d : info.disks) {
+    if (d.target == target) return &d;
+  }
+  return nullptr;
+}
+
+std::string DiskList(const DomainInfo& info) {
+  std::vector<std::string> t;
+  for (const auto& d : info.disks) t.push_back(d.target);
+  return t.empty() ? "none" : Join(t, ", ");
+}
+
+}  // namespace
+
+Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
+                 const Clock& clock, ManagerConfig config)
+    : store_(store), lv_(lv), tools_(tools), live_(lv), clock_(clock), config_(std::move(config)) {}
+
+std::mutex& Manager::VmMutex(const std::string& uuid) {
+  std::lock_guard lock(map_mu_);
+  auto& m = vm_mu_[uuid];
+  if (!m) m = std::make_unique<std::mutex>();
+  return *m;
+}
+
+void Manager::Log(const std::string& level, const std::string& vm, const std::string& target,
+                  const std::string& action, const std::string& message) {
+  std::string where = vm.empty() ? "" : (target.empty() ? vm : vm + "/" + target) + ": ";
+  if (level == "error") {
+    spdlog::error("{}{}", where, message);
+  } else if (level == "warning") {
+    spdlog::warn("{}{}", where, message);
+  } else {
+    spdlog::info("{}{}", where, message);
+  }
+  auto r = store_.AppendEvent(store::Event{0, clock_.NowMs(), level, vm, target, action, message});
+  if (!r) spdlog::error("cannot record event: {}", r.error().message);
+}
+
+Status Manager::CheckOptionsCached(const policy::Rules& r) {
+  std::string key = policy::RulesToJson(r).dump();
+  {
+    std::lock_guard lock(options_mu_);
+    auto it = options_cache_.find(key);
+    if (it != options_cache_.end()) return it->second;
+  }
+  Status s = tools_.CheckOptions(r);
+  // Only remember definite answers (not "qemu-img could not run").
+  if (s || s.error().code == ErrorCode::kInvalidArgument) {
+    std::lock_guard lock(options_mu_);
+    options_cache_[key] = s;
+  }
+  return s;
+}
+
+// ---- policies ---------------------------------------------------------------
+
+Result<std::vector<policy::Policy>> Manager::ListPolicies() { return store_.ListPolicies(); }
+
+Result<policy::Policy> Manager::GetPolicy(const std::string& name) {
+  return store_.GetPolicy(name);
+}
+
+Result<std::vector<Assignment>> Manager::PolicyUsers(const std::string& name) {
+  auto all = store_.ListAssignments();
+  if (!all) return tl::unexpected(all.error());
+  std::vector<Assignment> out;
+  for (auto& a : *all) {
+    if (a.policy == name) out.push_back(std::move(a));
+  }
+  return out;
+}
+
+Status Manager::CreatePolicy(const policy::Policy& p) {
+  if (auto s = policy::Validate(p); !s) return s;
+  if (auto s = store_.CreatePolicy(p, clock_.NowMs()); !s) return s;
+  Log("info", "", "", "policy-create",
+      "policy '" + p.name + "' created (" + Describe(p.rules) + ")");
+  return {};
+}
+
+Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& p) {
+  if (auto s = policy::Validate(p); !s) return tl::unexpected(s.error());
+  std::lock_guard plock(policy_mu_);
+  auto old = store_.GetPolicy(p.name);
+  if (!old) return tl::unexpected(old.error());
+  {
+    std::lock_guard block(budget_mu_);
+    if (auto s = CheckBudgetForPolicy(p); !s) return tl::unexpected(s.error());
+    if (auto s = store_.UpdatePolicy(p, clock_.NowMs()); !s) return tl::unexpected(s.error());
+  }
+  auto users = PolicyUsers(p.name);
+  if (!users) return tl::unexpected(users.error());
+  Log("info", "", "", "policy-update",
+      "policy '" + p.name + "' changed to " + Describe(p.rules) + "; re-applying it to " +
+          std::to_string(users->size()) + " disk(s)");
+  std::set<std::string> vms;
+  for (const auto& a : *users) vms.insert(a.vm_uuid);
+  for (const auto& uuid : vms) CheckVm(uuid);
+  return PolicyUsers(p.name);
+}
+
+Status Manager::DeletePolicy(const std::string& name) {
+  auto users = PolicyUsers(name);
+  if (!users) return tl::unexpected(users.error());
+  if (!users->empty()) {
+    std::vector<std::string> where;
+    for (const auto& a : *users) where.push_back(a.vm_name + "/" + a.target);
+    return Fail(ErrorCode::kConflict, "policy '" + name + "' is assigned to " + Join(where, ", ") +
+                                          "; unassign it from those disks first");
+  }
+  if (auto s = store_.DeletePolicy(name); !s) return s;
+  Log("info", "", "", "policy-delete", "policy '" + name + "' deleted");
+  return {};
+}
+
+// ---- budget -------------------------------------------------------------------
+
+BudgetView Manager::Budget() {
+  BudgetView b{config_.ram_budget, 0, config_.ssd_budget, 0};
+  auto all = store_.ListAssignments();
+  auto pols = store_.ListPolicies();
+  if (!all || !pols) return b;
+  std::map<std::string, policy::Rules> rules;
+  for (const auto& p : *pols) rules[p.name] = p.rules;
+  for (const auto& a : *all) {
+    b.ram_used += rules[a.policy].ram_size;
+    b.ssd_used += rules[a.policy].ssd_size;
+  }
+  return b;
+}
+
+Status Manager::CheckBudget(const std::string& uuid, const std::string& target,
+                            const policy::Rules& r, const std::string& vm_name) {
+  auto all = store_.ListAssignments();
+  auto pols = store_.ListPolicies();
+  if (!all) return tl::unexpected(all.error());
+  if (!pols) return tl::unexpected(pols.error());
+  std::map<std::string, policy::Rules> rules;
+  for (const auto& p : *pols) rules[p.name] = p.rules;
+  uint64_t ram = 0, ssd = 0;
+  int n = 0;
+  for (const auto& a : *all) {
+    if (a.vm_uuid == uuid && a.target == target) continue;
+    ram += rules[a.policy].ram_size;
+    ssd += rules[a.policy].ssd_size;
+    n++;
+  }
+  const std::string what = vm_name + "/" + target;
+  if (ram + r.ram_size > config_.ram_budget) {
+    return Fail(ErrorCode::kConflict,
+                "not enough cache RAM: " + what + " would need " + HumanSize(r.ram_size) +
+                    ", but " + HumanSize(ram) + " of the host's " + HumanSize(config_.ram_budget) +
+                    " RAM budget is already assigned to " + std::to_string(n) +
+                    " disk(s); choose a policy with a smaller ram-size, unassign other disks, "
+                    "or raise ram-budget in the hostcached configuration");
+  }
+  if (r.ssd_size > 0 && ssd + r.ssd_size > config_.ssd_budget) {
+    return Fail(ErrorCode::kConflict,
+                "not enough SSD cache space: " + what + " would need " + HumanSize(r.ssd_size) +
+                    ", but " + HumanSize(ssd) + " of the host's " + HumanSize(config_.ssd_budget) +
+                    " SSD budget is already assigned; choose a policy with a smaller ssd-size "
+                    "or raise ssd-budget in the hostcached configuration");
+  }
+  return {};
+}
+
+Status Manager::CheckBudgetForPolicy(const policy::Policy& p) {
+  auto all = store_.ListAssignments();
+  auto pols = store_.ListPolicies();
+  if (!all) return tl::unexpected(all.error());
+  if (!pols) return tl::unexpected(pols.error());
+  std::map<std::string, policy::Rules> rules;
+  for (const auto& q : *pols) rules[q.name] = q.rules;
+  rules[p.name] = p.rules;
+  uint64_t ram = 0, ssd = 0;
+  int users = 0;
+  for (const auto& a : *all) {
+    ram += rules[a.policy].ram_size;
+    ssd += rules[a.policy].ssd_size;
+    users += a.policy == p.name;
+  }
+  if (users > 0 && ram > config_.ram_budget) {
+    return Fail(ErrorCode::kConflict,
+                "with these rules the " + std::to_string(users) + " disk(s) using policy '" +
+                    p.name + "' would bring the assigned cache RAM to " + HumanSize(ram) +
+                    ", over the host's " + HumanSize(config_.ram_budget) +
+                    " RAM budget; nothing was changed");
+  }
+  if (users > 0 && ssd > config_.ssd_budget) {
+    return Fail(ErrorCode::kConflict,
+                "with these rules the disks using policy '" + p.name +
+                    "' would bring the assigned SSD cache space to " + HumanSize(ssd) +
+                    ", over the host's " + HumanSize(config_.ssd_budget) +
+                    " SSD budget; nothing was changed");
+  }
+  return {};
+}
+
+// ---- VMs ------------------------------------------------------------------------
+
+Result<std::vector<Assignment>> Manager::AssignmentsOf(const std::string& uuid) {
+  auto all = store_.ListAssignments();
+  if (!all) return tl::unexpected(all.error());
+  std::vector<Assignment> out;
+  for (auto& a : *all) {
+    if (a.vm_uuid == uuid) out.push_back(std::move(a));
+  }
+  return out;
+}
+
+Result<std::vector<VmView>> Manager::ListVms() {
+  auto doms = lv_.ListDomains();
+  if (!doms) return tl::unexpected(doms.error());
+  auto all = store_.ListAssignments();
+  if (!all) return tl::unexpected(all.error());
+  std::vector<VmView> out;
+  std::set<std::string> seen;
+  for (const auto& d : *doms) {
+    VmView v{d.uuid, d.name, true, d.active, d.persistent, {}};
+    for (const auto& a : *all) {
+      if (a.vm_uuid == d.uuid) v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+    }
+    seen.insert(d.uuid);
+    out.push_back(std::move(v));
+  }
+  std::map<std::string, VmView> orphans;
+  for (const auto& a : *all) {
+    if (seen.count(a.vm_uuid)) continue;
+    auto& v = orphans[a.vm_uuid];
+    v.uuid = a.vm_uuid;
+    v.name = a.vm_name;
+    v.exists = false;
+    v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+  }
+  for (auto& [_, v] : orphans) out.push_back(std::move(v));
+  std::sort(out.begin(), out.end(),
+            [](const VmView& a, const VmView& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<VmView> Manager::GetVm(const std::string& name_or_uuid) {
+  auto dom = lv_.LookupDomain(name_or_uuid);
+  auto all = store_.ListAssignments();
+  if (!all) return tl::unexpected(all.error());
+  if (!dom) {
+    if (dom.error().code != ErrorCode::kNotFound) return tl::unexpected(dom.error());
+    VmView v;
+    v.exists = false;
+    for (const auto& a : *all) {
+      if (a.vm_uuid == name_or_uuid || a.vm_name == name_or_uuid) {
+        v.uuid = a.vm_uuid;
+        v.name = a.vm_name;
+        v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+      }
+    }
+    if (v.disks.empty()) return tl::unexpected(dom.error());
+    return v;
+  }
+  auto xml = lv_.GetXml(dom->uuid, !dom->active);
+  if (!xml) return tl::unexpected(xml.error());
+  auto info = libvirt::ParseDomain(*xml);
+  if (!info) return tl::unexpected(info.error());
+  VmView v{dom->uuid, dom->name, true, dom->active, dom->persistent, {}};
+  std::set<std::string> shown;
+  for (const auto& d : info->disks) {
+    DiskView dv{d, std::nullopt};
+    for (const auto& a : *all) {
+      if (a.vm_uuid == dom->uuid && a.target == d.target) dv.assignment = a;
+    }
+    shown.insert(d.target);
+    v.disks.push_back(std::move(dv));
+  }
+  for (const auto& a : *all) {
+    if (a.vm_uuid == dom->uuid && !shown.count(a.target)) {
+      v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+    }
+  }
+  return v;
+}
+
+Result<Assignment> Manager::FindAssignment(const std::string& vm, const std::string& target) {
+  std::string uuid;
+  auto dom = lv_.LookupDomain(vm);
+  if (dom) {
+    uuid = dom->uuid;
+  } else if (dom.error().code != ErrorCode::kNotFound) {
+    return tl::unexpected(dom.error());
+  }
+  auto all = store_.ListAssignments();
+  if (!all) return tl::unexpected(all.error());
+  for (const auto& a : *all) {
+    bool vm_match = uuid.empty() ? (a.vm_uuid == vm || a.vm_name == vm) : a.vm_uuid == uuid;
+    if (vm_match && a.target == target) return a;
+  }
+  if (!dom) return tl::unexpected(dom.error());
+  return Fail(ErrorCode::kNotFound,
+              "disk " + target + " of VM '" + dom->name + "' has no policy assigned");
+}
+
+Result<Assignment> Manager::Assign(const std::string& vm, const std::string& target,
+                                   const std::string& policy_name) {
+  if (!libvirt::ValidTarget(target)) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "'" + target + "' is not a disk target; use the name in the disk's <target "
+                "dev=...>, such as vda or sdb");
+  }
+  auto pol = store_.GetPolicy(policy_name);
+  if (!pol) {
+    if (pol.error().code == ErrorCode::kNotFound) {
+      return Fail(ErrorCode::kInvalidArgument,
+                  "there is no policy named '" + policy_name + "'; GET /api/v1/policies lists them");
+    }
+    return tl::unexpected(pol.error());
+  }
+  auto dom = lv_.LookupDomain(vm);
+  if (!dom) return tl::unexpected(dom.error());
+  std::lock_guard vlock(VmMutex(dom->uuid));
+  auto xml = lv_.GetXml(dom->uuid, dom->persistent);
+  if (!xml) return tl::unexpected(xml.error());
+  auto info = libvirt::ParseDomain(*xml);
+  if (!info) return tl::unexpected(info.error());
+  const DiskInfo* disk = FindDisk(*info, target);
+  if (!disk) {
+    return Fail(ErrorCode::kNotFound, "VM '" + dom->name + "' has no disk " + target +
+                                          "; its disks are " + DiskList(*info));
+  }
+  if (disk->device != "disk") {
+    return Fail(ErrorCode::kInvalidArgument,
+                target + " of VM '" + dom->name + "' is a " + disk->device +
+                    "; only disks (device='disk') can be cached");
+  }
+  if (disk->empty()) {
+    return Fail(ErrorCode::kInvalidArgument, target + " of VM '" + dom->name + "' has no medium");
+  }
+  auto existing = store_.GetAssignment(dom->uuid, target);
+  if (!existing) return tl::unexpected(existing.error());
+  {
+    std::lock_guard block(budget_mu_);
+    if (auto s = CheckBudget(dom->uuid, target, pol->rules, dom->name); !s) {
+      return tl::unexpected(s.error());
+    }
+    Assignment a{dom->uuid, dom->name, target, policy_name,
+                 std::string(libvirt::kNodePrefix) + target, Compliance::kUnknown,
+                 "being applied", clock_.NowMs(), 0};
+    if (*existing) {
+      a.state = (*existing)->state;
+      a.reason = (*existing)->reason;
+    }
+    if (auto s = store_.PutAssignment(a); !s) return tl::unexpected(s.error());
+  }
+  Log("info", dom->name, target, "assign",
+      "policy '" + policy_name + "' assigned" +
+          (*existing ? " (was '" + (*existing)->policy + "')" : std::string()) + ": " +
+          Describe(pol->rules));
+  if (auto s = ApplyVm(*dom); !s) {
+    if (*existing) {
+      (void)store_.PutAssignment(**existing);
+    } else {
+      (void)store_.DeleteAssignment(dom->uuid, target);
+    }
+    Log("error", dom->name, target, "assign",
+        "assignment of policy '" + policy_name + "' undone: " + s.error().message);
+    return tl::unexpected(s.error());
+  }
+  auto now = store_.GetAssignment(dom->uuid, target);
+  if (!now) return tl::unexpected(now.error());
+  if (!*now) return Fail(ErrorCode::kInternal, "assignment vanished while being applied");
+  return **now;
+}
+
+Status Manager::Unassign(const std::string& vm, const std::string& target) {
+  auto dom = lv_.LookupDomain(vm);
+  if (!dom) {
+    if (dom.error().code != ErrorCode::kNotFound) return tl::unexpected(dom.error());
+    // The VM is gone: forget its assignment.
+    auto a = FindAssignment(vm, target);
+    if (!a) return tl::unexpected(a.error());
+    if (auto s = store_.DeleteAssignment(a->vm_uuid, target); !s) return s;
+    (void)store_.DeleteStats(a->vm_uuid, target);
+    Log("info", a->vm_name, target, "unassign",
+        "assignment of policy '" + a->policy + "' forgotten; the VM no longer exists");
+    return {};
+  }
+  std::lock_guard vlock(VmMutex(dom->uuid));
+  auto a = store_.GetAssignment(dom->uuid, target);
+  if (!a) return tl::unexpected(a.error());
+  if (!*a) {
+    return Fail(ErrorCode::kNotFound,
+                "disk " + target + " of VM '" + dom->name + "' has no policy assigned");
+  }
+  auto all = AssignmentsOf(dom->uuid);
+  if (!all) return tl::unexpected(all.error());
+  std::vector<Assignment> rest;
+  std::map<std::string, policy::Rules> rules;
+  for (const auto& x : *all) {
+    if (x.target == target) continue;
+    auto p = store_.GetPolicy(x.policy);
+    if (!p) return tl::unexpected(p.error());
+    rules[x.target] = p->rules;
+    rest.push_back(x);
+  }
+  std::optional<DomainInfo> live;
+  if (dom->active) {
+    auto lx = lv_.GetXml(dom->uuid, false);
+    if (!lx) return tl::unexpected(lx.error());
+    auto li = libvirt::ParseDomain(*lx);
+    if (!li) return tl::unexpected(li.error());
+    live = *li;
+  }
+  // 1. The definition, so the next start is uncached.
+  if (dom->persistent) {
+    auto r = ApplyPersistent(*dom, rest, rules, live);
+    if (!r) return tl::unexpected(r.error());
+  }
+  // 2. The running VM: write back and remove the filter.
+  if (live) {
+    const DiskInfo* ld = FindDisk(*live, target);
+    if (ld) {
+      auto ins = live_.Inspect(dom->uuid, ld->alias);
+      if (!ins && ins.error().code == ErrorCode::kUnavailable) return tl::unexpected(ins.error());
+      if (ins && ins->has_filter && ins->root == (*a)->node_name) {
+        if (auto s = live_.Remove(dom->uuid, *ins); !s) {
+          Log("error", dom->name, target, "remove-live",
+              "could not remove the filter from the running VM: " + s.error().message);
+          SetState(**a, Compliance::kError,
+                   "unassign failed: the filter could not be removed from the running VM (" +
+                       s.error().message + "); the definition no longer has it");
+          return Fail(ErrorCode::kFailedPrecondition,
+                      "the filter could not be removed from the running VM: " +
+                          s.error().message + "; the assignment is kept, try again");
+        }
+        Log("info", dom->name, target, "remove-live",
+            "filter " + (*a)->node_name + " written back and removed from the running VM");
+      }
+    }
+  }
+  if (auto s = store_.DeleteAssignment(dom->uuid, target); !s) return s;
+  (void)store_.DeleteStats(dom->uuid, target);
+  Log("info", dom->name, target, "unassign", "policy '" + (*a)->policy + "' unassigned");
+  return {};
+}
+
+// ---- applying and checking --------------------------------------------------------
+
+void Manager::SetState(Assignment a, Compliance state, const std::string& reason) {
+  const int64_t now = clock_.NowMs();
+  bool changed = a.state != state || a.reason != reason;
+  a.checked_ms = now;
+  if (changed) {
+    a.state = state;
+    a.reason = reason;
+    a.updated_ms = now;
+  }
+  if (auto s = store_.PutAssignment(a); !s) {
+    spdlog::error("cannot store compliance of {}/{}: {}", a.vm_name, a.target, s.error().message);
+    return;
+  }
+  if (changed) {
+    std::string level = state == Compliance::kError          ? "error"
+                        : state == Compliance::kNotCompliant ? "warning"
+                                                             : "info";
+    Log(level, a.vm_name, a.target, "compliance",
+        std::string(store::ComplianceName(state)) + ": " + reason);
+  }
+}
+
+Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
+    const DomainRef& dom, const std::vector<Assignment>& as,
+    const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live) {
+  auto xml = lv_.GetXml(dom.uuid, true);
+  if (!xml) return tl::unexpected(xml.error());
+  auto info = libvirt::ParseDomain(*xml);
+  if (!info) return tl::unexpected(info.error());
+  auto chain_length = [&](const DiskInfo& d) -> Result<int> {
+    if (live) {
+      const DiskInfo* ld = FindDisk(*live, d.target);
+      if (ld && ld->source == d.source && ld->chain_terminated) return 1 + ld->backing_count;
+    }
+    return tools_.ChainLength(d);
+  };
+  auto nodes = libvirt::PredictTopNodes(*info, chain_length);
+  std::map<std::string, std::string> missing;
+  std::vector<libvirt::FilterSpec> specs;
+  for (const auto& a : as) {
+    const DiskInfo* d = FindDisk(*info, a.target);
+    const policy::Rules& r = rules.at(a.target);
+    if (!d) {
+      missing[a.target] = "the VM's definition has no disk " + a.target +
+                          " any more; unassign the policy or add the disk back";
+      continue;
+    }
+    if (auto s = CheckOptionsCached(r); !s) {
+      missing[a.target] = "QEMU's hostcache driver refuses this policy's settings (" +
+                          s.error().message + "); the disk is left uncached";
+      continue;
+    }
+    if (!nodes) {
+      missing[a.target] = "cannot tell which node libvirt will give " + a.target +
+                          " at the next start: " + nodes.error().message;
+      continue;
+    }
+    specs.push_back(libvirt::FilterSpec{
+        a.target, a.node_name, policy::DriverOptions(r, a.node_name, nodes->at(a.target))});
+  }
+  const std::string emulator = specs.empty() ? "" : config_.emulator;
+  auto updated = libvirt::ApplyFilters(*xml, specs, emulator);
+  if (!updated) return tl::unexpected(updated.error());
+  auto before = libvirt::ParseInstalledFilters(*xml);
+  auto after = libvirt::ParseInstalledFilters(*updated);
+  if (!before || !after) return Fail(ErrorCode::kInternal, "cannot read back the filters");
+  bool same = before->size() == after->size();
+  for (const auto& [t, f] : *after) {
+    auto it = before->find(t);
+    same = same && it != before->end() && it->second.options == f.options &&
+           it->second.alias == f.alias;
+  }
+  bool emulator_change = !emulator.empty() && info->emulator != emulator;
+  if (!same || emulator_change) {
+    {
+      std::lock_guard lock(define_mu_);
+      auto it = rejected_xml_.find(dom.uuid);
+      if (it != rejected_xml_.end() && it->second == *updated) {
+        for (const auto& a : as) {
+          if (!missing.count(a.target)) {
+            missing[a.target] = "libvirt does not keep the filter in the VM's definition "
+                                "(its driver ignores <qemu:commandline>?)";
+          }
+        }
+        return missing;
+      }
+    }
+    if (auto s = lv_.DefineXml(*updated); !s) {
+      return tl::unexpected(Annotate(s.error(), "updating the definition of VM '" + dom.name + "'"));
+    }
+    // Read it back: libvirt must have kept what we wrote.
+    auto back = lv_.GetXml(dom.uuid, true);
+    auto kept = back ? libvirt::ParseInstalledFilters(*back) : decltype(after)();
+    bool ok = kept && kept->size() == after->size();
+    if (ok) {
+      for (const auto& [t, f] : *after) {
+        auto it = kept->find(t);
+        ok = ok && it != kept->end() && it->second.options == f.options;
+      }
+    }
+    if (!ok) {
+      std::lock_guard lock(define_mu_);
+      rejected_xml_[dom.uuid] = *updated;
+      for (const auto& a : as) {
+        if (!missing.count(a.target)) {
+          missing[a.target] = "libvirt does not keep the filter in the VM's definition "
+                              "(its driver ignores <qemu:commandline>?)";
+        }
+      }
+    } else {
+      std::lock_guard lock(define_mu_);
+      rejected_xml_.erase(dom.uuid);
+    }
+    std::vector<std::string> ts;
+    for (const auto& [t, _] : *after) ts.push_back(t);
+    Log("info", dom.name, "", "define",
+        "definition updated: filters on " + (ts.empty() ? std::string("no disk") : Join(ts, ", ")) +
+            (emulator_change ? "; emulator set to " + emulator : std::string()));
+  }
+  return missing;
+}
+
+Status Manager::ApplyVm(const DomainRef& dom) {
+  auto as = AssignmentsOf(dom.uuid);
+  if (!as) return tl::unexpected(as.error());
+  if (as->empty()) return {};
+  std::map<std::string, policy::Rules> rules;
+  for (auto& a : *as) {
+    auto p = store_.GetPolicy(a.policy);
+    if (!p) return tl::unexpected(p.error());
+    rules[a.target] = p->rules;
+    if (a.vm_name != dom.name) a.vm_name = dom.name;  // renamed in libvirt
+  }
+  std::optional<DomainInfo> live;
+  if (dom.active) {
+    auto lx = lv_.GetXml(dom.uuid, false);
+    if (!lx) return tl::unexpected(lx.error());
+    auto li = libvirt::ParseDomain(*lx);
+    if (!li) return tl::unexpected(li.error());
+    live = *li;
+  }
+  std::map<std::string, std::string> missing;
+  if (dom.persistent) {
+    auto m = ApplyPersistent(dom, *as, rules, live);
+    if (!m) return tl::unexpected(m.error());
+    missing = *m;
+  }
+  for (const auto& a : *as) {
+    const policy::Rules& r = rules[a.target];
+    if (auto s = CheckOptionsCached(r); !s) {
+      SetState(a, Compliance::kNotCompliant,
+               "QEMU's hostcache driver refuses this policy's settings: " + s.error().message +
+                   "; the disk is left uncached until the policy changes");
+      continue;
+    }
+    std::string ssd_note;
+    if (r.ssd_size > 0 && !config_.ssd_tier_available) {
+      ssd_note = "the policy asks for an SSD tier of " + HumanSize(r.ssd_size) +
+                 ", which this hostcache driver does not have yet; only the RAM tier is active";
+    }
+    const std::string desc = "filter " + a.node_name + " (" + Describe(r) + ", policy '" +
+                             a.policy + "')";
+    if (!dom.active) {
+      if (!missing[a.target].empty()) {
+        SetState(a, Compliance::kNotCompliant, missing[a.target]);
+      } else if (!ssd_note.empty()) {
+        SetState(a, Compliance::kNotCompliant, ssd_note);
+      } else {
+        SetState(a, Compliance::kPendingRestart,
+                 "the VM is shut off; its definition carries " + desc +
+                     ", which QEMU opens when the VM starts");
+      }
+      continue;
+    }
+    const DiskInfo* ld = FindDisk(*live, a.target);
+    if (!ld) {
+      SetState(a, Compliance::kNotCompliant,
+               "the running VM has no disk " + a.target + " (hot-unplugged?)");
+      continue;
+    }
+    const std::string expected = ld->index > 0 ? libvirt::LibvirtNodeName(*ld, ld->index) : "";
+    auto ins = live_.Inspect(dom.uuid, ld->alias);
+    if (!ins) {
+      if (ins.error().code == ErrorCode::kUnavailable) return tl::unexpected(ins.error());
+      SetState(a, Compliance::kError,
+               "cannot read QEMU's block graph for " + a.target + ": " + ins.error().message);
+      continue;
+    }
+    std::string op_error;
+    auto note = [&](const Status& s, const std::string& what) {
+      if (!s) {
+        op_error = s.error().message;
+      } else {
+        Log("info", dom.name, a.target, what, desc + ": " + what + " done in the running VM");
+      }
+    };
+    if (ins->has_filter && ins->root == a.node_name) {
+      bool wrong_child = !expected.empty() && ins->filter_child != expected &&
+                         ins->filter_child.rfind("libvirt-", 0) == 0;
+      if (wrong_child) {
+        Log("error", dom.name, a.target, "verify",
+            "filter " + a.node_name + " sits on node " + ins->filter_child + ", but " + a.target +
+                "'s image is node " + expected + "; moving it");
+        Status s = live_.Remove(dom.uuid, *ins);
+        if (s) {
+          libvirt::LiveDisk fixed{ins->qdev, expected, false, "", {}};
+          s = live_.Insert(dom.uuid, fixed, r, a.node_name);
+        }
+        note(s, "repair-live");
+      } else if (!libvirt::CompareSettings(ins->stats, r).empty()) {
+        if (policy::ReopenCompatible(policy::Rules{.block_size = ins->stats.value(
+                                                       "block-size", uint64_t{0})},
+                                     r)) {
+          note(live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r), "reopen-live");
+        } else {
+          Status s = live_.Remove(dom.uuid, *ins);
+          if (s) {
+            libvirt::LiveDisk under{ins->qdev, ins->filter_child, false, "", {}};
+            s = live_.Insert(dom.uuid, under, r, a.node_name);
+          }
+          note(s, "replace-live");
+        }
+      }
+    } else if (ins->has_filter) {
+      SetState(a, Compliance::kNotCompliant,
+               "another hostcache node (" + ins->root + ") is on " + a.target +
+                   ", not managed by hostcached; remove it to let the policy apply");
+      continue;
+    } else {
+      note(live_.Insert(dom.uuid, *ins, r, a.node_name), "insert-live");
+    }
+    // Verify from QEMU's block graph.
+    auto after = live_.Inspect(dom.uuid, ld->alias);
+    std::vector<std::string> problems;
+    if (!after) {
+      problems.push_back("cannot read QEMU's block graph: " + after.error().message);
+    } else if (!after->has_filter || after->root != a.node_name) {
+      problems.push_back("the device reads from " + after->root + ", not from the filter");
+    } else {
+      if (!expected.empty() && after->filter_child != expected &&
+          after->filter_child.rfind("libvirt-", 0) == 0) {
+        problems.push_back("the filter sits on " + after->filter_child + ", not on " + expected);
+      }
+      for (auto& d : libvirt::CompareSettings(after->stats, r)) problems.push_back(d);
+    }
+    if (problems.empty()) {
+      if (!missing[a.target].empty()) {
+        SetState(a, Compliance::kNotCompliant,
+                 "the running VM is cached, but " + missing[a.target]);
+      } else if (!ssd_note.empty()) {
+        SetState(a, Compliance::kNotCompliant, ssd_note);
+      } else {
+        SetState(a, Compliance::kCompliant,
+                 desc + " is under the device in the running VM" +
+                     (dom.persistent ? " and in its definition"
+                                     : "; the VM is transient, so the filter ends with it"));
+      }
+    } else {
+      std::string why = op_error.empty() ? Join(problems, "; ") : op_error;
+      if (dom.persistent && missing[a.target].empty()) {
+        SetState(a, Compliance::kPendingRestart,
+                 "the running VM did not take the filter live (" + why +
+                     "); its definition carries it, so it takes effect at the next start");
+      } else {
+        SetState(a, Compliance::kNotCompliant, "the running VM is not cached: " + why);
+      }
+    }
+  }
+  return {};
+}
+
+void Manager::CheckVm(const std::string& uuid) {
+  std::lock_guard vlock(VmMutex(uuid));
+  auto as = AssignmentsOf(uuid);
+  if (!as || as->empty()) return;
+  auto dom = lv_.LookupDomain(uuid);
+  if (!dom) {
+    if (dom.error().code == ErrorCode::kNotFound) {
+      for (const auto& a : *as) {
+        SetState(a, Compliance::kError,
+                 "libvirt no longer has this VM (undefined or deleted outside hostcached); "
+                 "unassign the policy to forget it");
+      }
+    } else if (dom.error().code != ErrorCode::kUnavailable) {
+      spdlog::error("checking VM {}: {}", uuid, dom.error().message);
+    }
+    return;
+  }
+  if (auto s = ApplyVm(*dom); !s) {
+    if (s.error().code == ErrorCode::kUnavailable) return;
+    for (const auto& a : *as) SetState(a, Compliance::kError, s.error().message);
+  }
+}
+
+void Manager::CheckAll() {
+  auto all = store_.ListAssignments();
+  if (!all) {
+    spdlog::error("compliance check: {}", all.error().message);
+    return;
+  }
+  std::set<std::string> vms;
+  for (const auto& a : *all) vms.insert(a.vm_uuid);
+  for (const auto& uuid : vms) CheckVm(uuid);
+}
+
+void Manager::OnLifecycle(const std::string& uuid, const std::string& name,
+                          libvirt::Lifecycle ev) {
+  switch (ev) {
+    case libvirt::Lifecycle::kStarted:
+    case libvirt::Lifecycle::kStopped:
+    case libvirt::Lifecycle::kDefined:
+    case libvirt::Lifecycle::kUndefined:
+      spdlog::debug("lifecycle event for {} ({}): checking its disks", name, uuid);
+      CheckVm(uuid);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace hc::core

@@ -1,0 +1,137 @@
+// Manager: the policy engine.  It owns the rules of what hostcached does:
+// storing policies, assigning them to VM disks within the host's cache
+// budget, putting the filter into the running VM and its persistent
+// definition, and checking compliance.  The HTTP API, the reconciler thread
+// and the statistics collector call it.
+//
+// Concurrency: every public method is thread-safe and may block on libvirt
+// and QEMU (call it from worker threads, never from the HTTP I/O thread).
+// Operations on one VM are serialised by a per-VM mutex; the budget check
+// and the assignment write are atomic under budget_mu_.
+//
+// Ownership: Manager borrows the store, libvirt client, QEMU tools and clock;
+// they must outlive it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/error.h"
+#include "manager/libvirt/domain_xml.h"
+#include "manager/libvirt/libvirt_client.h"
+#include "manager/libvirt/live_filter.h"
+#include "manager/libvirt/qemu_tools.h"
+#include "manager/policy/policy.h"
+#include "manager/store/store.h"
+
+namespace hc::core {
+
+struct ManagerConfig {
+  std::string emulator;             // QEMU with the hostcache driver ("" = leave <emulator>)
+  uint64_t ram_budget = 0;          // bytes of host RAM all caches together may use
+  uint64_t ssd_budget = 0;          // bytes of SSD all caches together may use
+  bool ssd_tier_available = false;  // the driver in `emulator` has an SSD tier
+};
+
+struct DiskView {
+  libvirt::DiskInfo disk;
+  std::optional<store::Assignment> assignment;
+};
+
+struct VmView {
+  std::string uuid;
+  std::string name;
+  bool exists = true;  // false: libvirt no longer knows it (only assignments are left)
+  bool active = false;
+  bool persistent = false;
+  std::vector<DiskView> disks;
+};
+
+struct BudgetView {
+  uint64_t ram_budget = 0, ram_used = 0, ssd_budget = 0, ssd_used = 0;
+};
+
+class Manager {
+ public:
+  Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
+          const Clock& clock, ManagerConfig config);
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Policies.
+  Result<std::vector<policy::Policy>> ListPolicies();
+  Result<policy::Policy> GetPolicy(const std::string& name);
+  Result<std::vector<store::Assignment>> PolicyUsers(const std::string& name);
+  Status CreatePolicy(const policy::Policy& p);
+  // Stores the new rules and re-applies them to every disk that uses the
+  // policy; returns those disks' assignments afterwards.
+  Result<std::vector<store::Assignment>> UpdatePolicy(const policy::Policy& p);
+  Status DeletePolicy(const std::string& name);
+
+  // VMs and disks.
+  Result<std::vector<VmView>> ListVms();  // disks without XML details
+  Result<VmView> GetVm(const std::string& name_or_uuid);
+  Result<store::Assignment> Assign(const std::string& vm, const std::string& target,
+                                   const std::string& policy_name);
+  Status Unassign(const std::string& vm, const std::string& target);
+  // The assignment of a disk (kNotFound when none), by VM name or UUID.
+  Result<store::Assignment> FindAssignment(const std::string& vm, const std::string& target);
+
+  BudgetView Budget();
+  bool LibvirtConnected() { return lv_.IsAlive(); }
+
+  // Compliance: re-check (and repair what can be repaired) one VM's disks,
+  // or every VM with assignments.
+  void CheckVm(const std::string& uuid);
+  void CheckAll();
+  // A lifecycle event from libvirt (called on the reconciler thread).
+  void OnLifecycle(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev);
+
+  // Appends to the event log (and the daemon log).
+  void Log(const std::string& level, const std::string& vm, const std::string& target,
+           const std::string& action, const std::string& message);
+
+ private:
+  std::mutex& VmMutex(const std::string& uuid);
+  // Makes the VM's definition and running QEMU match its assignments and
+  // records each one's compliance.  Caller holds VmMutex(dom.uuid).  Fails
+  // only when the persistent definition could not be written.
+  Status ApplyVm(const libvirt::DomainRef& dom);
+  // Rewrites the persistent definition from the assignments (already
+  // loaded).  Returns, per target, why the filter is not in it ("" = it is).
+  Result<std::map<std::string, std::string>> ApplyPersistent(
+      const libvirt::DomainRef& dom, const std::vector<store::Assignment>& as,
+      const std::map<std::string, policy::Rules>& rules,
+      const std::optional<libvirt::DomainInfo>& live);
+  void SetState(store::Assignment a, store::Compliance state, const std::string& reason);
+  Status CheckBudget(const std::string& uuid, const std::string& target,
+                     const policy::Rules& rules, const std::string& vm_name);
+  Status CheckBudgetForPolicy(const policy::Policy& p);
+  Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
+  Status CheckOptionsCached(const policy::Rules& r);
+
+  store::Store& store_;
+  libvirt::LibvirtClient& lv_;
+  libvirt::QemuTools& tools_;
+  libvirt::LiveFilter live_;
+  const Clock& clock_;
+  const ManagerConfig config_;
+
+  std::mutex map_mu_;
+  std::map<std::string, std::unique_ptr<std::mutex>> vm_mu_;  // guarded by map_mu_
+  std::mutex budget_mu_;  // held across a budget check and the write it allows
+  std::mutex policy_mu_;  // serialises policy edits with the re-application
+  std::mutex define_mu_;
+  // uuid -> a definition libvirt accepted but did not keep our filters in;
+  // not written again (this would loop through the "defined" event).
+  std::map<std::string, std::string> rejected_xml_;  // guarded by define_mu_
+  std::mutex options_mu_;
+  std::map<std::string, Status> options_cache_;  // rules JSON -> driver verdict
+};
+
+}  // namespace hc::core

@@ -1,0 +1,493 @@
+#include "manager/http/api.h"
+
+#include <algorithm>
+#include <charconv>
+
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/util.h"
+#include "manager/metrics/prometheus.h"
+
+namespace hc::http {
+
+using nlohmann::json;
+
+struct Api::Route {
+  std::string method;
+  std::string pattern;
+  bool auth;
+  Response (Api::*handler)(const Params&, const Query&, const Request&);
+};
+
+namespace {
+
+constexpr const char* kPrefix = "/api/v1";
+constexpr size_t kMaxStatPoints = 720;
+
+const char* Reason(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+Response Json(int status, const json& body) {
+  Response r;
+  r.status = status;
+  r.body = body.dump(2) + "\n";
+  return r;
+}
+
+Response FromError(const Error& e) {
+  Response r = Problem(HttpStatusFor(e.code), e.message, ErrorCodeName(e.code));
+  if (r.status == 503) r.headers.emplace_back("Retry-After", "5");
+  if (r.status >= 500) spdlog::warn("request failed: {}", e.message);
+  return r;
+}
+
+std::string TimeIso(int64_t ms) {
+  if (ms <= 0) return "";
+  time_t s = static_cast<time_t>(ms / 1000);
+  struct tm tm;
+  gmtime_r(&s, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
+}
+
+json AssignmentJson(const store::Assignment& a) {
+  return json{{"vm", a.vm_name},
+              {"vm_uuid", a.vm_uuid},
+              {"target", a.target},
+              {"policy", a.policy},
+              {"node_name", a.node_name},
+              {"compliance",
+               {{"state", store::ComplianceName(a.state)},
+                {"reason", a.reason},
+                {"changed", TimeIso(a.updated_ms)},
+                {"checked", TimeIso(a.checked_ms)}}}};
+}
+
+json DiskJson(const core::DiskView& d) {
+  json j{{"target", d.disk.target}};
+  if (!d.disk.device.empty()) {
+    j["device"] = d.disk.device;
+    j["bus"] = d.disk.bus;
+    j["type"] = d.disk.type;
+    j["format"] = d.disk.format;
+    j["source"] = d.disk.source;
+    j["readonly"] = d.disk.readonly;
+  }
+  if (d.assignment) {
+    json a = AssignmentJson(*d.assignment);
+    j["policy"] = a["policy"];
+    j["node_name"] = a["node_name"];
+    j["compliance"] = a["compliance"];
+  } else {
+    j["policy"] = nullptr;
+  }
+  return j;
+}
+
+json VmJson(const core::VmView& v, bool with_details) {
+  std::string state = !v.exists ? "missing" : v.active ? "running" : "shut-off";
+  json disks = json::array();
+  for (const auto& d : v.disks) {
+    if (with_details || d.assignment) disks.push_back(DiskJson(d));
+  }
+  return json{{"name", v.name}, {"uuid", v.uuid},         {"state", state},
+              {"exists", v.exists}, {"persistent", v.persistent}, {"disks", disks}};
+}
+
+std::optional<int64_t> ParseInt(const std::string& s) {
+  int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+const std::string* QueryValue(const std::vector<std::pair<std::string, std::string>>& q,
+                              const std::string& key) {
+  for (const auto& [k, v] : q) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+
+Result<json> ParseBody(const Request& req) {
+  if (Trim(req.body).empty()) {
+    return Fail(ErrorCode::kInvalidArgument, "the request needs a JSON body");
+  }
+  json j = json::parse(req.body, nullptr, false);
+  if (j.is_discarded()) return Fail(ErrorCode::kInvalidArgument, "the body is not valid JSON");
+  if (!j.is_object()) return Fail(ErrorCode::kInvalidArgument, "the body must be a JSON object");
+  return j;
+}
+
+}  // namespace
+
+int HttpStatusFor(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kInvalidArgument: return 400;
+    case ErrorCode::kUnauthenticated: return 401;
+    case ErrorCode::kNotFound: return 404;
+    case ErrorCode::kAlreadyExists: return 409;
+    case ErrorCode::kConflict: return 409;
+    case ErrorCode::kFailedPrecondition: return 409;
+    case ErrorCode::kUnavailable: return 503;
+    case ErrorCode::kIOError: return 500;
+    case ErrorCode::kInternal: return 500;
+  }
+  return 500;
+}
+
+Response Problem(int status, const std::string& detail, std::string_view code) {
+  json j{{"type", "about:blank"}, {"title", Reason(status)}, {"status", status},
+         {"detail", detail}};
+  if (!code.empty()) j["code"] = code;
+  Response r;
+  r.status = status;
+  r.content_type = "application/problem+json";
+  r.body = j.dump(2) + "\n";
+  return r;
+}
+
+Api::Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
+         std::string token, std::string version)
+    : manager_(manager),
+      store_(store),
+      stats_(stats),
+      token_(std::move(token)),
+      version_(std::move(version)) {}
+
+const std::vector<Api::Route>& Api::Table() {
+  static const std::vector<Route> kRoutes = {
+      {"GET", "/health", false, &Api::Health},
+      {"GET", "/openapi.json", true, &Api::GetOpenApi},
+      {"GET", "/policies", true, &Api::ListPolicies},
+      {"POST", "/policies", true, &Api::CreatePolicy},
+      {"GET", "/policies/{name}", true, &Api::GetPolicy},
+      {"PUT", "/policies/{name}", true, &Api::UpdatePolicy},
+      {"DELETE", "/policies/{name}", true, &Api::DeletePolicy},
+      {"GET", "/vms", true, &Api::ListVms},
+      {"GET", "/vms/{vm}", true, &Api::GetVm},
+      {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
+      {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
+      {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
+      {"GET", "/vms/{vm}/disks/{target}/stats", true, &Api::DiskStats},
+      {"GET", "/events", true, &Api::Events},
+      {"GET", "/metrics", true, &Api::Metrics},
+  };
+  return kRoutes;
+}
+
+std::vector<RouteInfo> Api::Routes() {
+  std::vector<RouteInfo> out;
+  for (const auto& r : Table()) out.push_back(RouteInfo{r.method, kPrefix + r.pattern, r.auth});
+  return out;
+}
+
+Response Api::Handle(const Request& req) {
+  auto parsed = boost::urls::parse_origin_form(req.target);
+  if (!parsed) return Problem(400, "the request target is not a valid path");
+  std::vector<std::string> segs;
+  for (auto s : parsed->segments()) segs.push_back(std::string(s));
+  Query query;
+  for (auto p : parsed->params()) query.emplace_back(std::string(p.key), std::string(p.value));
+  // Strip /api/v1.
+  if (segs.size() < 2 || segs[0] != "api" || segs[1] != "v1") {
+    return Problem(404, "no such resource; the API is under /api/v1 (see /api/v1/openapi.json)");
+  }
+  segs.erase(segs.begin(), segs.begin() + 2);
+  if (!segs.empty() && segs.back().empty()) segs.pop_back();  // trailing slash
+
+  std::vector<std::string> allowed;
+  for (const auto& r : Table()) {
+    std::vector<std::string> pat;
+    std::string_view p(r.pattern);
+    p.remove_prefix(1);
+    while (!p.empty()) {
+      auto slash = p.find('/');
+      pat.emplace_back(p.substr(0, slash));
+      p = slash == std::string_view::npos ? std::string_view() : p.substr(slash + 1);
+    }
+    if (pat.size() != segs.size()) continue;
+    Params params;
+    bool match = true;
+    for (size_t i = 0; i < pat.size() && match; i++) {
+      if (pat[i].front() == '{') {
+        if (segs[i].empty()) match = false;
+        params.push_back(segs[i]);
+      } else {
+        match = pat[i] == segs[i];
+      }
+    }
+    if (!match) continue;
+    if (r.method != req.method) {
+      allowed.push_back(r.method);
+      continue;
+    }
+    if (r.auth) {
+      const std::string prefix = "Bearer ";
+      if (req.authorization.rfind(prefix, 0) != 0 ||
+          !ConstantTimeEquals(req.authorization.substr(prefix.size()), token_)) {
+        Response resp = Problem(401,
+                                "this request needs 'Authorization: Bearer <token>' with the "
+                                "token from hostcached's token file",
+                                ErrorCodeName(ErrorCode::kUnauthenticated));
+        resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"hostcached\"");
+        return resp;
+      }
+    }
+    try {
+      return (this->*r.handler)(params, query, req);
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: unexpected exception: {}", req.method, req.target, e.what());
+      return Problem(500, "internal error while handling the request; see hostcached's log");
+    }
+  }
+  if (!allowed.empty()) {
+    std::string allow;
+    for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    Response r = Problem(405, req.method + " is not supported here; use " + allow);
+    r.headers.emplace_back("Allow", allow);
+    return r;
+  }
+  return Problem(404, "no such resource: " + req.target + " (see /api/v1/openapi.json)");
+}
+
+Response Api::Health(const Params&, const Query&, const Request&) {
+  bool lv = manager_.LibvirtConnected();
+  auto pols = store_.ListPolicies();
+  json j{{"status", pols ? "ok" : "degraded"},
+         {"version", version_},
+         {"libvirt", lv ? "connected" : "disconnected"},
+         {"database", pols ? "ok" : pols.error().message}};
+  return Json(pols ? 200 : 503, j);
+}
+
+Response Api::GetOpenApi(const Params&, const Query&, const Request&) {
+  return Json(200, OpenApi());
+}
+
+Response Api::ListPolicies(const Params&, const Query&, const Request&) {
+  auto pols = manager_.ListPolicies();
+  if (!pols) return FromError(pols.error());
+  auto all = store_.ListAssignments();
+  if (!all) return FromError(all.error());
+  json arr = json::array();
+  for (const auto& p : *pols) {
+    json j = policy::PolicyToJson(p);
+    j["assigned_disks"] = std::count_if(all->begin(), all->end(),
+                                        [&](const auto& a) { return a.policy == p.name; });
+    arr.push_back(j);
+  }
+  return Json(200, json{{"policies", arr}});
+}
+
+Response Api::CreatePolicy(const Params&, const Query&, const Request& req) {
+  auto body = ParseBody(req);
+  if (!body) return FromError(body.error());
+  auto p = policy::PolicyFromJson(*body);
+  if (!p) return FromError(p.error());
+  if (auto s = manager_.CreatePolicy(*p); !s) return FromError(s.error());
+  Response r = Json(201, policy::PolicyToJson(*p));
+  r.headers.emplace_back("Location", std::string(kPrefix) + "/policies/" + p->name);
+  return r;
+}
+
+Response Api::GetPolicy(const Params& params, const Query&, const Request&) {
+  auto p = manager_.GetPolicy(params[0]);
+  if (!p) return FromError(p.error());
+  auto users = manager_.PolicyUsers(p->name);
+  if (!users) return FromError(users.error());
+  json j = policy::PolicyToJson(*p);
+  j["disks"] = json::array();
+  for (const auto& a : *users) j["disks"].push_back(AssignmentJson(a));
+  return Json(200, j);
+}
+
+Response Api::UpdatePolicy(const Params& params, const Query&, const Request& req) {
+  auto body = ParseBody(req);
+  if (!body) return FromError(body.error());
+  for (auto it = body->begin(); it != body->end(); ++it) {
+    if (it.key() != "name" && it.key() != "description" && it.key() != "rules") {
+      return Problem(400, "unknown field '" + it.key() +
+                              "'; a policy update has description and rules");
+    }
+  }
+  if (body->contains("name") &&
+      (!(*body)["name"].is_string() || (*body)["name"].get<std::string>() != params[0])) {
+    return Problem(400, "a policy cannot be renamed; create a new one instead");
+  }
+  auto cur = manager_.GetPolicy(params[0]);
+  if (!cur) return FromError(cur.error());
+  policy::Policy p = *cur;
+  if (body->contains("description")) {
+    if (!(*body)["description"].is_string()) return Problem(400, "'description' must be a string");
+    p.description = (*body)["description"].get<std::string>();
+  }
+  if (body->contains("rules")) {
+    auto r = policy::RulesFromJson((*body)["rules"], cur->rules);
+    if (!r) return FromError(r.error());
+    p.rules = *r;
+  }
+  auto users = manager_.UpdatePolicy(p);
+  if (!users) return FromError(users.error());
+  json j = policy::PolicyToJson(p);
+  j["disks"] = json::array();
+  for (const auto& a : *users) j["disks"].push_back(AssignmentJson(a));
+  return Json(200, j);
+}
+
+Response Api::DeletePolicy(const Params& params, const Query&, const Request&) {
+  if (auto s = manager_.DeletePolicy(params[0]); !s) return FromError(s.error());
+  return Response{204, "application/json", "", {}};
+}
+
+Response Api::ListVms(const Params&, const Query&, const Request&) {
+  auto vms = manager_.ListVms();
+  if (!vms) return FromError(vms.error());
+  json arr = json::array();
+  for (const auto& v : *vms) arr.push_back(VmJson(v, false));
+  return Json(200, json{{"vms", arr}});
+}
+
+Response Api::GetVm(const Params& params, const Query&, const Request&) {
+  auto v = manager_.GetVm(params[0]);
+  if (!v) return FromError(v.error());
+  return Json(200, VmJson(*v, true));
+}
+
+Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {
+  auto a = manager_.FindAssignment(params[0], params[1]);
+  if (!a) return FromError(a.error());
+  return Json(200, AssignmentJson(*a));
+}
+
+Response Api::PutDiskPolicy(const Params& params, const Query&, const Request& req) {
+  auto body = ParseBody(req);
+  if (!body) return FromError(body.error());
+  for (auto it = body->begin(); it != body->end(); ++it) {
+    if (it.key() != "policy") {
+      return Problem(400, "unknown field '" + it.key() + "'; the body is {\"policy\": NAME}");
+    }
+  }
+  if (!body->contains("policy") || !(*body)["policy"].is_string()) {
+    return Problem(400, "the body must be {\"policy\": NAME}");
+  }
+  auto a = manager_.Assign(params[0], params[1], (*body)["policy"].get<std::string>());
+  if (!a) return FromError(a.error());
+  return Json(200, AssignmentJson(*a));
+}
+
+Response Api::DeleteDiskPolicy(const Params& params, const Query&, const Request&) {
+  if (auto s = manager_.Unassign(params[0], params[1]); !s) return FromError(s.error());
+  return Response{204, "application/json", "", {}};
+}
+
+Response Api::DiskStats(const Params& params, const Query& query, const Request&) {
+  size_t points = 60;
+  if (const std::string* v = QueryValue(query, "points")) {
+    auto n = ParseInt(*v);
+    if (!n || *n < 1 || *n > static_cast<int64_t>(kMaxStatPoints)) {
+      return Problem(400, "'points' must be an integer from 1 to " +
+                              std::to_string(kMaxStatPoints));
+    }
+    points = static_cast<size_t>(*n);
+  }
+  auto a = manager_.FindAssignment(params[0], params[1]);
+  if (!a) return FromError(a.error());
+  auto series = store_.ListStats(a->vm_uuid, a->target, points);
+  if (!series) return FromError(series.error());
+  json arr = json::array();
+  for (const auto& s : *series) {
+    arr.push_back(json{{"time", TimeIso(s.time_ms)}, {"time_ms", s.time_ms},
+                       {"counters", s.counters}});
+  }
+  json current = nullptr;
+  if (!series->empty()) {
+    const auto& last = series->back();
+    json c = last.counters;
+    double hits = c.value("read-hits", 0.0), misses = c.value("read-misses", 0.0);
+    current = json{{"time", TimeIso(last.time_ms)},
+                   {"time_ms", last.time_ms},
+                   {"counters", c},
+                   {"hit_ratio", hits + misses > 0 ? hits / (hits + misses) : 0.0}};
+  }
+  return Json(200, json{{"vm", a->vm_name},
+                        {"vm_uuid", a->vm_uuid},
+                        {"target", a->target},
+                        {"policy", a->policy},
+                        {"current", current},
+                        {"series", arr}});
+}
+
+Response Api::Events(const Params&, const Query& query, const Request&) {
+  int64_t since = 0;
+  size_t limit = 100;
+  std::string vm;
+  if (const std::string* v = QueryValue(query, "since")) {
+    auto n = ParseInt(*v);
+    if (!n || *n < 0) return Problem(400, "'since' must be an event id (a non-negative integer)");
+    since = *n;
+  }
+  if (const std::string* v = QueryValue(query, "limit")) {
+    auto n = ParseInt(*v);
+    if (!n || *n < 1 || *n > 1000) return Problem(400, "'limit' must be an integer from 1 to 1000");
+    limit = static_cast<size_t>(*n);
+  }
+  if (const std::string* v = QueryValue(query, "vm")) vm = *v;
+  auto evs = store_.ListEvents(since, limit, vm);
+  if (!evs) return FromError(evs.error());
+  json arr = json::array();
+  for (const auto& e : *evs) {
+    arr.push_back(json{{"id", e.id},
+                       {"time", TimeIso(e.time_ms)},
+                       {"level", e.level},
+                       {"vm", e.vm},
+                       {"target", e.target},
+                       {"action", e.action},
+                       {"message", e.message}});
+  }
+  return Json(200, json{{"events", arr}});
+}
+
+Response Api::Metrics(const Params&, const Query&, const Request&) {
+  metrics::Snapshot snap;
+  auto all = store_.ListAssignments();
+  if (!all) return FromError(all.error());
+  snap.assignments = *all;
+  if (stats_) {
+    snap.disks = stats_->Latest();
+    snap.collectors = stats_->VmStates();
+  }
+  // Names and policies as they are now.
+  for (auto& d : snap.disks) {
+    for (const auto& a : snap.assignments) {
+      if (a.vm_uuid == d.vm_uuid && a.target == d.target) {
+        d.vm_name = a.vm_name;
+        d.policy = a.policy;
+      }
+    }
+  }
+  snap.budget = manager_.Budget();
+  snap.libvirt_connected = manager_.LibvirtConnected();
+  Response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = metrics::Render(snap);
+  return r;
+}
+
+}  // namespace hc::http

@@ -1,0 +1,93 @@
+// The REST API of hostcached (/api/v1), independent of the HTTP transport:
+// a request goes in, a response comes out.  server.h puts it on Boost.Beast.
+//
+// Every route but GET /api/v1/health needs "Authorization: Bearer <token>".
+// Errors are RFC 7807 problem documents (application/problem+json) whose
+// "detail" says what went wrong in words a person can act on.  Handlers
+// validate all input before they change anything.
+//
+// Thread-safety: Handle() is thread-safe and blocks (it calls the Manager,
+// hence libvirt): run it on worker threads, not on the I/O thread.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "manager/core/manager.h"
+#include "manager/stats/collector.h"
+#include "manager/store/store.h"
+
+namespace hc::http {
+
+struct Request {
+  std::string method;         // "GET"
+  std::string target;         // "/api/v1/vms?x=y" (origin form, percent-encoded)
+  std::string authorization;  // the Authorization header
+  std::string body;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+};
+
+struct RouteInfo {
+  std::string method;   // "GET"
+  std::string pattern;  // "/api/v1/vms/{vm}/disks/{target}/policy"
+  bool auth;            // needs the bearer token
+};
+
+// One mapping from error codes to HTTP statuses.
+int HttpStatusFor(ErrorCode code);
+
+// A problem+json response.
+Response Problem(int status, const std::string& detail, std::string_view code = "");
+
+class Api {
+ public:
+  Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
+      std::string token, std::string version);
+
+  Response Handle(const Request& req);
+
+  // Every route, for the OpenAPI document check.
+  static std::vector<RouteInfo> Routes();
+  // The OpenAPI 3.0 document served at /api/v1/openapi.json.
+  static const nlohmann::json& OpenApi();
+
+ private:
+  using Params = std::vector<std::string>;  // decoded {placeholders}, in order
+  using Query = std::vector<std::pair<std::string, std::string>>;
+  struct Route;
+  static const std::vector<Route>& Table();
+
+  Response Health(const Params&, const Query&, const Request&);
+  Response GetOpenApi(const Params&, const Query&, const Request&);
+  Response ListPolicies(const Params&, const Query&, const Request&);
+  Response CreatePolicy(const Params&, const Query&, const Request&);
+  Response GetPolicy(const Params&, const Query&, const Request&);
+  Response UpdatePolicy(const Params&, const Query&, const Request&);
+  Response DeletePolicy(const Params&, const Query&, const Request&);
+  Response ListVms(const Params&, const Query&, const Request&);
+  Response GetVm(const Params&, const Query&, const Request&);
+  Response GetDiskPolicy(const Params&, const Query&, const Request&);
+  Response PutDiskPolicy(const Params&, const Query&, const Request&);
+  Response DeleteDiskPolicy(const Params&, const Query&, const Request&);
+  Response DiskStats(const Params&, const Query&, const Request&);
+  Response Events(const Params&, const Query&, const Request&);
+  Response Metrics(const Params&, const Query&, const Request&);
+
+  core::Manager& manager_;
+  store::Store& store_;
+  stats::StatsCollector* stats_;  // may be null (no collector)
+  const std::string token_;
+  const std::string version_;
+};
+
+}  // namespace hc::http

@@ -1,0 +1,305 @@
+// The OpenAPI 3.0 description of the REST API.  A unit test checks that it
+// lists exactly the routes Api::Routes() serves, with the same methods and
+// authentication.
+#include "manager/http/api.h"
+
+namespace hc::http {
+
+using nlohmann::json;
+
+namespace {
+
+json Ref(const std::string& schema) { return json{{"$ref", "#/components/schemas/" + schema}}; }
+
+json Content(const json& schema, const std::string& type = "application/json") {
+  return json{{type, {{"schema", schema}}}};
+}
+
+json ProblemResponse(const std::string& description) {
+  return json{{"description", description},
+              {"content", Content(Ref("Problem"), "application/problem+json")}};
+}
+
+json Ok(const std::string& description, const json& schema) {
+  return json{{"description", description}, {"content", Content(schema)}};
+}
+
+json PathParam(const std::string& name, const std::string& description) {
+  return json{{"name", name},
+              {"in", "path"},
+              {"required", true},
+              {"description", description},
+              {"schema", {{"type", "string"}}}};
+}
+
+json QueryParam(const std::string& name, const std::string& description, const json& schema) {
+  return json{{"name", name}, {"in", "query"}, {"required", false},
+              {"description", description}, {"schema", schema}};
+}
+
+// Adds the error responses every authenticated operation can give.
+json Op(const std::string& id, const std::string& summary, json responses,
+        const json& params = json::array()) {
+  responses["401"] = ProblemResponse("Missing or wrong bearer token.");
+  responses["500"] = ProblemResponse("Internal error.");
+  json op{{"operationId", id}, {"summary", summary}, {"responses", responses}};
+  if (!params.empty()) op["parameters"] = params;
+  return op;
+}
+
+json Schemas() {
+  json size{{"oneOf", json::array({json{{"type", "integer"}, {"minimum", 0}},
+                                   json{{"type", "string"}, {"example", "256M"}}})}};
+  json rules{
+      {"type", "object"},
+      {"additionalProperties", false},
+      {"description",
+       "Cache rules. Names follow the hostcache driver's options where they map. Sizes are "
+       "bytes, as integers or strings with k/M/G/T suffixes."},
+      {"properties",
+       {{"mode",
+         {{"type", "string"},
+          {"enum", {"pass-through", "write-around", "write-through", "write-back"}},
+          {"default", "write-through"}}},
+        {"ram-size", size},
+        {"block-size", size},
+        {"admit-after", {{"type", "integer"}, {"minimum", 1}, {"default", 1}}},
+        {"seq-cutoff", size},
+        {"ssd-size", size},
+        {"ssd-dir", {{"type", "string"}}},
+        {"dirty-high", {{"type", "integer"}, {"minimum", 1}, {"maximum", 100}}},
+        {"dirty-low", {{"type", "integer"}, {"minimum", 0}, {"maximum", 99}}},
+        {"writeback-delay", {{"type", "integer"}, {"minimum", 0}, {"maximum", 86400}}}}}};
+  json policy{{"type", "object"},
+              {"required", {"name"}},
+              {"properties",
+               {{"name", {{"type", "string"}, {"pattern", "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}}},
+                {"description", {{"type", "string"}, {"maxLength", 1024}}},
+                {"rules", Ref("Rules")},
+                {"assigned_disks", {{"type", "integer"}, {"readOnly", true}}},
+                {"disks", {{"type", "array"}, {"items", Ref("Assignment")}, {"readOnly", true}}}}}};
+  json compliance{
+      {"type", "object"},
+      {"properties",
+       {{"state",
+         {{"type", "string"},
+          {"enum", {"compliant", "pending-restart", "not-compliant", "error", "unknown"}}}},
+        {"reason", {{"type", "string"}}},
+        {"changed", {{"type", "string"}, {"format", "date-time"}}},
+        {"checked", {{"type", "string"}, {"format", "date-time"}}}}}};
+  json assignment{{"type", "object"},
+                  {"properties",
+                   {{"vm", {{"type", "string"}}},
+                    {"vm_uuid", {{"type", "string"}}},
+                    {"target", {{"type", "string"}}},
+                    {"policy", {{"type", "string"}}},
+                    {"node_name", {{"type", "string"}}},
+                    {"compliance", Ref("Compliance")}}}};
+  json disk{{"type", "object"},
+            {"properties",
+             {{"target", {{"type", "string"}}},
+              {"device", {{"type", "string"}}},
+              {"bus", {{"type", "string"}}},
+              {"type", {{"type", "string"}}},
+              {"format", {{"type", "string"}}},
+              {"source", {{"type", "string"}}},
+              {"readonly", {{"type", "boolean"}}},
+              {"policy", {{"type", "string"}, {"nullable", true}}},
+              {"node_name", {{"type", "string"}}},
+              {"compliance", Ref("Compliance")}}}};
+  json vm{{"type", "object"},
+          {"properties",
+           {{"name", {{"type", "string"}}},
+            {"uuid", {{"type", "string"}}},
+            {"state", {{"type", "string"}, {"enum", {"running", "shut-off", "missing"}}}},
+            {"exists", {{"type", "boolean"}}},
+            {"persistent", {{"type", "boolean"}}},
+            {"disks", {{"type", "array"}, {"items", Ref("Disk")}}}}}};
+  json sample{{"type", "object"},
+              {"properties",
+               {{"time", {{"type", "string"}, {"format", "date-time"}}},
+                {"time_ms", {{"type", "integer"}}},
+                {"counters", {{"type", "object"}, {"additionalProperties", true}}},
+                {"hit_ratio", {{"type", "number"}}}}}};
+  json stats{{"type", "object"},
+             {"properties",
+              {{"vm", {{"type", "string"}}},
+               {"vm_uuid", {{"type", "string"}}},
+               {"target", {{"type", "string"}}},
+               {"policy", {{"type", "string"}}},
+               {"current", {{"allOf", {Ref("StatSample")}}, {"nullable", true}}},
+               {"series", {{"type", "array"}, {"items", Ref("StatSample")}}}}}};
+  json event{{"type", "object"},
+             {"properties",
+              {{"id", {{"type", "integer"}}},
+               {"time", {{"type", "string"}, {"format", "date-time"}}},
+               {"level", {{"type", "string"}, {"enum", {"info", "warning", "error"}}}},
+               {"vm", {{"type", "string"}}},
+               {"target", {{"type", "string"}}},
+               {"action", {{"type", "string"}}},
+               {"message", {{"type", "string"}}}}}};
+  json problem{{"type", "object"},
+               {"description", "RFC 7807 problem details."},
+               {"properties",
+                {{"type", {{"type", "string"}}},
+                 {"title", {{"type", "string"}}},
+                 {"status", {{"type", "integer"}}},
+                 {"detail", {{"type", "string"}}},
+                 {"code", {{"type", "string"}}}}}};
+  json health{{"type", "object"},
+              {"properties",
+               {{"status", {{"type", "string"}}},
+                {"version", {{"type", "string"}}},
+                {"libvirt", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
+                {"database", {{"type", "string"}}}}}};
+  return json{{"Rules", rules},           {"Policy", policy}, {"Compliance", compliance},
+              {"Assignment", assignment}, {"Disk", disk},     {"Vm", vm},
+              {"StatSample", sample},     {"DiskStats", stats}, {"Event", event},
+              {"Problem", problem},       {"Health", health}};
+}
+
+json Build() {
+  const json name = PathParam("name", "Policy name.");
+  const json vm = PathParam("vm", "VM name or UUID.");
+  const json target = PathParam("target", "Disk target device, as in <target dev=...> (vda).");
+  const json unavailable = ProblemResponse("libvirtd cannot be reached; retry later.");
+  json paths;
+  paths["/api/v1/health"]["get"] = {
+      {"operationId", "health"},
+      {"summary", "Liveness: the daemon, its database and its libvirt connection."},
+      {"security", json::array()},
+      {"responses",
+       {{"200", Ok("Healthy.", Ref("Health"))}, {"503", Ok("Degraded.", Ref("Health"))}}}};
+  paths["/api/v1/openapi.json"]["get"] =
+      Op("openapi", "This document.",
+         {{"200", Ok("The OpenAPI document.", {{"type", "object"}})}});
+  paths["/api/v1/policies"]["get"] = Op(
+      "listPolicies", "List policies with the number of disks using each.",
+      {{"200", Ok("Policies.", {{"type", "object"},
+                                {"properties",
+                                 {{"policies", {{"type", "array"}, {"items", Ref("Policy")}}}}}})}});
+  paths["/api/v1/policies"]["post"] = Op(
+      "createPolicy", "Create a policy.",
+      {{"201", Ok("Created.", Ref("Policy"))},
+       {"400", ProblemResponse("Invalid policy (the detail names the rule).")},
+       {"409", ProblemResponse("A policy with that name exists.")}});
+  paths["/api/v1/policies"]["post"]["requestBody"] = {{"required", true},
+                                                      {"content", Content(Ref("Policy"))}};
+  paths["/api/v1/policies/{name}"]["get"] =
+      Op("getPolicy", "A policy and the disks that use it.",
+         {{"200", Ok("The policy.", Ref("Policy"))}, {"404", ProblemResponse("No such policy.")}},
+         json::array({name}));
+  paths["/api/v1/policies/{name}"]["put"] = Op(
+      "updatePolicy",
+      "Change a policy's description or rules (rules not given keep their value); the new "
+      "rules are re-applied to every disk that uses it, live and persistently.",
+      {{"200", Ok("The policy, with its disks' compliance after re-applying.", Ref("Policy"))},
+       {"400", ProblemResponse("Invalid rules.")},
+       {"404", ProblemResponse("No such policy.")},
+       {"409", ProblemResponse("The new sizes would exceed the host's cache budget.")}},
+      json::array({name}));
+  paths["/api/v1/policies/{name}"]["put"]["requestBody"] = {
+      {"required", true},
+      {"content",
+       Content({{"type", "object"},
+                {"properties",
+                 {{"description", {{"type", "string"}}}, {"rules", Ref("Rules")}}}})}};
+  paths["/api/v1/policies/{name}"]["delete"] =
+      Op("deletePolicy", "Delete a policy that no disk uses.",
+         {{"204", {{"description", "Deleted."}}},
+          {"404", ProblemResponse("No such policy.")},
+          {"409", ProblemResponse("Disks use the policy.")}},
+         json::array({name}));
+  paths["/api/v1/vms"]["get"] = Op(
+      "listVms", "VMs known to libvirt (and VMs gone from libvirt that still have assignments).",
+      {{"200", Ok("VMs.", {{"type", "object"},
+                           {"properties", {{"vms", {{"type", "array"}, {"items", Ref("Vm")}}}}}})},
+       {"503", unavailable}});
+  paths["/api/v1/vms/{vm}"]["get"] =
+      Op("getVm", "A VM's disks with their source, policy and compliance.",
+         {{"200", Ok("The VM.", Ref("Vm"))},
+          {"404", ProblemResponse("No such VM.")},
+          {"503", unavailable}},
+         json::array({vm}));
+  const std::string dp = "/api/v1/vms/{vm}/disks/{target}/policy";
+  paths[dp]["get"] = Op("getDiskPolicy", "The policy assigned to a disk and its compliance.",
+                        {{"200", Ok("The assignment.", Ref("Assignment"))},
+                         {"404", ProblemResponse("No such VM, or no policy on the disk.")},
+                         {"503", unavailable}},
+                        json::array({vm, target}));
+  paths[dp]["put"] = Op(
+      "assignPolicy",
+      "Assign a policy to a disk. A running VM gets the filter live; the persistent definition "
+      "is updated so the disk stays cached after restarts and migrations.",
+      {{"200", Ok("The assignment with its compliance.", Ref("Assignment"))},
+       {"400", ProblemResponse("Bad body, unknown policy, or the disk cannot be cached.")},
+       {"404", ProblemResponse("No such VM or disk.")},
+       {"409", ProblemResponse("The host's cache budget would be exceeded.")},
+       {"503", unavailable}},
+      json::array({vm, target}));
+  paths[dp]["put"]["requestBody"] = {
+      {"required", true},
+      {"content", Content({{"type", "object"},
+                           {"required", {"policy"}},
+                           {"additionalProperties", false},
+                           {"properties", {{"policy", {{"type", "string"}}}}}})}};
+  paths[dp]["delete"] = Op(
+      "unassignPolicy",
+      "Unassign: the filter is written back and removed from the running VM and the "
+      "definition. For a VM that no longer exists, the assignment is forgotten.",
+      {{"204", {{"description", "Unassigned."}}},
+       {"404", ProblemResponse("No such VM, or no policy on the disk.")},
+       {"409", ProblemResponse("The running VM refused the removal; nothing changed.")},
+       {"503", unavailable}},
+      json::array({vm, target}));
+  paths["/api/v1/vms/{vm}/disks/{target}/stats"]["get"] = Op(
+      "diskStats", "The disk's cache counters now and as a recent time series.",
+      {{"200", Ok("Statistics.", Ref("DiskStats"))},
+       {"400", ProblemResponse("Bad 'points'.")},
+       {"404", ProblemResponse("No policy on the disk.")},
+       {"503", unavailable}},
+      json::array({vm, target,
+       QueryParam("points", "How many samples of the series (1..720, default 60).",
+                  {{"type", "integer"}, {"minimum", 1}, {"maximum", 720}})}));
+  paths["/api/v1/events"]["get"] = Op(
+      "listEvents", "What the daemon did and why, newest first.",
+      {{"200", Ok("Events.", {{"type", "object"},
+                              {"properties",
+                               {{"events", {{"type", "array"}, {"items", Ref("Event")}}}}}})},
+       {"400", ProblemResponse("Bad query parameter.")}},
+      json::array({QueryParam("since", "Only events with a larger id.", {{"type", "integer"}, {"minimum", 0}}),
+       QueryParam("limit", "At most this many (1..1000, default 100).",
+                  {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}),
+       QueryParam("vm", "Only events about this VM (name).", {{"type", "string"}})}));
+  paths["/api/v1/metrics"]["get"] = Op(
+      "metrics",
+      "Prometheus text format. Per-disk series have the labels domain and target_device, as "
+      "libvirt-exporter's do.",
+      {{"200", {{"description", "Metrics."},
+                {"content", Content({{"type", "string"}}, "text/plain")}}}});
+  return json{
+      {"openapi", "3.0.3"},
+      {"info",
+       {{"title", "hostcached"},
+        {"version", "1"},
+        {"description",
+         "Storage-policy manager of hostcache: policies, their assignment to VM disks, "
+         "compliance and cache statistics. Every route but /health needs "
+         "'Authorization: Bearer <token>' (the token file of hostcached). Errors are "
+         "application/problem+json."}}},
+      {"servers", json::array({json{{"url", "/"}}})},
+      {"security", json::array({json{{"bearerAuth", json::array()}}})},
+      {"paths", paths},
+      {"components",
+       {{"securitySchemes", {{"bearerAuth", {{"type", "http"}, {"scheme", "bearer"}}}}},
+        {"schemas", Schemas()}}}};
+}
+
+}  // namespace
+
+const json& Api::OpenApi() {
+  static const json kDoc = Build();
+  return kDoc;
+}
+
+}  // namespace hc::http

@@ -1,0 +1,63 @@
+// LibvirtClient: the seam between hostcached and libvirt.  The real client
+// (real_libvirt_client.h) talks to libvirtd through the libvirt C API; tests
+// use a fake.
+//
+// Every method may block (a libvirt RPC): call them from worker threads,
+// never from the HTTP I/O thread.  Implementations are thread-safe.  When
+// libvirtd cannot be reached, methods fail with ErrorCode::kUnavailable and
+// the client reconnects by itself.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace hc::libvirt {
+
+struct DomainRef {
+  std::string uuid;   // canonical lowercase UUID string
+  std::string name;
+  bool active = false;      // running or paused: a QEMU process exists
+  bool persistent = false;  // has a persistent (inactive) definition
+};
+
+// Lifecycle events we act on; others are kOther.
+enum class Lifecycle { kDefined, kUndefined, kStarted, kStopped, kSuspended, kResumed, kOther };
+
+using LifecycleCallback =
+    std::function<void(const std::string& uuid, const std::string& name, Lifecycle event)>;
+using ConnectionCallback = std::function<void(bool connected)>;
+
+class LibvirtClient {
+ public:
+  virtual ~LibvirtClient() = default;
+
+  // True while connected to libvirtd.
+  virtual bool IsAlive() = 0;
+  // A description of the last connection problem ("" when connected).
+  virtual std::string LastConnectionError() = 0;
+
+  virtual Result<std::vector<DomainRef>> ListDomains() = 0;
+  // `name_or_uuid`: a domain name or a UUID string.  kNotFound when absent.
+  virtual Result<DomainRef> LookupDomain(const std::string& name_or_uuid) = 0;
+  // The domain XML: the persistent definition when `inactive`, else the live
+  // one (which carries libvirt's node indexes and device aliases).
+  virtual Result<std::string> GetXml(const std::string& uuid, bool inactive) = 0;
+  // Replaces the persistent definition (virDomainDefineXML).
+  virtual Status DefineXml(const std::string& xml) = 0;
+  // One QMP command through libvirt's monitor passthrough.  Returns the
+  // reply's "return" member as JSON text; a QMP error is kFailedPrecondition
+  // with QEMU's own description.
+  virtual Result<std::string> QemuMonitorCommand(const std::string& uuid,
+                                                 const std::string& command_json) = 0;
+
+  // Callbacks run on the client's event thread: they must be quick and
+  // must not call back into the client (queue the work instead).  Set them
+  // before Start() of the real client.
+  virtual void SetLifecycleCallback(LifecycleCallback cb) = 0;
+  virtual void SetConnectionCallback(ConnectionCallback cb) = 0;
+};
+
+}  // namespace hc::libvirt

@@ -1,0 +1,152 @@
+// hostcached: the storage-policy manager daemon of hostcache.
+//
+// Threads: main runs the HTTP I/O (Boost.Asio io_context); a worker pool
+// runs API requests (they block on libvirt); libvirt's event loop and the
+// connection supervisor have their own threads (RealLibvirtClient); the
+// reconciler and the statistics collector have one each, the collector's
+// per-VM tasks run on a small pool.  SIGTERM/SIGINT stop accepting, let
+// requests in flight finish, then stop the rest in reverse order.
+#include <filesystem>
+#include <memory>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "manager/core/config.h"
+#include "manager/core/manager.h"
+#include "manager/core/reconciler.h"
+#include "manager/http/api.h"
+#include "manager/http/server.h"
+#include "manager/libvirt/qemu_tools.h"
+#include "manager/libvirt/real_libvirt_client.h"
+#include "manager/stats/collector.h"
+#include "manager/store/sqlite_store.h"
+
+#ifndef HOSTCACHE_VERSION
+#define HOSTCACHE_VERSION "unknown"
+#endif
+
+namespace {
+
+int Run(const hc::core::DaemonConfig& cfg) {
+  using namespace hc;
+  SystemClock clock;
+  uint64_t host_mem = core::HostMemoryBytes();
+  auto ram_budget = core::ResolveBudget(cfg.ram_budget, host_mem);
+  auto ssd_budget = core::ResolveBudget(cfg.ssd_budget, host_mem);
+  if (!ram_budget || !ssd_budget) {
+    spdlog::error("{}", (!ram_budget ? ram_budget.error() : ssd_budget.error()).message);
+    return 2;
+  }
+  auto token = core::LoadOrCreateToken(cfg.token_file);
+  if (!token) {
+    spdlog::error("{}", token.error().message);
+    return 1;
+  }
+  std::error_code ec;
+  auto db_dir = std::filesystem::path(cfg.db).parent_path();
+  if (!db_dir.empty()) std::filesystem::create_directories(db_dir, ec);
+  store::SqliteOptions sopts;
+  sopts.max_samples = static_cast<size_t>(cfg.stats_samples);
+  auto store = store::SqliteStore::Open(cfg.db, clock.NowMs(), sopts);
+  if (!store) {
+    spdlog::error("{}", store.error().message);
+    return 1;
+  }
+  spdlog::info("hostcached {} starting: database {}, libvirt {}, RAM budget {}, SSD budget {}",
+               HOSTCACHE_VERSION, cfg.db, cfg.libvirt_uri, HumanSize(*ram_budget),
+               HumanSize(*ssd_budget));
+
+  libvirt::RealLibvirtClient lv(cfg.libvirt_uri);
+  libvirt::RealQemuTools tools(cfg.qemu_img);
+  core::ManagerConfig mcfg;
+  mcfg.emulator = cfg.emulator;
+  mcfg.ram_budget = *ram_budget;
+  mcfg.ssd_budget = *ssd_budget;
+  core::Manager manager(**store, lv, tools, clock, mcfg);
+  core::Reconciler reconciler(manager, cfg.check_interval);
+  lv.SetLifecycleCallback([&](const std::string& uuid, const std::string& name,
+                              libvirt::Lifecycle ev) { reconciler.Enqueue(uuid, name, ev); });
+  bool first = true;
+  lv.SetConnectionCallback([&](bool up) {
+    if (up && !first) {
+      manager.Log("info", "", "", "libvirt", "reconnected to libvirtd; re-checking every disk");
+      reconciler.EnqueueAll();
+    } else if (!up) {
+      manager.Log("warning", "", "", "libvirt", "lost the connection to libvirtd; reconnecting");
+    }
+    first = false;
+  });
+  lv.Start();
+  reconciler.Start();
+
+  boost::asio::thread_pool stats_pool(2);
+  stats::StatsCollector collector(**store, lv, clock, [&](std::function<void()> fn) {
+    boost::asio::post(stats_pool, std::move(fn));
+  });
+  collector.Start(cfg.stats_interval);
+
+  boost::asio::io_context ioc(1);
+  boost::asio::thread_pool workers(4);
+  http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION);
+  http::HttpServer server(ioc, workers, api);
+  if (auto s = server.Listen(cfg.listen); !s) {
+    spdlog::error("{}", s.error().message);
+    collector.Stop();
+    reconciler.Stop();
+    lv.Stop();
+    return 1;
+  }
+  auto ep = server.Endpoint();
+  spdlog::info("REST API on http://{}:{}/api/v1 (token in {})", ep.address().to_string(),
+               ep.port(), cfg.token_file);
+  manager.Log("info", "", "", "start",
+              std::string("hostcached ") + HOSTCACHE_VERSION + " started; re-verifying every "
+              "assignment");
+
+  boost::asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  boost::asio::steady_timer deadline(ioc);
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    spdlog::info("signal {}: shutting down", sig);
+    server.Stop([&] { deadline.cancel(); });
+    // Requests in flight get 10 s to finish.
+    deadline.expires_after(std::chrono::seconds(10));
+    deadline.async_wait([&](const boost::system::error_code& te) {
+      if (!te) {
+        spdlog::warn("requests still running after 10 s; stopping anyway");
+        ioc.stop();
+      }
+    });
+  });
+  ioc.run();
+  // ioc.run returns once the acceptor and every session are gone; the
+  // deadline timer may still be pending.
+  workers.join();
+  collector.Stop();
+  stats_pool.join();
+  reconciler.Stop();
+  lv.Stop();
+  manager.Log("info", "", "", "stop", "hostcached stopped");
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  hc::core::DaemonConfig cfg;
+  if (auto code = hc::core::ParseDaemonArgs(argc, argv, &cfg)) return *code;
+  if (auto s = hc::SetupLogging(cfg.log_level); !s) {
+    fprintf(stderr, "hostcached: %s\n", s.error().message.c_str());
+    return 2;
+  }
+  return Run(cfg);
+}

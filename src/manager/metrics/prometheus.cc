@@ -1,0 +1,161 @@
+#include "manager/metrics/prometheus.h"
+
+#include <cstdio>
+#include <sstream>
+
+namespace hc::metrics {
+namespace {
+
+struct Family {
+  const char* key;    // driver-specific statistics member
+  const char* name;   // metric name
+  const char* type;   // counter | gauge
+  double scale;       // multiply the value (ns -> s)
+  const char* help;
+};
+
+const Family kFamilies[] = {
+    {"read-hits", "hostcache_read_hits_total", "counter", 1, "Reads served from the cache."},
+    {"read-misses", "hostcache_read_misses_total", "counter", 1, "Reads sent to the origin."},
+    {"read-hit-bytes", "hostcache_read_hit_bytes_total", "counter", 1,
+     "Bytes read from the cache."},
+    {"read-miss-bytes", "hostcache_read_miss_bytes_total", "counter", 1,
+     "Bytes read from the origin."},
+    {"writes", "hostcache_writes_total", "counter", 1, "Write requests."},
+    {"write-bytes", "hostcache_write_bytes_total", "counter", 1, "Bytes written."},
+    {"discards", "hostcache_discards_total", "counter", 1, "Discard requests."},
+    {"flushes", "hostcache_flushes_total", "counter", 1, "Flush requests."},
+    {"admissions", "hostcache_admissions_total", "counter", 1, "Blocks admitted to the cache."},
+    {"admissions-refused", "hostcache_admissions_refused_total", "counter", 1,
+     "Blocks not admitted (admit-after not reached)."},
+    {"evictions", "hostcache_evictions_total", "counter", 1, "Blocks evicted."},
+    {"invalidations", "hostcache_invalidations_total", "counter", 1,
+     "Cached blocks invalidated by writes or discards."},
+    {"sequential-bypasses", "hostcache_sequential_bypasses_total", "counter", 1,
+     "Requests that bypassed the cache as part of a sequential stream."},
+    {"stale-fills", "hostcache_stale_fills_total", "counter", 1,
+     "Fills dropped because a write raced them."},
+    {"origin-errors", "hostcache_origin_errors_total", "counter", 1, "Errors from the origin."},
+    {"destaged-blocks", "hostcache_destaged_blocks_total", "counter", 1,
+     "Dirty blocks written back."},
+    {"destage-errors", "hostcache_destage_errors_total", "counter", 1, "Write-back errors."},
+    {"ram-limit", "hostcache_ram_limit_bytes", "gauge", 1, "RAM tier size (ram-size)."},
+    {"ram-used", "hostcache_ram_used_bytes", "gauge", 1, "RAM tier bytes holding blocks."},
+    {"ram-blocks", "hostcache_ram_blocks", "gauge", 1, "Blocks in the RAM tier."},
+    {"metadata-bytes", "hostcache_metadata_bytes", "gauge", 1, "Bytes of cache metadata."},
+    {"block-size", "hostcache_block_size_bytes", "gauge", 1, "Cache block size."},
+    {"dirty-bytes", "hostcache_dirty_bytes", "gauge", 1, "Bytes not yet written back."},
+    {"destage-backlog", "hostcache_destage_backlog_blocks", "gauge", 1,
+     "Dirty blocks queued for write-back."},
+    {"hit-latency-avg-ns", "hostcache_hit_latency_avg_seconds", "gauge", 1e-9,
+     "Mean latency of cache hits."},
+    {"hit-latency-p99-ns", "hostcache_hit_latency_p99_seconds", "gauge", 1e-9,
+     "99th percentile latency of cache hits."},
+    {"miss-latency-avg-ns", "hostcache_miss_latency_avg_seconds", "gauge", 1e-9,
+     "Mean latency of cache misses."},
+    {"miss-latency-p99-ns", "hostcache_miss_latency_p99_seconds", "gauge", 1e-9,
+     "99th percentile latency of cache misses."},
+    {"flush-latency-avg-ns", "hostcache_flush_latency_avg_seconds", "gauge", 1e-9,
+     "Mean latency of flushes."},
+    {"flush-latency-p99-ns", "hostcache_flush_latency_p99_seconds", "gauge", 1e-9,
+     "99th percentile latency of flushes."},
+};
+
+std::string Num(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
+void Header(std::ostringstream& o, const char* name, const char* type, const char* help) {
+  o << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
+}
+
+}  // namespace
+
+std::string EscapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+std::string Render(const Snapshot& s) {
+  std::ostringstream o;
+  auto disk_labels = [](const std::string& vm, const std::string& target,
+                        const std::string& policy) {
+    return "domain=\"" + EscapeLabel(vm) + "\",target_device=\"" + EscapeLabel(target) +
+           "\",policy=\"" + EscapeLabel(policy) + "\"";
+  };
+  for (const auto& f : kFamilies) {
+    bool any = false;
+    for (const auto& d : s.disks) {
+      if (!d.counters.contains(f.key) || !d.counters[f.key].is_number()) continue;
+      if (!any) Header(o, f.name, f.type, f.help);
+      any = true;
+      o << f.name << '{' << disk_labels(d.vm_name, d.target, d.policy) << "} "
+        << Num(d.counters[f.key].get<double>() * f.scale) << '\n';
+    }
+  }
+  if (!s.disks.empty()) {
+    Header(o, "hostcache_mode_info", "gauge", "The cache mode in force (value 1).");
+    for (const auto& d : s.disks) {
+      o << "hostcache_mode_info{" << disk_labels(d.vm_name, d.target, d.policy) << ",mode=\""
+        << EscapeLabel(d.counters.value("mode", "")) << "\"} 1\n";
+    }
+    Header(o, "hostcache_sample_timestamp_seconds", "gauge",
+           "When the disk's counters were read from QEMU.");
+    for (const auto& d : s.disks) {
+      o << "hostcache_sample_timestamp_seconds{" << disk_labels(d.vm_name, d.target, d.policy)
+        << "} " << Num(static_cast<double>(d.time_ms) / 1000.0) << '\n';
+    }
+  }
+  Header(o, "hostcache_disk_compliance", "gauge",
+         "1 for the compliance state each assigned disk is in.");
+  for (const auto& a : s.assignments) {
+    for (auto c : {store::Compliance::kCompliant, store::Compliance::kPendingRestart,
+                   store::Compliance::kNotCompliant, store::Compliance::kError,
+                   store::Compliance::kUnknown}) {
+      o << "hostcache_disk_compliance{" << disk_labels(a.vm_name, a.target, a.policy)
+        << ",state=\"" << store::ComplianceName(c) << "\"} " << (a.state == c ? 1 : 0) << '\n';
+    }
+  }
+  Header(o, "hostcached_libvirt_connected", "gauge", "1 while connected to libvirtd.");
+  o << "hostcached_libvirt_connected " << (s.libvirt_connected ? 1 : 0) << '\n';
+  Header(o, "hostcached_assigned_disks", "gauge", "Disks with a policy assigned.");
+  o << "hostcached_assigned_disks " << s.assignments.size() << '\n';
+  Header(o, "hostcached_ram_budget_bytes", "gauge", "Host RAM the caches may use.");
+  o << "hostcached_ram_budget_bytes " << s.budget.ram_budget << '\n';
+  Header(o, "hostcached_ram_assigned_bytes", "gauge", "Cache RAM assigned to disks.");
+  o << "hostcached_ram_assigned_bytes " << s.budget.ram_used << '\n';
+  Header(o, "hostcached_ssd_budget_bytes", "gauge", "Host SSD space the caches may use.");
+  o << "hostcached_ssd_budget_bytes " << s.budget.ssd_budget << '\n';
+  Header(o, "hostcached_ssd_assigned_bytes", "gauge", "Cache SSD space assigned to disks.");
+  o << "hostcached_ssd_assigned_bytes " << s.budget.ssd_used << '\n';
+  if (!s.collectors.empty()) {
+    Header(o, "hostcached_stats_errors_total", "counter",
+           "Failed statistics collections per VM.");
+    for (const auto& [vm, st] : s.collectors) {
+      o << "hostcached_stats_errors_total{domain=\"" << EscapeLabel(vm) << "\"} " << st.errors
+        << '\n';
+    }
+    Header(o, "hostcached_stats_skipped_total", "counter",
+           "Statistics rounds skipped per VM because the previous one still ran.");
+    for (const auto& [vm, st] : s.collectors) {
+      o << "hostcached_stats_skipped_total{domain=\"" << EscapeLabel(vm) << "\"} " << st.skipped
+        << '\n';
+    }
+  }
+  return o.str();
+}
+
+}  // namespace hc::metrics

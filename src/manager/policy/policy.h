@@ -1,0 +1,92 @@
+// Storage policies: a named set of cache rules that hostcached applies to VM
+// disks.  Rule names follow the hostcache driver's option names where they map
+// (mode, ram-size, block-size, admit-after, seq-cutoff); the others (ssd-*,
+// dirty-*, writeback-delay) are stored and validated for the tiers the driver
+// is still growing.
+//
+// Validation uses the limits the driver enforces (hc_config_check in
+// qemu-block-driver/hc-engine.c), so a policy that validates here opens in
+// QEMU, except write-back, which the current driver refuses at open; that
+// refusal is reported as the disk's compliance reason.
+//
+// Plain values; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace hc::policy {
+
+enum class CacheMode { kPassThrough, kWriteAround, kWriteThrough, kWriteBack };
+
+std::string_view ModeName(CacheMode m);
+std::optional<CacheMode> ParseMode(std::string_view s);
+
+// Limits shared with the driver.
+inline constexpr uint64_t kMinBlockSize = 512;
+inline constexpr uint64_t kMaxBlockSize = 2ull << 20;
+inline constexpr uint64_t kMaxSlots = 0x7fffffff;
+inline constexpr size_t kMaxNameLength = 63;
+inline constexpr size_t kMaxDescriptionLength = 1024;
+
+struct Rules {
+  CacheMode mode = CacheMode::kWriteThrough;  // driver option `mode`
+  uint64_t ram_size = 256ull << 20;           // `ram-size`, bytes of RAM tier
+  uint64_t block_size = 4096;                 // `block-size`, power of two 512..2M
+  uint64_t admit_after = 1;                   // `admit-after`, misses before caching
+  uint64_t seq_cutoff = 4ull << 20;           // `seq-cutoff`, bytes, 0 = off
+  uint64_t ssd_size = 0;                      // `ssd-size`, bytes of SSD tier, 0 = none
+  std::string ssd_dir;                        // `ssd-dir`, directory for SSD tier files
+  uint32_t dirty_high = 40;  // `dirty-high`, % of cache dirty that forces write-back
+  uint32_t dirty_low = 10;   // `dirty-low`, % at which forced write-back stops
+  uint32_t writeback_delay = 30;  // `writeback-delay`, s a dirty block may wait
+
+  bool operator==(const Rules&) const = default;
+};
+
+struct Policy {
+  std::string name;
+  std::string description;
+  Rules rules;
+
+  bool operator==(const Policy&) const = default;
+};
+
+// Every rule name accepted in JSON, in documentation order.
+const std::vector<std::string>& RuleNames();
+
+// Checks a name ([A-Za-z0-9][A-Za-z0-9._-]{0,62}).
+Status ValidateName(std::string_view name);
+
+// Checks rules against the driver's limits; the message names the rule.
+Status ValidateRules(const Rules& r);
+
+Status Validate(const Policy& p);
+
+// JSON <-> policy.  RulesFromJson starts from `base` (defaults or the current
+// rules for a partial update), rejects unknown keys and wrong types, and
+// accepts sizes as integers (bytes) or strings ("256M").
+Result<Rules> RulesFromJson(const nlohmann::json& j, const Rules& base = Rules{});
+nlohmann::json RulesToJson(const Rules& r);
+Result<Policy> PolicyFromJson(const nlohmann::json& j);
+nlohmann::json PolicyToJson(const Policy& p);
+
+// The driver options for a hostcache node over `file_node`, as blockdev-add
+// and -blockdev take them.
+nlohmann::json DriverOptions(const Rules& r, const std::string& node_name,
+                             const std::string& file_node);
+
+// Whether `to` can be reached from `from` with blockdev-reopen (block-size is
+// fixed for the life of a node).
+bool ReopenCompatible(const Rules& from, const Rules& to);
+
+// The policies a fresh database starts with.
+std::vector<Policy> DefaultPolicies();
+
+}  // namespace hc::policy

@@ -1,0 +1,126 @@
+#include "manager/stats/collector.h"
+
+#include <spdlog/spdlog.h>
+
+#include "manager/libvirt/block_graph.h"
+
+namespace hc::stats {
+
+using nlohmann::json;
+
+void StatsCollector::CollectOnce() {
+  auto all = store_.ListAssignments();
+  if (!all) {
+    spdlog::warn("statistics: {}", all.error().message);
+    return;
+  }
+  std::map<std::string, std::vector<store::Assignment>> by_vm;
+  for (auto& a : *all) by_vm[a.vm_uuid].push_back(std::move(a));
+  if (by_vm.empty()) return;
+  auto doms = lv_.ListDomains();
+  if (!doms) return;  // libvirtd away: nothing to collect from
+  std::set<std::string> active;
+  for (const auto& d : *doms) {
+    if (d.active) active.insert(d.uuid);
+  }
+  {
+    // Forget samples of disks no longer assigned.
+    std::lock_guard lock(mu_);
+    for (auto it = latest_.begin(); it != latest_.end();) {
+      bool keep = false;
+      for (const auto& a : by_vm[it->second.vm_uuid]) keep |= a.target == it->second.target;
+      it = keep ? std::next(it) : latest_.erase(it);
+    }
+  }
+  for (auto& [uuid, disks] : by_vm) {
+    if (!active.count(uuid)) continue;
+    std::string name = disks.front().vm_name;
+    {
+      std::lock_guard lock(mu_);
+      if (in_flight_.count(uuid)) {
+        vm_state_[name].skipped++;
+        continue;
+      }
+      in_flight_.insert(uuid);
+    }
+    exec_([this, uuid = uuid, name, disks = std::move(disks)]() mutable {
+      CollectVm(uuid, name, std::move(disks));
+      {
+        std::lock_guard lock(mu_);
+        in_flight_.erase(uuid);
+      }
+      cv_.notify_all();
+    });
+  }
+}
+
+void StatsCollector::CollectVm(const std::string& uuid, const std::string& name,
+                               std::vector<store::Assignment> disks) {
+  auto reply = lv_.QemuMonitorCommand(
+      uuid, libvirt::QmpCommand("query-blockstats", json{{"query-nodes", true}}));
+  if (!reply) {
+    std::lock_guard lock(mu_);
+    auto& st = vm_state_[name];
+    st.errors++;
+    if (st.last_error != reply.error().message) {
+      spdlog::warn("statistics of VM {}: {}", name, reply.error().message);
+    }
+    st.last_error = reply.error().message;
+    return;
+  }
+  auto stats = libvirt::ParseNodeStats(json::parse(*reply, nullptr, false));
+  const int64_t now = clock_.NowMs();
+  for (const auto& a : disks) {
+    auto it = stats.find(a.node_name);
+    if (it == stats.end() || it->second.value("driver", "") != "hostcache") continue;
+    json counters = it->second;
+    counters.erase("driver");
+    if (auto s = store_.AppendStats(uuid, a.target, store::StatSample{now, counters}); !s) {
+      spdlog::warn("statistics of {}/{}: {}", name, a.target, s.error().message);
+    }
+    std::lock_guard lock(mu_);
+    latest_[uuid + "/" + a.target] = DiskSnapshot{uuid, name, a.target, a.policy, now, counters};
+  }
+  std::lock_guard lock(mu_);
+  vm_state_[name].last_error.clear();
+}
+
+void StatsCollector::Start(int interval_s) {
+  thread_ = std::thread([this, interval_s] {
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      CollectOnce();
+      lock.lock();
+      cv_.wait_for(lock, std::chrono::seconds(interval_s), [&] { return stop_; });
+    }
+  });
+}
+
+void StatsCollector::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void StatsCollector::Drain() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return in_flight_.empty(); });
+}
+
+std::vector<DiskSnapshot> StatsCollector::Latest() {
+  std::lock_guard lock(mu_);
+  std::vector<DiskSnapshot> out;
+  for (const auto& [_, s] : latest_) out.push_back(s);
+  return out;
+}
+
+std::map<std::string, VmCollectorState> StatsCollector::VmStates() {
+  std::lock_guard lock(mu_);
+  return vm_state_;
+}
+
+}  // namespace hc::stats

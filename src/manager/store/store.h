@@ -1,0 +1,88 @@
+// The daemon's durable state: policies, assignments (policy per VM disk, with
+// its compliance), the event log and the statistics time series.
+//
+// Store is the seam; SqliteStore (sqlite_store.h) is the real one.  Every
+// method is a single transaction.  Implementations are thread-safe: the HTTP
+// workers, the reconciler and the statistics collector call them
+// concurrently.  Returned values are copies owned by the caller.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "manager/policy/policy.h"
+
+namespace hc::store {
+
+enum class Compliance { kUnknown, kCompliant, kPendingRestart, kNotCompliant, kError };
+
+std::string_view ComplianceName(Compliance c);  // "compliant", "pending-restart", ...
+Compliance ParseCompliance(std::string_view s);
+
+struct Assignment {
+  std::string vm_uuid;    // libvirt domain UUID: the key (names can change)
+  std::string vm_name;    // last name seen, for display
+  std::string target;     // disk target device ("vda")
+  std::string policy;     // policy name
+  std::string node_name;  // the filter's QEMU node name ("hc-vda")
+  Compliance state = Compliance::kUnknown;
+  std::string reason;     // why, in words a person can act on
+  int64_t updated_ms = 0;
+  int64_t checked_ms = 0;  // last compliance check
+};
+
+struct Event {
+  int64_t id = 0;
+  int64_t time_ms = 0;
+  std::string level;    // info, warning, error
+  std::string vm;       // VM name ("" for daemon-wide events)
+  std::string target;   // disk target ("" when not about one disk)
+  std::string action;   // what happened: "assign", "insert-live", "define", ...
+  std::string message;  // what and why
+};
+
+struct StatSample {
+  int64_t time_ms = 0;
+  nlohmann::json counters;  // the driver-specific counters of query-blockstats
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Result<std::vector<policy::Policy>> ListPolicies() = 0;
+  virtual Result<policy::Policy> GetPolicy(const std::string& name) = 0;
+  // kAlreadyExists when the name is taken.
+  virtual Status CreatePolicy(const policy::Policy& p, int64_t now_ms) = 0;
+  // kNotFound when absent.
+  virtual Status UpdatePolicy(const policy::Policy& p, int64_t now_ms) = 0;
+  // kNotFound when absent, kConflict when a disk uses it.
+  virtual Status DeletePolicy(const std::string& name) = 0;
+
+  virtual Result<std::vector<Assignment>> ListAssignments() = 0;
+  virtual Result<std::optional<Assignment>> GetAssignment(const std::string& vm_uuid,
+                                                          const std::string& target) = 0;
+  // Insert or replace (keyed by vm_uuid + target).  kNotFound if the policy is absent.
+  virtual Status PutAssignment(const Assignment& a) = 0;
+  virtual Status DeleteAssignment(const std::string& vm_uuid, const std::string& target) = 0;
+
+  virtual Result<int64_t> AppendEvent(const Event& e) = 0;
+  // Newest first; only ids > since_id; at most `limit`; vm filter when not empty.
+  virtual Result<std::vector<Event>> ListEvents(int64_t since_id, size_t limit,
+                                                const std::string& vm) = 0;
+
+  virtual Status AppendStats(const std::string& vm_uuid, const std::string& target,
+                             const StatSample& s) = 0;
+  // Oldest first, the last `limit` samples.
+  virtual Result<std::vector<StatSample>> ListStats(const std::string& vm_uuid,
+                                                    const std::string& target,
+                                                    size_t limit) = 0;
+  virtual Status DeleteStats(const std::string& vm_uuid, const std::string& target) = 0;
+};
+
+}  // namespace hc::store

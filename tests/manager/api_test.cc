@@ -1,0 +1,286 @@
+// The REST API without sockets: routing, authentication, problem documents,
+// input validation, and the OpenAPI document against the router.
+#include <gtest/gtest.h>
+
+#include "fakes.h"
+#include "manager/http/api.h"
+#include "manager/store/sqlite_store.h"
+
+namespace hc::http {
+namespace {
+
+using nlohmann::json;
+using testing::TestData;
+
+constexpr const char* kToken = "0123456789abcdef0123456789abcdef";
+constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
+    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
+    core::ManagerConfig cfg;
+    cfg.ram_budget = 1ull << 30;
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+  }
+  Response Call(const std::string& method, const std::string& target, const std::string& body = "",
+                bool auth = true) {
+    return api_->Handle(
+        Request{method, target, auth ? std::string("Bearer ") + kToken : "", body});
+  }
+  json Body(const Response& r) { return json::parse(r.body); }
+  std::string Snapshot() {
+    json j;
+    auto pols = store_->ListPolicies();
+    auto as = store_->ListAssignments();
+    for (const auto& p : *pols) j["p"].push_back(policy::PolicyToJson(p));
+    for (const auto& a : *as) j["a"].push_back(a.vm_uuid + a.target + a.policy);
+    return j.dump();
+  }
+
+  testing::FakeClock clock_;
+  testing::FakeLibvirt lv_;
+  testing::FakeQemuTools tools_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<core::Manager> mgr_;
+  std::unique_ptr<Api> api_;
+};
+
+TEST_F(ApiTest, HealthNeedsNoTokenEverythingElseDoes) {
+  auto h = Call("GET", "/api/v1/health", "", false);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(Body(h)["libvirt"], "connected");
+  for (const auto& r : Api::Routes()) {
+    if (!r.auth) continue;
+    std::string target = r.pattern;
+    for (auto [from, to] : {std::pair{"{name}", "balanced"}, {"{vm}", "web"}, {"{target}", "vda"}}) {
+      auto pos = target.find(from);
+      if (pos != std::string::npos) target.replace(pos, std::string(from).size(), to);
+    }
+    for (const std::string& auth : {std::string(""), std::string("Bearer wrong"),
+                                    std::string(kToken), std::string("Basic ") + kToken}) {
+      auto resp = api_->Handle(Request{r.method, target, auth, "{}"});
+      EXPECT_EQ(resp.status, 401) << r.method << " " << target << " with '" << auth << "'";
+      EXPECT_EQ(resp.content_type, "application/problem+json");
+    }
+  }
+}
+
+TEST_F(ApiTest, ErrorsAreProblemDocuments) {
+  auto r = Call("GET", "/api/v1/policies/nope");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(r.content_type, "application/problem+json");
+  auto j = Body(r);
+  EXPECT_EQ(j["status"], 404);
+  EXPECT_EQ(j["title"], "Not Found");
+  EXPECT_EQ(j["code"], "not-found");
+  EXPECT_NE(j["detail"].get<std::string>().find("nope"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/api/v1/nothing").status, 404);
+  EXPECT_EQ(Call("GET", "/other").status, 404);
+  auto m = Call("PATCH", "/api/v1/policies/balanced");
+  EXPECT_EQ(m.status, 405);
+  ASSERT_FALSE(m.headers.empty());
+  EXPECT_EQ(m.headers[0].first, "Allow");
+  EXPECT_NE(m.headers[0].second.find("PUT"), std::string::npos);
+}
+
+TEST_F(ApiTest, PolicyCrud) {
+  auto c = Call("POST", "/api/v1/policies",
+                R"({"name":"db","description":"databases","rules":{"mode":"write-around","ram-size":"512M"}})");
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(Body(c)["rules"]["ram-size"], 512 << 20);
+  EXPECT_EQ(c.headers[0], (std::pair<std::string, std::string>{"Location", "/api/v1/policies/db"}));
+  EXPECT_EQ(Call("POST", "/api/v1/policies", R"({"name":"db"})").status, 409);
+  auto list = Body(Call("GET", "/api/v1/policies"));
+  EXPECT_EQ(list["policies"].size(), 4u);
+  auto u = Call("PUT", "/api/v1/policies/db", R"({"rules":{"admit-after":3}})");
+  ASSERT_EQ(u.status, 200) << u.body;
+  auto g = Body(Call("GET", "/api/v1/policies/db"));
+  EXPECT_EQ(g["rules"]["admit-after"], 3);
+  EXPECT_EQ(g["rules"]["mode"], "write-around") << "rules not given keep their value";
+  EXPECT_EQ(g["description"], "databases");
+  EXPECT_EQ(Call("DELETE", "/api/v1/policies/db").status, 204);
+  EXPECT_EQ(Call("GET", "/api/v1/policies/db").status, 404);
+  EXPECT_EQ(Call("DELETE", "/api/v1/policies/db").status, 404);
+}
+
+TEST_F(ApiTest, HostileInputIsRefusedAndChangesNothing) {
+  std::string before = Snapshot();
+  const char* bodies[] = {
+      "", "not json", "[1,2]", "{\"name\": 5}", "{\"name\":\"a b\"}",
+      "{\"name\":\"x\",\"rules\":{\"block-size\":3000}}",
+      "{\"name\":\"x\",\"rules\":{\"ram-size\":-5}}",
+      "{\"name\":\"x\",\"rules\":{\"mode\":\"write-back\",\"bogus\":1}}",
+      "{\"name\":\"x'); DROP TABLE policies;--\"}",
+      "{\"name\":\"x\",\"extra\":true}",
+      "{\"name\":\"x\",\"rules\":{\"ram-size\":\"99999999999999999999999T\"}}",
+      "{\"name\":\"x\",\"rules\":{\"admit-after\":1e99}}",
+  };
+  for (const char* b : bodies) {
+    auto r = Call("POST", "/api/v1/policies", b);
+    EXPECT_EQ(r.status, 400) << b << " -> " << r.body;
+    EXPECT_EQ(r.content_type, "application/problem+json");
+  }
+  for (const char* b : {"{\"rules\":{\"block-size\":100}}", "{\"name\":\"other\"}",
+                        "{\"rules\":{\"mode\":\"fast\"}}", "{\"description\":[]}", "nope"}) {
+    EXPECT_EQ(Call("PUT", "/api/v1/policies/balanced", b).status, 400) << b;
+  }
+  for (const char* b : {"", "{}", "{\"policy\":1}", "{\"policy\":\"nope\"}",
+                        "{\"policy\":\"balanced\",\"x\":1}"}) {
+    EXPECT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", b).status, 400) << b;
+  }
+  EXPECT_EQ(Call("PUT", "/api/v1/vms/web/disks/..%2F..%2Fetc/policy", "{\"policy\":\"balanced\"}")
+                .status,
+            400);
+  EXPECT_EQ(Call("PUT", "/api/v1/vms/nope/disks/vda/policy", "{\"policy\":\"balanced\"}").status,
+            404);
+  EXPECT_EQ(Call("GET", "/api/v1/events?limit=0").status, 400);
+  EXPECT_EQ(Call("GET", "/api/v1/events?since=-1").status, 400);
+  EXPECT_EQ(Call("GET", "/api/v1/events?limit=1;DROP").status, 400);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/web/disks/vda/stats?points=100000").status, 400);
+  EXPECT_EQ(Call("GET", "/api/v1/%zz").status, 400);
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_TRUE(lv_.domains[kWeb].qemu.log.empty());
+}
+
+TEST_F(ApiTest, AssignShowAndUnassign) {
+  auto a = Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})");
+  ASSERT_EQ(a.status, 200) << a.body;
+  auto j = Body(a);
+  EXPECT_EQ(j["compliance"]["state"], "compliant") << j.dump();
+  EXPECT_EQ(j["vm_uuid"], kWeb);
+  auto vm = Body(Call("GET", std::string("/api/v1/vms/") + kWeb));
+  EXPECT_EQ(vm["name"], "web");
+  EXPECT_EQ(vm["state"], "running");
+  ASSERT_EQ(vm["disks"].size(), 4u);
+  EXPECT_EQ(vm["disks"][1]["target"], "vda");
+  EXPECT_EQ(vm["disks"][1]["policy"], "balanced");
+  EXPECT_EQ(vm["disks"][1]["source"], "/var/lib/libvirt/images/web-top.qcow2");
+  EXPECT_EQ(vm["disks"][1]["compliance"]["state"], "compliant");
+  EXPECT_TRUE(vm["disks"][2]["policy"].is_null());
+  auto vms = Body(Call("GET", "/api/v1/vms"));
+  ASSERT_EQ(vms["vms"].size(), 1u);
+  EXPECT_EQ(vms["vms"][0]["disks"][0]["policy"], "balanced");
+  auto dp = Body(Call("GET", "/api/v1/vms/web/disks/vda/policy"));
+  EXPECT_EQ(dp["policy"], "balanced");
+  EXPECT_EQ(Call("DELETE", "/api/v1/policies/balanced").status, 409);
+  auto big = Call("POST", "/api/v1/policies", R"({"name":"big","rules":{"ram-size":"1G"}})");
+  ASSERT_EQ(big.status, 201);
+  auto over = Call("PUT", "/api/v1/vms/web/disks/vdb/policy", R"({"policy":"big"})");
+  EXPECT_EQ(over.status, 409);
+  EXPECT_NE(Body(over)["detail"].get<std::string>().find("budget"), std::string::npos);
+  EXPECT_EQ(Call("DELETE", "/api/v1/vms/web/disks/vda/policy").status, 204);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/web/disks/vda/policy").status, 404);
+  EXPECT_EQ(Call("DELETE", "/api/v1/vms/web/disks/vda/policy").status, 404);
+}
+
+TEST_F(ApiTest, LibvirtDownIs503ButPoliciesStillWork) {
+  lv_.alive = false;
+  auto r = Call("GET", "/api/v1/vms");
+  EXPECT_EQ(r.status, 503);
+  bool retry = false;
+  for (const auto& [k, v] : r.headers) retry |= k == "Retry-After";
+  EXPECT_TRUE(retry);
+  EXPECT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            503);
+  EXPECT_EQ(Call("GET", "/api/v1/policies").status, 200);
+  auto h = Call("GET", "/api/v1/health", "", false);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(Body(h)["libvirt"], "disconnected");
+}
+
+TEST_F(ApiTest, StatsAndEventsAndMetrics) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status, 200);
+  for (int i = 0; i < 5; i++) {
+    ASSERT_TRUE(store_->AppendStats(kWeb, "vda", store::StatSample{1000 + i * 10,
+                                                                  json{{"read-hits", 3 * i},
+                                                                       {"read-misses", i}}}));
+  }
+  auto s = Body(Call("GET", "/api/v1/vms/web/disks/vda/stats?points=3"));
+  ASSERT_EQ(s["series"].size(), 3u);
+  EXPECT_EQ(s["series"][2]["counters"]["read-hits"], 12);
+  EXPECT_DOUBLE_EQ(s["current"]["hit_ratio"].get<double>(), 0.75);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/web/disks/vdb/stats").status, 404);
+  auto ev = Body(Call("GET", "/api/v1/events?limit=2"));
+  EXPECT_EQ(ev["events"].size(), 2u);
+  auto m = Call("GET", "/api/v1/metrics");
+  EXPECT_EQ(m.status, 200);
+  EXPECT_EQ(m.content_type.rfind("text/plain; version=0.0.4", 0), 0u);
+  EXPECT_NE(m.body.find("hostcache_disk_compliance{domain=\"web\",target_device=\"vda\","
+                        "policy=\"balanced\",state=\"compliant\"} 1"),
+            std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("hostcached_ram_assigned_bytes 268435456"), std::string::npos);
+  EXPECT_NE(m.body.find("hostcached_libvirt_connected 1"), std::string::npos);
+}
+
+TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
+  const json& doc = Api::OpenApi();
+  EXPECT_EQ(doc["openapi"].get<std::string>().rfind("3.0", 0), 0u);
+  std::set<std::pair<std::string, std::string>> routes, documented;
+  for (const auto& r : Api::Routes()) {
+    std::string m = r.method;
+    std::transform(m.begin(), m.end(), m.begin(), ::tolower);
+    routes.insert({r.pattern, m});
+    ASSERT_TRUE(doc["paths"].contains(r.pattern)) << r.pattern;
+    const json& op = doc["paths"][r.pattern][m];
+    ASSERT_TRUE(op.is_object()) << r.method << " " << r.pattern;
+    EXPECT_TRUE(op.contains("operationId"));
+    EXPECT_TRUE(op.contains("responses"));
+    bool public_op = op.contains("security") && op["security"].empty();
+    EXPECT_EQ(public_op, !r.auth) << r.pattern;
+    if (r.auth) {
+      EXPECT_TRUE(op["responses"].contains("401")) << r.pattern;
+    }
+    // Every {placeholder} is a documented path parameter.
+    size_t pos = 0;
+    while ((pos = r.pattern.find('{', pos)) != std::string::npos) {
+      std::string name = r.pattern.substr(pos + 1, r.pattern.find('}', pos) - pos - 1);
+      bool found = false;
+      for (const auto& p : op.value("parameters", json::array())) {
+        found |= p["in"] == "path" && p["name"] == name && p["required"] == true;
+      }
+      EXPECT_TRUE(found) << r.pattern << " {" << name << "}";
+      pos++;
+    }
+  }
+  for (auto it = doc["paths"].begin(); it != doc["paths"].end(); ++it) {
+    for (auto op = it.value().begin(); op != it.value().end(); ++op) {
+      documented.insert({it.key(), op.key()});
+    }
+  }
+  EXPECT_EQ(routes, documented);
+  // Every $ref resolves.
+  std::function<void(const json&)> check = [&](const json& j) {
+    if (j.is_object()) {
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        if (it.key() == "$ref") {
+          std::string ref = it.value();
+          ASSERT_EQ(ref.rfind("#/components/schemas/", 0), 0u);
+          EXPECT_TRUE(doc["components"]["schemas"].contains(ref.substr(21))) << ref;
+        } else {
+          check(it.value());
+        }
+      }
+    } else if (j.is_array()) {
+      for (const auto& e : j) check(e);
+    }
+  };
+  check(doc);
+  // The rule names in the schema are exactly the ones the policy code takes.
+  std::set<std::string> rule_props, rule_names(policy::RuleNames().begin(),
+                                               policy::RuleNames().end());
+  for (auto it = doc["components"]["schemas"]["Rules"]["properties"].begin();
+       it != doc["components"]["schemas"]["Rules"]["properties"].end(); ++it) {
+    rule_props.insert(it.key());
+  }
+  EXPECT_EQ(rule_props, rule_names);
+  auto served = Call("GET", "/api/v1/openapi.json");
+  EXPECT_EQ(served.status, 200);
+  EXPECT_EQ(json::parse(served.body), doc);
+}
+
+}  // namespace
+}  // namespace hc::http

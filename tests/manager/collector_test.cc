@@ -1,0 +1,136 @@
+// The statistics collector and the Prometheus exposition.
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <gtest/gtest.h>
+
+#include "fakes.h"
+#include "manager/core/manager.h"
+#include "manager/metrics/prometheus.h"
+#include "manager/stats/collector.h"
+#include "manager/store/sqlite_store.h"
+
+namespace hc::stats {
+namespace {
+
+using nlohmann::json;
+using testing::TestData;
+
+constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+constexpr const char* kDb = "11111111-2222-3333-4444-555555555555";
+
+class CollectorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
+    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
+    std::string db_live = TestData("web.live.xml"), db_inactive = TestData("web.inactive.xml");
+    for (std::string* x : {&db_live, &db_inactive}) {
+      x->replace(x->find("<name>web</name>"), 16, "<name>db</name>");
+      x->replace(x->find(kWeb), 36, kDb);
+    }
+    lv_.Add(kDb, "db", db_inactive, db_live);
+    core::ManagerConfig cfg;
+    cfg.ram_budget = 4ull << 30;
+    core::Manager mgr(*store_, lv_, tools_, clock_, cfg);
+    ASSERT_TRUE(mgr.Assign("web", "vda", "balanced"));
+    ASSERT_TRUE(mgr.Assign("db", "vdb", "read-mostly"));
+  }
+  testing::FakeClock clock_;
+  testing::FakeLibvirt lv_;
+  testing::FakeQemuTools tools_;
+  std::unique_ptr<store::SqliteStore> store_;
+};
+
+TEST_F(CollectorTest, SamplesEveryCachedDiskIntoTheStore) {
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  for (int i = 0; i < 3; i++) {
+    clock_.now_ms += 10000;
+    c.CollectOnce();
+  }
+  auto web = store_->ListStats(kWeb, "vda", 100);
+  ASSERT_EQ(web->size(), 3u);
+  EXPECT_EQ(web->back().counters["read-hits"], 10);
+  EXPECT_EQ(web->back().counters["mode"], "write-through");
+  EXPECT_FALSE(web->back().counters.contains("driver"));
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 100)->size(), 3u);
+  auto latest = c.Latest();
+  ASSERT_EQ(latest.size(), 2u);
+}
+
+TEST_F(CollectorTest, AHungVmDoesNotStopTheOthers) {
+  boost::asio::thread_pool pool(2);
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> blocked{0};
+  lv_.on_qmp = [&](const std::string& uuid) {
+    if (uuid == kWeb) {
+      blocked++;
+      released.wait();
+    }
+  };
+  StatsCollector c(*store_, lv_, clock_,
+                   [&](std::function<void()> fn) { boost::asio::post(pool, std::move(fn)); });
+  c.CollectOnce();
+  // db's sample arrives while web hangs.
+  for (int i = 0; i < 500 && store_->ListStats(kDb, "vdb", 10)->empty(); i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 1u);
+  clock_.now_ms += 10000;
+  c.CollectOnce();  // web is still in flight: skipped, db collected again
+  for (int i = 0; i < 500 && store_->ListStats(kDb, "vdb", 10)->size() < 2; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 2u);
+  EXPECT_EQ(c.VmStates()["web"].skipped, 1u);
+  EXPECT_EQ(blocked.load(), 1);
+  release.set_value();
+  c.Drain();
+  pool.join();
+  EXPECT_EQ(store_->ListStats(kWeb, "vda", 10)->size(), 1u);
+}
+
+TEST_F(CollectorTest, AFailingVmIsCountedAndOthersContinue) {
+  lv_.domains[kWeb].qemu.fail["query-blockstats"] = "monitor socket closed";
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  c.CollectOnce();
+  EXPECT_EQ(c.VmStates()["web"].errors, 1u);
+  EXPECT_NE(c.VmStates()["web"].last_error.find("monitor socket closed"), std::string::npos);
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 1u);
+}
+
+TEST_F(CollectorTest, PrometheusUsesLibvirtExporterLabels) {
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  c.CollectOnce();
+  metrics::Snapshot snap;
+  snap.disks = c.Latest();
+  snap.assignments = *store_->ListAssignments();
+  snap.libvirt_connected = true;
+  std::string text = metrics::Render(snap);
+  EXPECT_NE(text.find("# TYPE hostcache_read_hits_total counter"), std::string::npos);
+  EXPECT_NE(text.find("hostcache_read_hits_total{domain=\"web\",target_device=\"vda\","
+                      "policy=\"balanced\"} 10"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("hostcache_mode_info{domain=\"db\",target_device=\"vdb\","
+                      "policy=\"read-mostly\",mode=\"write-around\"} 1"),
+            std::string::npos)
+      << text;
+  // Every sample line is NAME{labels} VALUE or NAME VALUE.
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    auto sp = line.rfind(' ');
+    ASSERT_NE(sp, std::string::npos) << line;
+    EXPECT_NO_THROW(std::stod(line.substr(sp + 1))) << line;
+  }
+  EXPECT_EQ(metrics::EscapeLabel("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+}  // namespace
+}  // namespace hc::stats

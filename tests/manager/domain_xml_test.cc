@@ -1,0 +1,222 @@
+// Domain XML reading and the filter generator, on real-looking domain XML
+// (several disks, written and probed backing chains, a CD-ROM, foreign
+// <qemu:commandline> arguments).
+#include <gtest/gtest.h>
+
+#include "fakes.h"
+#include "manager/libvirt/block_graph.h"
+#include "manager/libvirt/domain_xml.h"
+#include "manager/policy/policy.h"
+
+namespace hc::libvirt {
+namespace {
+
+using nlohmann::json;
+using testing::TestData;
+
+Result<int> Probe(const DiskInfo& d) {
+  // web-top.qcow2 -> web-mid.qcow2 -> web-base.raw, as qemu-img would say.
+  if (d.source == "/var/lib/libvirt/images/web-top.qcow2") return 3;
+  return 1;
+}
+
+TEST(DomainXml, ParsesDisksOfALiveDefinition) {
+  auto info = ParseDomain(TestData("web.live.xml"));
+  ASSERT_TRUE(info) << info.error().message;
+  EXPECT_EQ(info->name, "web");
+  EXPECT_EQ(info->uuid, "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b");
+  ASSERT_EQ(info->disks.size(), 4u);
+  const auto& cd = info->disks[0];
+  EXPECT_EQ(cd.device, "cdrom");
+  EXPECT_TRUE(cd.empty());
+  const auto& vda = info->disks[1];
+  EXPECT_EQ(vda.target, "vda");
+  EXPECT_EQ(vda.alias, "virtio-disk0");
+  EXPECT_EQ(vda.index, 4);
+  EXPECT_EQ(vda.backing_count, 2);
+  EXPECT_TRUE(vda.chain_terminated);
+  EXPECT_TRUE(vda.has_format_layer);
+  const auto& vdb = info->disks[2];
+  EXPECT_EQ(vdb.format, "raw");
+  EXPECT_FALSE(vdb.has_format_layer);
+  EXPECT_EQ(LibvirtNodeName(vdb, vdb.index), "libvirt-3-storage");
+  const auto& vdc = info->disks[3];
+  EXPECT_EQ(vdc.type, "block");
+  EXPECT_EQ(vdc.source, "/dev/mapper/san-web-logs");
+  auto live = LiveTopNodes(*info);
+  EXPECT_EQ(live.at("vda"), "libvirt-4-format");
+  EXPECT_EQ(live.at("vdb"), "libvirt-3-storage");
+  EXPECT_EQ(live.at("vdc"), "libvirt-1-format");
+  EXPECT_EQ(live.count("hdc"), 0u);
+}
+
+TEST(DomainXml, PredictsLibvirtsNodeNamesFromTheDefinition) {
+  // libvirt numbers disks last-to-first, each disk's chain right after its
+  // top image (the live XML above is what libvirt made of this definition).
+  auto info = ParseDomain(TestData("web.inactive.xml"));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->disks[1].index, 0);
+  EXPECT_FALSE(info->disks[1].chain_terminated);
+  EXPECT_TRUE(info->disks[3].chain_terminated);
+  EXPECT_EQ(info->disks[3].backing_count, 1);
+  auto nodes = PredictTopNodes(*info, Probe);
+  ASSERT_TRUE(nodes) << nodes.error().message;
+  auto live = LiveTopNodes(*ParseDomain(TestData("web.live.xml")));
+  EXPECT_EQ(*nodes, live);
+}
+
+TEST(DomainXml, ProbedChainLengthShiftsEarlierDisksOnly) {
+  auto info = ParseDomain(TestData("web.inactive.xml"));
+  auto nodes = PredictTopNodes(*info, [](const DiskInfo&) -> Result<int> { return 1; });
+  ASSERT_TRUE(nodes);
+  EXPECT_EQ(nodes->at("vdc"), "libvirt-1-format");
+  EXPECT_EQ(nodes->at("vdb"), "libvirt-3-storage");
+  EXPECT_EQ(nodes->at("vda"), "libvirt-4-format");
+  // A chain that cannot be read makes the prediction fail, not guess.
+  auto fail = PredictTopNodes(*info, [](const DiskInfo&) -> Result<int> {
+    return Fail(ErrorCode::kFailedPrecondition, "unreadable");
+  });
+  EXPECT_FALSE(fail);
+}
+
+TEST(DomainXml, ApplyFiltersWritesCommandlineOverrideAliasAndEmulator) {
+  const std::string xml = TestData("web.inactive.xml");
+  policy::Rules r;
+  std::vector<FilterSpec> specs = {
+      {"vda", "hc-vda", policy::DriverOptions(r, "hc-vda", "libvirt-4-format")},
+      {"vdb", "hc-vdb", policy::DriverOptions(r, "hc-vdb", "libvirt-3-storage")}};
+  auto out = ApplyFilters(xml, specs, "/opt/hostcache/qemu-system-x86_64");
+  ASSERT_TRUE(out) << out.error().message;
+  auto info = ParseDomain(*out);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->emulator, "/opt/hostcache/qemu-system-x86_64");
+  EXPECT_EQ(info->disks[1].alias, "ua-hc-vda");  // had none
+  EXPECT_EQ(info->disks[2].alias, "ua-data");    // kept the user's
+  auto installed = ParseInstalledFilters(*out);
+  ASSERT_TRUE(installed);
+  ASSERT_EQ(installed->size(), 2u);
+  EXPECT_EQ(installed->at("vda").alias, "ua-hc-vda");
+  EXPECT_EQ(installed->at("vda").options["file"], "libvirt-4-format");
+  EXPECT_EQ(installed->at("vdb").options["file"], "libvirt-3-storage");
+  // The foreign arguments are still there, before ours.
+  EXPECT_NE(out->find("<qemu:arg value=\"-L\" />"), std::string::npos);
+  EXPECT_LT(out->find("/usr/share/seabios"), out->find("-blockdev"));
+  EXPECT_NE(out->find("<qemu:property name=\"drive\" type=\"string\" value=\"hc-vdb\" />"),
+            std::string::npos);
+  EXPECT_NE(out->find("<qemu:device alias=\"ua-data\">"), std::string::npos);
+}
+
+TEST(DomainXml, ApplyFiltersIsIdempotentAndReversible) {
+  const std::string xml = TestData("web.inactive.xml");
+  policy::Rules r;
+  std::vector<FilterSpec> specs = {
+      {"vdc", "hc-vdc", policy::DriverOptions(r, "hc-vdc", "libvirt-1-format")}};
+  auto once = ApplyFilters(xml, specs, "");
+  auto twice = ApplyFilters(*once, specs, "");
+  ASSERT_TRUE(once && twice);
+  EXPECT_EQ(*once, *twice);
+  auto none = ApplyFilters(*twice, {}, "");
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(ParseInstalledFilters(*none)->empty());
+  EXPECT_EQ(none->find("qemu:override"), std::string::npos);
+  EXPECT_NE(none->find("/usr/share/seabios"), std::string::npos);
+  // Changing the rules replaces the old entry rather than adding one.
+  r.mode = policy::CacheMode::kWriteAround;
+  specs[0].options = policy::DriverOptions(r, "hc-vdc", "libvirt-1-format");
+  auto changed = ApplyFilters(*once, specs, "");
+  auto f = ParseInstalledFilters(*changed);
+  ASSERT_EQ(f->size(), 1u);
+  EXPECT_EQ(f->at("vdc").options["mode"], "write-around");
+  EXPECT_EQ(changed->find("write-through"), std::string::npos);
+}
+
+TEST(DomainXml, AddsTheQemuNamespaceWhenMissing) {
+  const std::string xml =
+      "<domain type='kvm'><name>a</name><uuid>u</uuid><devices>"
+      "<emulator>/usr/bin/qemu-system-x86_64</emulator>"
+      "<disk type='file' device='disk'><driver name='qemu' type='raw'/>"
+      "<source file='/a.img'/><target dev='sda' bus='scsi'/><alias name='scsi0-0-0-0'/></disk>"
+      "</devices></domain>";
+  auto out = ApplyFilters(xml, {{"sda", "hc-sda", json{{"driver", "hostcache"},
+                                                       {"node-name", "hc-sda"},
+                                                       {"file", "libvirt-1-storage"}}}},
+                          "");
+  ASSERT_TRUE(out);
+  EXPECT_NE(out->find("xmlns:qemu=\"http://libvirt.org/schemas/domain/qemu/1.0\""),
+            std::string::npos);
+  auto info = ParseDomain(*out);
+  EXPECT_EQ(info->disks[0].alias, "ua-hc-sda");
+  EXPECT_EQ(info->emulator, "/usr/bin/qemu-system-x86_64");
+  EXPECT_EQ(ParseInstalledFilters(*out)->size(), 1u);
+}
+
+TEST(DomainXml, UnknownDiskAndBrokenXmlAreErrors) {
+  auto out = ApplyFilters(TestData("web.inactive.xml"),
+                          {{"vdz", "hc-vdz", json{{"driver", "hostcache"}, {"node-name", "hc-vdz"}}}},
+                          "");
+  ASSERT_FALSE(out);
+  EXPECT_EQ(out.error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(ParseDomain("<domain><name>x</name"));
+  EXPECT_FALSE(ParseDomain("<network/>"));
+}
+
+TEST(DomainXml, ForeignHostcacheNodesAreNotOurs) {
+  // A -blockdev of the hostcache driver that hostcached did not write
+  // (node name without the hc- prefix) is left alone.
+  std::string xml = TestData("web.inactive.xml");
+  xml.replace(xml.find("<qemu:arg value='/usr/share/seabios'/>"), 0,
+              "<qemu:arg value='/usr/share/seabios'/><qemu:arg value='-blockdev'/>"
+              "<qemu:arg value='{\"driver\":\"hostcache\",\"node-name\":\"mine\","
+              "\"file\":\"libvirt-1-format\"}'/>");
+  auto out = ApplyFilters(xml, {}, "");
+  ASSERT_TRUE(out);
+  EXPECT_NE(out->find("mine"), std::string::npos);
+}
+
+TEST(DomainXml, ValidTargets) {
+  for (const char* t : {"vda", "vdz", "vdaa", "sda", "hdc", "xvdb", "fd0"}) {
+    EXPECT_TRUE(ValidTarget(t)) << t;
+  }
+  for (const char* t : {"", "vd", "VDA", "vda1", "../etc", "vda;", "nvme0n1"}) {
+    EXPECT_FALSE(ValidTarget(t)) << t;
+  }
+}
+
+TEST(BlockGraph, ParsesQueryBlockGraphAndStats) {
+  json qb = json::parse(R"([
+    {"device": "", "qdev": "/machine/peripheral/virtio-disk0/virtio-backend",
+     "inserted": {"node-name": "hc-vda", "drv": "hostcache"}},
+    {"device": "", "qdev": "/machine/peripheral/ide0-1-0", "locked": false}])");
+  auto devs = ParseQueryBlock(qb);
+  ASSERT_TRUE(devs);
+  ASSERT_EQ(devs->size(), 2u);
+  EXPECT_EQ(FindDeviceByAlias(*devs, "virtio-disk0")->node_name, "hc-vda");
+  EXPECT_EQ(FindDeviceByAlias(*devs, "ide0-1-0")->node_name, "");
+  EXPECT_EQ(FindDeviceByAlias(*devs, "virtio-disk"), nullptr);
+  EXPECT_FALSE(ParseQueryBlock(json::object()));
+
+  json g = json::parse(R"({"nodes": [
+      {"id": 1, "type": "block-backend", "name": ""},
+      {"id": 2, "type": "block-driver", "name": "hc-vda"},
+      {"id": 3, "type": "block-driver", "name": "libvirt-1-format"},
+      {"id": 4, "type": "block-driver", "name": "libvirt-1-storage"}],
+    "edges": [{"parent": 1, "child": 2, "name": "root"},
+              {"parent": 2, "child": 3, "name": "file"},
+              {"parent": 3, "child": 4, "name": "file"}]})");
+  auto graph = ParseBlockGraph(g);
+  ASSERT_TRUE(graph);
+  EXPECT_EQ(graph->at("hc-vda").at("file"), "libvirt-1-format");
+  EXPECT_EQ(graph->at("libvirt-1-format").at("file"), "libvirt-1-storage");
+
+  json st = json::parse(R"([
+    {"node-name": "hc-vda", "driver-specific": {"driver": "hostcache", "read-hits": 7}},
+    {"node-name": "libvirt-1-storage", "driver-specific": {"driver": "file"}},
+    {"device": "x"}])");
+  auto stats = ParseNodeStats(st);
+  EXPECT_EQ(stats.at("hc-vda")["read-hits"], 7);
+  EXPECT_EQ(stats.size(), 2u);
+  EXPECT_EQ(QmpCommand("query-block"), "{\"execute\":\"query-block\"}");
+}
+
+}  // namespace
+}  // namespace hc::libvirt

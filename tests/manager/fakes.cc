@@ -1,0 +1,230 @@
+#include "fakes.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "manager/libvirt/block_graph.h"
+
+#ifndef HC_TEST_DATA
+#error HC_TEST_DATA must name tests/manager/data
+#endif
+
+namespace hc::testing {
+
+using nlohmann::json;
+
+namespace {
+json Error(const std::string& desc) {
+  return json{{"error", {{"class", "GenericError"}, {"desc", desc}}}};
+}
+json Return(const json& r) { return json{{"return", r}}; }
+}  // namespace
+
+json FakeQemu::Execute(const json& cmd) {
+  const std::string name = cmd.value("execute", "");
+  const json args = cmd.value("arguments", json::object());
+  log.push_back(name);
+  if (auto it = fail.find(name); it != fail.end()) {
+    std::string desc = it->second;
+    fail.erase(it);
+    return Error(desc);
+  }
+  if (name == "query-block") {
+    json arr = json::array();
+    for (const auto& [qdev, root] : devs) {
+      json e{{"device", ""}, {"qdev", qdev}};
+      if (!root.empty()) e["inserted"] = json{{"node-name", root}, {"drv", nodes[root].driver}};
+      arr.push_back(e);
+    }
+    return Return(arr);
+  }
+  if (name == "query-blockstats") {
+    json arr = json::array();
+    for (const auto& [n, node] : nodes) {
+      json e{{"node-name", n}, {"stats", json::object()}};
+      if (node.driver == "hostcache") {
+        e["driver-specific"] = json{{"driver", "hostcache"},
+                                    {"mode", node.options.value("mode", "write-through")},
+                                    {"block-size", node.options.value("block-size", 4096)},
+                                    {"ram-limit", node.options.value("ram-size", 256 << 20)},
+                                    {"read-hits", 10},
+                                    {"read-misses", 5}};
+      } else if (node.driver == "file") {
+        e["driver-specific"] = json{{"driver", "file"}, {"discard-nb-ok", 0}};
+      }
+      arr.push_back(e);
+    }
+    return Return(arr);
+  }
+  if (name == "x-debug-query-block-graph") {
+    json ns = json::array(), es = json::array();
+    std::map<std::string, int> id;
+    int next = 1;
+    for (const auto& [n, _] : nodes) id[n] = next++;
+    for (const auto& [n, node] : nodes) {
+      ns.push_back(json{{"id", id[n]}, {"type", "block-driver"}, {"name", n}});
+      if (!node.file.empty()) {
+        es.push_back(json{{"parent", id[n]}, {"child", id[node.file]}, {"name", "file"}});
+      }
+    }
+    for (const auto& [qdev, root] : devs) {
+      int bb = next++;
+      ns.push_back(json{{"id", bb}, {"type", "block-backend"}, {"name", ""}});
+      es.push_back(json{{"parent", bb}, {"child", id[root]}, {"name", "root"}});
+    }
+    return Return(json{{"nodes", ns}, {"edges", es}});
+  }
+  if (name == "blockdev-add" || name == "blockdev-reopen") {
+    json o = name == "blockdev-add" ? args : args["options"][0];
+    std::string node = o.value("node-name", "");
+    std::string file = o.value("file", "");
+    if (o.value("driver", "") == "hostcache" && o.value("mode", "") == refuse_mode) {
+      return Error("hostcache mode '" + refuse_mode + "' is not supported by this build yet");
+    }
+    if (!nodes.count(file)) return Error("Cannot find device='' nor node-name='" + file + "'");
+    if (name == "blockdev-add") {
+      if (nodes.count(node)) return Error("Duplicate nodes with node-name='" + node + "'");
+    } else {
+      if (!nodes.count(node)) return Error("Cannot find node-name='" + node + "'");
+      if (nodes[node].options.value("block-size", 4096) != o.value("block-size", 4096)) {
+        return Error("hostcache: block-size cannot be changed on an open node");
+      }
+    }
+    nodes[node] = Node{o.value("driver", ""), file, o};
+    return Return(json::object());
+  }
+  if (name == "qom-set") {
+    std::string path = args.value("path", "");
+    if (!devs.count(path)) return Error("Device '" + path + "' not found");
+    std::string value = args.value("value", "");
+    if (!nodes.count(value)) return Error("Cannot find node '" + value + "'");
+    devs[path] = value;
+    return Return(json::object());
+  }
+  if (name == "blockdev-del") {
+    std::string node = args.value("node-name", "");
+    if (!nodes.count(node)) return Error("Failed to find node with node-name='" + node + "'");
+    for (const auto& [_, root] : devs) {
+      if (root == node) return Error("Node " + node + " is in use");
+    }
+    for (const auto& [_, n] : nodes) {
+      if (n.file == node) return Error("Node " + node + " is in use");
+    }
+    nodes.erase(node);
+    return Return(json::object());
+  }
+  return Error("The command " + name + " has not been found");
+}
+
+FakeLibvirt::Domain& FakeLibvirt::Add(const std::string& uuid, const std::string& name,
+                                      const std::string& inactive_xml,
+                                      const std::string& live_xml) {
+  Domain& d = domains[uuid];
+  d.uuid = uuid;
+  d.name = name;
+  d.inactive_xml = inactive_xml;
+  d.live_xml = live_xml;
+  d.active = !live_xml.empty();
+  if (d.active) {
+    // QEMU's graph from the live XML: each disk's top node (libvirt-N-*)
+    // under a device /machine/peripheral/<alias>/virtio-backend.
+    auto info = libvirt::ParseDomain(live_xml);
+    for (const auto& disk : info->disks) {
+      if (disk.empty()) continue;
+      std::string top = libvirt::LibvirtNodeName(disk, disk.index);
+      std::string storage = "libvirt-" + std::to_string(disk.index) + "-storage";
+      d.qemu.nodes[storage] = FakeQemu::Node{"file", "", {}};
+      if (top != storage) d.qemu.nodes[top] = FakeQemu::Node{disk.format, storage, {}};
+      d.qemu.devs["/machine/peripheral/" + disk.alias + "/virtio-backend"] = top;
+    }
+  }
+  return d;
+}
+
+Result<std::vector<libvirt::DomainRef>> FakeLibvirt::ListDomains() {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  std::vector<libvirt::DomainRef> out;
+  for (const auto& [u, d] : domains) out.push_back({u, d.name, d.active, d.persistent});
+  return out;
+}
+
+Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& id) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  for (const auto& [u, d] : domains) {
+    if (u == id || d.name == id) return libvirt::DomainRef{u, d.name, d.active, d.persistent};
+  }
+  return Fail(ErrorCode::kNotFound, "libvirt has no VM named or with UUID '" + id + "'");
+}
+
+Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, bool inactive) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  auto it = domains.find(uuid);
+  if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
+  return inactive || !it->second.active ? it->second.inactive_xml : it->second.live_xml;
+}
+
+Status FakeLibvirt::DefineXml(const std::string& xml) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  auto info = libvirt::ParseDomain(xml);
+  if (!info) return tl::unexpected(info.error());
+  for (auto& [u, d] : domains) {
+    if (d.name == info->name) {
+      std::string kept = xml;
+      if (drop_qemu_namespace) {
+        // Keep the XML but without our elements, as a driver without the
+        // QEMU namespace would.
+        auto stripped = libvirt::ApplyFilters(xml, {}, "");
+        kept = *stripped;
+      }
+      d.inactive_xml = kept;
+      defines++;
+      return {};
+    }
+  }
+  return Fail(ErrorCode::kInternal, "fake: defining new domains is not supported");
+}
+
+Result<std::string> FakeLibvirt::QemuMonitorCommand(const std::string& uuid,
+                                                    const std::string& command_json) {
+  if (on_qmp) on_qmp(uuid);
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  auto it = domains.find(uuid);
+  if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
+  if (!it->second.active) {
+    return Fail(ErrorCode::kFailedPrecondition, "Requested operation is not valid: domain is not running");
+  }
+  json reply = it->second.qemu.Execute(json::parse(command_json));
+  if (reply.contains("error")) {
+    return Fail(ErrorCode::kFailedPrecondition, "QEMU: " + reply["error"]["desc"].get<std::string>());
+  }
+  return reply["return"].dump();
+}
+
+Result<int> FakeQemuTools::ChainLength(const libvirt::DiskInfo& disk) {
+  auto it = chains.find(disk.source);
+  if (it == chains.end()) return 1;
+  return it->second;
+}
+
+Status FakeQemuTools::CheckOptions(const policy::Rules& rules) {
+  checks++;
+  if (!refuse_mode.empty() && policy::ModeName(rules.mode) == refuse_mode) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "hostcache mode '" + refuse_mode + "' is not supported by this build yet");
+  }
+  return {};
+}
+
+std::string TestData(const std::string& name) {
+  std::ifstream in(std::string(HC_TEST_DATA) + "/" + name);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace hc::testing

@@ -1,0 +1,90 @@
+// Fakes for the manager's seams: a clock, libvirt with a small model of
+// QEMU's block graph behind its QMP passthrough, and the QEMU tools.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/clock.h"
+#include "manager/libvirt/domain_xml.h"
+#include "manager/libvirt/libvirt_client.h"
+#include "manager/libvirt/qemu_tools.h"
+
+namespace hc::testing {
+
+class FakeClock final : public Clock {
+ public:
+  int64_t NowMs() const override { return now_ms; }
+  int64_t now_ms = 1'700'000'000'000;
+};
+
+// A running QEMU's block layer as far as hostcached sees it.
+struct FakeQemu {
+  struct Node {
+    std::string driver;     // "qcow2", "file", "hostcache"
+    std::string file;       // child named "file" ("" none)
+    nlohmann::json options; // hostcache options
+  };
+  std::map<std::string, Node> nodes;       // node-name -> node
+  std::map<std::string, std::string> devs; // qdev path -> root node
+  // Refuse blockdev-add/reopen of hostcache nodes with this mode.
+  std::string refuse_mode;
+  std::map<std::string, std::string> fail;  // command -> error desc (one shot)
+  std::vector<std::string> log;             // commands executed, in order
+
+  nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply
+};
+
+class FakeLibvirt final : public libvirt::LibvirtClient {
+ public:
+  struct Domain {
+    std::string uuid, name;
+    bool active = false, persistent = true;
+    std::string inactive_xml, live_xml;
+    FakeQemu qemu;
+  };
+
+  bool alive = true;
+  bool drop_qemu_namespace = false;  // DefineXml keeps no qemu:* elements (test:///)
+  std::function<void(const std::string& uuid)> on_qmp;  // hook (blocking tests)
+  std::map<std::string, Domain> domains;  // by uuid
+  int defines = 0;
+
+  Domain& Add(const std::string& uuid, const std::string& name, const std::string& inactive_xml,
+              const std::string& live_xml = "");
+
+  bool IsAlive() override { return alive; }
+  std::string LastConnectionError() override { return alive ? "" : "fake libvirtd is down"; }
+  Result<std::vector<libvirt::DomainRef>> ListDomains() override;
+  Result<libvirt::DomainRef> LookupDomain(const std::string& name_or_uuid) override;
+  Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
+  Status DefineXml(const std::string& xml) override;
+  Result<std::string> QemuMonitorCommand(const std::string& uuid,
+                                         const std::string& command_json) override;
+  void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }
+  void SetConnectionCallback(libvirt::ConnectionCallback) override {}
+
+  libvirt::LifecycleCallback lifecycle;
+  std::mutex mu;
+};
+
+class FakeQemuTools final : public libvirt::QemuTools {
+ public:
+  std::map<std::string, int> chains;  // source path -> images in chain
+  std::string refuse_mode;            // CheckOptions refuses this mode
+  int checks = 0;
+  Result<int> ChainLength(const libvirt::DiskInfo& disk) override;
+  Status CheckOptions(const policy::Rules& rules) override;
+};
+
+// Reads tests/manager/data/<name>.
+std::string TestData(const std::string& name);
+
+}  // namespace hc::testing

@@ -1,0 +1,376 @@
+// The policy engine against fakes of libvirt (with a model of QEMU's block
+// graph), the QEMU tools and the clock, and a real SQLite store.
+#include <gtest/gtest.h>
+
+#include "fakes.h"
+#include "manager/core/manager.h"
+#include "manager/store/sqlite_store.h"
+
+namespace hc::core {
+namespace {
+
+using nlohmann::json;
+using store::Compliance;
+using testing::FakeClock;
+using testing::FakeLibvirt;
+using testing::FakeQemuTools;
+using testing::TestData;
+
+constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+constexpr const char* kVdaDev = "/machine/peripheral/virtio-disk0/virtio-backend";
+
+class ManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
+    tools_.chains["/var/lib/libvirt/images/web-top.qcow2"] = 3;
+    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
+    ManagerConfig cfg;
+    cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
+    cfg.ram_budget = 2ull << 30;
+    cfg.ssd_budget = 0;
+    mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
+  }
+  testing::FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
+  std::map<std::string, libvirt::InstalledFilter> Persistent() {
+    return *libvirt::ParseInstalledFilters(lv_.domains[kWeb].inactive_xml);
+  }
+  void CreatePolicy(const std::string& name, json rules) {
+    auto r = policy::RulesFromJson(rules);
+    ASSERT_TRUE(r) << r.error().message;
+    ASSERT_TRUE(mgr_->CreatePolicy(policy::Policy{name, "", *r}));
+  }
+  std::vector<std::string> Events() {
+    std::vector<std::string> out;
+    auto evs = store_->ListEvents(0, 1000, "");
+    for (const auto& e : *evs) out.push_back(e.action);
+    return out;
+  }
+
+  FakeClock clock_;
+  FakeLibvirt lv_;
+  FakeQemuTools tools_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<Manager> mgr_;
+};
+
+TEST_F(ManagerTest, AssignOnARunningVmInsertsLiveAndDefinesPersistently) {
+  auto a = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  EXPECT_EQ(a->vm_uuid, kWeb);
+  EXPECT_EQ(a->node_name, "hc-vda");
+  // QEMU's graph: device -> hc-vda -> libvirt-4-format (vda's top image).
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].file, "libvirt-4-format");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-through");
+  // blockdev-add before qom-set.
+  auto& log = Qemu().log;
+  auto add = std::find(log.begin(), log.end(), "blockdev-add");
+  auto set = std::find(log.begin(), log.end(), "qom-set");
+  ASSERT_NE(add, log.end());
+  ASSERT_NE(set, log.end());
+  EXPECT_LT(add - log.begin(), set - log.begin());
+  // The definition: filter on libvirt's node for vda at the next start,
+  // the device pointed at it, the project's emulator.
+  auto p = Persistent();
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p["vda"].options["file"], "libvirt-4-format");
+  EXPECT_EQ(p["vda"].options["node-name"], "hc-vda");
+  auto info = libvirt::ParseDomain(lv_.domains[kWeb].inactive_xml);
+  EXPECT_EQ(info->emulator, "/opt/hostcache/qemu-system-x86_64");
+  EXPECT_EQ(lv_.defines, 1);
+}
+
+TEST_F(ManagerTest, TwoDisksAndARawOne) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  auto b = mgr_->Assign(kWeb, "vdb", "monitor");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->state, Compliance::kCompliant) << b->reason;
+  EXPECT_EQ(Qemu().nodes["hc-vdb"].file, "libvirt-3-storage");
+  EXPECT_EQ(Qemu().devs["/machine/peripheral/ua-data/virtio-backend"], "hc-vdb");
+  auto p = Persistent();
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p["vdb"].options["file"], "libvirt-3-storage");
+  EXPECT_EQ(p["vdb"].options["mode"], "pass-through");
+}
+
+TEST_F(ManagerTest, BadRequestsChangeNothing) {
+  auto before_defines = lv_.defines;
+  struct Case {
+    std::string vm, target, policy;
+    ErrorCode code;
+  } cases[] = {
+      {"web", "vdz", "balanced", ErrorCode::kNotFound},
+      {"nosuchvm", "vda", "balanced", ErrorCode::kNotFound},
+      {"web", "vda", "nosuchpolicy", ErrorCode::kInvalidArgument},
+      {"web", "hdc", "balanced", ErrorCode::kInvalidArgument},  // a CD-ROM
+      {"web", "../x", "balanced", ErrorCode::kInvalidArgument},
+  };
+  for (const auto& c : cases) {
+    auto r = mgr_->Assign(c.vm, c.target, c.policy);
+    ASSERT_FALSE(r) << c.vm << "/" << c.target;
+    EXPECT_EQ(r.error().code, c.code) << r.error().message;
+  }
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+  EXPECT_EQ(lv_.defines, before_defines);
+  EXPECT_TRUE(Qemu().log.empty());
+  auto r = mgr_->Assign("web", "vdz", "balanced");
+  EXPECT_NE(r.error().message.find("vda, vdb, vdc"), std::string::npos) << r.error().message;
+}
+
+TEST_F(ManagerTest, BudgetIsEnforcedWith409AndAClearMessage) {
+  CreatePolicy("big", json{{"ram-size", "1536M"}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "big"));
+  auto r = mgr_->Assign("web", "vdb", "balanced");  // 1.5G + 256M fits 2G
+  ASSERT_TRUE(r);
+  auto over = mgr_->Assign("web", "vdc", "balanced");  // 1.75G + 256M = 2G fits exactly
+  ASSERT_TRUE(over) << over.error().message;
+  auto no = mgr_->Assign("web", "vdc", "big");  // replacing vdc's 256M by 1.5G: 3.25G
+  ASSERT_FALSE(no);
+  EXPECT_EQ(no.error().code, ErrorCode::kConflict);
+  EXPECT_NE(no.error().message.find("RAM budget"), std::string::npos) << no.error().message;
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vdc"))->policy, "balanced");
+  // Growing a used policy past the budget is refused too, and nothing changes.
+  auto big = *store_->GetPolicy("big");
+  big.rules.ram_size = 2ull << 30;
+  auto up = mgr_->UpdatePolicy(big);
+  ASSERT_FALSE(up);
+  EXPECT_EQ(up.error().code, ErrorCode::kConflict);
+  EXPECT_EQ(store_->GetPolicy("big")->rules.ram_size, 1536u << 20);
+  EXPECT_EQ(mgr_->Budget().ram_used, 2ull << 30);
+}
+
+TEST_F(ManagerTest, EditingAPolicyReopensLiveAndRewritesTheDefinition) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Qemu().log.clear();
+  auto p = *store_->GetPolicy("balanced");
+  p.rules.mode = policy::CacheMode::kWriteAround;
+  p.rules.ram_size = 512 << 20;
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users) << users.error().message;
+  ASSERT_EQ(users->size(), 1u);
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+  EXPECT_NE(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), Qemu().log.end());
+  EXPECT_EQ(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-del"), Qemu().log.end());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-around");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ram-size"], 512 << 20);
+  EXPECT_EQ(Persistent()["vda"].options["mode"], "write-around");
+}
+
+TEST_F(ManagerTest, ANewBlockSizeReplacesTheFilter) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Qemu().log.clear();
+  auto p = *store_->GetPolicy("balanced");
+  p.rules.block_size = 65536;
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+  EXPECT_NE(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-del"), Qemu().log.end());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["block-size"], 65536);
+  EXPECT_EQ(Qemu().nodes["hc-vda"].file, "libvirt-4-format");
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+}
+
+TEST_F(ManagerTest, UnassignWritesBackRemovesLiveAndFromTheDefinition) {
+  CreatePolicy("wb", json{{"mode", "write-back"}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "wb"));
+  ASSERT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-back");
+  Qemu().log.clear();
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  // Write-back first (reopen to write-through), then the device back on
+  // libvirt's node, then the filter deleted.
+  std::vector<std::string> want = {"blockdev-reopen", "qom-set", "blockdev-del"};
+  std::vector<std::string> got;
+  for (const auto& c : Qemu().log) {
+    if (c == "blockdev-reopen" || c == "qom-set" || c == "blockdev-del") got.push_back(c);
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(Qemu().devs[kVdaDev], "libvirt-4-format");
+  EXPECT_EQ(Qemu().nodes.count("hc-vda"), 0u);
+  EXPECT_TRUE(Persistent().empty());
+  EXPECT_FALSE(*store_->GetAssignment(kWeb, "vda"));
+  auto again = mgr_->Unassign("web", "vda");
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(ManagerTest, FailedLiveRemovalKeepsTheAssignment) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Qemu().fail["qom-set"] = "device is busy";
+  auto r = mgr_->Unassign("web", "vda");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("device is busy"), std::string::npos);
+  EXPECT_TRUE(*store_->GetAssignment(kWeb, "vda"));
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  // The next check puts the definition right again.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Persistent().size(), 1u);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(ManagerTest, DriverRefusalIsAComplianceReasonAndKeepsTheDefinitionBootable) {
+  tools_.refuse_mode = "write-back";
+  Qemu().refuse_mode = "write-back";
+  CreatePolicy("wb", json{{"mode", "write-back"}});
+  auto a = mgr_->Assign("web", "vda", "wb");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("mode 'write-back' is not supported"), std::string::npos) << a->reason;
+  EXPECT_TRUE(Persistent().empty()) << "a refused filter would stop the VM from starting";
+  EXPECT_EQ(Qemu().devs[kVdaDev], "libvirt-4-format");
+  // Changing the policy to something the driver takes makes it compliant.
+  auto p = *store_->GetPolicy("wb");
+  p.rules.mode = policy::CacheMode::kWriteThrough;
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+}
+
+TEST_F(ManagerTest, LiveInsertionFailureMeansPendingRestart) {
+  Qemu().fail["qom-set"] = "Property 'drive' can't be changed now";
+  auto a = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->state, Compliance::kPendingRestart);
+  EXPECT_NE(a->reason.find("can't be changed now"), std::string::npos) << a->reason;
+  EXPECT_EQ(Qemu().nodes.count("hc-vda"), 0u) << "the half-inserted filter is removed";
+  EXPECT_EQ(Persistent().size(), 1u);
+  // The periodic check tries again and succeeds.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(ManagerTest, ShutOffVmIsPendingUntilItStartsThenVerified) {
+  auto& d = lv_.domains[kWeb];
+  d.active = false;
+  auto a = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->state, Compliance::kPendingRestart);
+  EXPECT_NE(a->reason.find("shut off"), std::string::npos);
+  // "Start" the VM from the definition: QEMU's graph as -blockdev and the
+  // override make it.
+  lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
+  auto& q = Qemu();
+  q.nodes["hc-vda"] = testing::FakeQemu::Node{"hostcache", "libvirt-4-format",
+                                              Persistent()["vda"].options};
+  q.devs[kVdaDev] = "hc-vda";
+  q.log.clear();
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  auto now = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(now->state, Compliance::kCompliant) << now->reason;
+  EXPECT_EQ(std::find(q.log.begin(), q.log.end(), "blockdev-add"), q.log.end());
+}
+
+TEST_F(ManagerTest, AFilterOnTheWrongNodeAfterStartIsFoundAndMoved) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  // As if a stale definition had put vda's filter over vdb's image.
+  auto& q = Qemu();
+  q.nodes["hc-vda"].file = "libvirt-3-storage";
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(q.nodes["hc-vda"].file, "libvirt-4-format");
+  EXPECT_EQ(q.devs[kVdaDev], "hc-vda");
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  auto evs = Events();
+  EXPECT_NE(std::find(evs.begin(), evs.end(), "verify"), evs.end());
+}
+
+TEST_F(ManagerTest, ADefinitionEditedBehindOurBackIsRepaired) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  auto& d = lv_.domains[kWeb];
+  d.inactive_xml = *libvirt::ApplyFilters(d.inactive_xml, {}, "");
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kDefined);
+  EXPECT_EQ(Persistent().size(), 1u);
+  // And a definition that is already right is not written again.
+  int defines = lv_.defines;
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kDefined);
+  EXPECT_EQ(lv_.defines, defines);
+}
+
+TEST_F(ManagerTest, LibvirtDroppingOurXmlDoesNotLoop) {
+  lv_.drop_qemu_namespace = true;
+  auto a = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("does not keep the filter"), std::string::npos) << a->reason;
+  int defines = lv_.defines;
+  for (int i = 0; i < 3; i++) mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kDefined);
+  EXPECT_EQ(lv_.defines, defines);
+}
+
+TEST_F(ManagerTest, VmDeletedBehindOurBack) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  lv_.domains.erase(kWeb);
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kUndefined);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kError);
+  EXPECT_NE(a->reason.find("no longer has this VM"), std::string::npos);
+  auto vms = mgr_->ListVms();
+  ASSERT_TRUE(vms);
+  ASSERT_EQ(vms->size(), 1u);
+  EXPECT_FALSE((*vms)[0].exists);
+  EXPECT_EQ((*vms)[0].name, "web");
+  auto vm = mgr_->GetVm("web");
+  ASSERT_TRUE(vm);
+  EXPECT_FALSE(vm->exists);
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+  EXPECT_FALSE(mgr_->GetVm("web"));
+}
+
+TEST_F(ManagerTest, LibvirtDownIsUnavailableAndChangesNothing) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  lv_.alive = false;
+  auto r = mgr_->Assign("web", "vdb", "balanced");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kUnavailable);
+  auto u = mgr_->Unassign("web", "vda");
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, ErrorCode::kUnavailable);
+  EXPECT_EQ(mgr_->ListVms().error().code, ErrorCode::kUnavailable);
+  mgr_->CheckAll();  // keeps the last known state
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kCompliant);
+  EXPECT_EQ(store_->ListAssignments()->size(), 1u);
+}
+
+TEST_F(ManagerTest, DeletingAnAssignedPolicyIsAConflict) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  auto r = mgr_->DeletePolicy("balanced");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kConflict);
+  EXPECT_NE(r.error().message.find("web/vda"), std::string::npos);
+  ASSERT_TRUE(mgr_->DeletePolicy("monitor"));
+  EXPECT_EQ(mgr_->DeletePolicy("monitor").error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(ManagerTest, SsdTierNotAvailableIsReported) {
+  ManagerConfig cfg;
+  cfg.ram_budget = 4ull << 30;
+  cfg.ssd_budget = 100ull << 30;
+  mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
+  CreatePolicy("ssd", json{{"ssd-size", "10G"}, {"ssd-dir", "/var/cache/hostcache"}});
+  auto a = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("SSD tier"), std::string::npos);
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda") << "the RAM tier still works";
+  // And the SSD budget is enforced.
+  CreatePolicy("ssd-huge", json{{"ssd-size", "95G"}, {"ssd-dir", "/var/cache/hostcache"}});
+  auto no = mgr_->Assign("web", "vdb", "ssd-huge");
+  ASSERT_FALSE(no);
+  EXPECT_EQ(no.error().code, ErrorCode::kConflict);
+  EXPECT_NE(no.error().message.find("SSD"), std::string::npos);
+}
+
+TEST_F(ManagerTest, EventsTellWhatHappened) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  auto evs = Events();
+  for (const char* want : {"assign", "define", "insert-live", "compliance", "remove-live",
+                           "unassign"}) {
+    EXPECT_NE(std::find(evs.begin(), evs.end(), want), evs.end()) << want;
+  }
+}
+
+}  // namespace
+}  // namespace hc::core

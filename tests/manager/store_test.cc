@@ -1,0 +1,163 @@
+// SqliteStore against real SQLite files in a temporary directory.
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "manager/store/sqlite_store.h"
+
+namespace hc::store {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/hc-store-test.XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/hostcached.db";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::unique_ptr<SqliteStore> Open(SqliteOptions o = {}) {
+    auto s = SqliteStore::Open(path_, 1000, o);
+    EXPECT_TRUE(s) << s.error().message;
+    return s ? std::move(*s) : nullptr;
+  }
+  Assignment A(const std::string& uuid, const std::string& target, const std::string& policy) {
+    return Assignment{uuid, "vm-" + uuid, target, policy, "hc-" + target,
+                      Compliance::kCompliant, "fine", 1, 2};
+  }
+  std::string dir_, path_;
+};
+
+TEST_F(StoreTest, NewDatabaseUsesWalAndHasTheDefaultPolicies) {
+  auto s = Open();
+  EXPECT_EQ(*s->JournalMode(), "wal");
+  auto pols = s->ListPolicies();
+  ASSERT_TRUE(pols);
+  EXPECT_EQ(pols->size(), policy::DefaultPolicies().size());
+  EXPECT_TRUE(s->GetPolicy("balanced"));
+}
+
+TEST_F(StoreTest, SchemaVersionIsRecordedAndANewerOneRefused) {
+  { Open(); }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), SqliteStore::kSchemaVersion);
+  sqlite3_finalize(st);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  auto again = SqliteStore::Open(path_, 1000);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(again.error().message.find("newer"), std::string::npos);
+}
+
+TEST_F(StoreTest, StateSurvivesReopenAndDeletedDefaultsStayDeleted) {
+  {
+    auto s = Open();
+    ASSERT_TRUE(s->DeletePolicy("monitor"));
+    policy::Policy p{"fast", "d", {}};
+    p.rules.ram_size = 1 << 30;
+    ASSERT_TRUE(s->CreatePolicy(p, 5));
+    ASSERT_TRUE(s->PutAssignment(A("u1", "vda", "fast")));
+  }
+  auto s = Open();
+  EXPECT_FALSE(s->GetPolicy("monitor"));
+  auto p = s->GetPolicy("fast");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->rules.ram_size, 1u << 30);
+  auto as = s->ListAssignments();
+  ASSERT_EQ(as->size(), 1u);
+  EXPECT_EQ((*as)[0].state, Compliance::kCompliant);
+  EXPECT_EQ((*as)[0].reason, "fine");
+}
+
+TEST_F(StoreTest, DuplicatesMissingAndInUse) {
+  auto s = Open();
+  policy::Policy p{"balanced", "", {}};
+  auto dup = s->CreatePolicy(p, 1);
+  ASSERT_FALSE(dup);
+  EXPECT_EQ(dup.error().code, ErrorCode::kAlreadyExists);
+  p.name = "nope";
+  EXPECT_EQ(s->UpdatePolicy(p, 1).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(s->DeletePolicy("nope").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(s->PutAssignment(A("u", "vda", "nope")).error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(s->PutAssignment(A("u", "vda", "balanced")));
+  auto del = s->DeletePolicy("balanced");
+  ASSERT_FALSE(del);
+  EXPECT_EQ(del.error().code, ErrorCode::kConflict) << del.error().message;
+  EXPECT_TRUE(s->GetPolicy("balanced"));
+  EXPECT_EQ(s->DeleteAssignment("u", "vdz").error().code, ErrorCode::kNotFound);
+  EXPECT_TRUE(s->DeleteAssignment("u", "vda"));
+  EXPECT_TRUE(s->DeletePolicy("balanced"));
+}
+
+TEST_F(StoreTest, HostileStringsAreDataNotSql) {
+  auto s = Open();
+  const std::string evil = "x'); DROP TABLE policies;--";
+  ASSERT_TRUE(s->PutAssignment(Assignment{evil, evil, "vda", "balanced", "hc-vda",
+                                          Compliance::kUnknown, evil, 1, 1}));
+  auto a = s->GetAssignment(evil, "vda");
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ((*a)->vm_name, evil);
+  EXPECT_EQ(s->ListPolicies()->size(), policy::DefaultPolicies().size());
+  ASSERT_TRUE(s->AppendEvent(Event{0, 1, "info", evil, "vda", "x", evil}));
+  auto evs = s->ListEvents(0, 10, evil);
+  ASSERT_EQ(evs->size(), 1u);
+  EXPECT_EQ((*evs)[0].message, evil);
+}
+
+TEST_F(StoreTest, StatisticsAreBoundedPerDisk) {
+  SqliteOptions o;
+  o.max_samples = 5;
+  auto s = Open(o);
+  for (int i = 0; i < 12; i++) {
+    ASSERT_TRUE(s->AppendStats("u", "vda", StatSample{1000 + i, json{{"read-hits", i}}}));
+    ASSERT_TRUE(s->AppendStats("u", "vdb", StatSample{1000 + i, json{{"read-hits", 100 + i}}}));
+  }
+  auto a = s->ListStats("u", "vda", 100);
+  ASSERT_EQ(a->size(), 5u);
+  EXPECT_EQ(a->front().time_ms, 1007);
+  EXPECT_EQ(a->back().time_ms, 1011);
+  EXPECT_EQ(a->back().counters["read-hits"], 11);
+  auto last2 = s->ListStats("u", "vdb", 2);
+  ASSERT_EQ(last2->size(), 2u);
+  EXPECT_EQ(last2->front().counters["read-hits"], 110);
+  EXPECT_TRUE(s->DeleteStats("u", "vda"));
+  EXPECT_TRUE(s->ListStats("u", "vda", 100)->empty());
+  EXPECT_EQ(s->ListStats("u", "vdb", 100)->size(), 5u);
+}
+
+TEST_F(StoreTest, EventsAreBoundedAndNewestFirst) {
+  SqliteOptions o;
+  o.max_events = 10;
+  auto s = Open(o);
+  for (int i = 0; i < 25; i++) {
+    ASSERT_TRUE(s->AppendEvent(Event{0, i, "info", i % 2 ? "a" : "b", "", "t",
+                                     "m" + std::to_string(i)}));
+  }
+  auto all = s->ListEvents(0, 100, "");
+  ASSERT_EQ(all->size(), 10u);
+  EXPECT_EQ(all->front().message, "m24");
+  auto since = s->ListEvents(all->at(2).id, 100, "");
+  EXPECT_EQ(since->size(), 2u);
+  auto only_a = s->ListEvents(0, 100, "a");
+  for (const auto& e : *only_a) EXPECT_EQ(e.vm, "a");
+}
+
+TEST_F(StoreTest, UnwritableLocationIsAClearError) {
+  auto s = SqliteStore::Open("/proc/hostcache/nope.db", 1);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("/proc/hostcache/nope.db"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace hc::store
