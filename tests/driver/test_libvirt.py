@@ -19,6 +19,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
@@ -209,7 +210,6 @@ def _workload_rounds(console):
 
 def _wait_rounds(console, n, lv, dom, timeout=90):
     start = len(_workload_rounds(L.console_text(console)))
-    import time
     deadline = time.monotonic() + timeout
     while len(_workload_rounds(L.console_text(console))) < start + n:
         T.check(time.monotonic() < deadline,
