@@ -12,7 +12,10 @@ Proves the recipes of docs/LIBVIRT.md that hostcached copies:
   (blockdev-reopen), live removal; data intact throughout
 - what libvirt reports (taints, events) and refuses (block jobs) with a
   filter in place; disk-only snapshots still work
-- virsh migrate --live between two private libvirtds, filter in the XML
+- virsh migrate --live between two private libvirtds: the filter in the
+  XML travels (write-back data written back at inactivation); a filter
+  inserted live does not, unless the destination XML (--xml) or the
+  destination's qemu hook adds it
 """
 
 import hashlib
@@ -474,28 +477,31 @@ def test_migrate_live_between_two_libvirtds():
 _MIGRATE_HOOK = """#!/usr/bin/python3
 # /etc/libvirt/hooks/qemu of the destination: argv = domain, operation,
 # sub-operation, extra; for 'migrate begin' the incoming domain XML is on
-# stdin and whatever is printed replaces it.  Must not call libvirt.
+# stdin and what is printed replaces it (nothing printed: unchanged).
+# Must not call libvirt.  Acts on domains whose name has 'hook' in it.
 import sys
 sys.path.insert(0, {lib!r})
 dom, op, sub = sys.argv[1:4]
 with open({log!r}, 'a') as f:
     f.write(' '.join(sys.argv[1:]) + '\\n')
-if op == 'migrate' and sub == 'begin':
+if op == 'migrate' and sub == 'begin' and 'hook' in dom:
     import hclibvirt as L
     xml = sys.stdin.read()
-    tops = L.predict_top_nodes(xml)
-    sys.stdout.write(L.add_hostcache_xml(xml, [{{
-        'alias': 'ua-disk0', 'node': 'hc-vda', 'file': tops['ua-disk0'],
-        'opts': {{'mode': 'write-through'}}}}]))
+    if 'hostcache' not in xml:
+        tops = L.predict_top_nodes(xml)
+        sys.stdout.write(L.add_hostcache_xml(xml, [{{
+            'alias': 'ua-disk0', 'node': 'hc-vda',
+            'file': tops['ua-disk0'], 'opts': {{'mode': 'write-through'}}}}]))
 """
 
 
-def test_migrate_hook_places_filter_on_destination():
-    """A filter inserted live is not in the domain XML, so a migration
-    leaves it behind (the destination runs without it; the source wrote
-    its dirty data back at inactivation).  The destination's qemu hook
-    ('migrate begin' rewrites the incoming XML) puts it back."""
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+def test_migrate_live_inserted_filter():
+    """A filter inserted with QMP is not in the domain XML.  A plain
+    migration leaves it behind (the destination runs without it; the
+    source wrote its dirty data back at inactivation).  A destination XML
+    (--xml) or the destination's qemu hook ('migrate begin' rewrites the
+    incoming XML) puts it on the destination.  No guest OS needed: the
+    data goes through the device with HMP qemu-io."""
     wd = T.tmpdir('hclv-')
     lo = 20000 + (os.getpid() % 400) * 100
     hook_log = os.path.join(wd, 'hook.log')
@@ -504,35 +510,44 @@ def test_migrate_hook_places_filter_on_destination():
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
     b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99),
                   hooks={'qemu': hook})
-    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
-    console = os.path.join(wd, 'console.txt')
-    dom = 'hc-hook'
-    a.define(L.domain_xml(dom, [L.Disk(img)], console=console,
-                          memory_mib=128, guest_cmdline='hc.job=hold'))
-    a.start_domain(dom)
-    L.wait_console(console, '^HC-READY', lv=a, dom=dom)
-    L.insert_live(a, dom, 'ua-disk0', 'hc-vda', mode='write-back',
-                  max_dirty_age_ms=3600000)
-    out = a.qemu_io(dom, 'ua-disk0', 'write -P 0x77 8M 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
-    T.check('hostcache' not in a.dumpxml(dom), 'filter in the live XML')
+    imgs = {}
+    for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
+        imgs[dom] = T.make_file(os.path.join(wd, f'{dom}.raw'), 16 * MiB,
+                                pattern=0)
+        a.define(L.domain_xml(dom, [L.Disk(imgs[dom])], memory_mib=64))
+        a.start_domain(dom)
+        L.insert_live(a, dom, 'ua-disk0', 'hc-vda', mode='write-back',
+                      max_dirty_age_ms=3600000)
+        out = a.qemu_io(dom, 'ua-disk0', f'write -P {0x71 + n} 4M 1M')
+        T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+        T.check('hostcache' not in a.dumpxml(dom), 'filter in the live XML')
 
-    L.migrate(a, b, dom)
+    L.migrate(a, b, 'hc-bare')
+    T.check_eq(L.device_root(b, 'hc-bare', 'ua-disk0'), 'libvirt-1-storage',
+               'device root on the destination, plain migration')
+    live = a.virsh('dumpxml', '--migratable', 'hc-xml').stdout
+    L.migrate(a, b, 'hc-xml', dest_xml=L.add_hostcache_xml(live, [{
+        'alias': 'ua-disk0', 'node': 'hc-vda',
+        'file': L.predict_top_nodes(live)['ua-disk0']}]))
+    L.migrate(a, b, 'hc-hook')
     with open(hook_log) as f:
-        T.check(f'{dom} migrate begin' in f.read(), 'hook not run')
-    L.check_placement(b, dom, 'ua-disk0', 'hc-vda', 'libvirt-1-storage',
-                      img)
-    T.check_eq(L.hostcache_stats(b, dom, 'hc-vda')['mode'], 'write-through',
-               'mode from the hook')
-    out = b.qemu_io(dom, 'ua-disk0', 'read -P 0x77 8M 1M')
-    T.check('read 1048576/1048576' in out and 'fail' not in out,
-            f'source write-back data on the destination: {out}')
+        T.check('hc-hook migrate begin' in f.read(), 'hook not run')
+    for dom in ('hc-xml', 'hc-hook'):
+        L.check_placement(b, dom, 'ua-disk0', 'hc-vda', 'libvirt-1-storage',
+                          imgs[dom])
+    T.check_eq(L.hostcache_stats(b, 'hc-hook', 'hc-vda')['mode'],
+               'write-through', 'mode from the hook')
+    for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
+        out = b.qemu_io(dom, 'ua-disk0', f'read -P {0x71 + n} 4M 1M')
+        T.check('read 1048576/1048576' in out and 'fail' not in out,
+                f'{dom}: source write-back data on the destination: {out}')
     a.stop()
     b.stop()
-    with open(img, 'rb') as f:
-        f.seek(8 * MiB)
-        T.check(f.read(MiB) == b'\x77' * MiB, 'image at 8M')
-
+    for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
+        with open(imgs[dom], 'rb') as f:
+            f.seek(4 * MiB)
+            T.check(f.read(MiB) == bytes([0x71 + n]) * MiB,
+                    f'{dom}: image at 4M')
 
 if __name__ == '__main__':
     why = L.unavailable()

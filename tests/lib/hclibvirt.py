@@ -876,7 +876,8 @@ def wait_console(path, pattern, timeout=120, lv=None, dom=None, start=0):
 
 # ---- migration between two private daemons ---------------------------------------
 
-def migrate(src, dst, dom, live=True, unsafe=True, extra=(), timeout=300):
+def migrate(src, dst, dom, live=True, unsafe=True, dest_xml=None, extra=(),
+            timeout=300):
     """virsh migrate from one private libvirtd to another on this machine.
 
     The client (virsh) connects to both daemons (libvirt's default,
@@ -884,11 +885,17 @@ def migrate(src, dst, dom, live=True, unsafe=True, extra=(), timeout=300):
     from dst's migration_ports.  Both see the same image files, which
     libvirt cannot prove to be shared storage: unsafe=True passes
     --unsafe.  The two daemons' host UUIDs differ, which is libvirt's only
-    same-host check.
+    same-host check.  dest_xml: the domain XML the destination starts
+    from (--xml, VIR_MIGRATE_PARAM_DEST_XML).
     """
     args = ['migrate', *(['--live'] if live else []),
-            *(['--unsafe'] if unsafe else []), *extra, dom, dst.uri,
-            '--migrateuri', 'tcp://127.0.0.1']
+            *(['--unsafe'] if unsafe else []), *extra]
+    if dest_xml is not None:
+        path = os.path.join(src.dir, f'dest-{time.monotonic_ns()}.xml')
+        with open(path, 'w') as f:
+            f.write(dest_xml)
+        args += ['--xml', path]
+    args += [dom, dst.uri, '--migrateuri', 'tcp://127.0.0.1']
     r = src.virsh(*args, timeout=timeout)
     dst._remember_qemu(dom)
     return r
