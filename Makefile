@@ -54,3 +54,18 @@ clean:
 
 distclean:
 	rm -rf $(BUILD)
+
+# make soak: the long runs of the crash-safety tests.  SOAK_CYCLES SIGKILL
+# cycles of the write-back crash oracle, then the other write-back tests
+# with HC_SOAK=10 (ten times the rounds, durations and sizes), under
+# SOAK_SEEDS different seeds.  Each run prints its seed (HC_SEED repeats it).
+SOAK_CYCLES ?= 200
+SOAK_SEEDS  ?= 3
+
+soak: all
+	HC_CRASH_CYCLES=$(SOAK_CYCLES) HC_CRASH_SECONDS=4 \
+	  /usr/bin/python3 tests/driver/test_writeback.py crash
+	for i in $$(seq $(SOAK_SEEDS)); do \
+	  HC_CRASH_CYCLES=10 HC_SOAK=10 \
+	    /usr/bin/python3 tests/driver/test_writeback.py || exit 1; \
+	done
