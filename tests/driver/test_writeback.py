@@ -16,8 +16,9 @@ Every byte a test writes is a function of (write id, absolute offset)
 that put it there, or to the initial content.
 
 Environment: HC_SEED (repeat a run), HC_CRASH_CYCLES (crash cycles, default
-5), HC_CRASH_SECONDS (longest run before the kill, default 2.5), HC_SOAK
-(a factor for the other long-running parts, default 1; `make soak` sets it).
+7: each configuration once), HC_CRASH_SECONDS (longest run before the kill,
+default 2.5), HC_SOAK (a factor for the other long-running parts, default 1;
+`make soak` sets it).
 """
 
 import hashlib
@@ -33,14 +34,14 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM, QMP,  # noqa
-                    Fio, HostcacheExport, QMPError, check,
+                    Fio, HostcacheExport, QMPError, StorageDaemon, check,
                     check_eq, main, make_file, node_stats, pread_file, qemu_io,
                     read_dumps, run, tmpdir, wait_for_path)
 from nbdclient import NBDClient, NBDError  # noqa: E402
 
 WORK = tmpdir('hcwb-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
-CRASH_CYCLES = int(os.environ.get('HC_CRASH_CYCLES', 5))
+CRASH_CYCLES = int(os.environ.get('HC_CRASH_CYCLES', 7))   # each variant
 CRASH_SECONDS = float(os.environ.get('HC_CRASH_SECONDS', 2.5))
 SOAK = int(os.environ.get('HC_SOAK', 1))
 EIO = 5
@@ -65,6 +66,28 @@ def wb_export(d, img=None, origin=None, **hc):
         except ConnectionRefusedError:
             if attempt == 2:
                 raise
+
+
+class IothreadExport(HostcacheExport):
+    """HostcacheExport whose NBD export (and so both nodes) runs in an
+    iothread: requests, the destager and QMP's main loop in two threads."""
+
+    def __init__(self, workdir, img, hc, name='qsd'):
+        self.qsd = StorageDaemon(workdir, name=name)
+        self.qmp = self.qsd.qmp
+        self.qmp.cmd('object-add', **{'qom-type': 'iothread', 'id': 'io0'})
+        self.qmp.cmd('blockdev-add', driver='file', filename=img,
+                     discard='unmap', **{'node-name': 'origin'})
+        self.hc = {'discard': 'unmap', **hc}
+        self.qmp.cmd('blockdev-add', driver='hostcache', file='origin',
+                     **{'node-name': 'hc0', **self.hc})
+        self.sock = os.path.join(workdir, 'hc0.nbd')
+        self.qmp.cmd('nbd-server-start',
+                     addr={'type': 'unix', 'data': {'path': self.sock}})
+        self.qmp.cmd('block-export-add', type='nbd', id='hc0', name='hc0',
+                     writable=True, iothread='io0', **{'node-name': 'hc0'})
+        self.opts = (f'driver=nbd,server.type=unix,server.path={self.sock},'
+                     f'export=hc0')
 
 
 def connect(hx):
@@ -129,15 +152,24 @@ CRASH_VARIANTS = [
      'block-size': 64 * KiB, 'seq-cutoff': 128 * KiB},
     {'ram-size': 4 * MiB, 'max-dirty': 64 * KiB, 'max-dirty-age-ms': 1000,
      'block-size': 16 * KiB},
+    {'ram-size': 1 * MiB, 'max-dirty': 256 * KiB, 'max-dirty-age-ms': 20,
+     'seq-cutoff': 64 * KiB, 'iothread': True},
+    {'ram-size': 8 * MiB, 'max-dirty-age-ms': 5000, 'block-size': 8 * KiB,
+     'iothread': True},
 ]
 
 
 class Write:
-    __slots__ = ('wid', 'off', 'end', 'fua', 'sent', 'ack', 'err')
+    """A write (or, with zero, a write-zeroes) the crash writer sent."""
+    __slots__ = ('wid', 'off', 'end', 'fua', 'zero', 'sent', 'ack', 'err')
 
-    def __init__(self, wid, off, end, fua, sent):
+    def __init__(self, wid, off, end, fua, sent, zero=False):
         self.wid, self.off, self.end, self.fua = wid, off, end, fua
+        self.zero = zero
         self.sent, self.ack, self.err = sent, None, None
+
+    def data(self, pat, a, b):
+        return bytes(b - a) if self.zero else pat.data(self.wid, a, b)
 
 
 class Flush:
@@ -153,10 +185,11 @@ class CrashWriter:
     overlap, so the writes covering any byte are totally ordered."""
 
     def __init__(self, client, rng, pat, size, qd, p_flush=0.04,
-                 p_read=0.08, p_fua=0.08):
+                 p_read=0.08, p_fua=0.08, p_zero=0.0):
         self.c, self.rng, self.pat, self.size, self.qd = (client, rng, pat,
                                                            size, qd)
         self.p_flush, self.p_read, self.p_fua = p_flush, p_read, p_fua
+        self.p_zero = p_zero
         self.clock = 0
         self.writes, self.flushes = [], []
         self.model = bytearray()        # newest acknowledged data
@@ -223,10 +256,14 @@ class CrashWriter:
         else:
             wid = len(self.writes) + 1
             fua = rng.random() < self.p_fua
-            w = Write(wid, a, b, fua, self.tick())
+            zero = rng.random() < self.p_zero
+            w = Write(wid, a, b, fua, self.tick(), zero)
             self.writes.append(w)
-            data = self.pat.data(wid, a, b)
-            h = self.c.submit_write(a, data, fua=fua)
+            if zero:
+                h = self.c.submit_write_zeroes(a, b - a, fua=fua,
+                                               no_hole=rng.random() < 0.5)
+            else:
+                h = self.c.submit_write(a, self.pat.data(wid, a, b), fua=fua)
             self.ops[h] = w
         self.busy[h] = (a, b)
         return True
@@ -241,8 +278,7 @@ class CrashWriter:
             if err:
                 self.errors.append(f'write {op.wid} failed: errno {err}')
             else:
-                self.model[op.off:op.end] = self.pat.data(op.wid, op.off,
-                                                          op.end)
+                self.model[op.off:op.end] = op.data(self.pat, op.off, op.end)
         elif isinstance(op, Flush):
             op.done, op.err = t, err
             if err:
@@ -303,8 +339,8 @@ def check_crash_image(wr, pat, initial, final):
             di = max((i for i, w in enumerate(cov) if durable(w)),
                      default=-1)
             allowed = ([('initial', initial[a:b])] if di < 0 else
-                       [(cov[di], pat.data(cov[di].wid, a, b))])
-            allowed += [(w, pat.data(w.wid, a, b)) for w in cov[di + 1:]]
+                       [(cov[di], cov[di].data(pat, a, b))])
+            allowed += [(w, w.data(pat, a, b)) for w in cov[di + 1:]]
             match = next((i for i, (_, d) in enumerate(allowed) if d == got),
                          None)
             if match is not None:
@@ -321,9 +357,9 @@ def check_crash_image(wr, pat, initial, final):
             if got == initial[a:b]:
                 who = 'the initial content'
             for w in cov:
-                if pat.data(w.wid, a, b) == got:
+                if w.data(pat, a, b) == got:
                     who = (f'write {w.wid} (sent {w.sent}, acked {w.ack}, '
-                           f'fua {w.fua})')
+                           f'fua {w.fua}, zero {w.zero})')
             dw = cov[di] if di >= 0 else None
             problems.append(
                 f'bytes {a}..{b}: hold {who}; durable: '
@@ -348,9 +384,14 @@ def crash_cycle(cycle, seed):
     with open(img, 'wb') as f:
         f.write(initial)
     pat = Pattern(rng, size)
-    hx = wb_export(d, img, **variant)
+    hc = {k: v for k, v in variant.items() if k != 'iothread'}
+    if variant.get('iothread'):
+        hx = IothreadExport(d, img, {'mode': 'write-back', **hc})
+    else:
+        hx = wb_export(d, img, **hc)
     c = connect(hx)
-    wr = CrashWriter(c, rng, pat, size, qd=rng.choice([1, 2, 4, 8, 16]))
+    wr = CrashWriter(c, rng, pat, size, qd=rng.choice([1, 2, 4, 8, 16]),
+                     p_zero=0.05)
     wr.model[:] = initial
     th = threading.Thread(target=wr.run, daemon=True)
     kill_after = rng.uniform(0.3, CRASH_SECONDS)
@@ -397,6 +438,7 @@ def oracle_self_test(wr, pat, initial, final):
     for w in reversed(wr.writes):
         a = (w.off + 511) // 512 * 512
         if (w.ack and w.ack < done and a + 512 <= w.end and
+                not w.zero and
                 final[a:a + 512] == pat.data(w.wid, a, a + 512)):
             bad = final[:a] + initial[a:a + 512] + final[a + 512:]
             try:
@@ -1229,7 +1271,7 @@ class VM:
 
     IO = 'qemu-io -d /machine/peripheral/disk0/virtio-backend'
 
-    def __init__(self, d, name, img, extra=(), disk=True):
+    def __init__(self, d, name, img, extra=(), disk=True, origin=None):
         self.qmp_path = os.path.join(d, f'{name}.qmp')
         self.out_path = os.path.join(d, f'{name}.out')
         self.out = open(self.out_path, 'w')
@@ -1238,8 +1280,8 @@ class VM:
         argv = [QEMU_SYSTEM, '-M', 'pc', '-accel', 'tcg', '-nodefaults',
                 '-display', 'none', '-m', '64', '-S',
                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
-                '-blockdev', json.dumps({'driver': 'file', 'filename': img,
-                                         'node-name': 'origin'}),
+                '-blockdev', json.dumps({'node-name': 'origin', **(origin or {
+                    'driver': 'file', 'filename': img})}),
                 '-blockdev', json.dumps(hc)]
         if disk:
             argv += ['-device', 'virtio-blk-pci,drive=hc0,id=disk0']
@@ -1385,6 +1427,41 @@ def test_migration_cancelled_or_failed():
                  'origin after the source quit')
     finally:
         src.stop()
+
+
+
+def test_migration_fails_when_origin_cannot_be_written():
+    # The origin refuses every write: the source cannot write back, so the
+    # migration must fail (a destination would read old data) and the
+    # source keeps the data, readable
+    d = subdir('migerr')
+    img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
+    before = pread_file(img, 0, 64 * KiB)
+    origin = {'driver': 'blkdebug', 'image': {'driver': 'file',
+                                              'filename': img},
+              'inject-error': [{'event': 'none', 'iotype': 'write',
+                                'errno': EIO}]}
+    src = VM(d, 'src', img, origin=origin)
+    dst = None
+    try:
+        src.io('write -P 0x5a 0 64k')
+        check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
+        dst = VM(d, 'dst', img, ['-incoming', 'defer'])
+        migrate(src, dst, d, caps=['return-path'])
+        st = migration_end(src)
+        check(st['status'] != 'completed', 'migration completed although '
+              'the dirty data could not be written back')
+        print(f'  migration: {st["status"]}: {st.get("error-desc")}')
+        dst.stop()
+        check(src.qmp.cmd('query-block')[0]['inserted']['active'],
+              'source node not active after the failed migration')
+        check(src.stats()['dirty-bytes'] > 0, 'dirty data gone')
+        read_ok(src, 'read -P 0x5a 0 64k')
+        check_eq(pread_file(img, 0, 64 * KiB), before, 'origin')
+    finally:
+        src.stop()
+        if dst:
+            dst.stop()
 
 
 if __name__ == '__main__':
