@@ -86,6 +86,8 @@ struct HcEngine {
     uint64_t tick;
 
     HcOp *ops;                  /* in-flight fills and writes */
+    HcEvictFn *evict_cb;        /* demotion hook, or NULL */
+    void *evict_opaque;
 
     HcDirtyRec *dq;             /* destage queue ring, [dq_cap] */
     size_t dq_cap, dq_head, dq_len;
@@ -360,9 +362,18 @@ static bool hc_evict_one(HcEngine *e)
     if (s == HC_NIL) {
         return false;
     }
+    if (e->evict_cb) {
+        e->evict_cb(e->evict_opaque, e->ent[s].blk, hc_slot_data(e, s));
+    }
     hc_slot_release(e, s);
     e->stats.evictions++;
     return true;
+}
+
+void hc_engine_set_evict_cb(HcEngine *e, HcEvictFn *fn, void *opaque)
+{
+    e->evict_cb = fn;
+    e->evict_opaque = opaque;
 }
 
 /* Get a free slot with its chunk allocated, evicting if needed. */
@@ -543,9 +554,12 @@ static int hc_shrink(HcEngine *e, uint32_t n)
         hc_slot_move(e, from, to);
     }
     if (ret == 0) {
+        uint32_t nchunks = (n + (1u << e->cshift) - 1) >> e->cshift;
+
         e->nslots = n;
         e->next_unused = e->next_unused < n ? e->next_unused : n;
-        hc_chunks_free_from(e, (n + (1u << e->cshift) - 1) >> e->cshift);
+        hc_chunks_free_from(e, nchunks);
+        e->nchunks = nchunks;   /* the array keeps its size; only use shrinks */
         ne = realloc(e->ent, (size_t)n * sizeof(*ne));
         if (ne) {
             e->ent = ne;
@@ -567,13 +581,16 @@ static int hc_grow(HcEngine *e, uint32_t n)
     }
     e->ent = ne;
     memset(&ne[e->nslots], 0, (size_t)(n - e->nslots) * sizeof(*ne));
-    nc = realloc(e->chunk, (size_t)nchunks * sizeof(*nc));
-    if (!nc) {
-        return -ENOMEM;
+    if (nchunks > e->nchunks) {
+        nc = realloc(e->chunk, (size_t)nchunks * sizeof(*nc));
+        if (!nc) {
+            return -ENOMEM;
+        }
+        memset(&nc[e->nchunks], 0,
+               (size_t)(nchunks - e->nchunks) * sizeof(*nc));
+        e->chunk = nc;
+        e->nchunks = nchunks;
     }
-    memset(&nc[e->nchunks], 0, (size_t)(nchunks - e->nchunks) * sizeof(*nc));
-    e->chunk = nc;
-    e->nchunks = nchunks;
     e->nslots = n;
     return 0;
 }

@@ -90,6 +90,7 @@ typedef struct HcStats {
     uint64_t admissions, admissions_refused, evictions, invalidations;
     uint64_t seq_bypasses, stale_fills, origin_errors;
     uint64_t destaged, destage_errors;
+    uint64_t ssd_hits, ssd_hit_bytes, ssd_demotions, ssd_corrupt, ssd_errors;
     HcLatency hit_lat, miss_lat, flush_lat;
 } HcStats;
 
@@ -155,6 +156,14 @@ bool hc_admit_miss(HcEngine *e, uint64_t blk);
  * The returned block is marked recently used.
  */
 void *hc_insert(HcEngine *e, uint64_t blk);
+
+/*
+ * Called with a clean block's data just before its slot is reused by an
+ * eviction (to demote it to a lower tier).  The callback must not call
+ * into the engine other than hc_op_fill_begin().
+ */
+typedef void HcEvictFn(void *opaque, uint64_t blk, const void *data);
+void hc_engine_set_evict_cb(HcEngine *e, HcEvictFn *fn, void *opaque);
 
 /* Drop every cached block in [first, end).  Returns how many were dropped. */
 uint64_t hc_invalidate(HcEngine *e, uint64_t first, uint64_t end);

@@ -36,7 +36,9 @@
 #include "qapi/util.h"
 #include "qemu/error-report.h"
 #include "qemu/memalign.h"
+#include "qemu/bitops.h"
 #include "qemu/coroutine.h"
+#include "qemu/cutils.h"
 #include "qemu/module.h"
 #include "qemu/option.h"
 #include "qemu/thread.h"
@@ -46,6 +48,7 @@
 #include "trace.h"
 
 #include "hc-engine.h"
+#include "hc-ssd.h"
 
 /* Defaults; see docs/DRIVER.md for the measurements behind them. */
 #define HOSTCACHE_DEFAULT_MODE          HOSTCACHE_MODE_WRITE_THROUGH
@@ -67,12 +70,19 @@
 #define HOSTCACHE_OPT_SEQ_CUTOFF    "seq-cutoff"
 #define HOSTCACHE_OPT_MAX_DIRTY     "max-dirty"
 #define HOSTCACHE_OPT_DIRTY_AGE     "max-dirty-age-ms"
+#define HOSTCACHE_OPT_ORIGIN_ID     "origin-id"
+
+/* Evicted blocks waiting to be written to the SSD tier, at most. */
+#define HOSTCACHE_DEMOTE_MAX        1024
+/* Demotions written per round, before their slot-table sectors. */
+#define HOSTCACHE_DEMOTE_BATCH      32
 
 typedef struct HostcacheOpts {
     HostcacheMode mode;
     HcConfig cfg;
     uint64_t max_dirty;         /* bytes */
     uint64_t dirty_age_ns;
+    char origin_id[HC_SSD_ORIGIN_ID_MAX];   /* "" = origin's filename */
 } HostcacheOpts;
 
 typedef struct BDRVHostcacheState {
@@ -91,9 +101,39 @@ typedef struct BDRVHostcacheState {
     QemuCoSleep destager_sleep; /* where an idle destager sleeps */
     int destage_width;          /* origin writes in flight, adapted (AIMD) */
     uint64_t destage_lat_floor; /* lowest destage latency seen, ns */
+
+    /*
+     * SSD tier (all NULL/false without one).  ssd_on: the tier is used;
+     * false while the node is inactive (migration) or after an SSD error.
+     * Invariant: a block's SSD entry is durably dropped before the block
+     * changes on the origin or becomes dirty in RAM.
+     */
+    BdrvChild *ssd;
+    HcSsd *ssd_idx;
+    bool ssd_on;
+    bool ssd_broken;                /* an SSD I/O error: never use it again */
+    unsigned long *ssd_sec_busy;    /* slot-table sectors being written */
+    QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
+    int ndemotions;
+    bool demoter_running;
 } BDRVHostcacheState;
 
+/* A clean block evicted from RAM, on its way to the SSD tier. */
+typedef struct HostcacheDemotion {
+    uint64_t blk;
+    HcOp op;                    /* a write to blk meanwhile makes it stale */
+    void *buf;
+    QSIMPLEQ_ENTRY(HostcacheDemotion) next;
+} HostcacheDemotion;
+
 static void hostcache_wake_destager(BlockDriverState *bs);
+static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
+                                             Error **errp);
+static int GRAPH_RDLOCK
+hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop);
+static void hostcache_ssd_detach(BDRVHostcacheState *s);
+static void hostcache_evicted(void *opaque, uint64_t blk, const void *data);
+static void hostcache_kick_demoter(BlockDriverState *bs);
 
 static QemuOptsList hostcache_runtime_opts = {
     .name = "hostcache",
@@ -137,6 +177,12 @@ static QemuOptsList hostcache_runtime_opts = {
             .help = "write-back: write back dirty data older than this "
                     "(milliseconds, default 5000)",
         },
+        {
+            .name = HOSTCACHE_OPT_ORIGIN_ID,
+            .type = QEMU_OPT_STRING,
+            .help = "identity of the origin recorded in the SSD tier "
+                    "(default: the origin's filename)",
+        },
         { /* end of list */ }
     },
 };
@@ -179,6 +225,7 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
     QemuOpts *opts = qemu_opts_create(&hostcache_runtime_opts, NULL, 0,
                                       &error_abort);
     uint64_t block_size, admit_after, dirty_age_ms;
+    const char *str;
     char err[256];
     bool ok = false;
 
@@ -229,6 +276,13 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
         goto out;
     }
     dest->dirty_age_ns = dirty_age_ms * SCALE_MS;
+    str = qemu_opt_get(opts, HOSTCACHE_OPT_ORIGIN_ID);
+    if (str && strlen(str) >= sizeof(dest->origin_id)) {
+        error_setg(errp, "hostcache: origin-id is longer than %zu bytes",
+                   sizeof(dest->origin_id) - 1);
+        goto out;
+    }
+    pstrcpy(dest->origin_id, sizeof(dest->origin_id), str ? str : "");
     ok = true;
 out:
     qemu_opts_del(opts);
@@ -238,6 +292,7 @@ out:
 static int GRAPH_UNLOCKED
 hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
 {
+    ERRP_GUARD();
     BDRVHostcacheState *s = bs->opaque;
     char err[256];
     int ret;
@@ -247,6 +302,7 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     /* First: attaching the child already drains us (drain_begin/end). */
     qemu_mutex_init(&s->lock);
     s->destage_width = 4;
+    QSIMPLEQ_INIT(&s->demotions);
 
     ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
     if (ret < 0) {
@@ -255,23 +311,59 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     if (!hostcache_absorb_opts(&s->opts, options, errp)) {
         return -EINVAL;
     }
+    s->ssd = bdrv_open_child(NULL, options, "ssd", bs, &child_of_bds,
+                             BDRV_CHILD_METADATA, true, errp);
+    if (*errp) {
+        return -EINVAL;
+    }
     s->eng = hc_engine_new(&s->opts.cfg, err, sizeof(err));
     if (!s->eng) {
         error_setg(errp, "hostcache: %s", err);
-        return -ENOMEM;
+        ret = -ENOMEM;
+        goto fail;
     }
 
-    GRAPH_RDLOCK_GUARD_MAINLOOP();
-
+    bdrv_graph_rdlock_main_loop();
     bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED |
         (BDRV_REQ_FUA & bs->file->bs->supported_write_flags);
     bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED |
         ((BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK) &
             bs->file->bs->supported_zero_flags);
+    ret = 0;
+    if (s->ssd && bdrv_is_read_only(s->ssd->bs)) {
+        error_setg(errp, "hostcache: the ssd node '%s' is read-only; the SSD "
+                   "tier must be writable", bdrv_get_node_name(s->ssd->bs));
+        ret = -EINVAL;
+    } else if (s->ssd && !(flags & BDRV_O_INACTIVE)) {
+        /* An inactive node (incoming migration) attaches on activation. */
+        ret = hostcache_ssd_attach(bs, s->opts.mode ==
+                                   HOSTCACHE_MODE_PASS_THROUGH, errp);
+    }
+    bdrv_graph_rdunlock_main_loop();
+    if (ret < 0) {
+        goto fail;
+    }
+    if (s->ssd) {
+        hc_engine_set_evict_cb(s->eng, hostcache_evicted, bs);
+    }
 
     trace_hostcache_open(bs, HostcacheMode_str(s->opts.mode),
                          s->opts.cfg.ram_size, s->opts.cfg.block_size);
     return 0;
+
+fail:
+    if (s->ssd_idx) {
+        hostcache_ssd_detach(s);
+    }
+    hc_engine_free(s->eng);
+    s->eng = NULL;
+    if (s->ssd) {
+        bdrv_graph_wrlock();
+        bdrv_unref_child(bs, s->ssd);
+        bdrv_graph_wrunlock();
+        s->ssd = NULL;
+    }
+    return ret;
 }
 
 /*
@@ -324,8 +416,15 @@ static void hostcache_close(BlockDriverState *bs)
         error_reportf_err(local_err, "hostcache: closing '%s' loses data: ",
                           bdrv_get_node_name(bs));
     }
+    if (s->ssd_idx && !s->ssd_broken &&
+        !(bs->open_flags & BDRV_O_INACTIVE)) {
+        hostcache_ssd_write_super(bs, HC_SSD_STATE_CLEAN, false);
+    }
     bdrv_graph_rdunlock_main_loop();
-    assert(!s->destager_running);
+    assert(!s->destager_running && !s->demoter_running);
+    if (s->ssd_idx) {
+        hostcache_ssd_detach(s);
+    }
 
     hc_engine_free(s->eng);
     s->eng = NULL;
@@ -396,6 +495,18 @@ static void hostcache_reopen_commit(BDRVReopenState *state)
     }
     s->opts = *opts;
     qemu_mutex_unlock(&s->lock);
+
+    if (s->ssd_idx && !s->ssd_broken) {
+        GRAPH_RDLOCK_GUARD_MAINLOOP();
+
+        if (opts->mode == HOSTCACHE_MODE_PASS_THROUGH && s->ssd_on) {
+            s->ssd_on = false;
+            hostcache_ssd_write_super(state->bs, HC_SSD_STATE_OPEN, true);
+        } else if (opts->mode != HOSTCACHE_MODE_PASS_THROUGH) {
+            s->ssd_on = !s->ssd_broken;
+        }
+    }
+    hostcache_kick_demoter(state->bs);      /* a shrink evicted blocks */
 
     trace_hostcache_reopen(state->bs, HostcacheMode_str(s->opts.mode),
                            s->opts.cfg.ram_size);
@@ -489,6 +600,20 @@ hostcache_fill(BlockDriverState *bs, uint64_t first, uint64_t end,
     ret = bdrv_co_pread(bs->file, a, z - a, bounce, 0);
     if (ret == 0) {
         qemu_iovec_from_buf(qiov, qiov_offset, bounce + (pos - a), n);
+    } else if (a != pos || z != pos + n) {
+        /*
+         * The whole blocks could not be read, but the guest asked for less:
+         * a bad sector outside its range must not fail it.  Nothing of this
+         * is cached.
+         */
+        ret = bdrv_co_preadv_part(bs->file, pos, n, qiov, qiov_offset, 0);
+        if (ret == 0) {
+            qemu_mutex_lock(&s->lock);
+            hc_op_end(s->eng, &op);
+            qemu_mutex_unlock(&s->lock);
+            trace_hostcache_fill(bs, first, end, true, -EIO);
+            goto out;
+        }
     }
 
 end_op:
@@ -523,6 +648,577 @@ out:
         g_free(admit);
     }
     return ret;
+}
+
+/*
+ * SSD tier
+ * --------
+ * Clean blocks evicted from RAM are written ("demoted") to the ssd child in
+ * the background and found there again on a RAM miss ("promoted" back).
+ * The slot table is persistent (hc-ssd.c, docs/SSD-FORMAT.md), so a restart
+ * after a clean close or a crash serves what is there; every slot read is
+ * checked against its CRC.  A block's SSD entry is dropped, durably (FUA),
+ * before the block changes on the origin or becomes dirty in RAM.
+ */
+
+/* Report an SSD I/O error once and stop using the tier (lock held). */
+static void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
+                                      const char *what)
+{
+    BDRVHostcacheState *s = bs->opaque;
+
+    hc_engine_stats(s->eng)->ssd_errors++;
+    s->ssd_broken = true;
+    if (s->ssd_on) {
+        s->ssd_on = false;
+        error_report("hostcache '%s': %s on the SSD tier failed (%s); "
+                     "continuing with the RAM tier only",
+                     bdrv_get_node_name(bs), what, strerror(-ret));
+    }
+}
+
+/* Write slot-table sector sec (FUA) unless the device already has it. */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = NULL;
+
+    for (;;) {
+        uint64_t gen;
+        int ret;
+
+        qemu_mutex_lock(&s->lock);
+        gen = hc_ssd_sector_gen(s->ssd_idx, sec);
+        if (!s->ssd_on || hc_ssd_sector_disk_gen(s->ssd_idx, sec) >= gen) {
+            qemu_mutex_unlock(&s->lock);
+            return 0;
+        }
+        if (test_bit(sec, s->ssd_sec_busy)) {
+            qemu_mutex_unlock(&s->lock);
+            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 50 * SCALE_US);
+            continue;
+        }
+        set_bit(sec, s->ssd_sec_busy);
+        if (!buf) {
+            buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SECTOR);
+        }
+        hc_ssd_encode_sector(s->ssd_idx, sec, buf);
+        qemu_mutex_unlock(&s->lock);
+
+        ret = bdrv_co_pwrite(s->ssd, hc_ssd_sector_offset(s->ssd_idx, sec),
+                             HC_SSD_SECTOR, buf, BDRV_REQ_FUA);
+
+        qemu_mutex_lock(&s->lock);
+        clear_bit(sec, s->ssd_sec_busy);
+        if (ret == 0) {
+            hc_ssd_sector_written(s->ssd_idx, sec, gen);
+        } else {
+            hostcache_ssd_fail_locked(bs, ret, "writing metadata");
+        }
+        qemu_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+}
+
+/*
+ * Slot-table sectors to persist.  On overflow every sector is visited, but
+ * hostcache_ssd_persist() only writes those changed since their last write.
+ */
+typedef struct HostcacheSectors {
+    uint64_t sec[32];
+    int n;
+    bool overflow;
+} HostcacheSectors;
+
+static void hostcache_note_sector(void *opaque, uint64_t sec)
+{
+    HostcacheSectors *l = opaque;
+
+    for (int i = 0; i < l->n; i++) {
+        if (l->sec[i] == sec) {
+            return;
+        }
+    }
+    if (l->n == ARRAY_SIZE(l->sec)) {
+        l->overflow = true;
+        return;
+    }
+    l->sec[l->n++] = sec;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t n = l->overflow ? hc_ssd_sectors(s->ssd_idx) : l->n;
+
+    for (uint64_t i = 0; i < n; i++) {
+        int ret = hostcache_ssd_persist(bs, l->overflow ? i : l->sec[i]);
+
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Durably forget the SSD copies of blocks [first, end) before they change
+ * on the origin.  An SSD error here disables the tier (see
+ * docs/SSD-FORMAT.md on what that means after a restart).
+ */
+static void coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    HostcacheSectors l = { .n = 0 };
+
+    if (!s->ssd_idx) {
+        return;
+    }
+    qemu_mutex_lock(&s->lock);
+    if (s->ssd_on) {
+        hc_ssd_invalidate_range(s->ssd_idx, first, end, hostcache_note_sector,
+                                &l);
+    }
+    qemu_mutex_unlock(&s->lock);
+    hostcache_ssd_persist_all(bs, &l);
+}
+
+/* Drop blk's SSD copy in memory (lock held); note the sector to persist. */
+static void hostcache_ssd_drop_locked(BDRVHostcacheState *s, uint64_t blk,
+                                      HostcacheSectors *l)
+{
+    uint64_t sec;
+
+    if (s->ssd_on && (sec = hc_ssd_invalidate(s->ssd_idx, blk)) !=
+        HC_SSD_NONE) {
+        hostcache_note_sector(l, sec);
+    }
+}
+
+/* Engine eviction hook (lock held): queue a clean block for the SSD. */
+static void hostcache_evicted(void *opaque, uint64_t blk, const void *data)
+{
+    BlockDriverState *bs = opaque;
+    BDRVHostcacheState *s = bs->opaque;
+    HostcacheDemotion *d;
+
+    if (!s->ssd_on || s->ndemotions >= HOSTCACHE_DEMOTE_MAX ||
+        hc_ssd_lookup(s->ssd_idx, blk, NULL) != HC_SSD_NONE) {
+        return;     /* already there (unchanged since), or too busy */
+    }
+    d = g_new0(HostcacheDemotion, 1);
+    d->buf = qemu_try_memalign(HC_SSD_SECTOR, s->opts.cfg.block_size);
+    if (!d->buf) {
+        g_free(d);
+        return;
+    }
+    d->blk = blk;
+    memcpy(d->buf, data, s->opts.cfg.block_size);
+    hc_op_fill_begin(s->eng, &d->op, blk, blk + 1);
+    QSIMPLEQ_INSERT_TAIL(&s->demotions, d, next);
+    s->ndemotions++;
+}
+
+static void hostcache_demotion_free(HostcacheDemotion *d)
+{
+    qemu_vfree(d->buf);
+    g_free(d);
+}
+
+/*
+ * Write one demoted block to a free (or CLOCK-evicted) SSD slot; note the
+ * slot-table sector to persist.
+ */
+static void coroutine_fn GRAPH_RDLOCK
+hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
+                 HostcacheSectors *secs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s), slot;
+    uint32_t crc = 0;
+    bool valid;
+    int ret = 0;
+
+    qemu_mutex_lock(&s->lock);
+    slot = s->ssd_on ? hc_ssd_alloc(s->ssd_idx) : HC_SSD_NONE;
+    qemu_mutex_unlock(&s->lock);
+    if (slot != HC_SSD_NONE) {
+        crc = hc_crc32c(0, d->buf, bsize);
+        ret = bdrv_co_pwrite(s->ssd, hc_ssd_data_offset(s->ssd_idx, slot),
+                             bsize, d->buf, 0);
+    }
+
+    qemu_mutex_lock(&s->lock);
+    valid = hc_op_end(s->eng, &d->op);
+    if (slot != HC_SSD_NONE) {
+        if (ret == 0 && valid && s->ssd_on) {
+            hostcache_note_sector(secs, hc_ssd_commit(s->ssd_idx, slot,
+                                                      d->blk, crc));
+            hc_engine_stats(s->eng)->ssd_demotions++;
+        } else {
+            hc_ssd_release(s->ssd_idx, slot);
+            if (ret < 0) {
+                hostcache_ssd_fail_locked(bs, ret, "writing a block");
+            }
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+}
+
+static void coroutine_fn GRAPH_UNLOCKED hostcache_demoter(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    BDRVHostcacheState *s = bs->opaque;
+
+    bdrv_graph_co_rdlock();
+    for (;;) {
+        HostcacheDemotion *batch[HOSTCACHE_DEMOTE_BATCH], *d;
+        HostcacheSectors secs = { .n = 0 };
+        int n = 0;
+
+        qemu_mutex_lock(&s->lock);
+        while (n < HOSTCACHE_DEMOTE_BATCH &&
+               (d = QSIMPLEQ_FIRST(&s->demotions))) {
+            QSIMPLEQ_REMOVE_HEAD(&s->demotions, next);
+            s->ndemotions--;
+            batch[n++] = d;
+        }
+        if (!n) {
+            s->demoter_running = false;
+            qemu_mutex_unlock(&s->lock);
+            break;
+        }
+        qemu_mutex_unlock(&s->lock);
+        for (int i = 0; i < n; i++) {
+            hostcache_demote(bs, batch[i], &secs);
+            hostcache_demotion_free(batch[i]);
+        }
+        hostcache_ssd_persist_all(bs, &secs);
+    }
+    bdrv_graph_co_rdunlock();
+    bdrv_dec_in_flight(bs);
+}
+
+static void hostcache_kick_demoter(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    Coroutine *co;
+
+    qemu_mutex_lock(&s->lock);
+    if (s->demoter_running || QSIMPLEQ_EMPTY(&s->demotions)) {
+        qemu_mutex_unlock(&s->lock);
+        return;
+    }
+    s->demoter_running = true;
+    qemu_mutex_unlock(&s->lock);
+    bdrv_inc_in_flight(bs);
+    co = qemu_coroutine_create(hostcache_demoter, bs);
+    aio_co_enter(bdrv_get_aio_context(bs), co);
+}
+
+/* Drop queued demotions (lock held): the SSD tier is going away. */
+static void hostcache_demotions_drop(BDRVHostcacheState *s)
+{
+    HostcacheDemotion *d;
+
+    while ((d = QSIMPLEQ_FIRST(&s->demotions))) {
+        QSIMPLEQ_REMOVE_HEAD(&s->demotions, next);
+        hc_op_end(s->eng, &d->op);
+        hostcache_demotion_free(d);
+    }
+    s->ndemotions = 0;
+}
+
+/*
+ * Read block blk from SSD slot (pinned by the caller, with a fill op
+ * registered); on success copy the guest's part out and promote the block
+ * to RAM.  Returns true if the guest was served.
+ */
+static bool coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
+                   uint32_t crc, HcOp *op, int64_t pos, int64_t n,
+                   QEMUIOVector *qiov, size_t qiov_offset, bool bypass)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    uint8_t *buf = qemu_try_blockalign(s->ssd->bs, bsize);
+    bool ok = false, valid;
+    int ret = -ENOMEM;
+
+    if (buf) {
+        ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, slot),
+                            bsize, buf, 0);
+        ok = ret == 0 && hc_crc32c(0, buf, bsize) == crc;
+    }
+
+    qemu_mutex_lock(&s->lock);
+    hc_ssd_unpin(s->ssd_idx, slot);
+    valid = hc_op_end(s->eng, op);
+    if (ret < 0 && buf) {
+        hostcache_ssd_fail_locked(bs, ret, "reading a block");
+    } else if (ret == 0 && !ok) {
+        /* torn or corrupted: a miss, never a wrong read */
+        hc_engine_stats(s->eng)->ssd_corrupt++;
+        if (hc_ssd_lookup(s->ssd_idx, blk, NULL) == slot) {
+            hc_ssd_invalidate(s->ssd_idx, blk);
+        }
+    }
+    if (ok) {
+        HcStats *st = hc_engine_stats(s->eng);
+        void *ram;
+
+        st->ssd_hits++;
+        st->ssd_hit_bytes += n;
+        if (valid && !bypass && (ram = hc_insert(s->eng, blk))) {
+            memcpy(ram, buf, bsize);
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+    if (ok) {
+        qemu_iovec_from_buf(qiov, qiov_offset, buf + pos % bsize, n);
+        hostcache_kick_demoter(bs);
+    }
+    qemu_vfree(buf);
+    return ok;
+}
+
+/*
+ * Write the superblock (the copy its new generation selects) and flush the
+ * SSD.  With drop, every entry is dropped by moving to a new cache
+ * generation.
+ */
+static int GRAPH_RDLOCK
+hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
+    HcSsdSuper *sb;
+    uint64_t gen;
+    int ret;
+
+    qemu_mutex_lock(&s->lock);
+    sb = hc_ssd_super_mut(s->ssd_idx);
+    if (drop) {
+        sb->cache_gen++;
+        hc_ssd_invalidate_all(s->ssd_idx);
+        hostcache_demotions_drop(s);
+    }
+    sb->state = state;
+    gen = ++sb->generation;
+    hc_ssd_super_encode(sb, buf);
+    qemu_mutex_unlock(&s->lock);
+
+    ret = bdrv_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
+                      buf, 0);
+    if (ret == 0) {
+        ret = bdrv_flush(s->ssd->bs);
+    }
+    if (ret < 0) {
+        qemu_mutex_lock(&s->lock);
+        hostcache_ssd_fail_locked(bs, ret, "writing the superblock");
+        qemu_mutex_unlock(&s->lock);
+    }
+    return ret;
+}
+
+/* Why a valid superblock does not fit this node, or NULL. */
+static const char *hostcache_ssd_mismatch(const HcSsdSuper *sb,
+                                          const HcSsdSuper *want)
+{
+    if (sb->block_size != want->block_size) {
+        return "it was formatted with another block-size";
+    }
+    if (strcmp(sb->origin_id, want->origin_id)) {
+        return "it belongs to another origin";
+    }
+    if (sb->origin_size != want->origin_size) {
+        return "the origin's size changed";
+    }
+    if (sb->data_offset + sb->nslots * sb->block_size > want->dev_size) {
+        return "the ssd node shrank";
+    }
+    return NULL;
+}
+
+/* Format: zero the slot table, then write both superblock copies. */
+static int GRAPH_RDLOCK hostcache_ssd_format(BlockDriverState *bs,
+                                             HcSsdSuper *sb, Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
+    int ret;
+
+    ret = bdrv_pwrite_zeroes(s->ssd, sb->meta_offset,
+                             sb->data_offset - sb->meta_offset, 0);
+    for (int i = 0; i < 2 && ret == 0; i++) {
+        sb->generation++;
+        hc_ssd_super_encode(sb, buf);
+        ret = bdrv_pwrite(s->ssd, (sb->generation % 2) * HC_SSD_SB_SIZE,
+                          HC_SSD_SB_SIZE, buf, 0);
+    }
+    if (ret == 0) {
+        ret = bdrv_flush(s->ssd->bs);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "hostcache: cannot format the ssd node");
+    }
+    return ret;
+}
+
+/*
+ * Attach the SSD tier: recover it, or format it when blank or when its clean
+ * content belongs elsewhere (another origin, block size...).  Marks it in use
+ * (state OPEN).  With drop, its content is dropped (pass-through, or the
+ * origin may have changed: migration).
+ */
+static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
+                                             Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, 1 * MiB);
+    HcSsdSuper want = { .version = HC_SSD_VERSION }, sb;
+    const char *why = NULL;
+    char err[256];
+    int64_t dev_size, origin_size;
+    uint64_t off, end;
+    int ret;
+
+    dev_size = bdrv_getlength(s->ssd->bs);
+    origin_size = bdrv_getlength(bs->file->bs);
+    if (dev_size < 0 || origin_size < 0) {
+        error_setg(errp, "hostcache: cannot get the size of the %s node",
+                   dev_size < 0 ? "ssd" : "origin");
+        return -EIO;
+    }
+    want.block_size = s->opts.cfg.block_size;
+    want.dev_size = dev_size;
+    want.origin_size = origin_size;
+    pstrcpy(want.origin_id, sizeof(want.origin_id),
+            s->opts.origin_id[0] ? s->opts.origin_id : bs->file->bs->filename);
+
+    ret = dev_size < 2 * HC_SSD_SB_SIZE ? -ENOENT :
+        bdrv_pread(s->ssd, 0, 2 * HC_SSD_SB_SIZE, buf, 0);
+    if (ret == 0) {
+        ret = hc_ssd_super_pick(buf, buf + HC_SSD_SB_SIZE, &sb, err,
+                                sizeof(err));
+        if (ret == -EINVAL) {
+            error_setg(errp, "hostcache: %s", err);
+            return ret;
+        }
+    } else if (ret != -ENOENT) {
+        error_setg_errno(errp, -ret, "hostcache: cannot read the ssd node");
+        return ret;
+    }
+    if (ret == 0 && sb.dirty_count) {
+        error_setg(errp, "hostcache: the ssd node holds %" PRIu64 " blocks of "
+                   "origin '%s' not yet written back, which this build "
+                   "cannot replay; nothing was changed", sb.dirty_count,
+                   sb.origin_id);
+        return -EINVAL;
+    }
+    if (ret == 0) {
+        why = hostcache_ssd_mismatch(&sb, &want);
+    }
+    if (ret != 0 || why) {
+        if (why) {
+            info_report("hostcache '%s': reformatting the SSD tier, its clean "
+                        "content is of no use here: %s",
+                        bdrv_get_node_name(bs), why);
+        }
+        sb = want;
+        sb.generation = ret == 0 ? sb.generation : 0;
+        sb.cache_gen = g_random_int();
+        sb.state = HC_SSD_STATE_OPEN;
+        if (hc_ssd_layout(&sb, dev_size, err, sizeof(err)) < 0) {
+            error_setg(errp, "hostcache: %s", err);
+            return -ENOSPC;
+        }
+        ret = hostcache_ssd_format(bs, &sb, errp);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+
+    s->ssd_idx = hc_ssd_new(&sb);
+    if (!s->ssd_idx) {
+        error_setg(errp, "hostcache: cannot allocate the SSD tier's index");
+        return -ENOMEM;
+    }
+    s->ssd_sec_busy = bitmap_new(hc_ssd_sectors(s->ssd_idx));
+    end = sb.data_offset - sb.meta_offset;
+    for (off = 0; off < end && !drop; off += 1 * MiB) {
+        uint64_t len = MIN(1 * MiB, end - off);
+
+        ret = bdrv_pread(s->ssd, sb.meta_offset + off, len, buf, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "hostcache: cannot read the SSD "
+                             "tier's slot table");
+            return ret;
+        }
+        for (uint64_t i = 0; i < len / HC_SSD_SECTOR; i++) {
+            hc_ssd_load_sector(s->ssd_idx, off / HC_SSD_SECTOR + i,
+                               buf + i * HC_SSD_SECTOR);
+        }
+    }
+    hc_ssd_load_done(s->ssd_idx);
+    s->ssd_on = true;
+    ret = hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, drop);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "hostcache: cannot write the SSD tier's "
+                         "superblock");
+        return ret;
+    }
+    s->ssd_on = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
+    return 0;
+}
+
+/* Forget the SSD tier's in-memory state (the device is left as it is). */
+static void hostcache_ssd_detach(BDRVHostcacheState *s)
+{
+    s->ssd_on = false;
+    hostcache_demotions_drop(s);
+    hc_ssd_free(s->ssd_idx);
+    s->ssd_idx = NULL;
+    g_free(s->ssd_sec_busy);
+    s->ssd_sec_busy = NULL;
+}
+
+/*
+ * Read path, lock held on entry and on return: serve block blk (the guest
+ * wants [pos, min(end of blk, end_off))) from the SSD tier if it is there.
+ * Returns true with *n set if served; false to fall back to the origin.
+ */
+static bool coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_try_read(BlockDriverState *bs, uint64_t blk, int64_t pos,
+                       int64_t end_off, QEMUIOVector *qiov, size_t qiov_offset,
+                       bool bypass, int64_t *n)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s), slot;
+    uint32_t crc;
+    bool served;
+    HcOp op;
+
+    if (!s->ssd_on) {
+        return false;
+    }
+    slot = hc_ssd_lookup(s->ssd_idx, blk, &crc);
+    if (slot == HC_SSD_NONE) {
+        return false;
+    }
+    *n = MIN((int64_t)((blk + 1) * bsize), end_off) - pos;
+    hc_ssd_pin(s->ssd_idx, slot);
+    hc_op_fill_begin(s->eng, &op, blk, blk + 1);
+    qemu_mutex_unlock(&s->lock);
+    served = hostcache_ssd_read(bs, blk, slot, crc, &op, pos, *n, qiov,
+                                qiov_offset, bypass);
+    qemu_mutex_lock(&s->lock);
+    return served;
 }
 
 static int coroutine_fn GRAPH_RDLOCK
@@ -566,8 +1262,18 @@ hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
             continue;
         }
         run_end = blk + 1;
+        if (hostcache_ssd_try_read(bs, blk, pos, end_off, qiov,
+                                   qiov_offset + (pos - offset), bypass,
+                                   &n)) {
+            pos += n;
+            hit_bytes += n;
+            continue;
+        }
+        /* A run of blocks in neither tier goes to the origin in one read. */
         while ((int64_t)(run_end * bsize) < end_off &&
-               !hc_contains(s->eng, run_end)) {
+               !hc_contains(s->eng, run_end) &&
+               !(s->ssd_on &&
+                 hc_ssd_lookup(s->ssd_idx, run_end, NULL) != HC_SSD_NONE)) {
             run_end++;
         }
         n = MIN((int64_t)(run_end * bsize), end_off) - pos;
@@ -582,6 +1288,7 @@ hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
     }
     hostcache_account_read(s, bytes, hit_bytes, start_ns);
     qemu_mutex_unlock(&s->lock);
+    hostcache_kick_demoter(bs);
     trace_hostcache_read(bs, offset, bytes, hit_bytes);
     return ret;
 }
@@ -891,6 +1598,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
     uint64_t bsize = hostcache_bsize(s);
     g_autofree uint8_t *rmw = NULL;
     int64_t pos = offset, end_off = offset + bytes;
+    HostcacheSectors ssd_secs = { .n = 0 };
     int ret;
 
     while (pos < end_off) {
@@ -908,6 +1616,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             if (slot) {
                 qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
                                   slot + (pos - bstart), n);
+                hostcache_ssd_drop_locked(s, blk, &ssd_secs);
             }
         }
         if (slot || whole || hc_contains(s->eng, blk)) {
@@ -939,6 +1648,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 memcpy(slot, rmw, bsize);
                 qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
                                   slot + (pos - bstart), n);
+                hostcache_ssd_drop_locked(s, blk, &ssd_secs);
                 pos += n;
             }
         }
@@ -957,6 +1667,11 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
                 return ret;
             }
         }
+    }
+    /* The SSD's older copies must not outlive this write after a crash. */
+    if (s->ssd_idx) {
+        hostcache_ssd_persist_all(bs, &ssd_secs);
+        hostcache_kick_demoter(bs);
     }
     return 0;
 }
@@ -1027,6 +1742,9 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
     if (ret < 0) {
         return ret;
     }
+    if (caching) {
+        hostcache_ssd_forget(bs, first, end);
+    }
 
     switch (kind) {
     case HOSTCACHE_WRITE:
@@ -1065,6 +1783,7 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         st->origin_errors++;
     }
     qemu_mutex_unlock(&s->lock);
+    hostcache_kick_demoter(bs);
     trace_hostcache_write(bs, offset, bytes, ret);
     return ret;
 }
@@ -1147,6 +1866,8 @@ hostcache_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
         error_setg_errno(errp, -ret, "Failed to write back dirty data");
         return ret;
     }
+    hostcache_ssd_forget(bs, MIN(old_len, offset) / hostcache_bsize(s),
+                         UINT64_MAX);
 
     ret = bdrv_co_truncate(bs->file, offset, exact, prealloc, flags, errp);
 
@@ -1190,6 +1911,29 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
     hc_invalidate_all(s->eng);
     qemu_mutex_unlock(&s->lock);
     trace_hostcache_invalidate_cache(bs, n);
+
+    /*
+     * The SSD tier too: attach it now if the node was opened inactive,
+     * and drop its content either way.  An SSD problem costs the tier, not
+     * the activation.
+     */
+    if (s->ssd && !s->ssd_broken) {
+        Error *local_err = NULL;
+
+        if (!s->ssd_idx) {
+            if (hostcache_ssd_attach(bs, true, &local_err) < 0) {
+                error_reportf_err(local_err, "hostcache '%s': SSD tier not "
+                                  "used: ", bdrv_get_node_name(bs));
+                s->ssd_broken = true;
+                if (s->ssd_idx) {
+                    hostcache_ssd_detach(s);
+                }
+            }
+        } else if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN,
+                                             true) == 0) {
+            s->ssd_on = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
+        }
+    }
 }
 
 /*
@@ -1230,13 +1974,23 @@ hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
  */
 static int GRAPH_RDLOCK hostcache_inactivate(BlockDriverState *bs)
 {
+    BDRVHostcacheState *s = bs->opaque;
     Error *local_err = NULL;
     int ret = hostcache_writeback_all(bs, &local_err);
 
     if (ret < 0) {
         error_report_err(local_err);
+        return ret;
     }
-    return ret;
+    /*
+     * The VM now runs elsewhere and will write the origin there: what the
+     * SSD tier holds must never be served here again.
+     */
+    if (s->ssd_idx && !s->ssd_broken) {
+        s->ssd_on = false;
+        hostcache_ssd_write_super(bs, HC_SSD_STATE_CLEAN, true);
+    }
+    return 0;
 }
 
 static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
@@ -1245,8 +1999,33 @@ static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
                                  uint64_t perm, uint64_t shared,
                                  uint64_t *nperm, uint64_t *nshared)
 {
-    bdrv_default_perms(bs, c, role, reopen_queue, perm, shared,
-                       nperm, nshared);
+    BDRVHostcacheState *s = bs->opaque;
+
+    if (c != s->ssd || !s->ssd) {
+        bdrv_default_perms(bs, c, role, reopen_queue, perm, shared,
+                           nperm, nshared);
+        /*
+         * Write-back writes to the origin on its own account, also when no
+         * parent asks for WRITE any more (close after the parent is gone).
+         */
+        if (c == bs->file && !(bs->open_flags & BDRV_O_INACTIVE) &&
+            !bdrv_is_read_only(bs) &&
+            (s->opts.mode == HOSTCACHE_MODE_WRITE_BACK ||
+             (s->eng && hc_dirty_blocks(s->eng)))) {
+            *nperm |= BLK_PERM_WRITE;
+        }
+        return;
+    }
+    /*
+     * The SSD tier is ours alone: no other writer, and writable even under
+     * a read-only node (a golden image is cached too), except while
+     * inactive (incoming migration), when nothing may be written.
+     */
+    *nperm = BLK_PERM_CONSISTENT_READ;
+    if (!(bs->open_flags & BDRV_O_INACTIVE)) {
+        *nperm |= BLK_PERM_WRITE;
+    }
+    *nshared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
 }
 
 static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
@@ -1292,6 +2071,26 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .destage_errors = st->destage_errors,
         .flush_latency_avg_ns = hc_latency_avg(&st->flush_lat),
         .flush_latency_p99_ns = hc_latency_quantile(&st->flush_lat, 0.99),
+        .has_ssd_size = !!s->ssd_idx,
+        .ssd_size = s->ssd_idx ? hc_ssd_capacity(s->ssd_idx) *
+            s->opts.cfg.block_size : 0,
+        .has_ssd_used = !!s->ssd_idx,
+        .ssd_used = s->ssd_idx ? hc_ssd_used(s->ssd_idx) *
+            s->opts.cfg.block_size : 0,
+        .has_ssd_recovered = !!s->ssd_idx,
+        .ssd_recovered = s->ssd_idx ? hc_ssd_recovered(s->ssd_idx) : 0,
+        .has_ssd_hits = !!s->ssd,
+        .ssd_hits = st->ssd_hits,
+        .has_ssd_hit_bytes = !!s->ssd,
+        .ssd_hit_bytes = st->ssd_hit_bytes,
+        .has_ssd_demotions = !!s->ssd,
+        .ssd_demotions = st->ssd_demotions,
+        .has_ssd_corrupt = !!s->ssd,
+        .ssd_corrupt = st->ssd_corrupt,
+        .has_ssd_errors = !!s->ssd,
+        .ssd_errors = st->ssd_errors,
+        .has_ssd_active = !!s->ssd,
+        .ssd_active = s->ssd_on,
     };
     qemu_mutex_unlock(&s->lock);
     return stats;

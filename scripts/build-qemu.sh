@@ -39,18 +39,13 @@ series_hash() {
     cat "$DRV"/patches/*.patch "$0" | sha256sum | cut -c1-16
 }
 
-extract() {
-    local want
-    want=$(series_hash)
-    if [ -f "$SRC/.hostcache-series" ] &&
-       [ "$(cat "$SRC/.hostcache-series")" = "$want" ]; then
-        return
-    fi
-    rm -rf "$SRC" "$OBJ"
-    mkdir -p "$SRC"
-    tar -xJf "$DL/$TARBALL" -C "$SRC" --strip-components=1
+# Extract the tarball and apply the series into directory $1.
+prepare_tree() {
+    local dir=$1
+    mkdir -p "$dir"
+    tar -xJf "$DL/$TARBALL" -C "$dir" --strip-components=1
     for p in "$DRV"/patches/*.patch; do
-        patch -d "$SRC" -p1 --quiet --forward < "$p"
+        patch -d "$dir" -p1 --quiet --forward < "$p"
     done
     # The +ds tarball has no firmware blobs; meson's x86 configuration wants
     # the edk2 images to decompress. Empty (valid) bzip2 files stand in.
@@ -59,8 +54,37 @@ extract() {
              edk2-x86_64-code.fd edk2-x86_64-secure-code.fd \
              edk2-riscv-code.fd edk2-riscv-vars.fd edk2-loongarch64-code.fd \
              edk2-loongarch64-vars.fd; do
-        [ -f "$SRC/pc-bios/$f.bz2" ] || bzip2 -c </dev/null >"$SRC/pc-bios/$f.bz2"
+        [ -f "$dir/pc-bios/$f.bz2" ] || bzip2 -c </dev/null >"$dir/pc-bios/$f.bz2"
     done
+}
+
+extract() {
+    local want
+    want=$(series_hash)
+    if [ -f "$SRC/.hostcache-series" ] &&
+       [ "$(cat "$SRC/.hostcache-series")" = "$want" ]; then
+        return
+    fi
+    if [ ! -f "$SRC/.hostcache-series" ]; then
+        rm -rf "$SRC" "$OBJ"
+        prepare_tree "$SRC"
+    else
+        # The series changed: build the new tree aside and copy over only
+        # the files that differ, so the build directory stays valid and
+        # ninja rebuilds just what depends on them.
+        local new=$BUILD/qemu-src.new
+        rm -rf "$new"
+        prepare_tree "$new"
+        (cd "$new" && find . -type f -print0) |
+            while IFS= read -r -d '' f; do
+                if ! cmp -s "$new/$f" "$SRC/$f"; then
+                    mkdir -p "$(dirname "$SRC/$f")"
+                    cp -p "$new/$f" "$SRC/$f"
+                    touch "$SRC/$f"
+                fi
+            done
+        rm -rf "$new"
+    fi
     echo "$want" > "$SRC/.hostcache-series"
 }
 

@@ -1,0 +1,710 @@
+/*
+ * hostcache SSD tier: on-disk format and in-memory index.  See hc-ssd.h and
+ * docs/SSD-FORMAT.md.
+ *
+ * Copyright (c) 2026 The hostcache authors
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+#endif
+
+#include "hc-ssd.h"
+
+#define HC_SSD_NIL UINT32_MAX
+#define HC_SSD_MAX_SLOTS 0x7fffffffull
+static const char hc_ssd_magic[16] = "HOSTCACHE-SSD\0\0";
+
+enum { HC_SLOT_FREE = 0, HC_SLOT_VALID = 1, HC_SLOT_RESERVED = 2 };
+
+/* In-memory state of one data slot. */
+typedef struct HcSsdSlot {
+    uint64_t blk;       /* block held; meaningful when VALID */
+    uint64_t seq;       /* entry sequence number */
+    uint32_t crc;       /* CRC32C of the slot's data */
+    uint32_t hnext;     /* hash chain (VALID slots only) */
+    uint8_t state;      /* HC_SLOT_* */
+    uint8_t ref;        /* CLOCK reference bit */
+    uint16_t pins;      /* > 0: I/O in flight, must not be reused */
+} HcSsdSlot;
+
+struct HcSsd {
+    HcSsdSuper sb;
+    uint32_t nslots;
+    HcSsdSlot *slot;
+    uint32_t *bucket;
+    uint32_t hbits;
+    uint32_t *free_stack;       /* FREE slots */
+    uint32_t nfree;
+    uint32_t hand;              /* CLOCK hand */
+    uint64_t used;              /* VALID slots */
+    uint64_t seq;               /* last sequence number handed out */
+    uint64_t recovered;
+    uint64_t nsectors;
+    uint64_t *sec_gen;          /* in-memory generation per table sector */
+    uint64_t *sec_disk;         /* generation last written per sector */
+};
+
+static void hc_ssd_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void hc_ssd_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!err || !errlen) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- CRC32C (Castagnoli), hardware when the CPU has SSE4.2 ------------- */
+
+static uint32_t hc_crc_table[256];
+
+static void hc_crc_init_table(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+
+        for (int k = 0; k < 8; k++) {
+            c = c & 1 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+        }
+        hc_crc_table[i] = c;
+    }
+}
+
+static uint32_t hc_crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
+{
+    if (!hc_crc_table[1]) {
+        hc_crc_init_table();
+    }
+    while (len--) {
+        crc = hc_crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    }
+    return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t hc_crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+    uint64_t c = crc;
+
+    while (len >= 8) {
+        uint64_t v;
+
+        memcpy(&v, p, 8);
+        c = _mm_crc32_u64(c, v);
+        p += 8;
+        len -= 8;
+    }
+    crc = (uint32_t)c;
+    while (len--) {
+        crc = _mm_crc32_u8(crc, *p++);
+    }
+    return crc;
+}
+#endif
+
+uint32_t hc_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    crc = ~crc;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) {
+        return ~hc_crc32c_hw(crc, data, len);
+    }
+#endif
+    return ~hc_crc32c_sw(crc, data, len);
+}
+
+/* ---- little-endian encoding ---------------------------------------------- */
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+    p[0] = v;
+    p[1] = v >> 8;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = v >> (8 * i);
+    }
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = v >> (8 * i);
+    }
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+    return p[0] | (uint16_t)p[1] << 8;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+    uint32_t v = 0;
+
+    for (int i = 3; i >= 0; i--) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--) {
+        v = v << 8 | p[i];
+    }
+    return v;
+}
+
+/* ---- superblock ------------------------------------------------------------ */
+
+#define SB_CRC_OFF (HC_SSD_SB_SIZE - 4)
+
+int hc_ssd_layout(HcSsdSuper *sb, uint64_t dev_size, char *err,
+                  size_t errlen)
+{
+    uint64_t bs = sb->block_size, align = bs > HC_SSD_SECTOR ? bs :
+        HC_SSD_SECTOR;
+    uint64_t n = dev_size > HC_SSD_META_OFFSET ?
+        (dev_size - HC_SSD_META_OFFSET) / (bs + HC_SSD_ENTRY_SIZE) : 0;
+
+    n = n > HC_SSD_MAX_SLOTS ? HC_SSD_MAX_SLOTS : n;
+    for (; n > 0; n--) {
+        uint64_t meta = (n * HC_SSD_ENTRY_SIZE + HC_SSD_SECTOR - 1) /
+            HC_SSD_SECTOR * HC_SSD_SECTOR;
+        uint64_t data = (HC_SSD_META_OFFSET + meta + align - 1) / align *
+            align;
+
+        if (data + n * bs <= dev_size) {
+            sb->nslots = n;
+            sb->meta_offset = HC_SSD_META_OFFSET;
+            sb->data_offset = data;
+            sb->dev_size = dev_size;
+            return 0;
+        }
+    }
+    hc_ssd_err(err, errlen, "the ssd node (%llu bytes) is too small to hold "
+               "even one %llu-byte block with its metadata",
+               (unsigned long long)dev_size, (unsigned long long)bs);
+    return -ENOSPC;
+}
+
+void hc_ssd_super_encode(const HcSsdSuper *sb, uint8_t buf[HC_SSD_SB_SIZE])
+{
+    memset(buf, 0, HC_SSD_SB_SIZE);
+    memcpy(buf, hc_ssd_magic, sizeof(hc_ssd_magic));
+    put_le32(buf + 16, sb->version);
+    put_le32(buf + 20, sb->block_size);
+    put_le64(buf + 24, sb->nslots);
+    put_le64(buf + 32, sb->meta_offset);
+    put_le64(buf + 40, sb->data_offset);
+    put_le64(buf + 48, sb->dev_size);
+    put_le64(buf + 56, sb->generation);
+    put_le64(buf + 64, sb->cache_gen);
+    put_le32(buf + 72, sb->state);
+    put_le64(buf + 80, sb->origin_size);
+    put_le64(buf + 88, sb->durable_seq);
+    put_le64(buf + 96, sb->destaged_seq);
+    put_le64(buf + 104, sb->dirty_count);
+    put_le64(buf + 112, sb->dirty_sum);
+    memcpy(buf + 120, sb->origin_id, HC_SSD_ORIGIN_ID_MAX);
+    buf[120 + HC_SSD_ORIGIN_ID_MAX - 1] = 0;
+    put_le32(buf + SB_CRC_OFF, hc_crc32c(0, buf, SB_CRC_OFF));
+}
+
+static bool hc_ssd_super_decode(const uint8_t *buf, HcSsdSuper *sb)
+{
+    if (memcmp(buf, hc_ssd_magic, sizeof(hc_ssd_magic)) ||
+        get_le32(buf + SB_CRC_OFF) != hc_crc32c(0, buf, SB_CRC_OFF)) {
+        return false;
+    }
+    memset(sb, 0, sizeof(*sb));
+    sb->version = get_le32(buf + 16);
+    sb->block_size = get_le32(buf + 20);
+    sb->nslots = get_le64(buf + 24);
+    sb->meta_offset = get_le64(buf + 32);
+    sb->data_offset = get_le64(buf + 40);
+    sb->dev_size = get_le64(buf + 48);
+    sb->generation = get_le64(buf + 56);
+    sb->cache_gen = get_le64(buf + 64);
+    sb->state = get_le32(buf + 72);
+    sb->origin_size = get_le64(buf + 80);
+    sb->durable_seq = get_le64(buf + 88);
+    sb->destaged_seq = get_le64(buf + 96);
+    sb->dirty_count = get_le64(buf + 104);
+    sb->dirty_sum = get_le64(buf + 112);
+    memcpy(sb->origin_id, buf + 120, HC_SSD_ORIGIN_ID_MAX);
+    sb->origin_id[HC_SSD_ORIGIN_ID_MAX - 1] = 0;
+    return true;
+}
+
+static bool hc_all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i]) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
+                      HcSsdSuper *sb, char *err, size_t errlen)
+{
+    HcSsdSuper a, b;
+    bool va = hc_ssd_super_decode(copy0, &a);
+    bool vb = hc_ssd_super_decode(copy1, &b);
+
+    if (!va && !vb) {
+        if (hc_all_zero(copy0, HC_SSD_SB_SIZE) &&
+            hc_all_zero(copy1, HC_SSD_SB_SIZE)) {
+            return -ENOENT;
+        }
+        hc_ssd_err(err, errlen, "the ssd node holds neither a hostcache "
+                   "superblock nor zeroes (is it the right device? to reuse "
+                   "it as an SSD tier, zero its first 8 KiB)");
+        return -EINVAL;
+    }
+    *sb = va && (!vb || a.generation > b.generation) ? a : b;
+    if (sb->version != HC_SSD_VERSION) {
+        hc_ssd_err(err, errlen, "the ssd node has hostcache format version "
+                   "%u; this build reads version %u", sb->version,
+                   HC_SSD_VERSION);
+        return -EINVAL;
+    }
+    if (sb->block_size < 512 || (sb->block_size & (sb->block_size - 1)) ||
+        sb->meta_offset != HC_SSD_META_OFFSET || !sb->nslots ||
+        sb->nslots > HC_SSD_MAX_SLOTS ||
+        sb->data_offset < sb->meta_offset + sb->nslots * HC_SSD_ENTRY_SIZE) {
+        hc_ssd_err(err, errlen, "the ssd node's superblock has an impossible "
+                   "geometry (corrupted?)");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- index ------------------------------------------------------------------ */
+
+static inline uint32_t hc_ssd_bucket_of(const HcSsd *ssd, uint64_t blk)
+{
+    return (uint32_t)((blk * 0x9e3779b97f4a7c15ull) >> (64 - ssd->hbits));
+}
+
+static uint32_t hc_ssd_find(const HcSsd *ssd, uint64_t blk)
+{
+    uint32_t s = ssd->bucket[hc_ssd_bucket_of(ssd, blk)];
+
+    while (s != HC_SSD_NIL && ssd->slot[s].blk != blk) {
+        s = ssd->slot[s].hnext;
+    }
+    return s;
+}
+
+static void hc_ssd_hash_add(HcSsd *ssd, uint32_t s)
+{
+    uint32_t b = hc_ssd_bucket_of(ssd, ssd->slot[s].blk);
+
+    ssd->slot[s].hnext = ssd->bucket[b];
+    ssd->bucket[b] = s;
+}
+
+static void hc_ssd_hash_del(HcSsd *ssd, uint32_t s)
+{
+    uint32_t *link = &ssd->bucket[hc_ssd_bucket_of(ssd, ssd->slot[s].blk)];
+
+    while (*link != s) {
+        link = &ssd->slot[*link].hnext;
+    }
+    *link = ssd->slot[s].hnext;
+}
+
+uint64_t hc_ssd_sector_of(uint64_t slot)
+{
+    return slot / HC_SSD_PER_SECTOR;
+}
+
+static void hc_ssd_touch_sector(HcSsd *ssd, uint64_t slot)
+{
+    ssd->sec_gen[hc_ssd_sector_of(slot)]++;
+}
+
+/* VALID -> FREE (in memory); the caller persists the sector. */
+static void hc_ssd_drop(HcSsd *ssd, uint32_t s)
+{
+    hc_ssd_hash_del(ssd, s);
+    ssd->slot[s].state = HC_SLOT_FREE;
+    ssd->used--;
+    hc_ssd_touch_sector(ssd, s);
+    if (!ssd->slot[s].pins) {
+        ssd->free_stack[ssd->nfree++] = s;
+    }
+}
+
+HcSsd *hc_ssd_new(const HcSsdSuper *sb)
+{
+    HcSsd *ssd = calloc(1, sizeof(*ssd));
+    uint32_t bits = 4;
+
+    if (!ssd) {
+        return NULL;
+    }
+    ssd->sb = *sb;
+    ssd->nslots = (uint32_t)sb->nslots;
+    while ((1ull << bits) < sb->nslots / 2) {
+        bits++;
+    }
+    ssd->hbits = bits;
+    ssd->nsectors = (sb->nslots + HC_SSD_PER_SECTOR - 1) / HC_SSD_PER_SECTOR;
+    ssd->slot = calloc(ssd->nslots, sizeof(*ssd->slot));
+    ssd->bucket = malloc(sizeof(uint32_t) << bits);
+    ssd->free_stack = malloc(sizeof(uint32_t) * ssd->nslots);
+    ssd->sec_gen = calloc(ssd->nsectors, sizeof(uint64_t));
+    ssd->sec_disk = calloc(ssd->nsectors, sizeof(uint64_t));
+    if (!ssd->slot || !ssd->bucket || !ssd->free_stack || !ssd->sec_gen ||
+        !ssd->sec_disk) {
+        hc_ssd_free(ssd);
+        return NULL;
+    }
+    memset(ssd->bucket, 0xff, sizeof(uint32_t) << bits);
+    return ssd;
+}
+
+void hc_ssd_free(HcSsd *ssd)
+{
+    if (!ssd) {
+        return;
+    }
+    free(ssd->slot);
+    free(ssd->bucket);
+    free(ssd->free_stack);
+    free(ssd->sec_gen);
+    free(ssd->sec_disk);
+    free(ssd);
+}
+
+const HcSsdSuper *hc_ssd_super(const HcSsd *ssd)
+{
+    return &ssd->sb;
+}
+
+HcSsdSuper *hc_ssd_super_mut(HcSsd *ssd)
+{
+    return &ssd->sb;
+}
+
+uint64_t hc_ssd_sectors(const HcSsd *ssd)
+{
+    return ssd->nsectors;
+}
+
+uint64_t hc_ssd_sector_offset(const HcSsd *ssd, uint64_t sector)
+{
+    return ssd->sb.meta_offset + sector * HC_SSD_SECTOR;
+}
+
+void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
+{
+    for (uint32_t i = 0; i < HC_SSD_PER_SECTOR; i++) {
+        const uint8_t *e = buf + i * HC_SSD_ENTRY_SIZE;
+        uint64_t s64 = sector * HC_SSD_PER_SECTOR + i;
+        uint32_t s, old;
+        uint16_t flags;
+
+        if (s64 >= ssd->nslots ||
+            get_le32(e + 28) != hc_crc32c(0, e, 28)) {
+            continue;   /* past the end, torn, never written, or corrupt */
+        }
+        flags = get_le16(e + 24);
+        if (!(flags & HC_SSD_ENTRY_VALID) ||
+            get_le32(e + 20) != (uint32_t)ssd->sb.cache_gen) {
+            continue;
+        }
+        s = (uint32_t)s64;
+        ssd->slot[s] = (HcSsdSlot) {
+            .blk = get_le64(e), .seq = get_le64(e + 8),
+            .crc = get_le32(e + 16), .state = HC_SLOT_VALID,
+        };
+        if (ssd->slot[s].seq > ssd->seq) {
+            ssd->seq = ssd->slot[s].seq;
+        }
+        old = hc_ssd_find(ssd, ssd->slot[s].blk);
+        if (old != HC_SSD_NIL) {
+            /* two entries for one block: the newer one wins */
+            uint32_t loser = ssd->slot[old].seq > ssd->slot[s].seq ? s : old;
+
+            if (loser == old) {
+                hc_ssd_hash_del(ssd, old);
+                hc_ssd_hash_add(ssd, s);
+            }
+            ssd->slot[loser].state = HC_SLOT_FREE;
+            ssd->recovered--;
+            ssd->used--;
+            hc_ssd_touch_sector(ssd, loser);
+        } else {
+            hc_ssd_hash_add(ssd, s);
+        }
+        ssd->recovered++;
+        ssd->used++;
+    }
+}
+
+void hc_ssd_load_done(HcSsd *ssd)
+{
+    ssd->nfree = 0;
+    for (uint32_t s = ssd->nslots; s-- > 0;) {
+        if (ssd->slot[s].state == HC_SLOT_FREE) {
+            ssd->free_stack[ssd->nfree++] = s;
+        }
+    }
+}
+
+void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf)
+{
+    memset(buf, 0, HC_SSD_SECTOR);
+    for (uint32_t i = 0; i < HC_SSD_PER_SECTOR; i++) {
+        uint64_t s = sector * HC_SSD_PER_SECTOR + i;
+        uint8_t *e = buf + i * HC_SSD_ENTRY_SIZE;
+        const HcSsdSlot *x;
+
+        if (s >= ssd->nslots || ssd->slot[s].state != HC_SLOT_VALID) {
+            continue;   /* all zeroes: no valid CRC, so no entry */
+        }
+        x = &ssd->slot[s];
+        put_le64(e, x->blk);
+        put_le64(e + 8, x->seq);
+        put_le32(e + 16, x->crc);
+        put_le32(e + 20, (uint32_t)ssd->sb.cache_gen);
+        put_le16(e + 24, HC_SSD_ENTRY_VALID);
+        put_le32(e + 28, hc_crc32c(0, e, 28));
+    }
+}
+
+uint64_t hc_ssd_sector_gen(const HcSsd *ssd, uint64_t sector)
+{
+    return ssd->sec_gen[sector];
+}
+
+uint64_t hc_ssd_sector_disk_gen(const HcSsd *ssd, uint64_t sector)
+{
+    return ssd->sec_disk[sector];
+}
+
+void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen)
+{
+    if (gen > ssd->sec_disk[sector]) {
+        ssd->sec_disk[sector] = gen;
+    }
+}
+
+uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc)
+{
+    uint32_t s = hc_ssd_find(ssd, blk);
+
+    if (s == HC_SSD_NIL) {
+        return HC_SSD_NONE;
+    }
+    ssd->slot[s].ref = 1;
+    if (data_crc) {
+        *data_crc = ssd->slot[s].crc;
+    }
+    return s;
+}
+
+uint64_t hc_ssd_data_offset(const HcSsd *ssd, uint64_t slot)
+{
+    return ssd->sb.data_offset + slot * ssd->sb.block_size;
+}
+
+uint64_t hc_ssd_alloc(HcSsd *ssd)
+{
+    uint32_t s;
+
+    if (ssd->nfree) {
+        s = ssd->free_stack[--ssd->nfree];
+    } else {
+        uint64_t steps;
+
+        for (steps = 0; steps < 2ull * ssd->nslots; steps++) {
+            HcSsdSlot *x = &ssd->slot[ssd->hand];
+
+            s = ssd->hand;
+            ssd->hand = ssd->hand + 1 == ssd->nslots ? 0 : ssd->hand + 1;
+            if (x->state != HC_SLOT_VALID || x->pins) {
+                continue;
+            }
+            if (x->ref) {
+                x->ref = 0;
+                continue;
+            }
+            /* The victim's entry stays on disk until the slot is reused;
+             * its data CRC no longer matching makes it a miss. */
+            hc_ssd_hash_del(ssd, s);
+            ssd->used--;
+            hc_ssd_touch_sector(ssd, s);
+            break;
+        }
+        if (steps == 2ull * ssd->nslots) {
+            return HC_SSD_NONE;
+        }
+    }
+    ssd->slot[s].state = HC_SLOT_RESERVED;
+    ssd->slot[s].pins = 1;
+    ssd->slot[s].ref = 0;
+    return s;
+}
+
+uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
+                       uint32_t data_crc)
+{
+    HcSsdSlot *x = &ssd->slot[slot];
+    uint32_t old = hc_ssd_find(ssd, blk);
+
+    if (old != HC_SSD_NIL) {
+        hc_ssd_drop(ssd, old);
+    }
+    x->blk = blk;
+    x->seq = ++ssd->seq;
+    x->crc = data_crc;
+    x->state = HC_SLOT_VALID;
+    x->pins--;
+    hc_ssd_hash_add(ssd, (uint32_t)slot);
+    ssd->used++;
+    hc_ssd_touch_sector(ssd, slot);
+    return hc_ssd_sector_of(slot);
+}
+
+void hc_ssd_release(HcSsd *ssd, uint64_t slot)
+{
+    HcSsdSlot *x = &ssd->slot[slot];
+
+    x->state = HC_SLOT_FREE;
+    if (--x->pins == 0) {
+        ssd->free_stack[ssd->nfree++] = (uint32_t)slot;
+    }
+}
+
+void hc_ssd_pin(HcSsd *ssd, uint64_t slot)
+{
+    ssd->slot[slot].pins++;
+}
+
+void hc_ssd_unpin(HcSsd *ssd, uint64_t slot)
+{
+    HcSsdSlot *x = &ssd->slot[slot];
+
+    if (--x->pins == 0 && x->state == HC_SLOT_FREE) {
+        ssd->free_stack[ssd->nfree++] = (uint32_t)slot;
+    }
+}
+
+uint64_t hc_ssd_invalidate(HcSsd *ssd, uint64_t blk)
+{
+    uint32_t s = hc_ssd_find(ssd, blk);
+
+    if (s == HC_SSD_NIL) {
+        return HC_SSD_NONE;
+    }
+    hc_ssd_drop(ssd, s);
+    return hc_ssd_sector_of(s);
+}
+
+void hc_ssd_invalidate_all(HcSsd *ssd)
+{
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        if (ssd->slot[s].state == HC_SLOT_VALID) {
+            hc_ssd_drop(ssd, s);
+        }
+    }
+}
+
+void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
+                             void (*sector_cb)(void *opaque, uint64_t sector),
+                             void *opaque)
+{
+    if (end <= first || !ssd->used) {
+        return;
+    }
+    if (end - first <= ssd->used) {
+        for (uint64_t b = first; b < end; b++) {
+            uint64_t sec = hc_ssd_invalidate(ssd, b);
+
+            if (sec != HC_SSD_NONE) {
+                sector_cb(opaque, sec);
+            }
+        }
+        return;
+    }
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        if (ssd->slot[s].state == HC_SLOT_VALID &&
+            ssd->slot[s].blk >= first && ssd->slot[s].blk < end) {
+            hc_ssd_drop(ssd, s);
+            sector_cb(opaque, hc_ssd_sector_of(s));
+        }
+    }
+}
+
+uint64_t hc_ssd_capacity(const HcSsd *ssd)
+{
+    return ssd->nslots;
+}
+
+uint64_t hc_ssd_used(const HcSsd *ssd)
+{
+    return ssd->used;
+}
+
+uint64_t hc_ssd_recovered(const HcSsd *ssd)
+{
+    return ssd->recovered;
+}
+
+uint64_t hc_ssd_metadata_bytes(const HcSsd *ssd)
+{
+    return sizeof(*ssd) + (uint64_t)ssd->nslots *
+        (sizeof(HcSsdSlot) + sizeof(uint32_t)) +
+        ((uint64_t)sizeof(uint32_t) << ssd->hbits) +
+        ssd->nsectors * 2 * sizeof(uint64_t);
+}
+
+const char *hc_ssd_check(const HcSsd *ssd)
+{
+    uint64_t valid = 0;
+
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        if (ssd->slot[s].state == HC_SLOT_VALID) {
+            valid++;
+            if (hc_ssd_find(ssd, ssd->slot[s].blk) != s) {
+                return "valid slot not found in the index";
+            }
+        }
+    }
+    if (valid != ssd->used) {
+        return "used count wrong";
+    }
+    for (uint32_t i = 0; i < ssd->nfree; i++) {
+        if (ssd->slot[ssd->free_stack[i]].state != HC_SLOT_FREE) {
+            return "free stack holds a non-free slot";
+        }
+    }
+    return NULL;
+}

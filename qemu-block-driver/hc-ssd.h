@@ -1,0 +1,158 @@
+/*
+ * hostcache SSD tier: on-disk format and in-memory index.
+ *
+ * Copyright (c) 2026 The hostcache authors
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ *
+ * Plain C without QEMU headers, like hc-engine.[ch]: the driver does the
+ * I/O, this module encodes, decodes, checks and indexes.  The format is
+ * documented in docs/SSD-FORMAT.md; in short:
+ *
+ *   [0, 4 KiB)       superblock copy 0     \  written alternately; the valid
+ *   [4 KiB, 8 KiB)   superblock copy 1     /  copy with the higher generation
+ *   [8 KiB, D)       slot table: one 32-byte entry per data slot, each entry
+ *                    with its own CRC32C, 128 entries per 4 KiB sector
+ *   [D, end)         data slots of block_size bytes (D aligned to 4 KiB
+ *                    and to block_size)
+ *
+ * An entry names the origin block its slot holds, a sequence number (the
+ * newest valid entry of a block wins), the CRC32C of the slot's data and
+ * the superblock's cache generation at the time it was written: bumping the
+ * generation in the superblock drops every entry at once.  Every read of a
+ * slot is checked against its data CRC, so a torn or corrupted slot is a
+ * miss, never a wrong read.
+ */
+
+#ifndef HC_SSD_H
+#define HC_SSD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HC_SSD_VERSION          1
+#define HC_SSD_SB_SIZE          4096u
+#define HC_SSD_META_OFFSET      (2 * HC_SSD_SB_SIZE)
+#define HC_SSD_SECTOR           4096u
+#define HC_SSD_ENTRY_SIZE       32u
+#define HC_SSD_PER_SECTOR       (HC_SSD_SECTOR / HC_SSD_ENTRY_SIZE)
+#define HC_SSD_ORIGIN_ID_MAX    256
+#define HC_SSD_NONE             UINT64_MAX
+
+enum {
+    HC_SSD_STATE_CLEAN = 1,     /* closed cleanly */
+    HC_SSD_STATE_OPEN = 2,      /* in use, or the host crashed */
+};
+
+#define HC_SSD_ENTRY_VALID      0x0001
+#define HC_SSD_ENTRY_DIRTY      0x0002  /* reserved: write-back journal */
+
+typedef struct HcSsdSuper {
+    uint32_t version;
+    uint32_t block_size;
+    uint64_t nslots;
+    uint64_t meta_offset;
+    uint64_t data_offset;
+    uint64_t dev_size;          /* size of the SSD node when formatted */
+    uint64_t generation;        /* copy = generation % 2 */
+    uint64_t cache_gen;         /* entries of another generation are free */
+    uint32_t state;             /* HC_SSD_STATE_* */
+    uint64_t origin_size;
+    char origin_id[HC_SSD_ORIGIN_ID_MAX];  /* NUL-terminated */
+    /* Reserved for the write-back journal; 0 in version 1. */
+    uint64_t durable_seq, destaged_seq, dirty_count, dirty_sum;
+} HcSsdSuper;
+
+typedef struct HcSsd HcSsd;
+
+uint32_t hc_crc32c(uint32_t crc, const void *data, size_t len);
+
+/*
+ * Geometry for a device of dev_size bytes: fills nslots, meta_offset and
+ * data_offset of sb (block_size must be set).  -ENOSPC with a message when
+ * not even one slot fits.
+ */
+int hc_ssd_layout(HcSsdSuper *sb, uint64_t dev_size, char *err,
+                  size_t errlen);
+
+void hc_ssd_super_encode(const HcSsdSuper *sb, uint8_t buf[HC_SSD_SB_SIZE]);
+
+/*
+ * Pick the valid superblock copy with the higher generation.  Returns 0,
+ * -ENOENT when both copies are all zeroes (a blank device), -EINVAL with a
+ * message when neither copy is valid and the device is not blank.
+ */
+int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
+                      HcSsdSuper *sb, char *err, size_t errlen);
+
+/* Index of a formatted device; NULL on ENOMEM. */
+HcSsd *hc_ssd_new(const HcSsdSuper *sb);
+void hc_ssd_free(HcSsd *ssd);
+const HcSsdSuper *hc_ssd_super(const HcSsd *ssd);
+HcSsdSuper *hc_ssd_super_mut(HcSsd *ssd);
+
+/* Recovery: feed every slot-table sector, then call load_done. */
+void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf);
+void hc_ssd_load_done(HcSsd *ssd);
+uint64_t hc_ssd_sectors(const HcSsd *ssd);
+uint64_t hc_ssd_sector_offset(const HcSsd *ssd, uint64_t sector);
+void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf);
+uint64_t hc_ssd_sector_of(uint64_t slot);
+
+/*
+ * Slot-table sectors changed in memory carry a generation; a sector write
+ * records the generation it wrote, so callers can wait until what they
+ * changed is on the device.
+ */
+uint64_t hc_ssd_sector_gen(const HcSsd *ssd, uint64_t sector);
+uint64_t hc_ssd_sector_disk_gen(const HcSsd *ssd, uint64_t sector);
+void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen);
+
+/* Lookups.  lookup marks the slot referenced (CLOCK) and returns its slot. */
+uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc);
+uint64_t hc_ssd_data_offset(const HcSsd *ssd, uint64_t slot);
+
+/*
+ * Take a slot to write blk into (free, or the CLOCK victim among unpinned
+ * valid slots, which leaves the index at once).  The slot is pinned and not
+ * in the index until hc_ssd_commit; hc_ssd_release gives it back.
+ */
+uint64_t hc_ssd_alloc(HcSsd *ssd);
+/* Index slot for blk (dropping any older slot of blk); returns the sector
+ * to persist. */
+uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
+                       uint32_t data_crc);
+void hc_ssd_release(HcSsd *ssd, uint64_t slot);
+void hc_ssd_pin(HcSsd *ssd, uint64_t slot);
+void hc_ssd_unpin(HcSsd *ssd, uint64_t slot);
+
+/* Drop blk from the index; returns the sector to persist or HC_SSD_NONE. */
+uint64_t hc_ssd_invalidate(HcSsd *ssd, uint64_t blk);
+/* Drop everything (the caller bumps and persists the cache generation). */
+void hc_ssd_invalidate_all(HcSsd *ssd);
+/*
+ * Drop the blocks in [first, end): calls sector_cb for every sector to
+ * persist (possibly more than once per sector).
+ */
+void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
+                             void (*sector_cb)(void *opaque, uint64_t sector),
+                             void *opaque);
+
+uint64_t hc_ssd_capacity(const HcSsd *ssd);      /* slots */
+uint64_t hc_ssd_used(const HcSsd *ssd);          /* indexed slots */
+uint64_t hc_ssd_recovered(const HcSsd *ssd);     /* valid entries loaded */
+uint64_t hc_ssd_metadata_bytes(const HcSsd *ssd);
+
+const char *hc_ssd_check(const HcSsd *ssd);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HC_SSD_H */

@@ -1,0 +1,208 @@
+// Unit tests of the SSD tier's format and index (qemu-block-driver/hc-ssd.c).
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hc-ssd.h"
+
+namespace {
+
+constexpr uint32_t kBlock = 4096;
+
+HcSsdSuper Formatted(uint64_t dev_size, uint32_t bs = kBlock) {
+  HcSsdSuper sb{};
+  sb.version = HC_SSD_VERSION;
+  sb.block_size = bs;
+  sb.cache_gen = 77;
+  sb.state = HC_SSD_STATE_OPEN;
+  sb.origin_size = 1 << 30;
+  strcpy(sb.origin_id, "/san/disk0.img");
+  char err[256] = "";
+  EXPECT_EQ(hc_ssd_layout(&sb, dev_size, err, sizeof(err)), 0) << err;
+  return sb;
+}
+
+struct SsdDeleter {
+  void operator()(HcSsd* s) const { hc_ssd_free(s); }
+};
+using SsdPtr = std::unique_ptr<HcSsd, SsdDeleter>;
+
+// Encode the whole slot table of a into a byte image, as on the device.
+std::vector<uint8_t> Table(const HcSsd* a) {
+  std::vector<uint8_t> t(hc_ssd_sectors(a) * HC_SSD_SECTOR);
+  for (uint64_t i = 0; i < hc_ssd_sectors(a); i++) {
+    hc_ssd_encode_sector(a, i, &t[i * HC_SSD_SECTOR]);
+  }
+  return t;
+}
+
+SsdPtr Load(const HcSsdSuper& sb, const std::vector<uint8_t>& t) {
+  SsdPtr b(hc_ssd_new(&sb));
+  for (uint64_t i = 0; i < hc_ssd_sectors(b.get()); i++) {
+    hc_ssd_load_sector(b.get(), i, &t[i * HC_SSD_SECTOR]);
+  }
+  hc_ssd_load_done(b.get());
+  return b;
+}
+
+uint64_t Put(HcSsd* s, uint64_t blk, uint32_t crc) {
+  uint64_t slot = hc_ssd_alloc(s);
+  EXPECT_NE(slot, HC_SSD_NONE);
+  hc_ssd_commit(s, slot, blk, crc);
+  return slot;
+}
+
+TEST(Crc32c, KnownVectors) {
+  EXPECT_EQ(hc_crc32c(0, "123456789", 9), 0xe3069283u);
+  std::vector<uint8_t> zeros(4096, 0);
+  uint32_t whole = hc_crc32c(0, zeros.data(), 4096);
+  uint32_t parts = hc_crc32c(hc_crc32c(0, zeros.data(), 1000),
+                             zeros.data() + 1000, 3096);
+  EXPECT_EQ(whole, parts);
+}
+
+TEST(Layout, FitsAndRefusesTinyDevices) {
+  HcSsdSuper sb = Formatted(64ull << 20);
+  EXPECT_GT(sb.nslots, 16000u);
+  EXPECT_EQ(sb.data_offset % kBlock, 0u);
+  EXPECT_GE(sb.data_offset, HC_SSD_META_OFFSET + sb.nslots * 32);
+  EXPECT_LE(sb.data_offset + sb.nslots * kBlock, 64ull << 20);
+  HcSsdSuper tiny{};
+  tiny.block_size = kBlock;
+  char err[256] = "";
+  EXPECT_EQ(hc_ssd_layout(&tiny, 12000, err, sizeof(err)), -ENOSPC);
+  EXPECT_NE(std::string(err).find("too small"), std::string::npos);
+  HcSsdSuper big = Formatted(64ull << 20, 1 << 20);
+  EXPECT_EQ(big.data_offset % (1 << 20), 0u);
+}
+
+TEST(Superblock, BlankCorruptAndNewestCopy) {
+  std::vector<uint8_t> c0(HC_SSD_SB_SIZE, 0), c1(HC_SSD_SB_SIZE, 0);
+  HcSsdSuper got{};
+  char err[256] = "";
+  EXPECT_EQ(hc_ssd_super_pick(c0.data(), c1.data(), &got, err, sizeof(err)),
+            -ENOENT);
+  c0[100] = 1;  // not blank, not ours
+  EXPECT_EQ(hc_ssd_super_pick(c0.data(), c1.data(), &got, err, sizeof(err)),
+            -EINVAL);
+  EXPECT_NE(std::string(err).find("zero its first 8 KiB"), std::string::npos);
+
+  HcSsdSuper sb = Formatted(64ull << 20);
+  sb.generation = 4;
+  hc_ssd_super_encode(&sb, c0.data());
+  sb.generation = 5;
+  sb.cache_gen = 78;
+  hc_ssd_super_encode(&sb, c1.data());
+  ASSERT_EQ(hc_ssd_super_pick(c0.data(), c1.data(), &got, err, sizeof(err)),
+            0);
+  EXPECT_EQ(got.generation, 5u);
+  EXPECT_EQ(got.cache_gen, 78u);
+  EXPECT_STREQ(got.origin_id, "/san/disk0.img");
+  c1[30] ^= 0x40;  // torn newer copy: the older valid one is used
+  ASSERT_EQ(hc_ssd_super_pick(c0.data(), c1.data(), &got, err, sizeof(err)),
+            0);
+  EXPECT_EQ(got.generation, 4u);
+  sb.version = 9;
+  hc_ssd_super_encode(&sb, c0.data());
+  EXPECT_EQ(hc_ssd_super_pick(c0.data(), c1.data(), &got, err, sizeof(err)),
+            -EINVAL);
+  EXPECT_NE(std::string(err).find("version 9"), std::string::npos);
+}
+
+TEST(Recovery, EntriesSurviveAndTornOnesAreIgnored) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  for (uint64_t b = 0; b < 300; b++) Put(a.get(), b * 3, uint32_t(b));
+  auto t = Table(a.get());
+  // tear one entry: its own CRC no longer matches
+  uint64_t torn = hc_ssd_lookup(a.get(), 30, nullptr);
+  t[torn * 32 + 3] ^= 1;
+  SsdPtr b = Load(sb, t);
+  EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+  EXPECT_EQ(hc_ssd_recovered(b.get()), 299u);
+  uint32_t crc = 0;
+  EXPECT_NE(hc_ssd_lookup(b.get(), 33, &crc), HC_SSD_NONE);
+  EXPECT_EQ(crc, 11u);
+  EXPECT_EQ(hc_ssd_lookup(b.get(), 30, nullptr), HC_SSD_NONE);
+}
+
+TEST(Recovery, AnotherCacheGenerationIsEmpty) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  Put(a.get(), 1, 1);
+  auto t = Table(a.get());
+  sb.cache_gen++;
+  SsdPtr b = Load(sb, t);
+  EXPECT_EQ(hc_ssd_used(b.get()), 0u);
+  EXPECT_EQ(hc_ssd_lookup(b.get(), 1, nullptr), HC_SSD_NONE);
+}
+
+TEST(Recovery, NewerEntryOfABlockWins) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t s1 = Put(a.get(), 9, 111);
+  auto old_table = Table(a.get());
+  uint64_t s2 = Put(a.get(), 9, 222);  // rewrite into another slot
+  ASSERT_NE(s1, s2);
+  auto t = Table(a.get());
+  // crash image: the new entry's sector is on disk but the old entry too
+  // (as if the old slot's sector had not been rewritten yet)
+  memcpy(&t[(s1 / 128) * 4096 + (s1 % 128) * 32],
+         &old_table[(s1 / 128) * 4096 + (s1 % 128) * 32], 32);
+  SsdPtr b = Load(sb, t);
+  uint32_t crc = 0;
+  EXPECT_EQ(hc_ssd_lookup(b.get(), 9, &crc), s2);
+  EXPECT_EQ(crc, 222u);
+  EXPECT_EQ(hc_ssd_used(b.get()), 1u);
+  EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+}
+
+TEST(Index, ClockEvictsUnreferencedAndRespectsPins) {
+  HcSsdSuper sb = Formatted(HC_SSD_META_OFFSET + 4096 + 8 * kBlock + 4096);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t n = hc_ssd_capacity(a.get());
+  ASSERT_GE(n, 4u);
+  for (uint64_t b = 0; b < n; b++) Put(a.get(), b, 0);
+  hc_ssd_lookup(a.get(), 0, nullptr);     // referenced: second chance
+  hc_ssd_pin(a.get(), hc_ssd_lookup(a.get(), 1, nullptr));
+  uint64_t slot = hc_ssd_alloc(a.get());
+  ASSERT_NE(slot, HC_SSD_NONE);
+  hc_ssd_commit(a.get(), slot, 1000, 0);
+  EXPECT_NE(hc_ssd_lookup(a.get(), 1, nullptr), HC_SSD_NONE);  // pinned
+  EXPECT_EQ(hc_ssd_used(a.get()), n);
+  EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
+}
+
+TEST(Index, InvalidateRangeReportsSectors) {
+  HcSsdSuper sb = Formatted(16ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  for (uint64_t b = 0; b < 500; b++) Put(a.get(), b, 0);
+  std::vector<uint64_t> secs;
+  hc_ssd_invalidate_range(
+      a.get(), 100, 400,
+      [](void* o, uint64_t s) {
+        static_cast<std::vector<uint64_t>*>(o)->push_back(s);
+      },
+      &secs);
+  EXPECT_EQ(secs.size(), 300u);
+  EXPECT_EQ(hc_ssd_used(a.get()), 200u);
+  EXPECT_EQ(hc_ssd_lookup(a.get(), 250, nullptr), HC_SSD_NONE);
+  EXPECT_NE(hc_ssd_lookup(a.get(), 450, nullptr), HC_SSD_NONE);
+  uint64_t sec = hc_ssd_sector_of(hc_ssd_lookup(a.get(), 450, nullptr));
+  uint64_t g = hc_ssd_sector_gen(a.get(), sec);
+  EXPECT_GT(g, hc_ssd_sector_disk_gen(a.get(), sec));
+  hc_ssd_sector_written(a.get(), sec, g);
+  EXPECT_EQ(hc_ssd_sector_disk_gen(a.get(), sec), g);
+  EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
+}
+
+}  // namespace
