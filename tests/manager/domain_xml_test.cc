@@ -79,6 +79,23 @@ TEST(DomainXml, ProbedChainLengthShiftsEarlierDisksOnly) {
   EXPECT_FALSE(fail);
 }
 
+TEST(DomainXml, NumberingAsVerifiedAgainstLibvirt) {
+  // docs/LIBVIRT.md section 2: vda qcow2 -> qcow2 -> raw, vdb raw, vdc
+  // qcow2, vdd raw block device, vde NBD, hdc an empty CD-ROM (last, so it
+  // takes number 1 without getting a node).
+  auto info = ParseDomain(TestData("example.inactive.xml"));
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->disks[4].source, "nbd:export");
+  auto nodes = PredictTopNodes(*info, [](const DiskInfo& d) -> Result<int> {
+    return d.source == "/images/a-top.qcow2" ? 3 : 1;
+  });
+  ASSERT_TRUE(nodes) << nodes.error().message;
+  std::map<std::string, std::string> want = {
+      {"vde", "libvirt-2-storage"}, {"vdd", "libvirt-3-storage"}, {"vdc", "libvirt-4-format"},
+      {"vdb", "libvirt-5-storage"}, {"vda", "libvirt-6-format"}};
+  EXPECT_EQ(*nodes, want);
+}
+
 TEST(DomainXml, ApplyFiltersWritesCommandlineOverrideAliasAndEmulator) {
   const std::string xml = TestData("web.inactive.xml");
   policy::Rules r;

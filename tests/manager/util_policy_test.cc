@@ -115,11 +115,15 @@ TEST(Policy, OtherLimits) {
   EXPECT_FALSE(policy::ValidateRules(r));
   r.ssd_dir = "/var/cache/hostcache";
   EXPECT_TRUE(policy::ValidateRules(r));
-  r.dirty_low = 50;
-  r.dirty_high = 40;
+  r.max_dirty = 100;  // below one block
   EXPECT_FALSE(policy::ValidateRules(r));
-  r.dirty_high = 101;
-  r.dirty_low = 10;
+  r.max_dirty = r.ram_size + 4096;
+  EXPECT_FALSE(policy::ValidateRules(r));
+  r.max_dirty = r.ram_size;
+  EXPECT_TRUE(policy::ValidateRules(r));
+  r.max_dirty_age_ms = 0;
+  EXPECT_FALSE(policy::ValidateRules(r));
+  r.max_dirty_age_ms = 3600001;
   EXPECT_FALSE(policy::ValidateRules(r));
 }
 
@@ -135,14 +139,16 @@ TEST(Policy, NamesAreRestricted) {
 TEST(Policy, RulesFromJsonAcceptsSizesAsNumbersOrStrings) {
   auto r = policy::RulesFromJson(
       json{{"mode", "write-around"}, {"ram-size", "1G"}, {"block-size", 65536},
-           {"admit-after", 2}, {"seq-cutoff", "0"}, {"dirty-high", 60}});
+           {"admit-after", 2}, {"seq-cutoff", "0"}, {"max-dirty", "64M"},
+           {"max-dirty-age-ms", 1000}});
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->mode, CacheMode::kWriteAround);
   EXPECT_EQ(r->ram_size, 1ull << 30);
   EXPECT_EQ(r->block_size, 65536u);
   EXPECT_EQ(r->admit_after, 2u);
   EXPECT_EQ(r->seq_cutoff, 0u);
-  EXPECT_EQ(r->dirty_high, 60u);
+  EXPECT_EQ(r->max_dirty, 64u << 20);
+  EXPECT_EQ(r->max_dirty_age_ms, 1000u);
 }
 
 TEST(Policy, RulesFromJsonRejectsWrongInputWithTheRuleName) {
@@ -208,9 +214,13 @@ TEST(Policy, DriverOptionsUseTheDriversNames) {
   EXPECT_EQ(o["block-size"], 4096);
   EXPECT_EQ(o["admit-after"], 1);
   EXPECT_EQ(o["seq-cutoff"], 4u << 20);
+  EXPECT_EQ(o["max-dirty-age-ms"], 5000);
+  EXPECT_FALSE(o.contains("max-dirty")) << "0 leaves the driver's default";
   // Options the driver does not know must not reach it ("does not support
-  // the option").
-  EXPECT_EQ(o.size(), 8u);
+  // the option"): no SSD rules.
+  EXPECT_EQ(o.size(), 9u);
+  r.max_dirty = 64 << 20;
+  EXPECT_EQ(policy::DriverOptions(r, "n", "f")["max-dirty"], 64 << 20);
 }
 
 TEST(Policy, ReopenCannotChangeBlockSize) {

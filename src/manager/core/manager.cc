@@ -734,6 +734,10 @@ Status Manager::ApplyVm(const DomainRef& dom) {
       }
     } else {
       std::string why = op_error.empty() ? Join(problems, "; ") : op_error;
+      if (why.find("does not accept value 'hostcache'") != std::string::npos) {
+        why = "the running QEMU (" + (live->emulator.empty() ? std::string("?") : live->emulator) +
+              ") has no hostcache driver";
+      }
       if (dom.persistent && missing[a.target].empty()) {
         SetState(a, Compliance::kPendingRestart,
                  "the running VM did not take the filter live (" + why +

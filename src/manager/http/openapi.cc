@@ -67,9 +67,9 @@ json Schemas() {
         {"seq-cutoff", size},
         {"ssd-size", size},
         {"ssd-dir", {{"type", "string"}}},
-        {"dirty-high", {{"type", "integer"}, {"minimum", 1}, {"maximum", 100}}},
-        {"dirty-low", {{"type", "integer"}, {"minimum", 0}, {"maximum", 99}}},
-        {"writeback-delay", {{"type", "integer"}, {"minimum", 0}, {"maximum", 86400}}}}}};
+        {"max-dirty", size},
+        {"max-dirty-age-ms",
+         {{"type", "integer"}, {"minimum", 1}, {"maximum", 3600000}, {"default", 5000}}}}}};
   json policy{{"type", "object"},
               {"required", {"name"}},
               {"properties",

@@ -124,7 +124,10 @@ Result<std::map<std::string, std::string>> PredictTopNodes(const DomainInfo& dom
   int next = 1;
   for (auto it = dom.disks.rbegin(); it != dom.disks.rend(); ++it) {
     const DiskInfo& d = *it;
-    if (d.empty()) continue;
+    if (d.empty()) {
+      next++;  // an empty drive uses up a number but gets no node
+      continue;
+    }
     int len = 1 + d.backing_count;
     if (!d.chain_terminated) {
       auto probed = chain_length(d);

@@ -6,9 +6,11 @@
 // sets the disk's device (which needs a user alias "ua-...") `drive`
 // property to the filter.  libvirt names its nodes libvirt-N-format (or
 // libvirt-N-storage for raw images, which get no format layer); N is given
-// out at start in reverse disk order, each disk taking one number for its
-// top image and the next ones for its backing chain.  The generator
-// therefore needs each disk's chain length (PredictTopNodes).
+// out at start in reverse disk order (libvirt's order, i.e. the XML libvirt
+// returns), each disk taking one number for its top image and the next ones
+// for its backing chain; an empty drive uses up a number too.  The
+// generator therefore needs each disk's chain length (PredictTopNodes).
+// docs/LIBVIRT.md section 2 has the rule as verified against libvirt 11.3.
 //
 // Everything here is pure: strings in, strings out; thread-safe.
 #pragma once

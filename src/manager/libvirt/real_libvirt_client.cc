@@ -197,6 +197,7 @@ void RealLibvirtClient::Disconnect() {
     old = std::move(conn_);
     id = lifecycle_cb_id_;
     lifecycle_cb_id_ = -1;
+    closed_ = false;  // handled: the supervisor now sees no connection
   }
   if (!old) return;
   if (id >= 0) virConnectDomainEventDeregisterAny(old.get(), id);

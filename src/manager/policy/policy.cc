@@ -69,8 +69,8 @@ std::optional<CacheMode> ParseMode(std::string_view s) {
 
 const std::vector<std::string>& RuleNames() {
   static const std::vector<std::string> kNames = {
-      "mode",    "ram-size", "block-size", "admit-after", "seq-cutoff",
-      "ssd-size", "ssd-dir", "dirty-high", "dirty-low",   "writeback-delay"};
+      "mode",      "ram-size",         "block-size", "admit-after", "seq-cutoff",
+      "max-dirty", "max-dirty-age-ms", "ssd-size",   "ssd-dir"};
   return kNames;
 }
 
@@ -124,15 +124,14 @@ Status ValidateRules(const Rules& r) {
       r.ssd_dir.find(',') != std::string::npos) {
     return Invalid("ssd-dir must be a path without commas");
   }
-  if (r.dirty_high < 1 || r.dirty_high > 100) {
-    return Invalid("dirty-high must be a percentage between 1 and 100");
+  if (r.max_dirty != 0 && (r.max_dirty < bs || r.max_dirty > r.ram_size)) {
+    return Invalid("max-dirty must be 0 (the driver's default, ram-size/2) or between one "
+                   "block (" + FormatSize(bs) + ") and ram-size (" + FormatSize(r.ram_size) +
+                   "), not " + FormatSize(r.max_dirty));
   }
-  if (r.dirty_low >= r.dirty_high) {
-    return Invalid("dirty-low (" + std::to_string(r.dirty_low) +
-                   "%) must be below dirty-high (" + std::to_string(r.dirty_high) + "%)");
-  }
-  if (r.writeback_delay > 86400) {
-    return Invalid("writeback-delay must be at most 86400 seconds");
+  if (r.max_dirty_age_ms < 1 || r.max_dirty_age_ms > kMaxDirtyAgeMs) {
+    return Invalid("max-dirty-age-ms must be between 1 and 3600000, not " +
+                   std::to_string(r.max_dirty_age_ms));
   }
   return {};
 }
@@ -160,27 +159,28 @@ Result<Rules> RulesFromJson(const json& j, const Rules& base) {
                     "write-back");
       }
       r.mode = *m;
-    } else if (k == "ram-size" || k == "block-size" || k == "seq-cutoff" || k == "ssd-size") {
+    } else if (k == "ram-size" || k == "block-size" || k == "seq-cutoff" || k == "ssd-size" ||
+               k == "max-dirty") {
       auto s = SizeFromJson(v, k);
       if (!s) return tl::unexpected(s.error());
       (k == "ram-size"     ? r.ram_size
        : k == "block-size" ? r.block_size
        : k == "seq-cutoff" ? r.seq_cutoff
+       : k == "max-dirty"  ? r.max_dirty
                            : r.ssd_size) = *s;
     } else if (k == "admit-after") {
       auto c = CountFromJson(v, k, 0xffffffffu);
       if (!c) return tl::unexpected(c.error());
       r.admit_after = *c;
+    } else if (k == "max-dirty-age-ms") {
+      auto c = CountFromJson(v, k, kMaxDirtyAgeMs);
+      if (!c) return tl::unexpected(c.error());
+      r.max_dirty_age_ms = *c;
     } else if (k == "ssd-dir") {
       if (!v.is_string()) {
         return Fail(ErrorCode::kInvalidArgument, "rule 'ssd-dir' must be a string");
       }
       r.ssd_dir = v.get<std::string>();
-    } else if (k == "dirty-high" || k == "dirty-low" || k == "writeback-delay") {
-      auto c = CountFromJson(v, k, 1000000);
-      if (!c) return tl::unexpected(c.error());
-      (k == "dirty-high" ? r.dirty_high : k == "dirty-low" ? r.dirty_low : r.writeback_delay) =
-          static_cast<uint32_t>(*c);
     } else {
       std::string known;
       for (const auto& n : RuleNames()) known += (known.empty() ? "" : ", ") + n;
@@ -198,11 +198,10 @@ json RulesToJson(const Rules& r) {
               {"block-size", r.block_size},
               {"admit-after", r.admit_after},
               {"seq-cutoff", r.seq_cutoff},
+              {"max-dirty", r.max_dirty},
+              {"max-dirty-age-ms", r.max_dirty_age_ms},
               {"ssd-size", r.ssd_size},
-              {"ssd-dir", r.ssd_dir},
-              {"dirty-high", r.dirty_high},
-              {"dirty-low", r.dirty_low},
-              {"writeback-delay", r.writeback_delay}};
+              {"ssd-dir", r.ssd_dir}};
 }
 
 Result<Policy> PolicyFromJson(const json& j) {
@@ -238,14 +237,18 @@ json PolicyToJson(const Policy& p) {
 }
 
 json DriverOptions(const Rules& r, const std::string& node_name, const std::string& file_node) {
-  return json{{"driver", "hostcache"},
-              {"node-name", node_name},
-              {"file", file_node},
-              {"mode", ModeName(r.mode)},
-              {"ram-size", r.ram_size},
-              {"block-size", r.block_size},
-              {"admit-after", r.admit_after},
-              {"seq-cutoff", r.seq_cutoff}};
+  // blockdev-reopen resets options not named to their defaults: name all.
+  json o{{"driver", "hostcache"},
+         {"node-name", node_name},
+         {"file", file_node},
+         {"mode", ModeName(r.mode)},
+         {"ram-size", r.ram_size},
+         {"block-size", r.block_size},
+         {"admit-after", r.admit_after},
+         {"seq-cutoff", r.seq_cutoff},
+         {"max-dirty-age-ms", r.max_dirty_age_ms}};
+  if (r.max_dirty != 0) o["max-dirty"] = r.max_dirty;
+  return o;
 }
 
 bool ReopenCompatible(const Rules& from, const Rules& to) {
@@ -272,7 +275,9 @@ std::vector<Policy> DefaultPolicies() {
                      read_mostly});
   Rules monitor;
   monitor.mode = CacheMode::kPassThrough;
-  monitor.ram_size = 4096;
+  // The smallest tier the driver takes with its max-dirty default
+  // (ram-size/2 must hold a block); pass-through never fills it.
+  monitor.ram_size = 1 << 20;
   v.push_back(Policy{"monitor",
                      "Pass-through: caches nothing, only counts the disk's I/O so you can "
                      "see what a cache would do before you give it memory.",

@@ -1,8 +1,9 @@
 // Storage policies: a named set of cache rules that hostcached applies to VM
 // disks.  Rule names follow the hostcache driver's option names where they map
-// (mode, ram-size, block-size, admit-after, seq-cutoff); the others (ssd-*,
-// dirty-*, writeback-delay) are stored and validated for the tiers the driver
-// is still growing.
+// (mode, ram-size, block-size, admit-after, seq-cutoff, max-dirty,
+// max-dirty-age-ms); the SSD rules (ssd-size, ssd-dir) are stored,
+// validated and counted against the SSD budget, but not passed to the
+// driver yet (its SSD tier is still being built).
 //
 // Validation uses the limits the driver enforces (hc_config_check in
 // qemu-block-driver/hc-engine.c), so a policy that validates here opens in
@@ -32,6 +33,7 @@ std::optional<CacheMode> ParseMode(std::string_view s);
 inline constexpr uint64_t kMinBlockSize = 512;
 inline constexpr uint64_t kMaxBlockSize = 2ull << 20;
 inline constexpr uint64_t kMaxSlots = 0x7fffffff;
+inline constexpr uint64_t kMaxDirtyAgeMs = 3600000;
 inline constexpr size_t kMaxNameLength = 63;
 inline constexpr size_t kMaxDescriptionLength = 1024;
 
@@ -41,11 +43,11 @@ struct Rules {
   uint64_t block_size = 4096;                 // `block-size`, power of two 512..2M
   uint64_t admit_after = 1;                   // `admit-after`, misses before caching
   uint64_t seq_cutoff = 4ull << 20;           // `seq-cutoff`, bytes, 0 = off
-  uint64_t ssd_size = 0;                      // `ssd-size`, bytes of SSD tier, 0 = none
-  std::string ssd_dir;                        // `ssd-dir`, directory for SSD tier files
-  uint32_t dirty_high = 40;  // `dirty-high`, % of cache dirty that forces write-back
-  uint32_t dirty_low = 10;   // `dirty-low`, % at which forced write-back stops
-  uint32_t writeback_delay = 30;  // `writeback-delay`, s a dirty block may wait
+  uint64_t max_dirty = 0;            // `max-dirty`, write-back: dirty bytes at most
+                                     // (0 = the driver's default, ram-size/2)
+  uint64_t max_dirty_age_ms = 5000;  // `max-dirty-age-ms`, write-back: age bound
+  uint64_t ssd_size = 0;             // `ssd-size`, bytes of SSD tier, 0 = none
+  std::string ssd_dir;               // `ssd-dir`, directory for SSD tier files
 
   bool operator==(const Rules&) const = default;
 };
