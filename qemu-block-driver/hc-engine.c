@@ -981,6 +981,34 @@ const void *hc_destage_begin(HcEngine *e, HcDestage *d, uint64_t max_seq)
     return NULL;
 }
 
+const void *hc_destage_begin_blk(HcEngine *e, HcDestage *d, uint64_t blk)
+{
+    uint32_t s = hc_find(e, blk);
+    HcEntry *x;
+
+    if (s == HC_NIL) {
+        return NULL;
+    }
+    x = &e->ent[s];
+    if (!(x->flags & HC_F_DIRTY) || (x->flags & HC_F_DESTAGE) ||
+        hc_blocked_by_write(e, blk)) {
+        return NULL;
+    }
+    /*
+     * Its queue record (if any) is skipped from now on.  seq 0 makes every
+     * flush wait for this destage, which is conservative: its own position
+     * in the queue is not known here.
+     */
+    *d = (HcDestage) { blk, 0, 0, x->gen, NULL, NULL };
+    x->flags = (x->flags & ~HC_F_QUEUED) | HC_F_DESTAGE;
+    d->next = e->destaging;
+    if (d->next) {
+        d->next->prev = d;
+    }
+    e->destaging = d;
+    return hc_slot_data(e, s);
+}
+
 void hc_destage_end(HcEngine *e, HcDestage *d, bool ok)
 {
     uint32_t s = hc_find(e, d->blk);
@@ -1182,9 +1210,13 @@ uint64_t hc_latency_quantile(const HcLatency *l, double q)
     if (!l->count) {
         return 0;
     }
+    /* the sample of rank ceil(q * count): p99 of 10 samples is the top */
     want = (uint64_t)(q * (double)l->count);
-    if (want < 1) {
-        want = 1;
+    if (want < q * (double)l->count || want < 1) {
+        want++;
+    }
+    if (want > l->count) {
+        want = l->count;
     }
     for (uint32_t i = 0; i < HC_LAT_BUCKETS; i++) {
         cum += l->bucket[i];

@@ -222,6 +222,11 @@ void *hc_write_dirty(HcEngine *e, uint64_t blk, uint64_t now_ns);
  * Returns the data to write, or NULL when nothing can start now.
  */
 const void *hc_destage_begin(HcEngine *e, HcDestage *d, uint64_t max_seq);
+/*
+ * Start destaging block blk out of queue order (before a discard over it),
+ * if it is dirty, not already in flight and not behind a write operation.
+ */
+const void *hc_destage_begin_blk(HcEngine *e, HcDestage *d, uint64_t blk);
 void hc_destage_end(HcEngine *e, HcDestage *d, bool ok);
 
 /* Is any write with seq <= upto not yet on the origin (queued or in flight)? */

@@ -1348,17 +1348,46 @@ hostcache_destage_task(AioTask *task)
 }
 
 /*
- * Write back queued blocks with seq <= max_seq, width at a time, until none
- * can start or limit were started.  Returns the number started or the first
- * error.  Stops early when stop (if given) becomes true.
+ * Write back queued blocks with seq <= max_seq (or, with end > 0, the dirty
+ * blocks in [first, end)), width at a time, until none can start or limit
+ * were started.  Returns the number started or the first error.  Stops
+ * early when stop (if given) becomes true.
  */
+/*
+ * Next destage for hostcache_destage_some (lock held): the queue's head, or
+ * with a range (end > 0) the next dirty block in [*cursor, end).
+ */
+static const void *hostcache_destage_pick(BDRVHostcacheState *s,
+                                          HcDestage *d, uint64_t max_seq,
+                                          uint64_t *cursor, uint64_t end)
+{
+    if (!end) {
+        return hc_destage_begin(s->eng, d, max_seq);
+    }
+    for (;;) {
+        uint64_t b = hc_dirty_find(s->eng, *cursor, end);
+        const void *data;
+
+        if (b == UINT64_MAX) {
+            return NULL;
+        }
+        *cursor = b + 1;
+        data = hc_destage_begin_blk(s->eng, d, b);
+        if (data) {
+            return data;
+        }
+    }
+}
+
 static int64_t coroutine_fn GRAPH_RDLOCK
 hostcache_destage_some(BlockDriverState *bs, uint64_t max_seq, int width,
-                       uint64_t limit, const int *stop)
+                       uint64_t limit, const int *stop, uint64_t first,
+                       uint64_t end)
 {
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
     AioTaskPool *pool = aio_task_pool_new(width);
+    uint64_t cursor = first;
     int64_t started = 0;
     int ret;
 
@@ -1371,7 +1400,7 @@ hostcache_destage_some(BlockDriverState *bs, uint64_t max_seq, int width,
         t->task.func = hostcache_destage_task;
         t->buf = qemu_blockalign(bs->file->bs, bsize);
         qemu_mutex_lock(&s->lock);
-        data = hc_destage_begin(s->eng, &t->d, max_seq);
+        data = hostcache_destage_pick(s, &t->d, max_seq, &cursor, end);
         if (data) {
             memcpy(t->buf, data, bsize);
         }
@@ -1409,7 +1438,7 @@ hostcache_wb_flush(BlockDriverState *bs)
 
     for (;;) {
         n = hostcache_destage_some(bs, upto, HOSTCACHE_FLUSH_WIDTH,
-                                   UINT64_MAX, NULL);
+                                   UINT64_MAX, NULL, 0, 0);
         if (n < 0) {
             ret = n;
             break;
@@ -1494,7 +1523,7 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
         }
         bdrv_graph_co_rdlock();
         n = hostcache_destage_some(bs, UINT64_MAX, width, 4 * width,
-                                   &s->quiesced);
+                                   &s->quiesced, 0, 0);
         bdrv_graph_co_rdunlock();
         if (n <= 0) {
             /* error (retry later) or nothing could start (in flight) */
@@ -1542,8 +1571,9 @@ static void hostcache_drain_end(BlockDriverState *bs)
 /*
  * Before a request that goes to the origin directly (discard, write-zeroes,
  * a write that bypasses the cache) in write-back mode: write back the dirty
- * blocks it overlaps, then bracket it with hc_op_write_begin() in the same
- * critical section, so no older dirty copy can later overwrite it.
+ * blocks it overlaps (only those, out of queue order), then bracket it with
+ * hc_op_write_begin() in the same critical section, so no older dirty copy
+ * can later overwrite it.
  */
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
@@ -1562,11 +1592,12 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
         }
         qemu_mutex_unlock(&s->lock);
         n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
-                                   UINT64_MAX, NULL);
+                                   UINT64_MAX, NULL, first, end);
         if (n < 0) {
             return n;
         }
         if (n == 0) {
+            /* in flight elsewhere, or behind another direct request */
             qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
         }
     }
@@ -1577,7 +1608,7 @@ static int coroutine_fn GRAPH_RDLOCK
 hostcache_wb_make_room(BlockDriverState *bs)
 {
     int64_t n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
-                                       HOSTCACHE_FLUSH_WIDTH, NULL);
+                                       HOSTCACHE_FLUSH_WIDTH, NULL, 0, 0);
 
     if (n == 0) {
         qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);

@@ -376,8 +376,9 @@ class HostcacheExport:
 
     def resize(self, size):
         """block_resize hc0.  An NBD export forbids resizing its node (the
-        protocol has no size change), so the export is removed meanwhile."""
-        self.qmp.cmd('block-export-del', id='hc0')
+        protocol has no size change), so the export is removed meanwhile
+        (mode=hard: a client that just disconnected may still be counted)."""
+        self.qmp.cmd('block-export-del', id='hc0', mode='hard')
         deadline = time.monotonic() + 30
         while self.qmp.cmd('query-block-exports'):
             check(time.monotonic() < deadline, 'export not deleted')
