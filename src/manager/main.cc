@@ -6,6 +6,7 @@
 // reconciler and the statistics collector have one each, the collector's
 // per-VM tasks run on a small pool.  SIGTERM/SIGINT stop accepting, let
 // requests in flight finish, then stop the rest in reverse order.
+#include <csignal>
 #include <filesystem>
 #include <memory>
 
@@ -142,6 +143,9 @@ int Run(const hc::core::DaemonConfig& cfg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write to a socket whose peer went away (libvirtd stopped, a client
+  // hung up) must be an error return, not the end of the daemon.
+  std::signal(SIGPIPE, SIG_IGN);
   hc::core::DaemonConfig cfg;
   if (auto code = hc::core::ParseDaemonArgs(argc, argv, &cfg)) return *code;
   if (auto s = hc::SetupLogging(cfg.log_level); !s) {

@@ -59,7 +59,7 @@ std::string TimeIso(int64_t ms) {
   time_t s = static_cast<time_t>(ms / 1000);
   struct tm tm;
   gmtime_r(&s, &tm);
-  char buf[40];
+  char buf[64];
   std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(ms % 1000));
@@ -473,15 +473,19 @@ Response Api::Metrics(const Params&, const Query&, const Request&) {
     snap.disks = stats_->Latest();
     snap.collectors = stats_->VmStates();
   }
-  // Names and policies as they are now.
+  // Names and policies as they are now; disks unassigned since their last
+  // sample are left out.
+  std::vector<stats::DiskSnapshot> current;
   for (auto& d : snap.disks) {
     for (const auto& a : snap.assignments) {
       if (a.vm_uuid == d.vm_uuid && a.target == d.target) {
         d.vm_name = a.vm_name;
         d.policy = a.policy;
+        current.push_back(d);
       }
     }
   }
+  snap.disks = std::move(current);
   snap.budget = manager_.Budget();
   snap.libvirt_connected = manager_.LibvirtConnected();
   Response r;

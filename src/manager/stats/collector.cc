@@ -16,21 +16,24 @@ void StatsCollector::CollectOnce() {
   }
   std::map<std::string, std::vector<store::Assignment>> by_vm;
   for (auto& a : *all) by_vm[a.vm_uuid].push_back(std::move(a));
+  {
+    // Forget samples of disks no longer assigned.
+    std::lock_guard lock(mu_);
+    for (auto it = latest_.begin(); it != latest_.end();) {
+      bool keep = false;
+      auto vm = by_vm.find(it->second.vm_uuid);
+      if (vm != by_vm.end()) {
+        for (const auto& a : vm->second) keep |= a.target == it->second.target;
+      }
+      it = keep ? std::next(it) : latest_.erase(it);
+    }
+  }
   if (by_vm.empty()) return;
   auto doms = lv_.ListDomains();
   if (!doms) return;  // libvirtd away: nothing to collect from
   std::set<std::string> active;
   for (const auto& d : *doms) {
     if (d.active) active.insert(d.uuid);
-  }
-  {
-    // Forget samples of disks no longer assigned.
-    std::lock_guard lock(mu_);
-    for (auto it = latest_.begin(); it != latest_.end();) {
-      bool keep = false;
-      for (const auto& a : by_vm[it->second.vm_uuid]) keep |= a.target == it->second.target;
-      it = keep ? std::next(it) : latest_.erase(it);
-    }
   }
   for (auto& [uuid, disks] : by_vm) {
     if (!active.count(uuid)) continue;
