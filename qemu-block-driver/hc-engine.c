@@ -1133,6 +1133,32 @@ uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
     return best;
 }
 
+uint64_t hc_cached_find(const HcEngine *e, uint64_t first, uint64_t end)
+{
+    uint64_t best = UINT64_MAX;
+
+    if (!e->used || end <= first) {
+        return UINT64_MAX;
+    }
+    if (end - first <= (uint64_t)e->used * 4) {
+        for (uint64_t b = first; b < end; b++) {
+            if (hc_find(e, b) != HC_NIL) {
+                return b;
+            }
+        }
+        return UINT64_MAX;
+    }
+    for (uint32_t s = 0; s < e->next_unused; s++) {
+        const HcEntry *x = &e->ent[s];
+
+        if (x->queue != HC_Q_FREE && x->blk >= first && x->blk < end &&
+            x->blk < best) {
+            best = x->blk;
+        }
+    }
+    return best;
+}
+
 /* ---- statistics ------------------------------------------------------------ */
 
 HcStats *hc_engine_stats(HcEngine *e)

@@ -239,6 +239,8 @@ bool hc_dirty_oldest(HcEngine *e, uint64_t *time_ns);
 bool hc_is_dirty(const HcEngine *e, uint64_t blk);
 /* First dirty block in [first, end), or UINT64_MAX. */
 uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end);
+/* First cached (clean or dirty) block in [first, end), or UINT64_MAX. */
+uint64_t hc_cached_find(const HcEngine *e, uint64_t first, uint64_t end);
 
 /* Statistics; the caller adds request-level counters directly. */
 HcStats *hc_engine_stats(HcEngine *e);

@@ -1969,8 +1969,11 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
 
 /*
  * Dirty blocks are data the origin does not have yet: report them as DATA
- * here (or sparse-aware copiers would skip them); everything else is the
- * origin's answer.
+ * (or sparse-aware copiers would skip them).  A caller that wants to know
+ * where data and zeroes are (want_zero: the NBD server does so for every
+ * read) gets DATA for cached blocks too, without a round trip to the
+ * origin.  Everything else, allocation queries included, is the origin's
+ * answer.
  */
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
@@ -1981,12 +1984,15 @@ hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
     uint64_t bsize = hostcache_bsize(s);
     uint64_t first = offset / bsize;
     uint64_t end = DIV_ROUND_UP(offset + bytes, bsize), d, n;
+    bool cached = want_zero && s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
 
     qemu_mutex_lock(&s->lock);
-    d = hc_dirty_find(s->eng, first, end);
+    d = cached ? hc_cached_find(s->eng, first, end) :
+        hc_dirty_find(s->eng, first, end);
     if (d == first) {
-        for (n = first + 1; n < end && hc_is_dirty(s->eng, n); n++) {
-            /* extend the dirty run */
+        for (n = first + 1; n < end && (cached ? hc_contains(s->eng, n) :
+                                        hc_is_dirty(s->eng, n)); n++) {
+            /* extend the run */
         }
         qemu_mutex_unlock(&s->lock);
         *pnum = MIN((int64_t)(n * bsize), offset + bytes) - offset;
