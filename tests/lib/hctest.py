@@ -172,6 +172,10 @@ class QMP:
                 continue
             if 'error' in r:
                 raise QMPError(name, r['error'])
+            if 'return' not in r:
+                if 'QMP' in r:      # a stray greeting: not our reply
+                    continue
+                raise TestFailure(f'{name}: unexpected QMP message {r}')
             return r['return']
 
     def hmp(self, line):
