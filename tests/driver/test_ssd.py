@@ -839,8 +839,8 @@ def test_damaged_both_superblocks():
 def test_foreign_device_refused():
     d = subdir('foreign')
     img = make_file(os.path.join(d, 'origin.img'), 1 * MiB)
-    # a device holding something else (here: random bytes, then a file
-    # system-like header with zeroes after it)
+    # a device holding something else: random bytes; then zeroes but for
+    # one byte in the second superblock's place
     ssd = make_file(os.path.join(d, 'other.img'), 1 * MiB)
     err = open_fails(d, img, ssd, 'foreign', 'zero its first 8 KiB')
     check('neither a hostcache superblock nor zeroes' in err, err)
