@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 #include <gtest/gtest.h>
 
+#include "common/subprocess.h"
 #include "common/util.h"
 #include "fakes.h"
 #include "manager/http/server.h"
@@ -155,6 +156,12 @@ class Daemon {
     std::regex re("REST API on http://127\\.0\\.0\\.1:([0-9]+)/");
     for (int i = 0; i < 200 && port_ == 0; i++) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {  // exited (a usage error)
+        pid_ = -1;
+        exit_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        break;
+      }
       std::smatch m;
       std::string text = Log();
       if (std::regex_search(text, m, re)) port_ = static_cast<uint16_t>(std::stoi(m[1]));
@@ -168,6 +175,7 @@ class Daemon {
   }
   // SIGTERM; returns the exit status (-1 when it had to be killed).
   int Terminate() {
+    if (pid_ < 0) return exit_;
     kill(pid_, SIGTERM);
     for (int i = 0; i < 200; i++) {
       int st = 0;
@@ -185,6 +193,7 @@ class Daemon {
  private:
   std::string dir_, log_;
   pid_t pid_ = -1;
+  int exit_ = -1;
   uint16_t port_ = 0;
 };
 
@@ -226,6 +235,57 @@ TEST_F(DaemonTest, CreatesA0600TokenServesAndStopsCleanlyOnSigterm) {
   ASSERT_EQ(g.status, 200);
   EXPECT_EQ(json::parse(g.body)["rules"]["ram-size"], 64 << 20);
   EXPECT_EQ(again.Terminate(), 0);
+}
+
+#ifndef HOSTCACHECTL_BIN
+#error HOSTCACHECTL_BIN must name the hostcachectl binary
+#endif
+
+TEST_F(DaemonTest, HostcachectlDrivesTheApi) {
+  Daemon d(dir_);
+  ASSERT_NE(d.port(), 0) << d.Log();
+  const std::string url = "http://127.0.0.1:" + std::to_string(d.port());
+  auto ctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {HOSTCACHECTL_BIN, "--url", url, "--token-file",
+                                     dir_ + "/token"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = RunProcess(argv, 60000);
+    EXPECT_TRUE(r);
+    return r ? *r : ProcessResult{};
+  };
+  auto list = ctl({"policy", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_NE(list.out.find("balanced"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find("write-through"), std::string::npos) << list.out;
+  auto create = ctl({"policy", "create", "fast", "-d", "for tests", "-r", "mode=write-around",
+                     "-r", "ram-size=128M", "-r", "admit-after=2"});
+  EXPECT_EQ(create.exit_code, 0) << create.err;
+  auto show = ctl({"--json", "policy", "show", "fast"});
+  EXPECT_EQ(show.exit_code, 0);
+  auto j = json::parse(show.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << show.out;
+  EXPECT_EQ(j["rules"]["ram-size"], 128 << 20);
+  EXPECT_EQ(j["rules"]["admit-after"], 2);
+  auto dup = ctl({"policy", "create", "fast"});
+  EXPECT_EQ(dup.exit_code, 1);
+  EXPECT_NE(dup.err.find("already exists"), std::string::npos) << dup.err;
+  auto bad = ctl({"policy", "create", "odd", "-r", "block-size=1000"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("block-size must be a power of two"), std::string::npos) << bad.err;
+  auto vms = ctl({"vm", "list"});
+  EXPECT_EQ(vms.exit_code, 0);
+  EXPECT_NE(vms.out.find("test"), std::string::npos) << vms.out;
+  auto status = ctl({"disk", "status", "test"});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_NE(status.out.find("vda"), std::string::npos) << status.out;
+  EXPECT_EQ(ctl({"policy", "delete", "fast"}).exit_code, 0);
+  EXPECT_EQ(ctl({"policy", "show", "fast"}).exit_code, 1);
+  EXPECT_EQ(ctl({"health"}).exit_code, 0);
+  EXPECT_EQ(ctl({"policy", "frobnicate"}).exit_code, 2);
+  EXPECT_EQ(d.Terminate(), 0);
+  auto down = ctl({"policy", "list"});
+  EXPECT_EQ(down.exit_code, 3);
+  EXPECT_NE(down.err.find("cannot reach hostcached"), std::string::npos) << down.err;
 }
 
 TEST_F(DaemonTest, ConfigFileAndBadFlags) {
