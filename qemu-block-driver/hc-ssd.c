@@ -535,10 +535,11 @@ uint64_t hc_ssd_data_offset(const HcSsd *ssd, uint64_t slot)
     return ssd->sb.data_offset + slot * ssd->sb.block_size;
 }
 
-uint64_t hc_ssd_alloc(HcSsd *ssd)
+uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk)
 {
     uint32_t s;
 
+    *victim_blk = HC_SSD_NONE;
     if (ssd->nfree) {
         s = ssd->free_stack[--ssd->nfree];
     } else {
@@ -561,6 +562,7 @@ uint64_t hc_ssd_alloc(HcSsd *ssd)
             hc_ssd_hash_del(ssd, s);
             ssd->used--;
             hc_ssd_touch_sector(ssd, s);
+            *victim_blk = x->blk;
             break;
         }
         if (steps == 2ull * ssd->nslots) {

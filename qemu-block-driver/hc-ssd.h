@@ -120,10 +120,12 @@ uint64_t hc_ssd_data_offset(const HcSsd *ssd, uint64_t slot);
 
 /*
  * Take a slot to write blk into (free, or the CLOCK victim among unpinned
- * valid slots, which leaves the index at once).  The slot is pinned and not
- * in the index until hc_ssd_commit; hc_ssd_release gives it back.
+ * valid slots, which leaves the index at once; its block is returned in
+ * *victim_blk, else HC_SSD_NONE: the caller must persist the victim's
+ * sector before that block changes on the origin).  The slot is pinned and
+ * not in the index until hc_ssd_commit; hc_ssd_release gives it back.
  */
-uint64_t hc_ssd_alloc(HcSsd *ssd);
+uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk);
 /* Index slot for blk (dropping any older slot of blk); returns the sector
  * to persist. */
 uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,

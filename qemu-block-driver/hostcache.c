@@ -112,11 +112,24 @@ typedef struct BDRVHostcacheState {
     HcSsd *ssd_idx;
     bool ssd_on;
     bool ssd_broken;                /* an SSD I/O error: never use it again */
+    bool ssd_drop_pending;          /* ...and its content is not dropped yet */
+    /*
+     * Blocks whose SSD entry was dropped in memory but maybe not yet on the
+     * device (HostcachePendingDrop): before such a block is written to the
+     * origin, its sector is persisted.
+     */
+    GArray *ssd_pending;
     unsigned long *ssd_sec_busy;    /* slot-table sectors being written */
     QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
     int ndemotions;
     bool demoter_running;
 } BDRVHostcacheState;
+
+typedef struct HostcachePendingDrop {
+    uint64_t blk;
+    uint64_t sec;
+    uint64_t gen;       /* the sector's generation once the drop is in it */
+} HostcachePendingDrop;
 
 /* A clean block evicted from RAM, on its way to the SSD tier. */
 typedef struct HostcacheDemotion {
@@ -258,8 +271,10 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
         error_setg(errp, "hostcache: %s", err);
         goto out;
     }
+    /* default: half the RAM tier, but at least one block */
     dest->max_dirty = qemu_opt_get_size(opts, HOSTCACHE_OPT_MAX_DIRTY,
-                                        dest->cfg.ram_size / 2);
+                                        MAX(dest->cfg.ram_size / 2,
+                                            dest->cfg.block_size));
     if (dest->max_dirty < dest->cfg.block_size ||
         dest->max_dirty > dest->cfg.ram_size) {
         error_setg(errp, "hostcache: max-dirty must be between one block "
@@ -334,7 +349,10 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
         error_setg(errp, "hostcache: the ssd node '%s' is read-only; the SSD "
                    "tier must be writable", bdrv_get_node_name(s->ssd->bs));
         ret = -EINVAL;
-    } else if (s->ssd && !(flags & BDRV_O_INACTIVE)) {
+    } else if (s->ssd) {
+        ret = bdrv_child_refresh_perms(bs, s->ssd, errp);
+    }
+    if (ret == 0 && s->ssd && !(flags & BDRV_O_INACTIVE)) {
         /* An inactive node (incoming migration) attaches on activation. */
         ret = hostcache_ssd_attach(bs, s->opts.mode ==
                                    HOSTCACHE_MODE_PASS_THROUGH, errp);
@@ -668,13 +686,15 @@ static void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
     BDRVHostcacheState *s = bs->opaque;
 
     hc_engine_stats(s->eng)->ssd_errors++;
-    s->ssd_broken = true;
-    if (s->ssd_on) {
-        s->ssd_on = false;
+    if (!s->ssd_broken) {
+        /* Its entries may go stale from now on: drop them (see forget). */
+        s->ssd_drop_pending = true;
         error_report("hostcache '%s': %s on the SSD tier failed (%s); "
                      "continuing with the RAM tier only",
                      bdrv_get_node_name(bs), what, strerror(-ret));
     }
+    s->ssd_broken = true;
+    s->ssd_on = false;
 }
 
 /* Write slot-table sector sec (FUA) unless the device already has it. */
@@ -713,6 +733,16 @@ hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
         clear_bit(sec, s->ssd_sec_busy);
         if (ret == 0) {
             hc_ssd_sector_written(s->ssd_idx, sec, gen);
+            for (guint i = 0; i < s->ssd_pending->len;) {
+                HostcachePendingDrop *p =
+                    &g_array_index(s->ssd_pending, HostcachePendingDrop, i);
+
+                if (p->sec == sec && p->gen <= gen) {
+                    g_array_remove_index_fast(s->ssd_pending, i);
+                } else {
+                    i++;
+                }
+            }
         } else {
             hostcache_ssd_fail_locked(bs, ret, "writing metadata");
         }
@@ -765,25 +795,71 @@ hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
     return 0;
 }
 
+/* hc_ssd_invalidate_range callback: note the sector (pending via forget). */
+static void hostcache_ssd_note_drop(void *opaque, uint64_t sec)
+{
+    struct { BDRVHostcacheState *s; HostcacheSectors *l; } *ctx = opaque;
+
+    hostcache_note_sector(ctx->l, sec);
+}
+
+/* Remember that blk's entry is dropped in memory, in sector sec (locked). */
+static void hostcache_pending_add(BDRVHostcacheState *s, uint64_t blk,
+                                  uint64_t sec)
+{
+    HostcachePendingDrop p = {
+        blk, sec, hc_ssd_sector_gen(s->ssd_idx, sec)
+    };
+
+    g_array_append_val(s->ssd_pending, p);
+}
+
+/* Note the sectors of pending drops of blocks in [first, end) (locked). */
+static void hostcache_pending_sectors(BDRVHostcacheState *s, uint64_t first,
+                                      uint64_t end, HostcacheSectors *l)
+{
+    for (guint i = 0; i < s->ssd_pending->len; i++) {
+        HostcachePendingDrop *p =
+            &g_array_index(s->ssd_pending, HostcachePendingDrop, i);
+
+        if (p->blk >= first && p->blk < end) {
+            hostcache_note_sector(l, p->sec);
+        }
+    }
+}
+
 /*
  * Durably forget the SSD copies of blocks [first, end) before they change
- * on the origin.  An SSD error here disables the tier (see
- * docs/SSD-FORMAT.md on what that means after a restart).
+ * on the origin: drop their entries and persist those sectors, and those of
+ * earlier drops of these blocks still in flight (a CLOCK victim, a block
+ * made dirty).  After an SSD error the whole tier is dropped first.
  */
 static void coroutine_fn GRAPH_RDLOCK
 hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
 {
     BDRVHostcacheState *s = bs->opaque;
     HostcacheSectors l = { .n = 0 };
+    struct { BDRVHostcacheState *s; HostcacheSectors *l; } ctx = { s, &l };
 
     if (!s->ssd_idx) {
         return;
     }
+    if (s->ssd_drop_pending) {
+        /* Best effort; if even this fails, the message says what to do. */
+        s->ssd_drop_pending = false;
+        if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, true) < 0) {
+            error_report("hostcache '%s': the SSD tier may now hold stale "
+                         "copies; zero its first 8 KiB before using it "
+                         "again", bdrv_get_node_name(bs));
+        }
+        return;
+    }
     qemu_mutex_lock(&s->lock);
     if (s->ssd_on) {
-        hc_ssd_invalidate_range(s->ssd_idx, first, end, hostcache_note_sector,
-                                &l);
+        hc_ssd_invalidate_range(s->ssd_idx, first, end,
+                                hostcache_ssd_note_drop, &ctx);
     }
+    hostcache_pending_sectors(s, first, end, &l);
     qemu_mutex_unlock(&s->lock);
     hostcache_ssd_persist_all(bs, &l);
 }
@@ -797,6 +873,7 @@ static void hostcache_ssd_drop_locked(BDRVHostcacheState *s, uint64_t blk,
     if (s->ssd_on && (sec = hc_ssd_invalidate(s->ssd_idx, blk)) !=
         HC_SSD_NONE) {
         hostcache_note_sector(l, sec);
+        hostcache_pending_add(s, blk, sec);    /* until persisted */
     }
 }
 
@@ -839,13 +916,19 @@ hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
                  HostcacheSectors *secs)
 {
     BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s), slot;
+    uint64_t bsize = hostcache_bsize(s), slot, victim = HC_SSD_NONE;
     uint32_t crc = 0;
     bool valid;
     int ret = 0;
 
     qemu_mutex_lock(&s->lock);
-    slot = s->ssd_on ? hc_ssd_alloc(s->ssd_idx) : HC_SSD_NONE;
+    slot = s->ssd_on ? hc_ssd_alloc(s->ssd_idx, &victim) : HC_SSD_NONE;
+    if (slot != HC_SSD_NONE && victim != HC_SSD_NONE) {
+        /* the victim's entry stays on the device until its sector is
+         * written: a write of that block must wait for it (forget) */
+        hostcache_pending_add(s, victim, hc_ssd_sector_of(slot));
+        hostcache_note_sector(secs, hc_ssd_sector_of(slot));
+    }
     qemu_mutex_unlock(&s->lock);
     if (slot != HC_SSD_NONE) {
         crc = hc_crc32c(0, d->buf, bsize);
@@ -998,8 +1081,7 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
     BDRVHostcacheState *s = bs->opaque;
     g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
     HcSsdSuper *sb;
-    uint64_t gen;
-    int ret;
+    int ret = 0;
 
     qemu_mutex_lock(&s->lock);
     sb = hc_ssd_super_mut(s->ssd_idx);
@@ -1009,20 +1091,32 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
         hostcache_demotions_drop(s);
     }
     sb->state = state;
-    gen = ++sb->generation;
-    hc_ssd_super_encode(sb, buf);
     qemu_mutex_unlock(&s->lock);
 
-    ret = bdrv_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
-                      buf, 0);
+    /*
+     * A drop writes both copies: falling back to an older copy after the
+     * newer one is damaged must not bring back the old cache generation.
+     */
+    for (int i = 0; i < (drop ? 2 : 1) && ret == 0; i++) {
+        uint64_t gen;
+
+        qemu_mutex_lock(&s->lock);
+        gen = ++sb->generation;
+        hc_ssd_super_encode(sb, buf);
+        qemu_mutex_unlock(&s->lock);
+        ret = bdrv_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
+                          buf, 0);
+    }
     if (ret == 0) {
         ret = bdrv_flush(s->ssd->bs);
     }
+    qemu_mutex_lock(&s->lock);
     if (ret < 0) {
-        qemu_mutex_lock(&s->lock);
         hostcache_ssd_fail_locked(bs, ret, "writing the superblock");
-        qemu_mutex_unlock(&s->lock);
+    } else if (drop) {
+        g_array_set_size(s->ssd_pending, 0);    /* all dropped for good */
     }
+    qemu_mutex_unlock(&s->lock);
     return ret;
 }
 
@@ -1150,6 +1244,7 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
         return -ENOMEM;
     }
     s->ssd_sec_busy = bitmap_new(hc_ssd_sectors(s->ssd_idx));
+    s->ssd_pending = g_array_new(false, false, sizeof(HostcachePendingDrop));
     end = sb.data_offset - sb.meta_offset;
     for (off = 0; off < end && !drop; off += 1 * MiB) {
         uint64_t len = MIN(1 * MiB, end - off);
@@ -1186,6 +1281,10 @@ static void hostcache_ssd_detach(BDRVHostcacheState *s)
     s->ssd_idx = NULL;
     g_free(s->ssd_sec_busy);
     s->ssd_sec_busy = NULL;
+    if (s->ssd_pending) {
+        g_array_free(s->ssd_pending, true);
+        s->ssd_pending = NULL;
+    }
 }
 
 /*
@@ -1315,10 +1414,14 @@ hostcache_destage_task(AioTask *task)
     HostcacheDestageTask *t = container_of(task, HostcacheDestageTask, task);
     BDRVHostcacheState *s = t->bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
-    int64_t start = get_clock();
+    int64_t start;
     uint64_t ns;
     int ret;
 
+    /* The SSD's old copy must be gone for good before the origin changes
+     * (the write that made the block dirty dropped it in memory only). */
+    hostcache_ssd_forget(t->bs, t->d.blk, t->d.blk + 1);
+    start = get_clock();
     ret = bdrv_co_pwrite(t->bs->file, t->d.blk * bsize, bsize, t->buf, 0);
     ns = get_clock() - start;
 
@@ -2038,7 +2141,8 @@ static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
 {
     BDRVHostcacheState *s = bs->opaque;
 
-    if (c != s->ssd || !s->ssd) {
+    /* by role: c is NULL (and s->ssd unset) while a child is attached */
+    if (!(role & BDRV_CHILD_METADATA) || (role & BDRV_CHILD_FILTERED)) {
         bdrv_default_perms(bs, c, role, reopen_queue, perm, shared,
                            nperm, nshared);
         /*
@@ -2059,7 +2163,12 @@ static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
      * inactive (incoming migration), when nothing may be written.
      */
     *nperm = BLK_PERM_CONSISTENT_READ;
-    if (!(bs->open_flags & BDRV_O_INACTIVE)) {
+    /*
+     * WRITE only once attached (open refreshes the permissions after
+     * refusing a read-only ssd node with a clear message).
+     */
+    if (c && !(bs->open_flags & BDRV_O_INACTIVE) &&
+        !bdrv_is_read_only(c->bs)) {
         *nperm |= BLK_PERM_WRITE;
     }
     *nshared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;

@@ -631,7 +631,15 @@ def test_clock_victim_dropped_before_reuse():
         check_reads(c, img, 5 * BS, BS, 'block 5')
         check_eq(hx.stats()['ssd-hits'], 1, 'ssd-hits')
         poll('the victim taken', lambda: hx.stats()['ssd-used'] == 15 * BS)
-        c.write(0, random.Random(f'{SEED}-clock').randbytes(BS))
+        # The write of block 0 may not reach the origin before the victim's
+        # entry is durably gone from the SSD, which is stalled: it waits
+        # (its reply is not awaited here).  Then the host crashes.
+        new0 = random.Random(f'{SEED}-clock').randbytes(BS)
+        c.submit_write(0, new0)
+        time.sleep(1.0)
+        check(pread_file(img, 0, BS) != new0,
+              'block 0 reached the origin while its old SSD entry could '
+              'still be on the device')
         hx.kill()
     finally:
         hx.stop()
@@ -663,9 +671,14 @@ def test_write_back_drop_durable_before_write_back():
         # the one request the SSD still serves: a promotion
         c.read(other * BS, BS)
         check_eq(hx.stats()['ssd-hits'], 1, 'promotion')
+        # The write makes room by writing its first blocks back; with the
+        # SSD stalled their old entries cannot be dropped durably, so they
+        # must not reach the origin either.  Then the host crashes.
         c.submit_write(XOFF, new)
-        poll('the first blocks written back to the origin', lambda:
-             pread_file(img, XOFF, 4 * BS) == new[:4 * BS], timeout=10)
+        time.sleep(2.0)
+        check(pread_file(img, XOFF, BS) != new[:BS],
+              'a block was written back while its old SSD entry could still '
+              'be on the device')
         hx.kill()
     finally:
         hx.stop()

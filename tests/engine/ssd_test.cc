@@ -50,7 +50,8 @@ SsdPtr Load(const HcSsdSuper& sb, const std::vector<uint8_t>& t) {
 }
 
 uint64_t Put(HcSsd* s, uint64_t blk, uint32_t crc) {
-  uint64_t slot = hc_ssd_alloc(s);
+  uint64_t victim;
+  uint64_t slot = hc_ssd_alloc(s, &victim);
   EXPECT_NE(slot, HC_SSD_NONE);
   hc_ssd_commit(s, slot, blk, crc);
   return slot;
@@ -173,8 +174,13 @@ TEST(Index, ClockEvictsUnreferencedAndRespectsPins) {
   for (uint64_t b = 0; b < n; b++) Put(a.get(), b, 0);
   hc_ssd_lookup(a.get(), 0, nullptr);     // referenced: second chance
   hc_ssd_pin(a.get(), hc_ssd_lookup(a.get(), 1, nullptr));
-  uint64_t slot = hc_ssd_alloc(a.get());
+  uint64_t victim;
+  uint64_t slot = hc_ssd_alloc(a.get(), &victim);
   ASSERT_NE(slot, HC_SSD_NONE);
+  EXPECT_NE(victim, HC_SSD_NONE);
+  EXPECT_NE(victim, 0u);  // referenced
+  EXPECT_NE(victim, 1u);  // pinned
+  EXPECT_EQ(hc_ssd_lookup(a.get(), victim, nullptr), HC_SSD_NONE);
   hc_ssd_commit(a.get(), slot, 1000, 0);
   EXPECT_NE(hc_ssd_lookup(a.get(), 1, nullptr), HC_SSD_NONE);  // pinned
   EXPECT_EQ(hc_ssd_used(a.get()), n);
