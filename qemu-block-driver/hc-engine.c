@@ -1037,14 +1037,26 @@ void hc_destage_end(HcEngine *e, HcDestage *d, bool ok)
     }
     e->stats.destage_errors++;
     /*
-     * Retry from the head with the original seq: flushes waiting for it
-     * must not complete.  A newer record of the same block may also be
-     * queued; it then finds the block clean or destages it again.
+     * Retry with the original seq: flushes waiting for it must not
+     * complete.  A newer record of the same block may also be queued; it
+     * then finds the block clean or destages it again.
      */
     if (hc_dq_reserve(e)) {
-        e->dq_head = (e->dq_head + e->dq_cap - 1) % e->dq_cap;
+        /*
+         * Back at its place in seq order (not simply at the head: two
+         * failed destages would then be out of order, and a flush waiting
+         * for the older one would stop looking at the newer one).
+         */
+        size_t i = 0;
+
+        while (i < e->dq_len && hc_dq_at(e, i)->seq <= d->seq) {
+            i++;
+        }
+        for (size_t j = e->dq_len; j > i; j--) {
+            *hc_dq_at(e, j) = *hc_dq_at(e, j - 1);
+        }
         e->dq_len++;
-        *hc_dq_at(e, 0) = (HcDirtyRec) { d->blk, d->seq, d->time_ns };
+        *hc_dq_at(e, i) = (HcDirtyRec) { d->blk, d->seq, d->time_ns };
         x->flags |= HC_F_QUEUED;
     }
 }

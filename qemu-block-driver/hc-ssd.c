@@ -499,6 +499,16 @@ void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf)
     }
 }
 
+uint64_t hc_ssd_next_unwritten(const HcSsd *ssd, uint64_t from)
+{
+    for (uint64_t i = from; i < ssd->nsectors; i++) {
+        if (ssd->sec_gen[i] > ssd->sec_disk[i]) {
+            return i;
+        }
+    }
+    return HC_SSD_NONE;
+}
+
 uint64_t hc_ssd_sector_gen(const HcSsd *ssd, uint64_t sector)
 {
     return ssd->sec_gen[sector];
@@ -576,13 +586,15 @@ uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk)
 }
 
 uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
-                       uint32_t data_crc)
+                       uint32_t data_crc, uint64_t *old_sec)
 {
     HcSsdSlot *x = &ssd->slot[slot];
     uint32_t old = hc_ssd_find(ssd, blk);
 
+    *old_sec = HC_SSD_NONE;
     if (old != HC_SSD_NIL) {
         hc_ssd_drop(ssd, old);
+        *old_sec = hc_ssd_sector_of(old);
     }
     x->blk = blk;
     x->seq = ++ssd->seq;

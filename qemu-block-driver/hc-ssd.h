@@ -126,10 +126,16 @@ uint64_t hc_ssd_data_offset(const HcSsd *ssd, uint64_t slot);
  * not in the index until hc_ssd_commit; hc_ssd_release gives it back.
  */
 uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk);
-/* Index slot for blk (dropping any older slot of blk); returns the sector
- * to persist. */
+/*
+ * Index slot for blk; returns the sector to persist.  An older slot of blk
+ * is dropped: its sector is returned in *old_sec (else HC_SSD_NONE) and
+ * must be persisted before blk changes on the origin.
+ */
 uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
-                       uint32_t data_crc);
+                       uint32_t data_crc, uint64_t *old_sec);
+/* Sectors changed in memory since recovery (duplicates dropped): write
+ * them before use.  Returns the next such sector >= from, or HC_SSD_NONE. */
+uint64_t hc_ssd_next_unwritten(const HcSsd *ssd, uint64_t from);
 void hc_ssd_release(HcSsd *ssd, uint64_t slot);
 void hc_ssd_pin(HcSsd *ssd, uint64_t slot);
 void hc_ssd_unpin(HcSsd *ssd, uint64_t slot);

@@ -113,6 +113,7 @@ typedef struct BDRVHostcacheState {
     bool ssd_on;
     bool ssd_broken;                /* an SSD I/O error: never use it again */
     bool ssd_drop_pending;          /* ...and its content is not dropped yet */
+    bool ssd_dropping;              /* that drop is being written now */
     /*
      * Blocks whose SSD entry was dropped in memory but maybe not yet on the
      * device (HostcachePendingDrop): before such a block is written to the
@@ -519,7 +520,13 @@ static void hostcache_reopen_commit(BDRVReopenState *state)
 
         if (opts->mode == HOSTCACHE_MODE_PASS_THROUGH && s->ssd_on) {
             s->ssd_on = false;
-            hostcache_ssd_write_super(state->bs, HC_SSD_STATE_OPEN, true);
+            if (hostcache_ssd_write_super(state->bs, HC_SSD_STATE_OPEN,
+                                          true) < 0) {
+                error_report("hostcache '%s': the SSD tier could not be "
+                             "dropped and may go stale; zero its first 8 KiB "
+                             "before using it again",
+                             bdrv_get_node_name(state->bs));
+            }
         } else if (opts->mode != HOSTCACHE_MODE_PASS_THROUGH) {
             s->ssd_on = !s->ssd_broken;
         }
@@ -844,24 +851,31 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
     if (!s->ssd_idx) {
         return;
     }
-    if (s->ssd_drop_pending) {
-        /* Best effort; if even this fails, the message says what to do. */
-        s->ssd_drop_pending = false;
-        if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, true) < 0) {
-            error_report("hostcache '%s': the SSD tier may now hold stale "
-                         "copies; zero its first 8 KiB before using it "
-                         "again", bdrv_get_node_name(bs));
+    while (s->ssd_dropping) {
+        /* another request drops the whole tier: wait until it is done */
+        qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 100 * SCALE_US);
+    }
+    if (!s->ssd_drop_pending) {
+        qemu_mutex_lock(&s->lock);
+        if (s->ssd_on) {
+            hc_ssd_invalidate_range(s->ssd_idx, first, end,
+                                    hostcache_ssd_note_drop, &ctx);
         }
-        return;
+        hostcache_pending_sectors(s, first, end, &l);
+        qemu_mutex_unlock(&s->lock);
+        if (hostcache_ssd_persist_all(bs, &l) == 0 || !s->ssd_drop_pending) {
+            return;
+        }
+        /* the SSD failed just now: drop everything instead */
     }
-    qemu_mutex_lock(&s->lock);
-    if (s->ssd_on) {
-        hc_ssd_invalidate_range(s->ssd_idx, first, end,
-                                hostcache_ssd_note_drop, &ctx);
+    s->ssd_dropping = true;
+    if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, true) < 0) {
+        error_report("hostcache '%s': the SSD tier may now hold stale "
+                     "copies; zero its first 8 KiB before using it again",
+                     bdrv_get_node_name(bs));
     }
-    hostcache_pending_sectors(s, first, end, &l);
-    qemu_mutex_unlock(&s->lock);
-    hostcache_ssd_persist_all(bs, &l);
+    s->ssd_drop_pending = false;
+    s->ssd_dropping = false;
 }
 
 /* Drop blk's SSD copy in memory (lock held); note the sector to persist. */
@@ -940,8 +954,16 @@ hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
     valid = hc_op_end(s->eng, &d->op);
     if (slot != HC_SSD_NONE) {
         if (ret == 0 && valid && s->ssd_on) {
+            uint64_t old_sec;
+
             hostcache_note_sector(secs, hc_ssd_commit(s->ssd_idx, slot,
-                                                      d->blk, crc));
+                                                      d->blk, crc, &old_sec));
+            if (old_sec != HC_SSD_NONE) {
+                /* the block's older slot stays valid on the device until
+                 * its sector is written, like a CLOCK victim's */
+                hostcache_pending_add(s, d->blk, old_sec);
+                hostcache_note_sector(secs, old_sec);
+            }
             hc_engine_stats(s->eng)->ssd_demotions++;
         } else {
             hc_ssd_release(s->ssd_idx, slot);
@@ -1030,6 +1052,7 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
     uint8_t *buf = qemu_try_blockalign(s->ssd->bs, bsize);
+    uint64_t bad_sec = HC_SSD_NONE;
     bool ok = false, valid;
     int ret = -ENOMEM;
 
@@ -1048,7 +1071,8 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
         /* torn or corrupted: a miss, never a wrong read */
         hc_engine_stats(s->eng)->ssd_corrupt++;
         if (hc_ssd_lookup(s->ssd_idx, blk, NULL) == slot) {
-            hc_ssd_invalidate(s->ssd_idx, blk);
+            bad_sec = hc_ssd_invalidate(s->ssd_idx, blk);
+            hostcache_pending_add(s, blk, bad_sec);
         }
     }
     if (ok) {
@@ -1065,6 +1089,9 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
     if (ok) {
         qemu_iovec_from_buf(qiov, qiov_offset, buf + pos % bsize, n);
         hostcache_kick_demoter(bs);
+    }
+    if (bad_sec != HC_SSD_NONE) {
+        hostcache_ssd_persist(bs, bad_sec);
     }
     qemu_vfree(buf);
     return ok;
@@ -1261,6 +1288,20 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
         }
     }
     hc_ssd_load_done(s->ssd_idx);
+    /* Losing duplicates were dropped in memory: make that durable first. */
+    for (uint64_t sec = hc_ssd_next_unwritten(s->ssd_idx, 0);
+         sec != HC_SSD_NONE; sec = hc_ssd_next_unwritten(s->ssd_idx, sec + 1)) {
+        hc_ssd_encode_sector(s->ssd_idx, sec, buf);
+        ret = bdrv_pwrite(s->ssd, hc_ssd_sector_offset(s->ssd_idx, sec),
+                          HC_SSD_SECTOR, buf, BDRV_REQ_FUA);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "hostcache: cannot write the SSD "
+                             "tier's slot table");
+            return ret;
+        }
+        hc_ssd_sector_written(s->ssd_idx, sec,
+                              hc_ssd_sector_gen(s->ssd_idx, sec));
+    }
     s->ssd_on = true;
     ret = hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, drop);
     if (ret < 0) {

@@ -53,7 +53,8 @@ uint64_t Put(HcSsd* s, uint64_t blk, uint32_t crc) {
   uint64_t victim;
   uint64_t slot = hc_ssd_alloc(s, &victim);
   EXPECT_NE(slot, HC_SSD_NONE);
-  hc_ssd_commit(s, slot, blk, crc);
+  uint64_t old_sec;
+  hc_ssd_commit(s, slot, blk, crc, &old_sec);
   return slot;
 }
 
@@ -181,7 +182,9 @@ TEST(Index, ClockEvictsUnreferencedAndRespectsPins) {
   EXPECT_NE(victim, 0u);  // referenced
   EXPECT_NE(victim, 1u);  // pinned
   EXPECT_EQ(hc_ssd_lookup(a.get(), victim, nullptr), HC_SSD_NONE);
-  hc_ssd_commit(a.get(), slot, 1000, 0);
+  uint64_t old_sec;
+  hc_ssd_commit(a.get(), slot, 1000, 0, &old_sec);
+  EXPECT_EQ(old_sec, HC_SSD_NONE);
   EXPECT_NE(hc_ssd_lookup(a.get(), 1, nullptr), HC_SSD_NONE);  // pinned
   EXPECT_EQ(hc_ssd_used(a.get()), n);
   EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
