@@ -5,7 +5,13 @@
 #                 the project (engine tests, tools)
 #   make check    everything above, then every test (tests/meson.build)
 #   make bench    the benchmarks, each figure next to its floor
-#   make demo     the main job end to end on this machine
+#   make demo     the main job end to end on this machine: libvirtd,
+#                 hostcached, a VM on a simulated slow SAN, a policy assigned
+#                 through the REST API, the guest's workload with and without
+#                 the cache; leaves the daemon and the VM running
+#   make demo-stop  stop what make demo left running
+#   make demo-san   the driver alone: fio against the simulated SAN with and
+#                 without hostcache (qemu-storage-daemon)
 #
 # A second `make` with nothing changed takes seconds: every step is stamped
 # or left to ninja.
@@ -17,7 +23,7 @@ STAMPS     := $(BUILD)/stamps
 MESON      ?= meson
 
 .PHONY: all deps qemu project check check-engine check-driver bench demo \
-        soak clean distclean
+        demo-stop demo-san soak clean distclean
 
 all: qemu project
 
@@ -46,6 +52,12 @@ bench: all
 	/usr/bin/python3 scripts/bench.py
 
 demo: all
+	/usr/bin/python3 scripts/demo-manager.py start
+
+demo-stop:
+	/usr/bin/python3 scripts/demo-manager.py stop
+
+demo-san: all
 	bash scripts/demo.sh
 
 clean:
