@@ -73,6 +73,18 @@ class Cfg:
 
 CFG = Cfg()
 
+# The QEMU binaries measured: copies taken at start (snapshot_binaries), so
+# a rebuild of build/qemu-build during the run changes nothing measured.
+BIN = {'qsd': hctest.QSD, 'qemu-img': hctest.QEMU_IMG}
+
+
+def snapshot_binaries(workdir):
+    os.makedirs(os.path.join(workdir, 'bin'))
+    for name, path in list(BIN.items()):
+        dst = os.path.join(workdir, 'bin', name)
+        shutil.copy2(path, dst)
+        BIN[name] = dst
+
 
 def pin(cpu):
     return ['taskset', '-c', cpu] if cpu is not None else []
@@ -129,7 +141,7 @@ def qsd(workdir, name, blockdevs, exports):
     NBD server on a unix socket exporting {export name: node}."""
     qmp_path = os.path.join(workdir, f'{name}.qmp')
     sock = os.path.join(workdir, f'{name}.nbd')
-    argv = [hctest.QSD, '--chardev',
+    argv = [BIN['qsd'], '--chardev',
             f'socket,id=qmp0,path={qmp_path},server=on,wait=off',
             '--monitor', 'chardev=qmp0']
     for b in blockdevs:
@@ -381,7 +393,7 @@ def med(vals):
 
 def img_bench(opts, count, qd, step):
     """One qemu-img bench run: (seconds reported, CPU% of qemu-img)."""
-    argv = pin(CFG.server_cpu) + [hctest.QEMU_IMG, 'bench', '-c', str(count),
+    argv = pin(CFG.server_cpu) + [BIN['qemu-img'], 'bench', '-c', str(count),
                                   '-d', str(qd), '-S', str(step),
                                   '--image-opts', opts]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -842,6 +854,7 @@ def main():
     setup_pinning()
     os.makedirs(OUT_DIR, exist_ok=True)
     workdir = hctest.tmpdir('hcbench-')
+    snapshot_binaries(workdir)
     only = set(args.only.split(','))
     load0 = os.getloadavg()
     t0 = time.monotonic()
