@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: hostcache in front of a slow SAN, end to end, in about a minute.
+# make demo-san: hostcache in front of a slow SAN, the driver alone, in about
+# a minute (make demo shows the whole product: scripts/demo-manager.py).
 #
 #   1. A simulated SAN: nbdkit's memory plugin behind its delay filter (every
 #      read and write takes 2 ms more), 1 GiB of real data.
