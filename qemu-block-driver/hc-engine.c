@@ -1119,16 +1119,24 @@ bool hc_is_dirty(const HcEngine *e, uint64_t blk)
     return s != HC_NIL && (e->ent[s].flags & HC_F_DIRTY);
 }
 
-uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
+/*
+ * First block in [first, end) that is cached and has all of flags (0: any
+ * cached block), or UINT64_MAX: block by block over short ranges, else one
+ * pass over the slots.
+ */
+static uint64_t hc_find_first(const HcEngine *e, uint64_t first, uint64_t end,
+                              uint8_t flags, uint64_t population)
 {
     uint64_t best = UINT64_MAX;
 
-    if (!e->ndirty || end <= first) {
+    if (!population || end <= first) {
         return UINT64_MAX;
     }
-    if (end - first <= e->ndirty * 4) {
+    if (end - first <= population * 4) {
         for (uint64_t b = first; b < end; b++) {
-            if (hc_is_dirty(e, b)) {
+            uint32_t s = hc_find(e, b);
+
+            if (s != HC_NIL && (e->ent[s].flags & flags) == flags) {
                 return b;
             }
         }
@@ -1137,7 +1145,7 @@ uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
     for (uint32_t s = 0; s < e->next_unused; s++) {
         const HcEntry *x = &e->ent[s];
 
-        if (x->queue != HC_Q_FREE && (x->flags & HC_F_DIRTY) &&
+        if (x->queue != HC_Q_FREE && (x->flags & flags) == flags &&
             x->blk >= first && x->blk < end && x->blk < best) {
             best = x->blk;
         }
@@ -1145,30 +1153,14 @@ uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
     return best;
 }
 
+uint64_t hc_dirty_find(const HcEngine *e, uint64_t first, uint64_t end)
+{
+    return hc_find_first(e, first, end, HC_F_DIRTY, e->ndirty);
+}
+
 uint64_t hc_cached_find(const HcEngine *e, uint64_t first, uint64_t end)
 {
-    uint64_t best = UINT64_MAX;
-
-    if (!e->used || end <= first) {
-        return UINT64_MAX;
-    }
-    if (end - first <= (uint64_t)e->used * 4) {
-        for (uint64_t b = first; b < end; b++) {
-            if (hc_find(e, b) != HC_NIL) {
-                return b;
-            }
-        }
-        return UINT64_MAX;
-    }
-    for (uint32_t s = 0; s < e->next_unused; s++) {
-        const HcEntry *x = &e->ent[s];
-
-        if (x->queue != HC_Q_FREE && x->blk >= first && x->blk < end &&
-            x->blk < best) {
-            best = x->blk;
-        }
-    }
-    return best;
+    return hc_find_first(e, first, end, 0, e->used);
 }
 
 /* ---- statistics ------------------------------------------------------------ */
