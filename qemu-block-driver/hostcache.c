@@ -531,7 +531,7 @@ static void hostcache_reopen_commit(BDRVReopenState *state)
             s->ssd_on = !s->ssd_broken;
         }
     }
-    hostcache_kick_demoter(state->bs);      /* a shrink evicted blocks */
+    /* blocks a shrink evicted are demoted by drain_end, not here (drained) */
 
     trace_hostcache_reopen(state->bs, HostcacheMode_str(s->opts.mode),
                            s->opts.cfg.ram_size);
@@ -1015,7 +1015,7 @@ static void hostcache_kick_demoter(BlockDriverState *bs)
     Coroutine *co;
 
     qemu_mutex_lock(&s->lock);
-    if (s->demoter_running || QSIMPLEQ_EMPTY(&s->demotions)) {
+    if (s->demoter_running || s->quiesced || QSIMPLEQ_EMPTY(&s->demotions)) {
         qemu_mutex_unlock(&s->lock);
         return;
     }
@@ -1710,6 +1710,7 @@ static void hostcache_drain_end(BlockDriverState *bs)
     qatomic_set(&s->quiesced, s->quiesced - 1);
     qemu_mutex_unlock(&s->lock);
     hostcache_kick_destager(bs);
+    hostcache_kick_demoter(bs);
 }
 
 /*
