@@ -61,7 +61,10 @@ def test_reopen_while_fio_verifies():
                   ['--rw=randrw', '--rwmixread=60', '--bs=4k',
                    '--iodepth=16', f'--size={DISK}', '--time_based',
                    f'--runtime={RUNTIME}', '--verify=crc32c',
-                   '--verify_fatal=1', '--verify_backlog=128'])
+                   '--verify_fatal=1', '--verify_backlog=128',
+                   # no two writes of one block in flight (see
+                   # test_fio_nbd.py): a verify failure is wrong data
+                   '--serialize_overlap=1'])
         t_end = time.monotonic() + RUNTIME - 3
         done = []
         for mode, ram in itertools.cycle(PLAN):

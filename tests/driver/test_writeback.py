@@ -1156,6 +1156,7 @@ def test_fio_verify_cache_full():
     seed = SEED % 1000000 + 1
     job = ['--rw=randwrite', '--bs=4k', f'--size={disk}', '--iodepth=16',
            f'--randseed={seed}', '--verify=crc32c', '--verify_fatal=1',
+           '--serialize_overlap=1',
            '--verify_state_save=0']
     try:
         Fio(d, 'wb-fill', hx.nbd_uri(),
