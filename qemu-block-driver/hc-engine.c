@@ -737,6 +737,24 @@ bool hc_admit_miss(HcEngine *e, uint64_t blk)
     return false;
 }
 
+/* A new clean entry for blk (not cached yet) in probation, or HC_NIL. */
+static uint32_t hc_slot_new(HcEngine *e, uint64_t blk)
+{
+    uint32_t s = hc_slot_get(e);
+
+    if (s == HC_NIL) {
+        return HC_NIL;
+    }
+    e->ent[s].blk = blk;
+    e->ent[s].flags = 0;
+    e->ent[s].gen = 0;
+    hc_hash_add(e, s);
+    hc_q_push_head(e, HC_Q_PROBATION, s);
+    e->used++;
+    e->stats.admissions++;
+    return s;
+}
+
 void *hc_insert(HcEngine *e, uint64_t blk)
 {
     uint32_t s = hc_find(e, blk);
@@ -748,18 +766,8 @@ void *hc_insert(HcEngine *e, uint64_t blk)
         hc_touch(e, s);
         return hc_slot_data(e, s);
     }
-    s = hc_slot_get(e);
-    if (s == HC_NIL) {
-        return NULL;
-    }
-    e->ent[s].blk = blk;
-    e->ent[s].flags = 0;
-    e->ent[s].gen = 0;
-    hc_hash_add(e, s);
-    hc_q_push_head(e, HC_Q_PROBATION, s);
-    e->used++;
-    e->stats.admissions++;
-    return hc_slot_data(e, s);
+    s = hc_slot_new(e, blk);
+    return s == HC_NIL ? NULL : hc_slot_data(e, s);
 }
 
 uint64_t hc_invalidate(HcEngine *e, uint64_t first, uint64_t end)
@@ -904,17 +912,10 @@ void *hc_write_dirty(HcEngine *e, uint64_t blk, uint64_t now_ns)
         return NULL;
     }
     if (s == HC_NIL) {
-        s = hc_slot_get(e);
+        s = hc_slot_new(e, blk);
         if (s == HC_NIL) {
             return NULL;
         }
-        e->ent[s].blk = blk;
-        e->ent[s].flags = 0;
-        e->ent[s].gen = 0;
-        hc_hash_add(e, s);
-        hc_q_push_head(e, HC_Q_PROBATION, s);
-        e->used++;
-        e->stats.admissions++;
     } else {
         hc_touch(e, s);
     }

@@ -802,14 +802,6 @@ hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
     return 0;
 }
 
-/* hc_ssd_invalidate_range callback: note the sector (pending via forget). */
-static void hostcache_ssd_note_drop(void *opaque, uint64_t sec)
-{
-    struct { BDRVHostcacheState *s; HostcacheSectors *l; } *ctx = opaque;
-
-    hostcache_note_sector(ctx->l, sec);
-}
-
 /* Remember that blk's entry is dropped in memory, in sector sec (locked). */
 static void hostcache_pending_add(BDRVHostcacheState *s, uint64_t blk,
                                   uint64_t sec)
@@ -846,7 +838,6 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
 {
     BDRVHostcacheState *s = bs->opaque;
     HostcacheSectors l = { .n = 0 };
-    struct { BDRVHostcacheState *s; HostcacheSectors *l; } ctx = { s, &l };
 
     if (!s->ssd_idx) {
         return;
@@ -859,7 +850,7 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
         qemu_mutex_lock(&s->lock);
         if (s->ssd_on) {
             hc_ssd_invalidate_range(s->ssd_idx, first, end,
-                                    hostcache_ssd_note_drop, &ctx);
+                                    hostcache_note_sector, &l);
         }
         hostcache_pending_sectors(s, first, end, &l);
         qemu_mutex_unlock(&s->lock);
