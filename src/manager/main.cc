@@ -29,6 +29,7 @@
 #include "manager/libvirt/real_libvirt_client.h"
 #include "manager/stats/collector.h"
 #include "manager/store/sqlite_store.h"
+#include "migration/coordinator.h"
 
 #ifndef HOSTCACHE_VERSION
 #define HOSTCACHE_VERSION "unknown"
@@ -73,8 +74,15 @@ int Run(const hc::core::DaemonConfig& cfg) {
   mcfg.ssd_budget = *ssd_budget;
   core::Manager manager(**store, lv, tools, clock, mcfg);
   core::Reconciler reconciler(manager, cfg.check_interval);
+  migration::Coordinator migration(manager, lv, clock);
+  reconciler.SetHandler([&](const std::string& uuid, const std::string& name,
+                            libvirt::Lifecycle ev, const std::string& detail) {
+    migration.OnEvent(uuid, name, ev, detail);
+  });
   lv.SetLifecycleCallback([&](const std::string& uuid, const std::string& name,
-                              libvirt::Lifecycle ev) { reconciler.Enqueue(uuid, name, ev); });
+                              libvirt::Lifecycle ev, const std::string& detail) {
+    reconciler.Enqueue(uuid, name, ev, detail);
+  });
   bool first = true;
   lv.SetConnectionCallback([&](bool up) {
     if (up && !first) {

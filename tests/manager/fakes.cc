@@ -49,6 +49,19 @@ json FakeQemu::Execute(const json& cmd) {
                                     {"ram-limit", node.options.value("ram-size", 256 << 20)},
                                     {"read-hits", 10},
                                     {"read-misses", 5}};
+        auto& ds = e["driver-specific"];
+        if (!node.ssd.empty()) {
+          ds["ssd-active"] = ssd_active;
+          ds["ssd-size"] = 1 << 20;
+          ds["ssd-errors"] = ssd_active ? 0 : 3;
+        }
+        if (report_options) {
+          uint64_t ram = node.options.value("ram-size", uint64_t{256} << 20);
+          ds["admit-after"] = node.options.value("admit-after", uint64_t{1});
+          ds["seq-cutoff"] = node.options.value("seq-cutoff", uint64_t{4} << 20);
+          ds["max-dirty"] = node.options.value("max-dirty", ram / 2);
+          ds["max-dirty-age-ms"] = node.options.value("max-dirty-age-ms", uint64_t{5000});
+        }
       } else if (node.driver == "file") {
         e["driver-specific"] = json{{"driver", "file"}, {"discard-nb-ok", 0}};
       }
@@ -66,6 +79,9 @@ json FakeQemu::Execute(const json& cmd) {
       if (!node.file.empty()) {
         es.push_back(json{{"parent", id[n]}, {"child", id[node.file]}, {"name", "file"}});
       }
+      if (!node.ssd.empty()) {
+        es.push_back(json{{"parent", id[n]}, {"child", id[node.ssd]}, {"name", "ssd"}});
+      }
     }
     for (const auto& [qdev, root] : devs) {
       int bb = next++;
@@ -73,6 +89,14 @@ json FakeQemu::Execute(const json& cmd) {
       es.push_back(json{{"parent", bb}, {"child", id[root]}, {"name", "root"}});
     }
     return Return(json{{"nodes", ns}, {"edges", es}});
+  }
+  if (name == "query-named-block-nodes") {
+    json arr = json::array();
+    for (const auto& [n, node] : nodes) {
+      arr.push_back(json{{"node-name", n}, {"drv", node.driver},
+                         {"file", node.filename.empty() ? "json:{}" : node.filename}});
+    }
+    return Return(arr);
   }
   if (name == "blockdev-add" || name == "blockdev-reopen") {
     json o = name == "blockdev-add" ? args : args["options"][0];
@@ -82,15 +106,37 @@ json FakeQemu::Execute(const json& cmd) {
       return Error("hostcache mode '" + refuse_mode + "' is not supported by this build yet");
     }
     if (!nodes.count(file)) return Error("Cannot find device='' nor node-name='" + file + "'");
+    std::string ssd;
     if (name == "blockdev-add") {
       if (nodes.count(node)) return Error("Duplicate nodes with node-name='" + node + "'");
+      if (o.contains("ssd")) {
+        if (!o["ssd"].is_object()) return Error("fake: give the ssd child inline");
+        ssd = o["ssd"].value("node-name", "#block" + std::to_string(nodes.size()));
+        if (nodes.count(ssd)) return Error("Duplicate nodes with node-name='" + ssd + "'");
+        nodes[ssd] = Node{"file", "", {}, "", o["ssd"].value("filename", "")};
+      }
     } else {
       if (!nodes.count(node)) return Error("Cannot find node-name='" + node + "'");
-      if (nodes[node].options.value("block-size", 4096) != o.value("block-size", 4096)) {
+      const Node& cur = nodes[node];
+      if (cur.options.value("block-size", 4096) != o.value("block-size", 4096)) {
         return Error("hostcache: block-size cannot be changed on an open node");
       }
+      // As QEMU: a child must be named (as the current one), and options
+      // without a default cannot be left out.
+      if (!cur.ssd.empty() && !o.contains("ssd")) {
+        return Error("Option 'driver' cannot be reset to its default value");
+      }
+      if (o.contains("ssd") && (!o["ssd"].is_string() || o["ssd"].get<std::string>() != cur.ssd)) {
+        return Error("Cannot change the option 'ssd'");
+      }
+      if (cur.options.contains("origin-id") && !o.contains("origin-id")) {
+        return Error("Option 'origin-id' cannot be reset to its default value");
+      }
+      ssd = cur.ssd;
+      o["ssd"] = cur.options.value("ssd", json());
+      if (o["ssd"].is_null()) o.erase("ssd");
     }
-    nodes[node] = Node{o.value("driver", ""), file, o};
+    nodes[node] = Node{o.value("driver", ""), file, o, ssd, ""};
     return Return(json::object());
   }
   if (name == "qom-set") {
@@ -108,9 +154,11 @@ json FakeQemu::Execute(const json& cmd) {
       if (root == node) return Error("Node " + node + " is in use");
     }
     for (const auto& [_, n] : nodes) {
-      if (n.file == node) return Error("Node " + node + " is in use");
+      if (n.file == node || n.ssd == node) return Error("Node " + node + " is in use");
     }
+    std::string implicit = nodes[node].ssd;  // created with it: goes with it
     nodes.erase(node);
+    if (!implicit.empty()) nodes.erase(implicit);
     return Return(json::object());
   }
   return Error("The command " + name + " has not been found");
@@ -133,8 +181,8 @@ FakeLibvirt::Domain& FakeLibvirt::Add(const std::string& uuid, const std::string
       if (disk.empty()) continue;
       std::string top = libvirt::LibvirtNodeName(disk, disk.index);
       std::string storage = "libvirt-" + std::to_string(disk.index) + "-storage";
-      d.qemu.nodes[storage] = FakeQemu::Node{"file", "", {}};
-      if (top != storage) d.qemu.nodes[top] = FakeQemu::Node{disk.format, storage, {}};
+      d.qemu.nodes[storage] = FakeQemu::Node{"file", "", {}, "", disk.source};
+      if (top != storage) d.qemu.nodes[top] = FakeQemu::Node{disk.format, storage, {}, "", ""};
       d.qemu.devs["/machine/peripheral/" + disk.alias + "/virtio-backend"] = top;
     }
   }

@@ -31,12 +31,18 @@ struct FakeQemu {
     std::string driver;     // "qcow2", "file", "hostcache"
     std::string file;       // child named "file" ("" none)
     nlohmann::json options; // hostcache options
+    std::string ssd;        // hostcache: child named "ssd" ("" none)
+    std::string filename;   // file nodes: the file
   };
   std::map<std::string, Node> nodes;       // node-name -> node
   std::map<std::string, std::string> devs; // qdev path -> root node
   // Refuse blockdev-add/reopen of hostcache nodes with this mode.
   std::string refuse_mode;
   std::map<std::string, std::string> fail;  // command -> error desc (one shot)
+  // Report admit-after, seq-cutoff, max-dirty, max-dirty-age-ms in the
+  // driver-specific statistics (the real driver does not, yet).
+  bool report_options = false;
+  bool ssd_active = true;  // what a node with an SSD tier reports as ssd-active
   std::vector<std::string> log;             // commands executed, in order
 
   nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply

@@ -1,6 +1,13 @@
 // The policy engine against fakes of libvirt (with a model of QEMU's block
 // graph), the QEMU tools and the clock, and a real SQLite store.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include <gtest/gtest.h>
+#include <pugixml.hpp>
 
 #include "fakes.h"
 #include "manager/core/manager.h"
@@ -343,23 +350,291 @@ TEST_F(ManagerTest, DeletingAnAssignedPolicyIsAConflict) {
   EXPECT_EQ(mgr_->DeletePolicy("monitor").error().code, ErrorCode::kNotFound);
 }
 
-TEST_F(ManagerTest, SsdTierNotAvailableIsReported) {
-  ManagerConfig cfg;
-  cfg.ram_budget = 4ull << 30;
-  cfg.ssd_budget = 100ull << 30;
-  mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
-  CreatePolicy("ssd", json{{"ssd-size", "10G"}, {"ssd-dir", "/var/cache/hostcache"}});
+// ---- the SSD tier -------------------------------------------------------------
+
+class SsdTest : public ManagerTest {
+ protected:
+  void SetUp() override {
+    ManagerTest::SetUp();
+    ManagerConfig cfg;
+    cfg.ram_budget = 4ull << 30;
+    cfg.ssd_budget = 100ull << 30;
+    mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
+    char tmpl[] = "/tmp/hcmgr-ssd-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    root_ = tmpl;
+    dir_ = root_ + "/tier";  // created by hostcached
+    CreatePolicy("ssd", json{{"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::string File(const std::string& target = "vda") {
+    return dir_ + "/" + kWeb + "-" + target + ".hcssd";
+  }
+  std::string root_, dir_;
+};
+
+TEST_F(SsdTest, TheTierFileIsCreatedAndAttachedLiveAndInTheDefinition) {
   auto a = mgr_->Assign("web", "vda", "ssd");
-  ASSERT_TRUE(a);
-  EXPECT_EQ(a->state, Compliance::kNotCompliant);
-  EXPECT_NE(a->reason.find("SSD tier"), std::string::npos);
-  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda") << "the RAM tier still works";
-  // And the SSD budget is enforced.
-  CreatePolicy("ssd-huge", json{{"ssd-size", "95G"}, {"ssd-dir", "/var/cache/hostcache"}});
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  // The directory (0700) and a sparse file of ssd-size bytes.
+  struct stat ds, fs;
+  ASSERT_EQ(stat(dir_.c_str(), &ds), 0);
+  EXPECT_EQ(ds.st_mode & 0777, 0700u);
+  ASSERT_EQ(stat(File().c_str(), &fs), 0) << File();
+  EXPECT_EQ(fs.st_size, 1 << 20);
+  EXPECT_EQ(fs.st_mode & 0777, 0600u);
+  // The running filter has the file as its ssd child, and the disk's own
+  // origin-id.
+  auto& hc = Qemu().nodes["hc-vda"];
+  EXPECT_EQ(hc.ssd, "hc-vda-ssd");
+  EXPECT_EQ(Qemu().nodes["hc-vda-ssd"].filename, File());
+  EXPECT_EQ(hc.options["origin-id"], std::string(kWeb) + "/vda");
+  // The definition: the same child inline in the -blockdev.
+  auto p = Persistent();
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p["vda"].options["ssd"],
+            (json{{"driver", "file"}, {"filename", File()}, {"node-name", "hc-vda-ssd"}}));
+  EXPECT_EQ(p["vda"].options["origin-id"], std::string(kWeb) + "/vda");
+  EXPECT_EQ(mgr_->Budget().ssd_used, 1u << 20);
+}
+
+TEST_F(SsdTest, AnExistingTierFileIsReusedNotRecreated) {
+  std::filesystem::create_directories(dir_);
+  {
+    std::ofstream f(File());
+    f << "formatted by the driver earlier";
+  }
+  std::filesystem::resize_file(File(), 1 << 20);
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  std::ifstream f(File());
+  std::string first;
+  std::getline(f, first);
+  EXPECT_EQ(first.substr(0, 9), "formatted") << "a warm tier must survive";
+}
+
+TEST_F(SsdTest, EditingThePolicyReopensWithTheSsdChildAndANewSizeReplacesIt) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  Qemu().log.clear();
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.mode = policy::CacheMode::kWriteAround;
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users) << users.error().message;
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+  auto& log = Qemu().log;
+  EXPECT_NE(std::find(log.begin(), log.end(), "blockdev-reopen"), log.end());
+  EXPECT_EQ(std::find(log.begin(), log.end(), "blockdev-del"), log.end());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].ssd, "hc-vda-ssd");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-around");
+  // A new ssd-size cannot be reopened: the filter is replaced, the file
+  // made the new size while no filter has it open.
+  log.clear();
+  p.rules.ssd_size = 2 << 20;
+  users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+  EXPECT_NE(std::find(log.begin(), log.end(), "blockdev-del"), log.end());
+  EXPECT_EQ(std::filesystem::file_size(File()), 2u << 20);
+  EXPECT_EQ(Qemu().nodes["hc-vda"].ssd, "hc-vda-ssd");
+  // Dropping the tier: replaced without it, the file deleted.
+  p.rules.ssd_size = 0;
+  users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kCompliant) << (*users)[0].reason;
+  EXPECT_TRUE(Qemu().nodes["hc-vda"].ssd.empty());
+  EXPECT_EQ(Qemu().nodes.count("hc-vda-ssd"), 0u);
+  EXPECT_FALSE(std::filesystem::exists(File()));
+  EXPECT_FALSE(Persistent()["vda"].options.contains("ssd"));
+}
+
+TEST_F(SsdTest, WriteBackRemovalReopensWithTheSsdChildThenTheFileGoes) {
+  CreatePolicy("ssd-wb", json{{"mode", "write-back"}, {"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
+  // A failed removal keeps the file: the filter may still use it.
+  Qemu().fail["qom-set"] = "device is busy";
+  ASSERT_FALSE(mgr_->Unassign("web", "vda"));
+  EXPECT_TRUE(std::filesystem::exists(File()));
+  Qemu().log.clear();
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  std::vector<std::string> got;
+  for (const auto& c : Qemu().log) {
+    if (c == "blockdev-reopen" || c == "qom-set" || c == "blockdev-del") got.push_back(c);
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"qom-set", "blockdev-del"}))
+      << "the first attempt already reopened to write-through";
+  EXPECT_EQ(Qemu().nodes.count("hc-vda"), 0u);
+  EXPECT_EQ(Qemu().nodes.count("hc-vda-ssd"), 0u);
+  EXPECT_FALSE(std::filesystem::exists(File()));
+  auto evs = Events();
+  EXPECT_NE(std::find(evs.begin(), evs.end(), "ssd"), evs.end());
+}
+
+TEST_F(SsdTest, AnUnusableSsdDirIsRefusedAndLaterReported) {
+  // A regular file where the directory should be.
+  const std::string blocker = root_ + "/not-a-dir";
+  std::ofstream(blocker) << "x";
+  CreatePolicy("bad", json{{"ssd-size", "1M"}, {"ssd-dir", blocker + "/tier"}});
+  auto r = mgr_->Assign("web", "vda", "bad");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(r.error().message.find(blocker), std::string::npos) << r.error().message;
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+  EXPECT_TRUE(Qemu().log.empty());
+  // An assigned policy changed to such a directory: RAM only, and said so.
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.ssd_dir = blocker + "/tier";
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kNotCompliant);
+  EXPECT_NE((*users)[0].reason.find("RAM only"), std::string::npos) << (*users)[0].reason;
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  EXPECT_TRUE(Qemu().nodes["hc-vda"].ssd.empty());
+  EXPECT_FALSE(Persistent()["vda"].options.contains("ssd"))
+      << "a definition naming an unusable file would not start";
+}
+
+TEST_F(SsdTest, TheSsdBudgetIsEnforced) {
+  CreatePolicy("ssd-huge", json{{"ssd-size", "100G"}, {"ssd-dir", dir_}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
   auto no = mgr_->Assign("web", "vdb", "ssd-huge");
   ASSERT_FALSE(no);
   EXPECT_EQ(no.error().code, ErrorCode::kConflict);
   EXPECT_NE(no.error().message.find("SSD"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(File("vdb")));
+  EXPECT_EQ(mgr_->Budget().ssd_used, 1u << 20);
+}
+
+TEST_F(SsdTest, ASwitchedOffTierIsNotCompliant) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  Qemu().ssd_active = false;
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("switched off"), std::string::npos) << a->reason;
+}
+
+TEST_F(SsdTest, AForeignFileUnderTheFilterIsReplacedByThePolicysOne) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  Qemu().nodes["hc-vda-ssd"].filename = root_ + "/elsewhere.img";
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Qemu().nodes["hc-vda-ssd"].filename, File());
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+// ---- settings QEMU runs with ----------------------------------------------------
+
+TEST(CompareSettings, NamesEachOptionThatDiffers) {
+  policy::Rules r;
+  r.ssd_size = 1 << 20;
+  r.ssd_dir = "/ssd";
+  json st{{"mode", "write-through"}, {"block-size", 4096},  {"ram-limit", 256 << 20},
+          {"admit-after", 3},        {"seq-cutoff", 0},     {"max-dirty", 128 << 20},
+          {"max-dirty-age-ms", 99}};
+  auto d = libvirt::CompareSettings(st, r);
+  std::string all;
+  for (const auto& x : d) all += x + "\n";
+  EXPECT_EQ(d.size(), 4u) << all;
+  EXPECT_NE(all.find("admit-after is 3, the policy says 1"), std::string::npos) << all;
+  EXPECT_NE(all.find("seq-cutoff is 0"), std::string::npos) << all;
+  EXPECT_NE(all.find("max-dirty-age-ms is 99"), std::string::npos) << all;
+  EXPECT_NE(all.find("no SSD tier"), std::string::npos) << all;
+  EXPECT_TRUE(libvirt::UnreportedOptions(st).empty());
+  // What the driver does not report is not compared, but listed.
+  json bare{{"mode", "write-through"}, {"block-size", 4096}, {"ram-limit", 256 << 20}};
+  EXPECT_TRUE(libvirt::CompareSettings(bare, policy::Rules{}).empty());
+  EXPECT_EQ(libvirt::UnreportedOptions(bare).size(), 4u);
+}
+
+TEST_F(ManagerTest, OptionsChangedBehindOurBackAreNamedAndPutBack) {
+  Qemu().report_options = true;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Qemu().nodes["hc-vda"].options["admit-after"] = 7;
+  Qemu().nodes["hc-vda"].options["max-dirty-age-ms"] = 42;
+  // A refused repair leaves it not compliant, saying what differs.
+  Qemu().fail["blockdev-reopen"] = "busy";
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("admit-after is 7, the policy says 1"), std::string::npos) << a->reason;
+  EXPECT_NE(a->reason.find("max-dirty-age-ms is 42"), std::string::npos) << a->reason;
+  // The next check puts them back.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["admit-after"], 1);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(ManagerTest, UnreportedOptionsAreAssertedByAReopen) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Qemu().nodes["hc-vda"].options["seq-cutoff"] = 0;  // invisible in the stats
+  Qemu().log.clear();
+  mgr_->CheckVm(kWeb);
+  EXPECT_NE(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), Qemu().log.end());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["seq-cutoff"], 4 << 20);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+// ---- hot-unplug -----------------------------------------------------------------
+
+std::string WithoutDisk(const std::string& xml, const std::string& target) {
+  pugi::xml_document doc;
+  doc.load_string(xml.c_str());
+  auto devices = doc.document_element().child("devices");
+  for (auto d : devices.children("disk")) {
+    if (target == d.child("target").attribute("dev").value()) {
+      devices.remove_child(d);
+      break;
+    }
+  }
+  std::ostringstream out;
+  doc.save(out);
+  return out.str();
+}
+
+TEST_F(ManagerTest, AHotUnpluggedDiskIsCleanedUpAndReported) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  ASSERT_TRUE(mgr_->Assign("web", "vdb", "balanced"));
+  // libvirt detached vdb live: the device is gone, its nodes stay open
+  // under our filter.
+  auto& d = lv_.domains[kWeb];
+  d.qemu.devs.erase("/machine/peripheral/ua-data/virtio-backend");
+  d.live_xml = WithoutDisk(d.live_xml, "vdb");
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kDeviceRemoved, "ua-data");
+  EXPECT_EQ(Qemu().nodes.count("hc-vdb"), 0u);
+  EXPECT_EQ(Qemu().nodes.count("libvirt-3-storage"), 0u) << "libvirt's orphan stays open";
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda") << "the other disk is untouched";
+  auto b = *store_->GetAssignment(kWeb, "vdb");
+  EXPECT_EQ(b->state, Compliance::kNotCompliant);
+  EXPECT_NE(b->reason.find("hot-unplugged"), std::string::npos) << b->reason;
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  auto evs = Events();
+  EXPECT_NE(std::find(evs.begin(), evs.end(), "hot-unplug"), evs.end());
+  EXPECT_EQ(Persistent().size(), 2u) << "still in the definition: cached at the next start";
+  // Then detached from the definition too: our entries for it go, so the
+  // VM can start; the other disk keeps its filter.
+  d.inactive_xml = WithoutDisk(d.inactive_xml, "vdb");
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kDefined);
+  auto p = Persistent();
+  EXPECT_EQ(p.size(), 1u);
+  EXPECT_EQ(p.count("vdb"), 0u);
+  EXPECT_EQ(lv_.domains[kWeb].inactive_xml.find("hc-vdb"), std::string::npos);
+  evs = Events();
+  EXPECT_NE(std::find(evs.begin(), evs.end(), "unplug"), evs.end());
+  b = *store_->GetAssignment(kWeb, "vdb");
+  EXPECT_EQ(b->state, Compliance::kNotCompliant);
+  EXPECT_NE(b->reason.find("definition has no disk vdb"), std::string::npos) << b->reason;
+  ASSERT_TRUE(mgr_->Unassign("web", "vdb"));
+}
+
+TEST_F(ManagerTest, UnassigningAnUnpluggedDiskRemovesItsLeftoverFilter) {
+  ASSERT_TRUE(mgr_->Assign("web", "vdb", "balanced"));
+  auto& d = lv_.domains[kWeb];
+  d.qemu.devs.erase("/machine/peripheral/ua-data/virtio-backend");
+  d.live_xml = WithoutDisk(d.live_xml, "vdb");
+  // (no device-removed event seen: hostcached was down)
+  ASSERT_TRUE(mgr_->Unassign("web", "vdb"));
+  EXPECT_EQ(Qemu().nodes.count("hc-vdb"), 0u);
+  EXPECT_TRUE(Persistent().empty());
 }
 
 TEST_F(ManagerTest, EventsTellWhatHappened) {

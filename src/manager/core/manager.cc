@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/util.h"
+#include "manager/core/ssd_files.h"
 
 namespace hc::core {
 
@@ -372,6 +373,18 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
     if (auto s = CheckBudget(dom->uuid, target, pol->rules, dom->name); !s) {
       return tl::unexpected(s.error());
     }
+    if (pol->rules.ssd_size > 0) {
+      // The SSD tier file must be possible before anything refers to it
+      // (an existing one, from an earlier assignment, is reused).
+      const std::string node = std::string(libvirt::kNodePrefix) + target;
+      auto spec = MakeSsdSpec(pol->rules, dom->uuid, target, node);
+      if (auto s = PrepareSsdFile(spec.filename, pol->rules.ssd_size, false); !s) {
+        return tl::unexpected(Error{s.error().code, "policy '" + policy_name +
+                                                        "' cannot be assigned: " +
+                                                        s.error().message +
+                                                        "; fix ssd-dir or choose another policy"});
+      }
+    }
     Assignment a{dom->uuid, dom->name, target, policy_name,
                  std::string(libvirt::kNodePrefix) + target, Compliance::kUnknown,
                  "being applied", clock_.NowMs(), 0};
@@ -412,6 +425,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
     (void)store_.DeleteStats(a->vm_uuid, target);
     Log("info", a->vm_name, target, "unassign",
         "assignment of policy '" + a->policy + "' forgotten; the VM no longer exists");
+    ForgetSsdFile(*a);
     return {};
   }
   std::lock_guard vlock(VmMutex(dom->uuid));
@@ -442,9 +456,12 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   }
   // 1. The definition, so the next start is uncached.
   if (dom->persistent) {
-    auto r = ApplyPersistent(*dom, rest, rules, live);
+    std::map<std::string, SsdPlan> ssd;
+    for (const auto& x : rest) ssd[x.target] = PlanSsd(dom->uuid, x, rules[x.target], false);
+    auto r = ApplyPersistent(*dom, rest, rules, live, ssd);
     if (!r) return tl::unexpected(r.error());
   }
+  const std::string origin_id = dom->uuid + "/" + target;
   // 2. The running VM: write back and remove the filter.
   if (live) {
     const DiskInfo* ld = FindDisk(*live, target);
@@ -452,7 +469,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
       auto ins = live_.Inspect(dom->uuid, ld->alias);
       if (!ins && ins.error().code == ErrorCode::kUnavailable) return tl::unexpected(ins.error());
       if (ins && ins->has_filter && ins->root == (*a)->node_name) {
-        if (auto s = live_.Remove(dom->uuid, *ins); !s) {
+        if (auto s = live_.Remove(dom->uuid, *ins, origin_id); !s) {
           Log("error", dom->name, target, "remove-live",
               "could not remove the filter from the running VM: " + s.error().message);
           SetState(**a, Compliance::kError,
@@ -465,11 +482,25 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
         Log("info", dom->name, target, "remove-live",
             "filter " + (*a)->node_name + " written back and removed from the running VM");
       }
+    } else if (auto used = live_.HasParent(dom->uuid, (*a)->node_name); used && !*used) {
+      // The disk was hot-unplugged and its filter is still open.
+      auto removed = live_.RemoveOrphan(dom->uuid, (*a)->node_name, origin_id);
+      if (!removed) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    "the filter of the detached disk could not be removed from the running VM: " +
+                        removed.error().message + "; the assignment is kept, try again");
+      }
+      Log("info", dom->name, target, "remove-live",
+          "removed the filter of the detached disk and the nodes under it (" +
+              Join(*removed, ", ") + ")");
     }
   }
   if (auto s = store_.DeleteAssignment(dom->uuid, target); !s) return s;
   (void)store_.DeleteStats(dom->uuid, target);
   Log("info", dom->name, target, "unassign", "policy '" + (*a)->policy + "' unassigned");
+  // The filter is gone from the running VM and the definition: its SSD
+  // tier file (clean copies only) goes too.
+  ForgetSsdFile(**a);
   return {};
 }
 
@@ -499,7 +530,8 @@ void Manager::SetState(Assignment a, Compliance state, const std::string& reason
 
 Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     const DomainRef& dom, const std::vector<Assignment>& as,
-    const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live) {
+    const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live,
+    const std::map<std::string, SsdPlan>& ssd) {
   auto xml = lv_.GetXml(dom.uuid, true);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
@@ -532,8 +564,11 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
                           " at the next start: " + nodes.error().message;
       continue;
     }
+    auto plan = ssd.find(a.target);
+    const policy::SsdSpec* tier =
+        plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
     specs.push_back(libvirt::FilterSpec{
-        a.target, a.node_name, policy::DriverOptions(r, a.node_name, nodes->at(a.target))});
+        a.target, a.node_name, policy::DriverOptions(r, a.node_name, nodes->at(a.target), tier)});
   }
   const std::string emulator = specs.empty() ? "" : config_.emulator;
   auto updated = libvirt::ApplyFilters(*xml, specs, emulator);
@@ -588,6 +623,16 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
       std::lock_guard lock(define_mu_);
       rejected_xml_.erase(dom.uuid);
     }
+    if (auto had = libvirt::ParseFilterNodeNames(*xml)) {
+      for (const auto& a : as) {
+        if (!FindDisk(*info, a.target) &&
+            std::find(had->begin(), had->end(), a.node_name) != had->end()) {
+          Log("warning", dom.name, a.target, "unplug",
+              "disk " + a.target + " left the VM's definition (detached?): its filter's "
+              "<qemu:commandline> and <qemu:override> entries were removed so the VM can start");
+        }
+      }
+    }
     std::vector<std::string> ts;
     for (const auto& [t, _] : *after) ts.push_back(t);
     Log("info", dom.name, "", "define",
@@ -596,6 +641,67 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
   }
   return missing;
 }
+
+Manager::SsdPlan Manager::PlanSsd(const std::string& uuid, const Assignment& a,
+                                  const policy::Rules& r, bool may_replace) {
+  SsdPlan p;
+  if (r.ssd_size == 0) return p;
+  policy::SsdSpec spec = MakeSsdSpec(r, uuid, a.target, a.node_name);
+  if (auto s = PrepareSsdFile(spec.filename, r.ssd_size, may_replace); !s) {
+    p.problem = s.error().message + "; the disk is cached in RAM only until this is fixed";
+    return p;
+  }
+  p.spec = std::move(spec);
+  return p;
+}
+
+void Manager::ForgetSsdFile(const Assignment& a) {
+  auto p = store_.GetPolicy(a.policy);
+  if (!p || p->rules.ssd_size == 0) return;
+  const std::string path = SsdFilePath(p->rules.ssd_dir, a.vm_uuid, a.target);
+  auto size = SsdFileSize(path);
+  if (!size) return;
+  if (auto s = RemoveSsdFile(path); !s) {
+    Log("warning", a.vm_name, a.target, "ssd", "the SSD tier file could not be deleted: " +
+                                                   s.error().message);
+  } else {
+    Log("info", a.vm_name, a.target, "ssd", "SSD tier file " + path + " deleted (it held clean "
+                                            "copies only; the filter using it is gone)");
+  }
+}
+
+namespace {
+
+// How a live filter's SSD tier differs from the wanted one ("" = it does not).
+std::string SsdDifference(const libvirt::LiveDisk& ins, const policy::SsdSpec* want,
+                          const policy::Rules& r) {
+  if (!want) {
+    return ins.ssd_child.empty() ? ""
+                                 : "the filter has an SSD tier (" + ins.ssd_file +
+                                       ") the policy does not ask for";
+  }
+  if (ins.ssd_child.empty()) return "the filter has no SSD tier";
+  if (ins.ssd_file != want->filename) {
+    return "the SSD tier is " + ins.ssd_file + ", the policy's is " + want->filename;
+  }
+  if (ins.ssd_child != want->node_name) {
+    return "the SSD tier's node is " + ins.ssd_child + ", not " + want->node_name;
+  }
+  auto size = SsdFileSize(want->filename);
+  if (size && *size != r.ssd_size) {
+    return "the SSD tier file has " + FormatSize(*size) + ", the policy says " +
+           FormatSize(r.ssd_size);
+  }
+  return "";
+}
+
+// Whether `path` is a tier file hostcached made for this disk.
+bool OurSsdFile(const std::string& path, const std::string& uuid, const std::string& target) {
+  const std::string tail = "/" + uuid + "-" + target + kSsdSuffix;
+  return path.size() > tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+}  // namespace
 
 Status Manager::ApplyVm(const DomainRef& dom) {
   auto as = AssignmentsOf(dom.uuid);
@@ -616,32 +722,38 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     if (!li) return tl::unexpected(li.error());
     live = *li;
   }
+  // The SSD tier files: a running VM may have its file open, so a size
+  // change waits for the live replacement below.
+  std::map<std::string, SsdPlan> ssd;
+  for (const auto& a : *as) ssd[a.target] = PlanSsd(dom.uuid, a, rules[a.target], !dom.active);
   std::map<std::string, std::string> missing;
   if (dom.persistent) {
-    auto m = ApplyPersistent(dom, *as, rules, live);
+    auto m = ApplyPersistent(dom, *as, rules, live, ssd);
     if (!m) return tl::unexpected(m.error());
     missing = *m;
   }
   for (const auto& a : *as) {
-    const policy::Rules& r = rules[a.target];
+    const SsdPlan& plan = ssd[a.target];
+    const policy::SsdSpec* want_ssd = plan.spec ? &*plan.spec : nullptr;
+    // What the filter should run with: the policy, without the SSD tier
+    // when its file cannot be used.
+    policy::Rules r = rules[a.target];
+    if (!want_ssd) r.ssd_size = 0;
+    const std::string origin_id = dom.uuid + "/" + a.target;
     if (auto s = CheckOptionsCached(r); !s) {
       SetState(a, Compliance::kNotCompliant,
                "QEMU's hostcache driver refuses this policy's settings: " + s.error().message +
                    "; the disk is left uncached until the policy changes");
       continue;
     }
-    std::string ssd_note;
-    if (r.ssd_size > 0 && !config_.ssd_tier_available) {
-      ssd_note = "the policy asks for an SSD tier of " + HumanSize(r.ssd_size) +
-                 ", which this hostcache driver does not have yet; only the RAM tier is active";
-    }
-    const std::string desc = "filter " + a.node_name + " (" + Describe(r) + ", policy '" +
-                             a.policy + "')";
+    const std::string desc = "filter " + a.node_name + " (" + Describe(rules[a.target]) +
+                             (want_ssd ? ", SSD tier " + FormatSize(r.ssd_size) : std::string()) +
+                             ", policy '" + a.policy + "')";
     if (!dom.active) {
       if (!missing[a.target].empty()) {
         SetState(a, Compliance::kNotCompliant, missing[a.target]);
-      } else if (!ssd_note.empty()) {
-        SetState(a, Compliance::kNotCompliant, ssd_note);
+      } else if (!plan.problem.empty()) {
+        SetState(a, Compliance::kNotCompliant, plan.problem);
       } else {
         SetState(a, Compliance::kPendingRestart,
                  "the VM is shut off; its definition carries " + desc +
@@ -652,7 +764,12 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     const DiskInfo* ld = FindDisk(*live, a.target);
     if (!ld) {
       SetState(a, Compliance::kNotCompliant,
-               "the running VM has no disk " + a.target + " (hot-unplugged?)");
+               "the running VM has no disk " + a.target +
+                   " (hot-unplugged?); " +
+                   (missing[a.target].empty()
+                        ? std::string("its definition still has it, so it is cached again "
+                                      "at the next start")
+                        : missing[a.target]));
       continue;
     }
     const std::string expected = ld->index > 0 ? libvirt::LibvirtNodeName(*ld, ld->index) : "";
@@ -664,38 +781,60 @@ Status Manager::ApplyVm(const DomainRef& dom) {
       continue;
     }
     std::string op_error;
-    auto note = [&](const Status& s, const std::string& what) {
+    auto note = [&](const Status& s, const std::string& what, const std::string& why = "") {
       if (!s) {
         op_error = s.error().message;
       } else {
-        Log("info", dom.name, a.target, what, desc + ": " + what + " done in the running VM");
+        Log("info", dom.name, a.target, what,
+            desc + ": " + what + " done in the running VM" + (why.empty() ? "" : " (" + why + ")"));
       }
+    };
+    // Insert over `under`, the SSD tier file first made the policy's size
+    // (no QEMU has it open at this point).
+    auto insert = [&](const libvirt::LiveDisk& under) -> Status {
+      if (want_ssd) {
+        if (auto s = PrepareSsdFile(want_ssd->filename, r.ssd_size, true); !s) return s;
+      }
+      return live_.Insert(dom.uuid, under, r, a.node_name, want_ssd);
+    };
+    // Remove the filter and put it back over `under`; a tier file of ours
+    // that the new filter does not use is deleted once the old one is gone.
+    auto replace = [&](const std::string& under) -> Status {
+      Status s = live_.Remove(dom.uuid, *ins, origin_id);
+      if (!s) return s;
+      if (!ins->ssd_file.empty() && (!want_ssd || ins->ssd_file != want_ssd->filename) &&
+          OurSsdFile(ins->ssd_file, dom.uuid, a.target)) {
+        (void)RemoveSsdFile(ins->ssd_file);
+      }
+      return insert(libvirt::LiveDisk{ins->qdev, under, false, "", {}, "", ""});
     };
     if (ins->has_filter && ins->root == a.node_name) {
       bool wrong_child = !expected.empty() && ins->filter_child != expected &&
                          ins->filter_child.rfind("libvirt-", 0) == 0;
+      const std::string ssd_diff = SsdDifference(*ins, want_ssd, r);
       if (wrong_child) {
         Log("error", dom.name, a.target, "verify",
             "filter " + a.node_name + " sits on node " + ins->filter_child + ", but " + a.target +
                 "'s image is node " + expected + "; moving it");
-        Status s = live_.Remove(dom.uuid, *ins);
-        if (s) {
-          libvirt::LiveDisk fixed{ins->qdev, expected, false, "", {}};
-          s = live_.Insert(dom.uuid, fixed, r, a.node_name);
-        }
-        note(s, "repair-live");
-      } else if (!libvirt::CompareSettings(ins->stats, r).empty()) {
+        note(replace(expected), "repair-live");
+      } else if (!ssd_diff.empty()) {
+        // The driver cannot change its ssd child live.
+        Log("info", dom.name, a.target, "verify", ssd_diff + "; replacing the filter");
+        note(replace(ins->filter_child), "replace-live");
+      } else if (auto diffs = libvirt::CompareSettings(ins->stats, r); !diffs.empty()) {
         if (policy::ReopenCompatible(policy::Rules{.block_size = ins->stats.value(
                                                        "block-size", uint64_t{0})},
                                      r)) {
-          note(live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r), "reopen-live");
+          note(live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r, want_ssd),
+               "reopen-live", Join(diffs, "; "));
         } else {
-          Status s = live_.Remove(dom.uuid, *ins);
-          if (s) {
-            libvirt::LiveDisk under{ins->qdev, ins->filter_child, false, "", {}};
-            s = live_.Insert(dom.uuid, under, r, a.node_name);
-          }
-          note(s, "replace-live");
+          note(replace(ins->filter_child), "replace-live", Join(diffs, "; "));
+        }
+      } else if (!libvirt::UnreportedOptions(ins->stats).empty()) {
+        // QEMU does not report these options: assert them again (a reopen
+        // with the options the node has changes nothing).
+        if (auto s = live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r, want_ssd); !s) {
+          op_error = s.error().message;
         }
       }
     } else if (ins->has_filter) {
@@ -704,7 +843,7 @@ Status Manager::ApplyVm(const DomainRef& dom) {
                    ", not managed by hostcached; remove it to let the policy apply");
       continue;
     } else {
-      note(live_.Insert(dom.uuid, *ins, r, a.node_name), "insert-live");
+      note(insert(*ins), "insert-live");
     }
     // Verify from QEMU's block graph.
     auto after = live_.Inspect(dom.uuid, ld->alias);
@@ -719,26 +858,38 @@ Status Manager::ApplyVm(const DomainRef& dom) {
         problems.push_back("the filter sits on " + after->filter_child + ", not on " + expected);
       }
       for (auto& d : libvirt::CompareSettings(after->stats, r)) problems.push_back(d);
+      if (auto d = SsdDifference(*after, want_ssd, r); !d.empty()) problems.push_back(d);
     }
-    if (problems.empty()) {
+    if (problems.empty() && op_error.empty()) {
       if (!missing[a.target].empty()) {
         SetState(a, Compliance::kNotCompliant,
                  "the running VM is cached, but " + missing[a.target]);
-      } else if (!ssd_note.empty()) {
-        SetState(a, Compliance::kNotCompliant, ssd_note);
+      } else if (!plan.problem.empty()) {
+        SetState(a, Compliance::kNotCompliant, plan.problem);
       } else {
         SetState(a, Compliance::kCompliant,
                  desc + " is under the device in the running VM" +
                      (dom.persistent ? " and in its definition"
                                      : "; the VM is transient, so the filter ends with it"));
       }
+    } else if (problems.empty()) {
+      // In place, but re-asserting the options QEMU does not report failed.
+      SetState(a, Compliance::kNotCompliant,
+               "the filter is in place, but its settings could not be asserted (" + op_error +
+                   "); admit-after, seq-cutoff, max-dirty and max-dirty-age-ms may differ from "
+                   "the policy");
     } else {
       std::string why = op_error.empty() ? Join(problems, "; ") : op_error;
       if (why.find("does not accept value 'hostcache'") != std::string::npos) {
         why = "the running QEMU (" + (live->emulator.empty() ? std::string("?") : live->emulator) +
               ") has no hostcache driver";
       }
-      if (dom.persistent && missing[a.target].empty()) {
+      bool in_place = after && after->has_filter && after->root == a.node_name;
+      if (in_place) {
+        SetState(a, Compliance::kNotCompliant,
+                 "the running VM's filter differs from the policy: " + Join(problems, "; ") +
+                     (op_error.empty() ? std::string() : " (changing it failed: " + op_error + ")"));
+      } else if (dom.persistent && missing[a.target].empty()) {
         SetState(a, Compliance::kPendingRestart,
                  "the running VM did not take the filter live (" + why +
                      "); its definition carries it, so it takes effect at the next start");
@@ -781,18 +932,67 @@ void Manager::CheckAll() {
   }
   std::set<std::string> vms;
   for (const auto& a : *all) vms.insert(a.vm_uuid);
-  for (const auto& uuid : vms) CheckVm(uuid);
+  for (const auto& uuid : vms) {
+    if (Migrating(uuid)) continue;  // checked when its migration ends
+    CheckVm(uuid);
+  }
+}
+
+void Manager::SetMigrating(const std::string& uuid, bool migrating) {
+  std::lock_guard lock(migrating_mu_);
+  if (migrating) {
+    migrating_.insert(uuid);
+  } else {
+    migrating_.erase(uuid);
+  }
+}
+
+bool Manager::Migrating(const std::string& uuid) {
+  std::lock_guard lock(migrating_mu_);
+  return migrating_.count(uuid) > 0;
+}
+
+void Manager::OnDeviceRemoved(const std::string& uuid, const std::string& name,
+                              const std::string& alias) {
+  {
+    std::lock_guard vlock(VmMutex(uuid));
+    auto as = AssignmentsOf(uuid);
+    if (!as || as->empty()) return;
+    for (const auto& a : *as) {
+      // The unplugged disk's filter is the one nothing uses any more.
+      auto used = live_.HasParent(uuid, a.node_name);
+      if (!used || *used) continue;
+      auto removed = live_.RemoveOrphan(uuid, a.node_name, uuid + "/" + a.target);
+      if (!removed) {
+        Log("error", name, a.target, "hot-unplug",
+            "device " + alias + " was detached from the running VM, but its filter " +
+                a.node_name + " could not be removed: " + removed.error().message);
+        continue;
+      }
+      Log("info", name, a.target, "hot-unplug",
+          "disk " + a.target + " (device " + alias +
+              ") was detached from the running VM; removed its filter and the nodes libvirt "
+              "left open under it (" + Join(*removed, ", ") +
+              "); the assignment stays until the policy is unassigned");
+    }
+  }
+  CheckVm(uuid);
 }
 
 void Manager::OnLifecycle(const std::string& uuid, const std::string& name,
-                          libvirt::Lifecycle ev) {
+                          libvirt::Lifecycle ev, const std::string& detail) {
   switch (ev) {
     case libvirt::Lifecycle::kStarted:
     case libvirt::Lifecycle::kStopped:
     case libvirt::Lifecycle::kDefined:
     case libvirt::Lifecycle::kUndefined:
+    case libvirt::Lifecycle::kMigratedAway:
+    case libvirt::Lifecycle::kMigrationResumed:
       spdlog::debug("lifecycle event for {} ({}): checking its disks", name, uuid);
       CheckVm(uuid);
+      break;
+    case libvirt::Lifecycle::kDeviceRemoved:
+      OnDeviceRemoved(uuid, name, detail);
       break;
     default:
       break;

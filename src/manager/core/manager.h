@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,6 @@ struct ManagerConfig {
   std::string emulator;             // QEMU with the hostcache driver ("" = leave <emulator>)
   uint64_t ram_budget = 0;          // bytes of host RAM all caches together may use
   uint64_t ssd_budget = 0;          // bytes of SSD all caches together may use
-  bool ssd_tier_available = false;  // the driver in `emulator` has an SSD tier
 };
 
 struct DiskView {
@@ -90,7 +90,21 @@ class Manager {
   void CheckVm(const std::string& uuid);
   void CheckAll();
   // A lifecycle event from libvirt (called on the reconciler thread).
-  void OnLifecycle(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev);
+  // `detail`: the device alias of kDeviceRemoved.
+  void OnLifecycle(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev,
+                   const std::string& detail = "");
+  // A device of a running VM was hot-unplugged: a filter left without its
+  // device is removed with the nodes libvirt left open under it, the event
+  // log says so, and the VM is checked (its assignment is reported).
+  void OnDeviceRemoved(const std::string& uuid, const std::string& name,
+                       const std::string& alias);
+  // While a VM migrates (set by the migration coordinator), the periodic
+  // full check leaves it alone: its nodes are inactive around switch-over.
+  void SetMigrating(const std::string& uuid, bool migrating);
+  bool Migrating(const std::string& uuid);
+
+  // The assignments of one VM (by UUID).
+  Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
 
   // Appends to the event log (and the daemon log).
   void Log(const std::string& level, const std::string& vm, const std::string& target,
@@ -102,17 +116,28 @@ class Manager {
   // records each one's compliance.  Caller holds VmMutex(dom.uuid).  Fails
   // only when the persistent definition could not be written.
   Status ApplyVm(const libvirt::DomainRef& dom);
+  // The SSD tier a disk gets: its file prepared (created when missing;
+  // resized only when `may_replace`, i.e. no QEMU has it open).
+  struct SsdPlan {
+    std::optional<policy::SsdSpec> spec;  // the tier to attach; none when no tier or unusable
+    std::string problem;                  // why the policy's tier is not attached ("" = fine)
+  };
+  SsdPlan PlanSsd(const std::string& uuid, const store::Assignment& a, const policy::Rules& r,
+                  bool may_replace);
   // Rewrites the persistent definition from the assignments (already
-  // loaded).  Returns, per target, why the filter is not in it ("" = it is).
+  // loaded), each filter with the SSD tier of `ssd` (by target; absent =
+  // none).  Returns, per target, why the filter is not in it ("" = it is).
   Result<std::map<std::string, std::string>> ApplyPersistent(
       const libvirt::DomainRef& dom, const std::vector<store::Assignment>& as,
       const std::map<std::string, policy::Rules>& rules,
-      const std::optional<libvirt::DomainInfo>& live);
+      const std::optional<libvirt::DomainInfo>& live,
+      const std::map<std::string, SsdPlan>& ssd);
+  // Deletes the SSD tier file of an unassigned disk (its filter is gone).
+  void ForgetSsdFile(const store::Assignment& a);
   void SetState(store::Assignment a, store::Compliance state, const std::string& reason);
   Status CheckBudget(const std::string& uuid, const std::string& target,
                      const policy::Rules& rules, const std::string& vm_name);
   Status CheckBudgetForPolicy(const policy::Policy& p);
-  Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
   Status CheckOptionsCached(const policy::Rules& r);
 
   store::Store& store_;
@@ -130,6 +155,8 @@ class Manager {
   // uuid -> a definition libvirt accepted but did not keep our filters in;
   // not written again (this would loop through the "defined" event).
   std::map<std::string, std::string> rejected_xml_;  // guarded by define_mu_
+  std::mutex migrating_mu_;
+  std::set<std::string> migrating_;  // guarded by migrating_mu_
   std::mutex options_mu_;
   std::map<std::string, Status> options_cache_;  // rules JSON -> driver verdict
 };

@@ -18,14 +18,14 @@ void Reconciler::Stop() {
 }
 
 void Reconciler::Enqueue(const std::string& uuid, const std::string& name,
-                         libvirt::Lifecycle ev) {
+                         libvirt::Lifecycle ev, const std::string& detail) {
   {
     std::lock_guard lock(mu_);
     if (queue_.size() > 10000) {
       all_ = true;  // too much to keep apart: check everything instead
       queue_.clear();
     } else {
-      queue_.push_back(Item{uuid, name, ev});
+      queue_.push_back(Item{uuid, name, ev, detail});
     }
   }
   cv_.notify_all();
@@ -46,7 +46,15 @@ void Reconciler::Run() {
     if (std::chrono::steady_clock::now() >= next_full) all_ = true;
     if (all_) {
       all_ = false;
-      queue_.clear();
+      // The full pass checks every VM; events that mean more than "check
+      // it" (a hot-unplug, a migration) stay queued.
+      std::erase_if(queue_, [](const Item& i) {
+        return i.ev != libvirt::Lifecycle::kDeviceRemoved &&
+               i.ev != libvirt::Lifecycle::kMigrationOut &&
+               i.ev != libvirt::Lifecycle::kMigratedAway &&
+               i.ev != libvirt::Lifecycle::kMigrationIn &&
+               i.ev != libvirt::Lifecycle::kMigrationResumed;
+      });
       lock.unlock();
       manager_.CheckAll();
       lock.lock();
@@ -57,7 +65,11 @@ void Reconciler::Run() {
       Item it = std::move(queue_.front());
       queue_.pop_front();
       lock.unlock();
-      manager_.OnLifecycle(it.uuid, it.name, it.ev);
+      if (handler_) {
+        handler_(it.uuid, it.name, it.ev, it.detail);
+      } else {
+        manager_.OnLifecycle(it.uuid, it.name, it.ev, it.detail);
+      }
       lock.lock();
       continue;
     }

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,17 +27,26 @@ class Reconciler {
   void Start();  // the first pass checks every VM
   void Stop();
 
-  void Enqueue(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev);
+  void Enqueue(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev,
+               const std::string& detail = "");
   void EnqueueAll();
+
+  // Who handles a queued event (on the reconciler thread); default:
+  // Manager::OnLifecycle.  Set before Start().
+  using Handler = std::function<void(const std::string& uuid, const std::string& name,
+                                     libvirt::Lifecycle ev, const std::string& detail)>;
+  void SetHandler(Handler h) { handler_ = std::move(h); }
 
  private:
   struct Item {
     std::string uuid, name;
     libvirt::Lifecycle ev;
+    std::string detail;
   };
   void Run();
 
   Manager& manager_;  // not owned
+  Handler handler_;
   const int interval_s_;
   std::mutex mu_;
   std::condition_variable cv_;

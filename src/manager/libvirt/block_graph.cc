@@ -49,6 +49,22 @@ Result<BlockGraph> ParseBlockGraph(const json& ret) {
   return g;
 }
 
+std::map<std::string, int> ParentCounts(const json& ret) {
+  std::map<std::string, int> out;
+  if (!ret.is_object() || !ret.contains("nodes") || !ret.contains("edges")) return out;
+  std::map<int64_t, std::string> names;
+  for (const auto& n : ret["nodes"]) {
+    if (n.value("type", "") != "block-driver") continue;
+    names[n.value("id", int64_t{-1})] = n.value("name", "");
+    out[n.value("name", "")];
+  }
+  for (const auto& e : ret["edges"]) {
+    auto c = names.find(e.value("child", int64_t{-1}));
+    if (c != names.end()) out[c->second]++;
+  }
+  return out;
+}
+
 std::map<std::string, json> ParseNodeStats(const json& ret) {
   std::map<std::string, json> out;
   if (!ret.is_array()) return out;

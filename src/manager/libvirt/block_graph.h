@@ -30,6 +30,10 @@ const BlockDevice* FindDeviceByAlias(const std::vector<BlockDevice>& devs,
 using BlockGraph = std::map<std::string, std::map<std::string, std::string>>;
 Result<BlockGraph> ParseBlockGraph(const nlohmann::json& ret);
 
+// x-debug-query-block-graph: block-driver node-name -> how many parents it
+// has (devices' block backends and other nodes).
+std::map<std::string, int> ParentCounts(const nlohmann::json& ret);
+
 // query-blockstats {"query-nodes": true}: node-name -> driver-specific
 // statistics, for the nodes whose driver reports some.
 std::map<std::string, nlohmann::json> ParseNodeStats(const nlohmann::json& ret);

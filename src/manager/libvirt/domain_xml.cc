@@ -194,6 +194,26 @@ Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::
   return out;
 }
 
+Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml) {
+  pugi::xml_document doc;
+  if (auto r = Load(doc, xml); !r) return tl::unexpected(r.error());
+  pugi::xml_node dom = doc.document_element();
+  std::vector<std::string> out;
+  std::string p = QemuPrefix(dom);
+  if (p.empty()) return out;
+  const std::string cmd_name = p + ":commandline", arg_name = p + ":arg";
+  std::vector<pugi::xml_node> args;
+  for (auto a : dom.child(cmd_name.c_str()).children(arg_name.c_str())) args.push_back(a);
+  for (size_t i = 0; i + 1 < args.size(); i++) {
+    json opts;
+    if (std::string(args[i].attribute("value").value()) == "-blockdev" &&
+        IsOurBlockdev(args[i + 1].attribute("value").value(), &opts)) {
+      out.push_back(opts["node-name"].get<std::string>());
+    }
+  }
+  return out;
+}
+
 Result<std::string> ApplyFilters(const std::string& xml, const std::vector<FilterSpec>& filters,
                                  const std::string& emulator) {
   pugi::xml_document doc;

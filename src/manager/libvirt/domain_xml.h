@@ -87,6 +87,10 @@ struct InstalledFilter {
 };
 Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::string& xml);
 
+// The node names of every hostcache -blockdev of ours in <qemu:commandline>,
+// also those whose disk is gone from the definition.
+Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml);
+
 // Rewrites `xml` so that it carries exactly `filters` (earlier hostcache
 // entries are removed, everything else is kept) and, when `emulator` is not
 // empty, uses that emulator.  Disks that get a filter and lack a user alias

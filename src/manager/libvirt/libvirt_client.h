@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/error.h"
@@ -23,11 +24,32 @@ struct DomainRef {
   bool persistent = false;  // has a persistent (inactive) definition
 };
 
-// Lifecycle events we act on; others are kOther.
-enum class Lifecycle { kDefined, kUndefined, kStarted, kStopped, kSuspended, kResumed, kOther };
+// Domain events we act on; others are kOther.  The migration ones are
+// libvirt's lifecycle events with detail "migrated" (docs/LIBVIRT.md §5):
+// on the source Suspended (switch-over begins) then Stopped (gone); on the
+// destination Started (incoming, paused) then Resumed (running here).  A
+// source whose migration failed is Resumed with that detail too.
+// kDeviceRemoved is libvirt's device-removed event (a hot-unplug finished).
+enum class Lifecycle {
+  kDefined,
+  kUndefined,
+  kStarted,
+  kStopped,
+  kSuspended,
+  kResumed,
+  kOther,
+  kMigrationOut,      // Suspended Migrated
+  kMigratedAway,      // Stopped Migrated
+  kMigrationIn,       // Started Migrated
+  kMigrationResumed,  // Resumed Migrated
+  kDeviceRemoved,     // detail: the device's alias
+};
 
-using LifecycleCallback =
-    std::function<void(const std::string& uuid, const std::string& name, Lifecycle event)>;
+std::string_view LifecycleName(Lifecycle ev);
+
+// `detail`: the device alias for kDeviceRemoved, else "".
+using LifecycleCallback = std::function<void(const std::string& uuid, const std::string& name,
+                                             Lifecycle event, const std::string& detail)>;
 using ConnectionCallback = std::function<void(bool connected)>;
 
 class LibvirtClient {

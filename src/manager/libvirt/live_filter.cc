@@ -1,5 +1,7 @@
 #include "manager/libvirt/live_filter.h"
 
+#include <algorithm>
+
 #include "common/util.h"
 
 namespace hc::libvirt {
@@ -44,13 +46,24 @@ Result<LiveDisk> LiveFilter::Inspect(const std::string& uuid, const std::string&
     if (node != graph->end() && node->second.count("file")) {
       d.filter_child = node->second.at("file");
     }
+    if (node != graph->end() && node->second.count("ssd")) {
+      d.ssd_child = node->second.at("ssd");
+      auto named = Qmp(uuid, "query-named-block-nodes");
+      if (!named) return tl::unexpected(named.error());
+      if (named->is_array()) {
+        for (const auto& n : *named) {
+          if (n.value("node-name", "") == d.ssd_child) d.ssd_file = n.value("file", "");
+        }
+      }
+    }
   }
   return d;
 }
 
 Status LiveFilter::Insert(const std::string& uuid, const LiveDisk& disk,
-                          const policy::Rules& rules, const std::string& node_name) {
-  auto add = Qmp(uuid, "blockdev-add", policy::DriverOptions(rules, node_name, disk.root));
+                          const policy::Rules& rules, const std::string& node_name,
+                          const policy::SsdSpec* ssd) {
+  auto add = Qmp(uuid, "blockdev-add", policy::DriverOptions(rules, node_name, disk.root, ssd));
   if (!add) return tl::unexpected(add.error());
   auto set = Qmp(uuid, "qom-set", json{{"path", disk.qdev}, {"property", "drive"},
                                        {"value", node_name}});
@@ -63,28 +76,106 @@ Status LiveFilter::Insert(const std::string& uuid, const LiveDisk& disk,
 }
 
 Status LiveFilter::Reopen(const std::string& uuid, const std::string& node_name,
-                          const std::string& child, const policy::Rules& rules) {
+                          const std::string& child, const policy::Rules& rules,
+                          const policy::SsdSpec* ssd) {
   auto r = Qmp(uuid, "blockdev-reopen",
-               json{{"options", json::array({policy::DriverOptions(rules, node_name, child)})}});
+               json{{"options", json::array({policy::DriverOptions(rules, node_name, child, ssd,
+                                                                   true)})}});
   if (!r) return tl::unexpected(r.error());
   return {};
 }
 
-Status LiveFilter::Remove(const std::string& uuid, const LiveDisk& disk) {
+namespace {
+
+// Reopens a write-back node as write-through: the driver writes every dirty
+// block back in the reopen, so nothing is left to lose when it goes away.
+Status CleanBeforeRemoval(LiveFilter& lf, const std::string& uuid, const std::string& node,
+                          const std::string& child, const json& stats,
+                          const std::string& ssd_child, const std::string& origin_id) {
+  if (stats.value("mode", "") != "write-back") return {};
+  policy::Rules clean;
+  auto parsed = policy::RulesFromJson(
+      json{{"block-size", stats.value("block-size", uint64_t{4096})},
+           {"ram-size", stats.value("ram-limit", uint64_t{256} << 20)},
+           {"mode", "write-through"}});
+  if (parsed) clean = *parsed;
+  policy::SsdSpec ssd{"", ssd_child, origin_id};
+  if (auto s = lf.Reopen(uuid, node, child, clean, ssd_child.empty() ? nullptr : &ssd); !s) {
+    return tl::unexpected(Annotate(s.error(), "writing back dirty blocks before removal"));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<bool> LiveFilter::HasParent(const std::string& uuid, const std::string& node_name) {
+  auto g = Qmp(uuid, "x-debug-query-block-graph");
+  if (!g) return tl::unexpected(g.error());
+  auto parents = ParentCounts(*g);
+  auto it = parents.find(node_name);
+  if (it == parents.end()) {
+    return Fail(ErrorCode::kNotFound, "QEMU has no node " + node_name);
+  }
+  return it->second > 0;
+}
+
+Result<std::vector<std::string>> LiveFilter::RemoveOrphan(const std::string& uuid,
+                                                          const std::string& node_name,
+                                                          const std::string& origin_id) {
+  auto g = Qmp(uuid, "x-debug-query-block-graph");
+  if (!g) return tl::unexpected(g.error());
+  auto graph = ParseBlockGraph(*g);
+  if (!graph) return tl::unexpected(graph.error());
+  auto parents = ParentCounts(*g);
+  auto node = graph->find(node_name);
+  if (node == graph->end()) return Fail(ErrorCode::kNotFound, "QEMU has no node " + node_name);
+  if (parents[node_name] > 0) {
+    return Fail(ErrorCode::kFailedPrecondition, node_name + " is still in use");
+  }
+  const std::string child = node->second.count("file") ? node->second.at("file") : "";
+  const std::string ssd = node->second.count("ssd") ? node->second.at("ssd") : "";
+  auto st = Qmp(uuid, "query-blockstats", json{{"query-nodes", true}});
+  if (st) {
+    auto stats = ParseNodeStats(*st);
+    if (stats.count(node_name) && !child.empty()) {
+      if (auto s = CleanBeforeRemoval(*this, uuid, node_name, child, stats[node_name], ssd,
+                                      origin_id);
+          !s) {
+        return tl::unexpected(s.error());
+      }
+    }
+  }
+  auto del = Qmp(uuid, "blockdev-del", json{{"node-name", node_name}});
+  if (!del) return tl::unexpected(del.error());
+  std::vector<std::string> removed{node_name};
+  // libvirt's nodes of the disk, top-down: each is deleted once nothing
+  // uses it any more (its parent went first).
+  std::vector<std::string> todo;
+  if (!child.empty()) todo.push_back(child);
+  while (!todo.empty()) {
+    std::string n = todo.front();
+    todo.erase(todo.begin());
+    if (n.rfind("libvirt-", 0) != 0) continue;
+    if (std::find(removed.begin(), removed.end(), n) != removed.end()) continue;
+    auto it = graph->find(n);
+    if (!Qmp(uuid, "blockdev-del", json{{"node-name", n}})) continue;  // still used
+    removed.push_back(n);
+    if (it != graph->end()) {
+      for (const auto& [role, c] : it->second) todo.push_back(c);
+    }
+  }
+  return removed;
+}
+
+Status LiveFilter::Remove(const std::string& uuid, const LiveDisk& disk,
+                          const std::string& origin_id) {
   if (!disk.has_filter || disk.filter_child.empty()) {
     return Fail(ErrorCode::kFailedPrecondition, "no hostcache filter under " + disk.qdev);
   }
-  if (disk.stats.value("mode", "") == "write-back") {
-    // Write dirty blocks back before the node goes away.
-    policy::Rules clean;
-    auto parsed = policy::RulesFromJson(
-        json{{"block-size", disk.stats.value("block-size", uint64_t{4096})},
-             {"ram-size", disk.stats.value("ram-limit", uint64_t{256} << 20)},
-             {"mode", "write-through"}});
-    if (parsed) clean = *parsed;
-    if (auto s = Reopen(uuid, disk.root, disk.filter_child, clean); !s) {
-      return tl::unexpected(Annotate(s.error(), "writing back dirty blocks before removal"));
-    }
+  if (auto s = CleanBeforeRemoval(*this, uuid, disk.root, disk.filter_child, disk.stats,
+                                  disk.ssd_child, origin_id);
+      !s) {
+    return s;
   }
   auto set = Qmp(uuid, "qom-set", json{{"path", disk.qdev}, {"property", "drive"},
                                        {"value", disk.filter_child}});
@@ -111,7 +202,54 @@ std::vector<std::string> CompareSettings(const json& stats, const policy::Rules&
     diffs.push_back("ram-size is " + FormatSize(ram) + ", the policy says " +
                     FormatSize(rules.ram_size));
   }
+  // Options the driver may report under their own names.
+  struct Num {
+    const char* name;
+    uint64_t want;
+    bool size;
+  } nums[] = {{"admit-after", rules.admit_after, false},
+              {"seq-cutoff", rules.seq_cutoff, true},
+              {"max-dirty-age-ms", rules.max_dirty_age_ms, false}};
+  for (const auto& n : nums) {
+    if (!stats.contains(n.name) || !stats[n.name].is_number_integer()) continue;
+    uint64_t got = stats[n.name].get<uint64_t>();
+    if (got != n.want) {
+      diffs.push_back(std::string(n.name) + " is " +
+                      (n.size ? FormatSize(got) : std::to_string(got)) + ", the policy says " +
+                      (n.size ? FormatSize(n.want) : std::to_string(n.want)));
+    }
+  }
+  if (stats.contains("max-dirty") && stats["max-dirty"].is_number_integer()) {
+    // The policy's 0 means the driver's default, ram-size/2.
+    uint64_t want = rules.max_dirty != 0 ? rules.max_dirty : rules.ram_size / 2;
+    uint64_t got = stats["max-dirty"].get<uint64_t>();
+    if (got != want) {
+      diffs.push_back("max-dirty is " + FormatSize(got) + ", the policy says " +
+                      FormatSize(want));
+    }
+  }
+  // The SSD tier: the driver reports ssd-* counters only with one.
+  bool has_ssd = stats.contains("ssd-size");
+  if (rules.ssd_size > 0 && !has_ssd) {
+    diffs.push_back("the filter has no SSD tier, the policy asks for " +
+                    FormatSize(rules.ssd_size) + " in " + rules.ssd_dir);
+  } else if (rules.ssd_size == 0 && has_ssd) {
+    diffs.push_back("the filter has an SSD tier, the policy has none");
+  } else if (has_ssd && rules.mode != policy::CacheMode::kPassThrough &&
+             stats.contains("ssd-active") && !stats.value("ssd-active", true)) {
+    diffs.push_back("the SSD tier is switched off after an SSD I/O error (ssd-errors " +
+                    std::to_string(stats.value("ssd-errors", uint64_t{0})) +
+                    "); only the RAM tier caches");
+  }
   return diffs;
+}
+
+std::vector<std::string> UnreportedOptions(const json& stats) {
+  std::vector<std::string> out;
+  for (const char* n : {"admit-after", "seq-cutoff", "max-dirty", "max-dirty-age-ms"}) {
+    if (!stats.contains(n)) out.push_back(n);
+  }
+  return out;
 }
 
 }  // namespace hc::libvirt

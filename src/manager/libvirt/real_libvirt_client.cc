@@ -33,14 +33,22 @@ std::string UuidOf(virDomainPtr d) {
   return buf;
 }
 
-Lifecycle MapEvent(int event) {
+Lifecycle MapEvent(int event, int detail) {
   switch (event) {
     case VIR_DOMAIN_EVENT_DEFINED: return Lifecycle::kDefined;
     case VIR_DOMAIN_EVENT_UNDEFINED: return Lifecycle::kUndefined;
-    case VIR_DOMAIN_EVENT_STARTED: return Lifecycle::kStarted;
-    case VIR_DOMAIN_EVENT_STOPPED: return Lifecycle::kStopped;
-    case VIR_DOMAIN_EVENT_SUSPENDED: return Lifecycle::kSuspended;
-    case VIR_DOMAIN_EVENT_RESUMED: return Lifecycle::kResumed;
+    case VIR_DOMAIN_EVENT_STARTED:
+      return detail == VIR_DOMAIN_EVENT_STARTED_MIGRATED ? Lifecycle::kMigrationIn
+                                                         : Lifecycle::kStarted;
+    case VIR_DOMAIN_EVENT_STOPPED:
+      return detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED ? Lifecycle::kMigratedAway
+                                                         : Lifecycle::kStopped;
+    case VIR_DOMAIN_EVENT_SUSPENDED:
+      return detail == VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED ? Lifecycle::kMigrationOut
+                                                           : Lifecycle::kSuspended;
+    case VIR_DOMAIN_EVENT_RESUMED:
+      return detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED ? Lifecycle::kMigrationResumed
+                                                         : Lifecycle::kResumed;
     default: return Lifecycle::kOther;
   }
 }
@@ -76,7 +84,7 @@ void RealLibvirtClient::CloseCb(virConnectPtr, int reason, void* opaque) {
   if (cb->owner) cb->owner->OnClosed();
 }
 
-int RealLibvirtClient::LifecycleCb(virConnectPtr, virDomainPtr dom, int event, int,
+int RealLibvirtClient::LifecycleCb(virConnectPtr, virDomainPtr dom, int event, int detail,
                                    void* opaque) {
   auto cb = static_cast<std::weak_ptr<Callbacks>*>(opaque)->lock();
   if (!cb) return 0;
@@ -85,8 +93,20 @@ int RealLibvirtClient::LifecycleCb(virConnectPtr, virDomainPtr dom, int event, i
     std::lock_guard lock(cb->mu);
     fn = cb->lifecycle;
   }
-  if (fn) fn(UuidOf(dom), virDomainGetName(dom), MapEvent(event));
+  if (fn) fn(UuidOf(dom), virDomainGetName(dom), MapEvent(event, detail), "");
   return 0;
+}
+
+void RealLibvirtClient::DeviceRemovedCb(virConnectPtr, virDomainPtr dom, const char* alias,
+                                        void* opaque) {
+  auto cb = static_cast<std::weak_ptr<Callbacks>*>(opaque)->lock();
+  if (!cb) return;
+  LifecycleCallback fn;
+  {
+    std::lock_guard lock(cb->mu);
+    fn = cb->lifecycle;
+  }
+  if (fn) fn(UuidOf(dom), virDomainGetName(dom), Lifecycle::kDeviceRemoved, alias ? alias : "");
 }
 
 RealLibvirtClient::RealLibvirtClient(std::string uri)
@@ -162,11 +182,15 @@ bool RealLibvirtClient::TryConnect() {
   int id = virConnectDomainEventRegisterAny(raw, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                             VIR_DOMAIN_EVENT_CALLBACK(LifecycleCb),
                                             new std::weak_ptr<Callbacks>(callbacks_), FreeWeak);
+  int removed_id = virConnectDomainEventRegisterAny(
+      raw, nullptr, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, VIR_DOMAIN_EVENT_CALLBACK(DeviceRemovedCb),
+      new std::weak_ptr<Callbacks>(callbacks_), FreeWeak);
   ConnectionCallback on_conn;
   {
     std::lock_guard lock(mu_);
     conn_ = conn;
     lifecycle_cb_id_ = id;
+    removed_cb_id_ = removed_id;
     closed_ = false;
     last_error_.clear();
   }
@@ -191,16 +215,19 @@ void RealLibvirtClient::OnClosed() {
 
 void RealLibvirtClient::Disconnect() {
   std::shared_ptr<virConnect> old;
-  int id;
+  int id, removed_id;
   {
     std::lock_guard lock(mu_);
     old = std::move(conn_);
     id = lifecycle_cb_id_;
     lifecycle_cb_id_ = -1;
+    removed_id = removed_cb_id_;
+    removed_cb_id_ = -1;
     closed_ = false;  // handled: the supervisor now sees no connection
   }
   if (!old) return;
   if (id >= 0) virConnectDomainEventDeregisterAny(old.get(), id);
+  if (removed_id >= 0) virConnectDomainEventDeregisterAny(old.get(), removed_id);
   virConnectUnregisterCloseCallback(old.get(), CloseCb);
   // The handle is closed when the last in-flight call drops its reference.
 }

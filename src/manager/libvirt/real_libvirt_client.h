@@ -54,6 +54,7 @@ class RealLibvirtClient final : public LibvirtClient {
   static void FreeWeak(void* opaque);
   static void CloseCb(virConnect* conn, int reason, void* opaque);
   static int LifecycleCb(virConnect* conn, virDomain* dom, int event, int detail, void* opaque);
+  static void DeviceRemovedCb(virConnect* conn, virDomain* dom, const char* alias, void* opaque);
   std::shared_ptr<virConnect> Conn();  // nullptr when disconnected
   Result<std::shared_ptr<virConnect>> ConnOrFail();
   bool TryConnect();
@@ -67,6 +68,7 @@ class RealLibvirtClient final : public LibvirtClient {
   std::condition_variable cv_;
   std::shared_ptr<virConnect> conn_;  // guarded by mu_
   int lifecycle_cb_id_ = -1;          // guarded by mu_
+  int removed_cb_id_ = -1;            // guarded by mu_
   std::string last_error_;            // guarded by mu_
   bool closed_ = false;               // guarded by mu_: the connection died
   bool stop_ = false;                 // guarded by mu_

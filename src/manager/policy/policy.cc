@@ -236,7 +236,8 @@ json PolicyToJson(const Policy& p) {
   return json{{"name", p.name}, {"description", p.description}, {"rules", RulesToJson(p.rules)}};
 }
 
-json DriverOptions(const Rules& r, const std::string& node_name, const std::string& file_node) {
+json DriverOptions(const Rules& r, const std::string& node_name, const std::string& file_node,
+                   const SsdSpec* ssd, bool ssd_by_name) {
   // blockdev-reopen resets options not named to their defaults: name all.
   json o{{"driver", "hostcache"},
          {"node-name", node_name},
@@ -248,6 +249,14 @@ json DriverOptions(const Rules& r, const std::string& node_name, const std::stri
          {"seq-cutoff", r.seq_cutoff},
          {"max-dirty-age-ms", r.max_dirty_age_ms}};
   if (r.max_dirty != 0) o["max-dirty"] = r.max_dirty;
+  if (ssd) {
+    if (ssd_by_name) {
+      o["ssd"] = ssd->node_name;
+    } else {
+      o["ssd"] = json{{"driver", "file"}, {"filename", ssd->filename}, {"node-name", ssd->node_name}};
+    }
+    o["origin-id"] = ssd->origin_id;
+  }
   return o;
 }
 

@@ -1,9 +1,9 @@
 // Storage policies: a named set of cache rules that hostcached applies to VM
 // disks.  Rule names follow the hostcache driver's option names where they map
 // (mode, ram-size, block-size, admit-after, seq-cutoff, max-dirty,
-// max-dirty-age-ms); the SSD rules (ssd-size, ssd-dir) are stored,
-// validated and counted against the SSD budget, but not passed to the
-// driver yet (its SSD tier is still being built).
+// max-dirty-age-ms); the SSD rules (ssd-size, ssd-dir) become the driver's
+// `ssd` child (a file node on a tier file hostcached creates, see
+// core/ssd_files.h) and `origin-id`, and are counted against the SSD budget.
 //
 // Validation uses the limits the driver enforces (hc_config_check in
 // qemu-block-driver/hc-engine.c), so a policy that validates here opens in
@@ -79,10 +79,21 @@ nlohmann::json RulesToJson(const Rules& r);
 Result<Policy> PolicyFromJson(const nlohmann::json& j);
 nlohmann::json PolicyToJson(const Policy& p);
 
+// The SSD tier of one filter node: the driver's `ssd` child and `origin-id`.
+struct SsdSpec {
+  std::string filename;   // the tier file (a raw file node)
+  std::string node_name;  // the file node's name ("hc-vda-ssd")
+  std::string origin_id;  // "<vm-uuid>/<target>": the tier serves only this disk
+};
+
 // The driver options for a hostcache node over `file_node`, as blockdev-add
-// and -blockdev take them.
+// and -blockdev take them.  With `ssd`, the `ssd` child is given inline
+// ({"driver":"file","filename":...,"node-name":...}), or by its node name
+// when `ssd_by_name` (blockdev-reopen must name the current child; an
+// omitted child is refused).
 nlohmann::json DriverOptions(const Rules& r, const std::string& node_name,
-                             const std::string& file_node);
+                             const std::string& file_node, const SsdSpec* ssd = nullptr,
+                             bool ssd_by_name = false);
 
 // Whether `to` can be reached from `from` with blockdev-reopen (block-size is
 // fixed for the life of a node).

@@ -1,0 +1,107 @@
+#include "manager/core/ssd_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "common/util.h"
+
+namespace hc::core {
+
+namespace {
+
+Status Problem(const std::string& path, const std::string& what, int err) {
+  return Fail(ErrorCode::kFailedPrecondition,
+              "the SSD tier file " + path + " cannot be used: " + what + " (" +
+                  std::strerror(err) + ")");
+}
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::string SsdFilePath(const std::string& dir, const std::string& vm_uuid,
+                        const std::string& target) {
+  std::string d = dir;
+  while (d.size() > 1 && d.back() == '/') d.pop_back();
+  return d + "/" + vm_uuid + "-" + target + kSsdSuffix;
+}
+
+policy::SsdSpec MakeSsdSpec(const policy::Rules& r, const std::string& vm_uuid,
+                            const std::string& target, const std::string& filter_node) {
+  return policy::SsdSpec{SsdFilePath(r.ssd_dir, vm_uuid, target), filter_node + "-ssd",
+                         vm_uuid + "/" + target};
+}
+
+Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace) {
+  if (path.empty() || path[0] != '/') {
+    return Fail(ErrorCode::kInvalidArgument,
+                "the SSD tier file " + path + " is not an absolute path; ssd-dir must be one");
+  }
+  const std::string dir = std::filesystem::path(path).parent_path().string();
+  struct stat ds;
+  if (stat(dir.c_str(), &ds) != 0) {
+    if (errno != ENOENT) return Problem(path, "ssd-dir " + dir + " cannot be read", errno);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return Problem(path, "ssd-dir " + dir + " cannot be created", ec.value());
+    if (chmod(dir.c_str(), 0700) != 0) return Problem(path, "chmod of " + dir, errno);
+    if (stat(dir.c_str(), &ds) != 0) return Problem(path, "ssd-dir " + dir, errno);
+  }
+  if (!S_ISDIR(ds.st_mode)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "the SSD tier file " + path + " cannot be used: ssd-dir " + dir +
+                    " exists and is not a directory");
+  }
+  struct stat fs;
+  if (stat(path.c_str(), &fs) == 0) {
+    if (!S_ISREG(fs.st_mode)) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "the SSD tier file " + path + " exists and is not a regular file");
+    }
+    if (static_cast<uint64_t>(fs.st_size) == size || !may_replace) return {};
+    // Another size: the tier holds clean copies only, start it blank.
+    if (unlink(path.c_str()) != 0) return Problem(path, "the old file cannot be deleted", errno);
+  } else if (errno != ENOENT) {
+    return Problem(path, "stat", errno);
+  }
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Problem(path, "it cannot be created", errno);
+  int err = 0;
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) err = errno;
+  if (!err && fchown(fd, ds.st_uid, ds.st_gid) != 0 && geteuid() == 0) err = errno;
+  close(fd);
+  if (err) {
+    unlink(path.c_str());
+    return Problem(path, "it cannot be sized to " + HumanSize(size), err);
+  }
+  return {};
+}
+
+Result<uint64_t> SsdFileSize(const std::string& path) {
+  struct stat fs;
+  if (stat(path.c_str(), &fs) != 0) {
+    return Fail(errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kFailedPrecondition,
+                "cannot stat " + path + ": " + std::strerror(errno));
+  }
+  return static_cast<uint64_t>(fs.st_size);
+}
+
+Status RemoveSsdFile(const std::string& path) {
+  if (!EndsWith(path, kSsdSuffix)) {
+    return Fail(ErrorCode::kInvalidArgument, path + " is not an SSD tier file of hostcached");
+  }
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "cannot delete " + path + ": " + std::strerror(errno));
+  }
+  return {};
+}
+
+}  // namespace hc::core

@@ -1,0 +1,46 @@
+// The SSD tier files hostcached creates for the driver's `ssd` child: one
+// raw, sparse file per cached disk, <ssd-dir>/<vm-uuid>-<target>.hcssd, of
+// the policy's ssd-size bytes.  The driver formats a blank file itself
+// (docs/SSD-FORMAT.md); a file the driver formatted for this disk is reused
+// (warm restart), so a file is only created when missing and only resized
+// (deleted and created blank) when no QEMU has it open.
+//
+// Ownership of what is created: ssd-dir (mode 0700) when missing; each file
+// mode 0600, owned by the owner of ssd-dir (so an administrator who gives the
+// directory to the user QEMU runs as gives it the files too).
+//
+// Stateless functions; thread-safe for different paths.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "common/error.h"
+#include "manager/policy/policy.h"
+
+namespace hc::core {
+
+inline constexpr const char* kSsdSuffix = ".hcssd";
+
+std::string SsdFilePath(const std::string& dir, const std::string& vm_uuid,
+                        const std::string& target);
+
+// The driver's view of one disk's tier: the file, the node name of its file
+// node (filter node + "-ssd") and the origin-id ("<vm-uuid>/<target>").
+policy::SsdSpec MakeSsdSpec(const policy::Rules& r, const std::string& vm_uuid,
+                            const std::string& target, const std::string& filter_node);
+
+// Makes `path` a file of `size` bytes: creates the directory (0700) and the
+// file (sparse) when missing; a file of another size is deleted and created
+// again only when `may_replace` (no QEMU has it open), else left as it is.
+// Fails (kFailedPrecondition) with a message naming the path and the reason
+// when the directory or file cannot be made.
+Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace);
+
+// The size of `path` in bytes; kNotFound when it does not exist.
+Result<uint64_t> SsdFileSize(const std::string& path);
+
+// Deletes a tier file (only names ending in .hcssd).  A missing file is fine.
+Status RemoveSsdFile(const std::string& path);
+
+}  // namespace hc::core

@@ -1,0 +1,65 @@
+// Migration coordination: what hostcached does around a libvirt live
+// migration of a VM with cached disks (docs/MANAGER.md, "Migration").
+//
+// The filter travels with the VM through its persistent definition (recipe
+// A of docs/LIBVIRT.md: the <qemu:commandline> -blockdev and the
+// <qemu:override> are part of the domain XML that libvirt sends to the
+// destination), and the driver writes dirty data back when the source's
+// nodes are inactivated at switch-over.  The coordinator adds, from
+// libvirt's lifecycle events with detail "migrated":
+//   source:      Suspended -> event "migrate-out" (switch-over begins; the
+//                periodic check leaves the VM alone), Stopped -> event
+//                "migrated-away" with the duration, the VM checked again
+//                (shut off here, or gone with --undefinesource);
+//   destination: Started -> event "migrate-in" (incoming, paused: nothing
+//                is changed while its nodes are inactive), Resumed ->
+//                compliance re-verified from QEMU's block graph and the
+//                result recorded; a VM that arrives with hostcache filters
+//                but no assignment on this host is reported (its filters
+//                keep working, unmanaged).
+//
+// Thread-safety: On* are called on the reconciler thread; the state map is
+// guarded by mu_ anyway (tests call from their own thread).
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "common/clock.h"
+#include "manager/core/manager.h"
+#include "manager/libvirt/libvirt_client.h"
+
+namespace hc::migration {
+
+class Coordinator {
+ public:
+  Coordinator(core::Manager& manager, libvirt::LibvirtClient& lv, const Clock& clock)
+      : manager_(manager), lv_(lv), clock_(clock) {}
+
+  // Whether `ev` is a migration event (handled by OnEvent).
+  static bool IsMigrationEvent(libvirt::Lifecycle ev);
+
+  // Handles any event: migration events here, the others passed to the
+  // manager (Manager::OnLifecycle).
+  void OnEvent(const std::string& uuid, const std::string& name, libvirt::Lifecycle ev,
+               const std::string& detail = "");
+
+ private:
+  void Outgoing(const std::string& uuid, const std::string& name);
+  void Away(const std::string& uuid, const std::string& name);
+  void Incoming(const std::string& uuid, const std::string& name);
+  void Resumed(const std::string& uuid, const std::string& name);
+  // "vda (policy 'balanced'), vdb (...)" for the VM's assignments; "" none.
+  std::string CachedDisks(const std::string& uuid);
+  // Seconds since the migration of `uuid` was first seen; -1 unknown.
+  double Elapsed(const std::string& uuid);
+
+  core::Manager& manager_;       // not owned
+  libvirt::LibvirtClient& lv_;   // not owned
+  const Clock& clock_;           // not owned
+  std::mutex mu_;
+  std::map<std::string, int64_t> started_ms_;  // guarded by mu_: uuid -> first event
+};
+
+}  // namespace hc::migration
