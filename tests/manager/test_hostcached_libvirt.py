@@ -11,6 +11,11 @@ and TCG domains running the project's QEMU, driven over HTTP.
 - hostcached restarted (state kept, re-verified), libvirtd stopped (503,
   health 'disconnected') and started again (reconnect), a VM undefined
   behind the daemon's back (reported, then forgotten)
+- an SSD tier: the tier file made by hostcached, the filter's ssd child in
+  QEMU's graph live and after a restart (warm), data intact, the file
+  deleted on unassignment
+- a cached disk hot-unplugged: the filter and libvirt's orphaned nodes
+  closed, reported, the definition's entries removed when the disk leaves it
 - hostile input over HTTP changes nothing
 """
 
@@ -289,6 +294,147 @@ def test_restarts_and_a_vm_deleted_behind_its_back():
     d.ok('DELETE', '/vms/rob/disks/vda/policy', want=204)
     T.check(d.call('GET', '/vms/rob')[0] == 404, 'still known')
     T.check(d.call('GET', '/health', token=False)[0] == 200, 'daemon unhealthy')
+
+
+def _domuuid(lv, dom):
+    return lv.virsh('domuuid', dom).stdout.strip()
+
+
+def _check_pattern(lv, dom, alias, pattern, length, offset=0):
+    out = lv.qemu_io(dom, alias, f'read -P {pattern} {offset} {length}')
+    T.check('Pattern verification failed' not in out and 'ops/sec' in out, out)
+
+
+def test_ssd_tier_live_persistent_and_unassigned():
+    wd = T.tmpdir('hcmgr-ssd-')
+    lv = _libvirtd(wd)
+    img = os.path.join(wd, 'a.raw')
+    _raw(img)
+    lv.define(L.domain_xml('ssdvm', [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
+    lv.start_domain('ssdvm')
+    uuid = _domuuid(lv, 'ssdvm')
+    d = Daemon(wd, lv, extra=('--ssd-budget', '1G'))
+    lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x3c 0 4M')
+    ssd_dir = os.path.join(wd, 'ssd', 'tier')     # made by hostcached
+    ssd = os.path.join(ssd_dir, f'{uuid}-vda.hcssd')
+    # A RAM tier of 256 KiB: most of a 4 MiB read is demoted to the SSD.
+    d.ok('POST', '/policies', {'name': 'ssd', 'rules': {
+        'ram-size': '256k', 'seq-cutoff': 0, 'ssd-size': '16M',
+        'ssd-dir': ssd_dir}}, want=201)
+    a = d.ok('PUT', '/vms/ssdvm/disks/vda/policy', {'policy': 'ssd'})
+    T.check(a['compliance']['state'] == 'compliant', a)
+    T.check(os.path.getsize(ssd) == 16 * MiB, 'tier file size')
+    T.check(os.stat(ssd_dir).st_mode & 0o777 == 0o700, 'ssd-dir mode')
+    # QEMU's graph: device -> hc-vda -> libvirt's node, and an ssd child
+    # on the tier file.
+    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'device not on the filter')
+    T.check(L.child_of(lv, 'ssdvm', 'hc-vda') == 'libvirt-1-storage', 'filter child')
+    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd child')
+    T.check(L.block_nodes(lv, 'ssdvm')['hc-vda-ssd']['file'] == ssd, 'ssd child file')
+    for _ in range(3):
+        _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '4M')
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+        if st['ssd-demotions'] > 0:
+            break
+        time.sleep(0.2)
+    T.check(st['ssd-active'] and st['ssd-demotions'] > 0, st)
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '4M')
+    st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st['ssd-hits'] > 0, f'no SSD hits: {st}')
+    _, xml = _inactive_filters(lv, 'ssdvm')
+    T.check(ssd in xml and f'{uuid}/vda' in xml, 'definition lacks the ssd child')
+
+    # A policy edit reopens the same node with its ssd child.
+    p = d.ok('PUT', '/policies/ssd', {'rules': {'mode': 'write-around'}})
+    T.check(p['disks'][0]['compliance']['state'] == 'compliant', p)
+    st2 = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st2['mode'] == 'write-around' and st2['ssd-hits'] >= st['ssd-hits'],
+            f'not reopened in place: {st2}')
+    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'ssd child lost')
+    lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x7e 1M 1M')
+
+    # The definition's recipe starts: the filter with its tier after a restart.
+    lv.destroy('ssdvm')
+    lv.start_domain('ssdvm')
+    deadline = time.monotonic() + 30
+    while d.state('ssdvm', 'vda')['state'] != 'compliant' and time.monotonic() < deadline:
+        time.sleep(0.2)
+    T.check(d.state('ssdvm', 'vda')['state'] == 'compliant', d.state('ssdvm', 'vda'))
+    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'no filter after restart')
+    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd after restart')
+    st3 = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st3['ssd-recovered'] > 0, f'the tier did not survive the restart warm: {st3}')
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '2M', '2M')
+
+    # Unassign: filter and tier node gone, tier file deleted, data on the image.
+    d.ok('DELETE', '/vms/ssdvm/disks/vda/policy', want=204)
+    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
+    nodes = L.block_nodes(lv, 'ssdvm')
+    T.check('hc-vda' not in nodes and 'hc-vda-ssd' not in nodes, sorted(nodes))
+    T.check(not os.path.exists(ssd), 'tier file left behind')
+    for off, pat, ln in ((0, '0x3c', '1M'), ('1M', '0x7e', '1M'), ('2M', '0x3c', '2M')):
+        r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', f'read -P {pat} {off} {ln}', img])
+        T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    names, _ = _inactive_filters(lv, 'ssdvm')
+    T.check(names == [], f'definition still has {names}')
+
+
+def test_hot_unplug_of_a_cached_disk():
+    wd = T.tmpdir('hcmgr-unplug-')
+    lv = _libvirtd(wd)
+    a_img, b_img = os.path.join(wd, 'a.raw'), os.path.join(wd, 'b.raw')
+    _raw(a_img)
+    _raw(b_img, 32 * MiB)
+    # PCI hot-unplug needs a guest that cooperates: one that sits idle.
+    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    console = os.path.join(wd, 'console.txt')
+    lv.define(L.domain_xml('plug', [L.Disk(a_img, 'raw', 'ua-disk0', 'vda'),
+                                    L.Disk(b_img, 'raw', 'ua-disk1', 'vdb')],
+                           console=console, guest_cmdline='hc.job=hold'))
+    lv.start_domain('plug')
+    d = Daemon(wd, lv)
+    for t in ('vda', 'vdb'):
+        a = d.ok('PUT', f'/vms/plug/disks/{t}/policy', {'policy': 'monitor'})
+        T.check(a['compliance']['state'] == 'compliant', a)
+    lv.qemu_io('plug', 'ua-disk1', 'write -P 0x66 0 1M')
+    L.wait_console(console, '^HC-READY', lv=lv, dom='plug')
+    # Live only: the definition keeps the disk (and its filter).
+    lv.virsh('detach-disk', 'plug', 'vdb', '--live')
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        acts = [e['action'] for e in d.ok('GET', '/events?vm=plug&limit=50')['events']]
+        if 'hot-unplug' in acts:
+            break
+        time.sleep(0.2)
+    T.check('hot-unplug' in acts, f'no hot-unplug event: {acts}')
+    nodes = L.block_nodes(lv, 'plug')
+    T.check('hc-vdb' not in nodes, f'filter left open: {sorted(nodes)}')
+    T.check(not any(n['file'] == b_img for n in nodes.values()),
+            f'libvirt\'s node of vdb left open: {sorted(nodes)}')
+    st = d.state('plug', 'vdb')
+    T.check(st['state'] == 'not-compliant' and 'hot-unplugged' in st['reason'], st)
+    T.check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
+    names, _ = _inactive_filters(lv, 'plug')
+    T.check(sorted(names) == ['hc-vda', 'hc-vdb'], names)
+    # Detached from the definition too: its entries go, the VM starts.
+    lv.virsh('detach-disk', 'plug', 'vdb', '--config')
+    deadline = time.monotonic() + 30
+    while _inactive_filters(lv, 'plug')[0] != ['hc-vda'] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names, _ = _inactive_filters(lv, 'plug')
+    T.check(names == ['hc-vda'], f'definition: {names}')
+    lv.destroy('plug')
+    lv.start_domain('plug')
+    deadline = time.monotonic() + 30
+    while d.state('plug', 'vda')['state'] != 'compliant' and time.monotonic() < deadline:
+        time.sleep(0.2)
+    T.check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
+    r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x66 0 1M', b_img])
+    T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    d.ok('DELETE', '/vms/plug/disks/vdb/policy', want=204)
 
 
 def test_hostile_input_changes_nothing():
