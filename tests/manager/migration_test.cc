@@ -36,7 +36,8 @@ class MigrationTest : public ::testing::Test {
   testing::FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
   std::vector<store::Event> Events(const std::string& action) {
     std::vector<store::Event> out;
-    for (const auto& e : *store_->ListEvents(0, 1000, "")) {
+    auto evs = store_->ListEvents(0, 1000, "");  // (kept: *temporary in a range-for dangles)
+    for (const auto& e : *evs) {
       if (e.action == action) out.push_back(e);
     }
     return out;

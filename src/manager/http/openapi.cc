@@ -65,8 +65,15 @@ json Schemas() {
         {"block-size", size},
         {"admit-after", {{"type", "integer"}, {"minimum", 1}, {"default", 1}}},
         {"seq-cutoff", size},
-        {"ssd-size", size},
-        {"ssd-dir", {{"type", "string"}}},
+        {"ssd-size",
+         {{"oneOf", size["oneOf"]},
+          {"description",
+           "Bytes of SSD tier (0 = none): hostcached makes the file "
+           "<ssd-dir>/<vm-uuid>-<target>.hcssd of this size and gives it to the filter as its "
+           "ssd child."}}},
+        {"ssd-dir",
+         {{"type", "string"},
+          {"description", "Absolute directory of the SSD tier files (made with mode 0700)."}}},
         {"max-dirty", size},
         {"max-dirty-age-ms",
          {{"type", "integer"}, {"minimum", 1}, {"maximum", 3600000}, {"default", 5000}}}}}};
@@ -136,7 +143,13 @@ json Schemas() {
                {"level", {{"type", "string"}, {"enum", {"info", "warning", "error"}}}},
                {"vm", {{"type", "string"}}},
                {"target", {{"type", "string"}}},
-               {"action", {{"type", "string"}}},
+               {"action",
+                {{"type", "string"},
+                 {"description",
+                  "What happened, e.g. assign, unassign, define, insert-live, reopen-live, "
+                  "replace-live, repair-live, remove-live, verify, compliance, ssd, hot-unplug, "
+                  "unplug, migrate-out, migrated-away, migrate-in, policy-create, policy-update, "
+                  "policy-delete, libvirt, start, stop."}}},
                {"message", {{"type", "string"}}}}}};
   json problem{{"type", "object"},
                {"description", "RFC 7807 problem details."},
@@ -234,7 +247,8 @@ json Build() {
       {{"200", Ok("The assignment with its compliance.", Ref("Assignment"))},
        {"400", ProblemResponse("Bad body, unknown policy, or the disk cannot be cached.")},
        {"404", ProblemResponse("No such VM or disk.")},
-       {"409", ProblemResponse("The host's cache budget would be exceeded.")},
+       {"409", ProblemResponse("The host's cache budget would be exceeded, or the policy's "
+                               "ssd-dir cannot hold the disk's SSD tier file.")},
        {"503", unavailable}},
       json::array({vm, target}));
   paths[dp]["put"]["requestBody"] = {
