@@ -24,7 +24,15 @@
 #define HC_SSD_MAX_SLOTS 0x7fffffffull
 static const char hc_ssd_magic[16] = "HOSTCACHE-SSD\0\0";
 
-enum { HC_SLOT_FREE = 0, HC_SLOT_VALID = 1, HC_SLOT_RESERVED = 2 };
+/*
+ * KEPT: an older entry of a block whose newer dirty entry is not durable
+ * yet; it stays on the device (and in encoded sectors), out of the index,
+ * until hc_ssd_release_kept().
+ */
+enum {
+    HC_SLOT_FREE = 0, HC_SLOT_VALID = 1, HC_SLOT_RESERVED = 2,
+    HC_SLOT_KEPT = 3,
+};
 
 /* In-memory state of one data slot. */
 typedef struct HcSsdSlot {
@@ -34,7 +42,15 @@ typedef struct HcSsdSlot {
     uint32_t hnext;     /* hash chain (VALID slots only) */
     uint8_t state;      /* HC_SLOT_* */
     uint8_t ref;        /* CLOCK reference bit */
+    uint8_t dirty;      /* write-back journal: not yet on the origin */
     uint16_t pins;      /* > 0: I/O in flight, must not be reused */
+    /*
+     * An older entry of this block was released in sector guard_sec at
+     * generation guard_gen: until that sector is on the device, this slot
+     * is no CLOCK victim (the older entry must not become the newest).
+     */
+    uint32_t guard_sec;
+    uint64_t guard_gen;
 } HcSsdSlot;
 
 struct HcSsd {
@@ -47,6 +63,7 @@ struct HcSsd {
     uint32_t nfree;
     uint32_t hand;              /* CLOCK hand */
     uint64_t used;              /* VALID slots */
+    uint64_t ndirty;            /* VALID dirty slots */
     uint64_t seq;               /* last sequence number handed out */
     uint64_t recovered;
     uint64_t nsectors;
@@ -286,7 +303,7 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
         return -EINVAL;
     }
     *sb = va && (!vb || a.generation > b.generation) ? a : b;
-    if (sb->version != HC_SSD_VERSION) {
+    if (sb->version != 1 && sb->version != HC_SSD_VERSION) {
         hc_ssd_err(err, errlen, "the ssd node has hostcache format version "
                    "%u; this build reads version %u", sb->version,
                    HC_SSD_VERSION);
@@ -353,6 +370,10 @@ static void hc_ssd_drop(HcSsd *ssd, uint32_t s)
 {
     hc_ssd_hash_del(ssd, s);
     ssd->slot[s].state = HC_SLOT_FREE;
+    if (ssd->slot[s].dirty) {
+        ssd->slot[s].dirty = 0;
+        ssd->ndirty--;
+    }
     ssd->used--;
     hc_ssd_touch_sector(ssd, s);
     if (!ssd->slot[s].pins) {
@@ -443,6 +464,7 @@ void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
         ssd->slot[s] = (HcSsdSlot) {
             .blk = get_le64(e), .seq = get_le64(e + 8),
             .crc = get_le32(e + 16), .state = HC_SLOT_VALID,
+            .dirty = !!(flags & HC_SSD_ENTRY_DIRTY), .guard_sec = HC_SSD_NIL,
         };
         if (ssd->slot[s].seq > ssd->seq) {
             ssd->seq = ssd->slot[s].seq;
@@ -471,11 +493,37 @@ void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
 void hc_ssd_load_done(HcSsd *ssd)
 {
     ssd->nfree = 0;
+    ssd->ndirty = 0;
     for (uint32_t s = ssd->nslots; s-- > 0;) {
         if (ssd->slot[s].state == HC_SLOT_FREE) {
+            ssd->slot[s].dirty = 0;
+            ssd->slot[s].guard_sec = HC_SSD_NIL;
             ssd->free_stack[ssd->nfree++] = s;
+        } else if (ssd->slot[s].dirty) {
+            ssd->ndirty++;
         }
     }
+}
+
+bool hc_ssd_entry_decode(const uint8_t *e, uint64_t cache_gen,
+                         uint64_t *blk, uint64_t *seq, uint32_t *data_crc,
+                         bool *dirty)
+{
+    uint16_t flags;
+
+    if (get_le32(e + 28) != hc_crc32c(0, e, 28)) {
+        return false;
+    }
+    flags = get_le16(e + 24);
+    if (!(flags & HC_SSD_ENTRY_VALID) ||
+        get_le32(e + 20) != (uint32_t)cache_gen) {
+        return false;
+    }
+    *blk = get_le64(e);
+    *seq = get_le64(e + 8);
+    *data_crc = get_le32(e + 16);
+    *dirty = !!(flags & HC_SSD_ENTRY_DIRTY);
+    return true;
 }
 
 void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf)
@@ -486,7 +534,8 @@ void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf)
         uint8_t *e = buf + i * HC_SSD_ENTRY_SIZE;
         const HcSsdSlot *x;
 
-        if (s >= ssd->nslots || ssd->slot[s].state != HC_SLOT_VALID) {
+        if (s >= ssd->nslots || (ssd->slot[s].state != HC_SLOT_VALID &&
+                                 ssd->slot[s].state != HC_SLOT_KEPT)) {
             continue;   /* all zeroes: no valid CRC, so no entry */
         }
         x = &ssd->slot[s];
@@ -494,7 +543,8 @@ void hc_ssd_encode_sector(const HcSsd *ssd, uint64_t sector, uint8_t *buf)
         put_le64(e + 8, x->seq);
         put_le32(e + 16, x->crc);
         put_le32(e + 20, (uint32_t)ssd->sb.cache_gen);
-        put_le16(e + 24, HC_SSD_ENTRY_VALID);
+        put_le16(e + 24, HC_SSD_ENTRY_VALID |
+                 (x->dirty ? HC_SSD_ENTRY_DIRTY : 0));
         put_le32(e + 28, hc_crc32c(0, e, 28));
     }
 }
@@ -560,8 +610,14 @@ uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk)
 
             s = ssd->hand;
             ssd->hand = ssd->hand + 1 == ssd->nslots ? 0 : ssd->hand + 1;
-            if (x->state != HC_SLOT_VALID || x->pins) {
+            if (x->state != HC_SLOT_VALID || x->pins || x->dirty) {
                 continue;
+            }
+            if (x->guard_sec != HC_SSD_NIL) {
+                if (ssd->sec_disk[x->guard_sec] < x->guard_gen) {
+                    continue;
+                }
+                x->guard_sec = HC_SSD_NIL;
             }
             if (x->ref) {
                 x->ref = 0;
@@ -582,6 +638,8 @@ uint64_t hc_ssd_alloc(HcSsd *ssd, uint64_t *victim_blk)
     ssd->slot[s].state = HC_SLOT_RESERVED;
     ssd->slot[s].pins = 1;
     ssd->slot[s].ref = 0;
+    ssd->slot[s].dirty = 0;
+    ssd->slot[s].guard_sec = HC_SSD_NIL;
     return s;
 }
 
@@ -596,6 +654,7 @@ uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
         hc_ssd_drop(ssd, old);
         *old_sec = hc_ssd_sector_of(old);
     }
+    x->dirty = 0;
     x->blk = blk;
     x->seq = ++ssd->seq;
     x->crc = data_crc;
@@ -605,6 +664,141 @@ uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
     ssd->used++;
     hc_ssd_touch_sector(ssd, slot);
     return hc_ssd_sector_of(slot);
+}
+
+void hc_ssd_seq_at_least(HcSsd *ssd, uint64_t seq)
+{
+    if (ssd->seq < seq) {
+        ssd->seq = seq;
+    }
+}
+
+uint64_t hc_ssd_next_seq(HcSsd *ssd)
+{
+    return ++ssd->seq;
+}
+
+uint64_t hc_ssd_commit_dirty(HcSsd *ssd, uint64_t slot, uint64_t blk,
+                             uint64_t seq, uint32_t data_crc, uint64_t *kept)
+{
+    HcSsdSlot *x = &ssd->slot[slot];
+    uint32_t old = hc_ssd_find(ssd, blk);
+
+    *kept = HC_SSD_NONE;
+    if (old != HC_SSD_NIL) {
+        /* stays on the device, as it is, until the new entry is durable */
+        hc_ssd_hash_del(ssd, old);
+        if (ssd->slot[old].dirty) {
+            ssd->ndirty--;
+        }
+        ssd->slot[old].state = HC_SLOT_KEPT;
+        ssd->slot[old].pins++;
+        ssd->used--;
+        *kept = old;
+    }
+    x->blk = blk;
+    x->seq = seq;
+    x->crc = data_crc;
+    x->state = HC_SLOT_VALID;
+    x->dirty = 1;
+    x->pins--;
+    hc_ssd_hash_add(ssd, (uint32_t)slot);
+    ssd->used++;
+    ssd->ndirty++;
+    hc_ssd_touch_sector(ssd, slot);
+    return hc_ssd_sector_of(slot);
+}
+
+uint64_t hc_ssd_release_kept(HcSsd *ssd, uint64_t kept)
+{
+    HcSsdSlot *x = &ssd->slot[kept];
+    uint64_t sec = hc_ssd_sector_of(kept);
+    uint32_t now = hc_ssd_find(ssd, x->blk);
+
+    x->state = HC_SLOT_FREE;
+    x->dirty = 0;
+    hc_ssd_touch_sector(ssd, kept);
+    if (now != HC_SSD_NIL) {
+        ssd->slot[now].guard_sec = (uint32_t)sec;
+        ssd->slot[now].guard_gen = ssd->sec_gen[sec];
+    }
+    if (--x->pins == 0) {
+        ssd->free_stack[ssd->nfree++] = (uint32_t)kept;
+    }
+    return sec;
+}
+
+bool hc_ssd_is_dirty(const HcSsd *ssd, uint64_t slot, uint64_t seq)
+{
+    const HcSsdSlot *x = &ssd->slot[slot];
+
+    return x->state == HC_SLOT_VALID && x->dirty && x->seq == seq;
+}
+
+uint64_t hc_ssd_slot_blk(const HcSsd *ssd, uint64_t slot, uint64_t *seq,
+                         uint32_t *data_crc)
+{
+    const HcSsdSlot *x = &ssd->slot[slot];
+
+    if (seq) {
+        *seq = x->seq;
+    }
+    if (data_crc) {
+        *data_crc = x->crc;
+    }
+    return x->blk;
+}
+
+uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq)
+{
+    HcSsdSlot *x = &ssd->slot[slot];
+
+    if (!hc_ssd_is_dirty(ssd, slot, seq)) {
+        return HC_SSD_NONE;
+    }
+    x->dirty = 0;
+    ssd->ndirty--;
+    hc_ssd_touch_sector(ssd, slot);
+    return hc_ssd_sector_of(slot);
+}
+
+uint64_t hc_ssd_dirty_blocks(const HcSsd *ssd)
+{
+    return ssd->ndirty;
+}
+
+uint64_t hc_ssd_next_dirty(const HcSsd *ssd, uint64_t from)
+{
+    for (uint64_t s = from; s < ssd->nslots; s++) {
+        if (ssd->slot[s].state == HC_SLOT_VALID && ssd->slot[s].dirty) {
+            return s;
+        }
+    }
+    return HC_SSD_NONE;
+}
+
+bool hc_ssd_dirty_in_range(const HcSsd *ssd, uint64_t first, uint64_t end)
+{
+    if (!ssd->ndirty || end <= first) {
+        return false;
+    }
+    if (end - first <= ssd->ndirty * 4) {
+        for (uint64_t b = first; b < end; b++) {
+            uint32_t s = hc_ssd_find(ssd, b);
+
+            if (s != HC_SSD_NIL && ssd->slot[s].dirty) {
+                return true;
+            }
+        }
+        return false;
+    }
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        if (ssd->slot[s].state == HC_SLOT_VALID && ssd->slot[s].dirty &&
+            ssd->slot[s].blk >= first && ssd->slot[s].blk < end) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void hc_ssd_release(HcSsd *ssd, uint64_t slot)
@@ -714,6 +908,13 @@ const char *hc_ssd_check(const HcSsd *ssd)
     }
     if (valid != ssd->used) {
         return "used count wrong";
+    }
+    valid = 0;
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        valid += ssd->slot[s].state == HC_SLOT_VALID && ssd->slot[s].dirty;
+    }
+    if (valid != ssd->ndirty) {
+        return "dirty count wrong";
     }
     for (uint32_t i = 0; i < ssd->nfree; i++) {
         if (ssd->slot[ssd->free_stack[i]].state != HC_SLOT_FREE) {

@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HC_SSD_VERSION          1
+#define HC_SSD_VERSION          2  /* 1: no dirty entries; read too */
 #define HC_SSD_SB_SIZE          4096u
 #define HC_SSD_META_OFFSET      (2 * HC_SSD_SB_SIZE)
 #define HC_SSD_SECTOR           4096u
@@ -51,7 +51,7 @@ enum {
 };
 
 #define HC_SSD_ENTRY_VALID      0x0001
-#define HC_SSD_ENTRY_DIRTY      0x0002  /* reserved: write-back journal */
+#define HC_SSD_ENTRY_DIRTY      0x0002  /* write-back journal */
 
 typedef struct HcSsdSuper {
     uint32_t version;
@@ -65,7 +65,11 @@ typedef struct HcSsdSuper {
     uint32_t state;             /* HC_SSD_STATE_* */
     uint64_t origin_size;
     char origin_id[HC_SSD_ORIGIN_ID_MAX];  /* NUL-terminated */
-    /* Reserved for the write-back journal; 0 in version 1. */
+    /*
+     * Write-back journal: every dirty entry with seq <= durable_seq was
+     * made durable by a completed flush (a damaged one fails the open).
+     * The other three are reserved (0).
+     */
     uint64_t durable_seq, destaged_seq, dirty_count, dirty_sum;
 } HcSsdSuper;
 
@@ -139,6 +143,35 @@ uint64_t hc_ssd_next_unwritten(const HcSsd *ssd, uint64_t from);
 void hc_ssd_release(HcSsd *ssd, uint64_t slot);
 void hc_ssd_pin(HcSsd *ssd, uint64_t slot);
 void hc_ssd_unpin(HcSsd *ssd, uint64_t slot);
+
+/*
+ * Write-back journal.  A dirty entry holds data the origin does not have
+ * yet; it is never a CLOCK victim.  Journaling a block: hc_ssd_next_seq,
+ * hc_ssd_alloc, write the data, hc_ssd_commit_dirty.  The block's older
+ * entry (clean or dirty) is KEPT on the device, out of the index, until
+ * the new entry is durable: then hc_ssd_release_kept (returns the sector
+ * to persist).  Once the origin has a dirty entry's data durably,
+ * hc_ssd_mark_clean turns it into a clean entry (returns the sector, or
+ * HC_SSD_NONE if the entry changed meanwhile).
+ */
+uint64_t hc_ssd_next_seq(HcSsd *ssd);
+/* New sequence numbers stay above seq (entries seen but not loaded). */
+void hc_ssd_seq_at_least(HcSsd *ssd, uint64_t seq);
+uint64_t hc_ssd_commit_dirty(HcSsd *ssd, uint64_t slot, uint64_t blk,
+                             uint64_t seq, uint32_t data_crc, uint64_t *kept);
+uint64_t hc_ssd_release_kept(HcSsd *ssd, uint64_t kept);
+bool hc_ssd_is_dirty(const HcSsd *ssd, uint64_t slot, uint64_t seq);
+uint64_t hc_ssd_slot_blk(const HcSsd *ssd, uint64_t slot, uint64_t *seq,
+                         uint32_t *data_crc);
+uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq);
+uint64_t hc_ssd_dirty_blocks(const HcSsd *ssd);
+/* Next dirty slot >= from (slot order), or HC_SSD_NONE. */
+uint64_t hc_ssd_next_dirty(const HcSsd *ssd, uint64_t from);
+bool hc_ssd_dirty_in_range(const HcSsd *ssd, uint64_t first, uint64_t end);
+/* Decode one slot-table entry; false if it is no valid entry. */
+bool hc_ssd_entry_decode(const uint8_t *e, uint64_t cache_gen,
+                         uint64_t *blk, uint64_t *seq, uint32_t *data_crc,
+                         bool *dirty);
 
 /* Drop blk from the index; returns the sector to persist or HC_SSD_NONE. */
 uint64_t hc_ssd_invalidate(HcSsd *ssd, uint64_t blk);

@@ -85,6 +85,16 @@ typedef struct HostcacheOpts {
     char origin_id[HC_SSD_ORIGIN_ID_MAX];   /* "" = origin's filename */
 } HostcacheOpts;
 
+/*
+ * Slot-table sectors to persist.  On overflow every sector is visited, but
+ * hostcache_ssd_persist() only writes those changed since their last write.
+ */
+typedef struct HostcacheSectors {
+    uint64_t sec[32];
+    int n;
+    bool overflow;
+} HostcacheSectors;
+
 typedef struct BDRVHostcacheState {
     /* Options in force; changed only by reopen commit (drained, BQL). */
     HostcacheOpts opts;
@@ -124,7 +134,48 @@ typedef struct BDRVHostcacheState {
     QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
     int ndemotions;
     bool demoter_running;
+
+    /*
+     * Write-back journal on the SSD tier (write-back mode with the tier
+     * on): a flush writes dirty RAM blocks to the SSD as dirty entries and
+     * flushes the SSD only; the destager writes dirty entries to the origin
+     * in journal order and marks them clean once the origin is flushed.
+     * jlock serializes journal batches (data, slot table, superblock, SSD
+     * flush); dlock serializes batches towards the origin.
+     */
+    CoMutex jlock;
+    CoMutex dlock;
+    GArray *journal;                /* HostcacheJEntry in seq order */
+    guint jhead;                    /* first entry not yet destaged */
+    GArray *jkept;                  /* older entries to release after flush */
+    HostcacheSectors *jsecs;        /* released entries' sectors to write */
+    /*
+     * Origin writes completed (wgen) and covered by a completed origin
+     * flush (fgen), both under lock: a demotion's slot-table entry is
+     * written only once every origin write before it is flushed, so a
+     * power cut can never leave the SSD newer than the origin.
+     */
+    uint64_t origin_wgen;
+    uint64_t origin_fgen;
+    bool jcorrupt_reported;
 } BDRVHostcacheState;
+
+typedef struct HostcacheJEntry {
+    uint64_t slot;
+    uint64_t seq;
+} HostcacheJEntry;
+
+/* Write-back with the SSD tier on: flushes go to the journal. */
+static inline bool hostcache_journaling(BDRVHostcacheState *s)
+{
+    return s->opts.mode == HOSTCACHE_MODE_WRITE_BACK && s->ssd_on;
+}
+
+/* Dirty entries on the SSD tier (lock held); 0 without a tier. */
+static inline uint64_t hostcache_ssd_dirty(BDRVHostcacheState *s)
+{
+    return s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0;
+}
 
 typedef struct HostcachePendingDrop {
     uint64_t blk;
@@ -135,6 +186,7 @@ typedef struct HostcachePendingDrop {
 /* A clean block evicted from RAM, on its way to the SSD tier. */
 typedef struct HostcacheDemotion {
     uint64_t blk;
+    uint64_t wgen;              /* origin writes before it (origin_wgen) */
     HcOp op;                    /* a write to blk meanwhile makes it stale */
     void *buf;
     QSIMPLEQ_ENTRY(HostcacheDemotion) next;
@@ -142,12 +194,15 @@ typedef struct HostcacheDemotion {
 
 static void hostcache_wake_destager(BlockDriverState *bs);
 static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
-                                             Error **errp);
+                                             bool activation, Error **errp);
 static int GRAPH_RDLOCK
 hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop);
 static void hostcache_ssd_detach(BDRVHostcacheState *s);
 static void hostcache_evicted(void *opaque, uint64_t blk, const void *data);
 static void hostcache_kick_demoter(BlockDriverState *bs);
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_journal_sync(BlockDriverState *bs);
+static void hostcache_journal_free(BDRVHostcacheState *s);
 
 static QemuOptsList hostcache_runtime_opts = {
     .name = "hostcache",
@@ -319,6 +374,11 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     qemu_mutex_init(&s->lock);
     s->destage_width = 4;
     QSIMPLEQ_INIT(&s->demotions);
+    qemu_co_mutex_init(&s->jlock);
+    qemu_co_mutex_init(&s->dlock);
+    s->journal = g_array_new(false, false, sizeof(HostcacheJEntry));
+    s->jkept = g_array_new(false, false, sizeof(uint64_t));
+    s->jsecs = g_new0(HostcacheSectors, 1);
 
     ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
     if (ret < 0) {
@@ -356,7 +416,14 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     if (ret == 0 && s->ssd && !(flags & BDRV_O_INACTIVE)) {
         /* An inactive node (incoming migration) attaches on activation. */
         ret = hostcache_ssd_attach(bs, s->opts.mode ==
-                                   HOSTCACHE_MODE_PASS_THROUGH, errp);
+                                   HOSTCACHE_MODE_PASS_THROUGH, false, errp);
+    }
+    if (ret == 0 && s->ssd_idx && hc_ssd_dirty_blocks(s->ssd_idx)) {
+        /* the recovered journal is written back from here: WRITE */
+        info_report("hostcache '%s': recovered %" PRIu64 " blocks not yet "
+                    "written back from the SSD tier's journal",
+                    bdrv_get_node_name(bs), hc_ssd_dirty_blocks(s->ssd_idx));
+        ret = bdrv_child_refresh_perms(bs, bs->file, errp);
     }
     bdrv_graph_rdunlock_main_loop();
     if (ret < 0) {
@@ -374,6 +441,7 @@ fail:
     if (s->ssd_idx) {
         hostcache_ssd_detach(s);
     }
+    hostcache_journal_free(s);
     hc_engine_free(s->eng);
     s->eng = NULL;
     if (s->ssd) {
@@ -390,22 +458,60 @@ fail:
  * coroutine (close, reopen, inactivate).  Returns 0 or -errno with errp set
  * when dirty data remains.
  */
+typedef struct HostcacheSyncCo {
+    BlockDriverState *bs;
+    int ret;
+    bool done;
+} HostcacheSyncCo;
+
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_flush(BlockDriverState *bs);
+
+/* Everything dirty, RAM and SSD, to the origin, which is flushed. */
+static void coroutine_fn hostcache_sync_entry(void *opaque)
+{
+    HostcacheSyncCo *c = opaque;
+    BDRVHostcacheState *s = c->bs->opaque;
+
+    bdrv_graph_co_rdlock();
+    c->ret = hostcache_journal_sync(c->bs);
+    if (c->ret == 0 && hc_dirty_blocks(s->eng)) {
+        c->ret = hostcache_wb_flush(c->bs);
+    }
+    bdrv_graph_co_rdunlock();
+    c->done = true;
+    aio_wait_kick();
+}
+
 static int GRAPH_RDLOCK hostcache_writeback_all(BlockDriverState *bs,
                                                 Error **errp)
 {
     BDRVHostcacheState *s = bs->opaque;
+    HostcacheSyncCo c = { .bs = bs };
     uint64_t dirty;
     int ret;
 
     qemu_mutex_lock(&s->lock);
-    dirty = hc_dirty_blocks(s->eng);
+    dirty = hc_dirty_blocks(s->eng) +
+        (s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0);
     qemu_mutex_unlock(&s->lock);
     if (!dirty) {
         return 0;
     }
-    ret = bdrv_flush(bs);
+    if (qemu_in_coroutine()) {
+        hostcache_sync_entry(&c);
+    } else {
+        Coroutine *co = qemu_coroutine_create(hostcache_sync_entry, &c);
+
+        bdrv_inc_in_flight(bs);
+        aio_co_enter(bdrv_get_aio_context(bs), co);
+        BDRV_POLL_WHILE(bs, !c.done);
+        bdrv_dec_in_flight(bs);
+    }
+    ret = c.ret;
     qemu_mutex_lock(&s->lock);
-    dirty = hc_dirty_blocks(s->eng);
+    dirty = hc_dirty_blocks(s->eng) +
+        (s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0);
     qemu_mutex_unlock(&s->lock);
     trace_hostcache_writeback_all(bs, dirty, ret);
     if (dirty) {
@@ -445,6 +551,7 @@ static void hostcache_close(BlockDriverState *bs)
         hostcache_ssd_detach(s);
     }
 
+    hostcache_journal_free(s);
     hc_engine_free(s->eng);
     s->eng = NULL;
     qemu_mutex_destroy(&s->lock);
@@ -686,6 +793,21 @@ out:
  * before the block changes on the origin or becomes dirty in RAM.
  */
 
+/* Flush the origin; on success every origin write before it is durable. */
+static int coroutine_fn GRAPH_RDLOCK hostcache_origin_flush(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t gen = qatomic_read(&s->origin_wgen);
+    int ret = bdrv_co_flush(bs->file->bs);
+
+    if (ret == 0) {
+        qemu_mutex_lock(&s->lock);
+        s->origin_fgen = MAX(s->origin_fgen, gen);
+        qemu_mutex_unlock(&s->lock);
+    }
+    return ret;
+}
+
 /* Report an SSD I/O error once and stop using the tier (lock held). */
 static void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
                                       const char *what)
@@ -706,7 +828,8 @@ static void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
 
 /* Write slot-table sector sec (FUA) unless the device already has it. */
 static int coroutine_fn GRAPH_RDLOCK
-hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
+hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
+                           BdrvRequestFlags flags)
 {
     BDRVHostcacheState *s = bs->opaque;
     g_autofree uint8_t *buf = NULL;
@@ -734,7 +857,7 @@ hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
         qemu_mutex_unlock(&s->lock);
 
         ret = bdrv_co_pwrite(s->ssd, hc_ssd_sector_offset(s->ssd_idx, sec),
-                             HC_SSD_SECTOR, buf, BDRV_REQ_FUA);
+                             HC_SSD_SECTOR, buf, flags);
 
         qemu_mutex_lock(&s->lock);
         clear_bit(sec, s->ssd_sec_busy);
@@ -760,15 +883,12 @@ hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
     }
 }
 
-/*
- * Slot-table sectors to persist.  On overflow every sector is visited, but
- * hostcache_ssd_persist() only writes those changed since their last write.
- */
-typedef struct HostcacheSectors {
-    uint64_t sec[32];
-    int n;
-    bool overflow;
-} HostcacheSectors;
+/* Write slot-table sector sec durably (FUA) unless the device has it. */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec)
+{
+    return hostcache_ssd_write_sector(bs, sec, BDRV_REQ_FUA);
+}
 
 static void hostcache_note_sector(void *opaque, uint64_t sec)
 {
@@ -787,19 +907,27 @@ static void hostcache_note_sector(void *opaque, uint64_t sec)
 }
 
 static int coroutine_fn GRAPH_RDLOCK
-hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
+hostcache_ssd_write_sectors(BlockDriverState *bs, HostcacheSectors *l,
+                            BdrvRequestFlags flags)
 {
     BDRVHostcacheState *s = bs->opaque;
     uint64_t n = l->overflow ? hc_ssd_sectors(s->ssd_idx) : l->n;
 
     for (uint64_t i = 0; i < n; i++) {
-        int ret = hostcache_ssd_persist(bs, l->overflow ? i : l->sec[i]);
+        int ret = hostcache_ssd_write_sector(bs, l->overflow ? i : l->sec[i],
+                                             flags);
 
         if (ret < 0) {
             return ret;
         }
     }
     return 0;
+}
+
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
+{
+    return hostcache_ssd_write_sectors(bs, l, BDRV_REQ_FUA);
 }
 
 /* Remember that blk's entry is dropped in memory, in sector sec (locked). */
@@ -859,6 +987,10 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
         }
         /* the SSD failed just now: drop everything instead */
     }
+    if (hostcache_ssd_dirty(s) && hostcache_journal_sync(bs) < 0) {
+        /* journaled blocks the origin lacks: keep them, do not drop */
+        return;
+    }
     s->ssd_dropping = true;
     if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, true) < 0) {
         error_report("hostcache '%s': the SSD tier may now hold stale "
@@ -874,6 +1006,14 @@ static void hostcache_ssd_drop_locked(BDRVHostcacheState *s, uint64_t blk,
                                       HostcacheSectors *l)
 {
     uint64_t sec;
+
+    if (s->opts.mode == HOSTCACHE_MODE_WRITE_BACK && s->ssd_on) {
+        /*
+         * Journal mode: the entry stays until a journaled newer copy
+         * replaces it; the block never reaches the origin from RAM.
+         */
+        return;
+    }
 
     if (s->ssd_on && (sec = hc_ssd_invalidate(s->ssd_idx, blk)) !=
         HC_SSD_NONE) {
@@ -900,6 +1040,7 @@ static void hostcache_evicted(void *opaque, uint64_t blk, const void *data)
         return;
     }
     d->blk = blk;
+    d->wgen = qatomic_read(&s->origin_wgen);
     memcpy(d->buf, data, s->opts.cfg.block_size);
     hc_op_fill_begin(s->eng, &d->op, blk, blk + 1);
     QSIMPLEQ_INSERT_TAIL(&s->demotions, d, next);
@@ -975,6 +1116,8 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_demoter(void *opaque)
     for (;;) {
         HostcacheDemotion *batch[HOSTCACHE_DEMOTE_BATCH], *d;
         HostcacheSectors secs = { .n = 0 };
+        uint64_t need = 0;
+        bool flushed;
         int n = 0;
 
         qemu_mutex_lock(&s->lock);
@@ -991,10 +1134,20 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_demoter(void *opaque)
         }
         qemu_mutex_unlock(&s->lock);
         for (int i = 0; i < n; i++) {
+            need = MAX(need, batch[i]->wgen);
             hostcache_demote(bs, batch[i], &secs);
             hostcache_demotion_free(batch[i]);
         }
-        hostcache_ssd_persist_all(bs, &secs);
+        /*
+         * A demoted block may come from an origin write not flushed yet:
+         * its entry must not outlive that write after a power cut.
+         */
+        qemu_mutex_lock(&s->lock);
+        flushed = s->origin_fgen >= need;
+        qemu_mutex_unlock(&s->lock);
+        if (flushed || hostcache_origin_flush(bs) == 0) {
+            hostcache_ssd_persist_all(bs, &secs);
+        }
     }
     bdrv_graph_co_rdunlock();
     bdrv_dec_in_flight(bs);
@@ -1035,9 +1188,9 @@ static void hostcache_demotions_drop(BDRVHostcacheState *s)
  * registered); on success copy the guest's part out and promote the block
  * to RAM.  Returns true if the guest was served.
  */
-static bool coroutine_fn GRAPH_RDLOCK
+static int coroutine_fn GRAPH_RDLOCK
 hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
-                   uint32_t crc, HcOp *op, int64_t pos, int64_t n,
+                   uint32_t crc, bool dirty, HcOp *op, int64_t pos, int64_t n,
                    QEMUIOVector *qiov, size_t qiov_offset, bool bypass)
 {
     BDRVHostcacheState *s = bs->opaque;
@@ -1056,6 +1209,17 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
     qemu_mutex_lock(&s->lock);
     hc_ssd_unpin(s->ssd_idx, slot);
     valid = hc_op_end(s->eng, op);
+    if (dirty && !ok) {
+        /* the origin does not have this block yet: never read it there */
+        hc_engine_stats(s->eng)->ssd_corrupt += ret == 0;
+        qemu_mutex_unlock(&s->lock);
+        error_report_once("hostcache '%s': block %" PRIu64 " of the SSD "
+                          "tier's write-back journal cannot be read (%s)",
+                          bdrv_get_node_name(bs), blk,
+                          ret == 0 ? "checksum mismatch" : strerror(-ret));
+        qemu_vfree(buf);
+        return -EIO;
+    }
     if (ret < 0 && buf) {
         hostcache_ssd_fail_locked(bs, ret, "reading a block");
     } else if (ret == 0 && !ok) {
@@ -1086,6 +1250,12 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
     }
     qemu_vfree(buf);
     return ok;
+}
+
+/* May blk be on the SSD tier (lock held)?  Dirty entries count always. */
+static inline bool hostcache_ssd_usable(BDRVHostcacheState *s)
+{
+    return s->ssd_idx && (s->ssd_on || hc_ssd_dirty_blocks(s->ssd_idx));
 }
 
 /*
@@ -1183,13 +1353,130 @@ static int GRAPH_RDLOCK hostcache_ssd_format(BlockDriverState *bs,
 }
 
 /*
+ * Read the slot table of the tier described by sb into a new index.  Dirty
+ * entries (the write-back journal) have their data checked now: a torn one
+ * written after the last completed flush is dropped (the block's older
+ * entry wins); a bad one the superblock says was flushed is lost data, and
+ * the open fails.  Returns NULL with errp set on failure.
+ */
+static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
+                                                const HcSsdSuper *sb,
+                                                Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, 1 * MiB);
+    g_autofree uint8_t *data = qemu_memalign(HC_SSD_SECTOR, sb->block_size);
+    uint64_t end = sb->data_offset - sb->meta_offset, lost = 0, top = 0;
+    g_autoptr(GArray) bad = g_array_new(false, false, sizeof(HostcacheJEntry));
+    HcSsd *idx = hc_ssd_new(sb);
+    int ret;
+
+    if (!idx) {
+        error_setg(errp, "hostcache: cannot allocate the SSD tier's index");
+        return NULL;
+    }
+    for (uint64_t off = 0; off < end; off += 1 * MiB) {
+        uint64_t len = MIN(1 * MiB, end - off);
+
+        ret = bdrv_pread(s->ssd, sb->meta_offset + off, len, buf, 0);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "hostcache: cannot read the SSD "
+                             "tier's slot table");
+            hc_ssd_free(idx);
+            return NULL;
+        }
+        for (uint64_t i = 0; i < len / HC_SSD_ENTRY_SIZE; i++) {
+            uint8_t *e = buf + i * HC_SSD_ENTRY_SIZE;
+            uint64_t slot = off / HC_SSD_ENTRY_SIZE + i, blk, seq;
+            uint32_t crc;
+            bool dirty;
+
+            if (slot >= sb->nslots ||
+                !hc_ssd_entry_decode(e, sb->cache_gen, &blk, &seq, &crc,
+                                     &dirty)) {
+                continue;
+            }
+            top = MAX(top, seq);
+            if (!dirty) {
+                continue;   /* clean: checked when read */
+            }
+            ret = bdrv_pread(s->ssd, sb->data_offset + slot * sb->block_size,
+                             sb->block_size, data, 0);
+            if (ret < 0) {
+                error_setg_errno(errp, -ret, "hostcache: cannot read the "
+                                 "SSD tier's write-back journal");
+                hc_ssd_free(idx);
+                return NULL;
+            }
+            if (hc_crc32c(0, data, sb->block_size) != crc) {
+                if (seq <= sb->durable_seq) {
+                    /* lost unless a newer entry of blk replaced it */
+                    g_array_append_vals(bad,
+                                        &(HostcacheJEntry) { blk, seq }, 1);
+                }
+                memset(e, 0, HC_SSD_ENTRY_SIZE);    /* torn: not loaded */
+            }
+        }
+        for (uint64_t i = 0; i < len / HC_SSD_SECTOR; i++) {
+            hc_ssd_load_sector(idx, off / HC_SSD_SECTOR + i,
+                               buf + i * HC_SSD_SECTOR);
+        }
+    }
+    hc_ssd_load_done(idx);
+    hc_ssd_seq_at_least(idx, top);
+    for (guint i = 0; i < bad->len; i++) {
+        HostcacheJEntry *b = &g_array_index(bad, HostcacheJEntry, i);
+        uint64_t slot = hc_ssd_lookup(idx, b->slot, NULL), seq = 0;
+
+        if (slot != HC_SSD_NONE) {
+            hc_ssd_slot_blk(idx, slot, &seq, NULL);
+        }
+        lost += slot == HC_SSD_NONE || seq < b->seq;
+    }
+    if (lost) {
+        error_setg(errp, "hostcache: the SSD tier's write-back journal is "
+                   "damaged: %" PRIu64 " blocks of origin '%s' written "
+                   "before a completed flush fail their checksum, and the "
+                   "origin does not have them; nothing was changed (to give "
+                   "them up and keep the origin's older data, zero the ssd "
+                   "node's first 8 KiB)", lost, sb->origin_id);
+        hc_ssd_free(idx);
+        return NULL;
+    }
+    return idx;
+}
+
+/* Queue the dirty entries of a recovered tier, oldest first (lock held). */
+static gint hostcache_jentry_cmp(gconstpointer a, gconstpointer b)
+{
+    const HostcacheJEntry *x = a, *y = b;
+
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void hostcache_journal_rebuild(BDRVHostcacheState *s)
+{
+    g_array_set_size(s->journal, 0);
+    s->jhead = 0;
+    for (uint64_t slot = hc_ssd_next_dirty(s->ssd_idx, 0);
+         slot != HC_SSD_NONE;
+         slot = hc_ssd_next_dirty(s->ssd_idx, slot + 1)) {
+        HostcacheJEntry e = { .slot = slot };
+
+        hc_ssd_slot_blk(s->ssd_idx, slot, &e.seq, NULL);
+        g_array_append_val(s->journal, e);
+    }
+    g_array_sort(s->journal, hostcache_jentry_cmp);
+}
+
+/*
  * Attach the SSD tier: recover it, or format it when blank or when its clean
  * content belongs elsewhere (another origin, block size...).  Marks it in use
  * (state OPEN).  With drop, its content is dropped (pass-through, or the
  * origin may have changed: migration).
  */
 static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
-                                             Error **errp)
+                                             bool activation, Error **errp)
 {
     BDRVHostcacheState *s = bs->opaque;
     g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, 1 * MiB);
@@ -1197,7 +1484,6 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     const char *why = NULL;
     char err[256];
     int64_t dev_size, origin_size;
-    uint64_t off, end;
     int ret;
 
     dev_size = bdrv_getlength(s->ssd->bs);
@@ -1226,15 +1512,46 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
         error_setg_errno(errp, -ret, "hostcache: cannot read the ssd node");
         return ret;
     }
-    if (ret == 0 && sb.dirty_count) {
-        error_setg(errp, "hostcache: the ssd node holds %" PRIu64 " blocks of "
-                   "origin '%s' not yet written back, which this build "
-                   "cannot replay; nothing was changed", sb.dirty_count,
-                   sb.origin_id);
-        return -EINVAL;
-    }
     if (ret == 0) {
         why = hostcache_ssd_mismatch(&sb, &want);
+    }
+    if (ret == 0 && (!why || sb.data_offset + sb.nslots * sb.block_size <=
+                     (uint64_t)dev_size)) {
+        /* Dirty entries decide whether anything may change. */
+        uint64_t dirty;
+        const char *refuse = NULL;
+
+        s->ssd_idx = hostcache_ssd_load(bs, &sb, errp);
+        if (!s->ssd_idx) {
+            return -EIO;
+        }
+        dirty = hc_ssd_dirty_blocks(s->ssd_idx);
+        if (dirty && why) {
+            refuse = why;
+        } else if (dirty && activation) {
+            refuse = "it holds data of an earlier run of this origin here, "
+                "and the VM now comes from another host";
+        } else if (dirty && drop) {
+            refuse = "mode pass-through would not write them back; open "
+                "the node once in another mode";
+        } else if (dirty && bdrv_is_read_only(bs)) {
+            refuse = "the node is read-only; open it read-write once to "
+                "write them back";
+        }
+        if (refuse) {
+            error_setg(errp, "hostcache: the ssd node holds %" PRIu64
+                       " blocks of origin '%s' not yet written back to it "
+                       "(write-back journal): %s; nothing was changed",
+                       dirty, sb.origin_id, refuse);
+            hc_ssd_free(s->ssd_idx);
+            s->ssd_idx = NULL;
+            return -EINVAL;
+        }
+        if (why || drop) {
+            /* nothing dirty: start from an empty index */
+            hc_ssd_free(s->ssd_idx);
+            s->ssd_idx = NULL;
+        }
     }
     if (ret != 0 || why) {
         if (why) {
@@ -1256,29 +1573,20 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
         }
     }
 
-    s->ssd_idx = hc_ssd_new(&sb);
     if (!s->ssd_idx) {
-        error_setg(errp, "hostcache: cannot allocate the SSD tier's index");
-        return -ENOMEM;
+        /* just formatted, or its content is dropped: empty */
+        s->ssd_idx = hc_ssd_new(&sb);
+        if (!s->ssd_idx) {
+            error_setg(errp, "hostcache: cannot allocate the SSD tier's "
+                       "index");
+            return -ENOMEM;
+        }
+        hc_ssd_load_done(s->ssd_idx);
     }
+    hc_ssd_super_mut(s->ssd_idx)->version = HC_SSD_VERSION;
     s->ssd_sec_busy = bitmap_new(hc_ssd_sectors(s->ssd_idx));
     s->ssd_pending = g_array_new(false, false, sizeof(HostcachePendingDrop));
-    end = sb.data_offset - sb.meta_offset;
-    for (off = 0; off < end && !drop; off += 1 * MiB) {
-        uint64_t len = MIN(1 * MiB, end - off);
-
-        ret = bdrv_pread(s->ssd, sb.meta_offset + off, len, buf, 0);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "hostcache: cannot read the SSD "
-                             "tier's slot table");
-            return ret;
-        }
-        for (uint64_t i = 0; i < len / HC_SSD_SECTOR; i++) {
-            hc_ssd_load_sector(s->ssd_idx, off / HC_SSD_SECTOR + i,
-                               buf + i * HC_SSD_SECTOR);
-        }
-    }
-    hc_ssd_load_done(s->ssd_idx);
+    hostcache_journal_rebuild(s);
     /* Losing duplicates were dropped in memory: make that durable first. */
     for (uint64_t sec = hc_ssd_next_unwritten(s->ssd_idx, 0);
          sec != HC_SSD_NONE; sec = hc_ssd_next_unwritten(s->ssd_idx, sec + 1)) {
@@ -1304,9 +1612,23 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     return 0;
 }
 
+static void hostcache_journal_free(BDRVHostcacheState *s)
+{
+    if (s->journal) {
+        g_array_free(s->journal, true);
+        g_array_free(s->jkept, true);
+        g_free(s->jsecs);
+        s->journal = s->jkept = NULL;
+        s->jsecs = NULL;
+    }
+}
+
 /* Forget the SSD tier's in-memory state (the device is left as it is). */
 static void hostcache_ssd_detach(BDRVHostcacheState *s)
 {
+    g_array_set_size(s->journal, 0);
+    g_array_set_size(s->jkept, 0);
+    s->jhead = 0;
     s->ssd_on = false;
     hostcache_demotions_drop(s);
     hc_ssd_free(s->ssd_idx);
@@ -1322,32 +1644,39 @@ static void hostcache_ssd_detach(BDRVHostcacheState *s)
 /*
  * Read path, lock held on entry and on return: serve block blk (the guest
  * wants [pos, min(end of blk, end_off))) from the SSD tier if it is there.
- * Returns true with *n set if served; false to fall back to the origin.
+ * Returns 1 with *n set if served; 0 to fall back to the origin; -EIO if
+ * the block is dirty there and cannot be read.
  */
-static bool coroutine_fn GRAPH_RDLOCK
+static int coroutine_fn GRAPH_RDLOCK
 hostcache_ssd_try_read(BlockDriverState *bs, uint64_t blk, int64_t pos,
                        int64_t end_off, QEMUIOVector *qiov, size_t qiov_offset,
                        bool bypass, int64_t *n)
 {
     BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s), slot;
+    uint64_t bsize = hostcache_bsize(s), slot, seq;
     uint32_t crc;
-    bool served;
+    bool dirty;
+    int served;
     HcOp op;
 
-    if (!s->ssd_on) {
-        return false;
+    if (!hostcache_ssd_usable(s)) {
+        return 0;
     }
     slot = hc_ssd_lookup(s->ssd_idx, blk, &crc);
     if (slot == HC_SSD_NONE) {
-        return false;
+        return 0;
+    }
+    hc_ssd_slot_blk(s->ssd_idx, slot, &seq, NULL);
+    dirty = hc_ssd_is_dirty(s->ssd_idx, slot, seq);
+    if (!s->ssd_on && !dirty) {
+        return 0;
     }
     *n = MIN((int64_t)((blk + 1) * bsize), end_off) - pos;
     hc_ssd_pin(s->ssd_idx, slot);
     hc_op_fill_begin(s->eng, &op, blk, blk + 1);
     qemu_mutex_unlock(&s->lock);
-    served = hostcache_ssd_read(bs, blk, slot, crc, &op, pos, *n, qiov,
-                                qiov_offset, bypass);
+    served = hostcache_ssd_read(bs, blk, slot, crc, dirty, &op, pos, *n,
+                                qiov, qiov_offset, bypass);
     qemu_mutex_lock(&s->lock);
     return served;
 }
@@ -1393,9 +1722,14 @@ hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
             continue;
         }
         run_end = blk + 1;
-        if (hostcache_ssd_try_read(bs, blk, pos, end_off, qiov,
-                                   qiov_offset + (pos - offset), bypass,
-                                   &n)) {
+        ret = hostcache_ssd_try_read(bs, blk, pos, end_off, qiov,
+                                     qiov_offset + (pos - offset), bypass,
+                                     &n);
+        if (ret < 0) {
+            break;
+        }
+        if (ret) {
+            ret = 0;
             pos += n;
             hit_bytes += n;
             continue;
@@ -1403,7 +1737,7 @@ hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
         /* A run of blocks in neither tier goes to the origin in one read. */
         while ((int64_t)(run_end * bsize) < end_off &&
                !hc_contains(s->eng, run_end) &&
-               !(s->ssd_on &&
+               !(hostcache_ssd_usable(s) &&
                  hc_ssd_lookup(s->ssd_idx, run_end, NULL) != HC_SSD_NONE)) {
             run_end++;
         }
@@ -1440,6 +1774,24 @@ typedef struct HostcacheDestageTask {
     void *buf;
 } HostcacheDestageTask;
 
+/*
+ * Pace destaging by the origin's latency (AIMD, lock held): widen while
+ * destage writes stay near the fastest seen, halve when they slow down, so
+ * the guest's own requests to the origin keep their latency.
+ */
+static void hostcache_pace_locked(BDRVHostcacheState *s, int ret, uint64_t ns)
+{
+    if (ret == 0 && (!s->destage_lat_floor || ns < s->destage_lat_floor)) {
+        s->destage_lat_floor = ns;
+    }
+    if (ret == 0 && ns <= s->destage_lat_floor * 3 / 2 + 50 * SCALE_US) {
+        s->destage_width = MIN(s->destage_width + 1,
+                               HOSTCACHE_DESTAGE_WIDTH_MAX);
+    } else {
+        s->destage_width = MAX(s->destage_width / 2, 1);
+    }
+}
+
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_destage_task(AioTask *task)
 {
@@ -1456,25 +1808,16 @@ hostcache_destage_task(AioTask *task)
     start = get_clock();
     ret = bdrv_co_pwrite(t->bs->file, t->d.blk * bsize, bsize, t->buf, 0);
     ns = get_clock() - start;
+    if (ret == 0) {
+        qatomic_inc(&s->origin_wgen);
+    }
 
     qemu_mutex_lock(&s->lock);
     hc_destage_end(s->eng, &t->d, ret == 0);
     if (ret < 0) {
         hc_engine_stats(s->eng)->origin_errors++;
-    } else if (!s->destage_lat_floor || ns < s->destage_lat_floor) {
-        s->destage_lat_floor = ns;
     }
-    /*
-     * Pace by the origin's latency (AIMD): widen while destage writes
-     * stay near the fastest seen, halve when they slow down, so the
-     * guest's own requests to the origin keep their latency.
-     */
-    if (ret == 0 && ns <= s->destage_lat_floor * 3 / 2 + 50 * SCALE_US) {
-        s->destage_width = MIN(s->destage_width + 1,
-                               HOSTCACHE_DESTAGE_WIDTH_MAX);
-    } else {
-        s->destage_width = MAX(s->destage_width / 2, 1);
-    }
+    hostcache_pace_locked(s, ret, ns);
     qemu_mutex_unlock(&s->lock);
 
     trace_hostcache_destage(t->bs, t->d.blk, ret);
@@ -1521,10 +1864,25 @@ hostcache_destage_some(BlockDriverState *bs, uint64_t max_seq, int width,
 {
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
-    AioTaskPool *pool = aio_task_pool_new(width);
+    AioTaskPool *pool;
     uint64_t cursor = first;
     int64_t started = 0;
     int ret;
+
+    qemu_mutex_lock(&s->lock);
+    ret = !hostcache_journaling(s) && hostcache_ssd_dirty(s);
+    qemu_mutex_unlock(&s->lock);
+    if (ret) {
+        /*
+         * The SSD tier stopped journaling (error, mode change) with
+         * journaled blocks left: they are older than RAM's and go first.
+         */
+        ret = hostcache_journal_sync(bs);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    pool = aio_task_pool_new(width);
 
     while (started < limit && aio_task_pool_status(pool) == 0 &&
            !(stop && qatomic_read(stop))) {
@@ -1590,10 +1948,423 @@ hostcache_wb_flush(BlockDriverState *bs)
         }
     }
     if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
+        ret = hostcache_origin_flush(bs);
     }
     trace_hostcache_flush(bs, upto, ret);
     return ret;
+}
+
+/*
+ * Write-back journal on the SSD tier
+ * ----------------------------------
+ * With an SSD tier in write-back mode, dirty blocks are "journaled": each
+ * is written to a free SSD slot as a dirty entry with a new sequence
+ * number, then the slot-table sectors and the superblock (which records
+ * the sequence made durable by the previous flush), then the SSD is
+ * flushed.  A guest flush is complete at that point, without waiting for
+ * the origin.  The block's older entry (clean or dirty) stays on the device
+ * until the new one is durable.  The destager then writes journaled blocks
+ * to the origin in journal order, flushes the origin, and turns their
+ * entries clean (they stay as cached copies).  Recovery writes back what a
+ * crash left dirty (hostcache_ssd_replay).
+ */
+
+typedef struct HostcacheJournalTask {
+    AioTask task;               /* first: aio_task_co() g_free()s the task */
+    BlockDriverState *bs;
+    HcDestage d;
+    uint64_t slot, seq;
+    void *buf;
+    HostcacheSectors *secs;
+} HostcacheJournalTask;
+
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_journal_task(AioTask *task)
+{
+    HostcacheJournalTask *t = container_of(task, HostcacheJournalTask, task);
+    BDRVHostcacheState *s = t->bs->opaque;
+    uint64_t bsize = hostcache_bsize(s), kept;
+    uint32_t crc = hc_crc32c(0, t->buf, bsize);
+    int ret;
+
+    ret = bdrv_co_pwrite(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->slot),
+                         bsize, t->buf, 0);
+    qemu_mutex_lock(&s->lock);
+    if (ret == 0 && s->ssd_on) {
+        hostcache_note_sector(t->secs,
+                              hc_ssd_commit_dirty(s->ssd_idx, t->slot,
+                                                  t->d.blk, t->seq, crc,
+                                                  &kept));
+        if (kept != HC_SSD_NONE) {
+            g_array_append_val(s->jkept, kept);
+        }
+        hc_destage_end(s->eng, &t->d, true);
+        hc_engine_stats(s->eng)->destaged--;   /* not on the origin yet */
+    } else {
+        hc_ssd_release(s->ssd_idx, t->slot);
+        hc_destage_end(s->eng, &t->d, false);
+        if (ret < 0) {
+            hostcache_ssd_fail_locked(t->bs, ret, "journaling a block");
+        } else {
+            ret = -EIO;
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+    qemu_vfree(t->buf);
+    return ret;
+}
+
+/*
+ * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
+ * and make them durable (jlock held).  Returns the number journaled,
+ * -ENOSPC when every SSD slot holds dirty data, or another error.
+ */
+static int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    AioTaskPool *pool = aio_task_pool_new(HOSTCACHE_FLUSH_WIDTH);
+    HostcacheSectors secs = { .n = 0 };
+    uint64_t top = 0;
+    int64_t started = 0;
+    int ret = 0;
+
+    while (started < limit && aio_task_pool_status(pool) == 0) {
+        HostcacheJournalTask *t = g_new0(HostcacheJournalTask, 1);
+        uint64_t victim = HC_SSD_NONE;
+        const void *data;
+
+        t->bs = bs;
+        t->task.func = hostcache_journal_task;
+        t->secs = &secs;
+        t->buf = qemu_blockalign(s->ssd->bs, bsize);
+        qemu_mutex_lock(&s->lock);
+        data = s->ssd_on ? hc_destage_begin(s->eng, &t->d, max_seq) : NULL;
+        if (data) {
+            t->slot = hc_ssd_alloc(s->ssd_idx, &victim);
+            if (t->slot == HC_SSD_NONE) {
+                hc_destage_end(s->eng, &t->d, false);
+                hc_engine_stats(s->eng)->destage_errors--;  /* not one */
+                data = NULL;
+                ret = -ENOSPC;
+            }
+        }
+        if (data) {
+            if (victim != HC_SSD_NONE) {
+                hostcache_pending_add(s, victim, hc_ssd_sector_of(t->slot));
+            }
+            t->seq = hc_ssd_next_seq(s->ssd_idx);
+            top = t->seq;
+            g_array_append_vals(s->journal,
+                                &(HostcacheJEntry) { t->slot, t->seq }, 1);
+            memcpy(t->buf, data, bsize);
+        }
+        qemu_mutex_unlock(&s->lock);
+        if (!data) {
+            qemu_vfree(t->buf);
+            g_free(t);
+            break;
+        }
+        aio_task_pool_start_task(pool, &t->task);
+        started++;
+    }
+    aio_task_pool_wait_all(pool);
+    if (aio_task_pool_status(pool) < 0) {
+        ret = aio_task_pool_status(pool);
+    }
+    aio_task_pool_free(pool);
+    if (!started) {
+        return ret;
+    }
+
+    /* Slot table, released older entries, superblock: then one flush. */
+    if (ret == 0 || ret == -ENOSPC) {
+        int r = hostcache_ssd_write_sectors(bs, &secs, 0);
+
+        if (r == 0) {
+            r = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
+            s->jsecs->n = 0;
+            s->jsecs->overflow = false;
+        }
+        if (r == 0) {
+            g_autofree uint8_t *sb = qemu_memalign(HC_SSD_SECTOR,
+                                                   HC_SSD_SB_SIZE);
+            uint64_t gen;
+
+            qemu_mutex_lock(&s->lock);
+            gen = ++hc_ssd_super_mut(s->ssd_idx)->generation;
+            hc_ssd_super_encode(hc_ssd_super(s->ssd_idx), sb);
+            qemu_mutex_unlock(&s->lock);
+            r = bdrv_co_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE,
+                               HC_SSD_SB_SIZE, sb, 0);
+        }
+        if (r == 0) {
+            r = bdrv_co_flush(s->ssd->bs);
+        }
+        qemu_mutex_lock(&s->lock);
+        if (r < 0) {
+            hostcache_ssd_fail_locked(bs, r, "flushing the journal");
+            ret = r;
+        } else {
+            /* Durable now: the next superblock says so; older copies go. */
+            hc_ssd_super_mut(s->ssd_idx)->durable_seq = top;
+            for (guint i = 0; i < s->jkept->len; i++) {
+                uint64_t kept = g_array_index(s->jkept, uint64_t, i);
+                uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, kept, NULL, NULL);
+                uint64_t sec = hc_ssd_release_kept(s->ssd_idx, kept);
+
+                hostcache_note_sector(s->jsecs, sec);
+                hostcache_pending_add(s, blk, sec);
+            }
+            g_array_set_size(s->jkept, 0);
+        }
+        qemu_mutex_unlock(&s->lock);
+    }
+    return ret < 0 ? ret : started;
+}
+
+static int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit);
+
+/*
+ * Journal every dirty block with seq <= upto (at most limit blocks when
+ * limit is not UINT64_MAX) and flush the SSD; with flush, also flush the
+ * origin if direct writes reached it since its last flush.  This is a
+ * guest flush in journal mode.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
+                  bool flush)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t done = 0;
+    bool pending, origin;
+    int ret = 0;
+
+    qemu_co_mutex_lock(&s->jlock);
+    for (;;) {
+        int64_t n = hostcache_journal_some(bs, upto, MIN(limit - done, 256));
+
+        if (n == -ENOSPC) {
+            /* every slot dirty: the origin must take some first */
+            n = hostcache_jdestage_some(bs, 64);
+            if (n == 0) {
+                qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
+            }
+        } else if (n > 0) {
+            done += n;
+        }
+        if (n < 0) {
+            ret = n;
+            break;
+        }
+        qemu_mutex_lock(&s->lock);
+        pending = s->ssd_on && hc_dirty_pending_upto(s->eng, upto);
+        qemu_mutex_unlock(&s->lock);
+        if (!pending || done >= limit) {
+            break;
+        }
+        if (n == 0) {
+            /* in flight elsewhere, or behind a direct request */
+            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+        }
+    }
+    origin = flush && qatomic_read(&s->origin_wgen) !=
+        qatomic_read(&s->origin_fgen);
+    if (ret == 0 && origin) {
+        ret = hostcache_origin_flush(bs);
+    }
+    qemu_co_mutex_unlock(&s->jlock);
+    trace_hostcache_flush(bs, upto, ret);
+    return ret;
+}
+
+typedef struct HostcacheJDestageTask {
+    AioTask task;               /* first: aio_task_co() g_free()s the task */
+    BlockDriverState *bs;
+    HostcacheJEntry e;
+    bool ok;
+} HostcacheJDestageTask;
+
+/* Destage one journaled block: SSD -> origin (the slot is pinned). */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_jdestage_task(AioTask *task)
+{
+    HostcacheJDestageTask *t = container_of(task, HostcacheJDestageTask,
+                                            task);
+    BDRVHostcacheState *s = t->bs->opaque;
+    uint64_t bsize = hostcache_bsize(s), blk;
+    uint8_t *buf = qemu_blockalign(t->bs->file->bs, bsize);
+    uint32_t crc;
+    int64_t start;
+    uint64_t ns;
+    int ret;
+
+    qemu_mutex_lock(&s->lock);
+    blk = hc_ssd_slot_blk(s->ssd_idx, t->e.slot, NULL, &crc);
+    qemu_mutex_unlock(&s->lock);
+    ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->e.slot),
+                        bsize, buf, 0);
+    if (ret == 0 && hc_crc32c(0, buf, bsize) != crc) {
+        qemu_mutex_lock(&s->lock);
+        hc_engine_stats(s->eng)->ssd_corrupt++;
+        if (!s->jcorrupt_reported) {
+            error_report("hostcache '%s': block %" PRIu64 " of the SSD "
+                         "tier's write-back journal fails its checksum; it "
+                         "is not written to the origin (reads of it fail)",
+                         bdrv_get_node_name(t->bs), blk);
+            s->jcorrupt_reported = true;
+        }
+        qemu_mutex_unlock(&s->lock);
+        ret = -EIO;
+    } else if (ret < 0) {
+        qemu_mutex_lock(&s->lock);
+        hostcache_ssd_fail_locked(t->bs, ret, "reading the journal");
+        qemu_mutex_unlock(&s->lock);
+    }
+    if (ret == 0) {
+        start = get_clock();
+        ret = bdrv_co_pwrite(t->bs->file, blk * bsize, bsize, buf, 0);
+        ns = get_clock() - start;
+        if (ret == 0) {
+            qatomic_inc(&s->origin_wgen);
+        }
+        qemu_mutex_lock(&s->lock);
+        if (ret < 0) {
+            hc_engine_stats(s->eng)->origin_errors++;
+            hc_engine_stats(s->eng)->destage_errors++;
+        }
+        hostcache_pace_locked(s, ret, ns);
+        qemu_mutex_unlock(&s->lock);
+    }
+    t->ok = ret == 0;
+    trace_hostcache_destage(t->bs, blk, ret);
+    qemu_vfree(buf);
+    return ret;
+}
+
+/*
+ * Write up to limit journaled blocks to the origin, oldest first, flush
+ * the origin, then mark their entries clean.  Returns the number done or
+ * the first error (then nothing of this batch is marked clean: it is
+ * written again later).
+ */
+static int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree HostcacheJEntry *batch = NULL;
+    HostcacheSectors secs = { .n = 0 };
+    AioTaskPool *pool;
+    guint i, pos;
+    uint64_t n = 0;
+    int ret;
+
+    qemu_co_mutex_lock(&s->dlock);
+    qemu_mutex_lock(&s->lock);
+    batch = g_new(HostcacheJEntry, MIN(limit, s->journal->len + 1));
+    for (pos = s->jhead; pos < s->journal->len && n < limit; pos++) {
+        HostcacheJEntry e = g_array_index(s->journal, HostcacheJEntry, pos);
+
+        if (hc_ssd_is_dirty(s->ssd_idx, e.slot, e.seq)) {
+            hc_ssd_pin(s->ssd_idx, e.slot);
+            batch[n++] = e;
+        }
+    }
+    pool = aio_task_pool_new(MAX(s->destage_width, 1));
+    qemu_mutex_unlock(&s->lock);
+
+    for (i = 0; i < n && aio_task_pool_status(pool) == 0; i++) {
+        HostcacheJDestageTask *t = g_new0(HostcacheJDestageTask, 1);
+
+        t->bs = bs;
+        t->task.func = hostcache_jdestage_task;
+        t->e = batch[i];
+        aio_task_pool_start_task(pool, &t->task);
+    }
+    aio_task_pool_wait_all(pool);
+    ret = aio_task_pool_status(pool);
+    aio_task_pool_free(pool);
+    if (ret == 0 && i < n) {
+        ret = -EIO;
+    }
+    if (ret == 0 && n) {
+        ret = hostcache_origin_flush(bs);
+        if (ret < 0) {
+            qemu_mutex_lock(&s->lock);
+            hc_engine_stats(s->eng)->origin_errors++;
+            qemu_mutex_unlock(&s->lock);
+        }
+    }
+
+    qemu_mutex_lock(&s->lock);
+    for (i = 0; i < n; i++) {
+        if (ret == 0) {
+            uint64_t sec = hc_ssd_mark_clean(s->ssd_idx, batch[i].slot,
+                                             batch[i].seq);
+
+            if (sec != HC_SSD_NONE) {
+                hostcache_note_sector(&secs, sec);
+            }
+            hc_engine_stats(s->eng)->destaged++;
+        }
+        hc_ssd_unpin(s->ssd_idx, batch[i].slot);
+    }
+    if (ret == 0) {
+        s->jhead = pos;
+        if (s->jhead > 1024 && s->jhead * 2 > s->journal->len) {
+            g_array_remove_range(s->journal, 0, s->jhead);
+            s->jhead = 0;
+        }
+    }
+    qemu_mutex_unlock(&s->lock);
+    /* Losing a clean mark costs a second write of the same data: no FUA. */
+    if (ret == 0) {
+        hostcache_ssd_write_sectors(bs, &secs, 0);
+    }
+    qemu_co_mutex_unlock(&s->dlock);
+    return ret < 0 ? ret : (int64_t)n;
+}
+
+/*
+ * Everything dirty (RAM and SSD) to the origin, and the origin flushed:
+ * before a direct request over dirty data, leaving write-back, closing,
+ * inactivating.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_journal_sync(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    bool journaling;
+    uint64_t left;
+    int64_t n;
+    int ret = 0;
+
+    qemu_mutex_lock(&s->lock);
+    journaling = s->ssd_on && hc_dirty_blocks(s->eng);
+    qemu_mutex_unlock(&s->lock);
+    if (journaling) {
+        ret = hostcache_journal(bs, UINT64_MAX, UINT64_MAX, false);
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    for (;;) {
+        qemu_mutex_lock(&s->lock);
+        left = hostcache_ssd_dirty(s);
+        qemu_mutex_unlock(&s->lock);
+        if (!left) {
+            return 0;
+        }
+        n = hostcache_jdestage_some(bs, 256);
+        if (n < 0) {
+            return n;
+        }
+        if (n == 0) {
+            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
+        }
+    }
 }
 
 static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque);
@@ -1606,8 +2377,8 @@ static void hostcache_kick_destager(BlockDriverState *bs)
 
     qemu_mutex_lock(&s->lock);
     if (!s->eng || s->destager_running || s->quiesced ||
-        s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
-        !hc_dirty_blocks(s->eng)) {
+        ((s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
+          !hc_dirty_blocks(s->eng)) && !hostcache_ssd_dirty(s))) {
         qemu_mutex_unlock(&s->lock);
         return;
     }
@@ -1629,14 +2400,16 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
     BDRVHostcacheState *s = bs->opaque;
 
     for (;;) {
-        uint64_t oldest = 0, now = get_clock(), dirty_bytes;
-        bool have, due;
+        uint64_t oldest = 0, now = get_clock(), dirty_bytes, ssd_dirty;
+        bool have, due, journaling;
         int width;
         int64_t n;
 
         qemu_mutex_lock(&s->lock);
-        if (s->quiesced || s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
-            !hc_dirty_blocks(s->eng)) {
+        ssd_dirty = hostcache_ssd_dirty(s);
+        if (s->quiesced ||
+            ((s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
+              !hc_dirty_blocks(s->eng)) && !ssd_dirty)) {
             s->destager_running = false;
             qemu_mutex_unlock(&s->lock);
             break;
@@ -1646,8 +2419,30 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
         due = dirty_bytes > s->opts.max_dirty / 2 ||
             (have && now - oldest >= s->opts.dirty_age_ns);
         width = s->destage_width;
+        journaling = hostcache_journaling(s);
         qemu_mutex_unlock(&s->lock);
 
+        if (journaling && (due || ssd_dirty)) {
+            /*
+             * Old or too much dirty data in RAM goes to the journal; the
+             * journal goes to the origin continuously, paced by the
+             * origin's latency.
+             */
+            bdrv_graph_co_rdlock();
+            n = due ? hostcache_journal(bs, UINT64_MAX, 64, false) :
+                hostcache_jdestage_some(bs, 4 * width);
+            bdrv_graph_co_rdunlock();
+            if (n <= 0) {
+                qemu_co_sleep_ns_wakeable(&s->destager_sleep,
+                                          QEMU_CLOCK_REALTIME,
+                                          n < 0 ? 100 * SCALE_MS : SCALE_MS);
+            }
+            continue;
+        }
+        if (!due && !hc_dirty_blocks(s->eng)) {
+            /* journaled blocks left, but the tier is off: origin first */
+            due = true;
+        }
         if (!due) {
             uint64_t wait = have ? oldest + s->opts.dirty_age_ns - now
                                  : s->opts.dirty_age_ns;
@@ -1718,13 +2513,28 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
     BDRVHostcacheState *s = bs->opaque;
 
     for (;;) {
+        bool ssd_dirty;
         int64_t n;
 
         qemu_mutex_lock(&s->lock);
-        if (hc_dirty_find(s->eng, first, end) == UINT64_MAX) {
+        ssd_dirty = hostcache_ssd_dirty(s) &&
+            hc_ssd_dirty_in_range(s->ssd_idx, first, end);
+        if (!ssd_dirty && hc_dirty_find(s->eng, first, end) == UINT64_MAX) {
             hc_op_write_begin(s->eng, op, first, end);
             qemu_mutex_unlock(&s->lock);
             return 0;
+        }
+        if (ssd_dirty) {
+            /*
+             * Journaled blocks in the range: the journal reaches the
+             * origin first (in its order), then this request.
+             */
+            qemu_mutex_unlock(&s->lock);
+            n = hostcache_journal_sync(bs);
+            if (n < 0) {
+                return n;
+            }
+            continue;
         }
         qemu_mutex_unlock(&s->lock);
         n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
@@ -1743,8 +2553,16 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_wb_make_room(BlockDriverState *bs)
 {
-    int64_t n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
-                                       HOSTCACHE_FLUSH_WIDTH, NULL, 0, 0);
+    BDRVHostcacheState *s = bs->opaque;
+    int64_t n;
+
+    if (hostcache_journaling(s)) {
+        /* the journal takes the oldest (an SSD write, not the origin's) */
+        return hostcache_journal(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH * 4,
+                                 false);
+    }
+    n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
+                               HOSTCACHE_FLUSH_WIDTH, NULL, 0, 0);
 
     if (n == 0) {
         qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
@@ -1774,6 +2592,8 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         int64_t n = MIN(bstart + (int64_t)bsize, end_off) - pos;
         bool whole = n == (int64_t)bsize, cached;
         uint8_t *slot = NULL;
+        uint64_t jslot;
+        uint32_t jcrc = 0;
         HcOp op;
 
         qemu_mutex_lock(&s->lock);
@@ -1799,13 +2619,39 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             }
             continue;
         }
-        /* Partial block, not cached: read it, then retry if not raced. */
+        /*
+         * Partial block, not cached: read it (from the journal if it is
+         * dirty there, else from the origin), then retry if not raced.
+         */
+        jslot = hostcache_ssd_usable(s) ?
+            hc_ssd_lookup(s->ssd_idx, blk, &jcrc) : HC_SSD_NONE;
+        if (jslot != HC_SSD_NONE) {
+            uint64_t jseq;
+
+            hc_ssd_slot_blk(s->ssd_idx, jslot, &jseq, NULL);
+            if (hc_ssd_is_dirty(s->ssd_idx, jslot, jseq)) {
+                hc_ssd_pin(s->ssd_idx, jslot);
+            } else {
+                jslot = HC_SSD_NONE;
+            }
+        }
         hc_op_fill_begin(s->eng, &op, blk, blk + 1);
         qemu_mutex_unlock(&s->lock);
         if (!rmw) {
             rmw = qemu_blockalign(bs->file->bs, bsize);
         }
-        ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);
+        if (jslot != HC_SSD_NONE) {
+            ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, jslot),
+                                bsize, rmw, 0);
+            if (ret == 0 && hc_crc32c(0, rmw, bsize) != jcrc) {
+                ret = -EIO;     /* the origin is older: never use it */
+            }
+            qemu_mutex_lock(&s->lock);
+            hc_ssd_unpin(s->ssd_idx, jslot);
+            qemu_mutex_unlock(&s->lock);
+        } else {
+            ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);
+        }
         qemu_mutex_lock(&s->lock);
         if (hc_op_end(s->eng, &op) && ret == 0 &&
             hc_dirty_blocks(s->eng) * bsize < s->opts.max_dirty &&
@@ -1887,7 +2733,10 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         (int64_t)(end * bsize) <= len) {
         ret = hostcache_wb_write(bs, offset, bytes, qiov, qiov_offset);
         if (ret == 0 && (flags & BDRV_REQ_FUA)) {
-            ret = hostcache_wb_flush(bs);
+            ret = hostcache_journaling(s) ?
+                hostcache_journal(bs, hc_write_seq(s->eng), UINT64_MAX,
+                                  false) :
+                hostcache_wb_flush(bs);
         }
         qemu_mutex_lock(&s->lock);
         st = hc_engine_stats(s->eng);
@@ -1899,7 +2748,7 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         return ret;
     }
 
-    if (ret == 0 && wb) {
+    if (ret == 0 && (wb || (caching && hostcache_ssd_dirty(s)))) {
         ret = hostcache_wb_begin_direct(bs, &op, first, end);
     } else if (ret == 0 && caching) {
         qemu_mutex_lock(&s->lock);
@@ -1926,6 +2775,9 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         break;
     }
 
+    if (ret == 0) {
+        qatomic_inc(&s->origin_wgen);
+    }
     qemu_mutex_lock(&s->lock);
     valid = caching ? hc_op_end(s->eng, &op) : false;
     for (uint64_t blk = DIV_ROUND_UP(offset, bsize);
@@ -1983,6 +2835,7 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_co_flush(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
     int64_t start = get_clock();
+    uint64_t upto;
     HcStats *st;
     int ret;
 
@@ -1993,8 +2846,13 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_co_flush(BlockDriverState *bs)
      */
     qemu_mutex_lock(&s->lock);
     ret = hc_dirty_blocks(s->eng) || s->opts.mode == HOSTCACHE_MODE_WRITE_BACK;
+    upto = hc_write_seq(s->eng);
     qemu_mutex_unlock(&s->lock);
-    ret = ret ? hostcache_wb_flush(bs) : bdrv_co_flush(bs->file->bs);
+    if (ret && hostcache_journaling(s)) {
+        ret = hostcache_journal(bs, upto, UINT64_MAX, true);
+    } else {
+        ret = ret ? hostcache_wb_flush(bs) : hostcache_origin_flush(bs);
+    }
 
     qemu_mutex_lock(&s->lock);
     st = hc_engine_stats(s->eng);
@@ -2066,9 +2924,10 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
      * than the origin and must reach it before the cache is dropped.
      */
     qemu_mutex_lock(&s->lock);
-    n = hc_dirty_blocks(s->eng);
+    n = hc_dirty_blocks(s->eng) + hostcache_ssd_dirty(s);
     qemu_mutex_unlock(&s->lock);
-    if (n && hostcache_wb_flush(bs) < 0) {
+    if (n && (hostcache_journal_sync(bs) < 0 ||
+              (hc_dirty_blocks(s->eng) && hostcache_wb_flush(bs) < 0))) {
         error_setg(errp, "hostcache: %" PRIu64 " dirty blocks could not be "
                    "written back before dropping the cache", n);
         return;
@@ -2088,7 +2947,7 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
         Error *local_err = NULL;
 
         if (!s->ssd_idx) {
-            if (hostcache_ssd_attach(bs, true, &local_err) < 0) {
+            if (hostcache_ssd_attach(bs, true, true, &local_err) < 0) {
                 error_reportf_err(local_err, "hostcache '%s': SSD tier not "
                                   "used: ", bdrv_get_node_name(bs));
                 s->ssd_broken = true;
@@ -2125,6 +2984,28 @@ hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
     qemu_mutex_lock(&s->lock);
     d = cached ? hc_cached_find(s->eng, first, end) :
         hc_dirty_find(s->eng, first, end);
+    if (hostcache_ssd_dirty(s) &&
+        hc_ssd_dirty_in_range(s->ssd_idx, first, MIN(d, end))) {
+        /* the journal's blocks are data the origin does not have yet */
+        uint64_t b = first, slot, seq;
+
+        for (; b < MIN(d, end); b++) {
+            slot = hc_ssd_lookup(s->ssd_idx, b, NULL);
+            if (slot != HC_SSD_NONE) {
+                hc_ssd_slot_blk(s->ssd_idx, slot, &seq, NULL);
+                if (hc_ssd_is_dirty(s->ssd_idx, slot, seq)) {
+                    break;
+                }
+            }
+        }
+        if (b == first) {
+            qemu_mutex_unlock(&s->lock);
+            *pnum = MIN((int64_t)((first + 1) * bsize), offset + bytes) -
+                offset;
+            return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+        }
+        d = b;
+    }
     if (d == first) {
         for (n = first + 1; n < end && (cached ? hc_contains(s->eng, n) :
                                         hc_is_dirty(s->eng, n)); n++) {
@@ -2185,7 +3066,8 @@ static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
         if (c == bs->file && !(bs->open_flags & BDRV_O_INACTIVE) &&
             !bdrv_is_read_only(bs) &&
             (s->opts.mode == HOSTCACHE_MODE_WRITE_BACK ||
-             (s->eng && hc_dirty_blocks(s->eng)))) {
+             (s->eng && hc_dirty_blocks(s->eng)) ||
+             (s->ssd_idx && hc_ssd_dirty_blocks(s->ssd_idx)))) {
             *nperm |= BLK_PERM_WRITE;
         }
         return;
@@ -2244,8 +3126,9 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .hit_latency_p99_ns = hc_latency_quantile(&st->hit_lat, 0.99),
         .miss_latency_avg_ns = hc_latency_avg(&st->miss_lat),
         .miss_latency_p99_ns = hc_latency_quantile(&st->miss_lat, 0.99),
-        .dirty_bytes = hc_dirty_blocks(s->eng) * s->opts.cfg.block_size,
-        .destage_backlog = hc_dirty_queued(s->eng),
+        .dirty_bytes = (hc_dirty_blocks(s->eng) + hostcache_ssd_dirty(s)) *
+            s->opts.cfg.block_size,
+        .destage_backlog = hc_dirty_queued(s->eng) + hostcache_ssd_dirty(s),
         .destaged_blocks = st->destaged,
         .destage_errors = st->destage_errors,
         .flush_latency_avg_ns = hc_latency_avg(&st->flush_lat),

@@ -420,6 +420,14 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
     what = f'seed {SEED} {tag}'
     check(not load.errors, f'{what}: ' + '; '.join(load.errors[:5]))
     check(load.n > 20, f'{what}: only {load.n} requests before the kill')
+    if wb:
+        # write-back: flushed data is in the SSD's journal; recovery (an
+        # open and a clean close) writes it back to the origin
+        sb, _ = hcssd.read_super(ssd)
+        check_eq(sb['state'], hcssd.STATE_OPEN, f'seed {SEED} {tag}: '
+                 'superblock state after a crash')
+        hx = SsdExport(d, img, ssd, hc=hc, name='qsd-recover')
+        hx.stop()
     origin = pread_file(img, 0, span)
     if wb:
         # write-back: what the last flush covered must be there
@@ -436,8 +444,9 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
         check(bytes(keep) == origin, f'{what}: acknowledged writes lost')
     check_no_wrong_entries(ssd, img, f'{what}: after the crash')
     sb, _ = hcssd.read_super(ssd)
-    check_eq(sb['state'], hcssd.STATE_OPEN, f'{what}: superblock state '
-             'after a crash')
+    check_eq(sb['state'], hcssd.STATE_CLEAN if wb else hcssd.STATE_OPEN,
+             f'{what}: superblock state after a crash (and, write-back, '
+             'the recovery)')
     n = len(hcssd.entries(ssd))
     hx = SsdExport(d, img, ssd, hc=hc, name='qsd2')
     try:
@@ -514,6 +523,9 @@ def resurrect_case(mode, op):
             c.trim(XOFF, XLEN)
         if mode == 'write-back' and op.startswith('write'):
             c.flush()
+            # a flush makes the writes durable in the SSD's journal; the
+            # destager takes them to the origin in the background
+            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
         if op == 'resize':
             c.close()
             hx.resize(XOFF + 512)
@@ -1326,12 +1338,17 @@ def diff_run(mode, nops, rng, bsize=BS, ram=64 * KiB, ssd_size=1 * MiB,
             else:
                 c.flush()
                 if wb:
+                    # durable in the SSD's journal; on the origin once the
+                    # destager has written it back
+                    poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
                     check(pread_file(img, 0, size) == model,
                           f'{what} step {step}: origin after a flush')
             if not wb:
                 check(pread_file(img, a, n) == model[a:a + n],
                       f'{what} step {step}: origin after a write')
         c.flush()
+        if wb:
+            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
         check(pread_file(img, 0, size) == model, f'{what}: origin at the end')
         st = hx.stats()
         check(st['ssd-demotions'] > nslots and st['ssd-hits'] > 0,
