@@ -81,3 +81,6 @@ soak: all
 	  HC_CRASH_CYCLES=10 HC_SOAK=10 \
 	    /usr/bin/python3 tests/driver/test_writeback.py || exit 1; \
 	done
+	for i in $$(seq $(SOAK_SEEDS)); do \
+	  HC_SOAK=10 /usr/bin/python3 tests/driver/test_powercut.py || exit 1; \
+	done
