@@ -31,9 +31,12 @@ void Coordinator::OnEvent(const std::string& uuid, const std::string& name, Life
     case Lifecycle::kMigrationIn: Incoming(uuid, name); break;
     case Lifecycle::kMigrationResumed: Resumed(uuid, name); break;
     default:
-      // Any other event ends what we knew of a migration (e.g. a source
-      // that resumed after a failed one, reported without the detail).
-      if (ev != Lifecycle::kOther && ev != Lifecycle::kDeviceRemoved) {
+      // A start, stop or resume ends what we knew of a migration (e.g. a
+      // source that resumed after a failed one, reported without the
+      // detail).  A definition arriving with the VM does not.
+      if (ev == Lifecycle::kStarted || ev == Lifecycle::kStopped ||
+          ev == Lifecycle::kResumed || ev == Lifecycle::kSuspended ||
+          ev == Lifecycle::kUndefined) {
         manager_.SetMigrating(uuid, false);
         std::lock_guard lock(mu_);
         started_ms_.erase(uuid);

@@ -7,8 +7,8 @@
 // destination), and the driver writes dirty data back when the source's
 // nodes are inactivated at switch-over.  The coordinator adds, from
 // libvirt's lifecycle events with detail "migrated":
-//   source:      Suspended -> event "migrate-out" (switch-over begins; the
-//                periodic check leaves the VM alone), Stopped -> event
+//   source:      Suspended -> event "migrate-out" (switch-over begins;
+//                checks leave the VM alone), Stopped -> event
 //                "migrated-away" with the duration, the VM checked again
 //                (shut off here, or gone with --undefinesource);
 //   destination: Started -> event "migrate-in" (incoming, paused: nothing

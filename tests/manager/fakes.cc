@@ -109,6 +109,17 @@ json FakeQemu::Execute(const json& cmd) {
     std::string ssd;
     if (name == "blockdev-add") {
       if (nodes.count(node)) return Error("Duplicate nodes with node-name='" + node + "'");
+      // As the driver: write-back takes WRITE on its file child, which a
+      // device still using that node does not share.
+      if (o.value("driver", "") == "hostcache" && o.value("mode", "") == "write-back") {
+        for (const auto& [qdev, root] : devs) {
+          if (root == file) {
+            return Error("Permission conflict on node '" + file +
+                         "': permissions 'write' are both required by node '" + node +
+                         "' and unshared by block device '" + qdev + "'");
+          }
+        }
+      }
       if (o.contains("ssd")) {
         if (!o["ssd"].is_object()) return Error("fake: give the ssd child inline");
         ssd = o["ssd"].value("node-name", "#block" + std::to_string(nodes.size()));

@@ -16,6 +16,8 @@ and TCG domains running the project's QEMU, driven over HTTP.
   deleted on unassignment
 - a cached disk hot-unplugged: the filter and libvirt's orphaned nodes
   closed, reported, the definition's entries removed when the disk leaves it
+- a live migration between two libvirtds with a hostcached each: events
+  on both sides, the destination re-verified, the data intact
 - hostile input over HTTP changes nothing
 """
 
@@ -40,11 +42,11 @@ DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64'
 CACHE = None
 
 
-def _libvirtd(wd):
+def _libvirtd(wd, **kw):
     global CACHE
     if CACHE is None:
         CACHE = T.tmpdir('hcmgr-lvcache-')
-    return L.Libvirtd(wd, cache_dir=CACHE)
+    return L.Libvirtd(wd, cache_dir=CACHE, **kw)
 
 
 class Daemon:
@@ -435,6 +437,77 @@ def test_hot_unplug_of_a_cached_disk():
     r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x66 0 1M', b_img])
     T.check('Pattern verification failed' not in r.stdout, r.stdout)
     d.ok('DELETE', '/vms/plug/disks/vdb/policy', want=204)
+
+
+def _events(d, vm, action):
+    return [e for e in d.ok('GET', f'/events?vm={vm}&limit=200')['events']
+            if e['action'] == action]
+
+
+def _wait(what, fn, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        T.check(time.monotonic() < deadline, f'timed out waiting for {what}')
+        time.sleep(0.2)
+
+
+def test_live_migration_between_two_hosts():
+    """Two private libvirtds (two hosts to libvirt), a hostcached on each,
+    the VM's disk cached in write-back with an SSD tier.  virsh migrate
+    --live --persistent: the filter arrives with the definition; the source
+    records the switch-over, the destination re-verifies after the resume;
+    data written on the source reads back on the destination."""
+    wd = T.tmpdir('hcmgr-mig-')
+    lo = 20000 + (os.getpid() % 400) * 100
+    a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
+    b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99))
+    img = os.path.join(wd, 'a.raw')
+    _raw(img)
+    xml = L.domain_xml('mig', [L.Disk(img, 'raw', 'ua-disk0', 'vda')], memory_mib=64)
+    a.define(xml)
+    # Known on the destination (same UUID), so a policy can be assigned there.
+    b.define(a.dumpxml('mig', inactive=True))
+    a.start_domain('mig')
+    uuid = _domuuid(a, 'mig')
+    ssd_dir = os.path.join(wd, 'ssd')
+    rules = {'mode': 'write-back', 'ram-size': '32M', 'max-dirty-age-ms': 3600000,
+             'ssd-size': '8M', 'ssd-dir': ssd_dir}
+    os.makedirs(os.path.join(wd, 'a'))
+    os.makedirs(os.path.join(wd, 'b'))
+    da = Daemon(os.path.join(wd, 'a'), a, extra=('--ssd-budget', '1G'))
+    db = Daemon(os.path.join(wd, 'b'), b, extra=('--ssd-budget', '1G'))
+    for d, want in ((da, 'compliant'), (db, 'pending-restart')):
+        d.ok('POST', '/policies', {'name': 'wb', 'rules': rules}, want=201)
+        st = d.ok('PUT', '/vms/mig/disks/vda/policy', {'policy': 'wb'})['compliance']
+        T.check(st['state'] == want, st)
+    a.qemu_io('mig', 'ua-disk0', 'write -P 0x3c 48M 2M')
+
+    L.migrate(a, b, 'mig', extra=('--persistent',))
+    T.check(b.domstate('mig').startswith('running'), 'not running on the destination')
+    # Destination: the filter came with the definition, verified after the resume.
+    ev = _wait('the destination re-verifying',
+               lambda: [e for e in _events(db, 'mig', 'migrate-in')
+                        if 're-verified' in e['message']])
+    T.check('vda compliant' in ev[0]['message'], ev[0])
+    T.check(db.state('mig', 'vda')['state'] == 'compliant', db.state('mig', 'vda'))
+    T.check(L.device_root(b, 'mig', 'ua-disk0') == 'hc-vda', 'no filter on the destination')
+    T.check(L.child_of(b, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier there')
+    st = L.hostcache_stats(b, 'mig', 'hc-vda')
+    T.check(st['mode'] == 'write-back' and st['ssd-active'], st)
+    _check_pattern(b, 'mig', 'ua-disk0', '0x3c', '2M', '48M')
+    # Source: the switch-over and the departure recorded; shut off here now.
+    _wait('migrated-away on the source', lambda: _events(da, 'mig', 'migrated-away'))
+    T.check(_events(da, 'mig', 'migrate-out'), 'no migrate-out event on the source')
+    _wait('the source pending restart',
+          lambda: da.state('mig', 'vda')['state'] == 'pending-restart')
+    # The data the source held dirty is on the image.
+    r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x3c 48M 2M', img])
+    T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    db.ok('DELETE', '/vms/mig/disks/vda/policy', want=204)
+    T.check(L.device_root(b, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
 
 
 def test_hostile_input_changes_nothing():

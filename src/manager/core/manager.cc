@@ -902,6 +902,9 @@ Status Manager::ApplyVm(const DomainRef& dom) {
 }
 
 void Manager::CheckVm(const std::string& uuid) {
+  // Around a migration's switch-over the VM's nodes are inactive: it is
+  // checked when the migration ends (migration::Coordinator).
+  if (Migrating(uuid)) return;
   std::lock_guard vlock(VmMutex(uuid));
   auto as = AssignmentsOf(uuid);
   if (!as || as->empty()) return;

@@ -98,8 +98,8 @@ class Manager {
   // log says so, and the VM is checked (its assignment is reported).
   void OnDeviceRemoved(const std::string& uuid, const std::string& name,
                        const std::string& alias);
-  // While a VM migrates (set by the migration coordinator), the periodic
-  // full check leaves it alone: its nodes are inactive around switch-over.
+  // While a VM migrates (set by the migration coordinator), checks leave it
+  // alone: its nodes are inactive around switch-over.
   void SetMigrating(const std::string& uuid, bool migrating);
   bool Migrating(const std::string& uuid);
 

@@ -63,7 +63,13 @@ Result<LiveDisk> LiveFilter::Inspect(const std::string& uuid, const std::string&
 Status LiveFilter::Insert(const std::string& uuid, const LiveDisk& disk,
                           const policy::Rules& rules, const std::string& node_name,
                           const policy::SsdSpec* ssd) {
-  auto add = Qmp(uuid, "blockdev-add", policy::DriverOptions(rules, node_name, disk.root, ssd));
+  // A write-back node takes WRITE on its file child for itself, which the
+  // device (still on that child) does not share: add it as write-through,
+  // switch the device over, then reopen it as write-back.
+  const bool write_back = rules.mode == policy::CacheMode::kWriteBack;
+  policy::Rules first = rules;
+  if (write_back) first.mode = policy::CacheMode::kWriteThrough;
+  auto add = Qmp(uuid, "blockdev-add", policy::DriverOptions(first, node_name, disk.root, ssd));
   if (!add) return tl::unexpected(add.error());
   auto set = Qmp(uuid, "qom-set", json{{"path", disk.qdev}, {"property", "drive"},
                                        {"value", node_name}});
@@ -71,6 +77,13 @@ Status LiveFilter::Insert(const std::string& uuid, const LiveDisk& disk,
     // Leave the graph as it was.
     (void)Qmp(uuid, "blockdev-del", json{{"node-name", node_name}});
     return tl::unexpected(set.error());
+  }
+  if (write_back) {
+    if (auto s = Reopen(uuid, node_name, disk.root, rules, ssd); !s) {
+      return tl::unexpected(
+          Annotate(s.error(), "switching the inserted filter to write-back (it caches as "
+                              "write-through)"));
+    }
   }
   return {};
 }
