@@ -108,9 +108,18 @@ TEST_F(CollectorTest, PrometheusUsesLibvirtExporterLabels) {
   c.CollectOnce();
   metrics::Snapshot snap;
   snap.disks = c.Latest();
+  ASSERT_FALSE(snap.disks.empty());
+  // A disk with an SSD tier, switched off by an SSD error.
+  auto& sd = snap.disks[0];
+  sd.counters["ssd-hits"] = 7;
+  sd.counters["ssd-active"] = false;
+  const std::string sd_labels = "{domain=\"" + sd.vm_name + "\",target_device=\"" + sd.target +
+                                "\",policy=\"" + sd.policy + "\"}";
   snap.assignments = *store_->ListAssignments();
   snap.libvirt_connected = true;
   std::string text = metrics::Render(snap);
+  EXPECT_NE(text.find("hostcache_ssd_hits_total" + sd_labels + " 7"), std::string::npos) << text;
+  EXPECT_NE(text.find("hostcache_ssd_active" + sd_labels + " 0"), std::string::npos) << text;
   EXPECT_NE(text.find("# TYPE hostcache_read_hits_total counter"), std::string::npos);
   EXPECT_NE(text.find("hostcache_read_hits_total{domain=\"web\",target_device=\"vda\","
                       "policy=\"balanced\"} 10"),

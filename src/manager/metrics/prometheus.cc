@@ -39,6 +39,18 @@ const Family kFamilies[] = {
     {"destaged-blocks", "hostcache_destaged_blocks_total", "counter", 1,
      "Dirty blocks written back."},
     {"destage-errors", "hostcache_destage_errors_total", "counter", 1, "Write-back errors."},
+    {"ssd-hits", "hostcache_ssd_hits_total", "counter", 1, "Reads served from the SSD tier."},
+    {"ssd-hit-bytes", "hostcache_ssd_hit_bytes_total", "counter", 1,
+     "Bytes read from the SSD tier."},
+    {"ssd-demotions", "hostcache_ssd_demotions_total", "counter", 1,
+     "Blocks written to the SSD tier on their eviction from RAM."},
+    {"ssd-corrupt", "hostcache_ssd_corrupt_total", "counter", 1,
+     "SSD tier slots that failed their checksum (treated as misses)."},
+    {"ssd-errors", "hostcache_ssd_errors_total", "counter", 1, "SSD tier I/O errors."},
+    {"ssd-size", "hostcache_ssd_size_bytes", "gauge", 1, "SSD tier capacity for data."},
+    {"ssd-used", "hostcache_ssd_used_bytes", "gauge", 1, "SSD tier bytes holding blocks."},
+    {"ssd-recovered", "hostcache_ssd_recovered_blocks", "gauge", 1,
+     "SSD tier entries found valid when the tier was attached (warm restart)."},
     {"ram-limit", "hostcache_ram_limit_bytes", "gauge", 1, "RAM tier size (ram-size)."},
     {"ram-used", "hostcache_ram_used_bytes", "gauge", 1, "RAM tier bytes holding blocks."},
     {"ram-blocks", "hostcache_ram_blocks", "gauge", 1, "Blocks in the RAM tier."},
@@ -111,6 +123,17 @@ std::string Render(const Snapshot& s) {
     for (const auto& d : s.disks) {
       o << "hostcache_mode_info{" << disk_labels(d.vm_name, d.target, d.policy) << ",mode=\""
         << EscapeLabel(d.counters.value("mode", "")) << "\"} 1\n";
+    }
+    bool ssd = false;
+    for (const auto& d : s.disks) {
+      if (!d.counters.contains("ssd-active") || !d.counters["ssd-active"].is_boolean()) continue;
+      if (!ssd) {
+        Header(o, "hostcache_ssd_active", "gauge",
+               "1 while the SSD tier caches, 0 after an SSD error switched it off.");
+      }
+      ssd = true;
+      o << "hostcache_ssd_active{" << disk_labels(d.vm_name, d.target, d.policy) << "} "
+        << (d.counters["ssd-active"].get<bool>() ? 1 : 0) << '\n';
     }
     Header(o, "hostcache_sample_timestamp_seconds", "gauge",
            "When the disk's counters were read from QEMU.");
