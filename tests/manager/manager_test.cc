@@ -311,6 +311,8 @@ TEST_F(ManagerTest, VmDeletedBehindOurBack) {
   auto a = *store_->GetAssignment(kWeb, "vda");
   EXPECT_EQ(a->state, Compliance::kError);
   EXPECT_NE(a->reason.find("no longer has this VM"), std::string::npos);
+  auto evs = Events();
+  EXPECT_NE(std::find(evs.begin(), evs.end(), "undefine"), evs.end());
   auto vms = mgr_->ListVms();
   ASSERT_TRUE(vms);
   ASSERT_EQ(vms->size(), 1u);

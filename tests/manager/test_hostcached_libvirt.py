@@ -291,6 +291,7 @@ def test_restarts_and_a_vm_deleted_behind_its_back():
         time.sleep(0.2)
     st = d.state('rob', 'vda')
     T.check(st['state'] == 'error' and 'no longer' in st['reason'], st)
+    T.check(_events(d, 'rob', 'undefine'), 'the undefinition is not in the event log')
     vms = d.ok('GET', '/vms')['vms']
     T.check([v['state'] for v in vms if v['name'] == 'rob'] == ['missing'], vms)
     d.ok('DELETE', '/vms/rob/disks/vda/policy', want=204)

@@ -984,6 +984,17 @@ void Manager::OnDeviceRemoved(const std::string& uuid, const std::string& name,
 
 void Manager::OnLifecycle(const std::string& uuid, const std::string& name,
                           libvirt::Lifecycle ev, const std::string& detail) {
+  if (ev == libvirt::Lifecycle::kUndefined) {
+    auto as = AssignmentsOf(uuid);
+    if (as && !as->empty()) {
+      std::vector<std::string> ts;
+      for (const auto& a : *as) ts.push_back(a.target);
+      Log("warning", name, "", "undefine",
+          "the VM's definition was removed from libvirt; the assignments of " + Join(ts, ", ") +
+              " are kept (and reported) until their policies are unassigned, which also "
+              "deletes their SSD tier files");
+    }
+  }
   switch (ev) {
     case libvirt::Lifecycle::kStarted:
     case libvirt::Lifecycle::kStopped:
