@@ -115,6 +115,19 @@ TEST(Policy, OtherLimits) {
   EXPECT_FALSE(policy::ValidateRules(r));
   r.ssd_dir = "/var/cache/hostcache";
   EXPECT_TRUE(policy::ValidateRules(r));
+  // The smallest tier the driver takes (measured against it: 16k for 4k
+  // blocks, 128k for 64k blocks, 4M for 2M blocks).
+  EXPECT_EQ(policy::MinSsdSize(4096), 16384u);
+  EXPECT_EQ(policy::MinSsdSize(512), 12800u);
+  EXPECT_EQ(policy::MinSsdSize(65536), 131072u);
+  EXPECT_EQ(policy::MinSsdSize(2u << 20), 4u << 20);
+  r.ssd_size = 16383;
+  auto small = policy::ValidateRules(r);
+  ASSERT_FALSE(small);
+  EXPECT_NE(small.error().message.find("at least 16k"), std::string::npos)
+      << small.error().message;
+  r.ssd_size = 16384;
+  EXPECT_TRUE(policy::ValidateRules(r));
   r.max_dirty = 100;  // below one block
   EXPECT_FALSE(policy::ValidateRules(r));
   r.max_dirty = r.ram_size + 4096;

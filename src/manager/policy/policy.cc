@@ -94,6 +94,15 @@ Status ValidateName(std::string_view name) {
   return {};
 }
 
+uint64_t MinSsdSize(uint64_t block_size) {
+  // hc_ssd_layout (qemu-block-driver/hc-ssd.c) for one slot: two 4 KiB
+  // superblocks, one 4 KiB slot-table sector, the data aligned to 4 KiB and
+  // to the block size, one block.
+  const uint64_t align = std::max<uint64_t>(block_size, 4096);
+  const uint64_t data = (8192 + 4096 + align - 1) / align * align;
+  return data + block_size;
+}
+
 Status ValidateRules(const Rules& r) {
   const uint64_t bs = r.block_size;
   if (bs < kMinBlockSize || bs > kMaxBlockSize || !IsPowerOfTwo(bs)) {
@@ -116,8 +125,11 @@ Status ValidateRules(const Rules& r) {
     if (r.ssd_dir.empty() || r.ssd_dir[0] != '/') {
       return Invalid("an SSD tier (ssd-size > 0) needs ssd-dir, an absolute directory path");
     }
-    if (r.ssd_size < bs) {
-      return Invalid("ssd-size must be 0 (no SSD tier) or at least one cache block");
+    if (r.ssd_size < MinSsdSize(bs)) {
+      return Invalid("ssd-size must be 0 (no SSD tier) or at least " +
+                     FormatSize(MinSsdSize(bs)) + " with block-size " + FormatSize(bs) +
+                     " (the tier's superblocks, one slot-table sector and one block), not " +
+                     FormatSize(r.ssd_size));
     }
   }
   if (r.ssd_dir.size() > 4096 || r.ssd_dir.find('\0') != std::string::npos ||

@@ -69,6 +69,10 @@ Status ValidateName(std::string_view name);
 // Checks rules against the driver's limits; the message names the rule.
 Status ValidateRules(const Rules& r);
 
+// The smallest SSD tier the driver can use with this block size (its
+// format needs room for metadata and one block: docs/SSD-FORMAT.md).
+uint64_t MinSsdSize(uint64_t block_size);
+
 Status Validate(const Policy& p);
 
 // JSON <-> policy.  RulesFromJson starts from `base` (defaults or the current
