@@ -17,6 +17,13 @@ Figures (docs/BENCHMARKS.md explains each, its floor and its goal):
   d  scan resistance: hot-set hit ratio during a one-time scan (driver),
      SLRU vs plain LRU (engine simulation), engine micro benchmarks
   e  metadata bytes per cached block
+  f  write-back 4 KiB random writes in-process (qemu-img bench -w), the
+     destager running against null-co, vs null-co alone
+  g  a flush after every write (fio fsync=1) over the simulated SAN:
+     hostcache write-back with an SSD tier vs a local file behind the same
+     NBD hop, vs the SAN without a cache
+  h  SSD-tier hits (tiny RAM tier) vs reads of a local file of the same
+     size, both through an NBD export
 
 Usage: scripts/bench.py [--quick] [--only a,b,...] [--runs N] [--out FILE]
 Results also go to build/bench/results.json.
@@ -24,6 +31,7 @@ Standard library only; run with /usr/bin/python3.
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -32,6 +40,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
@@ -67,6 +76,8 @@ class Cfg:
     san_runtime_qd16 = 2.0
     scan_runtime = 4.0
     img_hits = {1: 1_000_000, 16: 2_000_000}   # qemu-img bench hit counts
+    wb_writes = {1: 500_000, 16: 2_000_000}    # qemu-img bench -w counts
+    sync_runtime = 3.0      # QD1 write+flush: ~700 cycles on the SAN
     server_cpu = None       # taskset lists, None = no pinning
     client_cpu = None
 
@@ -119,7 +130,25 @@ class Server:
                                 stderr=subprocess.STDOUT, env=env)
         for path in wait_paths:
             hctest.wait_for_path(path, self.proc)
-        self.qmp = hctest.QMP(qmp_path) if qmp_path else None
+        try:
+            self.qmp = hctest.QMP(qmp_path) if qmp_path else None
+        except OSError as e:
+            raise RuntimeError(f'{name}: no QMP greeting ({e!r}); '
+                               f'{self.state()}') from e
+
+    def state(self):
+        """What the process is doing, and its log (for a hung start)."""
+        info = []
+        for f in ('wchan', 'stack'):
+            try:
+                with open(f'/proc/{self.proc.pid}/{f}') as fh:
+                    info.append(f'{f}: {fh.read().strip()}')
+            except OSError:
+                pass
+        info.append(f'exit status {self.proc.poll()}')
+        with open(self.log_path) as fh:
+            info.append('log: ' + fh.read()[-2000:])
+        return '; '.join(info)
 
     def cpu_seconds(self):
         with open(f'/proc/{self.proc.pid}/stat') as f:
@@ -134,6 +163,9 @@ class Server:
             self.qmp.close()
         PROCS.stop(self.proc)
         self.log.close()
+        if self.proc.returncode == -9:
+            log(f'    WARNING: {self.name} ignored SIGTERM for 10 s and was '
+                f'killed (log: {self.log_path})')
 
 
 def qsd(workdir, name, blockdevs, exports):
@@ -205,6 +237,8 @@ class FioResult:
         rw = job['read'] if job['read']['total_ios'] else job['write']
         self.ios = rw['total_ios']
         self.iops = rw['iops']
+        # flushes fio issued and completed (fsync=1 / fdatasync=1)
+        self.syncs = job.get('sync', {}).get('lat_ns', {}).get('N', 0)
         pct = rw['clat_ns'].get('percentile', {})
         self.p50 = pct.get('50.000000', 0)
         self.p99 = pct.get('99.000000', 0)
@@ -216,7 +250,7 @@ class FioResult:
                 self.p50, self.p99 = p50, p99
 
 
-def fio(workdir, jobs, servers=(), latlog=False, tag='fio'):
+def fio(workdir, jobs, servers=(), latlog=False, tag='fio', engine='nbd'):
     """Run fio with one or more jobs (lists of --options after --name).
     Returns ([FioResult per job], {server name: CPU% during the run})."""
     out = os.path.join(workdir, f'{tag}.json')
@@ -224,7 +258,7 @@ def fio(workdir, jobs, servers=(), latlog=False, tag='fio'):
                                   f'--output={out}']
     logs = []
     for i, job in enumerate(jobs):
-        argv += [f'--name=j{i}', '--ioengine=nbd', '--thread', *job]
+        argv += [f'--name=j{i}', f'--ioengine={engine}', '--thread', *job]
         if latlog:
             prefix = os.path.join(workdir, f'{tag}-lat{i}')
             argv += [f'--write_lat_log={prefix}', '--log_avg_msec=0']
@@ -304,6 +338,9 @@ class Row:
                    is a maximum delta in us.
     kind 'below':  an absolute fraction (floor list = denominator); goal is
                    a maximum value of subject/floor.
+    kind 'atmost': subject/floor, goal is a maximum ratio (latencies).
+    kind 'abs':    goal is a minimum of the subject's median itself, in its
+                   unit; the ratio to the floor is shown beside it.
     kind 'ratio':  subject/floor for information only.
     goal None: informational.
     """
@@ -327,6 +364,10 @@ class Row:
             return 'info'
         if self.kind == 'higher':
             ok = self.ratio_med() >= self.goal
+        elif self.kind == 'atmost':
+            ok = self.ratio_med() <= self.goal
+        elif self.kind == 'abs':
+            ok = statistics.median(self.subj) >= self.goal
         elif self.kind == 'lower':
             ok = statistics.median(self.deltas) <= self.goal
         else:
@@ -391,14 +432,22 @@ def med(vals):
 
 # ---- a: RAM hits in-process with qemu-img bench ----------------------------------
 
-def img_bench(opts, count, qd, step):
-    """One qemu-img bench run: (seconds reported, CPU% of qemu-img)."""
-    argv = pin(CFG.server_cpu) + [BIN['qemu-img'], 'bench', '-c', str(count),
-                                  '-d', str(qd), '-S', str(step),
-                                  '--image-opts', opts]
+def img_bench(opts, count, qd, step, write=False, trace=None, errs=None):
+    """One qemu-img bench run: (seconds reported, CPU% of qemu-img).
+    write: -w; trace: a QEMU trace event pattern, its lines (stderr) are
+    appended to the list errs."""
+    argv = pin(CFG.server_cpu) + [BIN['qemu-img']]
+    if trace:
+        argv += ['--trace', trace]
+    argv += ['bench', '-c', str(count), '-d', str(qd), '-S', str(step)]
+    if write:
+        argv.append('-w')
+    argv += ['--image-opts', opts]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    out, _ = run_proc(argv)
+    out, err = run_proc(argv)
+    if errs is not None:
+        errs.extend(err.splitlines())
     wall = time.monotonic() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = re.search(r'Run completed in ([0-9.]+) seconds', out)
@@ -820,6 +869,266 @@ def fig_e(workdir):
         log(f'    {per:.1f} bytes of metadata per cached 4 KiB block')
 
 
+# ---- f: write-back writes in-process ----------------------------------------------
+
+WB_WS = 64 * MiB          # working set of f: fits the RAM tier
+WB_RAM = 128 * MiB
+WB_MAX_DIRTY = 96 * MiB   # above the working set: no writer ever waits;
+                          # over half of it (48 MiB dirty) the destager runs
+
+
+def fig_f():
+    log('[f] write-back writes in-process (qemu-img bench -w)')
+    ws = WB_WS
+    nblk = ws // (4 * KiB)
+    step = stride(ws)
+    floor_opts = f'driver=null-co,size={ws},read-zeroes=off'
+    hc_opts = (f'driver=hostcache,mode=write-back,ram-size={WB_RAM},'
+               f'max-dirty={WB_MAX_DIRTY},file.driver=null-co,'
+               f'file.size={ws},file.read-zeroes=off')
+    # Validity: the destager must really run during the bench.  The trace
+    # prints one line per block written back; the close writes back what
+    # is still dirty (at most the working set) after the timed part.
+    n = CFG.wb_writes[16]
+    lines = []
+    t, _ = img_bench(hc_opts, n, 16, step, write=True,
+                     trace='hostcache_destage', errs=lines)
+    destaged = sum(1 for ln in lines if ln.startswith('hostcache_destage')
+                   and ln.endswith('ret 0'))
+    during = max(destaged - nblk, 0)
+    RAW['f.validity'] = {'writes': n, 'destaged_total': destaged,
+                         'destaged_before_close_at_least': during,
+                         'traced_iops': n / t}
+    log(f'    validity: {destaged} blocks destaged for {n} writes, at least '
+        f'{during} of them before the close')
+    for qd in (1, 16):
+        n = CFG.wb_writes[qd]
+        floor, subj, fcpu, scpu = [], [], [], []
+        for _ in range(CFG.runs):
+            t, c = img_bench(floor_opts, n, qd, step, write=True)
+            floor.append(n / t)
+            fcpu.append(c)
+            t, c = img_bench(hc_opts, n, qd, step, write=True)
+            subj.append(n / t)
+            scpu.append(c)
+        RAW[f'f.qd{qd}'] = {'floor_iops': floor, 'wb_iops': subj,
+                            'floor_cpu': fcpu, 'wb_cpu': scpu}
+        if qd == 16:
+            note = (f'destager ran: >= {during} of {RAW["f.validity"]["writes"]}'
+                    f' writes destaged before close (traced run)')
+            if not during:
+                note = 'DESTAGER DID NOT RUN (traced run)'
+            add_row('f', f'WB write 4K rand QD{qd} ws {ws // MiB}MiB', 'IOPS',
+                    subj, floor, 'null-co in-process', 'abs', 300_000,
+                    '>= 300k IOPS', (med(scpu), med(fcpu)), note)
+        else:
+            add_row('f', f'WB write 4K rand QD{qd} ws {ws // MiB}MiB', 'IOPS',
+                    subj, floor, 'null-co in-process', 'ratio', None, '-',
+                    (med(scpu), med(fcpu)))
+
+
+# ---- g, h: local files, the SSD tier ------------------------------------------------
+
+LOCAL_WS = 64 * MiB       # I/O range of g and h, size of their local files
+SSD_FILE = 2 * LOCAL_WS   # SSD-tier files: room for the whole range
+SSD_RAM = 256 * KiB       # h: RAM tier of 64 blocks, so reads hit the SSD
+
+
+def local_dir():
+    """A private directory on the local disk (build/bench, not a tmpfs)."""
+    d = tempfile.mkdtemp(prefix='files-', dir=OUT_DIR)
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
+def local_file(d, name, size, data=True):
+    """A fully written local file (no holes, so neither reads nor
+    fdatasync meet unallocated extents): random bytes, or zeroes (a blank
+    SSD tier, which hostcache formats)."""
+    path = os.path.join(d, name)
+    chunk = 4 * MiB
+    with open(path, 'wb') as f:
+        for _ in range(size // chunk):
+            f.write(os.urandom(chunk) if data else bytes(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+    return path
+
+
+def file_node(node, path):
+    """A local file as QEMU opens an SSD: O_DIRECT, no host page cache."""
+    return {'driver': 'file', 'node-name': node, 'filename': path,
+            'cache': {'direct': True}}
+
+
+class LocalSample:
+    def __init__(self, res, cpu, counters=None):
+        self.iops = res.iops
+        self.cycle_us = 1e6 / res.iops if res.iops else None
+        self.p50_us = res.p50 / 1000
+        self.syncs_per_write = res.syncs / res.ios if res.ios else None
+        self.cpu = sum(cpu.values()) if cpu else None
+        self.counters = counters
+
+
+def delta(a, b, keys):
+    return {k: b.get(k, 0) - a.get(k, 0) for k in keys}
+
+
+def fig_g(workdir):
+    log('[g] a flush after every write over the 2 ms SAN')
+    d = local_dir()
+    loc = local_file(d, 'g-local.img', LOCAL_WS)
+    ssd = local_file(d, 'g-ssd.img', SSD_FILE, data=False)
+    san = qsd(workdir, 'gsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
+              {'san': 'san'})
+    front = qsd(workdir, 'gfront', [
+        file_node('loc0', loc),
+        file_node('ssd0', ssd),
+        nbd_client('origin0', san.sock, 'san'),
+        hostcache('hcw', 'origin0', mode='write-back', ssd='ssd0'),
+    ], {'loc': 'loc0', 'hcw': 'hcw'})
+    keys = ('writes', 'flushes', 'destaged-blocks', 'ssd-demotions')
+
+    def nbd_run(target, servers):
+        uri = (san if target == 'san' else front).uri[target]
+        before = front.stats('hcw') if target == 'hcw' else None
+        # fsync=1: fio's nbd engine sends NBD_CMD_FLUSH after every write
+        # (fdatasync=1 is refused by the engine, sync=dsync does nothing).
+        res, cpu = fio(workdir, [job(uri, 'randwrite', 1, LOCAL_WS,
+                                     CFG.sync_runtime) + ['--fsync=1']],
+                       servers, tag=f'g-{target}')
+        counters = None
+        if before is not None:
+            counters = delta(before, front.stats('hcw'), keys)
+        return LocalSample(res[0], cpu, counters)
+
+    def raw_run():
+        res, _ = fio(workdir, [[
+            f'--filename={loc}', '--rw=randwrite', '--bs=4k', '--iodepth=1',
+            f'--size={LOCAL_WS}', '--direct=1', '--fdatasync=1',
+            '--norandommap', '--randrepeat=0', '--time_based',
+            f'--runtime={CFG.sync_runtime}s']], tag='g-raw', engine='psync')
+        return LocalSample(res[0], {})
+
+    res = {t: [] for t in ('loc', 'hcw', 'raw', 'san')}
+    for _ in range(CFG.runs):
+        res['loc'].append(nbd_run('loc', [front]))
+        res['hcw'].append(nbd_run('hcw', [front, san]))
+        res['raw'].append(raw_run())
+        res['san'].append(nbd_run('san', [san]))
+    final = front.stats('hcw')
+    RAW['g.stats'] = final
+    log(f'    hcw: ssd-active {final.get("ssd-active")}, flush latency avg '
+        f'{final.get("flush-latency-avg-ns", 0) / 1000:.0f} us')
+    front.stop()
+    san.stop()
+    RAW['g'] = {t: [vars(s) for s in v] for t, v in res.items()}
+    spw = [s.syncs_per_write for v in res.values() for s in v]
+    c = [s.counters for s in res['hcw']]
+    fpw = sum(x['flushes'] for x in c) / max(sum(x['writes'] for x in c), 1)
+    note = (f'node: {fpw:.2f} flush/write; fio: '
+            f'{min(spw):.2f}-{max(spw):.2f} sync/write')
+    s, f, r, n = res['hcw'], res['loc'], res['raw'], res['san']
+    add_row('g', 'sync write QD1 us: hc WB+SSD vs local', 'us',
+            series(s, 'cycle_us'), series(f, 'cycle_us'),
+            'local file, same hop', 'atmost', 1.3, '<= 1.3x', cpus(s, f),
+            note)
+    loc_vs_san = statistics.median(
+        [x.iops / y.iops for x, y in zip(f, n) if y.iops])
+    add_row('g', 'sync write QD1 IOPS: hc WB+SSD vs SAN', 'IOPS',
+            series(s, 'iops'), series(n, 'iops'), 'SAN, no cache', 'higher',
+            5.0, '>= 5x', cpus(s, n),
+            f'local file via the hop: {loc_vs_san:.1f}x SAN')
+    add_row('g', 'sync write QD1 us: local via hop vs raw', 'us',
+            series(f, 'cycle_us'), series(r, 'cycle_us'),
+            'fio psync fdatasync', 'ratio', None, '-', None,
+            'the NBD hop\'s cost (information)')
+
+
+def fig_h(workdir):
+    log('[h] SSD-tier hits vs reads of a local file')
+    d = local_dir()
+    loc = local_file(d, 'h-local.img', LOCAL_WS)
+    ssd = local_file(d, 'h-ssd.img', SSD_FILE, data=False)
+    ssd2 = local_file(d, 'h-ssd2.img', SSD_FILE, data=False)
+    san = qsd(workdir, 'hsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
+              {'san': 'san'})
+    # hss: the brief's topology (origin = the SAN via NBD); hsl: the same
+    # over an in-process 2 ms null-co, which separates the filter's own
+    # cost from what it asks the origin (block status) per hit.
+    front = qsd(workdir, 'hfront', [
+        file_node('loc1', loc),
+        file_node('ssd1', ssd),
+        nbd_client('origin1', san.sock, 'san'),
+        hostcache('hss', 'origin1', ram_size=SSD_RAM, ssd='ssd1'),
+        file_node('ssd2', ssd2),
+        null_co('null2', SAN_SIZE, SAN_LATENCY_NS),
+        hostcache('hsl', 'null2', ram_size=SSD_RAM, ssd='ssd2'),
+    ], {'loc': 'loc1', 'hss': 'hss', 'hsl': 'hsl'})
+    servers = {'loc': [front], 'hss': [front, san], 'hsl': [front]}
+    # Warm: read the whole range until a pass has no miss (the demotion
+    # queue drops blocks when the SAN fills RAM faster than the SSD takes
+    # them, so one pass is not enough).
+    for t in ('hss', 'hsl'):
+        for i in range(16):
+            before = front.stats(t)
+            fio(workdir, [job(front.uri[t], 'randread', 16, LOCAL_WS,
+                              io_size=LOCAL_WS, bs='64k', randommap=True)],
+                servers[t], tag='h-warm')
+            time.sleep(0.2)    # let queued demotions finish
+            after = front.stats(t)
+            misses = after['read-misses'] - before['read-misses']
+            if not misses:
+                break
+        log(f'    {t}: warm after {i + 1} passes, SSD tier holds '
+            f'{after["ssd-used"] / MiB:.1f} MiB, {misses} misses in the '
+            f'last pass')
+    keys = ('read-hits', 'read-misses', 'ssd-hits')
+
+    def run(target, qd):
+        before = front.stats(target) if target != 'loc' else None
+        res, cpu = fio(workdir, [job(front.uri[target], 'randread', qd,
+                                     LOCAL_WS, CFG.hit_runtime)],
+                       servers[target], tag=f'h-{target}-{qd}')
+        counters = None
+        if before is not None:
+            counters = delta(before, front.stats(target), keys)
+        return LocalSample(res[0], cpu, counters)
+
+    res = {}
+    for qd in (1, 16):
+        for _ in range(CFG.runs):
+            for t in ('loc', 'hss', 'hsl'):
+                res.setdefault((t, qd), []).append(run(t, qd))
+    final = {t: front.stats(t) for t in ('hss', 'hsl')}
+    front.stop()
+    san.stop()
+    RAW['h'] = {f'{t}.qd{qd}': [vars(s) for s in v]
+                for (t, qd), v in res.items()}
+    RAW['h.stats'] = final
+
+    def ssd_note(samples):
+        c = [x.counters for x in samples]
+        reqs = max(sum(x['read-hits'] + x['read-misses'] for x in c), 1)
+        ssd_h = sum(x['ssd-hits'] for x in c)
+        ram_h = sum(x['read-hits'] for x in c) - ssd_h
+        return (f'SSD hits {100 * ssd_h / reqs:.1f}%, RAM '
+                f'{100 * ram_h / reqs:.1f}%, misses '
+                f'{100 * (reqs - ssd_h - ram_h) / reqs:.1f}%')
+
+    for qd in (1, 16):
+        f = res[('loc', qd)]
+        s = res[('hss', qd)]
+        add_row('h', f'SSD hit 4K rand QD{qd}, origin via NBD', 'IOPS',
+                series(s, 'iops'), series(f, 'iops'), 'local file, same hop',
+                'higher', 0.8, '>= 0.80x', cpus(s, f), ssd_note(s))
+        s = res[('hsl', qd)]
+        add_row('h', f'SSD hit 4K rand QD{qd}, origin local', 'IOPS',
+                series(s, 'iops'), series(f, 'iops'), 'local file, same hop',
+                'ratio', None, '-', cpus(s, f), ssd_note(s))
+
+
 # ---- main ------------------------------------------------------------------------
 
 def setup_pinning():
@@ -834,8 +1143,8 @@ def main():
     ap.add_argument('--quick', action='store_true',
                     help='one run each, short runs (smoke test)')
     ap.add_argument('--runs', type=int, help='runs per figure (default 5)')
-    ap.add_argument('--only', default='a,b,d,e',
-                    help='figures to run: a,b,d,e (b includes c)')
+    ap.add_argument('--only', default='a,b,d,e,f,g,h',
+                    help='figures to run: a,b,d,e,f,g,h (b includes c)')
     ap.add_argument('--out', default=os.path.join(OUT_DIR, 'results.json'))
     args = ap.parse_args()
     if args.quick:
@@ -845,6 +1154,8 @@ def main():
         CFG.san_runtime_qd1 = 1.5
         CFG.scan_runtime = 2.0
         CFG.img_hits = {1: 200_000, 16: 400_000}
+        CFG.wb_writes = {1: 100_000, 16: 400_000}
+        CFG.sync_runtime = 1.5
     if args.runs:
         CFG.runs = args.runs
     for b in (hctest.QEMU_IMG, hctest.QSD, FIO, NBDKIT):
@@ -866,6 +1177,12 @@ def main():
         fig_d(workdir)
     if 'e' in only:
         fig_e(workdir)
+    if 'f' in only:
+        fig_f()
+    if 'g' in only:
+        fig_g(workdir)
+    if 'h' in only:
+        fig_h(workdir)
     elapsed = time.monotonic() - t0
     load1 = os.getloadavg()
 
