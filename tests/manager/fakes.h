@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -72,6 +73,11 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   Result<libvirt::DomainRef> LookupDomain(const std::string& name_or_uuid) override;
   Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
   Status DefineXml(const std::string& xml) override;
+  Result<libvirt::ProcessOwner> QemuProcessOwner() override {
+    if (!qemu_owner) return Fail(ErrorCode::kNotFound, "no DAC label (fake)");
+    return *qemu_owner;
+  }
+  std::optional<libvirt::ProcessOwner> qemu_owner;  // what the capabilities say
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

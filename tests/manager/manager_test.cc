@@ -1,6 +1,7 @@
 // The policy engine against fakes of libvirt (with a model of QEMU's block
 // graph), the QEMU tools and the clock, and a real SQLite store.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -399,6 +400,35 @@ TEST_F(SsdTest, TheTierFileIsCreatedAndAttachedLiveAndInTheDefinition) {
             (json{{"driver", "file"}, {"filename", File()}, {"node-name", "hc-vda-ssd"}}));
   EXPECT_EQ(p["vda"].options["origin-id"], std::string(kWeb) + "/vda");
   EXPECT_EQ(mgr_->Budget().ssd_used, 1u << 20);
+}
+
+TEST_F(SsdTest, FilesBelongToTheUserQemuRunsAs) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to chown";
+  lv_.qemu_owner = libvirt::ProcessOwner{64055, 64056};
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  struct stat ds, fs;
+  ASSERT_EQ(stat(dir_.c_str(), &ds), 0);
+  ASSERT_EQ(stat(File().c_str(), &fs), 0);
+  EXPECT_EQ(ds.st_uid, 64055u);
+  EXPECT_EQ(ds.st_gid, 64056u);
+  EXPECT_EQ(fs.st_uid, 64055u);
+  EXPECT_EQ(fs.st_gid, 64056u);
+  // A file found with another owner is given to QEMU's user.
+  ASSERT_EQ(chown(File().c_str(), 0, 0), 0);
+  mgr_->CheckVm(kWeb);
+  ASSERT_EQ(stat(File().c_str(), &fs), 0);
+  EXPECT_EQ(fs.st_uid, 64055u);
+}
+
+TEST(DomainXml, QemusUserFromTheCapabilities) {
+  auto caps = R"(<capabilities><host><secmodel><model>apparmor</model><doi>0</doi></secmodel>
+    <secmodel><model>dac</model><doi>0</doi><baselabel type='kvm'>+64055:+994</baselabel>
+    <baselabel type='qemu'>+64055:+994</baselabel></secmodel></host></capabilities>)";
+  auto l = libvirt::ParseDacBaseLabel(caps);
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->first, 64055u);
+  EXPECT_EQ(l->second, 994u);
+  EXPECT_FALSE(libvirt::ParseDacBaseLabel("<capabilities><host/></capabilities>"));
 }
 
 TEST_F(SsdTest, AnExistingTierFileIsReusedNotRecreated) {

@@ -378,7 +378,8 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
       // (an existing one, from an earlier assignment, is reused).
       const std::string node = std::string(libvirt::kNodePrefix) + target;
       auto spec = MakeSsdSpec(pol->rules, dom->uuid, target, node);
-      if (auto s = PrepareSsdFile(spec.filename, pol->rules.ssd_size, false); !s) {
+      if (auto s = PrepareSsdFile(spec.filename, pol->rules.ssd_size, false,
+                                  QemuOwner()); !s) {
         return tl::unexpected(Error{s.error().code, "policy '" + policy_name +
                                                         "' cannot be assigned: " +
                                                         s.error().message +
@@ -642,12 +643,22 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
   return missing;
 }
 
+const libvirt::ProcessOwner* Manager::QemuOwner() {
+  std::lock_guard lock(owner_mu_);
+  if (!qemu_owner_) {
+    auto o = lv_.QemuProcessOwner();
+    if (!o) return nullptr;  // asked again next time
+    qemu_owner_ = *o;
+  }
+  return &*qemu_owner_;
+}
+
 Manager::SsdPlan Manager::PlanSsd(const std::string& uuid, const Assignment& a,
                                   const policy::Rules& r, bool may_replace) {
   SsdPlan p;
   if (r.ssd_size == 0) return p;
   policy::SsdSpec spec = MakeSsdSpec(r, uuid, a.target, a.node_name);
-  if (auto s = PrepareSsdFile(spec.filename, r.ssd_size, may_replace); !s) {
+  if (auto s = PrepareSsdFile(spec.filename, r.ssd_size, may_replace, QemuOwner()); !s) {
     p.problem = s.error().message + "; the disk is cached in RAM only until this is fixed";
     return p;
   }
@@ -793,7 +804,7 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     // (no QEMU has it open at this point).
     auto insert = [&](const libvirt::LiveDisk& under) -> Status {
       if (want_ssd) {
-        if (auto s = PrepareSsdFile(want_ssd->filename, r.ssd_size, true); !s) return s;
+        if (auto s = PrepareSsdFile(want_ssd->filename, r.ssd_size, true, QemuOwner()); !s) return s;
       }
       return live_.Insert(dom.uuid, under, r, a.node_name, want_ssd);
     };

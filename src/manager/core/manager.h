@@ -132,6 +132,9 @@ class Manager {
       const std::map<std::string, policy::Rules>& rules,
       const std::optional<libvirt::DomainInfo>& live,
       const std::map<std::string, SsdPlan>& ssd);
+  // Who QEMU runs as (libvirt's DAC label; asked once), nullptr unknown.
+  // The pointer stays valid for the manager's life.
+  const libvirt::ProcessOwner* QemuOwner();
   // Deletes the SSD tier file of an unassigned disk (its filter is gone).
   void ForgetSsdFile(const store::Assignment& a);
   void SetState(store::Assignment a, store::Compliance state, const std::string& reason);
@@ -155,6 +158,8 @@ class Manager {
   // uuid -> a definition libvirt accepted but did not keep our filters in;
   // not written again (this would loop through the "defined" event).
   std::map<std::string, std::string> rejected_xml_;  // guarded by define_mu_
+  std::mutex owner_mu_;
+  std::optional<libvirt::ProcessOwner> qemu_owner_;  // guarded by owner_mu_; set once
   std::mutex migrating_mu_;
   std::set<std::string> migrating_;  // guarded by migrating_mu_
   std::mutex options_mu_;

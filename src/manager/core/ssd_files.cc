@@ -39,7 +39,9 @@ policy::SsdSpec MakeSsdSpec(const policy::Rules& r, const std::string& vm_uuid,
                          vm_uuid + "/" + target};
 }
 
-Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace) {
+Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace,
+                      const libvirt::ProcessOwner* owner) {
+  const bool root = geteuid() == 0;
   if (path.empty() || path[0] != '/') {
     return Fail(ErrorCode::kInvalidArgument,
                 "the SSD tier file " + path + " is not an absolute path; ssd-dir must be one");
@@ -52,6 +54,9 @@ Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace) 
     std::filesystem::create_directories(dir, ec);
     if (ec) return Problem(path, "ssd-dir " + dir + " cannot be created", ec.value());
     if (chmod(dir.c_str(), 0700) != 0) return Problem(path, "chmod of " + dir, errno);
+    if (owner && root && chown(dir.c_str(), owner->uid, owner->gid) != 0) {
+      return Problem(path, "chown of " + dir, errno);
+    }
     if (stat(dir.c_str(), &ds) != 0) return Problem(path, "ssd-dir " + dir, errno);
   }
   if (!S_ISDIR(ds.st_mode)) {
@@ -65,7 +70,13 @@ Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace) 
       return Fail(ErrorCode::kFailedPrecondition,
                   "the SSD tier file " + path + " exists and is not a regular file");
     }
-    if (static_cast<uint64_t>(fs.st_size) == size || !may_replace) return {};
+    if (static_cast<uint64_t>(fs.st_size) == size || !may_replace) {
+      if (owner && root && (fs.st_uid != owner->uid || fs.st_gid != owner->gid) &&
+          chown(path.c_str(), owner->uid, owner->gid) != 0) {
+        return Problem(path, "chown", errno);
+      }
+      return {};
+    }
     // Another size: the tier holds clean copies only, start it blank.
     if (unlink(path.c_str()) != 0) return Problem(path, "the old file cannot be deleted", errno);
   } else if (errno != ENOENT) {
@@ -75,7 +86,9 @@ Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace) 
   if (fd < 0) return Problem(path, "it cannot be created", errno);
   int err = 0;
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) err = errno;
-  if (!err && fchown(fd, ds.st_uid, ds.st_gid) != 0 && geteuid() == 0) err = errno;
+  const uid_t uid = owner ? owner->uid : ds.st_uid;
+  const gid_t gid = owner ? owner->gid : ds.st_gid;
+  if (!err && root && fchown(fd, uid, gid) != 0) err = errno;
   close(fd);
   if (err) {
     unlink(path.c_str());

@@ -5,9 +5,9 @@
 // (warm restart), so a file is only created when missing and only resized
 // (deleted and created blank) when no QEMU has it open.
 //
-// Ownership of what is created: ssd-dir (mode 0700) when missing; each file
-// mode 0600, owned by the owner of ssd-dir (so an administrator who gives the
-// directory to the user QEMU runs as gives it the files too).
+// Ownership of what is created: ssd-dir (mode 0700) when missing, and each
+// file (mode 0600), owned by the user QEMU runs as when libvirt says who
+// that is (its DAC label), else the file by the owner of ssd-dir.
 //
 // Stateless functions; thread-safe for different paths.
 #pragma once
@@ -16,6 +16,7 @@
 #include <string>
 
 #include "common/error.h"
+#include "manager/libvirt/libvirt_client.h"
 #include "manager/policy/policy.h"
 
 namespace hc::core {
@@ -35,7 +36,9 @@ policy::SsdSpec MakeSsdSpec(const policy::Rules& r, const std::string& vm_uuid,
 // again only when `may_replace` (no QEMU has it open), else left as it is.
 // Fails (kFailedPrecondition) with a message naming the path and the reason
 // when the directory or file cannot be made.
-Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace);
+// `owner`: who must be able to open it (QEMU's user), or nullptr.
+Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace,
+                      const libvirt::ProcessOwner* owner = nullptr);
 
 // The size of `path` in bytes; kNotFound when it does not exist.
 Result<uint64_t> SsdFileSize(const std::string& path);

@@ -1,6 +1,7 @@
 #include "manager/libvirt/domain_xml.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <regex>
 #include <set>
@@ -95,6 +96,28 @@ pugi::xml_node ChildOrAppend(pugi::xml_node parent, const std::string& name) {
 }
 
 }  // namespace
+
+Result<std::pair<uint32_t, uint32_t>> ParseDacBaseLabel(const std::string& caps) {
+  pugi::xml_document doc;
+  if (!doc.load_string(caps.c_str())) {
+    return Fail(ErrorCode::kInternal, "unreadable libvirt capabilities XML");
+  }
+  for (auto sm : doc.document_element().child("host").children("secmodel")) {
+    if (std::string(sm.child("model").text().as_string()) != "dac") continue;
+    for (const char* type : {"kvm", "qemu"}) {
+      for (auto bl : sm.children("baselabel")) {
+        if (std::string(bl.attribute("type").value()) != type) continue;
+        unsigned long uid = 0, gid = 0;
+        char tail = 0;
+        if (std::sscanf(bl.text().as_string(), "+%lu:+%lu%c", &uid, &gid, &tail) == 2) {
+          return std::pair<uint32_t, uint32_t>(static_cast<uint32_t>(uid),
+                                               static_cast<uint32_t>(gid));
+        }
+      }
+    }
+  }
+  return Fail(ErrorCode::kNotFound, "libvirt's capabilities name no DAC label for QEMU");
+}
 
 bool ValidTarget(const std::string& target) {
   static const std::regex kRe("^(vd|sd|hd|xvd|ubd)[a-z]{1,3}$|^fd[0-9]$");

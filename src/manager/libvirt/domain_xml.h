@@ -98,6 +98,10 @@ Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml);
 Result<std::string> ApplyFilters(const std::string& xml, const std::vector<FilterSpec>& filters,
                                  const std::string& emulator);
 
+// The DAC base label of QEMU processes in a host capabilities XML
+// (<secmodel><model>dac</model><baselabel type='kvm'>+64055:+64055</...>).
+Result<std::pair<uint32_t, uint32_t>> ParseDacBaseLabel(const std::string& capabilities_xml);
+
 // A disk target as libvirt names them ("vda", "sdb", "hdc", "xvda").
 bool ValidTarget(const std::string& target);
 

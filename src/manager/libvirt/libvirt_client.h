@@ -8,6 +8,7 @@
 // the client reconnects by itself.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -47,6 +48,13 @@ enum class Lifecycle {
 
 std::string_view LifecycleName(Lifecycle ev);
 
+// The user and group QEMU processes run as (libvirt's DAC base label,
+// qemu.conf's user/group), for files QEMU must open.
+struct ProcessOwner {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+};
+
 // `detail`: the device alias for kDeviceRemoved, else "".
 using LifecycleCallback = std::function<void(const std::string& uuid, const std::string& name,
                                              Lifecycle event, const std::string& detail)>;
@@ -69,6 +77,11 @@ class LibvirtClient {
   virtual Result<std::string> GetXml(const std::string& uuid, bool inactive) = 0;
   // Replaces the persistent definition (virDomainDefineXML).
   virtual Status DefineXml(const std::string& xml) = 0;
+  // Who QEMU runs as (from the host capabilities); kNotFound when libvirt
+  // does not say (no DAC security driver).
+  virtual Result<ProcessOwner> QemuProcessOwner() {
+    return Fail(ErrorCode::kNotFound, "libvirt does not say which user QEMU runs as");
+  }
   // One QMP command through libvirt's monitor passthrough.  Returns the
   // reply's "return" member as JSON text; a QMP error is kFailedPrecondition
   // with QEMU's own description.

@@ -8,6 +8,8 @@
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
+
+#include "manager/libvirt/domain_xml.h"
 #include <spdlog/spdlog.h>
 
 namespace hc::libvirt {
@@ -365,6 +367,16 @@ Status RealLibvirtClient::DefineXml(const std::string& xml) {
   DomainHandle d(virDomainDefineXML(c->get(), xml.c_str()));
   if (!d) return tl::unexpected(LastError("defining the domain"));
   return {};
+}
+
+Result<ProcessOwner> RealLibvirtClient::QemuProcessOwner() {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  CString caps(virConnectGetCapabilities(c->get()));
+  if (!caps) return tl::unexpected(LastError("reading the host capabilities"));
+  auto label = ParseDacBaseLabel(caps.get());
+  if (!label) return tl::unexpected(label.error());
+  return ProcessOwner{label->first, label->second};
 }
 
 Result<std::string> RealLibvirtClient::QemuMonitorCommand(const std::string& uuid,
