@@ -526,6 +526,33 @@ TEST_F(SsdTest, AnUnusableSsdDirIsRefusedAndLaterReported) {
       << "a definition naming an unusable file would not start";
 }
 
+TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  ASSERT_TRUE(mgr_->Assign("web", "vdb", "monitor"));
+  // The live XML (what libvirt would send) has no filter: it was inserted
+  // live.  The migration XML has both, numbered as the destination will.
+  EXPECT_TRUE(libvirt::ParseInstalledFilters(lv_.domains[kWeb].live_xml)->empty());
+  auto x = mgr_->MigrationXml("web");
+  ASSERT_TRUE(x) << x.error().message;
+  auto f = *libvirt::ParseInstalledFilters(*x);
+  ASSERT_EQ(f.size(), 2u) << *x;
+  EXPECT_EQ(f["vda"].options["file"], "libvirt-4-format");
+  EXPECT_EQ(f["vdb"].options["file"], "libvirt-3-storage");
+  EXPECT_EQ(f["vda"].options["ssd"]["filename"], File());
+  EXPECT_EQ(f["vda"].options["origin-id"], std::string(kWeb) + "/vda");
+  EXPECT_FALSE(f["vdb"].options.contains("ssd"));
+  // The rest of the live XML is kept (the disks' aliases, the emulator
+  // switched to the project's QEMU).
+  auto info = libvirt::ParseDomain(*x);
+  EXPECT_EQ(info->disks[2].alias, "ua-data");
+  EXPECT_EQ(info->disks.size(), 4u);
+  // Not for a VM that is shut off.
+  lv_.domains[kWeb].active = false;
+  auto off = mgr_->MigrationXml("web");
+  ASSERT_FALSE(off);
+  EXPECT_EQ(off.error().code, ErrorCode::kFailedPrecondition);
+}
+
 TEST_F(SsdTest, TheSsdBudgetIsEnforced) {
   CreatePolicy("ssd-huge", json{{"ssd-size", "100G"}, {"ssd-dir", dir_}});
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));

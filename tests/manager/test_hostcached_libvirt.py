@@ -457,10 +457,12 @@ def _wait(what, fn, timeout=60):
 
 def test_live_migration_between_two_hosts():
     """Two private libvirtds (two hosts to libvirt), a hostcached on each,
-    the VM's disk cached in write-back with an SSD tier.  virsh migrate
-    --live --persistent: the filter arrives with the definition; the source
-    records the switch-over, the destination re-verifies after the resume;
-    data written on the source reads back on the destination."""
+    the VM's disk cached in write-back with an SSD tier, assigned while it
+    runs.  virsh migrate --live --persistent: the XML libvirt sends lacks
+    the live-inserted filter, the destination's hostcached inserts it after
+    the resume; the source records the switch-over; data written on the
+    source reads back on the destination.  Back with --xml from
+    GET /vms/{vm}/migration-xml: the filter arrives with the XML."""
     wd = T.tmpdir('hcmgr-mig-')
     lo = 20000 + (os.getpid() % 400) * 100
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
@@ -507,8 +509,39 @@ def test_live_migration_between_two_hosts():
     # The data the source held dirty is on the image.
     r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x3c 48M 2M', img])
     T.check('Pattern verification failed' not in r.stdout, r.stdout)
-    db.ok('DELETE', '/vms/mig/disks/vda/policy', want=204)
-    T.check(L.device_root(b, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
+    # The filter was inserted live on the source, so the XML libvirt sent
+    # did not have it: the destination's hostcached put it in.
+    T.check(any('insert-live' == e['action'] for e in _events(db, 'mig', 'insert-live')),
+            'the destination did not insert the filter')
+
+    # And back, with the migration XML from hostcached: the filter is in
+    # the XML the source (now b) sends, so a runs it from the start.  (On
+    # one machine both QEMUs would open the same SSD tier file, which the
+    # driver does not allow yet (the inactive source keeps WRITE unshared on
+    # it): b's policy drops its tier first; a's hostcached adds a's back.)
+    status, dest_xml = db.call('GET', '/vms/mig/migration-xml')
+    T.check(status == 200 and 'hc-vda-ssd' in dest_xml and f'{uuid}/vda' in dest_xml,
+            (status, dest_xml[:300]))
+    db.ok('PUT', '/policies/wb', {'rules': {'ssd-size': 0}})
+    T.check(L.child_of(b, 'mig', 'hc-vda', 'ssd') is None, 'the tier is still on b')
+    b.qemu_io('mig', 'ua-disk0', 'write -P 0x5d 40M 1M')
+    status, dest_xml = db.call('GET', '/vms/mig/migration-xml')
+    T.check(status == 200 and 'hc-vda' in dest_xml and 'hc-vda-ssd' not in dest_xml,
+            (status, dest_xml[:300]))
+    inserts_before = len(_events(da, 'mig', 'insert-live'))
+    L.migrate(b, a, 'mig', dest_xml=dest_xml, extra=('--persistent',))
+    T.check(a.domstate('mig').startswith('running'), 'not running back on a')
+    T.check('hc-vda' in a.dumpxml('mig'), 'the live XML on a has no filter')
+    _wait('a re-verifying', lambda: [e for e in _events(da, 'mig', 'migrate-in')
+                                     if 're-verified' in e['message']])
+    T.check(da.state('mig', 'vda')['state'] == 'compliant', da.state('mig', 'vda'))
+    T.check(len(_events(da, 'mig', 'insert-live')) == inserts_before,
+            'the filter did not come with the XML')
+    T.check(L.child_of(a, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier back on a')
+    _check_pattern(a, 'mig', 'ua-disk0', '0x5d', '1M', '40M')
+    _check_pattern(a, 'mig', 'ua-disk0', '0x3c', '2M', '48M')
+    da.ok('DELETE', '/vms/mig/disks/vda/policy', want=204)
+    T.check(L.device_root(a, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
 
 
 def test_hostile_input_changes_nothing():

@@ -505,6 +505,40 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   return {};
 }
 
+Result<std::string> Manager::MigrationXml(const std::string& vm) {
+  auto dom = lv_.LookupDomain(vm);
+  if (!dom) return tl::unexpected(dom.error());
+  if (!dom->active) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + dom->name + "' is not running; an offline migration takes its "
+                "definition, which already carries the filters (virsh dumpxml --inactive)");
+  }
+  std::lock_guard vlock(VmMutex(dom->uuid));
+  auto as = AssignmentsOf(dom->uuid);
+  if (!as) return tl::unexpected(as.error());
+  auto xml = lv_.GetMigratableXml(dom->uuid);
+  if (!xml) return tl::unexpected(xml.error());
+  auto info = libvirt::ParseDomain(*xml);
+  if (!info) return tl::unexpected(info.error());
+  // The destination numbers libvirt's nodes afresh from this XML.
+  auto nodes = libvirt::PredictTopNodes(
+      *info, [&](const DiskInfo& d) -> Result<int> { return tools_.ChainLength(d); });
+  if (!nodes) return tl::unexpected(nodes.error());
+  std::vector<libvirt::FilterSpec> specs;
+  for (const auto& a : *as) {
+    auto p = store_.GetPolicy(a.policy);
+    if (!p) return tl::unexpected(p.error());
+    const DiskInfo* d = FindDisk(*info, a.target);
+    if (!d || !nodes->count(a.target) || !CheckOptionsCached(p->rules)) continue;
+    std::optional<policy::SsdSpec> ssd;
+    if (p->rules.ssd_size > 0) ssd = MakeSsdSpec(p->rules, dom->uuid, a.target, a.node_name);
+    specs.push_back(libvirt::FilterSpec{
+        a.target, a.node_name,
+        policy::DriverOptions(p->rules, a.node_name, nodes->at(a.target), ssd ? &*ssd : nullptr)});
+  }
+  return libvirt::ApplyFilters(*xml, specs, specs.empty() ? "" : config_.emulator);
+}
+
 // ---- applying and checking --------------------------------------------------------
 
 void Manager::SetState(Assignment a, Compliance state, const std::string& reason) {

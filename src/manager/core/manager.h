@@ -103,6 +103,14 @@ class Manager {
   void SetMigrating(const std::string& uuid, bool migrating);
   bool Migrating(const std::string& uuid);
 
+  // The domain XML to pass as the destination XML of a live migration of a
+  // running VM (virsh migrate --xml, VIR_MIGRATE_PARAM_DEST_XML): its
+  // migratable live XML with the filters of its assignments added (recipe
+  // A, node names as the destination will number them; the SSD tier at the
+  // same path, which must exist there).  A filter inserted live is only in
+  // the persistent definition, not in the live XML libvirt would send.
+  Result<std::string> MigrationXml(const std::string& vm);
+
   // The assignments of one VM (by UUID).
   Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
 

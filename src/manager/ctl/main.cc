@@ -392,6 +392,16 @@ int main(int argc, char** argv) {
     };
   });
 
+  auto* vmig = vmcmd->add_subcommand(
+      "migration-xml", "the XML to live-migrate a running VM with its filters (virsh migrate --xml)");
+  vmig->add_option("vm", vm, "VM name or UUID")->required();
+  vmig->callback([&] {
+    action = [&] {
+      json j = client.Expect(bhttp::verb::get, "/vms/" + Seg(vm) + "/migration-xml");
+      std::cout << (j.is_string() ? j.get<std::string>() : j.dump(2));
+    };
+  });
+
   int limit = 20;
   auto* events = app.add_subcommand("events", "what hostcached did and why (newest first)");
   events->add_option("--limit,-n", limit, "how many")->check(CLI::Range(1, 1000));

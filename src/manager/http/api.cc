@@ -182,6 +182,7 @@ const std::vector<Api::Route>& Api::Table() {
       {"DELETE", "/policies/{name}", true, &Api::DeletePolicy},
       {"GET", "/vms", true, &Api::ListVms},
       {"GET", "/vms/{vm}", true, &Api::GetVm},
+      {"GET", "/vms/{vm}/migration-xml", true, &Api::MigrationXml},
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
       {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
@@ -368,6 +369,12 @@ Response Api::GetVm(const Params& params, const Query&, const Request&) {
   auto v = manager_.GetVm(params[0]);
   if (!v) return FromError(v.error());
   return Json(200, VmJson(*v, true));
+}
+
+Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
+  auto x = manager_.MigrationXml(params[0]);
+  if (!x) return FromError(x.error());
+  return Response{200, "application/xml", *x, {}};
 }
 
 Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {

@@ -76,6 +76,7 @@ class Api {
   Response DeletePolicy(const Params&, const Query&, const Request&);
   Response ListVms(const Params&, const Query&, const Request&);
   Response GetVm(const Params&, const Query&, const Request&);
+  Response MigrationXml(const Params&, const Query&, const Request&);
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);

@@ -234,6 +234,18 @@ json Build() {
           {"404", ProblemResponse("No such VM.")},
           {"503", unavailable}},
          json::array({vm}));
+  paths["/api/v1/vms/{vm}/migration-xml"]["get"] = Op(
+      "getMigrationXml",
+      "The domain XML to migrate a running VM with (virsh migrate --live --persistent --xml "
+      "FILE): its migratable live XML with the hostcache filters of its assigned disks, so the "
+      "destination runs them from the start. The SSD tier files must exist at the same paths "
+      "on the destination.",
+      {{"200", {{"description", "The domain XML."},
+                {"content", {{"application/xml", {{"schema", {{"type", "string"}}}}}}}}},
+       {"404", ProblemResponse("No such VM.")},
+       {"409", ProblemResponse("The VM is not running.")},
+       {"503", unavailable}},
+      json::array({vm}));
   const std::string dp = "/api/v1/vms/{vm}/disks/{target}/policy";
   paths[dp]["get"] = Op("getDiskPolicy", "The policy assigned to a disk and its compliance.",
                         {{"200", Ok("The assignment.", Ref("Assignment"))},

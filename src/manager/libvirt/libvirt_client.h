@@ -77,6 +77,11 @@ class LibvirtClient {
   virtual Result<std::string> GetXml(const std::string& uuid, bool inactive) = 0;
   // Replaces the persistent definition (virDomainDefineXML).
   virtual Status DefineXml(const std::string& xml) = 0;
+  // The running domain's XML as a migration destination would start from it
+  // (VIR_DOMAIN_XML_MIGRATABLE).
+  virtual Result<std::string> GetMigratableXml(const std::string& uuid) {
+    return GetXml(uuid, false);
+  }
   // Who QEMU runs as (from the host capabilities); kNotFound when libvirt
   // does not say (no DAC security driver).
   virtual Result<ProcessOwner> QemuProcessOwner() {

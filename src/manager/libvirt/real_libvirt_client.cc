@@ -361,6 +361,16 @@ Result<std::string> RealLibvirtClient::GetXml(const std::string& uuid, bool inac
   return std::string(xml.get());
 }
 
+Result<std::string> RealLibvirtClient::GetMigratableXml(const std::string& uuid) {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
+  if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
+  CString xml(virDomainGetXMLDesc(d.get(), VIR_DOMAIN_XML_MIGRATABLE));
+  if (!xml) return tl::unexpected(LastError("reading the migratable XML of " + uuid));
+  return std::string(xml.get());
+}
+
 Status RealLibvirtClient::DefineXml(const std::string& xml) {
   auto c = ConnOrFail();
   if (!c) return tl::unexpected(c.error());

@@ -45,6 +45,7 @@ class RealLibvirtClient final : public LibvirtClient {
   Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
   Status DefineXml(const std::string& xml) override;
   Result<ProcessOwner> QemuProcessOwner() override;
+  Result<std::string> GetMigratableXml(const std::string& uuid) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(LifecycleCallback cb) override;
