@@ -147,6 +147,7 @@ typedef struct BDRVHostcacheState {
     CoMutex dlock;
     GArray *journal;                /* HostcacheJEntry in seq order */
     guint jhead;                    /* first entry not yet destaged */
+    guint jbusy;                    /* first entry of the batch in flight */
     GArray *jkept;                  /* older entries to release after flush */
     HostcacheSectors *jsecs;        /* released entries' sectors to write */
     /*
@@ -377,6 +378,7 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     qemu_co_mutex_init(&s->jlock);
     qemu_co_mutex_init(&s->dlock);
     s->journal = g_array_new(false, false, sizeof(HostcacheJEntry));
+    s->jbusy = G_MAXUINT;
     s->jkept = g_array_new(false, false, sizeof(uint64_t));
     s->jsecs = g_new0(HostcacheSectors, 1);
 
@@ -1629,6 +1631,7 @@ static void hostcache_ssd_detach(BDRVHostcacheState *s)
     g_array_set_size(s->journal, 0);
     g_array_set_size(s->jkept, 0);
     s->jhead = 0;
+    s->jbusy = G_MAXUINT;
     s->ssd_on = false;
     hostcache_demotions_drop(s);
     hc_ssd_free(s->ssd_idx);
@@ -2030,6 +2033,10 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     int64_t started = 0;
     int ret = 0;
 
+    /* the destager must not pass entries whose data is still in flight */
+    qemu_mutex_lock(&s->lock);
+    s->jbusy = s->journal->len;
+    qemu_mutex_unlock(&s->lock);
     while (started < limit && aio_task_pool_status(pool) == 0) {
         HostcacheJournalTask *t = g_new0(HostcacheJournalTask, 1);
         uint64_t victim = HC_SSD_NONE;
@@ -2074,6 +2081,9 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         ret = aio_task_pool_status(pool);
     }
     aio_task_pool_free(pool);
+    qemu_mutex_lock(&s->lock);
+    s->jbusy = G_MAXUINT;
+    qemu_mutex_unlock(&s->lock);
     if (!started) {
         return ret;
     }
@@ -2126,6 +2136,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
 
 static int64_t coroutine_fn GRAPH_RDLOCK
 hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit);
+static void hostcache_kick_destager(BlockDriverState *bs);
 
 /*
  * Journal every dirty block with seq <= upto (at most limit blocks when
@@ -2147,8 +2158,20 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
         int64_t n = hostcache_journal_some(bs, upto, MIN(limit - done, 256));
 
         if (n == -ENOSPC) {
-            /* every slot dirty: the origin must take some first */
-            n = hostcache_jdestage_some(bs, 64);
+            /*
+             * Every slot dirty or guarded: the released older entries go to
+             * the device (clearing the guards), and the origin takes some
+             * of the journal, so that its slots can be reused.
+             */
+            n = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
+            s->jsecs->n = 0;
+            s->jsecs->overflow = false;
+            if (n == 0) {
+                n = bdrv_co_flush(s->ssd->bs);
+            }
+            if (n == 0) {
+                n = hostcache_jdestage_some(bs, 64);
+            }
             if (n == 0) {
                 qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
             }
@@ -2177,6 +2200,9 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
     }
     qemu_co_mutex_unlock(&s->jlock);
     trace_hostcache_flush(bs, upto, ret);
+    if (done) {
+        hostcache_kick_destager(bs);    /* the journal goes to the origin */
+    }
     return ret;
 }
 
@@ -2264,7 +2290,8 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
     qemu_co_mutex_lock(&s->dlock);
     qemu_mutex_lock(&s->lock);
     batch = g_new(HostcacheJEntry, MIN(limit, s->journal->len + 1));
-    for (pos = s->jhead; pos < s->journal->len && n < limit; pos++) {
+    for (pos = s->jhead; pos < MIN(s->journal->len, s->jbusy) && n < limit;
+         pos++) {
         HostcacheJEntry e = g_array_index(s->journal, HostcacheJEntry, pos);
 
         if (hc_ssd_is_dirty(s->ssd_idx, e.slot, e.seq)) {
@@ -2313,7 +2340,8 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
     }
     if (ret == 0) {
         s->jhead = pos;
-        if (s->jhead > 1024 && s->jhead * 2 > s->journal->len) {
+        if (s->jhead > 1024 && s->jhead * 2 > s->journal->len &&
+            s->jbusy == G_MAXUINT) {
             g_array_remove_range(s->journal, 0, s->jhead);
             s->jhead = 0;
         }
@@ -3005,6 +3033,17 @@ hostcache_co_block_status(BlockDriverState *bs, bool want_zero,
             return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
         }
         d = b;
+    }
+    if (cached && d != first && s->ssd_on &&
+        hc_ssd_lookup(s->ssd_idx, first, NULL) != HC_SSD_NONE) {
+        /* on the SSD tier: data, without asking the origin either */
+        for (n = first + 1; n < MIN(d, end) &&
+             hc_ssd_lookup(s->ssd_idx, n, NULL) != HC_SSD_NONE; n++) {
+            /* extend the run */
+        }
+        qemu_mutex_unlock(&s->lock);
+        *pnum = MIN((int64_t)(n * bsize), offset + bytes) - offset;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
     }
     if (d == first) {
         for (n = first + 1; n < end && (cached ? hc_contains(s->eng, n) :

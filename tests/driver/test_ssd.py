@@ -525,7 +525,8 @@ def resurrect_case(mode, op):
             c.flush()
             # a flush makes the writes durable in the SSD's journal; the
             # destager takes them to the origin in the background
-            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
+            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0,
+                 timeout=120)
         if op == 'resize':
             c.close()
             hx.resize(XOFF + 512)
@@ -1340,7 +1341,8 @@ def diff_run(mode, nops, rng, bsize=BS, ram=64 * KiB, ssd_size=1 * MiB,
                 if wb:
                     # durable in the SSD's journal; on the origin once the
                     # destager has written it back
-                    poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
+                    poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0,
+                         timeout=120)
                     check(pread_file(img, 0, size) == model,
                           f'{what} step {step}: origin after a flush')
             if not wb:
@@ -1348,7 +1350,8 @@ def diff_run(mode, nops, rng, bsize=BS, ram=64 * KiB, ssd_size=1 * MiB,
                       f'{what} step {step}: origin after a write')
         c.flush()
         if wb:
-            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0)
+            poll('destaged', lambda: hx.stats()['dirty-bytes'] == 0,
+                 timeout=120)
         check(pread_file(img, 0, size) == model, f'{what}: origin at the end')
         st = hx.stats()
         check(st['ssd-demotions'] > nslots and st['ssd-hits'] > 0,
