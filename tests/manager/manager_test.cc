@@ -501,6 +501,18 @@ TEST_F(SsdTest, WriteBackRemovalReopensWithTheSsdChildThenTheFileGoes) {
   EXPECT_NE(std::find(evs.begin(), evs.end(), "ssd"), evs.end());
 }
 
+TEST_F(SsdTest, TheTierFileIsKeptWhileQemuMayStillHaveIt) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  // The device is not where the live XML says (hostcached cannot remove
+  // the filter), but the filter node is still in use.
+  auto& q = Qemu();
+  q.devs["/machine/peripheral/elsewhere/virtio-backend"] = q.devs[kVdaDev];
+  q.devs.erase(kVdaDev);
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_EQ(q.nodes.count("hc-vda-ssd"), 1u);
+  EXPECT_TRUE(std::filesystem::exists(File())) << "deleted under a filter that may use it";
+}
+
 TEST_F(SsdTest, AnUnusableSsdDirIsRefusedAndLaterReported) {
   // A regular file where the directory should be.
   const std::string blocker = root_ + "/not-a-dir";

@@ -499,9 +499,20 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   if (auto s = store_.DeleteAssignment(dom->uuid, target); !s) return s;
   (void)store_.DeleteStats(dom->uuid, target);
   Log("info", dom->name, target, "unassign", "policy '" + (*a)->policy + "' unassigned");
-  // The filter is gone from the running VM and the definition: its SSD
-  // tier file (clean copies only) goes too.
-  ForgetSsdFile(**a);
+  // Once the filter is gone from the running VM and the definition, its
+  // SSD tier file (clean copies only) goes too; never while QEMU has it.
+  bool attached = false;
+  if (live) {
+    auto still = live_.HasParent(dom->uuid, (*a)->node_name);
+    attached = still || still.error().code != ErrorCode::kNotFound;
+  }
+  if (!attached) {
+    ForgetSsdFile(**a);
+  } else {
+    Log("warning", dom->name, target, "ssd",
+        "the SSD tier file is kept: the running VM may still have filter " + (*a)->node_name +
+            " open; delete it after the VM stops");
+  }
   return {};
 }
 
