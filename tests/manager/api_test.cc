@@ -165,6 +165,12 @@ TEST_F(ApiTest, AssignShowAndUnassign) {
   EXPECT_EQ(vms["vms"][0]["disks"][0]["policy"], "balanced");
   auto dp = Body(Call("GET", "/api/v1/vms/web/disks/vda/policy"));
   EXPECT_EQ(dp["policy"], "balanced");
+  // The XML to migrate it with: XML, carrying the filter.
+  auto mx = Call("GET", "/api/v1/vms/web/migration-xml");
+  ASSERT_EQ(mx.status, 200) << mx.body;
+  EXPECT_EQ(mx.content_type, "application/xml");
+  EXPECT_EQ(libvirt::ParseInstalledFilters(mx.body)->count("vda"), 1u) << mx.body;
+  EXPECT_EQ(Call("GET", "/api/v1/vms/nope/migration-xml").status, 404);
   EXPECT_EQ(Call("DELETE", "/api/v1/policies/balanced").status, 409);
   auto big = Call("POST", "/api/v1/policies", R"({"name":"big","rules":{"ram-size":"1G"}})");
   ASSERT_EQ(big.status, 201);
