@@ -547,7 +547,8 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
         a.target, a.node_name,
         policy::DriverOptions(p->rules, a.node_name, nodes->at(a.target), ssd ? &*ssd : nullptr)});
   }
-  return libvirt::ApplyFilters(*xml, specs, specs.empty() ? "" : config_.emulator);
+  if (specs.empty()) return *xml;  // nothing cached: libvirt's own XML
+  return libvirt::ApplyFilters(*xml, specs, config_.emulator);
 }
 
 // ---- applying and checking --------------------------------------------------------
