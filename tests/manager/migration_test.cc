@@ -57,9 +57,15 @@ TEST_F(MigrationTest, SourceRecordsTheSwitchOverAndLeavesTheVmAloneMeanwhile) {
   ASSERT_EQ(Events("migrate-out").size(), 1u);
   EXPECT_NE(Events("migrate-out")[0].message.find("vda (policy 'balanced')"), std::string::npos);
   EXPECT_TRUE(mgr_->Migrating(kWeb));
-  // The periodic check does not touch the inactive nodes.
+  // Neither the periodic check nor the API touches the inactive nodes.
   Qemu().log.clear();
   mgr_->CheckAll();
+  EXPECT_TRUE(Qemu().log.empty());
+  auto busy = mgr_->Assign("web", "vdb", "balanced");
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(busy.error().message.find("migrated"), std::string::npos);
+  EXPECT_EQ(mgr_->Unassign("web", "vda").error().code, ErrorCode::kFailedPrecondition);
   EXPECT_TRUE(Qemu().log.empty());
   // Gone: QEMU exited here, the VM is shut off (still defined).
   clock_.now_ms += 1500;
@@ -129,6 +135,11 @@ TEST_F(MigrationTest, OtherEventsGoToTheManagerAndEndAMigration) {
   lv_.Add("00000000-0000-0000-0000-000000000001", "plain", TestData("web.inactive.xml"));
   coord_->OnEvent("00000000-0000-0000-0000-000000000001", "plain", Lifecycle::kMigrationOut);
   EXPECT_EQ(Events("migrate-out").size(), 1u);
+  // A missed end event does not hold a VM for ever.
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationIn);
+  ASSERT_TRUE(mgr_->Migrating(kWeb));
+  clock_.now_ms += 2 * 3600 * 1000;
+  EXPECT_FALSE(mgr_->Migrating(kWeb));
 }
 
 }  // namespace

@@ -348,6 +348,10 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   }
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
+  if (Migrating(dom->uuid)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + dom->name + "' is being live-migrated; try again when it has finished");
+  }
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto xml = lv_.GetXml(dom->uuid, dom->persistent);
   if (!xml) return tl::unexpected(xml.error());
@@ -428,6 +432,10 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
         "assignment of policy '" + a->policy + "' forgotten; the VM no longer exists");
     ForgetSsdFile(*a);
     return {};
+  }
+  if (Migrating(dom->uuid)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + dom->name + "' is being live-migrated; try again when it has finished");
   }
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto a = store_.GetAssignment(dom->uuid, target);
@@ -1001,7 +1009,7 @@ void Manager::CheckAll() {
 void Manager::SetMigrating(const std::string& uuid, bool migrating) {
   std::lock_guard lock(migrating_mu_);
   if (migrating) {
-    migrating_.insert(uuid);
+    migrating_.emplace(uuid, clock_.NowMs());
   } else {
     migrating_.erase(uuid);
   }
@@ -1009,7 +1017,15 @@ void Manager::SetMigrating(const std::string& uuid, bool migrating) {
 
 bool Manager::Migrating(const std::string& uuid) {
   std::lock_guard lock(migrating_mu_);
-  return migrating_.count(uuid) > 0;
+  auto it = migrating_.find(uuid);
+  if (it == migrating_.end()) return false;
+  // An end event missed (libvirtd restarted meanwhile) must not keep the VM
+  // unchecked for ever.
+  if (clock_.NowMs() - it->second > kMigrationHoldMs) {
+    migrating_.erase(it);
+    return false;
+  }
+  return true;
 }
 
 void Manager::OnDeviceRemoved(const std::string& uuid, const std::string& name,

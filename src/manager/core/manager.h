@@ -98,8 +98,9 @@ class Manager {
   // log says so, and the VM is checked (its assignment is reported).
   void OnDeviceRemoved(const std::string& uuid, const std::string& name,
                        const std::string& alias);
-  // While a VM migrates (set by the migration coordinator), checks leave it
-  // alone: its nodes are inactive around switch-over.
+  // While a VM migrates (set by the migration coordinator), checks and API
+  // changes leave it alone: its nodes are inactive around switch-over (and
+  // on the destination until it resumes).  Forgotten after an hour.
   void SetMigrating(const std::string& uuid, bool migrating);
   bool Migrating(const std::string& uuid);
 
@@ -169,7 +170,9 @@ class Manager {
   std::mutex owner_mu_;
   std::optional<libvirt::ProcessOwner> qemu_owner_;  // guarded by owner_mu_; set once
   std::mutex migrating_mu_;
-  std::set<std::string> migrating_;  // guarded by migrating_mu_
+  // uuid -> when its migration was seen to start; guarded by migrating_mu_.
+  std::map<std::string, int64_t> migrating_;
+  static constexpr int64_t kMigrationHoldMs = 3600 * 1000;
   std::mutex options_mu_;
   std::map<std::string, Status> options_cache_;  // rules JSON -> driver verdict
 };
