@@ -264,6 +264,20 @@ Result<std::string> FakeLibvirt::QemuMonitorCommand(const std::string& uuid,
   return reply["return"].dump();
 }
 
+Status FakeLibvirt::Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) {
+  std::lock_guard lock(mu);
+  migrations.push_back(req);
+  if (!migrate_error.empty()) return Fail(ErrorCode::kFailedPrecondition, migrate_error);
+  auto it = domains.find(uuid);
+  if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
+  if (req.undefine_source) {
+    domains.erase(it);
+  } else {
+    it->second.active = false;
+  }
+  return {};
+}
+
 Result<int> FakeQemuTools::ChainLength(const libvirt::DiskInfo& disk) {
   auto it = chains.find(disk.source);
   if (it == chains.end()) return 1;

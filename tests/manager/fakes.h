@@ -78,6 +78,11 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
     return *qemu_owner;
   }
   std::optional<libvirt::ProcessOwner> qemu_owner;  // what the capabilities say
+  // Migrate: recorded; fails with migrate_error when set, else the domain
+  // leaves (shut off here, or gone with undefine_source).
+  Status Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) override;
+  std::vector<libvirt::MigrateRequest> migrations;
+  std::string migrate_error;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

@@ -120,6 +120,35 @@ TEST_F(MigrationTest, AVmArrivingWithFiltersButNoAssignmentHereIsReported) {
   EXPECT_TRUE(store_->ListAssignments()->empty());
 }
 
+TEST_F(MigrationTest, MigrateSendsTheXmlWithTheFilters) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  EXPECT_EQ(mgr_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
+  libvirt::MigrateRequest req;
+  req.destination = "qemu+ssh://host2/system";
+  req.unsafe = true;
+  // A failure: reported, the VM stays.
+  lv_.migrate_error = "the migration failed: unable to connect";
+  auto bad = mgr_->Migrate("web", req);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(lv_.domains[kWeb].active);
+  lv_.migrate_error.clear();
+  auto secs = mgr_->Migrate("web", req);
+  ASSERT_TRUE(secs) << secs.error().message;
+  ASSERT_EQ(lv_.migrations.size(), 2u);
+  const auto& sent = lv_.migrations.back();
+  EXPECT_EQ(sent.destination, "qemu+ssh://host2/system");
+  EXPECT_TRUE(sent.unsafe && sent.persistent && !sent.undefine_source);
+  auto f = *libvirt::ParseInstalledFilters(sent.dest_xml);
+  ASSERT_EQ(f.count("vda"), 1u) << sent.dest_xml;
+  EXPECT_EQ(f["vda"].options["file"], "libvirt-4-format");
+  auto evs = Events("migrate");
+  ASSERT_EQ(evs.size(), 4u);  // requested, failed, requested, done
+  EXPECT_NE(evs[0].message.find("migrated to qemu+ssh://host2/system"), std::string::npos)
+      << evs[0].message;
+  EXPECT_EQ(evs[2].level, "error");
+}
+
 TEST_F(MigrationTest, OtherEventsGoToTheManagerAndEndAMigration) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
   coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);

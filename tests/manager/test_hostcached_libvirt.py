@@ -461,8 +461,9 @@ def test_live_migration_between_two_hosts():
     runs.  virsh migrate --live --persistent: the XML libvirt sends lacks
     the live-inserted filter, the destination's hostcached inserts it after
     the resume; the source records the switch-over; data written on the
-    source reads back on the destination.  Back with --xml from
-    GET /vms/{vm}/migration-xml: the filter arrives with the XML."""
+    source reads back on the destination.  Back with POST /vms/{vm}/migrate
+    (the XML of GET /vms/{vm}/migration-xml as the destination XML): the
+    filter arrives with the XML."""
     wd = T.tmpdir('hcmgr-mig-')
     lo = 20000 + (os.getpid() % 400) * 100
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
@@ -529,8 +530,14 @@ def test_live_migration_between_two_hosts():
     T.check(status == 200 and 'hc-vda' in dest_xml and 'hc-vda-ssd' not in dest_xml,
             (status, dest_xml[:300]))
     inserts_before = len(_events(da, 'mig', 'insert-live'))
-    L.migrate(b, a, 'mig', dest_xml=dest_xml, extra=('--persistent',))
+    # (b's hostcached drives it: POST /vms/{vm}/migrate sends that XML.)
+    r = db.ok('POST', '/vms/mig/migrate', {'destination': a.uri, 'unsafe': True,
+                                           'migrate_uri': 'tcp://127.0.0.1'})
+    T.check(r['seconds'] >= 0, r)
+    a._remember_qemu('mig')
     T.check(a.domstate('mig').startswith('running'), 'not running back on a')
+    T.check([e for e in _events(db, 'mig', 'migrate') if 'migrated to' in e['message']],
+            'no migrate event on b')
     T.check('hc-vda' in a.dumpxml('mig'), 'the live XML on a has no filter')
     _wait('a re-verifying', lambda: [e for e in _events(da, 'mig', 'migrate-in')
                                      if 're-verified' in e['message']])

@@ -1,6 +1,7 @@
 #include "manager/core/manager.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -557,6 +558,43 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
   }
   if (specs.empty()) return *xml;  // nothing cached: libvirt's own XML
   return libvirt::ApplyFilters(*xml, specs, config_.emulator);
+}
+
+Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req) {
+  if (req.destination.empty()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "'destination' must be the libvirt URI of the destination host, such as "
+                "qemu+ssh://host2/system");
+  }
+  auto dom = lv_.LookupDomain(vm);
+  if (!dom) return tl::unexpected(dom.error());
+  if (Migrating(dom->uuid)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + dom->name + "' is already being live-migrated");
+  }
+  auto xml = MigrationXml(dom->uuid);
+  if (!xml) return tl::unexpected(xml.error());
+  req.dest_xml = *xml;
+  auto as = AssignmentsOf(dom->uuid);
+  std::string disks;
+  if (as) {
+    for (const auto& a : *as) disks += (disks.empty() ? "" : ", ") + a.target;
+  }
+  Log("info", dom->name, "", "migrate",
+      "live migration to " + req.destination + " requested" +
+          (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
+  const int64_t t0 = clock_.NowMs();
+  if (auto s = lv_.Migrate(dom->uuid, req); !s) {
+    Log("error", dom->name, "", "migrate", s.error().message + "; the VM runs on here");
+    return tl::unexpected(s.error());
+  }
+  double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", secs);
+  Log("info", dom->name, "", "migrate",
+      "migrated to " + req.destination + " in " + buf + " s" +
+          (req.undefine_source ? "; its definition here was removed" : ""));
+  return secs;
 }
 
 // ---- applying and checking --------------------------------------------------------

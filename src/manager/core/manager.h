@@ -112,6 +112,12 @@ class Manager {
   // the persistent definition, not in the live XML libvirt would send.
   Result<std::string> MigrationXml(const std::string& vm);
 
+  // Migrates a running VM live to another libvirtd with MigrationXml() as
+  // its destination XML (the filters of its cached disks start there with
+  // it).  Blocks for the migration; the VM is not locked meanwhile (the
+  // migration events keep checks off it).  Returns the seconds it took.
+  Result<double> Migrate(const std::string& vm, libvirt::MigrateRequest req);
+
   // The assignments of one VM (by UUID).
   Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
 

@@ -402,6 +402,28 @@ int main(int argc, char** argv) {
     };
   });
 
+  std::string dest, migrate_uri;
+  bool unsafe = false, undefine_source = false, transient = false;
+  auto* vmigrate = vmcmd->add_subcommand(
+      "migrate", "live-migrate a running VM to another libvirtd, its cached disks' filters along");
+  vmigrate->add_option("vm", vm, "VM name or UUID")->required();
+  vmigrate->add_option("destination", dest, "libvirt URI of the destination")->required();
+  vmigrate->add_option("--migrate-uri", migrate_uri, "where QEMU streams to (tcp://HOST)");
+  vmigrate->add_flag("--unsafe", unsafe, "even when libvirt cannot tell the storage is shared");
+  vmigrate->add_flag("--undefine-source", undefine_source, "remove the definition here");
+  vmigrate->add_flag("--transient", transient, "do not define it on the destination");
+  vmigrate->callback([&] {
+    action = [&] {
+      json body{{"destination", dest}, {"unsafe", unsafe}, {"undefine_source", undefine_source},
+                {"persistent", !transient}};
+      if (!migrate_uri.empty()) body["migrate_uri"] = migrate_uri;
+      json j = client.Expect(bhttp::verb::post, "/vms/" + Seg(vm) + "/migrate", body.dump());
+      if (opts.json) return void(std::cout << j.dump(2) << "\n");
+      std::cout << vm << " migrated to " << Str(j, "destination") << " in "
+                << (j.contains("seconds") ? j["seconds"].dump() : "?") << " s\n";
+    };
+  });
+
   int limit = 20;
   auto* events = app.add_subcommand("events", "what hostcached did and why (newest first)");
   events->add_option("--limit,-n", limit, "how many")->check(CLI::Range(1, 1000));

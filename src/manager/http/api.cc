@@ -183,6 +183,7 @@ const std::vector<Api::Route>& Api::Table() {
       {"GET", "/vms", true, &Api::ListVms},
       {"GET", "/vms/{vm}", true, &Api::GetVm},
       {"GET", "/vms/{vm}/migration-xml", true, &Api::MigrationXml},
+      {"POST", "/vms/{vm}/migrate", true, &Api::MigrateVm},
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
       {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
@@ -375,6 +376,31 @@ Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
   auto x = manager_.MigrationXml(params[0]);
   if (!x) return FromError(x.error());
   return Response{200, "application/xml", *x, {}};
+}
+
+Response Api::MigrateVm(const Params& params, const Query&, const Request& req) {
+  auto body = ParseBody(req);
+  if (!body) return FromError(body.error());
+  libvirt::MigrateRequest mr;
+  for (auto it = body->begin(); it != body->end(); ++it) {
+    const std::string& k = it.key();
+    if (k == "destination" || k == "migrate_uri") {
+      if (!it.value().is_string()) return Problem(400, "'" + k + "' must be a string");
+      (k == "destination" ? mr.destination : mr.migrate_uri) = it.value().get<std::string>();
+    } else if (k == "persistent" || k == "undefine_source" || k == "unsafe") {
+      if (!it.value().is_boolean()) return Problem(400, "'" + k + "' must be true or false");
+      (k == "persistent" ? mr.persistent : k == "undefine_source" ? mr.undefine_source
+                                                                 : mr.unsafe) =
+          it.value().get<bool>();
+    } else {
+      return Problem(400, "unknown field '" + k +
+                              "'; the body has destination, and optionally migrate_uri, "
+                              "persistent, undefine_source, unsafe");
+    }
+  }
+  auto secs = manager_.Migrate(params[0], mr);
+  if (!secs) return FromError(secs.error());
+  return Json(200, json{{"vm", params[0]}, {"destination", mr.destination}, {"seconds", *secs}});
 }
 
 Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {

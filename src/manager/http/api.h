@@ -77,6 +77,7 @@ class Api {
   Response ListVms(const Params&, const Query&, const Request&);
   Response GetVm(const Params&, const Query&, const Request&);
   Response MigrationXml(const Params&, const Query&, const Request&);
+  Response MigrateVm(const Params&, const Query&, const Request&);
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);

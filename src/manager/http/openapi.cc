@@ -246,6 +246,44 @@ json Build() {
        {"409", ProblemResponse("The VM is not running.")},
        {"503", unavailable}},
       json::array({vm}));
+  paths["/api/v1/vms/{vm}/migrate"]["post"] = Op(
+      "migrateVm",
+      "Live-migrate a running VM to another libvirtd (virDomainMigrate3 driven by hostcached, "
+      "with the migration XML, so the filters of its cached disks start with it). Blocks until "
+      "the migration ends. The destination needs the project's QEMU and the SSD tier files.",
+      {{"200", Ok("The VM runs on the destination.",
+                  json{{"type", "object"},
+                       {"properties",
+                        {{"vm", {{"type", "string"}}},
+                         {"destination", {{"type", "string"}}},
+                         {"seconds", {{"type", "number"}}}}}})},
+       {"400", ProblemResponse("Bad body.")},
+       {"404", ProblemResponse("No such VM.")},
+       {"409", ProblemResponse("The VM is not running or already migrating, the destination "
+                               "cannot be reached, or the migration failed (the VM runs on "
+                               "here).")},
+       {"503", unavailable}},
+      json::array({vm}));
+  paths["/api/v1/vms/{vm}/migrate"]["post"]["requestBody"] = {
+      {"required", true},
+      {"content",
+       Content({{"type", "object"},
+                {"required", {"destination"}},
+                {"additionalProperties", false},
+                {"properties",
+                 {{"destination",
+                   {{"type", "string"},
+                    {"description", "libvirt URI of the destination, e.g. qemu+ssh://host2/system"}}},
+                  {"migrate_uri",
+                   {{"type", "string"},
+                    {"description", "where QEMU streams to, e.g. tcp://host2 (libvirt's choice "
+                                    "when absent)"}}},
+                  {"persistent", {{"type", "boolean"}, {"default", true}}},
+                  {"undefine_source", {{"type", "boolean"}, {"default", false}}},
+                  {"unsafe",
+                   {{"type", "boolean"},
+                    {"default", false},
+                    {"description", "migrate even when libvirt cannot tell the storage is shared"}}}}}})}};
   const std::string dp = "/api/v1/vms/{vm}/disks/{target}/policy";
   paths[dp]["get"] = Op("getDiskPolicy", "The policy assigned to a disk and its compliance.",
                         {{"200", Ok("The assignment.", Ref("Assignment"))},

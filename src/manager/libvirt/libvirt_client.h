@@ -55,6 +55,17 @@ struct ProcessOwner {
   uint32_t gid = 0;
 };
 
+// A live migration to another libvirtd (virDomainMigrate3, driven from
+// here as virsh does: this side connects to both daemons).
+struct MigrateRequest {
+  std::string destination;  // libvirt URI of the destination ("qemu+ssh://dst/system")
+  std::string dest_xml;     // the XML the destination starts from (VIR_MIGRATE_PARAM_DEST_XML)
+  std::string migrate_uri;  // where QEMU streams to ("tcp://dst"), "" = libvirt's choice
+  bool persistent = true;   // VIR_MIGRATE_PERSIST_DEST
+  bool undefine_source = false;
+  bool unsafe = false;      // VIR_MIGRATE_UNSAFE (storage libvirt cannot prove shared)
+};
+
 // `detail`: the device alias for kDeviceRemoved, else "".
 using LifecycleCallback = std::function<void(const std::string& uuid, const std::string& name,
                                              Lifecycle event, const std::string& detail)>;
@@ -81,6 +92,13 @@ class LibvirtClient {
   // (VIR_DOMAIN_XML_MIGRATABLE).
   virtual Result<std::string> GetMigratableXml(const std::string& uuid) {
     return GetXml(uuid, false);
+  }
+  // Migrates a running domain live; returns once it runs on the
+  // destination (or failed: the domain then runs on here).
+  virtual Status Migrate(const std::string& uuid, const MigrateRequest& req) {
+    (void)uuid;
+    (void)req;
+    return Fail(ErrorCode::kFailedPrecondition, "this libvirt client cannot migrate");
   }
   // Who QEMU runs as (from the host capabilities); kNotFound when libvirt
   // does not say (no DAC security driver).

@@ -371,6 +371,43 @@ Result<std::string> RealLibvirtClient::GetMigratableXml(const std::string& uuid)
   return std::string(xml.get());
 }
 
+Status RealLibvirtClient::Migrate(const std::string& uuid, const MigrateRequest& req) {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
+  if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
+  virConnectPtr dconn = virConnectOpen(req.destination.c_str());
+  if (!dconn) {
+    virErrorPtr e = virGetLastError();
+    return Fail(ErrorCode::kFailedPrecondition,
+                "cannot connect to the destination libvirtd at " + req.destination + ": " +
+                    (e && e->message ? e->message : "unknown error"));
+  }
+  std::unique_ptr<virConnect, int (*)(virConnectPtr)> dest(dconn, virConnectClose);
+  virTypedParameterPtr params = nullptr;
+  int nparams = 0, maxparams = 0;
+  virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_DEST_XML,
+                          req.dest_xml.c_str());
+  if (!req.migrate_uri.empty()) {
+    virTypedParamsAddString(&params, &nparams, &maxparams, VIR_MIGRATE_PARAM_URI,
+                            req.migrate_uri.c_str());
+  }
+  unsigned int flags = VIR_MIGRATE_LIVE;
+  if (req.persistent) flags |= VIR_MIGRATE_PERSIST_DEST;
+  if (req.undefine_source) flags |= VIR_MIGRATE_UNDEFINE_SOURCE;
+  if (req.unsafe) flags |= VIR_MIGRATE_UNSAFE;
+  virDomainPtr moved = virDomainMigrate3(d.get(), dest.get(), params, nparams, flags);
+  virTypedParamsFree(params, nparams);
+  if (!moved) {
+    virErrorPtr e = virGetLastError();
+    return Fail(ErrorCode::kFailedPrecondition,
+                std::string("the migration failed: ") +
+                    (e && e->message ? e->message : "unknown libvirt error"));
+  }
+  virDomainFree(moved);
+  return {};
+}
+
 Status RealLibvirtClient::DefineXml(const std::string& xml) {
   auto c = ConnOrFail();
   if (!c) return tl::unexpected(c.error());

@@ -46,6 +46,7 @@ class RealLibvirtClient final : public LibvirtClient {
   Status DefineXml(const std::string& xml) override;
   Result<ProcessOwner> QemuProcessOwner() override;
   Result<std::string> GetMigratableXml(const std::string& uuid) override;
+  Status Migrate(const std::string& uuid, const MigrateRequest& req) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(LifecycleCallback cb) override;
