@@ -759,6 +759,10 @@ uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq)
     x->dirty = 0;
     ssd->ndirty--;
     hc_ssd_touch_sector(ssd, slot);
+    /* no CLOCK victim until the device has the clean mark: the dirty
+     * entry would still claim the slot's new data */
+    x->guard_sec = (uint32_t)hc_ssd_sector_of(slot);
+    x->guard_gen = ssd->sec_gen[x->guard_sec];
     return hc_ssd_sector_of(slot);
 }
 

@@ -130,6 +130,12 @@ typedef struct BDRVHostcacheState {
      * origin, its sector is persisted.
      */
     GArray *ssd_pending;
+    /*
+     * Slot-table sectors written without FUA, not yet covered by an SSD
+     * flush (HostcachePendingDrop: sec, gen): they count as on the device
+     * (hc_ssd_sector_written) only after the next flush.
+     */
+    GArray *ssd_unflushed;
     unsigned long *ssd_sec_busy;    /* slot-table sectors being written */
     QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
     int ndemotions;
@@ -148,6 +154,8 @@ typedef struct BDRVHostcacheState {
     GArray *journal;                /* HostcacheJEntry in seq order */
     guint jhead;                    /* first entry not yet destaged */
     guint jbusy;                    /* first entry of the batch in flight */
+    int64_t jsuper_ns;              /* last superblock write by the journal */
+    uint64_t jsuper_off;
     GArray *jkept;                  /* older entries to release after flush */
     HostcacheSectors *jsecs;        /* released entries' sectors to write */
     /*
@@ -828,6 +836,58 @@ static void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
     s->ssd_on = false;
 }
 
+/* Sector sec is durable with generation gen (lock held). */
+static void hostcache_ssd_durable_locked(BDRVHostcacheState *s, uint64_t sec,
+                                         uint64_t gen)
+{
+    hc_ssd_sector_written(s->ssd_idx, sec, gen);
+    for (guint i = 0; i < s->ssd_pending->len;) {
+        HostcachePendingDrop *p =
+            &g_array_index(s->ssd_pending, HostcachePendingDrop, i);
+
+        if (p->sec == sec && p->gen <= gen) {
+            g_array_remove_index_fast(s->ssd_pending, i);
+        } else {
+            i++;
+        }
+    }
+}
+
+/*
+ * An SSD flush that started when n sector writes were waiting for one has
+ * completed: those are durable now (lock held).
+ */
+static void hostcache_ssd_flushed_locked(BDRVHostcacheState *s, guint n)
+{
+    n = MIN(n, s->ssd_unflushed->len);
+    for (guint i = 0; i < n; i++) {
+        HostcachePendingDrop *p =
+            &g_array_index(s->ssd_unflushed, HostcachePendingDrop, i);
+
+        hostcache_ssd_durable_locked(s, p->sec, p->gen);
+    }
+    g_array_remove_range(s->ssd_unflushed, 0, n);
+}
+
+/* Flush the SSD; sector writes before it become durable. */
+static int coroutine_fn GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    guint n;
+    int ret;
+
+    qemu_mutex_lock(&s->lock);
+    n = s->ssd_unflushed->len;
+    qemu_mutex_unlock(&s->lock);
+    ret = bdrv_co_flush(s->ssd->bs);
+    if (ret == 0) {
+        qemu_mutex_lock(&s->lock);
+        hostcache_ssd_flushed_locked(s, n);
+        qemu_mutex_unlock(&s->lock);
+    }
+    return ret;
+}
+
 /* Write slot-table sector sec (FUA) unless the device already has it. */
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
@@ -863,18 +923,14 @@ hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
 
         qemu_mutex_lock(&s->lock);
         clear_bit(sec, s->ssd_sec_busy);
-        if (ret == 0) {
-            hc_ssd_sector_written(s->ssd_idx, sec, gen);
-            for (guint i = 0; i < s->ssd_pending->len;) {
-                HostcachePendingDrop *p =
-                    &g_array_index(s->ssd_pending, HostcachePendingDrop, i);
-
-                if (p->sec == sec && p->gen <= gen) {
-                    g_array_remove_index_fast(s->ssd_pending, i);
-                } else {
-                    i++;
-                }
-            }
+        if (ret == 0 && !(flags & BDRV_REQ_FUA)) {
+            /* durable after the next flush (hostcache_ssd_flushed) */
+            g_array_append_vals(s->ssd_unflushed,
+                                &(HostcachePendingDrop) { 0, sec, gen }, 1);
+            qemu_mutex_unlock(&s->lock);
+            return 0;
+        } else if (ret == 0) {
+            hostcache_ssd_durable_locked(s, sec, gen);
         } else {
             hostcache_ssd_fail_locked(bs, ret, "writing metadata");
         }
@@ -1272,6 +1328,7 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
     g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
     HcSsdSuper *sb;
     int ret = 0;
+    guint unflushed;
 
     qemu_mutex_lock(&s->lock);
     sb = hc_ssd_super_mut(s->ssd_idx);
@@ -1297,10 +1354,16 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
         ret = bdrv_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
                           buf, 0);
     }
+    qemu_mutex_lock(&s->lock);
+    unflushed = s->ssd_unflushed ? s->ssd_unflushed->len : 0;
+    qemu_mutex_unlock(&s->lock);
     if (ret == 0) {
         ret = bdrv_flush(s->ssd->bs);
     }
     qemu_mutex_lock(&s->lock);
+    if (ret == 0 && unflushed) {
+        hostcache_ssd_flushed_locked(s, unflushed);
+    }
     if (ret < 0) {
         hostcache_ssd_fail_locked(bs, ret, "writing the superblock");
     } else if (drop) {
@@ -1588,6 +1651,8 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     hc_ssd_super_mut(s->ssd_idx)->version = HC_SSD_VERSION;
     s->ssd_sec_busy = bitmap_new(hc_ssd_sectors(s->ssd_idx));
     s->ssd_pending = g_array_new(false, false, sizeof(HostcachePendingDrop));
+    s->ssd_unflushed = g_array_new(false, false,
+                                   sizeof(HostcachePendingDrop));
     hostcache_journal_rebuild(s);
     /* Losing duplicates were dropped in memory: make that durable first. */
     for (uint64_t sec = hc_ssd_next_unwritten(s->ssd_idx, 0);
@@ -1641,6 +1706,8 @@ static void hostcache_ssd_detach(BDRVHostcacheState *s)
     if (s->ssd_pending) {
         g_array_free(s->ssd_pending, true);
         s->ssd_pending = NULL;
+        g_array_free(s->ssd_unflushed, true);
+        s->ssd_unflushed = NULL;
     }
 }
 
@@ -1972,166 +2039,190 @@ hostcache_wb_flush(BlockDriverState *bs)
  * crash left dirty (hostcache_ssd_replay).
  */
 
-typedef struct HostcacheJournalTask {
+/* One write of a journal batch: a block's data, a table sector, or the
+ * superblock. */
+typedef struct HostcacheJWrite {
     AioTask task;               /* first: aio_task_co() g_free()s the task */
     BlockDriverState *bs;
-    HcDestage d;
-    uint64_t slot, seq;
-    void *buf;
-    HostcacheSectors *secs;
-} HostcacheJournalTask;
+    uint64_t off;               /* data or superblock: where */
+    uint64_t sec;               /* table sector, or HC_SSD_NONE */
+    uint64_t len;
+    void *buf;                  /* data or superblock (not freed here) */
+} HostcacheJWrite;
 
-static int coroutine_fn GRAPH_RDLOCK
-hostcache_journal_task(AioTask *task)
+static int coroutine_fn GRAPH_RDLOCK hostcache_jwrite_task(AioTask *task)
 {
-    HostcacheJournalTask *t = container_of(task, HostcacheJournalTask, task);
+    HostcacheJWrite *t = container_of(task, HostcacheJWrite, task);
     BDRVHostcacheState *s = t->bs->opaque;
-    uint64_t bsize = hostcache_bsize(s), kept;
-    uint32_t crc = hc_crc32c(0, t->buf, bsize);
-    int ret;
 
-    ret = bdrv_co_pwrite(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->slot),
-                         bsize, t->buf, 0);
-    qemu_mutex_lock(&s->lock);
-    if (ret == 0 && s->ssd_on) {
-        hostcache_note_sector(t->secs,
-                              hc_ssd_commit_dirty(s->ssd_idx, t->slot,
-                                                  t->d.blk, t->seq, crc,
-                                                  &kept));
-        if (kept != HC_SSD_NONE) {
-            g_array_append_val(s->jkept, kept);
-        }
-        hc_destage_end(s->eng, &t->d, true);
-        hc_engine_stats(s->eng)->destaged--;   /* not on the origin yet */
-    } else {
-        hc_ssd_release(s->ssd_idx, t->slot);
-        hc_destage_end(s->eng, &t->d, false);
-        if (ret < 0) {
-            hostcache_ssd_fail_locked(t->bs, ret, "journaling a block");
-        } else {
-            ret = -EIO;
-        }
+    if (t->sec != HC_SSD_NONE) {
+        return hostcache_ssd_write_sector(t->bs, t->sec, 0);
     }
-    qemu_mutex_unlock(&s->lock);
-    qemu_vfree(t->buf);
-    return ret;
+    return bdrv_co_pwrite(s->ssd, t->off, t->len, t->buf, 0);
 }
+
+static void hostcache_jwrite_start(AioTaskPool *pool, BlockDriverState *bs,
+                                   uint64_t off, uint64_t sec, uint64_t len,
+                                   void *buf)
+{
+    HostcacheJWrite *t = g_new0(HostcacheJWrite, 1);
+
+    t->task.func = hostcache_jwrite_task;
+    t->bs = bs;
+    t->off = off;
+    t->sec = sec;
+    t->len = len;
+    t->buf = buf;
+    aio_task_pool_start_task(pool, &t->task);
+}
+
+/* The superblock's durable seq may lag this much behind (it only tells a
+ * torn unflushed write from lost flushed data at recovery). */
+#define HOSTCACHE_JSUPER_NS     (200 * SCALE_MS)
 
 /*
  * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
- * and make them durable (jlock held).  Returns the number journaled,
- * -ENOSPC when every SSD slot holds dirty data, or another error.
+ * and make them durable (jlock held).  The entries are committed in memory
+ * first, so data, slot-table sectors and (now and then) the superblock are
+ * all written at once, then the SSD is flushed once: an entry that reaches
+ * the device without its data fails its data CRC at recovery and, written
+ * after the last completed flush, is ignored.  The blocks stay dirty in RAM
+ * (so reads never reach the slots early) until the flush is done.
+ * Returns the number journaled, -ENOSPC when no SSD slot is free of dirty
+ * data, or another error.
  */
 static int64_t coroutine_fn GRAPH_RDLOCK
 hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
 {
     BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s);
-    AioTaskPool *pool = aio_task_pool_new(HOSTCACHE_FLUSH_WIDTH);
+    uint64_t bsize = hostcache_bsize(s), top = 0, n = 0, i;
+    uint64_t max = MAX(MIN(MIN(limit, 256), 16 * MiB / bsize), 1);
+    g_autofree HcDestage *d = g_new0(HcDestage, max);
+    g_autofree uint64_t *slot = g_new(uint64_t, max);
+    g_autofree void **buf = g_new0(void *, max);
+    g_autofree uint8_t *sb = NULL;
     HostcacheSectors secs = { .n = 0 };
-    uint64_t top = 0;
-    int64_t started = 0;
+    AioTaskPool *pool;
+    int64_t now = get_clock();
     int ret = 0;
 
-    /* the destager must not pass entries whose data is still in flight */
     qemu_mutex_lock(&s->lock);
+    /* the destager must not pass entries whose data is still in flight */
     s->jbusy = s->journal->len;
-    qemu_mutex_unlock(&s->lock);
-    while (started < limit && aio_task_pool_status(pool) == 0) {
-        HostcacheJournalTask *t = g_new0(HostcacheJournalTask, 1);
-        uint64_t victim = HC_SSD_NONE;
-        const void *data;
+    while (n < max && s->ssd_on) {
+        uint64_t victim = HC_SSD_NONE, kept, seq;
+        const void *data = hc_destage_begin(s->eng, &d[n], max_seq);
 
-        t->bs = bs;
-        t->task.func = hostcache_journal_task;
-        t->secs = &secs;
-        t->buf = qemu_blockalign(s->ssd->bs, bsize);
-        qemu_mutex_lock(&s->lock);
-        data = s->ssd_on ? hc_destage_begin(s->eng, &t->d, max_seq) : NULL;
-        if (data) {
-            t->slot = hc_ssd_alloc(s->ssd_idx, &victim);
-            if (t->slot == HC_SSD_NONE) {
-                hc_destage_end(s->eng, &t->d, false);
-                hc_engine_stats(s->eng)->destage_errors--;  /* not one */
-                data = NULL;
-                ret = -ENOSPC;
-            }
-        }
-        if (data) {
-            if (victim != HC_SSD_NONE) {
-                hostcache_pending_add(s, victim, hc_ssd_sector_of(t->slot));
-            }
-            t->seq = hc_ssd_next_seq(s->ssd_idx);
-            top = t->seq;
-            g_array_append_vals(s->journal,
-                                &(HostcacheJEntry) { t->slot, t->seq }, 1);
-            memcpy(t->buf, data, bsize);
-        }
-        qemu_mutex_unlock(&s->lock);
         if (!data) {
-            qemu_vfree(t->buf);
-            g_free(t);
             break;
         }
-        aio_task_pool_start_task(pool, &t->task);
-        started++;
+        slot[n] = hc_ssd_alloc(s->ssd_idx, &victim);
+        if (slot[n] == HC_SSD_NONE) {
+            hc_destage_end(s->eng, &d[n], false);
+            hc_engine_stats(s->eng)->destage_errors--;  /* not one */
+            ret = -ENOSPC;
+            break;
+        }
+        if (victim != HC_SSD_NONE) {
+            hostcache_pending_add(s, victim, hc_ssd_sector_of(slot[n]));
+        }
+        buf[n] = qemu_try_blockalign(s->ssd->bs, bsize);
+        if (!buf[n]) {
+            hc_ssd_release(s->ssd_idx, slot[n]);
+            hc_destage_end(s->eng, &d[n], false);
+            ret = -ENOMEM;
+            break;
+        }
+        memcpy(buf[n], data, bsize);
+        seq = top = hc_ssd_next_seq(s->ssd_idx);
+        hostcache_note_sector(&secs,
+                              hc_ssd_commit_dirty(s->ssd_idx, slot[n],
+                                                  d[n].blk, seq,
+                                                  hc_crc32c(0, buf[n], bsize),
+                                                  &kept));
+        if (kept != HC_SSD_NONE) {
+            g_array_append_val(s->jkept, kept);
+        }
+        g_array_append_vals(s->journal,
+                            &(HostcacheJEntry) { slot[n], seq }, 1);
+        n++;
     }
-    aio_task_pool_wait_all(pool);
-    if (aio_task_pool_status(pool) < 0) {
-        ret = aio_task_pool_status(pool);
+    if (n && now - s->jsuper_ns >= HOSTCACHE_JSUPER_NS) {
+        uint64_t gen = ++hc_ssd_super_mut(s->ssd_idx)->generation;
+
+        sb = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
+        hc_ssd_super_encode(hc_ssd_super(s->ssd_idx), sb);
+        s->jsuper_ns = now;
+        s->jsuper_off = (gen % 2) * HC_SSD_SB_SIZE;
     }
-    aio_task_pool_free(pool);
-    qemu_mutex_lock(&s->lock);
-    s->jbusy = G_MAXUINT;
     qemu_mutex_unlock(&s->lock);
-    if (!started) {
+    if (!n) {
+        qemu_mutex_lock(&s->lock);
+        s->jbusy = G_MAXUINT;
+        qemu_mutex_unlock(&s->lock);
         return ret;
     }
 
-    /* Slot table, released older entries, superblock: then one flush. */
-    if (ret == 0 || ret == -ENOSPC) {
-        int r = hostcache_ssd_write_sectors(bs, &secs, 0);
-
-        if (r == 0) {
-            r = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
-            s->jsecs->n = 0;
-            s->jsecs->overflow = false;
-        }
-        if (r == 0) {
-            g_autofree uint8_t *sb = qemu_memalign(HC_SSD_SECTOR,
-                                                   HC_SSD_SB_SIZE);
-            uint64_t gen;
-
-            qemu_mutex_lock(&s->lock);
-            gen = ++hc_ssd_super_mut(s->ssd_idx)->generation;
-            hc_ssd_super_encode(hc_ssd_super(s->ssd_idx), sb);
-            qemu_mutex_unlock(&s->lock);
-            r = bdrv_co_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE,
-                               HC_SSD_SB_SIZE, sb, 0);
-        }
-        if (r == 0) {
-            r = bdrv_co_flush(s->ssd->bs);
-        }
-        qemu_mutex_lock(&s->lock);
-        if (r < 0) {
-            hostcache_ssd_fail_locked(bs, r, "flushing the journal");
-            ret = r;
-        } else {
-            /* Durable now: the next superblock says so; older copies go. */
-            hc_ssd_super_mut(s->ssd_idx)->durable_seq = top;
-            for (guint i = 0; i < s->jkept->len; i++) {
-                uint64_t kept = g_array_index(s->jkept, uint64_t, i);
-                uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, kept, NULL, NULL);
-                uint64_t sec = hc_ssd_release_kept(s->ssd_idx, kept);
-
-                hostcache_note_sector(s->jsecs, sec);
-                hostcache_pending_add(s, blk, sec);
-            }
-            g_array_set_size(s->jkept, 0);
-        }
-        qemu_mutex_unlock(&s->lock);
+    /* Everything at once, then one flush. */
+    pool = aio_task_pool_new(HOSTCACHE_FLUSH_WIDTH * 2);
+    for (i = 0; i < n; i++) {
+        hostcache_jwrite_start(pool, bs,
+                               hc_ssd_data_offset(s->ssd_idx, slot[i]),
+                               HC_SSD_NONE, bsize, buf[i]);
     }
-    return ret < 0 ? ret : started;
+    for (i = 0; i < (uint64_t)secs.n; i++) {
+        hostcache_jwrite_start(pool, bs, 0, secs.sec[i], 0, NULL);
+    }
+    for (i = 0; i < (uint64_t)s->jsecs->n; i++) {
+        hostcache_jwrite_start(pool, bs, 0, s->jsecs->sec[i], 0, NULL);
+    }
+    if (sb) {
+        hostcache_jwrite_start(pool, bs, s->jsuper_off, HC_SSD_NONE,
+                               HC_SSD_SB_SIZE, sb);
+    }
+    aio_task_pool_wait_all(pool);
+    ret = aio_task_pool_status(pool);
+    aio_task_pool_free(pool);
+    if (ret == 0 && (secs.overflow || s->jsecs->overflow)) {
+        ret = hostcache_ssd_write_sectors(bs, &secs, 0);
+    }
+    if (ret == 0 && s->jsecs->overflow) {
+        ret = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
+    }
+    if (ret == 0) {
+        s->jsecs->n = 0;
+        s->jsecs->overflow = false;
+        ret = hostcache_ssd_flush(bs);
+    }
+
+    qemu_mutex_lock(&s->lock);
+    for (i = 0; i < n; i++) {
+        hc_destage_end(s->eng, &d[i], ret == 0);
+        if (ret == 0) {
+            hc_engine_stats(s->eng)->destaged--;   /* not on the origin */
+        } else if (hc_ssd_lookup(s->ssd_idx, d[i].blk, NULL) == slot[i]) {
+            hc_ssd_invalidate(s->ssd_idx, d[i].blk);   /* RAM has it */
+        }
+        qemu_vfree(buf[i]);
+    }
+    if (ret < 0) {
+        hostcache_ssd_fail_locked(bs, ret, "writing the journal");
+    } else {
+        /* Durable now: a later superblock says so; older copies go. */
+        hc_ssd_super_mut(s->ssd_idx)->durable_seq = top;
+    }
+    for (i = 0; i < s->jkept->len; i++) {
+        uint64_t kept = g_array_index(s->jkept, uint64_t, i);
+        uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, kept, NULL, NULL);
+        uint64_t sec = hc_ssd_release_kept(s->ssd_idx, kept);
+
+        hostcache_note_sector(s->jsecs, sec);
+        hostcache_pending_add(s, blk, sec);
+    }
+    g_array_set_size(s->jkept, 0);
+    s->jbusy = G_MAXUINT;
+    qemu_mutex_unlock(&s->lock);
+    return ret < 0 ? ret : (int64_t)n;
 }
 
 static int64_t coroutine_fn GRAPH_RDLOCK
@@ -2167,7 +2258,7 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
             s->jsecs->n = 0;
             s->jsecs->overflow = false;
             if (n == 0) {
-                n = bdrv_co_flush(s->ssd->bs);
+                n = hostcache_ssd_flush(bs);
             }
             if (n == 0) {
                 n = hostcache_jdestage_some(bs, 64);
@@ -2347,9 +2438,12 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
         }
     }
     qemu_mutex_unlock(&s->lock);
-    /* Losing a clean mark costs a second write of the same data: no FUA. */
-    if (ret == 0) {
-        hostcache_ssd_write_sectors(bs, &secs, 0);
+    /*
+     * Losing a clean mark costs a second write of the same data: no FUA,
+     * one flush, after which the slots may be reused (CLOCK).
+     */
+    if (ret == 0 && secs.n && hostcache_ssd_write_sectors(bs, &secs, 0) == 0) {
+        hostcache_ssd_flush(bs);
     }
     qemu_co_mutex_unlock(&s->dlock);
     return ret < 0 ? ret : (int64_t)n;
