@@ -396,7 +396,7 @@ Status RealLibvirtClient::Migrate(const std::string& uuid, const MigrateRequest&
   if (req.persistent) flags |= VIR_MIGRATE_PERSIST_DEST;
   if (req.undefine_source) flags |= VIR_MIGRATE_UNDEFINE_SOURCE;
   if (req.unsafe) flags |= VIR_MIGRATE_UNSAFE;
-  virDomainPtr moved = virDomainMigrate3(d.get(), dest.get(), params, nparams, flags);
+  DomainHandle moved(virDomainMigrate3(d.get(), dest.get(), params, nparams, flags));
   virTypedParamsFree(params, nparams);
   if (!moved) {
     virErrorPtr e = virGetLastError();
@@ -404,7 +404,6 @@ Status RealLibvirtClient::Migrate(const std::string& uuid, const MigrateRequest&
                 std::string("the migration failed: ") +
                     (e && e->message ? e->message : "unknown libvirt error"));
   }
-  virDomainFree(moved);
   return {};
 }
 
