@@ -12,6 +12,7 @@
 
 #include "fakes.h"
 #include "manager/core/manager.h"
+#include "manager/core/ssd_files.h"
 #include "manager/store/sqlite_store.h"
 
 namespace hc::core {
@@ -563,6 +564,66 @@ TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
   auto off = mgr_->MigrationXml("web");
   ASSERT_FALSE(off);
   EXPECT_EQ(off.error().code, ErrorCode::kFailedPrecondition);
+}
+
+// Writes superblock copy `copy` (0 or 1) as the driver would, as far as
+// hostcached reads it: magic, generation, state (1 clean, 2 in use).
+void WriteSuper(const std::string& path, int copy, uint64_t generation, uint32_t state) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  char sb[80] = "HOSTCACHE-SSD";
+  for (int i = 0; i < 8; i++) sb[56 + i] = static_cast<char>(generation >> (8 * i));
+  for (int i = 0; i < 4; i++) sb[72 + i] = static_cast<char>(state >> (8 * i));
+  f.seekp(copy * 4096);
+  f.write(sb, sizeof sb);
+}
+
+TEST_F(SsdTest, TheStateOfATierFileComesFromItsNewestSuperblock) {
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kMissing);
+  ASSERT_TRUE(PrepareSsdFile(File(), 1 << 20, false));
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  WriteSuper(File(), 0, 3, 1);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kClean);
+  WriteSuper(File(), 1, 4, 2);  // newer, in use
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kOpen);
+  EXPECT_FALSE(RemoveSsdFile(File()));
+  EXPECT_TRUE(std::filesystem::exists(File()));
+  // Not resized either while it may hold data.
+  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true));
+  EXPECT_EQ(std::filesystem::file_size(File()), 1u << 20);
+  WriteSuper(File(), 0, 5, 1);  // closed cleanly since
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kClean);
+  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true));
+  EXPECT_EQ(std::filesystem::file_size(File()), 2u << 20);
+}
+
+TEST_F(SsdTest, ATierNotClosedCleanlyKeepsItsFilterUntilTheVmRan) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  // The VM (or the host) crashed with written data in the tier's journal.
+  WriteSuper(File(), 0, 7, 2);
+  // Unassigning would start the VM without the filter: refused.
+  auto u = mgr_->Unassign("web", "vda");
+  ASSERT_FALSE(u);
+  EXPECT_EQ(u.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(u.error().message.find("start VM 'web' once"), std::string::npos)
+      << u.error().message;
+  EXPECT_EQ(Persistent().size(), 1u);
+  // A policy without the tier: the definition keeps the old filter.
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.ssd_size = 0;
+  auto users = mgr_->UpdatePolicy(p);
+  ASSERT_TRUE(users);
+  EXPECT_EQ((*users)[0].state, Compliance::kNotCompliant);
+  EXPECT_NE((*users)[0].reason.find("not closed cleanly"), std::string::npos)
+      << (*users)[0].reason;
+  EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
+  EXPECT_TRUE(std::filesystem::exists(File()));
+  // The VM ran and closed the tier cleanly: the change applies now.
+  WriteSuper(File(), 1, 8, 1);
+  mgr_->CheckVm(kWeb);
+  EXPECT_FALSE(Persistent()["vda"].options.contains("ssd"));
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
 }
 
 TEST_F(SsdTest, TheSsdBudgetIsEnforced) {

@@ -445,6 +445,20 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
     return Fail(ErrorCode::kNotFound,
                 "disk " + target + " of VM '" + dom->name + "' has no policy assigned");
   }
+  if (!dom->active && dom->persistent) {
+    // Unassigning removes the filter from the definition: not while its
+    // SSD tier may hold data only the filter's recovery writes back.
+    auto xml = lv_.GetXml(dom->uuid, true);
+    if (!xml) return tl::unexpected(xml.error());
+    auto installed = libvirt::ParseInstalledFilters(*xml);
+    if (auto held = HeldFilter(*dom, installed ? &*installed : nullptr, target)) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "the SSD tier file " + (*held)["ssd"].value("filename", "") + " of " + target +
+                      " was not closed cleanly (the VM or the host stopped abruptly) and may "
+                      "hold written data the disk does not have yet; start VM '" + dom->name +
+                      "' once so the driver writes it back, then unassign");
+    }
+  }
   auto all = AssignmentsOf(dom->uuid);
   if (!all) return tl::unexpected(all.error());
   std::vector<Assignment> rest;
@@ -621,6 +635,19 @@ void Manager::SetState(Assignment a, Compliance state, const std::string& reason
   }
 }
 
+std::optional<nlohmann::json> Manager::HeldFilter(
+    const DomainRef& dom, const std::map<std::string, libvirt::InstalledFilter>* installed,
+    const std::string& target) {
+  if (dom.active || !installed) return std::nullopt;  // a running QEMU has it open anyway
+  auto it = installed->find(target);
+  if (it == installed->end()) return std::nullopt;
+  const json& o = it->second.options;
+  if (!o.contains("ssd") || !o["ssd"].is_object()) return std::nullopt;
+  const std::string f = o["ssd"].value("filename", "");
+  if (f.empty() || ReadSsdFileState(f) != SsdFileState::kOpen) return std::nullopt;
+  return o;
+}
+
 Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     const DomainRef& dom, const std::vector<Assignment>& as,
     const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live,
@@ -637,6 +664,7 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     return tools_.ChainLength(d);
   };
   auto nodes = libvirt::PredictTopNodes(*info, chain_length);
+  auto installed = libvirt::ParseInstalledFilters(*xml);
   std::map<std::string, std::string> missing;
   std::vector<libvirt::FilterSpec> specs;
   for (const auto& a : as) {
@@ -645,6 +673,26 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     if (!d) {
       missing[a.target] = "the VM's definition has no disk " + a.target +
                           " any more; unassign the policy or add the disk back";
+      continue;
+    }
+    // A tier that was not closed cleanly may hold written data that only
+    // the driver's recovery writes back: the definition keeps its filter
+    // with that tier until the VM has run with it once.
+    if (auto held = HeldFilter(dom, installed ? &*installed : nullptr, a.target)) {
+      if (nodes && nodes->count(a.target)) (*held)["file"] = nodes->at(a.target);
+      auto plan = ssd.find(a.target);
+      const policy::SsdSpec* tier =
+          plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
+      if (nodes && nodes->count(a.target) &&
+          *held != policy::DriverOptions(r, a.node_name, nodes->at(a.target), tier)) {
+        missing[a.target] =
+            "its SSD tier file " + (*held)["ssd"].value("filename", "") +
+            " was not closed cleanly (the VM or the host stopped abruptly) and may hold written "
+            "data the disk does not have yet; the definition keeps the filter as it was until "
+            "the VM has started once (the driver writes that data back), then the policy's "
+            "settings apply";
+      }
+      specs.push_back(libvirt::FilterSpec{a.target, a.node_name, *held});
       continue;
     }
     if (auto s = CheckOptionsCached(r); !s) {

@@ -150,6 +150,13 @@ class Manager {
   // Who QEMU runs as (libvirt's DAC label; asked once), nullptr unknown.
   // The pointer stays valid for the manager's life.
   const libvirt::ProcessOwner* QemuOwner();
+  // The definition's filter of `target` when it must stay as it is: the VM
+  // is shut off and the filter's SSD tier file was not closed cleanly (it
+  // may hold written data only the driver's recovery writes back).
+  std::optional<nlohmann::json> HeldFilter(
+      const libvirt::DomainRef& dom,
+      const std::map<std::string, libvirt::InstalledFilter>* installed,
+      const std::string& target);
   // Deletes the SSD tier file of an unassigned disk (its filter is gone).
   void ForgetSsdFile(const store::Assignment& a);
   void SetState(store::Assignment a, store::Compliance state, const std::string& reason);

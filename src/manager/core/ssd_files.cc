@@ -70,7 +70,8 @@ Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace,
       return Fail(ErrorCode::kFailedPrecondition,
                   "the SSD tier file " + path + " exists and is not a regular file");
     }
-    if (static_cast<uint64_t>(fs.st_size) == size || !may_replace) {
+    if (static_cast<uint64_t>(fs.st_size) == size || !may_replace ||
+        ReadSsdFileState(path) == SsdFileState::kOpen) {
       if (owner && root && (fs.st_uid != owner->uid || fs.st_gid != owner->gid) &&
           chown(path.c_str(), owner->uid, owner->gid) != 0) {
         return Problem(path, "chown", errno);
@@ -106,9 +107,61 @@ Result<uint64_t> SsdFileSize(const std::string& path) {
   return static_cast<uint64_t>(fs.st_size);
 }
 
+SsdFileState ReadSsdFileState(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? SsdFileState::kMissing : SsdFileState::kOpen;
+  unsigned char buf[8192] = {};
+  ssize_t n = pread(fd, buf, sizeof buf, 0);
+  close(fd);
+  if (n < 0) return SsdFileState::kOpen;  // unreadable: assume the worst
+  static const char kMagic[16] = {'H', 'O', 'S', 'T', 'C', 'A', 'C', 'H',
+                                  'E', '-', 'S', 'S', 'D', 0,   0,   0};
+  auto le = [&](size_t off, int bytes) {
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | buf[off + i];
+    return v;
+  };
+  // The copy with the highest generation decides (a copy torn by a crash
+  // that still has the magic only makes this more careful).
+  bool any = false;
+  uint64_t best_gen = 0, best_state = 0;
+  for (size_t copy : {size_t{0}, size_t{4096}}) {
+    if (copy + 4096 > static_cast<size_t>(n)) continue;
+    if (std::memcmp(buf + copy, kMagic, sizeof kMagic) != 0) continue;
+    uint64_t gen = le(copy + 56, 8);
+    if (!any || gen >= best_gen) {
+      best_gen = gen;
+      best_state = le(copy + 72, 4);
+    }
+    any = true;
+  }
+  if (!any) {
+    // Blank, or not ours at all; either way nothing of the disk's.
+    return SsdFileState::kBlank;
+  }
+  return best_state == 1 ? SsdFileState::kClean : SsdFileState::kOpen;
+}
+
+std::string_view SsdFileStateName(SsdFileState s) {
+  switch (s) {
+    case SsdFileState::kMissing: return "missing";
+    case SsdFileState::kBlank: return "blank";
+    case SsdFileState::kClean: return "closed cleanly";
+    case SsdFileState::kOpen: return "not closed cleanly";
+  }
+  return "?";
+}
+
 Status RemoveSsdFile(const std::string& path) {
   if (!EndsWith(path, kSsdSuffix)) {
     return Fail(ErrorCode::kInvalidArgument, path + " is not an SSD tier file of hostcached");
+  }
+  if (ReadSsdFileState(path) == SsdFileState::kOpen) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "the SSD tier file " + path +
+                    " was not closed cleanly (its VM or the host stopped abruptly): it may hold "
+                    "written data the disk does not have yet, which the driver writes back "
+                    "when the VM starts with it; kept");
   }
   if (unlink(path.c_str()) != 0 && errno != ENOENT) {
     return Fail(ErrorCode::kFailedPrecondition,

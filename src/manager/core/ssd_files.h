@@ -33,7 +33,8 @@ policy::SsdSpec MakeSsdSpec(const policy::Rules& r, const std::string& vm_uuid,
 
 // Makes `path` a file of `size` bytes: creates the directory (0700) and the
 // file (sparse) when missing; a file of another size is deleted and created
-// again only when `may_replace` (no QEMU has it open), else left as it is.
+// again only when `may_replace` (no QEMU has it open) and it holds nothing
+// the disk lacks (kBlank or kClean), else left as it is.
 // Fails (kFailedPrecondition) with a message naming the path and the reason
 // when the directory or file cannot be made.
 // `owner`: who must be able to open it (QEMU's user), or nullptr.
@@ -43,7 +44,18 @@ Status PrepareSsdFile(const std::string& path, uint64_t size, bool may_replace,
 // The size of `path` in bytes; kNotFound when it does not exist.
 Result<uint64_t> SsdFileSize(const std::string& path);
 
-// Deletes a tier file (only names ending in .hcssd).  A missing file is fine.
+// What a tier file holds, from its superblocks (docs/SSD-FORMAT.md): kBlank
+// (no superblock: nothing), kClean (closed cleanly: clean copies only, may
+// be thrown away), kOpen (in use, or its QEMU or host crashed: with the
+// write-back journal it may hold written data the disk does not have yet,
+// which only the driver's recovery writes back), kMissing.
+enum class SsdFileState { kMissing, kBlank, kClean, kOpen };
+SsdFileState ReadSsdFileState(const std::string& path);
+std::string_view SsdFileStateName(SsdFileState s);
+
+// Deletes a tier file (only names ending in .hcssd).  A missing file is
+// fine.  A file that may hold data the disk does not have (kOpen) is kept:
+// kFailedPrecondition.
 Status RemoveSsdFile(const std::string& path);
 
 }  // namespace hc::core
