@@ -24,6 +24,7 @@ and TCG domains running the project's QEMU, driven over HTTP.
 import json
 import os
 import re
+import signal
 import sys
 import time
 import urllib.error
@@ -371,6 +372,18 @@ def test_ssd_tier_live_persistent_and_unassigned():
     T.check(st3['ssd-recovered'] > 0, f'the tier did not survive the restart warm: {st3}')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '2M', '2M')
+
+    # QEMU killed: its tier was not closed cleanly (it could hold journaled
+    # writes), so it is neither deleted nor dropped from the definition
+    # until the VM has run with it again.
+    os.kill(lv.qemu_pid('ssdvm'), signal.SIGKILL)
+    _wait('the VM shut off', lambda: lv.domstate('ssdvm').startswith('shut off'))
+    status, j = d.call('DELETE', '/vms/ssdvm/disks/vda/policy')
+    T.check(status == 409 and 'not closed cleanly' in j['detail'], (status, j))
+    T.check(os.path.exists(ssd) and ssd in lv.dumpxml('ssdvm', inactive=True), 'tier dropped')
+    lv.start_domain('ssdvm')
+    _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
 
     # Unassign: filter and tier node gone, tier file deleted, data on the image.
     d.ok('DELETE', '/vms/ssdvm/disks/vda/policy', want=204)
