@@ -74,7 +74,8 @@ void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
   manager_.Log("info", name, "", "migrate-out",
                "live migration to another host is switching over: the filters of " + disks +
                    " write their dirty data back as QEMU hands the disks over; the destination "
-                   "opens them from the definition that travels with the VM");
+                   "runs them from its start if the XML it starts from has them (hostcached's "
+                   "migration XML does), else its hostcached inserts them after the resume");
 }
 
 void Coordinator::Away(const std::string& uuid, const std::string& name) {
@@ -119,7 +120,6 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
 }
 
 void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
-  double took = Elapsed(uuid);
   manager_.SetMigrating(uuid, false);
   {
     std::lock_guard lock(mu_);
@@ -137,9 +137,8 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
   }
   if (!states.empty()) {
     manager_.Log("info", name, "", "migrate-in",
-                 "running here after live migration" +
-                     (took >= 0 ? " (" + Seconds(took) + " after it arrived)" : std::string()) +
-                     "; compliance re-verified from QEMU's block graph: " + states);
+                 "running here after live migration; compliance re-verified from QEMU's block "
+                 "graph: " + states);
     return;
   }
   // No assignment here: are there filters anyway (assigned on the source)?
