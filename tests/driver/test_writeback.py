@@ -1276,12 +1276,16 @@ class VM:
 
     IO = 'qemu-io -d /machine/peripheral/disk0/virtio-backend'
 
-    def __init__(self, d, name, img, extra=(), disk=True, origin=None):
+    def __init__(self, d, name, img, extra=(), disk=True, origin=None,
+                 ssd=None):
         self.qmp_path = os.path.join(d, f'{name}.qmp')
         self.out_path = os.path.join(d, f'{name}.out')
         self.out = open(self.out_path, 'w')
         hc = {'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
               'mode': 'write-back', 'max-dirty-age-ms': HOUR_MS}
+        if ssd:
+            # this host's own SSD tier (the write-back journal)
+            hc['ssd'] = {'driver': 'file', 'filename': ssd}
         argv = [QEMU_SYSTEM, '-M', 'pc', '-accel', 'tcg', '-nodefaults',
                 '-display', 'none', '-m', '64', '-S',
                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
@@ -1343,17 +1347,40 @@ def read_ok(vm, cmd):
 
 
 def test_migration_with_dirty_data():
-    d = subdir('mig')
+    migration_case('mig', False)
+
+
+def test_migration_with_journaled_data():
+    """Write-back with an SSD tier on each host: the written data is
+    flushed into the source's SSD journal (not on the origin yet) when the
+    migration starts."""
+    migration_case('mig-ssd', True)
+
+
+def migration_case(tag, ssd):
+    d = subdir(tag)
     img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
-    src = VM(d, 'src', img)
+    ssds = [None, None]
+    if ssd:
+        ssds = [os.path.join(d, f'{n}.ssd') for n in ('src', 'dst')]
+        for p in ssds:
+            with open(p, 'wb') as f:
+                f.truncate(8 * MiB)             # blank: formatted at open
+    src = VM(d, 'src', img, ssd=ssds[0])
     dst = None
     try:
         src.io('write -P 0x5a 0 1M')
         src.io('write -P 0x3c 4000 5000')        # unaligned, inside the MiB
+        if ssd:
+            src.qmp.hmp(f'{VM.IO} "flush"')      # prints nothing
+            poll('the flush', lambda: src.stats()['flushes'] > 0)
+            st = src.stats()
+            check(st['ssd-used'] > 0 and st['destaged-blocks'] == 0,
+                  f'the flush did not go to the journal: {st}')
         check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
         check(pread_file(img, 0, 4) != b'\x5a' * 4,
               'data on the origin before the migration')
-        dst = VM(d, 'dst', img, ['-incoming', 'defer'])
+        dst = VM(d, 'dst', img, ['-incoming', 'defer'], ssd=ssds[1])
         migrate(src, dst, d)
         st = migration_end(src)
         check_eq(st['status'], 'completed', f'migration: {st}')
