@@ -598,6 +598,13 @@ static int hostcache_reopen_prepare(BDRVReopenState *state,
             return ret;
         }
     }
+    if (strcmp(opts->origin_id, s->opts.origin_id)) {
+        error_setg(errp, "hostcache: origin-id cannot be changed on an open "
+                   "node ('%s' -> '%s'); remove the node and add it again",
+                   s->opts.origin_id, opts->origin_id);
+        g_free(opts);
+        return -EINVAL;
+    }
     if (opts->cfg.block_size != s->opts.cfg.block_size) {
         error_setg(errp, "hostcache: block-size cannot be changed on an open "
                    "node (%" PRIu32 " -> %" PRIu32 "); remove the node and "
@@ -2831,7 +2838,13 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
     bool caching = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
-    bool wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK;
+    /*
+     * Write-back whose SSD tier failed falls back to write-through: the
+     * host has lost the durable half of its write cache.
+     */
+    bool broken_wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK &&
+        s->ssd_broken;
+    bool wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK && !broken_wb;
     bool install = false, valid, seq = false;
     uint64_t first = offset / bsize, end = DIV_ROUND_UP(offset + bytes, bsize);
     int64_t len = 0;
@@ -2843,7 +2856,7 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         qemu_mutex_lock(&s->lock);
         seq = kind == HOSTCACHE_WRITE && hc_seq_check(s->eng, offset, bytes);
         install = kind == HOSTCACHE_WRITE && !seq &&
-            s->opts.mode == HOSTCACHE_MODE_WRITE_THROUGH;
+            (s->opts.mode == HOSTCACHE_MODE_WRITE_THROUGH || broken_wb);
         qemu_mutex_unlock(&s->lock);
     }
     if (wb && kind == HOSTCACHE_WRITE && !seq) {
@@ -2857,8 +2870,10 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         if (ret == 0 && (flags & BDRV_REQ_FUA)) {
             ret = hostcache_journaling(s) ?
                 hostcache_journal(bs, hc_write_seq(s->eng), UINT64_MAX,
-                                  false) :
-                hostcache_wb_flush(bs);
+                                  false) : -EAGAIN;
+            if (ret == -EAGAIN || (ret < 0 && s->ssd_broken)) {
+                ret = hostcache_wb_flush(bs);
+            }
         }
         qemu_mutex_lock(&s->lock);
         st = hc_engine_stats(s->eng);
@@ -2870,7 +2885,8 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
         return ret;
     }
 
-    if (ret == 0 && (wb || (caching && hostcache_ssd_dirty(s)))) {
+    if (ret == 0 && (wb || (caching && (hostcache_ssd_dirty(s) ||
+                                        hc_dirty_blocks(s->eng))))) {
         ret = hostcache_wb_begin_direct(bs, &op, first, end);
     } else if (ret == 0 && caching) {
         qemu_mutex_lock(&s->lock);
@@ -2972,6 +2988,10 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_co_flush(BlockDriverState *bs)
     qemu_mutex_unlock(&s->lock);
     if (ret && hostcache_journaling(s)) {
         ret = hostcache_journal(bs, upto, UINT64_MAX, true);
+        if (ret < 0 && s->ssd_broken) {
+            /* the SSD failed under it: the RAM copies go to the origin */
+            ret = hostcache_wb_flush(bs);
+        }
     } else {
         ret = ret ? hostcache_wb_flush(bs) : hostcache_origin_flush(bs);
     }
@@ -3220,6 +3240,10 @@ static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
         *nperm |= BLK_PERM_WRITE;
     }
     *nshared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
+    if (bs->open_flags & BDRV_O_INACTIVE) {
+        /* an incoming migration's node: the source still writes it */
+        *nshared = BLK_PERM_ALL;
+    }
 }
 
 static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)

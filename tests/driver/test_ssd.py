@@ -1251,6 +1251,56 @@ def ssd_error_case(tag, iotype, where):
     return st
 
 
+def test_ssd_write_error_write_back_falls_back_to_write_through():
+    """Write-back whose SSD tier fails (a journal or demotion write):
+    what was journaled is written back, and writes then go through to the
+    origin, as in write-through (the durable half of the cache is gone)."""
+    tag = 'ssd-err-wb'
+    d = subdir(tag)
+    size = 4 * MiB
+    img = make_file(os.path.join(d, 'origin.img'), size)
+    ssd = blank(os.path.join(d, 'ssd.img'), 2 * MiB)
+    hc = {'mode': 'write-back', 'ram-size': 128 * KiB, 'seq-cutoff': 0,
+          'max-dirty-age-ms': 3600000}
+    SsdExport(d, img, ssd, hc=hc, name='qsd-fmt', export=False).quit()
+    sb, _ = hcssd.read_super(ssd)
+    hx = SsdExport(d, img, ssd, hc=hc, ssd_node=blkdebug_ssd(
+        ssd, 'write', hcssd.slot_offset(sb, 8)))
+    rng = random.Random(f'{SEED}-{tag}')
+    model = bytearray(pread_file(img, 0, size))
+    try:
+        c = hx.client()
+        for rnd in range(200):
+            a = rng.randrange(0, 1 * MiB // BS) * BS
+            data = rng.randbytes(BS)
+            c.write(a, data)
+            model[a:a + BS] = data
+            if rnd % 8 == 7:
+                c.flush()       # also the one the SSD fails under
+            if hx.stats()['ssd-errors']:
+                break
+        st = hx.ssd_stats()
+        check(st['ssd-errors'] > 0 and not st['ssd-active'],
+              f'{tag}: the error did not disable the tier: {st}')
+        c.flush()
+        check(pread_file(img, 0, size) == bytes(model),
+              f'{tag}: the origin after a flush lacks written data')
+        # now write-through: a write is on the origin when it completes
+        a = 2 * MiB
+        data = rng.randbytes(BS)
+        c.write(a, data)
+        model[a:a + BS] = data
+        check_eq(pread_file(img, a, BS), data, f'{tag}: a write after the '
+                 'SSD failed did not go through to the origin')
+        check_eq(hx.stats()['dirty-bytes'], 0, f'{tag}: dirty bytes')
+        check_reads(c, img, 0, size, f'{tag}: reads after the fallback')
+        c.close()
+    finally:
+        hx.quit()
+    check(pread_file(img, 0, size) == bytes(model), f'{tag}: origin at the '
+          'end')
+
+
 def test_ssd_write_error_on_data():
     ssd_error_case('err-wdata', 'write', 'data')
 

@@ -1357,13 +1357,22 @@ def test_migration_with_journaled_data():
     migration_case('mig-ssd', True)
 
 
-def migration_case(tag, ssd):
+def test_migration_same_host_same_ssd_file():
+    """Both QEMUs on one host with one SSD tier file (or a tier on shared
+    storage): the incoming node must not lock the file against the
+    source, which still writes it until it hands over."""
+    migration_case('mig-ssd-shared', True, shared=True)
+
+
+def migration_case(tag, ssd, shared=False):
     d = subdir(tag)
     img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
     ssds = [None, None]
     if ssd:
         ssds = [os.path.join(d, f'{n}.ssd') for n in ('src', 'dst')]
-        for p in ssds:
+        if shared:
+            ssds[1] = ssds[0]
+        for p in set(ssds):
             with open(p, 'wb') as f:
                 f.truncate(8 * MiB)             # blank: formatted at open
     src = VM(d, 'src', img, ssd=ssds[0])
