@@ -49,13 +49,28 @@ SIGKILL.  Two scripted cases make the worst power cut for one block: it is
 demoted to the SSD tier (or destaged) and the origin then loses every write
 it had not flushed.
 
+A second oracle checks the origin alone (the SSD tier lost): replayed from
+its own log up to each of its flush entries, it must be a crash-consistent
+point in time of the guest, i.e. what a disk with a volatile write cache
+could hold after a power cut: for some guest flush k, every block holds its
+value after flush k or a value written to it between flush k and k+1 (the
+exact rule, with writes in flight across a flush: class Epochs).  The
+issue promises it for write-back with an SSD tier (destage in completion
+order with flush points as epochs); without one, and in write-through, it
+holds by construction and is checked too.
+
 A recovery that refuses to open (an SSD tier it finds damaged) fails the
-cut: every state replayed here is one a real power cut can leave.  Environment: HC_SEED (repeat a run), HC_SOAK (see above),
-HC_PC_CUTS (prefix cut points per run, default 16), HC_PC_LOSSY (lossy cut
-points per run, default 6), HC_PC_KEEP (a directory: the devices of every
-failed cut are copied there).
+cut: every state replayed here is one a real power cut can leave.
+
+Environment: HC_SEED (repeat a run), HC_SOAK (see above), HC_PC_CUTS
+(prefix cut points per run, default 16), HC_PC_LOSSY (lossy cut points per
+run, default 6), HC_PC_ORIGIN_CUTS (origin flush points checked by the
+second oracle per run, default 0: all), HC_PC_KEEP (a directory: the
+devices of every failed cut are copied there; for the second oracle, the
+origin at its first failed point).
 """
 
+import bisect
 import hashlib
 import os
 import random
@@ -77,6 +92,7 @@ SOAK = int(os.environ.get('HC_SOAK', 1))
 CUTS = int(os.environ.get('HC_PC_CUTS', 16))
 LOSSY = int(os.environ.get('HC_PC_LOSSY', 6)) * SOAK
 KEEP = os.environ.get('HC_PC_KEEP')
+ORIGIN_CUTS = int(os.environ.get('HC_PC_ORIGIN_CUTS', 0))   # 0: all
 
 BS = 4096
 SECTOR = 512
@@ -553,6 +569,150 @@ def pick(cands, n):
                    for i in range(n)}) if n > 1 else [cands[-1]]
 
 
+# ---- the origin alone: a crash-consistent point in time ---------------------
+
+class Epochs:
+    """The guest-flush epochs of the writer's history, and the second
+    oracle: the origin alone (the SSD tier lost) is a crash-consistent point
+    in time at each of its own flush points.
+
+    Flushes are numbered 1..F in sending order; epoch k is the writes
+    between flush k-1 and flush k (epoch F+1: those after the last flush).
+    Write x is in epoch <= hi(x), hi(x) = the first flush sent after x was
+    acknowledged (F+1 if none or x was never acknowledged), and in epoch >=
+    lo(x), lo(x) = 1 + the highest flush that had completed when x was sent
+    (0 if none).  lo(x) < hi(x): x was in flight while flushes lo(x)..
+    hi(x)-1 were, and may belong to any epoch between.
+
+    The rule: there is a k in 0..F such that every block b holds either its
+    value after epoch k (the last write to b in epoch <= k, or its initial
+    content), or the data of a write to b that may be in epoch k+1 (any
+    subset of them; of several writes to one block, any one).  That is
+    exactly what a disk with a volatile write cache may hold after a power
+    cut at a moment when flush k was the newest one completed, so ambiguous
+    writes count in whichever epoch suits.  Writes to one block are never
+    in flight together (the writer's rule), so each block allows an
+    interval of k: holding the data of x_j (the j-th write to b),
+    lo(x_j) - 1 <= k (x_j is in epoch k+1 at the latest) and k <
+    hi(x_{j+1}) (the write that replaced x_j, if any, is after epoch k);
+    holding its initial content, k < hi(x_1); garbage or another block's
+    data allows none.  The origin is a point in time if the blocks'
+    intervals intersect; a failure names the block that needs the highest
+    k, the one that allows only the lowest, and the writes and flush clocks
+    that put them there.  Checked per block: a multi-block write may count
+    in different epochs for different blocks (weaker than one epoch per
+    write, never stricter)."""
+
+    def __init__(self, w, salt, initial):
+        self.w, self.salt, self.initial = w, salt, initial
+        self.nflush = len(w.flushes)
+        sent = [f.sent for f in w.flushes]
+        done = sorted((f.done, f.num) for f in w.flushes
+                      if f.done is not None and not f.err)
+        done_at = [t for t, _ in done]
+        newest, top = [], 0
+        for _, num in done:
+            top = max(top, num)
+            newest.append(top)
+        self.lo, self.hi = {}, {}
+        for x in w.writes:
+            n = bisect.bisect_left(done_at, x.sent)
+            self.lo[x.wid] = 1 + (newest[n - 1] if n else 0)
+            self.hi[x.wid] = (self.nflush + 1 if x.ack is None else
+                              bisect.bisect_left(sent, x.ack) + 1)
+        self.per_blk = [[] for _ in range(len(initial) // BS)]
+        for x in w.writes:              # in sending order
+            for b in range(x.blk, x.blk + x.n):
+                self.per_blk[b].append(x)
+
+    def allowed(self, b, got):
+        """(lowest k, highest k, whose data, index in per_blk[b] or -1 for
+        the initial content) for block b holding got; lowest and highest
+        None for data that no k allows."""
+        wid, who = describe(self.w, self.salt, self.initial, b, got)
+        ws = self.per_blk[b]
+        j = -1 if wid == -1 else next(
+            (j for j, x in enumerate(ws) if x.wid == wid), None)
+        if j is None:
+            return None, None, who, None
+        low = 0 if j < 0 else max(0, self.lo[wid] - 1)
+        high = (self.nflush if j + 1 == len(ws) else
+                min(self.nflush, self.hi[ws[j + 1].wid] - 1))
+        return low, high, who, j
+
+    def what(self, x):
+        """Write x with the clocks that place it in its epochs."""
+        w = self.w
+        lo, hi = self.lo[x.wid], self.hi[x.wid]
+        after = (f', sent at {x.sent} after flush {lo - 1} completed at '
+                 f'{w.flushes[lo - 2].done}' if lo > 1 else
+                 f', sent at {x.sent}')
+        before = (f', acked at {x.ack} before flush {hi} was sent at '
+                  f'{w.flushes[hi - 1].sent}' if hi <= self.nflush else
+                  ', never acknowledged' if x.ack is None else
+                  f', acked at {x.ack}, no flush sent after it')
+        return (f'write {x.wid} (epoch ' + (f'{lo}' if lo == hi else
+                                           f'{lo}..{hi}') + after + before
+                + ')')
+
+    def verdict(self, ranges):
+        """Problems (at most 4 lines) with the blocks' intervals: empty if
+        some k satisfies every block."""
+        bad = [(b, r[2]) for b, r in enumerate(ranges) if r[0] is None]
+        if bad:
+            return [f'block {b} holds {who}' for b, who in bad[:4]]
+        a = max(range(len(ranges)), key=lambda b: ranges[b][0])
+        z = min(range(len(ranges)), key=lambda b: ranges[b][1])
+        k0, k1 = ranges[a][0], ranges[z][1]
+        if k0 <= k1:
+            return []
+        ahead = sum(1 for r in ranges if r[0] > k1)
+        behind = sum(1 for r in ranges if r[1] < k0)
+        ws, j = self.per_blk[z], ranges[z][3]
+        old = 'its initial content' if j < 0 else self.what(ws[j])
+        return [f'block {a} holds '
+                f'{self.what(self.per_blk[a][ranges[a][3]])}: the origin '
+                f'is at least at flush {k0} (plus writes of epoch {k0 + 1})',
+                f'block {z} holds {old}, but {self.what(ws[j + 1])} replaced '
+                f'it: the origin is at most at flush {k1}',
+                f'{ahead} blocks hold data newer than flush {k1} allows, '
+                f'{behind} blocks data older than flush {k0} allows']
+
+    def self_test(self):
+        """The rule must catch a block from a later epoch next to a block
+        still missing a write of an earlier one, and garbage.  False if the
+        history has no such pair."""
+        y = self.w.writes[0] if self.w.writes else None
+        if y is None or self.hi[y.wid] > self.nflush:
+            return False
+        z = next((x for x in self.w.writes if self.lo[x.wid] >
+                  self.hi[y.wid] and (x.blk >= y.blk + y.n or
+                                      y.blk >= x.blk + x.n)), None)
+        if z is None:
+            return False
+        nb = len(self.per_blk)
+        ranges = [self.allowed(b, self.initial[b * BS:(b + 1) * BS])
+                  for b in range(nb)]
+        check(not self.verdict(ranges), 'the epoch oracle refuses the '
+              f'initial content: {self.verdict(ranges)}')
+        ahead = list(ranges)
+        ahead[z.blk] = self.allowed(z.blk, block_data(self.salt, z.blk,
+                                                      z.wid))
+        problems = self.verdict(ahead)
+        check(problems and problems[0].startswith(f'block {z.blk} holds '
+                                                  f'write {z.wid} '),
+              f'the epoch oracle missed write {z.wid} (epoch >= '
+              f'{self.lo[z.wid]}) next to the initial content of block '
+              f'{y.blk} (write {y.wid}, epoch <= {self.hi[y.wid]}): '
+              f'{problems}')
+        ranges[y.blk] = self.allowed(y.blk, os.urandom(BS))
+        problems = self.verdict(ranges)
+        check(problems and problems[0] == f'block {y.blk} holds garbage',
+              f'the epoch oracle missed garbage in block {y.blk}: '
+              f'{problems}')
+        return True
+
+
 # ---- a run ------------------------------------------------------------------
 
 class Run:
@@ -587,7 +747,7 @@ class Run:
         self.w = Writer(self.c, self.mc, rng, self.salt, self.initial[0], qd)
         self.totals = {'durable': 0, 'newer': 0, 'untouched': 0}
         self.recovered = self.hits = self.ncuts = 0
-        self.self_tested = False
+        self.self_tested = self.self_tested_epochs = False
 
     def cleanup(self):
         if self.stack:
@@ -691,20 +851,67 @@ class Run:
                 os.unlink(os.path.join(cut, f))
         return failures
 
+    def origin_points(self):
+        """The second oracle (Epochs) on the origin alone, replayed from
+        its own log up to each of its flush entries (HC_PC_ORIGIN_CUTS
+        samples them; all with HC_SOAK > 1): no recovery, the SSD tier is
+        lost.  Incremental, so checking every point costs well under a
+        second.  Returns (failures, points checked, the lowest k of each
+        point that was one)."""
+        ep = Epochs(self.w, self.salt, self.initial[0])
+        if not self.self_tested_epochs:
+            self.self_tested_epochs = ep.self_test()
+        points = [i for i, e in enumerate(self.events)
+                  if e[0] == 'flush' and e[1] == 0]
+        chosen = set(points if SOAK > 1 or not ORIGIN_CUTS else
+                     pick(points, ORIGIN_CUTS))
+        img = bytearray(self.initial[0])
+        nb = len(img) // BS
+        ranges = [ep.allowed(b, bytes(img[b * BS:(b + 1) * BS]))
+                  for b in range(nb)]
+        touched, failures, ks = set(), [], []
+        for i, e in enumerate(self.events):
+            if e[0] == 'write' and e[1] == 0:
+                _, _, off, data, n = e
+                img[off:off + n] = data if data is not None else bytes(n)
+                touched.update(range(off // BS, min(nb, -(-(off + n) // BS))))
+            if i not in chosen:
+                continue
+            for b in touched:
+                ranges[b] = ep.allowed(b, bytes(img[b * BS:(b + 1) * BS]))
+            touched.clear()
+            problems = ep.verdict(ranges)
+            nth = points.index(i) + 1
+            if problems:
+                failures.append(('origin not a point in time',
+                    f'{self.what}: the origin alone at its flush {nth}/'
+                    f'{len(points)} (log entry {i}/{len(self.events)}) is '
+                    f'no crash-consistent point in time of the guest\'s '
+                    f'{ep.nflush} flushes:\n    ' + '\n    '.join(problems)))
+                if len(failures) == 1:
+                    self.keep(f'-origin-flush{nth}', [bytes(img)])
+            else:
+                ks.append(max(r[0] for r in ranges))
+        return failures, len(chosen), ks
+
 
 def report(failures, ncuts):
-    """Fail with the failures of a run's cuts, counted by kind."""
-    kinds = {}
-    for k, _ in failures:
+    """Fail with the failures of a run's cuts, counted by kind (the first
+    few of each kind shown)."""
+    kinds, shown = {}, []
+    for k, t in failures:
         kinds[k] = kinds.get(k, 0) + 1
+        if kinds[k] <= 3:
+            shown.append(t)
     check(not failures, f'{len(failures)} of {ncuts} cuts failed ({kinds}; '
           '"unstable": the origin after the clean stop differs from what '
-          'was served):\n  ' + '\n  '.join(t for _, t in failures[:6]))
+          'was served):\n  ' + '\n  '.join(shown[:8]))
 
 
-def powercut_run(tag, hc, ssd, stop, rng):
+def powercut_run(tag, hc, ssd, stop, rng, point_in_time=True):
     """The random writer for a second or two, then SIGKILL or a clean stop;
-    recoveries at flush points and at lossy points."""
+    recoveries at flush points and at lossy points; with point_in_time,
+    the origin alone at its flush points (Epochs)."""
     r = Run(tag, hc, ssd, rng, qd=rng.choice([1, 4, 8]))
     w = r.w
     th = threading.Thread(target=w.run, daemon=True)
@@ -745,7 +952,18 @@ def powercut_run(tag, hc, ssd, stop, rng):
     print(f'  {tag}: {len(cuts)} cuts replayed ({len(flush_idx)} flush '
           f'points); blocks {r.totals}; ssd-recovered {r.recovered}, '
           f'ssd-hits {r.hits} after recovery')
-    report(failures, len(cuts))
+    ncuts = len(cuts)
+    if point_in_time:
+        ofail, n, ks = r.origin_points()
+        failures += ofail
+        ncuts += n
+        print(f'  {tag}: the origin alone at {n} of its '
+              f'{r.count("flush", 0)} flush points: {len(ofail)} not a '
+              f'point in time; the others at guest flushes '
+              + (f'{min(ks)}..{max(ks)} of {len(w.flushes)}' if ks else '-'))
+        check(r.self_tested_epochs, f'{r.what}: the epoch oracle\'s self '
+              'test found no write after a flush the first write preceded')
+    report(failures, ncuts)
     check(r.totals['durable'] > 0 and r.self_tested,
           f'{r.what}: no block was durable at any cut: the oracle had '
           f'nothing to check')
