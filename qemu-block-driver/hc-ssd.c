@@ -64,6 +64,7 @@ struct HcSsd {
     uint32_t hand;              /* CLOCK hand */
     uint64_t used;              /* VALID slots */
     uint64_t ndirty;            /* VALID dirty slots */
+    uint64_t nkept_dirty;       /* KEPT dirty slots (older versions) */
     uint64_t seq;               /* last sequence number handed out */
     uint64_t recovered;
     uint64_t nsectors;
@@ -690,6 +691,7 @@ uint64_t hc_ssd_commit_dirty(HcSsd *ssd, uint64_t slot, uint64_t blk,
         hc_ssd_hash_del(ssd, old);
         if (ssd->slot[old].dirty) {
             ssd->ndirty--;
+            ssd->nkept_dirty++;
         }
         ssd->slot[old].state = HC_SLOT_KEPT;
         ssd->slot[old].pins++;
@@ -715,6 +717,9 @@ uint64_t hc_ssd_release_kept(HcSsd *ssd, uint64_t kept)
     uint64_t sec = hc_ssd_sector_of(kept);
     uint32_t now = hc_ssd_find(ssd, x->blk);
 
+    if (x->dirty) {
+        ssd->nkept_dirty--;
+    }
     x->state = HC_SLOT_FREE;
     x->dirty = 0;
     hc_ssd_touch_sector(ssd, kept);
@@ -732,7 +737,23 @@ bool hc_ssd_is_dirty(const HcSsd *ssd, uint64_t slot, uint64_t seq)
 {
     const HcSsdSlot *x = &ssd->slot[slot];
 
-    return x->state == HC_SLOT_VALID && x->dirty && x->seq == seq;
+    return (x->state == HC_SLOT_VALID || x->state == HC_SLOT_KEPT) &&
+        x->dirty && x->seq == seq;
+}
+
+bool hc_ssd_is_kept(const HcSsd *ssd, uint64_t slot, bool *dirty)
+{
+    const HcSsdSlot *x = &ssd->slot[slot];
+
+    if (dirty) {
+        *dirty = x->dirty;
+    }
+    return x->state == HC_SLOT_KEPT;
+}
+
+uint64_t hc_ssd_kept_dirty(const HcSsd *ssd)
+{
+    return ssd->nkept_dirty;
 }
 
 uint64_t hc_ssd_slot_blk(const HcSsd *ssd, uint64_t slot, uint64_t *seq,
@@ -753,7 +774,7 @@ uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq)
 {
     HcSsdSlot *x = &ssd->slot[slot];
 
-    if (!hc_ssd_is_dirty(ssd, slot, seq)) {
+    if (!hc_ssd_is_dirty(ssd, slot, seq) || x->state != HC_SLOT_VALID) {
         return HC_SSD_NONE;
     }
     x->dirty = 0;

@@ -160,7 +160,11 @@ void hc_ssd_seq_at_least(HcSsd *ssd, uint64_t seq);
 uint64_t hc_ssd_commit_dirty(HcSsd *ssd, uint64_t slot, uint64_t blk,
                              uint64_t seq, uint32_t data_crc, uint64_t *kept);
 uint64_t hc_ssd_release_kept(HcSsd *ssd, uint64_t kept);
+/* Dirty entry slot with sequence seq, indexed or KEPT (an older version
+ * of its block still to be written to the origin, in order)? */
 bool hc_ssd_is_dirty(const HcSsd *ssd, uint64_t slot, uint64_t seq);
+bool hc_ssd_is_kept(const HcSsd *ssd, uint64_t slot, bool *dirty);
+uint64_t hc_ssd_kept_dirty(const HcSsd *ssd);
 uint64_t hc_ssd_slot_blk(const HcSsd *ssd, uint64_t slot, uint64_t *seq,
                          uint32_t *data_crc);
 uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq);

@@ -183,7 +183,8 @@ static inline bool hostcache_journaling(BDRVHostcacheState *s)
 /* Dirty entries on the SSD tier (lock held); 0 without a tier. */
 static inline uint64_t hostcache_ssd_dirty(BDRVHostcacheState *s)
 {
-    return s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0;
+    return s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) +
+        hc_ssd_kept_dirty(s->ssd_idx) : 0;
 }
 
 typedef struct HostcachePendingDrop {
@@ -503,7 +504,7 @@ static int GRAPH_RDLOCK hostcache_writeback_all(BlockDriverState *bs,
 
     qemu_mutex_lock(&s->lock);
     dirty = hc_dirty_blocks(s->eng) +
-        (s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0);
+        hostcache_ssd_dirty(s);
     qemu_mutex_unlock(&s->lock);
     if (!dirty) {
         return 0;
@@ -521,7 +522,7 @@ static int GRAPH_RDLOCK hostcache_writeback_all(BlockDriverState *bs,
     ret = c.ret;
     qemu_mutex_lock(&s->lock);
     dirty = hc_dirty_blocks(s->eng) +
-        (s->ssd_idx ? hc_ssd_dirty_blocks(s->ssd_idx) : 0);
+        hostcache_ssd_dirty(s);
     qemu_mutex_unlock(&s->lock);
     trace_hostcache_writeback_all(bs, dirty, ret);
     if (dirty) {
@@ -2046,6 +2047,17 @@ hostcache_wb_flush(BlockDriverState *bs)
  * crash left dirty (hostcache_ssd_replay).
  */
 
+/* Free an older entry of a block (lock held); its sector goes to l. */
+static void hostcache_release_kept_locked(BDRVHostcacheState *s,
+                                          uint64_t kept, HostcacheSectors *l)
+{
+    uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, kept, NULL, NULL);
+    uint64_t sec = hc_ssd_release_kept(s->ssd_idx, kept);
+
+    hostcache_note_sector(l, sec);
+    hostcache_pending_add(s, blk, sec);
+}
+
 /* One write of a journal batch: a block's data, a table sector, or the
  * superblock. */
 typedef struct HostcacheJWrite {
@@ -2220,11 +2232,17 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     }
     for (i = 0; i < s->jkept->len; i++) {
         uint64_t kept = g_array_index(s->jkept, uint64_t, i);
-        uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, kept, NULL, NULL);
-        uint64_t sec = hc_ssd_release_kept(s->ssd_idx, kept);
+        bool dirty;
 
-        hostcache_note_sector(s->jsecs, sec);
-        hostcache_pending_add(s, blk, sec);
+        hc_ssd_is_kept(s->ssd_idx, kept, &dirty);
+        if (!dirty) {
+            hostcache_release_kept_locked(s, kept, s->jsecs);
+        }
+        /*
+         * An older version not yet on the origin stays until the destager
+         * has written it, in journal order: the origin goes through every
+         * flush epoch, so by itself it is always a point in time.
+         */
     }
     g_array_set_size(s->jkept, 0);
     s->jbusy = G_MAXUINT;
@@ -2391,11 +2409,25 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
     for (pos = s->jhead; pos < MIN(s->journal->len, s->jbusy) && n < limit;
          pos++) {
         HostcacheJEntry e = g_array_index(s->journal, HostcacheJEntry, pos);
+        uint64_t blk = hc_ssd_slot_blk(s->ssd_idx, e.slot, NULL, NULL);
+        bool again = false;
 
-        if (hc_ssd_is_dirty(s->ssd_idx, e.slot, e.seq)) {
-            hc_ssd_pin(s->ssd_idx, e.slot);
-            batch[n++] = e;
+        if (!hc_ssd_is_dirty(s->ssd_idx, e.slot, e.seq)) {
+            continue;
         }
+        /*
+         * The batch's writes run in parallel: a second version of a block
+         * waits for the next batch, or the older might land last.
+         */
+        for (uint64_t j = 0; j < n && !again; j++) {
+            again = hc_ssd_slot_blk(s->ssd_idx, batch[j].slot, NULL,
+                                    NULL) == blk;
+        }
+        if (again) {
+            break;
+        }
+        hc_ssd_pin(s->ssd_idx, e.slot);
+        batch[n++] = e;
     }
     pool = aio_task_pool_new(MAX(s->destage_width, 1));
     qemu_mutex_unlock(&s->lock);
@@ -2425,16 +2457,21 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
 
     qemu_mutex_lock(&s->lock);
     for (i = 0; i < n; i++) {
+        hc_ssd_unpin(s->ssd_idx, batch[i].slot);
         if (ret == 0) {
             uint64_t sec = hc_ssd_mark_clean(s->ssd_idx, batch[i].slot,
                                              batch[i].seq);
 
             if (sec != HC_SSD_NONE) {
                 hostcache_note_sector(&secs, sec);
+            } else if (hc_ssd_is_kept(s->ssd_idx, batch[i].slot, NULL) &&
+                       hc_ssd_is_dirty(s->ssd_idx, batch[i].slot,
+                                       batch[i].seq)) {
+                /* an older version, now on the origin: free it */
+                hostcache_release_kept_locked(s, batch[i].slot, &secs);
             }
             hc_engine_stats(s->eng)->destaged++;
         }
-        hc_ssd_unpin(s->ssd_idx, batch[i].slot);
     }
     if (ret == 0) {
         s->jhead = pos;
