@@ -215,3 +215,140 @@ TEST(Index, InvalidateRangeReportsSectors) {
 }
 
 }  // namespace
+
+// ---- write-back journal (format version 2) --------------------------------
+
+namespace {
+
+uint64_t Journal(HcSsd* s, uint64_t blk, uint32_t crc, uint64_t* kept) {
+  uint64_t victim;
+  uint64_t slot = hc_ssd_alloc(s, &victim);
+  EXPECT_NE(slot, HC_SSD_NONE);
+  hc_ssd_commit_dirty(s, slot, blk, hc_ssd_next_seq(s), crc, kept);
+  return slot;
+}
+
+uint64_t SeqOf(const HcSsd* s, uint64_t slot) {
+  uint64_t seq;
+  hc_ssd_slot_blk(s, slot, &seq, nullptr);
+  return seq;
+}
+
+// Mark every table sector as on the device (what a flush does).
+void AllDurable(HcSsd* s) {
+  for (uint64_t i = 0; i < hc_ssd_sectors(s); i++) {
+    hc_ssd_sector_written(s, i, hc_ssd_sector_gen(s, i));
+  }
+}
+
+}  // namespace
+
+TEST(Journal, DirtyEntriesSurviveRecoveryAndOlderVersionsAreKept) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t kept;
+  uint64_t s1 = Journal(a.get(), 7, 0x11, &kept);
+  EXPECT_EQ(kept, HC_SSD_NONE);
+  uint64_t s2 = Journal(a.get(), 7, 0x22, &kept);
+  // the older version is out of the index but still on the device
+  EXPECT_EQ(kept, s1);
+  uint32_t crc = 0;
+  EXPECT_EQ(hc_ssd_lookup(a.get(), 7, &crc), s2);
+  EXPECT_EQ(crc, 0x22u);
+  bool dirty = false;
+  EXPECT_TRUE(hc_ssd_is_kept(a.get(), s1, &dirty));
+  EXPECT_TRUE(dirty);
+  EXPECT_TRUE(hc_ssd_is_dirty(a.get(), s1, SeqOf(a.get(), s1)));
+  EXPECT_EQ(hc_ssd_dirty_blocks(a.get()), 1u);
+  EXPECT_EQ(hc_ssd_kept_dirty(a.get()), 1u);
+  EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
+
+  // Recovery: both entries are in the table, the newer wins, dirty.
+  SsdPtr b = Load(sb, Table(a.get()));
+  uint64_t slot = hc_ssd_lookup(b.get(), 7, &crc);
+  EXPECT_EQ(slot, s2);
+  EXPECT_EQ(crc, 0x22u);
+  EXPECT_TRUE(hc_ssd_is_dirty(b.get(), slot, SeqOf(b.get(), slot)));
+  EXPECT_EQ(hc_ssd_dirty_blocks(b.get()), 1u);
+  EXPECT_EQ(hc_ssd_next_dirty(b.get(), 0), s2);
+  EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+
+  // Releasing the older version frees its slot once unpinned.
+  hc_ssd_release_kept(a.get(), s1);
+  EXPECT_EQ(hc_ssd_kept_dirty(a.get()), 0u);
+  EXPECT_FALSE(hc_ssd_is_kept(a.get(), s1, nullptr));
+  SsdPtr c = Load(sb, Table(a.get()));
+  EXPECT_EQ(hc_ssd_used(c.get()), 1u);
+}
+
+TEST(Journal, DirtyAndUnflushedCleanSlotsAreNoClockVictims) {
+  HcSsdSuper sb = Formatted(HC_SSD_META_OFFSET + 4096 + 8 * kBlock + 4096);
+  const uint64_t n = sb.nslots;
+  ASSERT_GE(n, 5u);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t kept, victim;
+  std::vector<uint64_t> slots;
+  for (uint64_t b = 0; b < n; b++) {
+    slots.push_back(Journal(a.get(), b, uint32_t(b), &kept));
+  }
+  // every slot dirty: nothing can be taken
+  EXPECT_EQ(hc_ssd_alloc(a.get(), &victim), HC_SSD_NONE);
+  // a clean mark that is not on the device yet does not free a slot ...
+  uint64_t sec = hc_ssd_mark_clean(a.get(), slots[3], SeqOf(a.get(), slots[3]));
+  EXPECT_NE(sec, HC_SSD_NONE);
+  EXPECT_EQ(hc_ssd_dirty_blocks(a.get()), n - 1);
+  EXPECT_EQ(hc_ssd_alloc(a.get(), &victim), HC_SSD_NONE);
+  // ... once it is, the clean slot is a CLOCK victim like any other
+  AllDurable(a.get());
+  uint64_t s = hc_ssd_alloc(a.get(), &victim);
+  EXPECT_EQ(s, slots[3]);
+  EXPECT_EQ(victim, 3u);
+  hc_ssd_release(a.get(), s);
+  // a stale mark (the entry changed meanwhile) changes nothing
+  EXPECT_EQ(hc_ssd_mark_clean(a.get(), slots[4], 12345), HC_SSD_NONE);
+  EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
+}
+
+TEST(Journal, DirtyInRangeAndEntryDecode) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t kept;
+  Journal(a.get(), 100, 0xabc, &kept);
+  Put(a.get(), 50, 0xdef);              // clean
+  EXPECT_TRUE(hc_ssd_dirty_in_range(a.get(), 90, 101));
+  EXPECT_FALSE(hc_ssd_dirty_in_range(a.get(), 0, 100));
+  EXPECT_FALSE(hc_ssd_dirty_in_range(a.get(), 101, 1ull << 40));
+  EXPECT_TRUE(hc_ssd_dirty_in_range(a.get(), 0, 1ull << 40));
+
+  std::vector<uint8_t> t = Table(a.get());
+  int dirty_entries = 0, entries = 0;
+  for (size_t off = 0; off < t.size(); off += HC_SSD_ENTRY_SIZE) {
+    uint64_t blk, seq;
+    uint32_t crc;
+    bool dirty;
+    if (hc_ssd_entry_decode(&t[off], sb.cache_gen, &blk, &seq, &crc,
+                            &dirty)) {
+      entries++;
+      dirty_entries += dirty;
+      EXPECT_EQ(dirty, blk == 100);
+    }
+    // another cache generation: no entry
+    EXPECT_FALSE(hc_ssd_entry_decode(&t[off], sb.cache_gen + 1, &blk, &seq,
+                                     &crc, &dirty));
+  }
+  EXPECT_EQ(entries, 2);
+  EXPECT_EQ(dirty_entries, 1);
+}
+
+TEST(Journal, SequenceNumbersStayAboveEntriesSeen) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  hc_ssd_seq_at_least(a.get(), 1000);
+  EXPECT_EQ(hc_ssd_next_seq(a.get()), 1001u);
+  hc_ssd_seq_at_least(a.get(), 10);
+  EXPECT_EQ(hc_ssd_next_seq(a.get()), 1002u);
+}
