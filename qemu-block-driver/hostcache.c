@@ -2338,6 +2338,7 @@ hostcache_jdestage_task(AioTask *task)
     BDRVHostcacheState *s = t->bs->opaque;
     uint64_t bsize = hostcache_bsize(s), blk;
     uint8_t *buf = qemu_blockalign(t->bs->file->bs, bsize);
+    const void *ram;
     uint32_t crc;
     int64_t start;
     uint64_t ns;
@@ -2345,9 +2346,21 @@ hostcache_jdestage_task(AioTask *task)
 
     qemu_mutex_lock(&s->lock);
     blk = hc_ssd_slot_blk(s->ssd_idx, t->e.slot, NULL, &crc);
+    /*
+     * The newest version whose block is clean in RAM: RAM holds the same
+     * data (journaled from there, or promoted from this slot); no read.
+     */
+    ram = !hc_ssd_is_kept(s->ssd_idx, t->e.slot, NULL) &&
+        !hc_is_dirty(s->eng, blk) ? hc_lookup(s->eng, blk, false) : NULL;
+    if (ram) {
+        memcpy(buf, ram, bsize);
+    }
     qemu_mutex_unlock(&s->lock);
-    ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->e.slot),
-                        bsize, buf, 0);
+    ret = 0;
+    if (!ram || hc_crc32c(0, buf, bsize) != crc) {
+        ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->e.slot),
+                            bsize, buf, 0);
+    }
     if (ret == 0 && hc_crc32c(0, buf, bsize) != crc) {
         qemu_mutex_lock(&s->lock);
         hc_engine_stats(s->eng)->ssd_corrupt++;
