@@ -1,8 +1,13 @@
 #include "common/clock.h"
 
 #include <chrono>
+#include <thread>
 
 namespace hc {
+
+void Clock::SleepMs(int64_t ms) const {
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 
 int64_t SystemClock::NowMs() const {
   using namespace std::chrono;

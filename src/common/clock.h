@@ -13,6 +13,9 @@ class Clock {
   virtual ~Clock() = default;
   // Wall-clock time in milliseconds since the Unix epoch.
   virtual int64_t NowMs() const = 0;
+  // Blocks the calling thread for `ms` milliseconds (a fake advances its
+  // time instead).
+  virtual void SleepMs(int64_t ms) const;
 };
 
 // The system's real-time clock.

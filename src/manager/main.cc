@@ -47,6 +47,11 @@ int Run(const hc::core::DaemonConfig& cfg) {
     spdlog::error("{}", (!ram_budget ? ram_budget.error() : ssd_budget.error()).message);
     return 2;
   }
+  auto drain_threshold = ParseSize(cfg.migrate_drain_threshold);
+  if (!drain_threshold) {
+    spdlog::error("--migrate-drain-threshold: {}", drain_threshold.error().message);
+    return 2;
+  }
   auto token = core::LoadOrCreateToken(cfg.token_file);
   if (!token) {
     spdlog::error("{}", token.error().message);
@@ -72,6 +77,8 @@ int Run(const hc::core::DaemonConfig& cfg) {
   mcfg.emulator = cfg.emulator;
   mcfg.ram_budget = *ram_budget;
   mcfg.ssd_budget = *ssd_budget;
+  mcfg.drain_timeout_ms = static_cast<int64_t>(cfg.migrate_drain_timeout * 1000.0);
+  mcfg.drain_threshold = *drain_threshold;
   core::Manager manager(**store, lv, tools, clock, mcfg);
   core::Reconciler reconciler(manager, cfg.check_interval);
   migration::Coordinator migration(manager, lv, clock);

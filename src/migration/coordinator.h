@@ -18,6 +18,10 @@
 //                but no assignment on this host is reported (its filters
 //                keep working, unmanaged).
 //
+// Draining write-back disks before the switch-over happens in
+// Manager::Migrate (a migration hostcached drives), not here: the first
+// event the source gets is Suspended Migrated, at switch-over, too late.
+//
 // Thread-safety: On* are called on the reconciler thread; the state map is
 // guarded by mu_ anyway (tests call from their own thread).
 #pragma once

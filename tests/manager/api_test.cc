@@ -1,5 +1,7 @@
 // The REST API without sockets: routing, authentication, problem documents,
 // input validation, and the OpenAPI document against the router.
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 #include "fakes.h"
@@ -286,6 +288,35 @@ TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
   auto served = Call("GET", "/api/v1/openapi.json");
   EXPECT_EQ(served.status, 200);
   EXPECT_EQ(json::parse(served.body), doc);
+}
+
+TEST_F(ApiTest, MigrateTakesADrainTimeout) {
+  ASSERT_EQ(Call("POST", "/api/v1/policies", R"({"name":"wb","rules":{"mode":"write-back"}})")
+                .status,
+            201);
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"wb"})").status, 200);
+  for (const char* bad : {R"({"destination":"qemu:///x","drain_timeout_s":-1})",
+                          R"({"destination":"qemu:///x","drain_timeout_s":"5"})",
+                          R"({"destination":"qemu:///x","drain_timeout_s":4000})"}) {
+    auto r = Call("POST", "/api/v1/vms/web/migrate", bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_NE(r.body.find("drain_timeout_s"), std::string::npos) << r.body;
+  }
+  EXPECT_TRUE(lv_.migrations.empty());
+  // 0: no drain (the filter is not reopened), the migration happens.
+  auto& q = lv_.domains[kWeb].qemu;
+  q.log.clear();
+  auto r = Call("POST", "/api/v1/vms/web/migrate",
+                R"({"destination":"qemu+ssh://host2/system","drain_timeout_s":0})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Body(r)["destination"], "qemu+ssh://host2/system");
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  EXPECT_EQ(std::count(q.log.begin(), q.log.end(), "blockdev-reopen"), 0);
+  // The document describes the field.
+  const json& body = Api::OpenApi()["paths"]["/api/v1/vms/{vm}/migrate"]["post"]["requestBody"];
+  EXPECT_TRUE(body["content"]["application/json"]["schema"]["properties"].contains(
+      "drain_timeout_s"))
+      << body.dump();
 }
 
 }  // namespace

@@ -50,6 +50,7 @@ json FakeQemu::Execute(const json& cmd) {
                                     {"read-hits", 10},
                                     {"read-misses", 5}};
         auto& ds = e["driver-specific"];
+        if (ds["mode"] == "write-back") ds["dirty-bytes"] = dirty.count(n) ? dirty.at(n) : 0;
         if (!node.ssd.empty()) {
           ds["ssd-active"] = ssd_active;
           ds["ssd-size"] = 1 << 20;

@@ -23,7 +23,16 @@ namespace hc::testing {
 class FakeClock final : public Clock {
  public:
   int64_t NowMs() const override { return now_ms; }
-  int64_t now_ms = 1'700'000'000'000;
+  // Advances the time, then runs on_sleep (a test's model of what happens
+  // meanwhile).
+  void SleepMs(int64_t ms) const override {
+    now_ms += ms;
+    sleeps++;
+    if (on_sleep) on_sleep(ms);
+  }
+  mutable int64_t now_ms = 1'700'000'000'000;
+  mutable int sleeps = 0;
+  std::function<void(int64_t ms)> on_sleep;
 };
 
 // A running QEMU's block layer as far as hostcached sees it.
@@ -44,6 +53,8 @@ struct FakeQemu {
   // driver-specific statistics (the real driver does not, yet).
   bool report_options = false;
   bool ssd_active = true;  // what a node with an SSD tier reports as ssd-active
+  // node -> the `dirty-bytes` a write-back hostcache node reports (0 absent).
+  std::map<std::string, uint64_t> dirty;
   std::vector<std::string> log;             // commands executed, in order
 
   nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply

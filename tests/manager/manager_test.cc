@@ -502,6 +502,36 @@ TEST_F(SsdTest, WriteBackRemovalReopensWithTheSsdChildThenTheFileGoes) {
   EXPECT_NE(std::find(evs.begin(), evs.end(), "ssd"), evs.end());
 }
 
+TEST_F(SsdTest, TheMigrationDrainReopensWithTheSsdChildAndOriginId) {
+  CreatePolicy("ssd-wb", json{{"mode", "write-back"}, {"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
+  Qemu().dirty["hc-vda"] = 8 << 20;
+  clock_.on_sleep = [&](int64_t) {
+    if (Qemu().nodes["hc-vda"].options.value("max-dirty-age-ms", 0) == 1) Qemu().dirty["hc-vda"] = 0;
+  };
+  lv_.migrate_error = "the migration failed: cancelled";
+  libvirt::MigrateRequest req;
+  req.destination = "qemu+ssh://host2/system";
+  ASSERT_FALSE(mgr_->Migrate("web", req));
+  // Drained and restored through reopens that name the tier (the fake
+  // refuses a reopen without the ssd child or the origin-id).
+  EXPECT_EQ(Qemu().dirty["hc-vda"], 0u);
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 3)
+      << "insert (write-through, then write-back), drain, restore";
+  auto& hc = Qemu().nodes["hc-vda"];
+  EXPECT_EQ(hc.ssd, "hc-vda-ssd");
+  EXPECT_EQ(hc.options["origin-id"], std::string(kWeb) + "/vda");
+  EXPECT_EQ(hc.options["max-dirty-age-ms"], 5000);
+  auto evs = store_->ListEvents(0, 1000, "");
+  int drains = 0;
+  for (const auto& e : *evs) {
+    if (e.action != "migrate-drain") continue;
+    drains++;
+    EXPECT_EQ(e.level, "info") << e.message;
+  }
+  EXPECT_EQ(drains, 3);  // started, done, restored
+}
+
 TEST_F(SsdTest, TheTierFileIsKeptWhileQemuMayStillHaveIt) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
   // The device is not where the live XML says (hostcached cannot remove

@@ -3,6 +3,8 @@
 // migration.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fakes.h"
 #include "manager/core/manager.h"
 #include "manager/store/sqlite_store.h"
@@ -169,6 +171,145 @@ TEST_F(MigrationTest, OtherEventsGoToTheManagerAndEndAMigration) {
   ASSERT_TRUE(mgr_->Migrating(kWeb));
   clock_.now_ms += 2 * 3600 * 1000;
   EXPECT_FALSE(mgr_->Migrating(kWeb));
+}
+
+// ---- draining write-back disks before the migration -------------------------
+
+class DrainTest : public MigrationTest {
+ protected:
+  void SetUp() override {
+    MigrationTest::SetUp();
+    auto wb = policy::PolicyFromJson(
+        nlohmann::json{{"name", "wb"}, {"rules", {{"mode", "write-back"}, {"max-dirty-age-ms", 7000}}}});
+    ASSERT_TRUE(wb);
+    ASSERT_TRUE(mgr_->CreatePolicy(*wb));
+    ASSERT_TRUE(mgr_->Assign("web", "vda", "wb"));
+    ASSERT_TRUE(mgr_->Assign("web", "vdb", "balanced"));
+    ASSERT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-back");
+    Qemu().dirty["hc-vda"] = 64ull << 20;
+    req_.destination = "qemu+ssh://host2/system";
+  }
+  uint64_t Age(const std::string& node) {
+    return Qemu().nodes[node].options.value("max-dirty-age-ms", uint64_t{0});
+  }
+  // The driver as far as the drain sees it: with max-dirty-age-ms 1 the
+  // destager writes back `destage` per poll interval while the guest
+  // writes `guest`; with the policy's age nothing is written back yet.
+  void Model(uint64_t destage, uint64_t guest) {
+    clock_.on_sleep = [this, destage, guest](int64_t) {
+      uint64_t& d = Qemu().dirty["hc-vda"];
+      if (Age("hc-vda") == 1) d -= std::min(d, destage);
+      d += guest;
+      EXPECT_TRUE(lv_.migrations.empty()) << "the migration started during the drain";
+    };
+  }
+  libvirt::MigrateRequest req_;
+};
+
+TEST_F(DrainTest, WriteBackDisksAreDrainedWhileTheGuestRunsThenTheMigrationStarts) {
+  Model(16ull << 20, 256 << 10);
+  // A periodic check in the middle of the drain must not re-assert the
+  // policy's age (the VM is marked migrating from the start).
+  int polls = 0;
+  auto model = clock_.on_sleep;
+  clock_.on_sleep = [&](int64_t ms) {
+    model(ms);
+    if (++polls == 2) mgr_->CheckAll();
+    EXPECT_EQ(Age("hc-vda"), 1u);
+  };
+  Qemu().log.clear();
+  auto secs = mgr_->Migrate("web", req_);
+  ASSERT_TRUE(secs) << secs.error().message;
+  // Reopened once (vda only: vdb is write-through), polled, then migrated.
+  auto& log = Qemu().log;
+  EXPECT_EQ(std::count(log.begin(), log.end(), "blockdev-reopen"), 1);
+  EXPECT_EQ(Age("hc-vdb"), 5000u) << "a write-through disk is not touched";
+  // The reopen kept the policy's other options.
+  const auto& o = Qemu().nodes["hc-vda"].options;
+  EXPECT_EQ(o["mode"], "write-back");
+  EXPECT_EQ(o["file"], "libvirt-4-format");
+  EXPECT_EQ(o["ram-size"], 256u << 20);
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  // 64 MiB at 16 MiB per 200 ms (the guest adding 256 KiB): 4 polls.
+  EXPECT_EQ(Qemu().dirty["hc-vda"], 1u << 20);
+  EXPECT_EQ(clock_.sleeps, 4);
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  // The destination starts with the policy's value, not the drain's.
+  auto f = *libvirt::ParseInstalledFilters(lv_.migrations[0].dest_xml);
+  EXPECT_EQ(f["vda"].options["max-dirty-age-ms"], 7000);
+  auto evs = Events("migrate-drain");  // newest first
+  ASSERT_EQ(evs.size(), 2u);
+  EXPECT_EQ(evs[1].target, "");
+  EXPECT_NE(evs[1].message.find("vda (64 MiB)"), std::string::npos) << evs[1].message;
+  EXPECT_EQ(evs[0].target, "vda");
+  EXPECT_EQ(evs[0].level, "info");
+  EXPECT_NE(evs[0].message.find("64 MiB dirty before, 1 MiB after, in 0.8 s"),
+            std::string::npos)
+      << evs[0].message;
+  EXPECT_FALSE(mgr_->Migrating(kWeb));
+  EXPECT_EQ(Events("migrate")[0].message.find("migrated to"), 0u);
+}
+
+TEST_F(DrainTest, TheDrainEndsAtTheTimeoutAndTheMigrationStartsAnyway) {
+  Model(8ull << 20, 8ull << 20);  // the guest dirties as fast as it is written back
+  auto secs = mgr_->Migrate("web", req_, 2000);
+  ASSERT_TRUE(secs) << secs.error().message;
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  EXPECT_EQ(clock_.sleeps, 10);  // 2 s in 200 ms polls
+  auto evs = Events("migrate-drain");
+  ASSERT_EQ(evs.size(), 2u);
+  EXPECT_EQ(evs[0].level, "warning");
+  EXPECT_NE(evs[0].message.find("the drain timeout of 2.0 s passed"), std::string::npos)
+      << evs[0].message;
+  EXPECT_NE(evs[0].message.find("64 MiB dirty before, 64 MiB after, in 2.0 s"),
+            std::string::npos)
+      << evs[0].message;
+  EXPECT_NE(evs[0].message.find("written back at switch-over"), std::string::npos);
+}
+
+TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
+  Model(64ull << 20, 0);
+  lv_.migrate_error = "the migration failed: unable to connect";
+  Qemu().log.clear();
+  auto bad = mgr_->Migrate("web", req_);
+  ASSERT_FALSE(bad);
+  EXPECT_TRUE(lv_.domains[kWeb].active);
+  EXPECT_EQ(Age("hc-vda"), 7000u);
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-back");
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 2);
+  auto evs = Events("migrate-drain");
+  ASSERT_EQ(evs.size(), 3u);
+  EXPECT_NE(evs[0].message.find("max-dirty-age-ms 7000 again"), std::string::npos)
+      << evs[0].message;
+  EXPECT_FALSE(mgr_->Migrating(kWeb));
+  // A filter the drain could not reopen is reported and left as it is
+  // (nothing to restore).
+  Qemu().fail["blockdev-reopen"] = "x";  // (one shot: the drain's reopen)
+  Qemu().log.clear();
+  ASSERT_FALSE(mgr_->Migrate("web", req_));
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 1);
+  evs = Events("migrate-drain");
+  ASSERT_EQ(evs.size(), 4u);
+  EXPECT_EQ(evs[0].level, "warning");
+  EXPECT_NE(evs[0].message.find("not drained"), std::string::npos) << evs[0].message;
+  EXPECT_EQ(Age("hc-vda"), 7000u);
+}
+
+TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
+  Qemu().log.clear();
+  ASSERT_TRUE(mgr_->Migrate("web", req_, 0));
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);
+  EXPECT_TRUE(Events("migrate-drain").empty());
+  EXPECT_EQ(clock_.sleeps, 0);
+  // Already migrating (the switch-over seen): refused, nothing touched.
+  lv_.domains[kWeb].active = true;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
+  Qemu().log.clear();
+  auto busy = mgr_->Migrate("web", req_);
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);
+  EXPECT_TRUE(mgr_->Migrating(kWeb)) << "the running migration keeps its mark";
 }
 
 }  // namespace

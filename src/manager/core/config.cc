@@ -55,6 +55,14 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
                  "Seconds between full compliance checks")
       ->check(CLI::Range(5, 86400))
       ->capture_default_str();
+  app.add_option("--migrate-drain-timeout", cfg->migrate_drain_timeout,
+                 "Seconds to write back write-back disks' dirty data before a migration "
+                 "hostcached drives (0: none; it is written back at switch-over)")
+      ->check(CLI::Range(0.0, 3600.0))
+      ->capture_default_str();
+  app.add_option("--migrate-drain-threshold", cfg->migrate_drain_threshold,
+                 "Dirty bytes per disk at which that drain ends")
+      ->capture_default_str();
   app.add_option("--log-level", cfg->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
   try {

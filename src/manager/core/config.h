@@ -23,6 +23,8 @@ struct DaemonConfig {
   int stats_interval = 10;    // s between statistics samples
   int stats_samples = 720;    // samples kept per disk
   int check_interval = 60;    // s between full compliance checks
+  double migrate_drain_timeout = 30;       // s; 0: no drain before a migration
+  std::string migrate_drain_threshold = "1M";  // dirty bytes per disk that end the drain
   std::string log_level = "info";
 };
 

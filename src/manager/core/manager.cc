@@ -574,7 +574,8 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
   return libvirt::ApplyFilters(*xml, specs, config_.emulator);
 }
 
-Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req) {
+Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req,
+                                int64_t drain_timeout_ms) {
   if (req.destination.empty()) {
     return Fail(ErrorCode::kInvalidArgument,
                 "'destination' must be the libvirt URI of the destination host, such as "
@@ -582,13 +583,16 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   }
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
-  if (Migrating(dom->uuid)) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom->name + "' is already being live-migrated");
-  }
+  // The policy's options, from the store (never the drain's value).
   auto xml = MigrationXml(dom->uuid);
   if (!xml) return tl::unexpected(xml.error());
   req.dest_xml = *xml;
+  // Migrating from here on: a check would re-assert the policy's
+  // max-dirty-age-ms over the drain's.
+  if (!BeginMigrating(dom->uuid)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + dom->name + "' is already being live-migrated");
+  }
   auto as = AssignmentsOf(dom->uuid);
   std::string disks;
   if (as) {
@@ -597,11 +601,16 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   Log("info", dom->name, "", "migrate",
       "live migration to " + req.destination + " requested" +
           (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
+  auto drained =
+      DrainWriteBack(*dom, drain_timeout_ms < 0 ? config_.drain_timeout_ms : drain_timeout_ms);
   const int64_t t0 = clock_.NowMs();
   if (auto s = lv_.Migrate(dom->uuid, req); !s) {
     Log("error", dom->name, "", "migrate", s.error().message + "; the VM runs on here");
+    RestoreDrained(*dom, drained);
+    SetMigrating(dom->uuid, false);
     return tl::unexpected(s.error());
   }
+  SetMigrating(dom->uuid, false);
   double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.1f", secs);
@@ -1057,6 +1066,7 @@ void Manager::CheckVm(const std::string& uuid) {
   // checked when the migration ends (migration::Coordinator).
   if (Migrating(uuid)) return;
   std::lock_guard vlock(VmMutex(uuid));
+  if (Migrating(uuid)) return;  // it began while this check waited for the VM
   auto as = AssignmentsOf(uuid);
   if (!as || as->empty()) return;
   auto dom = lv_.LookupDomain(uuid);
@@ -1099,6 +1109,12 @@ void Manager::SetMigrating(const std::string& uuid, bool migrating) {
   } else {
     migrating_.erase(uuid);
   }
+}
+
+bool Manager::BeginMigrating(const std::string& uuid) {
+  if (Migrating(uuid)) return false;  // (also forgets a stale mark)
+  std::lock_guard lock(migrating_mu_);
+  return migrating_.emplace(uuid, clock_.NowMs()).second;
 }
 
 bool Manager::Migrating(const std::string& uuid) {

@@ -36,6 +36,14 @@ struct ManagerConfig {
   std::string emulator;             // QEMU with the hostcache driver ("" = leave <emulator>)
   uint64_t ram_budget = 0;          // bytes of host RAM all caches together may use
   uint64_t ssd_budget = 0;          // bytes of SSD all caches together may use
+  // Before a live migration it drives, the dirty data of write-back disks
+  // is written back during pre-copy (see Migrate): for at most this long
+  // (0: not at all; the driver writes it back at switch-over), until each
+  // disk has at most drain_threshold dirty bytes, polled every
+  // drain_poll_ms.
+  int64_t drain_timeout_ms = 30000;
+  uint64_t drain_threshold = 1 << 20;
+  int64_t drain_poll_ms = 200;
 };
 
 struct DiskView {
@@ -114,9 +122,19 @@ class Manager {
 
   // Migrates a running VM live to another libvirtd with MigrationXml() as
   // its destination XML (the filters of its cached disks start there with
-  // it).  Blocks for the migration; the VM is not locked meanwhile (the
-  // migration events keep checks off it).  Returns the seconds it took.
-  Result<double> Migrate(const std::string& vm, libvirt::MigrateRequest req);
+  // it).  First the write-back disks are drained while the guest runs: each
+  // filter is reopened with max-dirty-age-ms 1 (its other options as the
+  // policy says) and its dirty-bytes polled until at most
+  // drain_threshold, or `drain_timeout_ms` passed (-1: the configured
+  // one; 0: no drain), so the switch-over has little left to write back.
+  // The migration XML carries the policy's own value.  When the migration
+  // fails, the drained filters get the policy's max-dirty-age-ms back.
+  // Blocks for the drain and the migration; the VM is marked migrating
+  // from the start (checks, which would re-assert the policy's value,
+  // leave it alone), not locked.  Returns the seconds the migration took
+  // (without the drain).
+  Result<double> Migrate(const std::string& vm, libvirt::MigrateRequest req,
+                         int64_t drain_timeout_ms = -1);
 
   // The assignments of one VM (by UUID).
   Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
@@ -157,6 +175,16 @@ class Manager {
       const libvirt::DomainRef& dom,
       const std::map<std::string, libvirt::InstalledFilter>* installed,
       const std::string& target);
+  // A write-back filter drained before a migration (src/manager/core/drain.cc).
+  struct DrainedDisk {
+    std::string target, node, child, ssd_child;
+    policy::Rules rules;  // the policy's, as the filter ran before the drain
+    uint64_t before = 0, after = 0;  // dirty-bytes
+  };
+  std::vector<DrainedDisk> DrainWriteBack(const libvirt::DomainRef& dom, int64_t timeout_ms);
+  void RestoreDrained(const libvirt::DomainRef& dom, const std::vector<DrainedDisk>& drained);
+  // Marks the VM migrating unless it already is; false when it was.
+  bool BeginMigrating(const std::string& uuid);
   // Deletes the SSD tier file of an unassigned disk (its filter is gone).
   void ForgetSsdFile(const store::Assignment& a);
   void SetState(store::Assignment a, store::Compliance state, const std::string& reason);

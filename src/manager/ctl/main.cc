@@ -404,6 +404,7 @@ int main(int argc, char** argv) {
 
   std::string dest, migrate_uri;
   bool unsafe = false, undefine_source = false, transient = false;
+  double drain_timeout = -1;
   auto* vmigrate = vmcmd->add_subcommand(
       "migrate", "live-migrate a running VM to another libvirtd, its cached disks' filters along");
   vmigrate->add_option("vm", vm, "VM name or UUID")->required();
@@ -412,11 +413,16 @@ int main(int argc, char** argv) {
   vmigrate->add_flag("--unsafe", unsafe, "even when libvirt cannot tell the storage is shared");
   vmigrate->add_flag("--undefine-source", undefine_source, "remove the definition here");
   vmigrate->add_flag("--transient", transient, "do not define it on the destination");
+  vmigrate->add_option("--drain-timeout", drain_timeout,
+                       "seconds to write back dirty write-back data first (0: none; default: "
+                       "the daemon's)")
+      ->check(CLI::Range(0.0, 3600.0));
   vmigrate->callback([&] {
     action = [&] {
       json body{{"destination", dest}, {"unsafe", unsafe}, {"undefine_source", undefine_source},
                 {"persistent", !transient}};
       if (!migrate_uri.empty()) body["migrate_uri"] = migrate_uri;
+      if (drain_timeout >= 0) body["drain_timeout_s"] = drain_timeout;
       json j = client.Expect(bhttp::verb::post, "/vms/" + Seg(vm) + "/migrate", body.dump());
       if (opts.json) return void(std::cout << j.dump(2) << "\n");
       std::cout << vm << " migrated to " << Str(j, "destination") << " in "

@@ -382,6 +382,7 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
   auto body = ParseBody(req);
   if (!body) return FromError(body.error());
   libvirt::MigrateRequest mr;
+  int64_t drain_ms = -1;  // the daemon's --migrate-drain-timeout
   for (auto it = body->begin(); it != body->end(); ++it) {
     const std::string& k = it.key();
     if (k == "destination" || k == "migrate_uri") {
@@ -392,13 +393,20 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
       (k == "persistent" ? mr.persistent : k == "undefine_source" ? mr.undefine_source
                                                                  : mr.unsafe) =
           it.value().get<bool>();
+    } else if (k == "drain_timeout_s") {
+      if (!it.value().is_number() || it.value().get<double>() < 0 ||
+          it.value().get<double>() > 3600) {
+        return Problem(400, "'drain_timeout_s' must be a number of seconds from 0 (no drain) "
+                            "to 3600");
+      }
+      drain_ms = static_cast<int64_t>(it.value().get<double>() * 1000.0);
     } else {
       return Problem(400, "unknown field '" + k +
                               "'; the body has destination, and optionally migrate_uri, "
-                              "persistent, undefine_source, unsafe");
+                              "persistent, undefine_source, unsafe, drain_timeout_s");
     }
   }
-  auto secs = manager_.Migrate(params[0], mr);
+  auto secs = manager_.Migrate(params[0], mr, drain_ms);
   if (!secs) return FromError(secs.error());
   return Json(200, json{{"vm", params[0]}, {"destination", mr.destination}, {"seconds", *secs}});
 }

@@ -148,8 +148,8 @@ json Schemas() {
                  {"description",
                   "What happened, e.g. assign, unassign, define, insert-live, reopen-live, "
                   "replace-live, repair-live, remove-live, verify, compliance, ssd, hot-unplug, "
-                  "unplug, migrate-out, migrated-away, migrate-in, policy-create, policy-update, "
-                  "policy-delete, libvirt, start, stop."}}},
+                  "unplug, migrate, migrate-drain, migrate-out, migrated-away, migrate-in, "
+                  "policy-create, policy-update, policy-delete, libvirt, start, stop."}}},
                {"message", {{"type", "string"}}}}}};
   json problem{{"type", "object"},
                {"description", "RFC 7807 problem details."},
@@ -250,7 +250,9 @@ json Build() {
       "migrateVm",
       "Live-migrate a running VM to another libvirtd (virDomainMigrate3 driven by hostcached, "
       "with the migration XML, so the filters of its cached disks start with it). Blocks until "
-      "the migration ends. The destination needs the project's QEMU and the SSD tier files.",
+      "the migration ends. Write-back disks are drained first (see drain_timeout_s); `seconds` is "
+      "the migration's time without the drain. The destination needs the project's QEMU and the "
+      "SSD tier files.",
       {{"200", Ok("The VM runs on the destination.",
                   json{{"type", "object"},
                        {"properties",
@@ -283,7 +285,15 @@ json Build() {
                   {"unsafe",
                    {{"type", "boolean"},
                     {"default", false},
-                    {"description", "migrate even when libvirt cannot tell the storage is shared"}}}}}})}};
+                    {"description", "migrate even when libvirt cannot tell the storage is shared"}}},
+                  {"drain_timeout_s",
+                   {{"type", "number"},
+                    {"minimum", 0},
+                    {"maximum", 3600},
+                    {"description",
+                     "before the migration starts, write back the dirty data of write-back disks "
+                     "for at most this long while the guest runs (0: no drain, the driver writes "
+                     "it back at switch-over); default: the daemon's --migrate-drain-timeout"}}}}}})}};
   const std::string dp = "/api/v1/vms/{vm}/disks/{target}/policy";
   paths[dp]["get"] = Op("getDiskPolicy", "The policy assigned to a disk and its compliance.",
                         {{"200", Ok("The assignment.", Ref("Assignment"))},
