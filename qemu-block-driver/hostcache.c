@@ -136,6 +136,7 @@ typedef struct BDRVHostcacheState {
      * (hc_ssd_sector_written) only after the next flush.
      */
     GArray *ssd_unflushed;
+    int64_t ssd_flush_ns;           /* last SSD flush (hostcache_ssd_flush) */
     unsigned long *ssd_sec_busy;    /* slot-table sectors being written */
     QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
     int ndemotions;
@@ -172,6 +173,7 @@ typedef struct BDRVHostcacheState {
 typedef struct HostcacheJEntry {
     uint64_t slot;
     uint64_t seq;
+    int64_t ns;         /* when journaled (0: recovered) */
 } HostcacheJEntry;
 
 /* Write-back with the SSD tier on: flushes go to the journal. */
@@ -891,6 +893,7 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs)
     if (ret == 0) {
         qemu_mutex_lock(&s->lock);
         hostcache_ssd_flushed_locked(s, n);
+        s->ssd_flush_ns = get_clock();
         qemu_mutex_unlock(&s->lock);
     }
     return ret;
@@ -2163,7 +2166,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
             g_array_append_val(s->jkept, kept);
         }
         g_array_append_vals(s->journal,
-                            &(HostcacheJEntry) { slot[n], seq }, 1);
+                            &(HostcacheJEntry) { slot[n], seq, now }, 1);
         n++;
     }
     if (n && now - s->jsuper_ns >= HOSTCACHE_JSUPER_NS) {
@@ -2380,11 +2383,12 @@ hostcache_jdestage_task(AioTask *task)
     }
     if (ret == 0) {
         start = get_clock();
+        /*
+         * Not counted in origin_wgen: this batch flushes the origin itself
+         * before anything depends on the write (a guest flush need not).
+         */
         ret = bdrv_co_pwrite(t->bs->file, blk * bsize, bsize, buf, 0);
         ns = get_clock() - start;
-        if (ret == 0) {
-            qatomic_inc(&s->origin_wgen);
-        }
         qemu_mutex_lock(&s->lock);
         if (ret < 0) {
             hc_engine_stats(s->eng)->origin_errors++;
@@ -2496,10 +2500,13 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
     }
     qemu_mutex_unlock(&s->lock);
     /*
-     * Losing a clean mark costs a second write of the same data: no FUA,
-     * one flush, after which the slots may be reused (CLOCK).
+     * Losing a clean mark costs a second write of the same data: no FUA.
+     * The slots may be reused (CLOCK) once a flush covers the marks: the
+     * journal's next one, or, when journaling is idle, one here (not more
+     * often than every 100 ms: guest flushes wait behind SSD flushes).
      */
-    if (ret == 0 && secs.n && hostcache_ssd_write_sectors(bs, &secs, 0) == 0) {
+    if (ret == 0 && secs.n && hostcache_ssd_write_sectors(bs, &secs, 0) == 0 &&
+        get_clock() - qatomic_read(&s->ssd_flush_ns) > 100 * SCALE_MS) {
         hostcache_ssd_flush(bs);
     }
     qemu_co_mutex_unlock(&s->dlock);
@@ -2580,7 +2587,8 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
 
     for (;;) {
         uint64_t oldest = 0, now = get_clock(), dirty_bytes, ssd_dirty;
-        bool have, due, journaling;
+        int64_t jold;
+        bool have, due, journaling, jdue;
         int width;
         int64_t n;
 
@@ -2599,14 +2607,26 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
             (have && now - oldest >= s->opts.dirty_age_ns);
         width = s->destage_width;
         journaling = hostcache_journaling(s);
+        jold = s->jhead < s->journal->len ?
+            g_array_index(s->journal, HostcacheJEntry, s->jhead).ns : 0;
+        jdue = ssd_dirty && (now - jold >= s->opts.dirty_age_ns ||
+                             ssd_dirty > hc_ssd_capacity(s->ssd_idx) / 4);
         qemu_mutex_unlock(&s->lock);
 
         if (journaling && (due || ssd_dirty)) {
             /*
              * Old or too much dirty data in RAM goes to the journal; the
-             * journal goes to the origin continuously, paced by the
-             * origin's latency.
+             * journal goes to the origin when it is old or large (not
+             * continuously: its SSD work would slow the guest's flushes),
+             * paced by the origin's latency.
              */
+            if (!due && !jdue) {
+                qemu_co_sleep_ns_wakeable(&s->destager_sleep,
+                                          QEMU_CLOCK_REALTIME,
+                                          MIN(jold + s->opts.dirty_age_ns -
+                                              now, 100 * SCALE_MS));
+                continue;
+            }
             bdrv_graph_co_rdlock();
             n = due ? hostcache_journal(bs, UINT64_MAX, 64, false) :
                 hostcache_jdestage_some(bs, 4 * width);
