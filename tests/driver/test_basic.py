@@ -21,9 +21,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, PROCS, HostcacheExport, check, check_eq,  # noqa
-                    hostcache_opts, main, make_file, pread_file, qemu_io,
-                    random_sources, read_dumps, tmpdir, wait_for_path)
+from hctest import (KiB, MiB, HostcacheExport, LoggedNbdkit, check,  # noqa
+                    check_eq, hostcache_opts, main, make_file, pread_file,
+                    qemu_io, random_sources, read_dumps, tmpdir)
 
 WORK = tmpdir()
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
@@ -283,23 +283,12 @@ def test_resize_shrink_then_grow():
              'regrown tail vs origin')
 
 
-def nbdkit_log_origin(img, tag):
-    """nbdkit serving img with its log filter; returns (sock, log path)."""
-    sock = os.path.join(WORK, f'{tag}.sock')
-    log = os.path.join(WORK, f'{tag}.log')
-    p = PROCS.start(['nbdkit', '--foreground', '-U', sock, '--filter=log',
-                     'file', f'file={img}', f'logfile={log}'])
-    wait_for_path(sock, p)
-    return sock, log
-
-
-def log_requests(log, n_before=0, want=None, timeout=10):
-    """Requests (lines without '...') logged after the first n_before."""
+def log_requests(origin, n_before=0, want=None, timeout=10):
+    """Request lines the LoggedNbdkit origin logged after the first
+    n_before."""
     deadline = time.monotonic() + timeout
     while True:
-        with open(log) as f:
-            lines = [ln for ln in f if re.search(r'connection=\d+ \w+ id=', ln)
-                     and '...' not in ln.split('id=')[0]]
+        lines = [ln for _, ln in origin.requests()]
         reqs = lines[n_before:]
         if want is None or any(want in ln for ln in reqs) \
                 or time.monotonic() > deadline:
@@ -312,18 +301,18 @@ def test_flush_and_fua_reach_the_origin():
     # count operations), so the origin is an nbdkit export with its log
     # filter: it records each request the origin receives, with its flags.
     img = image('fl.img')
-    sock, log = nbdkit_log_origin(img, 'flush')
-    hx = HostcacheExport(WORK, hc={'ram-size': 4 * MiB}, origin={
-        'driver': 'nbd', 'server': {'type': 'unix', 'path': sock}})
+    origin = LoggedNbdkit(WORK, 'flush', ('file', f'file={img}'))
+    hx = HostcacheExport(WORK, hc={'ram-size': 4 * MiB},
+                         origin=origin.blockdev)
     wb = ['-t', 'writeback']   # qemu-io's default would make every write FUA
     try:
         for mode in ('write-through', 'write-around', 'pass-through'):
             hx.reopen(mode=mode)
             s0 = hx.stats()
-            lines, _ = log_requests(log)
+            lines, _ = log_requests(origin)
             hx.io(['write -P 0x55 0 4k', 'flush', 'write -f -P 0x66 8k 4k'],
                   extra=wb)
-            lines, reqs = log_requests(log, len(lines), 'offset=0x2000')
+            lines, reqs = log_requests(origin, len(lines), 'offset=0x2000')
             kinds = [re.search(r' (\w+) id=', ln).group(1) for ln in reqs]
             check(kinds[:3] == ['Write', 'Flush', 'Write'],
                   f'{mode}: origin saw {reqs}, want write, flush, write')

@@ -19,54 +19,18 @@ what a cache hit costs the SAN.
 """
 
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, PROCS, QEMU_IO, HostcacheExport, check,  # noqa
-                    check_eq, main, run, tmpdir, wait_for_path)
+from hctest import (MiB, QEMU_IO, HostcacheExport, LoggedNbdkit,  # noqa
+                    check, check_eq, main, run, tmpdir)
 
 WORK = tmpdir()
 
 
-class LoggedOrigin:
-    """nbdkit memory SIZE with the log filter, on a unix socket."""
-
-    def __init__(self, name, size=16 * MiB):
-        self.sock = os.path.join(WORK, f'{name}.sock')
-        self.log = os.path.join(WORK, f'{name}.log')
-        self.proc = PROCS.start(
-            ['nbdkit', '-f', '-U', self.sock, '--filter=log', 'memory',
-             str(size), f'logfile={self.log}'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_path(self.sock, self.proc)
-        self.uri = f'nbd+unix:///?socket={self.sock}'
-
-    def requests(self):
-        """Request names the origin has received so far, in order."""
-        out = []
-        with open(self.log) as f:
-            for line in f:
-                parts = line.split()
-                # "<date> <time> connection=N Name id=M ..." (not replies)
-                if (len(parts) > 3 and parts[2].startswith('connection=')
-                        and not parts[3].startswith('...')):
-                    out.append(parts[3])
-        return out
-
-    def fill(self, byte, length):
-        run([QEMU_IO, '-f', 'raw', '-c', f'write -P {byte:#x} 0 {length}',
-             self.uri])
-
-
-def data_requests(reqs):
-    return [r for r in reqs if r in ('Read', 'Extents', 'Write', 'Zero',
-                                     'Trim', 'Cache')]
-
-
 def test_inprocess_hit_sends_nothing():
-    origin = LoggedOrigin('o1')
-    origin.fill(0x5a, MiB)
+    origin = LoggedNbdkit(WORK, 'o1', ('memory', str(16 * MiB)))
+    run([QEMU_IO, '-f', 'raw', '-c', f'write -P 0x5a 0 {MiB}', origin.uri])
     opts = (f'driver=hostcache,node-name=hc0,file.driver=nbd,'
             f'file.server.type=unix,file.server.path={origin.sock}')
     r = run([QEMU_IO, '--image-opts', '-c', 'read -P 0x5a 0 1M',
@@ -74,7 +38,7 @@ def test_inprocess_hit_sends_nothing():
     check('failed' not in r.stdout + r.stderr, r.stdout + r.stderr)
     # After the fill (a Write), the first read misses (one origin Read)
     # and the other two hit: nothing more reaches the origin.
-    reqs = data_requests(origin.requests())
+    reqs = origin.data_requests()
     check_eq(reqs, ['Write', 'Read'], 'origin requests')
 
 
@@ -82,26 +46,25 @@ def test_nbd_export_hit_sends_nothing():
     # Data in every other 4 KiB block, holes between: the origin's extents
     # are then 4 KiB long, so QEMU's block-status cache of the NBD client
     # node (one data extent) does not hide what each read costs the origin.
-    origin = LoggedOrigin('o2')
+    origin = LoggedNbdkit(WORK, 'o2', ('memory', str(16 * MiB)))
     blocks = [2 * i * 4096 for i in range(32)]
     run([QEMU_IO, '-f', 'raw'] +
         [a for off in blocks for a in ('-c', f'write -P 0x5a {off} 4k')] +
         [origin.uri])
-    exp = HostcacheExport(WORK, origin={
-        'driver': 'nbd', 'server': {'type': 'unix', 'path': origin.sock}})
+    exp = HostcacheExport(WORK, origin=origin.blockdev)
     reads = [f'read -P 0x5a {off} 4k' for off in blocks]
     r = exp.io(reads)
     check('failed' not in r.stdout + r.stderr, r.stdout + r.stderr)
     st = exp.stats()
     check_eq(st['ram-blocks'], len(blocks), 'blocks cached by the misses')
-    before = data_requests(origin.requests())
+    before = origin.data_requests()
 
     r = exp.io(reads)
     check('failed' not in r.stdout + r.stderr, r.stdout + r.stderr)
     st2 = exp.stats()
     check_eq(st2['read-misses'], st['read-misses'], 'misses while hitting')
     check_eq(st2['read-hits'] - st['read-hits'], len(blocks), 'hits')
-    new = data_requests(origin.requests())[len(before):]
+    new = origin.data_requests()[len(before):]
     counts = {n: new.count(n) for n in sorted(set(new))}
     check(not new, f'{len(new)} origin requests for {len(blocks)} reads '
           f'served from the cache: {counts} (the NBD server asks block '

@@ -82,7 +82,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, QMPError, StorageDaemon, check,  # noqa: E402
-                    main, node_stats, tmpdir)
+                    main, node_stats, poll, tmpdir)
 from nbdclient import NBDClient  # noqa: E402
 import hcssd  # noqa: E402
 
@@ -122,15 +122,6 @@ def block_data(salt, blk, wid):
 
 # ---- the two daemons --------------------------------------------------------
 
-def start_daemon(d, name):
-    for attempt in range(3):
-        try:
-            return StorageDaemon(d, name=f'{name}{attempt}')
-        except ConnectionRefusedError:
-            if attempt == 2:
-                raise
-
-
 class Logger:
     """qemu-storage-daemon with the master blklogwrites, exported as "m"."""
 
@@ -140,7 +131,7 @@ class Logger:
         for p in (self.data, self.log):
             with open(p, 'wb') as f:
                 f.truncate(MARK_OFF + BS if p == self.data else 0)
-        self.qsd = start_daemon(d, 'logger')
+        self.qsd = StorageDaemon(d, name='logger0')
         q = self.qsd.qmp
         q.cmd('blockdev-add', driver='file', filename=self.data,
               **{'node-name': 'mdata'})
@@ -168,7 +159,7 @@ class CacheStack:
     """qemu-storage-daemon with hostcache over logged devices, export hc0."""
 
     def __init__(self, d, logger, origin, ssd, hc):
-        self.qsd = start_daemon(d, 'cache')
+        self.qsd = StorageDaemon(d, name='cache0')
         q = self.qmp = self.qsd.qmp
         devs = [('origin', origin, 0)] + ([('ssd', ssd, 1)] if ssd else [])
         for name, path, region in devs:
@@ -441,7 +432,7 @@ def recover(d, devs, hc, ssd, tag):
     for p, data in zip(paths, devs):
         with open(p, 'wb') as f:
             f.write(data)
-    qsd = start_daemon(cut, 'recover')
+    qsd = StorageDaemon(cut, name='recover0')
     try:
         q = qsd.qmp
         q.cmd('blockdev-add', driver='file', filename=paths[0],
@@ -998,15 +989,6 @@ def test_write_through_ssd():
 
 
 # ---- scripted: a power cut that loses the origin's unflushed writes --------
-
-def poll(what, fn, timeout=30.0):
-    """fn() until true (a deadline for background work, not a timing
-    assertion)."""
-    deadline = time.monotonic() + timeout
-    while not fn():
-        check(time.monotonic() < deadline, f'timed out waiting for {what}')
-        time.sleep(0.02)
-
 
 def origin_loses_unflushed(r):
     """Cut at the end of the log; the origin loses every write after its

@@ -34,7 +34,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, HostcacheExport, QMPError, StorageDaemon,  # noqa
                     check, check_eq, main, make_file, nbd_export, node_stats,
-                    pread_file, tmpdir)
+                    poll, pread_file, tmpdir)
 from nbdclient import NBDClient  # noqa: E402
 import hcssd  # noqa: E402
 
@@ -49,18 +49,6 @@ def subdir(name):
     d = os.path.join(WORK, name)
     os.makedirs(d, exist_ok=True)
     return d
-
-
-def poll(what, fn, timeout=30.0, interval=0.05):
-    """Call fn until it returns a true value (a generous deadline for
-    background work that must happen, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(time.monotonic() < deadline, f'timed out waiting for {what}')
-        time.sleep(interval)
 
 
 def blank(path, size):

@@ -17,60 +17,22 @@ about 1.0x with an in-process origin.
 """
 
 import os
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, PROCS, QEMU_IO, StorageDaemon, check,  # noqa
-                    check_eq, main, nbd_export, node_stats, qemu_io, run,
-                    tmpdir, wait_for_path)
+from hctest import (MiB, QEMU_IO, LoggedNbdkit, StorageDaemon,  # noqa
+                    check, check_eq, main, nbd_export, node_stats, poll,
+                    qemu_io, run, tmpdir)
 
 WORK = tmpdir('hcssdbs-')
 BS = 4096
-
-
-class LoggedOrigin:
-    """nbdkit memory SIZE with the log filter, on a unix socket."""
-
-    def __init__(self, name, size=16 * MiB):
-        self.sock = os.path.join(WORK, f'{name}.sock')
-        self.log = os.path.join(WORK, f'{name}.log')
-        self.proc = PROCS.start(
-            ['nbdkit', '-f', '-U', self.sock, '--filter=log', 'memory',
-             str(size), f'logfile={self.log}'],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_path(self.sock, self.proc)
-        self.uri = f'nbd+unix:///?socket={self.sock}'
-
-    def requests(self):
-        """Data request names the origin has received so far, in order."""
-        out = []
-        with open(self.log) as f:
-            for line in f:
-                parts = line.split()
-                # "<date> <time> connection=N Name id=M ..." (not replies)
-                if (len(parts) > 3 and parts[2].startswith('connection=')
-                        and not parts[3].startswith('...')
-                        and parts[3] in ('Read', 'Extents', 'Write', 'Zero',
-                                         'Trim', 'Cache')):
-                    out.append(parts[3])
-        return out
-
-
-def poll(what, fn, timeout=30.0):
-    """Wait for background work that must happen (not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while not fn():
-        check(time.monotonic() < deadline, f'timed out waiting for {what}')
-        time.sleep(0.05)
 
 
 def test_ssd_hit_through_nbd_export_sends_nothing():
     # Data in every other block, holes between: the origin's extents are
     # one block long, so the NBD client node's block-status cache (one
     # data extent) does not hide what each read costs the origin.
-    origin = LoggedOrigin('o1')
+    origin = LoggedNbdkit(WORK, 'o1', ('memory', str(16 * MiB)))
     blocks = [2 * i * BS for i in range(32)]
     run([QEMU_IO, '-f', 'raw'] +
         [a for off in blocks for a in ('-c', f'write -P 0x5a {off} 4k')] +
@@ -99,7 +61,7 @@ def test_ssd_hit_through_nbd_export_sends_nothing():
     poll('demotions to the SSD tier',
          lambda: stats()['ssd-demotions'] >= len(blocks) - 4)
     st = stats()
-    before = origin.requests()
+    before = origin.data_requests()
 
     read_all()
     st2 = stats()
@@ -107,7 +69,7 @@ def test_ssd_hit_through_nbd_export_sends_nothing():
     ssd_hits = st2['ssd-hits'] - st['ssd-hits']
     check(ssd_hits >= len(blocks) - 4,
           f'only {ssd_hits} SSD-tier hits for {len(blocks)} reads')
-    new = origin.requests()[len(before):]
+    new = origin.data_requests()[len(before):]
     counts = {n: new.count(n) for n in sorted(set(new))}
     check(not new, f'{len(new)} origin requests for {len(blocks)} reads '
           f'served from the cache ({ssd_hits} from the SSD tier): {counts} '

@@ -34,9 +34,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM, QMP,  # noqa
-                    Fio, HostcacheExport, QMPError, StorageDaemon, check,
-                    check_eq, main, make_file, node_stats, pread_file, qemu_io,
-                    read_dumps, run, tmpdir, wait_for_path)
+                    Fio, HostcacheExport, LoggedNbdkit, QMPError,
+                    StorageDaemon, check, check_eq, main, make_file,
+                    node_stats, pread_file, poll, qemu_io, read_dumps, run,
+                    tmpdir, wait_for_path)
 from nbdclient import NBDClient, NBDError  # noqa: E402
 
 WORK = tmpdir('hcwb-')
@@ -55,17 +56,9 @@ def subdir(name):
 
 
 def wb_export(d, img=None, origin=None, **hc):
-    """HostcacheExport in write-back mode; hc options by QAPI name.
-
-    The daemon's QMP socket file exists from bind() on, a moment before it
-    listens: a connection refused then is retried with a new daemon."""
-    for attempt in range(3):
-        try:
-            return HostcacheExport(d, img, origin=origin, name=f'qsd{attempt}',
-                                   hc={'mode': 'write-back', **hc})
-        except ConnectionRefusedError:
-            if attempt == 2:
-                raise
+    """HostcacheExport in write-back mode; hc options by QAPI name."""
+    return HostcacheExport(d, img, origin=origin, name='qsd0',
+                           hc={'mode': 'write-back', **hc})
 
 
 class IothreadExport(HostcacheExport):
@@ -92,19 +85,6 @@ class IothreadExport(HostcacheExport):
 
 def connect(hx):
     return NBDClient(hx.sock, 'hc0')
-
-
-def poll(what, fn, timeout=20.0, interval=0.05):
-    """Call fn until it returns a true value; fail after timeout seconds
-    (a generous deadline for something that must happen, not a timing
-    assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(time.monotonic() < deadline, f'timed out waiting for {what}')
-        time.sleep(interval)
 
 
 class Pattern:
@@ -663,46 +643,26 @@ def test_resize_with_dirty_data():
 # nbdkit export of the file with its log filter, which records every request
 # the origin receives.
 
-def nbdkit_origin(d, img):
-    sock = os.path.join(d, 'nbdkit.sock')
-    log = os.path.join(d, 'nbdkit.log')
-    p = PROCS.start(['nbdkit', '--foreground', '-U', sock, '--filter=log',
-                     'file', f'file={img}', f'logfile={log}'])
-    wait_for_path(sock, p)
-    return {'driver': 'nbd', 'server': {'type': 'unix', 'path': sock}}, log
-
-
-def origin_requests(log):
-    """[(kind, line)] of the requests nbdkit logged so far."""
-    out = []
-    with open(log) as f:
-        for ln in f:
-            m = re.search(r'connection=\d+ (\w+) id=', ln)
-            if m and '...' not in ln.split('id=')[0]:
-                out.append((m.group(1), ln.strip()))
-    return out
-
-
 def test_flush_reaches_origin():
     rng = random.Random(f'{SEED}-flush')
     size = 4 * MiB
     d = subdir('flush')
     img = make_file(os.path.join(d, 'origin.img'), size)
     model = bytearray(pread_file(img, 0, size))
-    origin, log = nbdkit_origin(d, img)
+    origin = LoggedNbdkit(d, 'nbdkit', ('file', f'file={img}'))
     pat = Pattern(rng, size)
-    hx = wb_export(d, origin=origin, **{'max-dirty-age-ms': HOUR_MS,
-                                        'ram-size': 16 * MiB})
+    hx = wb_export(d, origin=origin.blockdev,
+                   **{'max-dirty-age-ms': HOUR_MS, 'ram-size': 16 * MiB})
     try:
         c = connect(hx)
-        n0 = len(origin_requests(log))
+        n0 = len(origin.requests())
         s0 = hx.stats()
         writes = scatter_writes(c, rng, pat, size, 12)
         apply(model, writes)
         s1 = hx.stats()
         check(s1['dirty-bytes'] > 0 and s1['destage-backlog'] > 0,
               f'nothing dirty or queued: {s1}')
-        reqs = origin_requests(log)[n0:]
+        reqs = origin.requests()[n0:]
         check(not [r for r in reqs if r[0] in ('Write', 'Flush')],
               f'the origin got writes before any flush: {reqs[:5]}')
         check(pread_file(img, 0, size) != model,
@@ -710,7 +670,7 @@ def test_flush_reaches_origin():
         check_eq(c.read(0, size), bytes(model), 'reads of dirty data')
         c.flush()
         s2 = hx.stats()
-        reqs = origin_requests(log)[n0:]
+        reqs = origin.requests()[n0:]
         kinds = [k for k, _ in reqs]
         check('Flush' in kinds and 'Write' in kinds,
               f'flush: origin saw {kinds[:20]}')
@@ -729,21 +689,21 @@ def test_flush_reaches_origin():
         c.write(off, data, fua=True)
         model[off:off + len(data)] = data
         check_file(img, model, 'after the FUA write')
-        kinds = [k for k, ln in origin_requests(log)[n1:]]
-        fua = [ln for k, ln in origin_requests(log)[n1:]
+        kinds = [k for k, ln in origin.requests()[n1:]]
+        fua = [ln for k, ln in origin.requests()[n1:]
                if k == 'Write' and 'fua=1' in ln]
         check('Flush' in kinds or fua, f'FUA write: origin saw {kinds}')
         st = hx.stats()
         check(st['flush-latency-avg-ns'] > 0, f'flush latency: {st}')
         # dirty data older than max-dirty-age-ms reaches the origin unasked
         hx.reopen(**{'max-dirty-age-ms': 200})
-        n2 = len(origin_requests(log))
+        n2 = len(origin.requests())
         apply(model, scatter_writes(c, rng, pat, size, 8, 2000))
         check(hx.stats()['dirty-bytes'] > 0, 'nothing dirty')
         poll('dirty data to age out to the origin',
              lambda: pread_file(img, 0, size) == model)
         poll('dirty-bytes to reach 0', lambda: not hx.stats()['dirty-bytes'])
-        check([k for k, _ in origin_requests(log)[n2:]].count('Write') > 0,
+        check([k for k, _ in origin.requests()[n2:]].count('Write') > 0,
               'no writes at the origin')
         c.close()
     finally:

@@ -11,6 +11,7 @@
 import atexit
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -537,3 +538,59 @@ class Fio:
         check(rc == 0 and job is not None and err == 0 and 'verify' not in out,
               f'fio {self.name} exited {rc}, error {err}:\n{out[-3000:]}')
         return job
+
+
+# ---- waiting for background work -------------------------------------------
+
+def poll(what, fn, timeout=30.0, interval=0.05):
+    """Call fn until it returns a true value and return that; fail after
+    timeout seconds (a generous deadline for background work that must
+    happen, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        check(time.monotonic() < deadline, f'timed out waiting for {what}')
+        time.sleep(interval)
+
+
+# ---- nbdkit behind its log filter ------------------------------------------
+
+class LoggedNbdkit:
+    """nbdkit serving plugin (its name and arguments, e.g. ('memory',
+    '16M') or ('file', f'file={img}')) on a unix socket behind its log
+    filter, which records every request it receives: an origin whose
+    traffic a test can see (query-blockstats counts operations only for
+    BlockBackends, so a child node's flush_operations stays 0)."""
+
+    def __init__(self, workdir, name, plugin):
+        self.sock = os.path.join(workdir, f'{name}.sock')
+        self.log = os.path.join(workdir, f'{name}.log')
+        self.proc = PROCS.start(['nbdkit', '-f', '-U', self.sock,
+                                 '--filter=log', *plugin,
+                                 f'logfile={self.log}'],
+                                stdout=subprocess.DEVNULL)
+        wait_for_path(self.sock, self.proc)
+        self.uri = f'nbd+unix:///?socket={self.sock}'
+        # blockdev-add arguments of an NBD client node of it
+        self.blockdev = {'driver': 'nbd',
+                         'server': {'type': 'unix', 'path': self.sock}}
+
+    def requests(self):
+        """[(name, line)] of the requests logged so far, in order: lines
+        "<date> <time> connection=N Name id=M ..." (not the replies,
+        "connection=N ...Name id=M ...")."""
+        out = []
+        with open(self.log) as f:
+            for ln in f:
+                m = re.search(r'connection=\d+ (\w+) id=', ln)
+                if m and '...' not in ln.split('id=')[0]:
+                    out.append((m.group(1), ln.strip()))
+        return out
+
+    def data_requests(self):
+        """Names of the data requests (reads, writes, block status...)
+        logged so far, in order."""
+        return [n for n, _ in self.requests()
+                if n in ('Read', 'Extents', 'Write', 'Zero', 'Trim', 'Cache')]
