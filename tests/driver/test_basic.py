@@ -22,8 +22,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, HostcacheExport, LoggedNbdkit, check,  # noqa
-                    check_eq, hostcache_opts, main, make_file, pread_file,
-                    qemu_io, random_sources, read_dumps, tmpdir)
+                    check_eq, dumps_match_origin, hostcache_opts, main,
+                    make_file, pread_file, qemu_io, random_sources,
+                    read_dumps, tmpdir)
 
 WORK = tmpdir()
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
@@ -43,18 +44,6 @@ def delta(after, before, keys):
 
 
 READ_KEYS = ('read-hits', 'read-misses', 'read-hit-bytes', 'read-miss-bytes')
-
-
-def dumps_match_origin(result, img, what):
-    reads = read_dumps(result)
-    check(reads, f'{what}: no read dumps in {result.stdout[:300]!r}')
-    for off, data in reads:
-        want = pread_file(img, off, len(data))
-        if data != want:
-            bad = next(i for i in range(len(data)) if data[i] != want[i])
-            raise AssertionError(f'{what}: read at {off}+{len(data)} differs '
-                                 f'from the origin at byte {off + bad}')
-    return reads
 
 
 def test_read_miss_then_hit():

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, HostcacheExport, check, check_eq,  # noqa
-                    main, make_file, pread_file, read_dumps, tmpdir)
+                    dumps_match_origin, main, make_file, pread_file, tmpdir)
 
 WORK = tmpdir()
 EIO = 'Input/output error'
@@ -48,14 +48,6 @@ def failed(r, op):
     return f'{op} failed: {EIO}' in out
 
 
-def same_as_origin(r, img, what):
-    dumps = read_dumps(r)
-    check(dumps, f'{what}: no data read: {r.stdout[-500:]} {r.stderr}')
-    for off, data in dumps:
-        check(data == pread_file(img, off, len(data)),
-              f'{what}: read at {off}+{len(data)} differs from the origin')
-
-
 def test_read_error_once_then_right_data():
     for mode in ('write-through', 'write-around', 'pass-through'):
         hx, img = export(f'ronce-{mode}', [rule('read', 64 * KiB + 1536)],
@@ -67,7 +59,7 @@ def test_read_error_once_then_right_data():
             check_eq((st['origin-errors'], st['ram-blocks']), (1, 0),
                      f'{mode}: (origin-errors, ram-blocks) after the error')
             r = hx.io(['read -v 64k 8k', 'read -v 64k 8k'])
-            same_as_origin(r, img, f'{mode}: reads after the error')
+            dumps_match_origin(r, img, f'{mode}: reads after the error')
             st = hx.stats()
             check_eq(st['origin-errors'], 1, f'{mode}: origin-errors')
             if mode != 'pass-through':
@@ -89,7 +81,7 @@ def test_permanent_read_error_until_repaired():
             r = hx.io([f'read -v {bad - 5000} 10000'], check_rc=False)
             check(failed(r, 'read'), f'attempt {i}: no error: {r.stdout}')
         r = hx.io(['read -v 164k 8k', 'read -v 0 64k'])
-        same_as_origin(r, img, 'reads of good blocks next to the bad one')
+        dumps_match_origin(r, img, 'reads of good blocks next to the bad one')
         s1 = hx.stats()
         check_eq(s1['origin-errors'] - s0['origin-errors'], 3,
                  'origin-errors counts each failed origin read')
@@ -97,7 +89,7 @@ def test_permanent_read_error_until_repaired():
                  'blocks cached meanwhile (only the two good ones)')
         hx.io(['write -P 0x5a 7M 4k'])  # repair
         r = hx.io([f'read -v {bad - 5000} 10000'] * 2)
-        same_as_origin(r, img, 'reads after the repair')
+        dumps_match_origin(r, img, 'reads after the repair')
         s2 = hx.stats()
         check_eq(s2['origin-errors'], s1['origin-errors'], 'no new errors')
         check(s2['read-hits'] > s1['read-hits'], 'repaired range not cached')
@@ -115,7 +107,7 @@ def test_error_in_multiblock_fill_caches_nothing_wrong():
         st = hx.stats()
         check_eq(st['origin-errors'], 1, 'origin-errors')
         r = hx.io(['read -v 32k 16k', 'read -v 30k 20k'])
-        same_as_origin(r, img, 'reads after the failed fill')
+        dumps_match_origin(r, img, 'reads after the failed fill')
     finally:
         hx.stop()
 
@@ -127,7 +119,7 @@ def test_failed_write_leaves_no_stale_data():
                          mode=mode, max_transfer=4 * KiB)
         try:
             old = pread_file(img, 32 * KiB, 16 * KiB)
-            same_as_origin(hx.io(['read -v 32k 16k']), img, 'first read')
+            dumps_match_origin(hx.io(['read -v 32k 16k']), img, 'first read')
             st0 = hx.stats()
             check_eq(st0['ram-blocks'], 4, 'blocks cached before the write')
             r = hx.io(['write -P 0x77 32k 16k'], check_rc=False)
@@ -137,7 +129,7 @@ def test_failed_write_leaves_no_stale_data():
                   f'{mode}: the write was not partial: the test proves '
                   'nothing')
             r = hx.io(['read -v 32k 16k', 'read -v 32k 16k'])
-            same_as_origin(r, img, f'{mode}: reads after the failed write')
+            dumps_match_origin(r, img, f'{mode}: reads after the failed write')
             st = hx.stats()
             check_eq(st['origin-errors'] - st0['origin-errors'], 1,
                      f'{mode}: origin-errors')
@@ -160,7 +152,7 @@ def test_write_zeroes_and_discard_errors_reach_the_client():
         st = hx.stats()
         check_eq(st['origin-errors'], 2, 'origin-errors')
         check_eq(pread_file(img, 0, 64 * KiB), old, 'origin changed')
-        same_as_origin(hx.io(['read -v 0 64k']), img, 'read after')
+        dumps_match_origin(hx.io(['read -v 0 64k']), img, 'read after')
     finally:
         hx.stop()
 
@@ -201,7 +193,7 @@ def test_bad_sector_outside_the_request_does_not_fail_it():
                       f'{mode}, block-size {bsize}: a read of good sectors '
                       f'failed because sector {bad // 512} is bad: '
                       f'{r.stdout[-300:]}')
-                same_as_origin(r, img, f'{mode} {bsize}')
+                dumps_match_origin(r, img, f'{mode} {bsize}')
             finally:
                 hx.stop()
 

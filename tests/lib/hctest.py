@@ -442,6 +442,21 @@ def pread_file(path, offset, length):
         return os.pread(f.fileno(), length, offset)
 
 
+def dumps_match_origin(result, img, what):
+    """Every 'read -v' of a qemu-io run returned the content of the raw
+    file img at its offset (and there was at least one); returns the
+    [(offset, data)] of read_dumps."""
+    reads = read_dumps(result)
+    check(reads, f'{what}: no read dumps in {result.stdout[:300]!r}')
+    for off, data in reads:
+        want = pread_file(img, off, len(data))
+        if data != want:
+            bad = next(i for i in range(len(data)) if data[i] != want[i])
+            raise TestFailure(f'{what}: read at {off}+{len(data)} differs '
+                              f'from the origin at byte {off + bad}')
+    return reads
+
+
 class QemuIoSession:
     """An interactive qemu-io on --image-opts: commands are sent one batch at
     a time and the output of each batch is returned, so a test can look at
