@@ -91,6 +91,12 @@ std::string HumanSize(uint64_t bytes) {
   return buf;
 }
 
+std::string HumanSeconds(double seconds) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.1f s", seconds);
+  return buf;
+}
+
 Result<std::string> RandomHex(size_t n) {
   int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Fail(ErrorCode::kIOError, std::string("/dev/urandom: ") + strerror(errno));

@@ -20,6 +20,9 @@ std::string FormatSize(uint64_t bytes);
 // Bytes -> a rounded human form for messages ("1.5 GiB").
 std::string HumanSize(uint64_t bytes);
 
+// Seconds -> a form for messages with one decimal ("2.5 s").
+std::string HumanSeconds(double seconds);
+
 // `n` random bytes from the kernel's CSPRNG as lowercase hex.
 Result<std::string> RandomHex(size_t n);
 

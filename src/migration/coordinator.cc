@@ -1,22 +1,11 @@
 #include "migration/coordinator.h"
 
-#include <cstdio>
-
+#include "common/util.h"
 #include "manager/libvirt/domain_xml.h"
 
 namespace hc::migration {
 
 using libvirt::Lifecycle;
-
-namespace {
-
-std::string Seconds(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", s);
-  return buf;
-}
-
-}  // namespace
 
 bool Coordinator::IsMigrationEvent(Lifecycle ev) {
   return ev == Lifecycle::kMigrationOut || ev == Lifecycle::kMigratedAway ||
@@ -89,7 +78,7 @@ void Coordinator::Away(const std::string& uuid, const std::string& name) {
   if (disks.empty()) return;
   manager_.Log("info", name, "", "migrated-away",
                "the VM now runs on another host" +
-                   (took >= 0 ? " (switch-over took " + Seconds(took) + ")" : std::string()) +
+                   (took >= 0 ? " (switch-over took " + HumanSeconds(took) + ")" : std::string()) +
                    "; its cached disks " + disks +
                    " are managed there by that host's hostcached once their policies are "
                    "assigned there; here the assignments stay with the definition (unassign them "

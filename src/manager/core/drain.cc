@@ -12,7 +12,6 @@
 // drain's value until the VM leaves; after a failed migration they get the
 // policy's value back (RestoreDrained).
 #include <algorithm>
-#include <cstdio>
 
 #include "common/util.h"
 #include "manager/core/manager.h"
@@ -24,11 +23,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string Secs(int64_t ms) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(ms) / 1000.0);
-  return buf;
-}
+std::string Secs(int64_t ms) { return HumanSeconds(static_cast<double>(ms) / 1000.0); }
 
 uint64_t DirtyBytes(const json& stats) {
   auto it = stats.find("dirty-bytes");

@@ -1,7 +1,6 @@
 #include "manager/core/manager.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -612,10 +611,8 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   }
   SetMigrating(dom->uuid, false);
   double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f", secs);
   Log("info", dom->name, "", "migrate",
-      "migrated to " + req.destination + " in " + buf + " s" +
+      "migrated to " + req.destination + " in " + HumanSeconds(secs) +
           (req.undefine_source ? "; its definition here was removed" : ""));
   return secs;
 }
