@@ -82,7 +82,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, QMPError, StorageDaemon, check,  # noqa: E402
-                    main, node_stats, poll, tmpdir)
+                    main, nbd_export, node_stats, poll, tmpdir)
 from nbdclient import NBDClient  # noqa: E402
 import hcssd  # noqa: E402
 
@@ -140,11 +140,7 @@ class Logger:
         q.cmd('blockdev-add', driver='blklogwrites', file='mdata',
               log='mlogf', **{'node-name': 'master', 'log-sector-size':
                               SECTOR, 'log-append': False})
-        self.sock = os.path.join(d, 'm.nbd')
-        q.cmd('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': self.sock}})
-        q.cmd('block-export-add', type='nbd', id='m', name='m',
-              writable=True, **{'node-name': 'master'})
+        _, self.sock = nbd_export(self.qsd, 'master', 'm', d)
 
     def stop(self):
         """A clean stop: the log is complete on return."""
@@ -179,11 +175,7 @@ class CacheStack:
             hc = {**hc, 'ssd': 'ssd-blw'}
         q.cmd('blockdev-add', driver='hostcache', file='origin-blw',
               **{'node-name': 'hc0', **hc})
-        self.sock = os.path.join(d, 'hc0.nbd')
-        q.cmd('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': self.sock}})
-        q.cmd('block-export-add', type='nbd', id='hc0', name='hc0',
-              writable=True, **{'node-name': 'hc0'})
+        _, self.sock = nbd_export(self.qsd, 'hc0', 'hc0', d)
 
     def stats(self):
         return node_stats(self.qmp, 'hc0')
@@ -447,11 +439,7 @@ def recover(d, devs, hc, ssd, tag):
                   **{'node-name': 'hc0', **opts})
         except QMPError as e:
             return None, None, None, str(e)
-        sock = os.path.join(cut, 'hc0.nbd')
-        q.cmd('nbd-server-start',
-              addr={'type': 'unix', 'data': {'path': sock}})
-        q.cmd('block-export-add', type='nbd', id='hc0', name='hc0',
-              writable=True, **{'node-name': 'hc0'})
+        _, sock = nbd_export(qsd, 'hc0', 'hc0', cut)
         st = node_stats(q, 'hc0')
         c = NBDClient(sock, 'hc0')
         served = b''.join(c.read(o, 256 * KiB)
