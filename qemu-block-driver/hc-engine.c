@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "hc-engine.h"
+#include "hc-hash.h"
 
 #define HC_NIL UINT32_MAX
 #define HC_CHUNK_BYTES (2u * 1024 * 1024)
@@ -208,38 +209,7 @@ static void hc_chunks_free_from(HcEngine *e, uint32_t first_chunk)
 
 /* ---- hash index --------------------------------------------------------- */
 
-static inline uint32_t hc_bucket_of(const HcEngine *e, uint64_t blk)
-{
-    return (uint32_t)((blk * 0x9e3779b97f4a7c15ull) >> (64 - e->hbits));
-}
-
-static uint32_t hc_find(const HcEngine *e, uint64_t blk)
-{
-    uint32_t s = e->bucket[hc_bucket_of(e, blk)];
-
-    while (s != HC_NIL && e->ent[s].blk != blk) {
-        s = e->ent[s].hnext;
-    }
-    return s;
-}
-
-static void hc_hash_add(HcEngine *e, uint32_t s)
-{
-    uint32_t b = hc_bucket_of(e, e->ent[s].blk);
-
-    e->ent[s].hnext = e->bucket[b];
-    e->bucket[b] = s;
-}
-
-static void hc_hash_del(HcEngine *e, uint32_t s)
-{
-    uint32_t *link = &e->bucket[hc_bucket_of(e, e->ent[s].blk)];
-
-    while (*link != s) {
-        link = &e->ent[*link].hnext;
-    }
-    *link = e->ent[s].hnext;
-}
+HC_HASH_DEFINE(hc_, HcEngine, ent, HC_NIL)
 
 static void hc_hash_rebuild(HcEngine *e)
 {
@@ -1029,14 +999,12 @@ void hc_destage_end(HcEngine *e, HcDestage *d, bool ok)
     }
     x->flags &= ~HC_F_DESTAGE;
     if (ok) {
-        e->stats.destaged++;
         if (x->gen == d->gen && !(x->flags & HC_F_QUEUED)) {
             x->flags &= ~HC_F_DIRTY;
             e->ndirty--;
         }
         return;
     }
-    e->stats.destage_errors++;
     /*
      * Retry with the original seq: flushes waiting for it must not
      * complete.  A newer record of the same block may also be queued; it

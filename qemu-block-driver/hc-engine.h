@@ -89,6 +89,8 @@ typedef struct HcStats {
     uint64_t writes, write_bytes, discards, flushes;
     uint64_t admissions, admissions_refused, evictions, invalidations;
     uint64_t seq_bypasses, stale_fills, origin_errors;
+    /* blocks written back to the origin, failed writes: the caller's count
+     * (a destage may also go to the SSD tier's journal, which is neither) */
     uint64_t destaged, destage_errors;
     uint64_t ssd_hits, ssd_hit_bytes, ssd_demotions, ssd_corrupt, ssd_errors;
     HcLatency hit_lat, miss_lat, flush_lat;

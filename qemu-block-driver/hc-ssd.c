@@ -18,6 +18,7 @@
 #include <nmmintrin.h>
 #endif
 
+#include "hc-hash.h"
 #include "hc-ssd.h"
 
 #define HC_SSD_NIL UINT32_MAX
@@ -323,38 +324,7 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
 
 /* ---- index ------------------------------------------------------------------ */
 
-static inline uint32_t hc_ssd_bucket_of(const HcSsd *ssd, uint64_t blk)
-{
-    return (uint32_t)((blk * 0x9e3779b97f4a7c15ull) >> (64 - ssd->hbits));
-}
-
-static uint32_t hc_ssd_find(const HcSsd *ssd, uint64_t blk)
-{
-    uint32_t s = ssd->bucket[hc_ssd_bucket_of(ssd, blk)];
-
-    while (s != HC_SSD_NIL && ssd->slot[s].blk != blk) {
-        s = ssd->slot[s].hnext;
-    }
-    return s;
-}
-
-static void hc_ssd_hash_add(HcSsd *ssd, uint32_t s)
-{
-    uint32_t b = hc_ssd_bucket_of(ssd, ssd->slot[s].blk);
-
-    ssd->slot[s].hnext = ssd->bucket[b];
-    ssd->bucket[b] = s;
-}
-
-static void hc_ssd_hash_del(HcSsd *ssd, uint32_t s)
-{
-    uint32_t *link = &ssd->bucket[hc_ssd_bucket_of(ssd, ssd->slot[s].blk)];
-
-    while (*link != s) {
-        link = &ssd->slot[*link].hnext;
-    }
-    *link = ssd->slot[s].hnext;
-}
+HC_HASH_DEFINE(hc_ssd_, HcSsd, slot, HC_SSD_NIL)
 
 uint64_t hc_ssd_sector_of(uint64_t slot)
 {

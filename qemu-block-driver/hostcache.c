@@ -167,7 +167,6 @@ typedef struct BDRVHostcacheState {
      */
     uint64_t origin_wgen;
     uint64_t origin_fgen;
-    bool jcorrupt_reported;
 } BDRVHostcacheState;
 
 typedef struct HostcacheJEntry {
@@ -1443,7 +1442,8 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
     g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, 1 * MiB);
     g_autofree uint8_t *data = qemu_memalign(HC_SSD_SECTOR, sb->block_size);
     uint64_t end = sb->data_offset - sb->meta_offset, lost = 0, top = 0;
-    g_autoptr(GArray) bad = g_array_new(false, false, sizeof(HostcacheJEntry));
+    /* damaged dirty entries a completed flush covered: (blk, seq) pairs */
+    g_autoptr(GArray) bad = g_array_new(false, false, 2 * sizeof(uint64_t));
     HcSsd *idx = hc_ssd_new(sb);
     int ret;
 
@@ -1487,8 +1487,7 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
             if (hc_crc32c(0, data, sb->block_size) != crc) {
                 if (seq <= sb->durable_seq) {
                     /* lost unless a newer entry of blk replaced it */
-                    g_array_append_vals(bad,
-                                        &(HostcacheJEntry) { blk, seq }, 1);
+                    g_array_append_vals(bad, (uint64_t[2]) { blk, seq }, 1);
                 }
                 memset(e, 0, HC_SSD_ENTRY_SIZE);    /* torn: not loaded */
             }
@@ -1501,13 +1500,13 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
     hc_ssd_load_done(idx);
     hc_ssd_seq_at_least(idx, top);
     for (guint i = 0; i < bad->len; i++) {
-        HostcacheJEntry *b = &g_array_index(bad, HostcacheJEntry, i);
-        uint64_t slot = hc_ssd_lookup(idx, b->slot, NULL), seq = 0;
+        const uint64_t *b = &g_array_index(bad, uint64_t, 2 * i);
+        uint64_t slot = hc_ssd_lookup(idx, b[0], NULL), seq = 0;
 
         if (slot != HC_SSD_NONE) {
             hc_ssd_slot_blk(idx, slot, &seq, NULL);
         }
-        lost += slot == HC_SSD_NONE || seq < b->seq;
+        lost += slot == HC_SSD_NONE || seq < b[1];
     }
     if (lost) {
         error_setg(errp, "hostcache: the SSD tier's write-back journal is "
@@ -1897,6 +1896,9 @@ hostcache_destage_task(AioTask *task)
     hc_destage_end(s->eng, &t->d, ret == 0);
     if (ret < 0) {
         hc_engine_stats(s->eng)->origin_errors++;
+        hc_engine_stats(s->eng)->destage_errors++;
+    } else {
+        hc_engine_stats(s->eng)->destaged++;
     }
     hostcache_pace_locked(s, ret, ns);
     qemu_mutex_unlock(&s->lock);
@@ -2141,7 +2143,6 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         slot[n] = hc_ssd_alloc(s->ssd_idx, &victim);
         if (slot[n] == HC_SSD_NONE) {
             hc_destage_end(s->eng, &d[n], false);
-            hc_engine_stats(s->eng)->destage_errors--;  /* not one */
             ret = -ENOSPC;
             break;
         }
@@ -2205,7 +2206,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     aio_task_pool_wait_all(pool);
     ret = aio_task_pool_status(pool);
     aio_task_pool_free(pool);
-    if (ret == 0 && (secs.overflow || s->jsecs->overflow)) {
+    if (ret == 0 && secs.overflow) {
         ret = hostcache_ssd_write_sectors(bs, &secs, 0);
     }
     if (ret == 0 && s->jsecs->overflow) {
@@ -2220,9 +2221,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     qemu_mutex_lock(&s->lock);
     for (i = 0; i < n; i++) {
         hc_destage_end(s->eng, &d[i], ret == 0);
-        if (ret == 0) {
-            hc_engine_stats(s->eng)->destaged--;   /* not on the origin */
-        } else if (hc_ssd_lookup(s->ssd_idx, d[i].blk, NULL) == slot[i]) {
+        if (ret < 0 && hc_ssd_lookup(s->ssd_idx, d[i].blk, NULL) == slot[i]) {
             hc_ssd_invalidate(s->ssd_idx, d[i].blk);   /* RAM has it */
         }
         qemu_vfree(buf[i]);
@@ -2343,6 +2342,7 @@ hostcache_jdestage_task(AioTask *task)
     uint8_t *buf = qemu_blockalign(t->bs->file->bs, bsize);
     const void *ram;
     uint32_t crc;
+    bool ok;
     int64_t start;
     uint64_t ns;
     int ret;
@@ -2360,21 +2360,20 @@ hostcache_jdestage_task(AioTask *task)
     }
     qemu_mutex_unlock(&s->lock);
     ret = 0;
-    if (!ram || hc_crc32c(0, buf, bsize) != crc) {
+    ok = ram && hc_crc32c(0, buf, bsize) == crc;
+    if (!ok) {
         ret = bdrv_co_pread(s->ssd, hc_ssd_data_offset(s->ssd_idx, t->e.slot),
                             bsize, buf, 0);
+        ok = ret == 0 && hc_crc32c(0, buf, bsize) == crc;
     }
-    if (ret == 0 && hc_crc32c(0, buf, bsize) != crc) {
+    if (ret == 0 && !ok) {
         qemu_mutex_lock(&s->lock);
         hc_engine_stats(s->eng)->ssd_corrupt++;
-        if (!s->jcorrupt_reported) {
-            error_report("hostcache '%s': block %" PRIu64 " of the SSD "
-                         "tier's write-back journal fails its checksum; it "
-                         "is not written to the origin (reads of it fail)",
-                         bdrv_get_node_name(t->bs), blk);
-            s->jcorrupt_reported = true;
-        }
         qemu_mutex_unlock(&s->lock);
+        error_report_once("hostcache '%s': block %" PRIu64 " of the SSD "
+                          "tier's write-back journal fails its checksum; it "
+                          "is not written to the origin (reads of it fail)",
+                          bdrv_get_node_name(t->bs), blk);
         ret = -EIO;
     } else if (ret < 0) {
         qemu_mutex_lock(&s->lock);
