@@ -59,9 +59,6 @@ CMD_WRITE_ZEROES = 6
 CMD_FLAG_FUA = 1 << 0
 CMD_FLAG_NO_HOLE = 1 << 1
 
-CMD_NAMES = {CMD_READ: 'read', CMD_WRITE: 'write', CMD_FLUSH: 'flush',
-             CMD_TRIM: 'trim', CMD_WRITE_ZEROES: 'write-zeroes'}
-
 
 class NBDError(Exception):
     """The server answered a request with an error."""
