@@ -1005,10 +1005,11 @@ def demote(r, blk, filler):
 
 def test_write_through_demoted_then_origin_loses_the_write():
     """Write-through: a block written (the origin has it, unflushed), then
-    evicted and demoted to the SSD tier (entry durable); the power cut loses
-    the origin's write.  The recovered node serves the SSD copy; once that
-    entry goes, the origin's older data comes back: a block must not
-    change without a write (docs/DRIVER.md, known limits)."""
+    evicted and demoted to the SSD tier, then the power cut drops what the
+    origin has not flushed.  The demotion's entry may only become durable
+    after an origin flush covering the write, or the recovered node would
+    serve the SSD copy while the origin holds older data (a block changing
+    without a write once that entry goes)."""
     r = Run('wt-demote', {**WT, 'ram-size': 64 * KiB}, True,
             random.Random(f'{SEED}-wt-demote'))
     try:
