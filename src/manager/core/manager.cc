@@ -43,6 +43,37 @@ std::string DiskList(const DomainInfo& info) {
   return t.empty() ? "none" : Join(t, ", ");
 }
 
+// What the stored assignments take of the budgets.
+struct Usage {
+  uint64_t ram = 0, ssd = 0;  // bytes, each disk at its policy's sizes
+  int disks = 0;              // assignments counted
+  int users = 0;              // of them, those of `changed`'s policy
+};
+
+// Sums the assignments' cache sizes, those of `changed`'s policy at
+// `changed`'s rules (nullptr: as stored), without the disk
+// `skip_uuid`/`skip_target` (none when empty).
+Result<Usage> AssignedUsage(store::Store& store, const policy::Policy* changed = nullptr,
+                            const std::string& skip_uuid = "",
+                            const std::string& skip_target = "") {
+  auto all = store.ListAssignments();
+  auto pols = store.ListPolicies();
+  if (!all) return tl::unexpected(all.error());
+  if (!pols) return tl::unexpected(pols.error());
+  std::map<std::string, policy::Rules> rules;
+  for (const auto& p : *pols) rules[p.name] = p.rules;
+  if (changed) rules[changed->name] = changed->rules;
+  Usage u;
+  for (const auto& a : *all) {
+    if (a.vm_uuid == skip_uuid && a.target == skip_target) continue;
+    u.ram += rules[a.policy].ram_size;
+    u.ssd += rules[a.policy].ssd_size;
+    u.disks++;
+    u.users += changed && a.policy == changed->name;
+  }
+  return u;
+}
+
 }  // namespace
 
 Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
@@ -151,47 +182,32 @@ Status Manager::DeletePolicy(const std::string& name) {
 
 BudgetView Manager::Budget() {
   BudgetView b{config_.ram_budget, 0, config_.ssd_budget, 0};
-  auto all = store_.ListAssignments();
-  auto pols = store_.ListPolicies();
-  if (!all || !pols) return b;
-  std::map<std::string, policy::Rules> rules;
-  for (const auto& p : *pols) rules[p.name] = p.rules;
-  for (const auto& a : *all) {
-    b.ram_used += rules[a.policy].ram_size;
-    b.ssd_used += rules[a.policy].ssd_size;
+  if (auto u = AssignedUsage(store_)) {
+    b.ram_used = u->ram;
+    b.ssd_used = u->ssd;
   }
   return b;
 }
 
 Status Manager::CheckBudget(const std::string& uuid, const std::string& target,
                             const policy::Rules& r, const std::string& vm_name) {
-  auto all = store_.ListAssignments();
-  auto pols = store_.ListPolicies();
-  if (!all) return tl::unexpected(all.error());
-  if (!pols) return tl::unexpected(pols.error());
-  std::map<std::string, policy::Rules> rules;
-  for (const auto& p : *pols) rules[p.name] = p.rules;
-  uint64_t ram = 0, ssd = 0;
-  int n = 0;
-  for (const auto& a : *all) {
-    if (a.vm_uuid == uuid && a.target == target) continue;
-    ram += rules[a.policy].ram_size;
-    ssd += rules[a.policy].ssd_size;
-    n++;
-  }
+  auto u = AssignedUsage(store_, nullptr, uuid, target);
+  if (!u) return tl::unexpected(u.error());
   const std::string what = vm_name + "/" + target;
-  if (ram + r.ram_size > config_.ram_budget) {
+  if (u->ram + r.ram_size > config_.ram_budget) {
     return Fail(ErrorCode::kConflict,
                 "not enough cache RAM: " + what + " would need " + HumanSize(r.ram_size) +
-                    ", but " + HumanSize(ram) + " of the host's " + HumanSize(config_.ram_budget) +
-                    " RAM budget is already assigned to " + std::to_string(n) +
+                    ", but " + HumanSize(u->ram) + " of the host's " +
+                    HumanSize(config_.ram_budget) + " RAM budget is already assigned to " +
+                    std::to_string(u->disks) +
                     " disk(s); choose a policy with a smaller ram-size, unassign other disks, "
                     "or raise ram-budget in the hostcached configuration");
   }
-  if (r.ssd_size > 0 && ssd + r.ssd_size > config_.ssd_budget) {
+  if (r.ssd_size > 0 && u->ssd + r.ssd_size > config_.ssd_budget) {
     return Fail(ErrorCode::kConflict,
                 "not enough SSD cache space: " + what + " would need " + HumanSize(r.ssd_size) +
-                    ", but " + HumanSize(ssd) + " of the host's " + HumanSize(config_.ssd_budget) +
+                    ", but " + HumanSize(u->ssd) + " of the host's " +
+                    HumanSize(config_.ssd_budget) +
                     " SSD budget is already assigned; choose a policy with a smaller ssd-size "
                     "or raise ssd-budget in the hostcached configuration");
   }
@@ -199,31 +215,19 @@ Status Manager::CheckBudget(const std::string& uuid, const std::string& target,
 }
 
 Status Manager::CheckBudgetForPolicy(const policy::Policy& p) {
-  auto all = store_.ListAssignments();
-  auto pols = store_.ListPolicies();
-  if (!all) return tl::unexpected(all.error());
-  if (!pols) return tl::unexpected(pols.error());
-  std::map<std::string, policy::Rules> rules;
-  for (const auto& q : *pols) rules[q.name] = q.rules;
-  rules[p.name] = p.rules;
-  uint64_t ram = 0, ssd = 0;
-  int users = 0;
-  for (const auto& a : *all) {
-    ram += rules[a.policy].ram_size;
-    ssd += rules[a.policy].ssd_size;
-    users += a.policy == p.name;
-  }
-  if (users > 0 && ram > config_.ram_budget) {
+  auto u = AssignedUsage(store_, &p);
+  if (!u) return tl::unexpected(u.error());
+  if (u->users > 0 && u->ram > config_.ram_budget) {
     return Fail(ErrorCode::kConflict,
-                "with these rules the " + std::to_string(users) + " disk(s) using policy '" +
-                    p.name + "' would bring the assigned cache RAM to " + HumanSize(ram) +
+                "with these rules the " + std::to_string(u->users) + " disk(s) using policy '" +
+                    p.name + "' would bring the assigned cache RAM to " + HumanSize(u->ram) +
                     ", over the host's " + HumanSize(config_.ram_budget) +
                     " RAM budget; nothing was changed");
   }
-  if (users > 0 && ssd > config_.ssd_budget) {
+  if (u->users > 0 && u->ssd > config_.ssd_budget) {
     return Fail(ErrorCode::kConflict,
                 "with these rules the disks using policy '" + p.name +
-                    "' would bring the assigned SSD cache space to " + HumanSize(ssd) +
+                    "' would bring the assigned SSD cache space to " + HumanSize(u->ssd) +
                     ", over the host's " + HumanSize(config_.ssd_budget) +
                     " SSD budget; nothing was changed");
   }
