@@ -10,37 +10,21 @@
 #include <gtest/gtest.h>
 #include <pugixml.hpp>
 
-#include "fakes.h"
-#include "manager/core/manager.h"
 #include "manager/core/ssd_files.h"
-#include "manager/store/sqlite_store.h"
+#include "web_vm_fixture.h"
 
 namespace hc::core {
 namespace {
 
 using nlohmann::json;
 using store::Compliance;
-using testing::FakeClock;
 using testing::FakeLibvirt;
-using testing::FakeQemuTools;
+using testing::kVdaDev;
+using testing::kWeb;
 using testing::TestData;
 
-constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
-constexpr const char* kVdaDev = "/machine/peripheral/virtio-disk0/virtio-backend";
-
-class ManagerTest : public ::testing::Test {
+class ManagerTest : public testing::WebVmTest {
  protected:
-  void SetUp() override {
-    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
-    tools_.chains["/var/lib/libvirt/images/web-top.qcow2"] = 3;
-    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
-    ManagerConfig cfg;
-    cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
-    cfg.ram_budget = 2ull << 30;
-    cfg.ssd_budget = 0;
-    mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
-  }
-  testing::FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
   std::map<std::string, libvirt::InstalledFilter> Persistent() {
     return *libvirt::ParseInstalledFilters(lv_.domains[kWeb].inactive_xml);
   }
@@ -55,12 +39,6 @@ class ManagerTest : public ::testing::Test {
     for (const auto& e : *evs) out.push_back(e.action);
     return out;
   }
-
-  FakeClock clock_;
-  FakeLibvirt lv_;
-  FakeQemuTools tools_;
-  std::unique_ptr<store::SqliteStore> store_;
-  std::unique_ptr<Manager> mgr_;
 };
 
 TEST_F(ManagerTest, AssignOnARunningVmInsertsLiveAndDefinesPersistently) {

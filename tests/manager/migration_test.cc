@@ -5,37 +5,25 @@
 
 #include <algorithm>
 
-#include "fakes.h"
-#include "manager/core/manager.h"
-#include "manager/store/sqlite_store.h"
 #include "migration/coordinator.h"
+#include "web_vm_fixture.h"
 
 namespace hc::migration {
 namespace {
 
 using libvirt::Lifecycle;
 using store::Compliance;
-using testing::FakeClock;
 using testing::FakeLibvirt;
-using testing::FakeQemuTools;
+using testing::kVdaDev;
+using testing::kWeb;
 using testing::TestData;
 
-constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
-constexpr const char* kVdaDev = "/machine/peripheral/virtio-disk0/virtio-backend";
-
-class MigrationTest : public ::testing::Test {
+class MigrationTest : public testing::WebVmTest {
  protected:
   void SetUp() override {
-    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
-    tools_.chains["/var/lib/libvirt/images/web-top.qcow2"] = 3;
-    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
-    core::ManagerConfig cfg;
-    cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
-    cfg.ram_budget = 2ull << 30;
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+    WebVmTest::SetUp();
     coord_ = std::make_unique<Coordinator>(*mgr_, lv_, clock_);
   }
-  testing::FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
   std::vector<store::Event> Events(const std::string& action) {
     std::vector<store::Event> out;
     auto evs = store_->ListEvents(0, 1000, "");  // (kept: *temporary in a range-for dangles)
@@ -45,11 +33,6 @@ class MigrationTest : public ::testing::Test {
     return out;
   }
 
-  FakeClock clock_;
-  FakeLibvirt lv_;
-  FakeQemuTools tools_;
-  std::unique_ptr<store::SqliteStore> store_;
-  std::unique_ptr<core::Manager> mgr_;
   std::unique_ptr<Coordinator> coord_;
 };
 

@@ -1,0 +1,40 @@
+// The fixture the policy engine's and the migration coordinator's tests
+// share: the running VM "web" (tests/manager/data/web.*.xml) in the fake
+// libvirt, and a Manager over them and a real in-memory SQLite store.
+#pragma once
+
+#include <memory>
+
+#include <gtest/gtest.h>
+
+#include "fakes.h"
+#include "manager/core/manager.h"
+#include "manager/store/sqlite_store.h"
+
+namespace hc::testing {
+
+inline constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
+inline constexpr const char* kVdaDev = "/machine/peripheral/virtio-disk0/virtio-backend";
+
+class WebVmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
+    tools_.chains["/var/lib/libvirt/images/web-top.qcow2"] = 3;
+    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
+    core::ManagerConfig cfg;
+    cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
+    cfg.ram_budget = 2ull << 30;
+    cfg.ssd_budget = 0;
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+  }
+  FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
+
+  FakeClock clock_;
+  FakeLibvirt lv_;
+  FakeQemuTools tools_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<core::Manager> mgr_;
+};
+
+}  // namespace hc::testing
