@@ -95,6 +95,30 @@ pugi::xml_node ChildOrAppend(pugi::xml_node parent, const std::string& name) {
   return n ? n : parent.append_child(name.c_str());
 }
 
+// One of our filters on the QEMU command line: the `-blockdev` <arg>, the
+// <arg> with its JSON, and the parsed options.
+struct OurBlockdevArgs {
+  pugi::xml_node flag, value;
+  json options;
+};
+
+// Our filters among the <arg name="`arg_name`"> children of `cmd` (the
+// <qemu:commandline>; a null node has none), in order.
+std::vector<OurBlockdevArgs> FindOurBlockdevs(pugi::xml_node cmd, const std::string& arg_name) {
+  std::vector<pugi::xml_node> args;
+  for (auto a : cmd.children(arg_name.c_str())) args.push_back(a);
+  std::vector<OurBlockdevArgs> out;
+  for (size_t i = 0; i + 1 < args.size(); i++) {
+    json opts;
+    if (std::string(args[i].attribute("value").value()) == "-blockdev" &&
+        IsOurBlockdev(args[i + 1].attribute("value").value(), &opts)) {
+      out.push_back({args[i], args[i + 1], std::move(opts)});
+      i++;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::pair<uint32_t, uint32_t>> ParseDacBaseLabel(const std::string& caps) {
@@ -186,15 +210,8 @@ Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::
   const std::string fe_name = p + ":frontend", prop_name = p + ":property";
   // node-name -> options, from the -blockdev arguments.
   std::map<std::string, json> nodes;
-  pugi::xml_node cmd = dom.child(cmd_name.c_str());
-  std::vector<pugi::xml_node> args;
-  for (auto a : cmd.children(arg_name.c_str())) args.push_back(a);
-  for (size_t i = 0; i + 1 < args.size(); i++) {
-    json opts;
-    if (std::string(args[i].attribute("value").value()) == "-blockdev" &&
-        IsOurBlockdev(args[i + 1].attribute("value").value(), &opts)) {
-      nodes[opts["node-name"].get<std::string>()] = opts;
-    }
+  for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
+    nodes[b.options["node-name"].get<std::string>()] = b.options;
   }
   // alias -> node-name, from the overrides.
   std::map<std::string, std::string> alias_node;
@@ -225,14 +242,8 @@ Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml) {
   std::string p = QemuPrefix(dom);
   if (p.empty()) return out;
   const std::string cmd_name = p + ":commandline", arg_name = p + ":arg";
-  std::vector<pugi::xml_node> args;
-  for (auto a : dom.child(cmd_name.c_str()).children(arg_name.c_str())) args.push_back(a);
-  for (size_t i = 0; i + 1 < args.size(); i++) {
-    json opts;
-    if (std::string(args[i].attribute("value").value()) == "-blockdev" &&
-        IsOurBlockdev(args[i + 1].attribute("value").value(), &opts)) {
-      out.push_back(opts["node-name"].get<std::string>());
-    }
+  for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
+    out.push_back(b.options["node-name"].get<std::string>());
   }
   return out;
 }
@@ -255,17 +266,10 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
   // 1. Remove our earlier entries.
   std::set<std::string> old_nodes;
   if (pugi::xml_node cmd = dom.child(cmd_name.c_str())) {
-    std::vector<pugi::xml_node> args;
-    for (auto a : cmd.children(arg_name.c_str())) args.push_back(a);
-    for (size_t i = 0; i + 1 < args.size(); i++) {
-      json opts;
-      if (std::string(args[i].attribute("value").value()) == "-blockdev" &&
-          IsOurBlockdev(args[i + 1].attribute("value").value(), &opts)) {
-        old_nodes.insert(opts["node-name"].get<std::string>());
-        cmd.remove_child(args[i]);
-        cmd.remove_child(args[i + 1]);
-        i++;
-      }
+    for (const auto& b : FindOurBlockdevs(cmd, arg_name)) {
+      old_nodes.insert(b.options["node-name"].get<std::string>());
+      cmd.remove_child(b.flag);
+      cmd.remove_child(b.value);
     }
     if (!cmd.first_child()) dom.remove_child(cmd);
   }
