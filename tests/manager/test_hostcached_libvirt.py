@@ -125,18 +125,25 @@ def _qcow2(path, backing=None, fmt=None):
     T.run(argv + [path] + ([] if backing else [str(64 * MiB)]))
 
 
+def _running_vm(prefix, name):
+    """A private libvirtd in a new temp dir running the domain `name` with
+    one raw disk vda (alias ua-disk0); returns (dir, libvirtd, image)."""
+    wd = T.tmpdir(prefix)
+    lv = _libvirtd(wd)
+    img = os.path.join(wd, 'a.raw')
+    _raw(img)
+    lv.define(L.domain_xml(name, [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
+    lv.start_domain(name)
+    return wd, lv, img
+
+
 def _inactive_filters(lv, dom):
     xml = lv.dumpxml(dom, inactive=True)
     return re.findall(r'&quot;node-name&quot;:&quot;(hc-\w+)&quot;', xml), xml
 
 
 def test_live_assign_change_unassign_keeps_data():
-    wd = T.tmpdir('hcmgr-live-')
-    lv = _libvirtd(wd)
-    img = os.path.join(wd, 'a.raw')
-    _raw(img)
-    lv.define(L.domain_xml('live', [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
-    lv.start_domain('live')
+    wd, lv, img = _running_vm('hcmgr-live-', 'live')
     d = Daemon(wd, lv)
     lv.qemu_io('live', 'ua-disk0', 'write -P 0x5a 0 1M')
 
@@ -240,12 +247,7 @@ def test_persistent_definition_after_restart():
 
 
 def test_restarts_and_a_vm_deleted_behind_its_back():
-    wd = T.tmpdir('hcmgr-robust-')
-    lv = _libvirtd(wd)
-    img = os.path.join(wd, 'a.raw')
-    _raw(img)
-    lv.define(L.domain_xml('rob', [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
-    lv.start_domain('rob')
+    wd, lv, _ = _running_vm('hcmgr-robust-', 'rob')
     d = Daemon(wd, lv)
     d.ok('POST', '/policies', {'name': 'small', 'rules': {'ram-size': '32M'}}, want=201)
     T.check(d.ok('PUT', '/vms/rob/disks/vda/policy', {'policy': 'small'})
@@ -310,12 +312,7 @@ def _check_pattern(lv, dom, alias, pattern, length, offset=0):
 
 
 def test_ssd_tier_live_persistent_and_unassigned():
-    wd = T.tmpdir('hcmgr-ssd-')
-    lv = _libvirtd(wd)
-    img = os.path.join(wd, 'a.raw')
-    _raw(img)
-    lv.define(L.domain_xml('ssdvm', [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
-    lv.start_domain('ssdvm')
+    wd, lv, img = _running_vm('hcmgr-ssd-', 'ssdvm')
     uuid = _domuuid(lv, 'ssdvm')
     d = Daemon(wd, lv, extra=('--ssd-budget', '1G'))
     lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x3c 0 4M')
@@ -576,12 +573,7 @@ def test_live_migration_between_two_hosts():
 
 
 def test_hostile_input_changes_nothing():
-    wd = T.tmpdir('hcmgr-hostile-')
-    lv = _libvirtd(wd)
-    img = os.path.join(wd, 'a.raw')
-    _raw(img)
-    lv.define(L.domain_xml('hx', [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
-    lv.start_domain('hx')
+    wd, lv, _ = _running_vm('hcmgr-hostile-', 'hx')
     d = Daemon(wd, lv)
     before = d.ok('GET', '/policies')
     xml_before = lv.dumpxml('hx', inactive=True)
