@@ -156,10 +156,8 @@ Response Problem(int status, const std::string& detail, std::string_view code) {
   json j{{"type", "about:blank"}, {"title", Reason(status)}, {"status", status},
          {"detail", detail}};
   if (!code.empty()) j["code"] = code;
-  Response r;
-  r.status = status;
+  Response r = Json(status, j);
   r.content_type = "application/problem+json";
-  r.body = j.dump(2) + "\n";
   return r;
 }
 
