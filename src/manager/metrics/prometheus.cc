@@ -1,6 +1,8 @@
 #include "manager/metrics/prometheus.h"
 
 #include <cstdio>
+#include <functional>
+#include <optional>
 #include <sstream>
 
 namespace hc::metrics {
@@ -83,6 +85,27 @@ void Header(std::ostringstream& o, const char* name, const char* type, const cha
   o << "# HELP " << name << ' ' << help << '\n' << "# TYPE " << name << ' ' << type << '\n';
 }
 
+std::string DiskLabels(const std::string& vm, const std::string& target,
+                       const std::string& policy) {
+  return "domain=\"" + EscapeLabel(vm) + "\",target_device=\"" + EscapeLabel(target) +
+         "\",policy=\"" + EscapeLabel(policy) + "\"";
+}
+
+// A per-disk family: a sample for each disk `value` has one for, and no
+// header either when it has none.
+void DiskFamily(std::ostringstream& o, const Snapshot& s, const char* name, const char* type,
+                const char* help,
+                const std::function<std::optional<double>(const stats::DiskSnapshot&)>& value) {
+  bool any = false;
+  for (const auto& d : s.disks) {
+    std::optional<double> v = value(d);
+    if (!v) continue;
+    if (!any) Header(o, name, type, help);
+    any = true;
+    o << name << '{' << DiskLabels(d.vm_name, d.target, d.policy) << "} " << Num(*v) << '\n';
+  }
+}
+
 }  // namespace
 
 std::string EscapeLabel(const std::string& v) {
@@ -103,52 +126,40 @@ std::string EscapeLabel(const std::string& v) {
 
 std::string Render(const Snapshot& s) {
   std::ostringstream o;
-  auto disk_labels = [](const std::string& vm, const std::string& target,
-                        const std::string& policy) {
-    return "domain=\"" + EscapeLabel(vm) + "\",target_device=\"" + EscapeLabel(target) +
-           "\",policy=\"" + EscapeLabel(policy) + "\"";
-  };
   for (const auto& f : kFamilies) {
-    bool any = false;
-    for (const auto& d : s.disks) {
-      if (!d.counters.contains(f.key) || !d.counters[f.key].is_number()) continue;
-      if (!any) Header(o, f.name, f.type, f.help);
-      any = true;
-      o << f.name << '{' << disk_labels(d.vm_name, d.target, d.policy) << "} "
-        << Num(d.counters[f.key].get<double>() * f.scale) << '\n';
-    }
+    DiskFamily(o, s, f.name, f.type, f.help, [&f](const stats::DiskSnapshot& d) {
+      const auto it = d.counters.find(f.key);
+      return it != d.counters.end() && it->is_number()
+                 ? std::optional<double>(it->get<double>() * f.scale)
+                 : std::nullopt;
+    });
   }
   if (!s.disks.empty()) {
     Header(o, "hostcache_mode_info", "gauge", "The cache mode in force (value 1).");
     for (const auto& d : s.disks) {
-      o << "hostcache_mode_info{" << disk_labels(d.vm_name, d.target, d.policy) << ",mode=\""
+      o << "hostcache_mode_info{" << DiskLabels(d.vm_name, d.target, d.policy) << ",mode=\""
         << EscapeLabel(d.counters.value("mode", "")) << "\"} 1\n";
     }
-    bool ssd = false;
-    for (const auto& d : s.disks) {
-      if (!d.counters.contains("ssd-active") || !d.counters["ssd-active"].is_boolean()) continue;
-      if (!ssd) {
-        Header(o, "hostcache_ssd_active", "gauge",
-               "1 while the SSD tier caches, 0 after an SSD error switched it off.");
-      }
-      ssd = true;
-      o << "hostcache_ssd_active{" << disk_labels(d.vm_name, d.target, d.policy) << "} "
-        << (d.counters["ssd-active"].get<bool>() ? 1 : 0) << '\n';
-    }
-    Header(o, "hostcache_sample_timestamp_seconds", "gauge",
-           "When the disk's counters were read from QEMU.");
-    for (const auto& d : s.disks) {
-      o << "hostcache_sample_timestamp_seconds{" << disk_labels(d.vm_name, d.target, d.policy)
-        << "} " << Num(static_cast<double>(d.time_ms) / 1000.0) << '\n';
-    }
   }
+  DiskFamily(o, s, "hostcache_ssd_active", "gauge",
+             "1 while the SSD tier caches, 0 after an SSD error switched it off.",
+             [](const stats::DiskSnapshot& d) {
+               const auto it = d.counters.find("ssd-active");
+               return it != d.counters.end() && it->is_boolean()
+                          ? std::optional<double>(it->get<bool>() ? 1 : 0)
+                          : std::nullopt;
+             });
+  DiskFamily(o, s, "hostcache_sample_timestamp_seconds", "gauge",
+             "When the disk's counters were read from QEMU.", [](const stats::DiskSnapshot& d) {
+               return std::optional<double>(static_cast<double>(d.time_ms) / 1000.0);
+             });
   Header(o, "hostcache_disk_compliance", "gauge",
          "1 for the compliance state each assigned disk is in.");
   for (const auto& a : s.assignments) {
     for (auto c : {store::Compliance::kCompliant, store::Compliance::kPendingRestart,
                    store::Compliance::kNotCompliant, store::Compliance::kError,
                    store::Compliance::kUnknown}) {
-      o << "hostcache_disk_compliance{" << disk_labels(a.vm_name, a.target, a.policy)
+      o << "hostcache_disk_compliance{" << DiskLabels(a.vm_name, a.target, a.policy)
         << ",state=\"" << store::ComplianceName(c) << "\"} " << (a.state == c ? 1 : 0) << '\n';
     }
   }
