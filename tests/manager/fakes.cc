@@ -1,6 +1,10 @@
 #include "fakes.h"
 
+#include <stdlib.h>
+
+#include <filesystem>
 #include <fstream>
+#include <stdexcept>
 #include <sstream>
 
 #include "manager/libvirt/block_graph.h"
@@ -300,5 +304,13 @@ std::string TestData(const std::string& name) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+ScratchDir::ScratchDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "XXXXXX";
+  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp " + tmpl + " failed");
+  path_ = tmpl;
+}
+
+ScratchDir::~ScratchDir() { std::filesystem::remove_all(path_); }
 
 }  // namespace hc::testing

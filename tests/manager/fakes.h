@@ -115,4 +115,18 @@ class FakeQemuTools final : public libvirt::QemuTools {
 // Reads tests/manager/data/<name>.
 std::string TestData(const std::string& name);
 
+// A new directory /tmp/<prefix>XXXXXX, removed with its contents when this
+// is destroyed.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix);
+  ~ScratchDir();
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace hc::testing

@@ -342,17 +342,14 @@ class SsdTest : public ManagerTest {
     cfg.ram_budget = 4ull << 30;
     cfg.ssd_budget = 100ull << 30;
     mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
-    char tmpl[] = "/tmp/hcmgr-ssd-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
-    dir_ = root_ + "/tier";  // created by hostcached
     CreatePolicy("ssd", json{{"ssd-size", "1M"}, {"ssd-dir", dir_}});
   }
-  void TearDown() override { std::filesystem::remove_all(root_); }
   std::string File(const std::string& target = "vda") {
     return dir_ + "/" + kWeb + "-" + target + ".hcssd";
   }
-  std::string root_, dir_;
+  const testing::ScratchDir scratch_{"hcmgr-ssd-"};
+  const std::string root_ = scratch_.path();
+  const std::string dir_ = root_ + "/tier";  // created by hostcached
 };
 
 TEST_F(SsdTest, TheTierFileIsCreatedAndAttachedLiveAndInTheDefinition) {

@@ -1,11 +1,10 @@
 // RealQemuTools against the project's own qemu-img (with the driver).
 #include <unistd.h>
 
-#include <filesystem>
-
 #include <gtest/gtest.h>
 
 #include "common/subprocess.h"
+#include "fakes.h"
 #include "manager/libvirt/qemu_tools.h"
 
 #ifndef HC_QEMU_BUILD
@@ -21,11 +20,6 @@ class QemuToolsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (access(kQemuImg.c_str(), X_OK) != 0) GTEST_SKIP() << kQemuImg << " not built";
-    char tmpl[] = "/tmp/hc-qemu-tools.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
   void Img(const std::vector<std::string>& args) {
     std::vector<std::string> argv = {kQemuImg, "create", "-q"};
@@ -33,7 +27,8 @@ class QemuToolsTest : public ::testing::Test {
     auto r = RunProcess(argv, 30000);
     ASSERT_TRUE(r && r->exit_code == 0) << (r ? r->err : r.error().message);
   }
-  std::string dir_;
+  const testing::ScratchDir scratch_{"hc-qemu-tools."};
+  const std::string dir_ = scratch_.path();
   RealQemuTools tools_{kQemuImg};
 };
 

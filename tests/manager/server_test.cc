@@ -7,7 +7,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -199,12 +198,8 @@ class Daemon {
 
 class DaemonTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/hc-daemon-test.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::string dir_;
+  const testing::ScratchDir scratch_{"hc-daemon-test."};
+  const std::string dir_ = scratch_.path();
 };
 
 TEST_F(DaemonTest, CreatesA0600TokenServesAndStopsCleanlyOnSigterm) {

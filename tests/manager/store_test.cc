@@ -2,26 +2,18 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <filesystem>
-
 #include <gtest/gtest.h>
 
+#include "fakes.h"
 #include "manager/store/sqlite_store.h"
 
 namespace hc::store {
 namespace {
 
-namespace fs = std::filesystem;
 using nlohmann::json;
 
 class StoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/hc-store-test.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/hostcached.db";
-  }
-  void TearDown() override { fs::remove_all(dir_); }
   std::unique_ptr<SqliteStore> Open(SqliteOptions o = {}) {
     auto s = SqliteStore::Open(path_, 1000, o);
     EXPECT_TRUE(s) << s.error().message;
@@ -31,7 +23,8 @@ class StoreTest : public ::testing::Test {
     return Assignment{uuid, "vm-" + uuid, target, policy, "hc-" + target,
                       Compliance::kCompliant, "fine", 1, 2};
   }
-  std::string dir_, path_;
+  const testing::ScratchDir dir_{"hc-store-test."};
+  const std::string path_ = dir_.path() + "/hostcached.db";
 };
 
 TEST_F(StoreTest, NewDatabaseUsesWalAndHasTheDefaultPolicies) {
