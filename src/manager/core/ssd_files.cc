@@ -20,10 +20,6 @@ Status Problem(const std::string& path, const std::string& what, int err) {
                   std::strerror(err) + ")");
 }
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 }  // namespace
 
 std::string SsdFilePath(const std::string& dir, const std::string& vm_uuid,
@@ -153,7 +149,7 @@ std::string_view SsdFileStateName(SsdFileState s) {
 }
 
 Status RemoveSsdFile(const std::string& path) {
-  if (!EndsWith(path, kSsdSuffix)) {
+  if (!path.ends_with(kSsdSuffix)) {
     return Fail(ErrorCode::kInvalidArgument, path + " is not an SSD tier file of hostcached");
   }
   if (ReadSsdFileState(path) == SsdFileState::kOpen) {
