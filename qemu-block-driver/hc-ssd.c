@@ -8,6 +8,7 @@
  * See the COPYING file in the top-level directory.
  */
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -622,6 +623,7 @@ uint64_t hc_ssd_commit(HcSsd *ssd, uint64_t slot, uint64_t blk,
 
     *old_sec = HC_SSD_NONE;
     if (old != HC_SSD_NIL) {
+        assert(!ssd->slot[old].dirty);  /* journaled data is never dropped */
         hc_ssd_drop(ssd, old);
         *old_sec = hc_ssd_sector_of(old);
     }
@@ -687,6 +689,7 @@ uint64_t hc_ssd_release_kept(HcSsd *ssd, uint64_t kept)
     uint64_t sec = hc_ssd_sector_of(kept);
     uint32_t now = hc_ssd_find(ssd, x->blk);
 
+    assert(x->state == HC_SLOT_KEPT && x->pins);
     if (x->dirty) {
         ssd->nkept_dirty--;
     }
@@ -892,6 +895,7 @@ uint64_t hc_ssd_metadata_bytes(const HcSsd *ssd)
 const char *hc_ssd_check(const HcSsd *ssd)
 {
     uint64_t valid = 0;
+    uint8_t *seen;
 
     for (uint32_t s = 0; s < ssd->nslots; s++) {
         if (ssd->slot[s].state == HC_SLOT_VALID) {
@@ -911,10 +915,33 @@ const char *hc_ssd_check(const HcSsd *ssd)
     if (valid != ssd->ndirty) {
         return "dirty count wrong";
     }
-    for (uint32_t i = 0; i < ssd->nfree; i++) {
-        if (ssd->slot[ssd->free_stack[i]].state != HC_SLOT_FREE) {
-            return "free stack holds a non-free slot";
-        }
+    valid = 0;
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        valid += ssd->slot[s].state == HC_SLOT_KEPT && ssd->slot[s].dirty;
     }
-    return NULL;
+    if (valid != ssd->nkept_dirty) {
+        return "kept dirty count wrong";
+    }
+    seen = calloc(ssd->nslots, 1);
+    if (!seen) {
+        return "out of memory";
+    }
+    for (uint32_t i = 0; i < ssd->nfree; i++) {
+        uint32_t s = ssd->free_stack[i];
+
+        if (ssd->slot[s].state != HC_SLOT_FREE || ssd->slot[s].pins ||
+            seen[s]) {
+            free(seen);
+            return "free stack holds a non-free, pinned or repeated slot";
+        }
+        seen[s] = 1;
+    }
+    valid = 0;
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        /* free and unpinned, but not on the stack: lost */
+        valid += ssd->slot[s].state == HC_SLOT_FREE && !ssd->slot[s].pins &&
+            !seen[s];
+    }
+    free(seen);
+    return valid ? "free slot missing from the free stack" : NULL;
 }

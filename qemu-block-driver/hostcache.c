@@ -167,6 +167,10 @@ typedef struct BDRVHostcacheState {
      */
     uint64_t origin_wgen;
     uint64_t origin_fgen;
+
+    /* HOSTCACHE_CHECK_INDEX set in the environment (tests): the indexes'
+     * invariants are checked after every batch, aborting when broken. */
+    bool check_index;
 } BDRVHostcacheState;
 
 typedef struct HostcacheJEntry {
@@ -174,6 +178,23 @@ typedef struct HostcacheJEntry {
     uint64_t seq;
     int64_t ns;         /* when journaled (0: recovered) */
 } HostcacheJEntry;
+
+/* With check_index, abort on a broken index invariant (lock held). */
+static void hostcache_check_locked(BDRVHostcacheState *s, const char *where)
+{
+    const char *why;
+
+    if (!s->check_index) {
+        return;
+    }
+    why = s->ssd_idx ? hc_ssd_check(s->ssd_idx) : NULL;
+    why = why ? why : hc_engine_check(s->eng);
+    if (why) {
+        error_report("hostcache: index check failed after %s: %s", where,
+                     why);
+        abort();
+    }
+}
 
 /* Write-back with the SSD tier on: flushes go to the journal. */
 static inline bool hostcache_journaling(BDRVHostcacheState *s)
@@ -391,6 +412,7 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     s->jbusy = G_MAXUINT;
     s->jkept = g_array_new(false, false, sizeof(uint64_t));
     s->jsecs = g_new0(HostcacheSectors, 1);
+    s->check_index = getenv("HOSTCACHE_CHECK_INDEX") != NULL;
 
     ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
     if (ret < 0) {
@@ -1172,6 +1194,7 @@ hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
             }
         }
     }
+    hostcache_check_locked(s, "a demotion");
     qemu_mutex_unlock(&s->lock);
 }
 
@@ -2236,8 +2259,8 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         uint64_t kept = g_array_index(s->jkept, uint64_t, i);
         bool dirty;
 
-        hc_ssd_is_kept(s->ssd_idx, kept, &dirty);
-        if (!dirty) {
+        /* (the destager may have released a dirty one meanwhile) */
+        if (hc_ssd_is_kept(s->ssd_idx, kept, &dirty) && !dirty) {
             hostcache_release_kept_locked(s, kept, s->jsecs);
         }
         /*
@@ -2248,6 +2271,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     }
     g_array_set_size(s->jkept, 0);
     s->jbusy = G_MAXUINT;
+    hostcache_check_locked(s, "a journal batch");
     qemu_mutex_unlock(&s->lock);
     return ret < 0 ? ret : (int64_t)n;
 }
@@ -2497,6 +2521,7 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
             s->jhead = 0;
         }
     }
+    hostcache_check_locked(s, "a destage batch");
     qemu_mutex_unlock(&s->lock);
     /*
      * Losing a clean mark costs a second write of the same data: no FUA.
