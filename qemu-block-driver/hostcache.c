@@ -71,6 +71,7 @@
 #define HOSTCACHE_OPT_MAX_DIRTY     "max-dirty"
 #define HOSTCACHE_OPT_DIRTY_AGE     "max-dirty-age-ms"
 #define HOSTCACHE_OPT_ORIGIN_ID     "origin-id"
+#define HOSTCACHE_OPT_SSD_CREATE    "ssd-create"
 
 /* Evicted blocks waiting to be written to the SSD tier, at most. */
 #define HOSTCACHE_DEMOTE_MAX        1024
@@ -83,6 +84,7 @@ typedef struct HostcacheOpts {
     uint64_t max_dirty;         /* bytes */
     uint64_t dirty_age_ns;
     char origin_id[HC_SSD_ORIGIN_ID_MAX];   /* "" = origin's filename */
+    bool ssd_create;            /* a blank or foreign tier may be formatted */
 } HostcacheOpts;
 
 /*
@@ -284,6 +286,12 @@ static QemuOptsList hostcache_runtime_opts = {
             .help = "identity of the origin recorded in the SSD tier "
                     "(default: the origin's filename)",
         },
+        {
+            .name = HOSTCACHE_OPT_SSD_CREATE,
+            .type = QEMU_OPT_BOOL,
+            .help = "format a blank SSD tier, or one of another origin "
+                    "(default on; off: the tier must exist already)",
+        },
         { /* end of list */ }
     },
 };
@@ -295,6 +303,7 @@ static const char *const hostcache_mutable_opts[] = {
     HOSTCACHE_OPT_SEQ_CUTOFF,
     HOSTCACHE_OPT_MAX_DIRTY,
     HOSTCACHE_OPT_DIRTY_AGE,
+    HOSTCACHE_OPT_SSD_CREATE,
     NULL
 };
 
@@ -386,6 +395,7 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
         goto out;
     }
     pstrcpy(dest->origin_id, sizeof(dest->origin_id), str ? str : "");
+    dest->ssd_create = qemu_opt_get_bool(opts, HOSTCACHE_OPT_SSD_CREATE, true);
     ok = true;
 out:
     qemu_opts_del(opts);
@@ -1612,6 +1622,24 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     }
     if (ret == 0) {
         why = hostcache_ssd_mismatch(&sb, &want);
+    }
+    /*
+     * ssd-create=off: this origin's tier must be here.  A blank node, or
+     * another origin's tier, means it is missing or was replaced, and it
+     * may have held write-back data the origin lacks.  (A migration
+     * destination starts from the source's data: any tier will do.)
+     */
+    if (!s->opts.ssd_create && !activation &&
+        (ret == -ENOENT || (why && strcmp(sb.origin_id, want.origin_id)))) {
+        error_setg(errp, "hostcache: the ssd node '%s' %s, but ssd-create=off "
+                   "says it holds the SSD tier of origin '%s': the tier may "
+                   "be missing or replaced, and may hold write-back data not "
+                   "yet on the origin; restore the tier's file, or open "
+                   "once with ssd-create=on to give that data up; nothing "
+                   "was changed", bdrv_get_node_name(s->ssd->bs),
+                   ret == -ENOENT ? "is blank" : "belongs to another origin",
+                   want.origin_id);
+        return -ENOENT;
     }
     if (ret == 0 && (!why || sb.data_offset + sb.nslots * sb.block_size <=
                      (uint64_t)dev_size)) {
@@ -3384,6 +3412,10 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .destage_errors = st->destage_errors,
         .flush_latency_avg_ns = hc_latency_avg(&st->flush_lat),
         .flush_latency_p99_ns = hc_latency_quantile(&st->flush_lat, 0.99),
+        .admit_after = s->opts.cfg.admit_after,
+        .seq_cutoff = s->opts.cfg.seq_cutoff,
+        .max_dirty = s->opts.max_dirty,
+        .max_dirty_age_ms = s->opts.dirty_age_ns / SCALE_MS,
         .has_ssd_size = !!s->ssd_idx,
         .ssd_size = s->ssd_idx ? hc_ssd_capacity(s->ssd_idx) *
             s->opts.cfg.block_size : 0,
@@ -3404,6 +3436,12 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .ssd_errors = st->ssd_errors,
         .has_ssd_active = !!s->ssd,
         .ssd_active = s->ssd_on,
+        .has_ssd_dirty_bytes = !!s->ssd,
+        .ssd_dirty_bytes = hostcache_ssd_dirty(s) * s->opts.cfg.block_size,
+        .has_ssd_failed = !!s->ssd,
+        .ssd_failed = s->ssd_broken,
+        .origin_id = s->ssd_idx ?
+            g_strdup(hc_ssd_super(s->ssd_idx)->origin_id) : NULL,
     };
     qemu_mutex_unlock(&s->lock);
     return stats;

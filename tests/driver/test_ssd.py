@@ -923,6 +923,58 @@ def test_ssd_shrunk_while_stopped():
     check_eq(st['ssd-size'], hcssd.layout(1 * MiB, BS)[0] * BS, 'ssd-size')
 
 
+def test_missing_tier_refused_with_ssd_create_off():
+    """A write-back journal left by a crash, then the tier file lost: with
+    ssd-create=off a blank file, or another origin's tier, in its place is
+    refused and left as it is; the real file, put back, is recovered and
+    every flushed write reaches the origin."""
+    d = subdir('missing')
+    img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
+    ssd = blank(os.path.join(d, 'ssd.img'), 2 * MiB)
+    hc = {'mode': 'write-back', 'ram-size': 256 * KiB, 'seq-cutoff': 0,
+          'max-dirty-age-ms': 3600000}
+    rng = random.Random(f'{SEED}-missing')
+    model = bytearray(pread_file(img, 0, 2 * MiB))
+    hx = SsdExport(d, img, ssd, hc=hc)
+    try:
+        c = hx.client()
+        for blk in rng.sample(range(512), 40):
+            data = rng.randbytes(BS)
+            c.write(blk * BS, data)
+            model[blk * BS:(blk + 1) * BS] = data
+        c.flush()
+        check(hx.stats()['ssd-dirty-bytes'] > 0, 'nothing in the journal')
+        hx.kill()
+    finally:
+        hx.stop()
+    check(pread_file(img, 0, 2 * MiB) != bytes(model),
+          'the origin already has every write: nothing to lose')
+    real = ssd + '.real'
+    os.rename(ssd, real)
+    off = dict(hc, **{'ssd-create': False})
+    # a blank file in its place
+    blank(ssd, 2 * MiB)
+    err = open_fails(d, img, ssd, 'missing-blank', 'ssd-create=off', hc=off)
+    check('is blank' in err and 'nothing was changed' in err, err)
+    # another origin's (clean) tier in its place
+    other = make_file(os.path.join(d, 'other.img'), 2 * MiB)
+    hx = SsdExport(d, other, ssd, hc={'mode': 'write-through'},
+                   name='qsd-other')
+    hx.quit()
+    err = open_fails(d, img, ssd, 'missing-other', 'ssd-create=off', hc=off)
+    check('belongs to another origin' in err, err)
+    # the real tier back: recovered, and written back at the clean close
+    os.replace(real, ssd)
+    hx = SsdExport(d, img, ssd, hc=off, name='qsd-back')
+    try:
+        check(hx.stats()['ssd-recovered'] > 0, 'nothing recovered')
+        check_eq(hx.stats()['origin-id'], img, 'origin-id in the stats')
+    finally:
+        hx.quit()
+    check(pread_file(img, 0, 2 * MiB) == bytes(model),
+          'flushed writes missing on the origin after the recovery')
+
+
 def test_ssd_too_small():
     d = subdir('small')
     img = make_file(os.path.join(d, 'origin.img'), 1 * MiB)

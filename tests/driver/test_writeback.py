@@ -1237,7 +1237,7 @@ class VM:
     IO = 'qemu-io -d /machine/peripheral/disk0/virtio-backend'
 
     def __init__(self, d, name, img, extra=(), disk=True, origin=None,
-                 ssd=None):
+                 ssd=None, ssd_create=True):
         self.qmp_path = os.path.join(d, f'{name}.qmp')
         self.out_path = os.path.join(d, f'{name}.out')
         self.out = open(self.out_path, 'w')
@@ -1246,6 +1246,7 @@ class VM:
         if ssd:
             # this host's own SSD tier (the write-back journal)
             hc['ssd'] = {'driver': 'file', 'filename': ssd}
+            hc['ssd-create'] = ssd_create
         argv = [QEMU_SYSTEM, '-M', 'pc', '-accel', 'tcg', '-nodefaults',
                 '-display', 'none', '-m', '64', '-S',
                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
@@ -1349,7 +1350,10 @@ def migration_case(tag, ssd, shared=False):
         check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
         check(pread_file(img, 0, 4) != b'\x5a' * 4,
               'data on the origin before the migration')
-        dst = VM(d, 'dst', img, ['-incoming', 'defer'], ssd=ssds[1])
+        # ssd-create=off does not apply to an activation: a blank tier
+        # on the destination is fine, the data comes from the source
+        dst = VM(d, 'dst', img, ['-incoming', 'defer'], ssd=ssds[1],
+                 ssd_create=False)
         migrate(src, dst, d)
         st = migration_end(src)
         check_eq(st['status'], 'completed', f'migration: {st}')
