@@ -1,6 +1,7 @@
 // The REST API without sockets: routing, authentication, problem documents,
 // input validation, and the OpenAPI document against the router.
 #include <algorithm>
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
@@ -288,6 +289,53 @@ TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
   auto served = Call("GET", "/api/v1/openapi.json");
   EXPECT_EQ(served.status, 200);
   EXPECT_EQ(json::parse(served.body), doc);
+}
+
+TEST_F(ApiTest, ALostSsdTierIsForgottenOverTheApi) {
+  core::ManagerConfig cfg;
+  cfg.ram_budget = 1ull << 30;
+  cfg.ssd_budget = 1ull << 30;
+  mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+  api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+  const testing::ScratchDir dir("hcapi-ssd-");
+  const std::string file = dir.path() + "/" + kWeb + "-vda.hcssd";
+  json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir.path()}}}};
+  ASSERT_EQ(Call("POST", "/api/v1/policies", pol.dump()).status, 201);
+  lv_.domains[kWeb].active = false;
+  auto a = Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"ssd"})");
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(Body(a)["ssd_tier"]["path"], file);
+  EXPECT_EQ(Body(a)["ssd_tier"]["formatted"], false);
+  // Not a lost tier (nothing formatted it yet), but the disk without a
+  // tier has none to forget.
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vdb/policy", R"({"policy":"balanced"})").status,
+            200);
+  EXPECT_EQ(Body(Call("GET", "/api/v1/vms/web/disks/vdb/policy"))["ssd_tier"], nullptr);
+  auto none = Call("POST", "/api/v1/vms/web/disks/vdb/ssd-tier/forget");
+  EXPECT_EQ(none.status, 404) << none.body;
+  EXPECT_NE(Body(none)["detail"].get<std::string>().find("no SSD tier"), std::string::npos);
+  // The VM ran (the driver formatted the tier), then the file was lost.
+  testing::WriteSsdSuperblock(file, 3, 2, std::string(kWeb) + "/vda");
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Body(Call("GET", "/api/v1/vms/web/disks/vda/policy"))["ssd_tier"]["formatted"], true);
+  auto intact = Call("POST", "/api/v1/vms/web/disks/vda/ssd-tier/forget");
+  EXPECT_EQ(intact.status, 409) << intact.body;
+  std::filesystem::remove(file);
+  mgr_->CheckVm(kWeb);
+  auto g = Body(Call("GET", "/api/v1/vms/web/disks/vda/policy"));
+  EXPECT_EQ(g["compliance"]["state"], "error");
+  EXPECT_NE(g["compliance"]["reason"].get<std::string>().find("forget"), std::string::npos);
+  EXPECT_EQ(Call("POST", "/api/v1/vms/web/disks/vda/ssd-tier/forget", "[1]").status, 400);
+  EXPECT_EQ(Call("POST", "/api/v1/vms/web/disks/vda/ssd-tier/forget", "", false).status, 401);
+  auto f = Call("POST", "/api/v1/vms/web/disks/vda/ssd-tier/forget", "{}");
+  ASSERT_EQ(f.status, 200) << f.body;
+  EXPECT_EQ(Body(f)["compliance"]["state"], "pending-restart");
+  EXPECT_EQ(Body(f)["ssd_tier"]["formatted"], false);
+  EXPECT_TRUE(std::filesystem::exists(file)) << "a new blank tier";
+  auto evs = Body(Call("GET", "/api/v1/events?vm=web&limit=100"))["events"];
+  EXPECT_TRUE(std::any_of(evs.begin(), evs.end(),
+                          [](const json& e) { return e["action"] == "ssd-forget"; }));
+  EXPECT_EQ(Call("GET", "/api/v1/vms/web/disks/vda/ssd-tier/forget").status, 405);
 }
 
 TEST_F(ApiTest, MigrateTakesADrainTimeout) {

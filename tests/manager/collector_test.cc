@@ -61,6 +61,47 @@ TEST_F(CollectorTest, SamplesEveryCachedDiskIntoTheStore) {
   ASSERT_EQ(latest.size(), 2u);
 }
 
+TEST_F(CollectorTest, TheSsdTiersStateIsInTheSeriesAndTheMetrics) {
+  // A driver that reports the journal and a failed tier; web's disk has an
+  // SSD tier that failed, db's does not report those fields (an older
+  // driver): no samples for it, no error.
+  auto& q = lv_.domains[kWeb].qemu;
+  q.report_options = true;
+  q.nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", "/ssd/x.hcssd"};
+  q.nodes["hc-vda"].ssd = "hc-vda-ssd";
+  q.nodes["hc-vda"].options["mode"] = "write-back";
+  q.nodes["hc-vda"].options["origin-id"] = std::string(kWeb) + "/vda";
+  q.ssd_failed.insert("hc-vda");
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  c.CollectOnce();
+  auto web = store_->ListStats(kWeb, "vda", 10);
+  ASSERT_EQ(web->size(), 1u);
+  const json& got = web->back().counters;
+  EXPECT_EQ(got["ssd-dirty-bytes"], 8192);
+  EXPECT_EQ(got["ssd-failed"], true);
+  EXPECT_EQ(got["origin-id"], std::string(kWeb) + "/vda");
+  EXPECT_EQ(got["admit-after"], 1);
+  metrics::Snapshot snap;
+  snap.disks = c.Latest();
+  snap.assignments = *store_->ListAssignments();
+  std::string text = metrics::Render(snap);
+  const std::string web_labels = "{domain=\"web\",target_device=\"vda\",policy=\"balanced\"}";
+  EXPECT_NE(text.find("hostcache_ssd_dirty_bytes" + web_labels + " 8192"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("hostcache_ssd_failed" + web_labels + " 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("# TYPE hostcache_ssd_failed gauge"), std::string::npos);
+  EXPECT_EQ(text.find("hostcache_ssd_failed{domain=\"db\""), std::string::npos) << text;
+  EXPECT_EQ(text.find("hostcache_ssd_dirty_bytes{domain=\"db\""), std::string::npos) << text;
+  // Nothing reports them: no family at all (no header without samples).
+  q.report_options = false;
+  clock_.now_ms += 10000;
+  c.CollectOnce();
+  snap.disks = c.Latest();
+  text = metrics::Render(snap);
+  EXPECT_EQ(text.find("hostcache_ssd_failed"), std::string::npos) << text;
+  EXPECT_EQ(text.find("hostcache_ssd_dirty_bytes"), std::string::npos) << text;
+}
+
 TEST_F(CollectorTest, AHungVmDoesNotStopTheOthers) {
   boost::asio::thread_pool pool(2);
   std::promise<void> release;

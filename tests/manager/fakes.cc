@@ -2,11 +2,13 @@
 
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <sstream>
 
+#include "manager/core/ssd_files.h"
 #include "manager/libvirt/block_graph.h"
 
 #ifndef HC_TEST_DATA
@@ -22,7 +24,42 @@ json Error(const std::string& desc) {
   return json{{"error", {{"class", "GenericError"}, {"desc", desc}}}};
 }
 json Return(const json& r) { return json{{"return", r}}; }
+
+// The driver opening the tier of a new hostcache node ("" = done).
+std::string OpenTier(const std::string& node, const json& ssd, const json& o) {
+  const std::string path = ssd.value("filename", "");
+  const std::string origin = o.value("origin-id", "");
+  auto f = core::ReadSsdFile(path);
+  if (f.state == core::SsdFileState::kMissing) {
+    return "Could not open '" + path + "': No such file or directory";
+  }
+  const bool foreign = f.formatted() && f.origin_id != origin;
+  if (!o.value("ssd-create", true) && (f.state == core::SsdFileState::kBlank || foreign)) {
+    return "hostcache: the ssd node '" + ssd.value("node-name", "") + "' " +
+           (foreign ? "belongs to another origin" : "is blank") +
+           ", but ssd-create=off says it holds the SSD tier of origin '" + origin +
+           "': the tier may be missing or replaced, and may hold write-back data not yet on "
+           "the origin; restore the tier's file, or open once with ssd-create=on to give that "
+           "data up; nothing was changed";
+  }
+  (void)node;
+  WriteSsdSuperblock(path, 7, 2, origin);
+  return "";
+}
 }  // namespace
+
+void WriteSsdSuperblock(const std::string& path, uint64_t generation, uint32_t state,
+                        const std::string& origin_id) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  char sb[4096] = "HOSTCACHE-SSD";
+  for (int i = 0; i < 8; i++) sb[56 + i] = static_cast<char>(generation >> (8 * i));
+  for (int i = 0; i < 4; i++) sb[72 + i] = static_cast<char>(state >> (8 * i));
+  origin_id.copy(sb + 120, 255);
+  for (int copy = 0; copy < 2; copy++) {
+    f.seekp(copy * 4096);
+    f.write(sb, sizeof sb);
+  }
+}
 
 json FakeQemu::Execute(const json& cmd) {
   const std::string name = cmd.value("execute", "");
@@ -56,15 +93,22 @@ json FakeQemu::Execute(const json& cmd) {
         auto& ds = e["driver-specific"];
         if (ds["mode"] == "write-back") ds["dirty-bytes"] = dirty.count(n) ? dirty.at(n) : 0;
         if (!node.ssd.empty()) {
-          ds["ssd-active"] = ssd_active;
+          const bool failed = ssd_failed.count(n) > 0;
+          ds["ssd-active"] = ssd_active && !failed;
           ds["ssd-size"] = 1 << 20;
-          ds["ssd-errors"] = ssd_active ? 0 : 3;
+          ds["ssd-errors"] = ssd_active && !failed ? 0 : 3;
+          if (report_options) {
+            ds["ssd-failed"] = failed;
+            ds["ssd-dirty-bytes"] = ds["mode"] == "write-back" ? 8192 : 0;
+            ds["origin-id"] = node.options.value("origin-id", "");
+          }
         }
         if (report_options) {
           uint64_t ram = node.options.value("ram-size", uint64_t{256} << 20);
           ds["admit-after"] = node.options.value("admit-after", uint64_t{1});
           ds["seq-cutoff"] = node.options.value("seq-cutoff", uint64_t{4} << 20);
-          ds["max-dirty"] = node.options.value("max-dirty", ram / 2);
+          uint64_t bs = node.options.value("block-size", uint64_t{4096});
+          ds["max-dirty"] = node.options.value("max-dirty", std::max(ram / 2, bs));
           ds["max-dirty-age-ms"] = node.options.value("max-dirty-age-ms", uint64_t{5000});
         }
       } else if (node.driver == "file") {
@@ -129,6 +173,9 @@ json FakeQemu::Execute(const json& cmd) {
         if (!o["ssd"].is_object()) return Error("fake: give the ssd child inline");
         ssd = o["ssd"].value("node-name", "#block" + std::to_string(nodes.size()));
         if (nodes.count(ssd)) return Error("Duplicate nodes with node-name='" + ssd + "'");
+        if (o.value("driver", "") == "hostcache") {
+          if (auto err = OpenTier(node, o["ssd"], o); !err.empty()) return Error(err);
+        }
         nodes[ssd] = Node{"file", "", {}, "", o["ssd"].value("filename", "")};
       }
     } else {
@@ -173,6 +220,12 @@ json FakeQemu::Execute(const json& cmd) {
       if (n.file == node || n.ssd == node) return Error("Node " + node + " is in use");
     }
     std::string implicit = nodes[node].ssd;  // created with it: goes with it
+    if (!implicit.empty() && core::ReadSsdFile(nodes[implicit].filename).formatted()) {
+      // Closed cleanly.
+      WriteSsdSuperblock(nodes[implicit].filename, 8, 1,
+                         nodes[node].options.value("origin-id", ""));
+    }
+    ssd_failed.erase(node);
     nodes.erase(node);
     if (!implicit.empty()) nodes.erase(implicit);
     return Return(json::object());

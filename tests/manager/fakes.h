@@ -49,10 +49,17 @@ struct FakeQemu {
   // Refuse blockdev-add/reopen of hostcache nodes with this mode.
   std::string refuse_mode;
   std::map<std::string, std::string> fail;  // command -> error desc (one shot)
-  // Report admit-after, seq-cutoff, max-dirty, max-dirty-age-ms in the
-  // driver-specific statistics (the real driver does not, yet).
+  // Report what newer drivers do in the driver-specific statistics:
+  // admit-after, seq-cutoff, max-dirty, max-dirty-age-ms, and with an SSD
+  // tier ssd-dirty-bytes, ssd-failed and origin-id.
   bool report_options = false;
   bool ssd_active = true;  // what a node with an SSD tier reports as ssd-active
+  // Hostcache nodes whose SSD tier failed (ssd-failed, with report_options).
+  std::set<std::string> ssd_failed;
+  // As the driver, a hostcache node added with an inline `ssd` child opens
+  // its tier file: refused when the file is missing, or, with ssd-create
+  // false, blank or of another origin; else formatted (a superblock "in
+  // use" with the node's origin-id).  blockdev-del closes it cleanly.
   // node -> the `dirty-bytes` a write-back hostcache node reports (0 absent).
   std::map<std::string, uint64_t> dirty;
   std::vector<std::string> log;             // commands executed, in order
@@ -111,6 +118,12 @@ class FakeQemuTools final : public libvirt::QemuTools {
   Result<int> ChainLength(const libvirt::DiskInfo& disk) override;
   Status CheckOptions(const policy::Rules& rules) override;
 };
+
+// Writes both superblock copies of an SSD tier file as the driver would, as
+// far as hostcached reads them (docs/SSD-FORMAT.md): magic, generation,
+// state (1 closed cleanly, 2 in use), origin identity.
+void WriteSsdSuperblock(const std::string& path, uint64_t generation, uint32_t state,
+                        const std::string& origin_id);
 
 // Reads tests/manager/data/<name>.
 std::string TestData(const std::string& name);

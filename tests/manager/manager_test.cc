@@ -347,6 +347,24 @@ class SsdTest : public ManagerTest {
   std::string File(const std::string& target = "vda") {
     return dir_ + "/" + kWeb + "-" + target + ".hcssd";
   }
+  static std::string Origin(const std::string& target = "vda") {
+    return std::string(kWeb) + "/" + target;
+  }
+  std::optional<store::SsdTier> Tier(const std::string& target = "vda") {
+    return *store_->GetSsdTier(kWeb, target);
+  }
+  int Count(const std::string& action) {
+    auto evs = Events();
+    return static_cast<int>(std::count(evs.begin(), evs.end(), action));
+  }
+  // The VM shut off with the filter's tier in `state` (the driver formatted
+  // it while it ran).
+  void StopWithTier(uint32_t state) {
+    testing::WriteSsdSuperblock(File(), 9, state, Origin());
+    lv_.domains[kWeb].active = false;
+    lv_.domains[kWeb].qemu = testing::FakeQemu{};
+    mgr_->CheckVm(kWeb);
+  }
   const testing::ScratchDir scratch_{"hcmgr-ssd-"};
   const std::string root_ = scratch_.path();
   const std::string dir_ = root_ + "/tier";  // created by hostcached
@@ -411,14 +429,25 @@ TEST_F(SsdTest, AnExistingTierFileIsReusedNotRecreated) {
   std::filesystem::create_directories(dir_);
   {
     std::ofstream f(File());
-    f << "formatted by the driver earlier";
+    f.seekp(64 << 10);
+    f << "cached block";
   }
   std::filesystem::resize_file(File(), 1 << 20);
+  testing::WriteSsdSuperblock(File(), 3, 1, Origin());  // formatted by the driver earlier
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
   std::ifstream f(File());
-  std::string first;
-  std::getline(f, first);
-  EXPECT_EQ(first.substr(0, 9), "formatted") << "a warm tier must survive";
+  f.seekg(64 << 10);
+  std::string first(12, '\0');
+  f.read(first.data(), 12);
+  EXPECT_EQ(first, "cached block") << "a warm tier must survive";
+  // Recorded as the driver's (an upgraded database learns it the same
+  // way), and opened with ssd-create off.
+  auto t = *store_->GetSsdTier(kWeb, "vda");
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->formatted);
+  EXPECT_EQ(t->path, File());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
 }
 
 TEST_F(SsdTest, EditingThePolicyReopensWithTheSsdChildAndANewSizeReplacesIt) {
@@ -575,9 +604,10 @@ TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
 // hostcached reads it: magic, generation, state (1 clean, 2 in use).
 void WriteSuper(const std::string& path, int copy, uint64_t generation, uint32_t state) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  char sb[80] = "HOSTCACHE-SSD";
+  char sb[384] = "HOSTCACHE-SSD";
   for (int i = 0; i < 8; i++) sb[56 + i] = static_cast<char>(generation >> (8 * i));
   for (int i = 0; i < 4; i++) sb[72 + i] = static_cast<char>(state >> (8 * i));
+  std::string(kWeb).append("/vda").copy(sb + 120, 255);
   f.seekp(copy * 4096);
   f.write(sb, sizeof sb);
 }
@@ -602,27 +632,68 @@ TEST_F(SsdTest, TheStateOfATierFileComesFromItsNewestSuperblock) {
 }
 
 TEST_F(SsdTest, ATierNotClosedCleanlyKeepsItsFilterUntilTheVmRan) {
+  CreatePolicy("ssd-wb", json{{"mode", "write-back"}, {"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  CreatePolicy("ssd-wt", json{{"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  CreatePolicy("elsewhere", json{{"mode", "write-back"}, {"ssd-size", "1M"},
+                                 {"ssd-dir", root_ + "/other"}});
   lv_.domains[kWeb].active = false;
-  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
   // The VM (or the host) crashed with written data in the tier's journal.
   WriteSuper(File(), 0, 7, 2);
+  const std::string def = lv_.domains[kWeb].inactive_xml;
   // Unassigning would start the VM without the filter: refused.
   auto u = mgr_->Unassign("web", "vda");
   ASSERT_FALSE(u);
   EXPECT_EQ(u.error().code, ErrorCode::kFailedPrecondition);
-  EXPECT_NE(u.error().message.find("start VM 'web' once"), std::string::npos)
+  EXPECT_NE(u.error().message.find("start VM 'web' once with its current policy"),
+            std::string::npos)
       << u.error().message;
   EXPECT_EQ(Persistent().size(), 1u);
-  // A policy without the tier: the definition keeps the old filter.
-  auto p = *store_->GetPolicy("ssd");
-  p.rules.ssd_size = 0;
+  // So is every change that would lose the journal: no tier, another tier
+  // file, not write-back, another block size; nothing changes.
+  struct Change {
+    json rules;
+    const char* why;
+  } changes[] = {{json{{"ssd-size", 0}}, "without this SSD tier"},
+                 {json{{"mode", "write-through"}}, "write-through, not write-back"},
+                 {json{{"block-size", 65536}, {"ssd-size", "1M"}}, "block-size"},
+                 {json{{"ssd-dir", root_ + "/moved"}}, "move the disk's SSD tier"}};
+  for (const auto& c : changes) {
+    auto p = *store_->GetPolicy("ssd-wb");
+    p.rules = *policy::RulesFromJson(c.rules, p.rules);
+    auto users = mgr_->UpdatePolicy(p);
+    ASSERT_FALSE(users) << c.rules.dump();
+    EXPECT_EQ(users.error().code, ErrorCode::kFailedPrecondition);
+    EXPECT_NE(users.error().message.find(c.why), std::string::npos) << users.error().message;
+    EXPECT_NE(users.error().message.find("not closed cleanly"), std::string::npos);
+    EXPECT_EQ(store_->GetPolicy("ssd-wb")->rules.mode, policy::CacheMode::kWriteBack);
+    EXPECT_EQ(store_->GetPolicy("ssd-wb")->rules.ssd_size, 1u << 20);
+  }
+  for (const char* other : {"ssd-wt", "elsewhere", "balanced"}) {
+    auto a = mgr_->Assign("web", "vda", other);
+    ASSERT_FALSE(a) << other;
+    EXPECT_EQ(a.error().code, ErrorCode::kFailedPrecondition);
+    EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->policy, "ssd-wb");
+  }
+  EXPECT_EQ(lv_.domains[kWeb].inactive_xml, def);
+  // A change that keeps the journal readable applies.
+  auto p = *store_->GetPolicy("ssd-wb");
+  p.rules.ram_size = 512 << 20;
   auto users = mgr_->UpdatePolicy(p);
-  ASSERT_TRUE(users);
-  EXPECT_EQ((*users)[0].state, Compliance::kNotCompliant);
-  EXPECT_NE((*users)[0].reason.find("not closed cleanly"), std::string::npos)
-      << (*users)[0].reason;
+  ASSERT_TRUE(users) << users.error().message;
+  EXPECT_EQ((*users)[0].state, Compliance::kPendingRestart) << (*users)[0].reason;
+  EXPECT_EQ(Persistent()["vda"].options["ram-size"], 512 << 20);
   EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
   EXPECT_TRUE(std::filesystem::exists(File()));
+  // One that would not, made behind the API's back (the store edited):
+  // the definition keeps the filter as it was, and says why.
+  p.rules.ssd_size = 0;
+  ASSERT_TRUE(store_->UpdatePolicy(p, clock_.now_ms));
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("not closed cleanly"), std::string::npos) << a->reason;
+  EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
   // The VM ran and closed the tier cleanly: the change applies now.
   WriteSuper(File(), 1, 8, 1);
   mgr_->CheckVm(kWeb);
@@ -659,6 +730,261 @@ TEST_F(SsdTest, AForeignFileUnderTheFilterIsReplacedByThePolicysOne) {
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
 }
 
+// ---- the tier's record: ssd-create, lost tiers ---------------------------------------
+
+TEST_F(SsdTest, ALiveInsertedTierIsRecordedAndThenOpenedWithSsdCreateOff) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  // The filter was added with ssd-create on: hostcached had just made the
+  // file, and the driver formatted it.
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], true);
+  EXPECT_EQ(ReadSsdFile(File()).origin_id, Origin());
+  auto t = Tier();
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(t->formatted);
+  EXPECT_EQ(t->path, File());
+  EXPECT_EQ(t->origin_id, Origin());
+  // The definition says off from then on.
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  EXPECT_EQ(Count("ssd"), 1);
+  // Reopens name it too (it is mutable), and a check changes nothing more.
+  int defines = lv_.defines;
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(lv_.defines, defines);
+  EXPECT_EQ(Count("ssd"), 1);
+}
+
+TEST_F(SsdTest, AfterAStartTheFormattedTierIsRecordedAndTheDefinitionSaysOff) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true) << "a blank file hostcached made";
+  ASSERT_TRUE(Tier());
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  // The VM starts from its definition; the driver formats the tier.
+  auto& d = lv_.domains[kWeb];
+  lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
+  auto opts = Persistent()["vda"].options;
+  Qemu().nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", File()};
+  Qemu().nodes["hc-vda"] =
+      testing::FakeQemu::Node{"hostcache", "libvirt-4-format", opts, "hc-vda-ssd", ""};
+  Qemu().devs[kVdaDev] = "hc-vda";
+  testing::WriteSsdSuperblock(File(), 1, 2, Origin());
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(SsdTest, AMissingFormattedTierIsNotMadeAgainButReported) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StopWithTier(2);  // ran, then destroyed: journal data may be in it
+  ASSERT_TRUE(Tier()->formatted);
+  std::filesystem::remove(File());
+  const std::string def_before = lv_.domains[kWeb].inactive_xml;
+  mgr_->CheckVm(kWeb);
+  mgr_->CheckVm(kWeb);
+  EXPECT_FALSE(std::filesystem::exists(File())) << "a blank tier made in its place";
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kError);
+  for (const std::string& want : {File(), std::string("is missing"),
+                                  std::string("write-back data"),
+                                  std::string("hostcachectl disk forget-tier web vda"),
+                                  std::string("ssd-create=off")}) {
+    EXPECT_NE(a->reason.find(want), std::string::npos) << want << " in " << a->reason;
+  }
+  EXPECT_EQ(Count("ssd-lost"), 1) << "one event, not one per check";
+  // The definition still names the tier, with ssd-create off: a start
+  // fails instead of running without the tier's data.
+  EXPECT_EQ(lv_.domains[kWeb].inactive_xml, def_before);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
+  // Assigning the policy again does not make it either.
+  auto again = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->state, Compliance::kError);
+  EXPECT_FALSE(std::filesystem::exists(File()));
+}
+
+TEST_F(SsdTest, ABlankOrForeignReplacementIsLostToo) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StopWithTier(1);
+  std::filesystem::remove(File());
+  {
+    std::ofstream f(File());
+  }
+  std::filesystem::resize_file(File(), 1 << 20);  // blank, the same size
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kError);
+  EXPECT_NE(a->reason.find("is blank"), std::string::npos) << a->reason;
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank) << "left as it is";
+  // Another disk's tier copied over it.
+  testing::WriteSsdSuperblock(File(), 4, 1, std::string(kWeb) + "/vdb");
+  mgr_->CheckVm(kWeb);
+  a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kError);
+  EXPECT_NE(a->reason.find("another origin ('" + std::string(kWeb) + "/vdb')"),
+            std::string::npos)
+      << a->reason;
+  // Its own tier back: fine again.
+  testing::WriteSsdSuperblock(File(), 5, 1, Origin());
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+}
+
+TEST_F(SsdTest, ForgettingALostTierMakesANewOne) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StopWithTier(2);
+  // While the tier is there, there is nothing to forget.
+  auto intact = mgr_->ForgetSsdTier("web", "vda");
+  ASSERT_FALSE(intact);
+  EXPECT_EQ(intact.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(intact.error().message.find("nothing is lost"), std::string::npos)
+      << intact.error().message;
+  EXPECT_TRUE(Tier()->formatted);
+  std::filesystem::remove(File());
+  mgr_->CheckVm(kWeb);
+  ASSERT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kError);
+  auto a = mgr_->ForgetSsdTier("web", "vda");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kPendingRestart) << a->reason;
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank) << "a new blank tier";
+  ASSERT_TRUE(Tier());
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-forget"), 1);
+  // A disk without a tier has nothing to forget.
+  ASSERT_TRUE(mgr_->Assign("web", "vdb", "balanced"));
+  auto none = mgr_->ForgetSsdTier("web", "vdb");
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(mgr_->ForgetSsdTier("web", "vdc").error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(SsdTest, ARunningVmsTierIsNotForgotten) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  auto r = mgr_->ForgetSsdTier("web", "vda");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ(Count("ssd-forget"), 0);
+}
+
+TEST_F(SsdTest, AResizedCleanTierStartsOverWithSsdCreateOn) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StopWithTier(1);  // closed cleanly: clean copies only
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.ssd_size = 2 << 20;
+  ASSERT_TRUE(mgr_->UpdatePolicy(p));
+  EXPECT_EQ(std::filesystem::file_size(File()), 2u << 20);
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+}
+
+TEST_F(SsdTest, AMovedTierLeavesTheOldFileWhenItHeldCleanCopiesOnly) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StopWithTier(1);
+  const std::string old = File();
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.ssd_dir = root_ + "/moved";
+  ASSERT_TRUE(mgr_->UpdatePolicy(p));
+  const std::string now = root_ + "/moved/" + kWeb + "-vda.hcssd";
+  EXPECT_FALSE(std::filesystem::exists(old));
+  EXPECT_EQ(ReadSsdFileState(now), SsdFileState::kBlank);
+  EXPECT_EQ(Tier()->path, now);
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+}
+
+TEST_F(SsdTest, UnassigningForgetsTheRecord) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  ASSERT_TRUE(Tier());
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_FALSE(Tier());
+  EXPECT_FALSE(std::filesystem::exists(File()));
+  // Assigned again: a new tier, made and formatted afresh.
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(SsdTest, AfterALiveMigrationAwayTheTierStartsOverBlank) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  ASSERT_TRUE(Tier()->formatted);
+  // The VM left; its QEMU here wrote everything back, dropped the tier and
+  // closed it.
+  testing::WriteSsdSuperblock(File(), 9, 1, Origin());
+  lv_.domains[kWeb].active = false;
+  lv_.domains[kWeb].qemu = testing::FakeQemu{};
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kMigratedAway);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank) << "ready for a migration back";
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+  // So a stale file removed by hand is no lost tier.
+  std::filesystem::remove(File());
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
+}
+
+TEST_F(SsdTest, AFailedTierIsReportedAndReplacedWhenThePolicyIsReapplied) {
+  Qemu().report_options = true;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  Qemu().ssd_failed.insert("hc-vda");
+  Qemu().log.clear();
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_EQ(a->reason.rfind("the SSD tier failed with an I/O error; writes go through to the "
+                            "origin; check the device, then re-apply the policy",
+                            0),
+            0u)
+      << a->reason;
+  // A check repairs nothing (a reopen cannot; a failing device would fail
+  // again).
+  for (const char* c : {"blockdev-reopen", "blockdev-del", "blockdev-add"}) {
+    EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), c), 0) << c;
+  }
+  // Re-applying the policy replaces the filter: the tier is attached again.
+  auto again = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->state, Compliance::kCompliant) << again->reason;
+  EXPECT_NE(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-del"), Qemu().log.end());
+  EXPECT_EQ(Qemu().nodes["hc-vda"].ssd, "hc-vda-ssd");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false) << "its own tier, reopened";
+}
+
+TEST_F(SsdTest, ReportedSettingsAreComparedNotReasserted) {
+  Qemu().report_options = true;
+  CreatePolicy("tuned", json{{"admit-after", 2}, {"seq-cutoff", "1M"}, {"max-dirty", "64M"},
+                             {"max-dirty-age-ms", 800}, {"mode", "write-back"}});
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "tuned"));
+  Qemu().log.clear();
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0)
+      << "the driver reports them: nothing to re-assert";
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  // Changed behind hostcached's back and not put back (the reopen fails):
+  // each named.
+  auto& o = Qemu().nodes["hc-vda"].options;
+  o["seq-cutoff"] = 0;
+  o["max-dirty"] = 32 << 20;
+  Qemu().fail["blockdev-reopen"] = "busy";
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("seq-cutoff is 0, the policy says 1M"), std::string::npos)
+      << a->reason;
+  EXPECT_NE(a->reason.find("max-dirty is 32M, the policy says 64M"), std::string::npos)
+      << a->reason;
+}
+
 // ---- settings QEMU runs with ----------------------------------------------------
 
 TEST(CompareSettings, NamesEachOptionThatDiffers) {
@@ -681,6 +1007,22 @@ TEST(CompareSettings, NamesEachOptionThatDiffers) {
   json bare{{"mode", "write-through"}, {"block-size", 4096}, {"ram-limit", 256 << 20}};
   EXPECT_TRUE(libvirt::CompareSettings(bare, policy::Rules{}).empty());
   EXPECT_EQ(libvirt::UnreportedOptions(bare).size(), 4u);
+  // max-dirty 0 is the driver's default: half the RAM tier, one block at
+  // least.
+  policy::Rules tiny;
+  tiny.ram_size = tiny.block_size = 4096;
+  json one{{"mode", "write-through"}, {"block-size", 4096}, {"ram-limit", 4096},
+           {"max-dirty", 4096}};
+  EXPECT_TRUE(libvirt::CompareSettings(one, tiny).empty());
+  // A failed tier: said by SsdFailure, not a setting to repair; without
+  // ssd-failed (an older driver), ssd-active false is one.
+  json failed{{"mode", "write-through"}, {"block-size", 4096}, {"ram-limit", 256 << 20},
+              {"ssd-size", 1 << 20}, {"ssd-active", false}, {"ssd-failed", true}};
+  EXPECT_TRUE(libvirt::CompareSettings(failed, r).empty());
+  EXPECT_NE(libvirt::SsdFailure(failed).find("failed with an I/O error"), std::string::npos);
+  failed.erase("ssd-failed");
+  EXPECT_EQ(libvirt::CompareSettings(failed, r).size(), 1u);
+  EXPECT_EQ(libvirt::SsdFailure(failed), "");
 }
 
 TEST_F(ManagerTest, OptionsChangedBehindOurBackAreNamedAndPutBack) {

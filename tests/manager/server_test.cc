@@ -273,6 +273,12 @@ TEST_F(DaemonTest, HostcachectlDrivesTheApi) {
   auto status = ctl({"disk", "status", "test"});
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find("vda"), std::string::npos) << status.out;
+  // (The route is reached: the daemon's refusal is printed.)
+  auto forget = ctl({"disk", "forget-tier", "test", "vda"});
+  EXPECT_EQ(forget.exit_code, 1);
+  EXPECT_NE(forget.err.find("error 404: disk vda of VM 'test' has no policy assigned"),
+            std::string::npos)
+      << forget.err;
   EXPECT_EQ(ctl({"policy", "delete", "fast"}).exit_code, 0);
   EXPECT_EQ(ctl({"policy", "show", "fast"}).exit_code, 1);
   EXPECT_EQ(ctl({"health"}).exit_code, 0);

@@ -146,6 +146,52 @@ TEST_F(StoreTest, EventsAreBoundedAndNewestFirst) {
   for (const auto& e : *only_a) EXPECT_EQ(e.vm, "a");
 }
 
+TEST_F(StoreTest, SsdTiersAreRecordedPerDisk) {
+  auto s = Open();
+  EXPECT_FALSE(*s->GetSsdTier("u", "vda"));
+  SsdTier t{"u", "vda", "/ssd/u-vda.hcssd", "u/vda", false, 5, 5};
+  ASSERT_TRUE(s->PutSsdTier(t));
+  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u", "vdb", "/ssd/u-vdb.hcssd", "u/vdb", true, 6, 6}));
+  EXPECT_EQ(**s->GetSsdTier("u", "vda"), t);
+  t.formatted = true;
+  t.updated_ms = 9;
+  ASSERT_TRUE(s->PutSsdTier(t));  // replaces
+  EXPECT_EQ(**s->GetSsdTier("u", "vda"), t);
+  auto all = s->ListSsdTiers();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].target, "vdb");
+  ASSERT_TRUE(s->DeleteSsdTier("u", "vda"));
+  ASSERT_TRUE(s->DeleteSsdTier("u", "vda"));  // a missing record is fine
+  EXPECT_FALSE(*s->GetSsdTier("u", "vda"));
+  EXPECT_EQ(s->ListSsdTiers()->size(), 1u);
+}
+
+TEST_F(StoreTest, ASchema1DatabaseIsUpgradedAndKeepsItsState) {
+  // What hostcached before the tier records wrote: schema 1, no ssd_tiers.
+  {
+    auto s = Open();
+    ASSERT_TRUE(s->PutAssignment(A("u1", "vda", "balanced")));
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE ssd_tiers; PRAGMA user_version=1", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  auto s = Open();
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->ListAssignments()->size(), 1u);
+  EXPECT_TRUE(s->ListSsdTiers()->empty());
+  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u1", "vda", "/ssd/f", "u1/vda", true, 1, 1}));
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 2);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
 TEST_F(StoreTest, UnwritableLocationIsAClearError) {
   auto s = SqliteStore::Open("/proc/hostcache/nope.db", 1);
   ASSERT_FALSE(s);

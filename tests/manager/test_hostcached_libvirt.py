@@ -13,7 +13,9 @@ and TCG domains running the project's QEMU, driven over HTTP.
   behind the daemon's back (reported, then forgotten)
 - an SSD tier: the tier file made by hostcached, the filter's ssd child in
   QEMU's graph live and after a restart (warm), data intact, the file
-  deleted on unassignment
+  deleted on unassignment; in write-back, the tier replaced by a blank file
+  or deleted while the VM is shut off: virsh start fails (ssd-create=off),
+  the disk in error, no tier made in its place, until forget-tier
 - a cached disk hot-unplugged: the filter and libvirt's orphaned nodes
   closed, reported, the definition's entries removed when the disk leaves it
 - a live migration between two libvirtds with a hostcached each: events
@@ -53,7 +55,7 @@ def _libvirtd(wd, **kw):
 class Daemon:
     """hostcached on a free port, stopped by pid at the end of the test."""
 
-    def __init__(self, wd, lv, extra=()):
+    def __init__(self, wd, lv, extra=(), check_interval=30):
         self.dir = os.path.join(wd, 'hostcached')
         os.makedirs(self.dir, exist_ok=True)
         self.lv = lv
@@ -64,7 +66,7 @@ class Daemon:
              '--token-file', os.path.join(self.dir, 'token'),
              '--libvirt-uri', lv.uri, '--emulator', T.QEMU_SYSTEM,
              '--qemu-img', T.QEMU_IMG, '--stats-interval', '1',
-             '--check-interval', '30', '--ram-budget', '2G', *extra],
+             '--check-interval', str(check_interval), '--ram-budget', '2G', *extra],
             stderr=open(self.log, 'w'))
         self.port = None
         deadline = time.monotonic() + 30
@@ -314,7 +316,8 @@ def _check_pattern(lv, dom, alias, pattern, length, offset=0):
 def test_ssd_tier_live_persistent_and_unassigned():
     wd, lv, img = _running_vm('hcmgr-ssd-', 'ssdvm')
     uuid = _domuuid(lv, 'ssdvm')
-    d = Daemon(wd, lv, extra=('--ssd-budget', '1G'))
+    # (checks every 5 s: the lost tier below is seen by the periodic check)
+    d = Daemon(wd, lv, extra=('--ssd-budget', '1G'), check_interval=5)
     lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x3c 0 4M')
     ssd_dir = os.path.join(wd, 'ssd', 'tier')     # made by hostcached
     ssd = os.path.join(ssd_dir, f'{uuid}-vda.hcssd')
@@ -382,6 +385,8 @@ def test_ssd_tier_live_persistent_and_unassigned():
     _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
 
+    _lost_tier_is_not_replaced_silently(d, lv, ssd)
+
     # Unassign: filter and tier node gone, tier file deleted, data on the image.
     d.ok('DELETE', '/vms/ssdvm/disks/vda/policy', want=204)
     T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
@@ -393,6 +398,78 @@ def test_ssd_tier_live_persistent_and_unassigned():
         T.check('Pattern verification failed' not in r.stdout, r.stdout)
     names, _ = _inactive_filters(lv, 'ssdvm')
     T.check(names == [], f'definition still has {names}')
+
+
+def _ssd_create(lv, dom):
+    """The ssd-create values in the definition's -blockdev of hc-vda."""
+    xml = lv.dumpxml(dom, inactive=True)
+    return re.findall(r'ssd-create(?:&quot;|")\s*:\s*(true|false)', xml)
+
+
+def _lost_tier_is_not_replaced_silently(d, lv, ssd):
+    """The tier of a write-back disk, formatted by the driver, replaced by a
+    blank file and then deleted while the VM is shut off: the definition
+    keeps ssd-create=false, so virsh start fails, the daemon reports the
+    disk in error and makes no tier in its place; forget-tier gives the
+    tier up, and the VM starts with a fresh one."""
+    p = d.ok('PUT', '/policies/ssd', {'rules': {'mode': 'write-back'}})
+    T.check(p['disks'][0]['compliance']['state'] == 'compliant', p)
+    a = d.ok('GET', '/vms/ssdvm/disks/vda/policy')
+    T.check(a['ssd_tier'] and a['ssd_tier']['formatted'] and a['ssd_tier']['path'] == ssd, a)
+    T.check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
+    st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st['mode'] == 'write-back' and st.get('ssd-failed') is False and
+            st.get('ssd-dirty-bytes') is not None and
+            st.get('origin-id', '').endswith('/vda'), st)
+    # (the collector samples every second)
+    _wait('hostcache_ssd_failed in /metrics', lambda: 'hostcache_ssd_failed{domain="ssdvm",'
+          'target_device="vda",policy="ssd"} 0' in d.call('GET', '/metrics')[1], timeout=20)
+    lv.destroy('ssdvm')
+    _wait('the VM shut off', lambda: lv.domstate('ssdvm').startswith('shut off'))
+
+    # Replaced by a blank file of the same size: the driver refuses it.
+    fst = os.stat(ssd)
+    os.remove(ssd)
+    with open(ssd, 'wb') as f:
+        f.truncate(fst.st_size)
+    os.chown(ssd, fst.st_uid, fst.st_gid)
+    os.chmod(ssd, 0o600)
+    r = lv.virsh('start', 'ssdvm', check=False)
+    T.check(r.returncode != 0 and 'is blank, but ssd-create=off' in r.stderr, r.stderr)
+    st = _wait('the blank tier reported',
+               lambda: (lambda s: s if s['state'] == 'error' else None)(d.state('ssdvm', 'vda')))
+    T.check('is blank' in st['reason'] and 'forget-tier' in st['reason'], st)
+    T.check(os.path.getsize(ssd) == fst.st_size and open(ssd, 'rb').read(8192) == bytes(8192),
+            'the blank file was changed')
+
+    # Deleted: not made again, the start fails, reported.
+    os.remove(ssd)
+    st = _wait('the missing tier reported',
+               lambda: (lambda s: s if 'is missing' in s['reason'] else None)(
+                   d.state('ssdvm', 'vda')))
+    T.check(st['state'] == 'error' and ssd in st['reason'] and
+            'write-back data' in st['reason'], st)
+    r = lv.virsh('start', 'ssdvm', check=False)
+    T.check(r.returncode != 0 and ssd in r.stderr, r.stderr)
+    T.check(not os.path.exists(ssd), 'a tier file was made in place of the lost one')
+    T.check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
+    T.check(_events(d, 'ssdvm', 'ssd-lost'), 'no ssd-lost event')
+
+    # Given up: a new blank tier, formatted at the next start.
+    a = d.ok('POST', '/vms/ssdvm/disks/vda/ssd-tier/forget', {})
+    T.check(a['compliance']['state'] == 'pending-restart', a)
+    T.check(a['ssd_tier'] and not a['ssd_tier']['formatted'], a)
+    T.check(os.path.getsize(ssd) == fst.st_size, 'no new tier file')
+    T.check(_ssd_create(lv, 'ssdvm') == ['true'], _ssd_create(lv, 'ssdvm'))
+    T.check(_events(d, 'ssdvm', 'ssd-forget'), 'no ssd-forget event')
+    lv.start_domain('ssdvm')
+    _wait('compliant with a fresh tier',
+          lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
+    st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st['ssd-recovered'] == 0 and st['ssd-active'], st)
+    _wait('ssd-create=false again', lambda: _ssd_create(lv, 'ssdvm') == ['false'])
+    T.check(d.ok('GET', '/vms/ssdvm/disks/vda/policy')['ssd_tier']['formatted'], 'not recorded')
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
 
 
 def test_hot_unplug_of_a_cached_disk():
@@ -486,17 +563,19 @@ def test_live_migration_between_two_hosts():
     b.define(a.dumpxml('mig', inactive=True))
     a.start_domain('mig')
     uuid = _domuuid(a, 'mig')
-    ssd_dir = os.path.join(wd, 'ssd')
+    # Each host its own tier directory, as on two machines (a host's
+    # hostcached deletes its tier file when the VM migrates away).
     rules = {'mode': 'write-back', 'ram-size': '32M', 'max-dirty-age-ms': 3600000,
-             'ssd-size': '8M', 'ssd-dir': ssd_dir}
+             'ssd-size': '8M'}
     os.makedirs(os.path.join(wd, 'a'))
     os.makedirs(os.path.join(wd, 'b'))
     da = Daemon(os.path.join(wd, 'a'), a, extra=('--ssd-budget', '1G'))
     # (b drains before its migration until nothing is dirty.)
     db = Daemon(os.path.join(wd, 'b'), b,
                 extra=('--ssd-budget', '1G', '--migrate-drain-threshold', '0'))
-    for d, want in ((da, 'compliant'), (db, 'pending-restart')):
-        d.ok('POST', '/policies', {'name': 'wb', 'rules': rules}, want=201)
+    for d, want, host in ((da, 'compliant', 'a'), (db, 'pending-restart', 'b')):
+        d.ok('POST', '/policies', {'name': 'wb', 'rules': dict(
+            rules, **{'ssd-dir': os.path.join(wd, host, 'ssd')})}, want=201)
         st = d.ok('PUT', '/vms/mig/disks/vda/policy', {'policy': 'wb'})['compliance']
         T.check(st['state'] == want, st)
     a.qemu_io('mig', 'ua-disk0', 'write -P 0x3c 48M 2M')

@@ -234,6 +234,17 @@ TEST(Policy, DriverOptionsUseTheDriversNames) {
   EXPECT_EQ(o.size(), 9u);
   r.max_dirty = 64 << 20;
   EXPECT_EQ(policy::DriverOptions(r, "n", "f")["max-dirty"], 64 << 20);
+  // With an SSD tier: the child, origin-id and ssd-create (off unless
+  // said otherwise: a tier must not be formatted by accident).
+  policy::SsdSpec ssd{"/ssd/u-vda.hcssd", "hc-vda-ssd", "u/vda"};
+  json t = policy::DriverOptions(r, "hc-vda", "f", &ssd);
+  EXPECT_EQ(t["ssd"]["filename"], "/ssd/u-vda.hcssd");
+  EXPECT_EQ(t["origin-id"], "u/vda");
+  EXPECT_EQ(t["ssd-create"], false);
+  ssd.create = true;
+  json reopen = policy::DriverOptions(r, "hc-vda", "f", &ssd, true);
+  EXPECT_EQ(reopen["ssd"], "hc-vda-ssd");
+  EXPECT_EQ(reopen["ssd-create"], true);
 }
 
 TEST(Policy, ReopenCannotChangeBlockSize) {

@@ -74,6 +74,47 @@ Result<Usage> AssignedUsage(store::Store& store, const policy::Policy* changed =
   return u;
 }
 
+// Whether `path` is a tier file hostcached made for this disk.
+bool OurSsdFile(const std::string& path, const std::string& uuid, const std::string& target) {
+  const std::string tail = "/" + uuid + "-" + target + kSsdSuffix;
+  return path.size() > tail.size() &&
+         path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Whether a tier file the driver had formatted for `origin_id` is gone:
+// missing, blank, or formatted for another origin ("" = it is there, or
+// cannot be read).
+std::string TierGone(const SsdFileInfo& f, const std::string& origin_id) {
+  if (f.state == SsdFileState::kMissing) return "is missing";
+  if (f.state == SsdFileState::kBlank) return "is blank (no superblock of the driver)";
+  if (!f.unreadable && f.origin_id != origin_id) {
+    return "holds the SSD tier of another origin ('" + f.origin_id + "')";
+  }
+  return "";
+}
+
+// How `next` (nullptr: no filter at all) would lose what the definition's
+// filter `held`, whose tier was not closed cleanly, may have in its tier
+// ("" = it keeps it: the same tier file, write-back when it was, the same
+// block size).  `next_file`: the tier file of `next` ("" none).
+std::string JournalRisk(const json& held, const policy::Rules* next, const std::string& next_file) {
+  if (!next) return "unassigning removes its filter from the definition";
+  const std::string file = held["ssd"].value("filename", "");
+  if (next_file.empty()) return "the policy would run the disk without this SSD tier";
+  if (next_file != file) return "the policy would move the disk's SSD tier to " + next_file;
+  const std::string mode = held.value("mode", "");
+  if (mode == "write-back" && next->mode != policy::CacheMode::kWriteBack) {
+    return "the policy would run the disk " + std::string(policy::ModeName(next->mode)) +
+           ", not write-back";
+  }
+  const uint64_t bs = held.value("block-size", uint64_t{0});
+  if (bs != 0 && bs != next->block_size) {
+    return "the policy would change block-size from " + FormatSize(bs) + " to " +
+           FormatSize(next->block_size) + ", which the tier's journal cannot be read with";
+  }
+  return "";
+}
+
 }  // namespace
 
 Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
@@ -148,6 +189,16 @@ Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& p) {
   std::lock_guard plock(policy_mu_);
   auto old = store_.GetPolicy(p.name);
   if (!old) return tl::unexpected(old.error());
+  if (auto before = PolicyUsers(p.name)) {
+    // Not while a shut-off VM's tier may hold data the change would lose.
+    for (const auto& a : *before) {
+      auto dom = lv_.LookupDomain(a.vm_uuid);
+      if (!dom) continue;  // checked again (and held) when applied
+      if (auto s = CheckJournalKept(*dom, a.target, &p.rules, "change the policy"); !s) {
+        return tl::unexpected(s.error());
+      }
+    }
+  }
   {
     std::lock_guard block(budget_mu_);
     if (auto s = CheckBudgetForPolicy(p); !s) return tl::unexpected(s.error());
@@ -376,16 +427,26 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   }
   auto existing = store_.GetAssignment(dom->uuid, target);
   if (!existing) return tl::unexpected(existing.error());
+  if (*existing) {
+    if (auto s = CheckJournalKept(*dom, target, &pol->rules,
+                                  "assign policy '" + policy_name + "'");
+        !s) {
+      return tl::unexpected(s.error());
+    }
+  }
+  auto tier = store_.GetSsdTier(dom->uuid, target);
+  if (!tier) return tl::unexpected(tier.error());
   {
     std::lock_guard block(budget_mu_);
     if (auto s = CheckBudget(dom->uuid, target, pol->rules, dom->name); !s) {
       return tl::unexpected(s.error());
     }
-    if (pol->rules.ssd_size > 0) {
-      // The SSD tier file must be possible before anything refers to it
-      // (an existing one, from an earlier assignment, is reused).
-      const std::string node = std::string(libvirt::kNodePrefix) + target;
-      auto spec = MakeSsdSpec(pol->rules, dom->uuid, target, node);
+    const std::string node = std::string(libvirt::kNodePrefix) + target;
+    auto spec = MakeSsdSpec(pol->rules, dom->uuid, target, node);
+    // The SSD tier file must be possible before anything refers to it (an
+    // existing one, from an earlier assignment, is reused; a recorded one
+    // is never made again here: if it is lost, the check says so).
+    if (pol->rules.ssd_size > 0 && !(*tier && (*tier)->path == spec.filename)) {
       if (auto s = PrepareSsdFile(spec.filename, pol->rules.ssd_size, false,
                                   QemuOwner()); !s) {
         return tl::unexpected(Error{s.error().code, "policy '" + policy_name +
@@ -407,7 +468,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
       "policy '" + policy_name + "' assigned" +
           (*existing ? " (was '" + (*existing)->policy + "')" : std::string()) + ": " +
           Describe(pol->rules));
-  if (auto s = ApplyVm(*dom); !s) {
+  if (auto s = ApplyVm(*dom, target); !s) {
     if (*existing) {
       (void)store_.PutAssignment(**existing);
     } else {
@@ -448,20 +509,9 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
     return Fail(ErrorCode::kNotFound,
                 "disk " + target + " of VM '" + dom->name + "' has no policy assigned");
   }
-  if (!dom->active && dom->persistent) {
-    // Unassigning removes the filter from the definition: not while its
-    // SSD tier may hold data only the filter's recovery writes back.
-    auto xml = lv_.GetXml(dom->uuid, true);
-    if (!xml) return tl::unexpected(xml.error());
-    auto installed = libvirt::ParseInstalledFilters(*xml);
-    if (auto held = HeldFilter(*dom, installed ? &*installed : nullptr, target)) {
-      return Fail(ErrorCode::kFailedPrecondition,
-                  "the SSD tier file " + (*held)["ssd"].value("filename", "") + " of " + target +
-                      " was not closed cleanly (the VM or the host stopped abruptly) and may "
-                      "hold written data the disk does not have yet; start VM '" + dom->name +
-                      "' once so the driver writes it back, then unassign");
-    }
-  }
+  // Unassigning removes the filter from the definition: not while its SSD
+  // tier may hold data only the filter's recovery writes back.
+  if (auto s = CheckJournalKept(*dom, target, nullptr, "unassign"); !s) return s;
   auto all = AssignmentsOf(dom->uuid);
   if (!all) return tl::unexpected(all.error());
   std::vector<Assignment> rest;
@@ -484,7 +534,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   // 1. The definition, so the next start is uncached.
   if (dom->persistent) {
     std::map<std::string, SsdPlan> ssd;
-    for (const auto& x : rest) ssd[x.target] = PlanSsd(dom->uuid, x, rules[x.target], false);
+    for (const auto& x : rest) ssd[x.target] = PlanSsd(*dom, x, rules[x.target], false);
     auto r = ApplyPersistent(*dom, rest, rules, live, ssd);
     if (!r) return tl::unexpected(r.error());
   }
@@ -535,6 +585,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   if (!attached) {
     ForgetSsdFile(**a);
   } else {
+    (void)store_.DeleteSsdTier(dom->uuid, target);
     Log("warning", dom->name, target, "ssd",
         "the SSD tier file is kept: the running VM may still have filter " + (*a)->node_name +
             " open; delete it after the VM stops");
@@ -568,7 +619,13 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
     const DiskInfo* d = FindDisk(*info, a.target);
     if (!d || !nodes->count(a.target) || !CheckOptionsCached(p->rules)) continue;
     std::optional<policy::SsdSpec> ssd;
-    if (p->rules.ssd_size > 0) ssd = MakeSsdSpec(p->rules, dom->uuid, a.target, a.node_name);
+    if (p->rules.ssd_size > 0) {
+      // (A destination activates the tier whatever ssd-create says; the
+      // value is the one of the definition here.)
+      ssd = MakeSsdSpec(p->rules, dom->uuid, a.target, a.node_name);
+      auto tier = store_.GetSsdTier(dom->uuid, a.target);
+      ssd->create = !(tier && *tier && (*tier)->formatted && (*tier)->path == ssd->filename);
+    }
     specs.push_back(libvirt::FilterSpec{
         a.target, a.node_name,
         policy::DriverOptions(p->rules, a.node_name, nodes->at(a.target), ssd ? &*ssd : nullptr)});
@@ -688,20 +745,21 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     // A tier that was not closed cleanly may hold written data that only
     // the driver's recovery writes back: the definition keeps its filter
     // with that tier until the VM has run with it once.
-    if (auto held = HeldFilter(dom, installed ? &*installed : nullptr, a.target)) {
+    // (Changes that keep the tier's journal readable apply; the API
+    // refuses the others while the VM is shut off, CheckJournalKept.)
+    auto plan = ssd.find(a.target);
+    const policy::SsdSpec* tier =
+        plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
+    auto held = HeldFilter(dom, installed ? &*installed : nullptr, a.target);
+    std::string risk = held ? JournalRisk(*held, &r, tier ? tier->filename : "") : "";
+    if (!risk.empty()) {
       if (nodes && nodes->count(a.target)) (*held)["file"] = nodes->at(a.target);
-      auto plan = ssd.find(a.target);
-      const policy::SsdSpec* tier =
-          plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
-      if (nodes && nodes->count(a.target) &&
-          *held != policy::DriverOptions(r, a.node_name, nodes->at(a.target), tier)) {
-        missing[a.target] =
-            "its SSD tier file " + (*held)["ssd"].value("filename", "") +
-            " was not closed cleanly (the VM or the host stopped abruptly) and may hold written "
-            "data the disk does not have yet; the definition keeps the filter as it was until "
-            "the VM has started once (the driver writes that data back), then the policy's "
-            "settings apply";
-      }
+      missing[a.target] =
+          "its SSD tier file " + (*held)["ssd"].value("filename", "") +
+          " was not closed cleanly (the VM or the host stopped abruptly) and may hold written "
+          "data the disk does not have yet, but " + risk +
+          "; the definition keeps the filter as it was until the VM has started once (the "
+          "driver writes that data back), then the policy's settings apply";
       specs.push_back(libvirt::FilterSpec{a.target, a.node_name, *held});
       continue;
     }
@@ -715,9 +773,6 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
                           " at the next start: " + nodes.error().message;
       continue;
     }
-    auto plan = ssd.find(a.target);
-    const policy::SsdSpec* tier =
-        plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
     specs.push_back(libvirt::FilterSpec{
         a.target, a.node_name, policy::DriverOptions(r, a.node_name, nodes->at(a.target), tier)});
   }
@@ -803,32 +858,204 @@ const libvirt::ProcessOwner* Manager::QemuOwner() {
   return &*qemu_owner_;
 }
 
-Manager::SsdPlan Manager::PlanSsd(const std::string& uuid, const Assignment& a,
+Manager::SsdPlan Manager::PlanSsd(const DomainRef& dom, const Assignment& a,
                                   const policy::Rules& r, bool may_replace) {
   SsdPlan p;
   if (r.ssd_size == 0) return p;
-  policy::SsdSpec spec = MakeSsdSpec(r, uuid, a.target, a.node_name);
-  if (auto s = PrepareSsdFile(spec.filename, r.ssd_size, may_replace, QemuOwner()); !s) {
-    p.problem = s.error().message + "; the disk is cached in RAM only until this is fixed";
+  policy::SsdSpec spec = MakeSsdSpec(r, dom.uuid, a.target, a.node_name);
+  auto create = PrepareTier(dom, a.target, spec, r.ssd_size, may_replace, &p.lost);
+  if (!create) {
+    p.problem = create.error().message + "; the disk is cached in RAM only until this is fixed";
     return p;
   }
+  spec.create = *create;
   p.spec = std::move(spec);
   return p;
 }
 
-void Manager::ForgetSsdFile(const Assignment& a) {
-  auto p = store_.GetPolicy(a.policy);
-  if (!p || p->rules.ssd_size == 0) return;
-  const std::string path = SsdFilePath(p->rules.ssd_dir, a.vm_uuid, a.target);
-  auto size = SsdFileSize(path);
-  if (!size) return;
-  if (auto s = RemoveSsdFile(path); !s) {
-    Log("warning", a.vm_name, a.target, "ssd", "the SSD tier file could not be deleted: " +
-                                                   s.error().message);
-  } else {
-    Log("info", a.vm_name, a.target, "ssd", "SSD tier file " + path + " deleted (it held clean "
-                                            "copies only; the filter using it is gone)");
+Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& target,
+                                  const policy::SsdSpec& spec, uint64_t size, bool may_replace,
+                                  std::string* lost) {
+  auto rec = store_.GetSsdTier(dom.uuid, target);
+  if (!rec) return tl::unexpected(rec.error());
+  std::optional<store::SsdTier> t = *rec;
+  auto gone = [&](const std::string& path, const std::string& how) {
+    *lost = "the SSD tier file " + path + " of " + target + " " + how +
+            ", but the driver had formatted it for this disk, and it may have held write-back "
+            "data that is not on the disk yet. hostcached does not make a new tier in its "
+            "place, and the VM's definition opens the tier with ssd-create=off, so the VM does "
+            "not start without it. Restore the file if you can; otherwise give that data up "
+            "with 'hostcachectl disk forget-tier " + dom.name + " " + target +
+            "' (POST /api/v1/vms/" + dom.name + "/disks/" + target +
+            "/ssd-tier/forget), and a new tier is made";
+  };
+  bool keep_record = false;
+  if (t && t->path != spec.filename) {
+    const SsdFileInfo old = ReadSsdFile(t->path);
+    if (t->formatted) {
+      if (auto how = TierGone(old, t->origin_id); !how.empty()) {
+        gone(t->path, how);
+        return false;
+      }
+    }
+    if (old.state == SsdFileState::kOpen) {
+      // It may still hold the disk's data (a running filter has it, or the
+      // VM stopped abruptly): the record stays with it until the filter
+      // that uses it is replaced by one on the new file.
+      keep_record = true;
+    } else {
+      // Clean copies at most: the tier moves to the new file.
+      if (old.state != SsdFileState::kMissing && OurSsdFile(t->path, dom.uuid, target)) {
+        if (auto s = RemoveSsdFile(t->path); s) {
+          Log("info", dom.name, target, "ssd",
+              "SSD tier file " + t->path + " deleted (it held clean copies only; the disk's "
+              "tier is " + spec.filename + " now)");
+        }
+      }
+      if (auto s = store_.DeleteSsdTier(dom.uuid, target); !s) return tl::unexpected(s.error());
+      t.reset();
+    }
   }
+  if (t && !keep_record && t->formatted) {
+    if (auto how = TierGone(ReadSsdFile(spec.filename), t->origin_id); !how.empty()) {
+      gone(spec.filename, how);
+      return false;
+    }
+  }
+  if (auto s = PrepareSsdFile(spec.filename, size, may_replace, QemuOwner()); !s) {
+    return tl::unexpected(s.error());
+  }
+  const SsdFileInfo now = ReadSsdFile(spec.filename);
+  const bool formatted = now.formatted() && (now.unreadable || now.origin_id == spec.origin_id);
+  if (!keep_record && (!t || t->formatted != formatted)) {
+    const int64_t ms = clock_.NowMs();
+    store::SsdTier n{dom.uuid, target, spec.filename, spec.origin_id, formatted,
+                     t ? t->created_ms : ms, ms};
+    if (auto s = store_.PutSsdTier(n); !s) return tl::unexpected(s.error());
+    if (formatted) {
+      Log("info", dom.name, target, "ssd",
+          "the driver has formatted SSD tier file " + spec.filename +
+              " for this disk; the filter opens it with ssd-create=off from now on, so a "
+              "missing or replaced tier file stops the VM from starting instead of losing the "
+              "write-back data it may hold");
+    }
+  }
+  return !formatted;
+}
+
+Status Manager::RemoveTierFile(const std::string& uuid, const std::string& target,
+                               const std::string& path) {
+  if (auto s = RemoveSsdFile(path); !s) return s;
+  auto rec = store_.GetSsdTier(uuid, target);
+  if (rec && *rec && (*rec)->path == path) return store_.DeleteSsdTier(uuid, target);
+  return {};
+}
+
+Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target,
+                                 const policy::Rules* next, const std::string& then) {
+  if (dom.active || !dom.persistent) return {};  // a running QEMU has the tier open
+  auto xml = lv_.GetXml(dom.uuid, true);
+  if (!xml) return tl::unexpected(xml.error());
+  auto installed = libvirt::ParseInstalledFilters(*xml);
+  auto held = HeldFilter(dom, installed ? &*installed : nullptr, target);
+  if (!held) return {};
+  const std::string next_file =
+      next && next->ssd_size > 0 ? SsdFilePath(next->ssd_dir, dom.uuid, target) : "";
+  const std::string risk = JournalRisk(*held, next, next_file);
+  if (risk.empty()) return {};
+  return Fail(ErrorCode::kFailedPrecondition,
+              "the SSD tier file " + (*held)["ssd"].value("filename", "") + " of " + target +
+                  " was not closed cleanly (the VM or the host stopped abruptly) and may hold "
+                  "written data the disk does not have yet, which only the driver writes back "
+                  "when it opens the tier again, and " + risk + "; start VM '" + dom.name +
+                  "' once with its current policy so the driver writes that data back, then " +
+                  then);
+}
+
+void Manager::ForgetSsdFile(const Assignment& a) {
+  std::set<std::string> paths;
+  auto p = store_.GetPolicy(a.policy);
+  if (p && p->rules.ssd_size > 0) paths.insert(SsdFilePath(p->rules.ssd_dir, a.vm_uuid, a.target));
+  auto rec = store_.GetSsdTier(a.vm_uuid, a.target);
+  if (rec && *rec && OurSsdFile((*rec)->path, a.vm_uuid, a.target)) paths.insert((*rec)->path);
+  (void)store_.DeleteSsdTier(a.vm_uuid, a.target);
+  for (const auto& path : paths) {
+    if (!SsdFileSize(path)) continue;
+    if (auto s = RemoveSsdFile(path); !s) {
+      Log("warning", a.vm_name, a.target, "ssd",
+          "the SSD tier file could not be deleted: " + s.error().message);
+    } else {
+      Log("info", a.vm_name, a.target, "ssd",
+          "SSD tier file " + path + " deleted (it held clean copies only; the filter using it "
+          "is gone)");
+    }
+  }
+}
+
+void Manager::ReleaseMigratedTiers(const std::string& uuid, const std::string& name) {
+  std::lock_guard vlock(VmMutex(uuid));
+  auto as = AssignmentsOf(uuid);
+  if (!as) return;
+  for (const auto& a : *as) {
+    auto rec = store_.GetSsdTier(uuid, a.target);
+    if (!rec || !*rec) continue;
+    const std::string path = (*rec)->path;
+    (void)store_.DeleteSsdTier(uuid, a.target);
+    if (!SsdFileSize(path) || !OurSsdFile(path, uuid, a.target)) continue;
+    if (auto s = RemoveSsdFile(path); s) {
+      Log("info", name, a.target, "ssd",
+          "SSD tier file " + path + " deleted: the VM left by live migration, and its filter "
+          "wrote everything back and dropped the tier's content as it handed the disk over; "
+          "a blank one is made for a migration back");
+    }
+  }
+}
+
+Result<std::optional<store::SsdTier>> Manager::SsdTierOf(const Assignment& a) {
+  return store_.GetSsdTier(a.vm_uuid, a.target);
+}
+
+Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::string& target) {
+  auto a = FindAssignment(vm, target);
+  if (!a) return tl::unexpected(a.error());
+  if (Migrating(a->vm_uuid)) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "VM '" + a->vm_name + "' is being live-migrated; try again when it has finished");
+  }
+  {
+    std::lock_guard vlock(VmMutex(a->vm_uuid));
+    auto rec = store_.GetSsdTier(a->vm_uuid, target);
+    if (!rec) return tl::unexpected(rec.error());
+    if (!*rec) {
+      return Fail(ErrorCode::kNotFound, "no SSD tier is recorded for disk " + target + " of VM '" +
+                                            a->vm_name + "'; there is nothing to forget");
+    }
+    const store::SsdTier t = **rec;
+    const SsdFileInfo f = ReadSsdFile(t.path);
+    const std::string how = TierGone(f, t.origin_id);
+    if (t.formatted && how.empty()) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "the SSD tier file " + t.path + " of " + target + " is there and holds this "
+                  "disk's tier (" + std::string(SsdFileStateName(f.state)) +
+                  "): nothing is lost, so there is nothing to forget; to drop the tier, "
+                  "change the policy or unassign it");
+    }
+    if (auto s = store_.DeleteSsdTier(a->vm_uuid, target); !s) return tl::unexpected(s.error());
+    if (t.formatted) {
+      Log("warning", a->vm_name, target, "ssd-forget",
+          "SSD tier " + t.path + " (which " + how + ") given up by the operator: write-back "
+          "data it may have held that was not on the disk yet is lost; a new blank tier is "
+          "made, and the driver formats it when the filter next opens");
+    } else {
+      Log("info", a->vm_name, target, "ssd-forget",
+          "record of SSD tier " + t.path + " forgotten (the driver had not formatted it)");
+    }
+  }
+  CheckVm(a->vm_uuid);
+  auto now = store_.GetAssignment(a->vm_uuid, target);
+  if (!now) return tl::unexpected(now.error());
+  if (!*now) return Fail(ErrorCode::kNotFound, "disk " + target + " has no policy assigned");
+  return **now;
 }
 
 namespace {
@@ -856,15 +1083,9 @@ std::string SsdDifference(const libvirt::LiveDisk& ins, const policy::SsdSpec* w
   return "";
 }
 
-// Whether `path` is a tier file hostcached made for this disk.
-bool OurSsdFile(const std::string& path, const std::string& uuid, const std::string& target) {
-  const std::string tail = "/" + uuid + "-" + target + kSsdSuffix;
-  return path.size() > tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 }  // namespace
 
-Status Manager::ApplyVm(const DomainRef& dom) {
+Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
   auto as = AssignmentsOf(dom.uuid);
   if (!as) return tl::unexpected(as.error());
   if (as->empty()) return {};
@@ -886,7 +1107,7 @@ Status Manager::ApplyVm(const DomainRef& dom) {
   // The SSD tier files: a running VM may have its file open, so a size
   // change waits for the live replacement below.
   std::map<std::string, SsdPlan> ssd;
-  for (const auto& a : *as) ssd[a.target] = PlanSsd(dom.uuid, a, rules[a.target], !dom.active);
+  for (const auto& a : *as) ssd[a.target] = PlanSsd(dom, a, rules[a.target], !dom.active);
   std::map<std::string, std::string> missing;
   if (dom.persistent) {
     auto m = ApplyPersistent(dom, *as, rules, live, ssd);
@@ -901,6 +1122,15 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     policy::Rules r = rules[a.target];
     if (!want_ssd) r.ssd_size = 0;
     const std::string origin_id = dom.uuid + "/" + a.target;
+    if (!plan.lost.empty()) {
+      // Nothing is made in its place and nothing changes in the running
+      // VM: the definition names the tier with ssd-create off.
+      if (a.state != Compliance::kError || a.reason != plan.lost) {
+        Log("error", dom.name, a.target, "ssd-lost", plan.lost);
+      }
+      SetState(a, Compliance::kError, plan.lost);
+      continue;
+    }
     if (auto s = CheckOptionsCached(r); !s) {
       SetState(a, Compliance::kNotCompliant,
                "QEMU's hostcache driver refuses this policy's settings: " + s.error().message +
@@ -953,10 +1183,14 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     // Insert over `under`, the SSD tier file first made the policy's size
     // (no QEMU has it open at this point).
     auto insert = [&](const libvirt::LiveDisk& under) -> Status {
-      if (want_ssd) {
-        if (auto s = PrepareSsdFile(want_ssd->filename, r.ssd_size, true, QemuOwner()); !s) return s;
-      }
-      return live_.Insert(dom.uuid, under, r, a.node_name, want_ssd);
+      if (!want_ssd) return live_.Insert(dom.uuid, under, r, a.node_name, nullptr);
+      std::string lost;
+      auto create = PrepareTier(dom, a.target, *want_ssd, r.ssd_size, true, &lost);
+      if (!create) return tl::unexpected(create.error());
+      if (!lost.empty()) return Fail(ErrorCode::kFailedPrecondition, lost);
+      policy::SsdSpec tier = *want_ssd;
+      tier.create = *create;
+      return live_.Insert(dom.uuid, under, r, a.node_name, &tier);
     };
     // Remove the filter and put it back over `under`; a tier file of ours
     // that the new filter does not use is deleted once the old one is gone.
@@ -965,7 +1199,7 @@ Status Manager::ApplyVm(const DomainRef& dom) {
       if (!s) return s;
       if (!ins->ssd_file.empty() && (!want_ssd || ins->ssd_file != want_ssd->filename) &&
           OurSsdFile(ins->ssd_file, dom.uuid, a.target)) {
-        (void)RemoveSsdFile(ins->ssd_file);
+        (void)RemoveTierFile(dom.uuid, a.target, ins->ssd_file);
       }
       return insert(libvirt::LiveDisk{ins->qdev, under, false, "", {}, "", ""});
     };
@@ -982,6 +1216,14 @@ Status Manager::ApplyVm(const DomainRef& dom) {
         // The driver cannot change its ssd child live.
         Log("info", dom.name, a.target, "verify", ssd_diff + "; replacing the filter");
         note(replace(ins->filter_child), "replace-live");
+      } else if (a.target == reapply && !libvirt::SsdFailure(ins->stats).empty()) {
+        // The driver never uses a failed tier again: a new filter attaches
+        // it afresh (a periodic check does not, a failing device would
+        // only fail again).
+        Log("info", dom.name, a.target, "verify",
+            "the SSD tier had failed with an I/O error; the policy is re-applied, so the "
+            "filter is replaced to attach the tier again");
+        note(replace(ins->filter_child), "replace-live", "the SSD tier had failed");
       } else if (auto diffs = libvirt::CompareSettings(ins->stats, r); !diffs.empty()) {
         if (policy::ReopenCompatible(policy::Rules{.block_size = ins->stats.value(
                                                        "block-size", uint64_t{0})},
@@ -1009,6 +1251,7 @@ Status Manager::ApplyVm(const DomainRef& dom) {
     // Verify from QEMU's block graph.
     auto after = live_.Inspect(dom.uuid, ld->alias);
     std::vector<std::string> problems;
+    std::string ssd_failed;  // the tier failed (nothing to repair here)
     if (!after) {
       problems.push_back("cannot read QEMU's block graph: " + after.error().message);
     } else if (!after->has_filter || after->root != a.node_name) {
@@ -1020,9 +1263,12 @@ Status Manager::ApplyVm(const DomainRef& dom) {
       }
       for (auto& d : libvirt::CompareSettings(after->stats, r)) problems.push_back(d);
       if (auto d = SsdDifference(*after, want_ssd, r); !d.empty()) problems.push_back(d);
+      ssd_failed = libvirt::SsdFailure(after->stats);
     }
     if (problems.empty() && op_error.empty()) {
-      if (!missing[a.target].empty()) {
+      if (!ssd_failed.empty()) {
+        SetState(a, Compliance::kNotCompliant, ssd_failed);
+      } else if (!missing[a.target].empty()) {
         SetState(a, Compliance::kNotCompliant,
                  "the running VM is cached, but " + missing[a.target]);
       } else if (!plan.problem.empty()) {
@@ -1047,15 +1293,39 @@ Status Manager::ApplyVm(const DomainRef& dom) {
       }
       bool in_place = after && after->has_filter && after->root == a.node_name;
       if (in_place) {
+        const std::string failed =
+            op_error.empty() ? std::string() : " (changing it failed: " + op_error + ")";
         SetState(a, Compliance::kNotCompliant,
                  "the running VM's filter differs from the policy: " + Join(problems, "; ") +
-                     (op_error.empty() ? std::string() : " (changing it failed: " + op_error + ")"));
+                     failed + (ssd_failed.empty() ? std::string() : "; " + ssd_failed));
       } else if (dom.persistent && missing[a.target].empty()) {
         SetState(a, Compliance::kPendingRestart,
                  "the running VM did not take the filter live (" + why +
                      "); its definition carries it, so it takes effect at the next start");
       } else {
         SetState(a, Compliance::kNotCompliant, "the running VM is not cached: " + why);
+      }
+    }
+  }
+  // A tier the running filter has just formatted (live insertion) is
+  // recorded, and the definition opens it with ssd-create off from now on.
+  if (dom.active && dom.persistent) {
+    bool formatted = false;
+    for (const auto& a : *as) {
+      SsdPlan& plan = ssd[a.target];
+      if (!plan.spec || !plan.spec->create || !plan.lost.empty()) continue;
+      if (!ReadSsdFile(plan.spec->filename).formatted()) continue;
+      std::string lost;
+      auto create = PrepareTier(dom, a.target, *plan.spec, rules[a.target].ssd_size, false, &lost);
+      if (create && !*create && lost.empty()) {
+        plan.spec->create = false;
+        formatted = true;
+      }
+    }
+    if (formatted) {
+      if (auto m = ApplyPersistent(dom, *as, rules, live, ssd); !m) {
+        Log("error", dom.name, "", "define",
+            "cannot write ssd-create=off into the definition: " + m.error().message);
       }
     }
   }
@@ -1171,6 +1441,7 @@ void Manager::OnLifecycle(const std::string& uuid, const std::string& name,
               "deletes their SSD tier files");
     }
   }
+  if (ev == libvirt::Lifecycle::kMigratedAway) ReleaseMigratedTiers(uuid, name);
   switch (ev) {
     case libvirt::Lifecycle::kStarted:
     case libvirt::Lifecycle::kStopped:

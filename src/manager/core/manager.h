@@ -89,6 +89,17 @@ class Manager {
   Status Unassign(const std::string& vm, const std::string& target);
   // The assignment of a disk (kNotFound when none), by VM name or UUID.
   Result<store::Assignment> FindAssignment(const std::string& vm, const std::string& target);
+  // The disk's SSD tier record, if hostcached made a tier for it.
+  Result<std::optional<store::SsdTier>> SsdTierOf(const store::Assignment& a);
+  // The operator gives up the disk's SSD tier that is lost (its file
+  // missing, blank, or holding another disk's tier although the driver had
+  // formatted it for this disk): the record goes, with whatever write-back
+  // data the tier held, and the disk is checked again, which makes a new
+  // blank tier the driver formats when the filter next opens.  kNotFound
+  // when no tier is recorded; kFailedPrecondition while the tier file is
+  // intact (nothing to give up: a running VM's tier, or one that is
+  // there).  Returns the assignment after the check.
+  Result<store::Assignment> ForgetSsdTier(const std::string& vm, const std::string& target);
 
   BudgetView Budget();
   bool LibvirtConnected() { return lv_.IsAlive(); }
@@ -148,15 +159,42 @@ class Manager {
   // Makes the VM's definition and running QEMU match its assignments and
   // records each one's compliance.  Caller holds VmMutex(dom.uuid).  Fails
   // only when the persistent definition could not be written.
-  Status ApplyVm(const libvirt::DomainRef& dom);
+  // `reapply`: the disk whose policy was just (re)assigned: a running
+  // filter whose SSD tier failed is replaced, which attaches it again.
+  Status ApplyVm(const libvirt::DomainRef& dom, const std::string& reapply = "");
   // The SSD tier a disk gets: its file prepared (created when missing;
-  // resized only when `may_replace`, i.e. no QEMU has it open).
+  // resized only when `may_replace`, i.e. no QEMU has it open) and its
+  // record brought up to date (PrepareTier).
   struct SsdPlan {
     std::optional<policy::SsdSpec> spec;  // the tier to attach; none when no tier or unusable
     std::string problem;                  // why the policy's tier is not attached ("" = fine)
+    // The recorded tier is lost (why, for a person): the file is not made
+    // again; `spec` names it with ssd-create off, so the VM cannot start
+    // without it until it is restored or forgotten (ForgetSsdTier).
+    std::string lost;
   };
-  SsdPlan PlanSsd(const std::string& uuid, const store::Assignment& a, const policy::Rules& r,
-                  bool may_replace);
+  SsdPlan PlanSsd(const libvirt::DomainRef& dom, const store::Assignment& a,
+                  const policy::Rules& r, bool may_replace);
+  // Prepares the tier file `spec` of disk `target` (PrepareSsdFile) unless
+  // the recorded tier is lost (then `*lost` says why and nothing is made),
+  // and records it: a file the driver formatted for the disk is recorded
+  // as formatted.  A record of another file moves to this one once that
+  // file holds nothing the disk lacks (deleting it); while it may (state
+  // kOpen), the record stays with it.  Returns whether the driver may
+  // format the file (ssd-create).
+  Result<bool> PrepareTier(const libvirt::DomainRef& dom, const std::string& target,
+                           const policy::SsdSpec& spec, uint64_t size, bool may_replace,
+                           std::string* lost);
+  // Deletes a tier file of the disk (RemoveSsdFile) and, when it is the
+  // recorded one, its record.
+  Status RemoveTierFile(const std::string& uuid, const std::string& target,
+                        const std::string& path);
+  // kFailedPrecondition (409) when the VM is shut off, the definition's
+  // filter of `target` has an SSD tier not closed cleanly (HeldFilter), and
+  // `next` (nullptr: unassigning) would lose what it may hold (JournalRisk).
+  // `then`: what the caller can do after the VM ran ("unassign").
+  Status CheckJournalKept(const libvirt::DomainRef& dom, const std::string& target,
+                          const policy::Rules* next, const std::string& then);
   // Rewrites the persistent definition from the assignments (already
   // loaded), each filter with the SSD tier of `ssd` (by target; absent =
   // none).  Returns, per target, why the filter is not in it ("" = it is).
@@ -185,8 +223,13 @@ class Manager {
   void RestoreDrained(const libvirt::DomainRef& dom, const std::vector<DrainedDisk>& drained);
   // Marks the VM migrating unless it already is; false when it was.
   bool BeginMigrating(const std::string& uuid);
-  // Deletes the SSD tier file of an unassigned disk (its filter is gone).
+  // Deletes the SSD tier file of an unassigned disk (its filter is gone)
+  // and its record.
   void ForgetSsdFile(const store::Assignment& a);
+  // After the VM left by live migration (its filters wrote everything back
+  // and dropped their tiers' content at the hand-over), its tiers here hold
+  // nothing: their records go, and their files unless still in use.
+  void ReleaseMigratedTiers(const std::string& uuid, const std::string& name);
   void SetState(store::Assignment a, store::Compliance state, const std::string& reason);
   Status CheckBudget(const std::string& uuid, const std::string& target,
                      const policy::Rules& rules, const std::string& vm_name);

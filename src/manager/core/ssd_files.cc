@@ -103,15 +103,19 @@ Result<uint64_t> SsdFileSize(const std::string& path) {
   return static_cast<uint64_t>(fs.st_size);
 }
 
-SsdFileState ReadSsdFileState(const std::string& path) {
+SsdFileInfo ReadSsdFile(const std::string& path) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno == ENOENT ? SsdFileState::kMissing : SsdFileState::kOpen;
+  if (fd < 0) {
+    if (errno == ENOENT) return {SsdFileState::kMissing, "", false};
+    return {SsdFileState::kOpen, "", true};
+  }
   unsigned char buf[8192] = {};
   ssize_t n = pread(fd, buf, sizeof buf, 0);
   close(fd);
-  if (n < 0) return SsdFileState::kOpen;  // unreadable: assume the worst
+  if (n < 0) return {SsdFileState::kOpen, "", true};  // unreadable: assume the worst
   static const char kMagic[16] = {'H', 'O', 'S', 'T', 'C', 'A', 'C', 'H',
                                   'E', '-', 'S', 'S', 'D', 0,   0,   0};
+  constexpr size_t kOriginOffset = 120, kOriginMax = 256;
   auto le = [&](size_t off, int bytes) {
     uint64_t v = 0;
     for (int i = bytes - 1; i >= 0; i--) v = (v << 8) | buf[off + i];
@@ -121,6 +125,7 @@ SsdFileState ReadSsdFileState(const std::string& path) {
   // that still has the magic only makes this more careful).
   bool any = false;
   uint64_t best_gen = 0, best_state = 0;
+  std::string origin;
   for (size_t copy : {size_t{0}, size_t{4096}}) {
     if (copy + 4096 > static_cast<size_t>(n)) continue;
     if (std::memcmp(buf + copy, kMagic, sizeof kMagic) != 0) continue;
@@ -128,15 +133,19 @@ SsdFileState ReadSsdFileState(const std::string& path) {
     if (!any || gen >= best_gen) {
       best_gen = gen;
       best_state = le(copy + 72, 4);
+      const char* o = reinterpret_cast<const char*>(buf + copy + kOriginOffset);
+      origin.assign(o, strnlen(o, kOriginMax - 1));
     }
     any = true;
   }
   if (!any) {
     // Blank, or not ours at all; either way nothing of the disk's.
-    return SsdFileState::kBlank;
+    return {SsdFileState::kBlank, "", false};
   }
-  return best_state == 1 ? SsdFileState::kClean : SsdFileState::kOpen;
+  return {best_state == 1 ? SsdFileState::kClean : SsdFileState::kOpen, origin, false};
 }
+
+SsdFileState ReadSsdFileState(const std::string& path) { return ReadSsdFile(path).state; }
 
 std::string_view SsdFileStateName(SsdFileState s) {
   switch (s) {

@@ -53,6 +53,17 @@ enum class SsdFileState { kMissing, kBlank, kClean, kOpen };
 SsdFileState ReadSsdFileState(const std::string& path);
 std::string_view SsdFileStateName(SsdFileState s);
 
+// The state and the origin identity (`origin-id`) of the newest superblock
+// ("" when kMissing or kBlank).
+struct SsdFileInfo {
+  SsdFileState state = SsdFileState::kMissing;
+  std::string origin_id;
+  bool unreadable = false;  // could not be read (state kOpen: assume the worst)
+  // The driver has formatted the file (clean or in use).
+  bool formatted() const { return state == SsdFileState::kClean || state == SsdFileState::kOpen; }
+};
+SsdFileInfo ReadSsdFile(const std::string& path);
+
 // Deletes a tier file (only names ending in .hcssd).  A missing file is
 // fine.  A file that may hold data the disk does not have (kOpen) is kept:
 // kFailedPrecondition.

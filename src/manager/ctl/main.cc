@@ -2,6 +2,7 @@
 //
 //   hostcachectl policy list|show NAME|create NAME ...|update NAME ...|delete NAME
 //   hostcachectl disk assign VM TARGET POLICY|unassign VM TARGET|status VM [TARGET]|stats VM TARGET
+//                    |forget-tier VM TARGET
 //   hostcachectl vm list|show VM
 //   hostcachectl events [--limit N]
 //   hostcachectl health
@@ -190,6 +191,12 @@ void PrintAssignment(const json& a) {
             << "\n  compliance: " << Str(a["compliance"], "state")
             << "\n  reason:     " << Str(a["compliance"], "reason")
             << "\n  checked:    " << Str(a["compliance"], "checked") << "\n";
+  if (a.contains("ssd_tier") && a["ssd_tier"].is_object()) {
+    const json& t = a["ssd_tier"];
+    std::cout << "  ssd tier:   " << Str(t, "path") << " ("
+              << (t.value("formatted", false) ? "formatted by the driver" : "not formatted yet")
+              << ")\n";
+  }
 }
 
 // "k=v" -> rules object; numbers stay numbers, sizes may carry suffixes.
@@ -318,6 +325,21 @@ int main(int argc, char** argv) {
       client.Expect(bhttp::verb::delete_,
                     "/vms/" + Seg(vm) + "/disks/" + Seg(target) + "/policy");
       if (!opts.json) std::cout << "unassigned " << vm << "/" << target << "\n";
+    };
+  });
+  auto* forget = disk->add_subcommand(
+      "forget-tier",
+      "give up a disk's lost SSD tier (its write-back data is lost); a new tier is made");
+  forget->add_option("vm", vm, "VM name or UUID")->required();
+  forget->add_option("target", target, "disk target (vda)")->required();
+  forget->callback([&] {
+    action = [&] {
+      json j = client.Expect(bhttp::verb::post, "/vms/" + Seg(vm) + "/disks/" + Seg(target) +
+                                                    "/ssd-tier/forget",
+                             "{}");
+      if (opts.json) return void(std::cout << j.dump(2) << "\n");
+      std::cout << "forgot the SSD tier of " << vm << "/" << target << "\n";
+      PrintAssignment(j);
     };
   });
   auto* status = disk->add_subcommand("status", "policy and compliance of a VM's disks");

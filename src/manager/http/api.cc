@@ -79,6 +79,23 @@ json AssignmentJson(const store::Assignment& a) {
                 {"checked", TimeIso(a.checked_ms)}}}};
 }
 
+// One disk's assignment with its SSD tier record (ssd_tier: null when
+// hostcached made no tier for it).
+json AssignmentJson(const store::Assignment& a, core::Manager& m) {
+  json j = AssignmentJson(a);
+  auto t = m.SsdTierOf(a);
+  if (t && *t) {
+    j["ssd_tier"] = json{{"path", (*t)->path},
+                         {"origin_id", (*t)->origin_id},
+                         {"formatted", (*t)->formatted},
+                         {"recorded", TimeIso((*t)->created_ms)},
+                         {"changed", TimeIso((*t)->updated_ms)}};
+  } else {
+    j["ssd_tier"] = nullptr;
+  }
+  return j;
+}
+
 json DiskJson(const core::DiskView& d) {
   json j{{"target", d.disk.target}};
   if (!d.disk.device.empty()) {
@@ -185,6 +202,7 @@ const std::vector<Api::Route>& Api::Table() {
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
       {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
+      {"POST", "/vms/{vm}/disks/{target}/ssd-tier/forget", true, &Api::ForgetSsdTier},
       {"GET", "/vms/{vm}/disks/{target}/stats", true, &Api::DiskStats},
       {"GET", "/events", true, &Api::Events},
       {"GET", "/metrics", true, &Api::Metrics},
@@ -412,7 +430,7 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
 Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {
   auto a = manager_.FindAssignment(params[0], params[1]);
   if (!a) return FromError(a.error());
-  return Json(200, AssignmentJson(*a));
+  return Json(200, AssignmentJson(*a, manager_));
 }
 
 Response Api::PutDiskPolicy(const Params& params, const Query&, const Request& req) {
@@ -428,12 +446,22 @@ Response Api::PutDiskPolicy(const Params& params, const Query&, const Request& r
   }
   auto a = manager_.Assign(params[0], params[1], (*body)["policy"].get<std::string>());
   if (!a) return FromError(a.error());
-  return Json(200, AssignmentJson(*a));
+  return Json(200, AssignmentJson(*a, manager_));
 }
 
 Response Api::DeleteDiskPolicy(const Params& params, const Query&, const Request&) {
   if (auto s = manager_.Unassign(params[0], params[1]); !s) return FromError(s.error());
   return Response{204, "application/json", "", {}};
+}
+
+Response Api::ForgetSsdTier(const Params& params, const Query&, const Request& req) {
+  if (!Trim(req.body).empty()) {
+    json j = json::parse(req.body, nullptr, false);
+    if (!j.is_object() || !j.empty()) return Problem(400, "this request takes no body (or {})");
+  }
+  auto a = manager_.ForgetSsdTier(params[0], params[1]);
+  if (!a) return FromError(a.error());
+  return Json(200, AssignmentJson(*a, manager_));
 }
 
 Response Api::DiskStats(const Params& params, const Query& query, const Request&) {

@@ -81,6 +81,7 @@ class Api {
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);
+  Response ForgetSsdTier(const Params&, const Query&, const Request&);
   Response DiskStats(const Params&, const Query&, const Request&);
   Response Events(const Params&, const Query&, const Request&);
   Response Metrics(const Params&, const Query&, const Request&);

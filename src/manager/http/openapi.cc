@@ -94,6 +94,19 @@ json Schemas() {
         {"reason", {{"type", "string"}}},
         {"changed", {{"type", "string"}, {"format", "date-time"}}},
         {"checked", {{"type", "string"}, {"format", "date-time"}}}}}};
+  json tier{
+      {"type", "object"},
+      {"description",
+       "The SSD tier file hostcached made for the disk. Once the driver has formatted it "
+       "(formatted), it may hold write-back data the disk does not have yet: the filter opens "
+       "it with ssd-create=off, and a missing or replaced file is an error until restored or "
+       "forgotten (POST .../ssd-tier/forget)."},
+      {"properties",
+       {{"path", {{"type", "string"}}},
+        {"origin_id", {{"type", "string"}}},
+        {"formatted", {{"type", "boolean"}}},
+        {"recorded", {{"type", "string"}, {"format", "date-time"}}},
+        {"changed", {{"type", "string"}, {"format", "date-time"}}}}}};
   json assignment{{"type", "object"},
                   {"properties",
                    {{"vm", {{"type", "string"}}},
@@ -101,7 +114,13 @@ json Schemas() {
                     {"target", {{"type", "string"}}},
                     {"policy", {{"type", "string"}}},
                     {"node_name", {{"type", "string"}}},
-                    {"compliance", Ref("Compliance")}}}};
+                    {"compliance", Ref("Compliance")},
+                    {"ssd_tier",
+                     {{"allOf", {Ref("SsdTier")}},
+                      {"nullable", true},
+                      {"description",
+                       "Given by the routes of one disk (GET/PUT .../policy, "
+                       ".../ssd-tier/forget); null when the disk has no tier."}}}}}};
   json disk{{"type", "object"},
             {"properties",
              {{"target", {{"type", "string"}}},
@@ -147,7 +166,8 @@ json Schemas() {
                 {{"type", "string"},
                  {"description",
                   "What happened, e.g. assign, unassign, define, insert-live, reopen-live, "
-                  "replace-live, repair-live, remove-live, verify, compliance, ssd, hot-unplug, "
+                  "replace-live, repair-live, remove-live, verify, compliance, ssd, ssd-lost, "
+                  "ssd-forget, hot-unplug, "
                   "unplug, migrate, migrate-drain, migrate-out, migrated-away, migrate-in, "
                   "policy-create, policy-update, policy-delete, libvirt, start, stop."}}},
                {"message", {{"type", "string"}}}}}};
@@ -166,6 +186,7 @@ json Schemas() {
                 {"libvirt", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
                 {"database", {{"type", "string"}}}}}};
   return json{{"Rules", rules},           {"Policy", policy}, {"Compliance", compliance},
+              {"SsdTier", tier},
               {"Assignment", assignment}, {"Disk", disk},     {"Vm", vm},
               {"StatSample", sample},     {"DiskStats", stats}, {"Event", event},
               {"Problem", problem},       {"Health", health}};
@@ -209,7 +230,10 @@ json Build() {
       {{"200", Ok("The policy, with its disks' compliance after re-applying.", Ref("Policy"))},
        {"400", ProblemResponse("Invalid rules.")},
        {"404", ProblemResponse("No such policy.")},
-       {"409", ProblemResponse("The new sizes would exceed the host's cache budget.")}},
+       {"409", ProblemResponse("The new sizes would exceed the host's cache budget, or a shut-off "
+                               "VM using it has an SSD tier not closed cleanly that the new "
+                               "rules would lose (no tier, another tier file, not write-back, "
+                               "another block size): start that VM once first.")}},
       json::array({name}));
   paths["/api/v1/policies/{name}"]["put"]["requestBody"] = {
       {"required", true},
@@ -307,8 +331,10 @@ json Build() {
       {{"200", Ok("The assignment with its compliance.", Ref("Assignment"))},
        {"400", ProblemResponse("Bad body, unknown policy, or the disk cannot be cached.")},
        {"404", ProblemResponse("No such VM or disk.")},
-       {"409", ProblemResponse("The host's cache budget would be exceeded, or the policy's "
-                               "ssd-dir cannot hold the disk's SSD tier file.")},
+       {"409", ProblemResponse("The host's cache budget would be exceeded, the policy's "
+                               "ssd-dir cannot hold the disk's SSD tier file, or the VM is shut "
+                               "off with an SSD tier not closed cleanly that the new policy "
+                               "would lose (start it once first).")},
        {"503", unavailable}},
       json::array({vm, target}));
   paths[dp]["put"]["requestBody"] = {
@@ -323,7 +349,25 @@ json Build() {
       "definition. For a VM that no longer exists, the assignment is forgotten.",
       {{"204", {{"description", "Unassigned."}}},
        {"404", ProblemResponse("No such VM, or no policy on the disk.")},
-       {"409", ProblemResponse("The running VM refused the removal; nothing changed.")},
+       {"409", ProblemResponse("The running VM refused the removal, or the VM is shut off "
+                               "with an SSD tier not closed cleanly (it may hold write-back "
+                               "data: start the VM once first); nothing changed.")},
+       {"503", unavailable}},
+      json::array({vm, target}));
+  paths["/api/v1/vms/{vm}/disks/{target}/ssd-tier/forget"]["post"] = Op(
+      "forgetSsdTier",
+      "Give up the disk's SSD tier when it is lost: its file is missing, blank, or holds "
+      "another disk's tier although the driver had formatted it for this disk (compliance "
+      "'error'). Write-back data the tier held that the disk does not have is lost. The "
+      "record is cleared and the disk checked again: a new blank tier file is made, which the "
+      "driver formats when the filter next opens (at the next start, or now by a live "
+      "insertion). An event (ssd-forget) records it. No body.",
+      {{"200", Ok("The assignment after the check.", Ref("Assignment"))},
+       {"400", ProblemResponse("A body other than {}.")},
+       {"404", ProblemResponse("No such VM, no policy on the disk, or no SSD tier recorded.")},
+       {"409", ProblemResponse("The tier file is there and holds this disk's tier (for "
+                               "instance the running VM's): nothing to give up; or the VM "
+                               "is being migrated.")},
        {"503", unavailable}},
       json::array({vm, target}));
   paths["/api/v1/vms/{vm}/disks/{target}/stats"]["get"] = Op(

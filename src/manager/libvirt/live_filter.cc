@@ -233,8 +233,10 @@ std::vector<std::string> CompareSettings(const json& stats, const policy::Rules&
     }
   }
   if (stats.contains("max-dirty") && stats["max-dirty"].is_number_integer()) {
-    // The policy's 0 means the driver's default, ram-size/2.
-    uint64_t want = rules.max_dirty != 0 ? rules.max_dirty : rules.ram_size / 2;
+    // The policy's 0 means the driver's default, ram-size/2 but one block
+    // at least.
+    uint64_t want = rules.max_dirty != 0 ? rules.max_dirty
+                                         : std::max(rules.ram_size / 2, rules.block_size);
     uint64_t got = stats["max-dirty"].get<uint64_t>();
     if (got != want) {
       diffs.push_back("max-dirty is " + FormatSize(got) + ", the policy says " +
@@ -249,12 +251,21 @@ std::vector<std::string> CompareSettings(const json& stats, const policy::Rules&
   } else if (rules.ssd_size == 0 && has_ssd) {
     diffs.push_back("the filter has an SSD tier, the policy has none");
   } else if (has_ssd && rules.mode != policy::CacheMode::kPassThrough &&
-             stats.contains("ssd-active") && !stats.value("ssd-active", true)) {
+             !stats.contains("ssd-failed") && stats.contains("ssd-active") &&
+             !stats.value("ssd-active", true)) {
     diffs.push_back("the SSD tier is switched off after an SSD I/O error (ssd-errors " +
                     std::to_string(stats.value("ssd-errors", uint64_t{0})) +
                     "); only the RAM tier caches");
   }
   return diffs;
+}
+
+std::string SsdFailure(const json& stats) {
+  auto it = stats.find("ssd-failed");
+  if (it == stats.end() || !it->is_boolean() || !it->get<bool>()) return "";
+  return "the SSD tier failed with an I/O error; writes go through to the origin; check the "
+         "device, then re-apply the policy (assign it to the disk again; ssd-errors " +
+         std::to_string(stats.value("ssd-errors", uint64_t{0})) + ")";
 }
 
 std::vector<std::string> UnreportedOptions(const json& stats) {

@@ -71,11 +71,16 @@ class LiveFilter {
 // Differences between a filter's reported settings (driver-specific
 // statistics) and the rules, as phrases ("mode is write-around, the policy
 // says write-through").  Empty when they agree.  Compared: mode, block-size,
-// ram-size, whether there is an SSD tier and whether it is active; and
-// admit-after, seq-cutoff, max-dirty, max-dirty-age-ms when the driver
-// reports them (the driver of QEMU 10.0.2 here does not: see
-// UnreportedOptions).
+// ram-size, whether there is an SSD tier; and admit-after, seq-cutoff,
+// max-dirty, max-dirty-age-ms when the driver reports them (older builds
+// do not: see UnreportedOptions).  A tier switched off (ssd-active false)
+// only from a driver that does not report ssd-failed (see SsdFailure).
 std::vector<std::string> CompareSettings(const nlohmann::json& stats, const policy::Rules& rules);
+
+// Why the filter's SSD tier is out of use for good ("" = it is not, or the
+// driver does not say): ssd-failed, an I/O error of the tier.  Nothing a
+// reopen repairs; a new filter attaches the tier again.
+std::string SsdFailure(const nlohmann::json& stats);
 
 // The options of the rules that the statistics do not report, so a check
 // cannot see them (it re-asserts them with blockdev-reopen instead).

@@ -53,6 +53,8 @@ const Family kFamilies[] = {
     {"ssd-used", "hostcache_ssd_used_bytes", "gauge", 1, "SSD tier bytes holding blocks."},
     {"ssd-recovered", "hostcache_ssd_recovered_blocks", "gauge", 1,
      "SSD tier entries found valid when the tier was attached (warm restart)."},
+    {"ssd-dirty-bytes", "hostcache_ssd_dirty_bytes", "gauge", 1,
+     "Bytes of write-back data in the SSD tier's journal that the origin does not have yet."},
     {"ram-limit", "hostcache_ram_limit_bytes", "gauge", 1, "RAM tier size (ram-size)."},
     {"ram-used", "hostcache_ram_used_bytes", "gauge", 1, "RAM tier bytes holding blocks."},
     {"ram-blocks", "hostcache_ram_blocks", "gauge", 1, "Blocks in the RAM tier."},
@@ -141,14 +143,24 @@ std::string Render(const Snapshot& s) {
         << EscapeLabel(d.counters.value("mode", "")) << "\"} 1\n";
     }
   }
-  DiskFamily(o, s, "hostcache_ssd_active", "gauge",
-             "1 while the SSD tier caches, 0 after an SSD error switched it off.",
-             [](const stats::DiskSnapshot& d) {
-               const auto it = d.counters.find("ssd-active");
-               return it != d.counters.end() && it->is_boolean()
-                          ? std::optional<double>(it->get<bool>() ? 1 : 0)
-                          : std::nullopt;
-             });
+  struct Flag {
+    const char* key;
+    const char* name;
+    const char* help;
+  };
+  for (const Flag& f :
+       {Flag{"ssd-active", "hostcache_ssd_active",
+             "1 while the SSD tier caches, 0 after an SSD error switched it off."},
+        Flag{"ssd-failed", "hostcache_ssd_failed",
+             "1 after an SSD I/O error: the tier is no longer used (writes go through to the "
+             "origin) until the policy is re-applied."}}) {
+    DiskFamily(o, s, f.name, "gauge", f.help, [&f](const stats::DiskSnapshot& d) {
+      const auto it = d.counters.find(f.key);
+      return it != d.counters.end() && it->is_boolean()
+                 ? std::optional<double>(it->get<bool>() ? 1 : 0)
+                 : std::nullopt;
+    });
+  }
   DiskFamily(o, s, "hostcache_sample_timestamp_seconds", "gauge",
              "When the disk's counters were read from QEMU.", [](const stats::DiskSnapshot& d) {
                return std::optional<double>(static_cast<double>(d.time_ms) / 1000.0);

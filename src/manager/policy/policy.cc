@@ -268,6 +268,7 @@ json DriverOptions(const Rules& r, const std::string& node_name, const std::stri
       o["ssd"] = json{{"driver", "file"}, {"filename", ssd->filename}, {"node-name", ssd->node_name}};
     }
     o["origin-id"] = ssd->origin_id;
+    o["ssd-create"] = ssd->create;
   }
   return o;
 }

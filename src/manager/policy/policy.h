@@ -83,18 +83,24 @@ nlohmann::json RulesToJson(const Rules& r);
 Result<Policy> PolicyFromJson(const nlohmann::json& j);
 nlohmann::json PolicyToJson(const Policy& p);
 
-// The SSD tier of one filter node: the driver's `ssd` child and `origin-id`.
+// The SSD tier of one filter node: the driver's `ssd` child, `origin-id`
+// and `ssd-create`.
 struct SsdSpec {
   std::string filename;   // the tier file (a raw file node)
   std::string node_name;  // the file node's name ("hc-vda-ssd")
   std::string origin_id;  // "<vm-uuid>/<target>": the tier serves only this disk
+  // `ssd-create`: the driver may format a blank file (or one of another
+  // origin).  Only for a tier file hostcached made and the driver has not
+  // formatted yet; off, a missing or replaced tier stops the filter from
+  // opening instead of silently losing the write-back data it may hold.
+  bool create = false;
 };
 
 // The driver options for a hostcache node over `file_node`, as blockdev-add
 // and -blockdev take them.  With `ssd`, the `ssd` child is given inline
 // ({"driver":"file","filename":...,"node-name":...}), or by its node name
 // when `ssd_by_name` (blockdev-reopen must name the current child; an
-// omitted child is refused).
+// omitted child is refused), with `origin-id` and `ssd-create`.
 nlohmann::json DriverOptions(const Rules& r, const std::string& node_name,
                              const std::string& file_node, const SsdSpec* ssd = nullptr,
                              bool ssd_by_name = false);

@@ -133,6 +133,21 @@ CREATE TABLE stats (
   PRIMARY KEY (vm_uuid, target, time_ms)
 ) WITHOUT ROWID;
 )sql",
+    // 2: the SSD tier files hostcached made, and whether the driver has
+    // formatted them (a database from before starts empty: each tier is
+    // recorded at the next check from what its file holds).
+    R"sql(
+CREATE TABLE ssd_tiers (
+  vm_uuid    TEXT NOT NULL,
+  target     TEXT NOT NULL,
+  path       TEXT NOT NULL,
+  origin_id  TEXT NOT NULL,
+  formatted  INTEGER NOT NULL,        -- 1: the driver's superblock was seen in it
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  PRIMARY KEY (vm_uuid, target)
+);
+)sql",
 };
 constexpr int kNumMigrations = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kNumMigrations == SqliteStore::kSchemaVersion);
@@ -167,6 +182,14 @@ Assignment AssignmentFromRow(Stmt& st) {
 
 constexpr const char* kAssignmentCols =
     "vm_uuid, target, vm_name, policy, node_name, state, reason, updated_ms, checked_ms";
+
+constexpr const char* kSsdTierCols =
+    "vm_uuid, target, path, origin_id, formatted, created_ms, updated_ms";
+
+SsdTier SsdTierFromRow(Stmt& st) {
+  return SsdTier{st.Text(0), st.Text(1), st.Text(2), st.Text(3), st.Int(4) != 0,
+                 st.Int(5), st.Int(6)};
+}
 
 }  // namespace
 
@@ -392,6 +415,55 @@ Status SqliteStore::DeleteAssignment(const std::string& vm_uuid, const std::stri
     return Fail(ErrorCode::kNotFound, "disk " + target + " has no policy assigned");
   }
   return {};
+}
+
+Result<std::optional<SsdTier>> SqliteStore::GetSsdTier(const std::string& vm_uuid,
+                                                       const std::string& target) {
+  std::lock_guard lock(mu_);
+  std::string sql = std::string("SELECT ") + kSsdTierCols +
+                    " FROM ssd_tiers WHERE vm_uuid = ?1 AND target = ?2";
+  auto st = Stmt::Prepare(db_.get(), sql.c_str());
+  if (!st) return tl::unexpected(st.error());
+  st->Bind(1, vm_uuid).Bind(2, target);
+  auto row = st->Step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<SsdTier>();
+  return std::optional<SsdTier>(SsdTierFromRow(*st));
+}
+
+Result<std::vector<SsdTier>> SqliteStore::ListSsdTiers() {
+  std::lock_guard lock(mu_);
+  std::string sql =
+      std::string("SELECT ") + kSsdTierCols + " FROM ssd_tiers ORDER BY vm_uuid, target";
+  auto st = Stmt::Prepare(db_.get(), sql.c_str());
+  if (!st) return tl::unexpected(st.error());
+  std::vector<SsdTier> out;
+  for (;;) {
+    auto row = st->Step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    out.push_back(SsdTierFromRow(*st));
+  }
+  return out;
+}
+
+Status SqliteStore::PutSsdTier(const SsdTier& t) {
+  std::lock_guard lock(mu_);
+  std::string sql = std::string("INSERT OR REPLACE INTO ssd_tiers(") + kSsdTierCols +
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+  auto st = Stmt::Prepare(db_.get(), sql.c_str());
+  if (!st) return tl::unexpected(st.error());
+  st->Bind(1, t.vm_uuid).Bind(2, t.target).Bind(3, t.path).Bind(4, t.origin_id);
+  st->Bind(5, int64_t{t.formatted ? 1 : 0}).Bind(6, t.created_ms).Bind(7, t.updated_ms);
+  return st->Run();
+}
+
+Status SqliteStore::DeleteSsdTier(const std::string& vm_uuid, const std::string& target) {
+  std::lock_guard lock(mu_);
+  auto st = Stmt::Prepare(db_.get(), "DELETE FROM ssd_tiers WHERE vm_uuid = ?1 AND target = ?2");
+  if (!st) return tl::unexpected(st.error());
+  st->Bind(1, vm_uuid).Bind(2, target);
+  return st->Run();
 }
 
 Result<int64_t> SqliteStore::AppendEvent(const Event& e) {

@@ -30,7 +30,7 @@ struct SqliteOptions {
 
 class SqliteStore final : public Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating when absent) the database at `path` (":memory:" for
   // tests).  A new database gets the default policies.
@@ -51,6 +51,12 @@ class SqliteStore final : public Store {
                                                   const std::string& target) override;
   Status PutAssignment(const Assignment& a) override;
   Status DeleteAssignment(const std::string& vm_uuid, const std::string& target) override;
+
+  Result<std::optional<SsdTier>> GetSsdTier(const std::string& vm_uuid,
+                                            const std::string& target) override;
+  Result<std::vector<SsdTier>> ListSsdTiers() override;
+  Status PutSsdTier(const SsdTier& t) override;
+  Status DeleteSsdTier(const std::string& vm_uuid, const std::string& target) override;
 
   Result<int64_t> AppendEvent(const Event& e) override;
   Result<std::vector<Event>> ListEvents(int64_t since_id, size_t limit,

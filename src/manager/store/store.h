@@ -1,5 +1,6 @@
 // The daemon's durable state: policies, assignments (policy per VM disk, with
-// its compliance), the event log and the statistics time series.
+// its compliance), the SSD tiers hostcached made for disks, the event log
+// and the statistics time series.
 //
 // Store is the seam; SqliteStore (sqlite_store.h) is the real one.  Every
 // method is a single transaction.  Implementations are thread-safe: the HTTP
@@ -36,6 +37,23 @@ struct Assignment {
   int64_t checked_ms = 0;  // last compliance check
 };
 
+// The SSD tier file of one disk, as hostcached knows it.  Once the driver
+// has formatted the file for the disk (`formatted`), the file may hold
+// write-back data the disk does not have yet: hostcached never replaces it
+// by a blank one on its own (the filter gets ssd-create=off), only after
+// the operator gives it up (POST .../ssd-tier/forget).
+struct SsdTier {
+  std::string vm_uuid;
+  std::string target;
+  std::string path;       // the tier file
+  std::string origin_id;  // the filter's origin-id ("<vm-uuid>/<target>")
+  bool formatted = false;  // hostcached has seen the driver's superblock in it
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+
+  bool operator==(const SsdTier&) const = default;
+};
+
 struct Event {
   int64_t id = 0;
   int64_t time_ms = 0;
@@ -70,6 +88,15 @@ class Store {
   // Insert or replace (keyed by vm_uuid + target).  kNotFound if the policy is absent.
   virtual Status PutAssignment(const Assignment& a) = 0;
   virtual Status DeleteAssignment(const std::string& vm_uuid, const std::string& target) = 0;
+
+  // The disk's SSD tier record (none when hostcached made no tier for it).
+  virtual Result<std::optional<SsdTier>> GetSsdTier(const std::string& vm_uuid,
+                                                    const std::string& target) = 0;
+  virtual Result<std::vector<SsdTier>> ListSsdTiers() = 0;
+  // Insert or replace (keyed by vm_uuid + target).
+  virtual Status PutSsdTier(const SsdTier& t) = 0;
+  // A missing record is fine.
+  virtual Status DeleteSsdTier(const std::string& vm_uuid, const std::string& target) = 0;
 
   virtual Result<int64_t> AppendEvent(const Event& e) = 0;
   // Newest first; only ids > since_id; at most `limit`; vm filter when not empty.
