@@ -161,6 +161,7 @@ typedef struct BDRVHostcacheState {
     uint64_t jsuper_off;
     GArray *jkept;                  /* older entries to release after flush */
     HostcacheSectors *jsecs;        /* released entries' sectors to write */
+    int64_t jsecs_ns;               /* when they were last written */
     /*
      * Origin writes completed (wgen) and covered by a completed origin
      * flush (fgen), both under lock: a demotion's slot-table entry is
@@ -2156,6 +2157,15 @@ static void hostcache_jwrite_start(AioTaskPool *pool, BlockDriverState *bs,
 #define HOSTCACHE_JSUPER_NS     (200 * SCALE_MS)
 
 /*
+ * Older entries released after a batch stay on the device until their
+ * sectors are written, at most this much later (or when the list is
+ * full): recovery prefers the newer entry anyway, and their slots cannot
+ * be CLOCK victims, nor the blocks forgotten, before (guard and pending
+ * drop).  Guest flushes then do not each carry a random sector write.
+ */
+#define HOSTCACHE_JRELEASE_NS   (50 * SCALE_MS)
+
+/*
  * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
  * and make them durable (jlock held).  The entries are committed in memory
  * first, so data, slot-table sectors and (now and then) the superblock are
@@ -2179,6 +2189,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     HostcacheSectors secs = { .n = 0 };
     AioTaskPool *pool;
     int64_t now = get_clock();
+    bool released;
     int ret = 0;
 
     qemu_mutex_lock(&s->lock);
@@ -2229,6 +2240,8 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         s->jsuper_ns = now;
         s->jsuper_off = (gen % 2) * HC_SSD_SB_SIZE;
     }
+    released = s->jsecs->overflow || (s->jsecs->n &&
+                                      now - s->jsecs_ns >= HOSTCACHE_JRELEASE_NS);
     qemu_mutex_unlock(&s->lock);
     if (!n) {
         qemu_mutex_lock(&s->lock);
@@ -2247,7 +2260,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     for (i = 0; i < (uint64_t)secs.n; i++) {
         hostcache_jwrite_start(pool, bs, 0, secs.sec[i], 0, NULL);
     }
-    for (i = 0; i < (uint64_t)s->jsecs->n; i++) {
+    for (i = 0; released && i < (uint64_t)s->jsecs->n; i++) {
         hostcache_jwrite_start(pool, bs, 0, s->jsecs->sec[i], 0, NULL);
     }
     if (sb) {
@@ -2260,12 +2273,15 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     if (ret == 0 && secs.overflow) {
         ret = hostcache_ssd_write_sectors(bs, &secs, 0);
     }
-    if (ret == 0 && s->jsecs->overflow) {
+    if (ret == 0 && released && s->jsecs->overflow) {
         ret = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
     }
-    if (ret == 0) {
+    if (ret == 0 && released) {
         s->jsecs->n = 0;
         s->jsecs->overflow = false;
+        s->jsecs_ns = now;
+    }
+    if (ret == 0) {
         ret = hostcache_ssd_flush(bs);
     }
 
