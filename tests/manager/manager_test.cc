@@ -804,6 +804,10 @@ TEST_F(SsdTest, AMissingFormattedTierIsNotMadeAgainButReported) {
   ASSERT_TRUE(again) << again.error().message;
   EXPECT_EQ(again->state, Compliance::kError);
   EXPECT_FALSE(std::filesystem::exists(File()));
+  // Unassigning gives it up too, and says so.
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_FALSE(Tier());
+  EXPECT_EQ(Count("ssd-forget"), 1);
 }
 
 TEST_F(SsdTest, ABlankOrForeignReplacementIsLostToo) {

@@ -978,6 +978,14 @@ void Manager::ForgetSsdFile(const Assignment& a) {
   if (p && p->rules.ssd_size > 0) paths.insert(SsdFilePath(p->rules.ssd_dir, a.vm_uuid, a.target));
   auto rec = store_.GetSsdTier(a.vm_uuid, a.target);
   if (rec && *rec && OurSsdFile((*rec)->path, a.vm_uuid, a.target)) paths.insert((*rec)->path);
+  if (rec && *rec && (*rec)->formatted) {
+    if (auto how = TierGone(ReadSsdFile((*rec)->path), (*rec)->origin_id); !how.empty()) {
+      Log("warning", a.vm_name, a.target, "ssd-forget",
+          "SSD tier " + (*rec)->path + " (which " + how +
+              ") is forgotten with the assignment: write-back data it may have held that "
+              "was not on the disk yet is lost");
+    }
+  }
   (void)store_.DeleteSsdTier(a.vm_uuid, a.target);
   for (const auto& path : paths) {
     if (!SsdFileSize(path)) continue;
