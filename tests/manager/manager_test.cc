@@ -725,6 +725,9 @@ TEST_F(SsdTest, ASwitchedOffTierIsNotCompliant) {
 TEST_F(SsdTest, AForeignFileUnderTheFilterIsReplacedByThePolicysOne) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
   Qemu().nodes["hc-vda-ssd"].filename = root_ + "/elsewhere.img";
+  // Ours was closed cleanly when it left the node (left open by a crash
+  // while the VM ran on without it, it would be stale: StaleTierTest).
+  testing::WriteSsdSuperblock(File(), 8, 1, Origin());
   mgr_->CheckVm(kWeb);
   EXPECT_EQ(Qemu().nodes["hc-vda-ssd"].filename, File());
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
@@ -875,6 +878,129 @@ TEST_F(SsdTest, ARunningVmsTierIsNotForgotten) {
   EXPECT_EQ(r.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_TRUE(Tier()->formatted);
   EXPECT_EQ(Count("ssd-forget"), 0);
+}
+
+// The write-back tier's QEMU crashed (superblock `state`), and the VM was
+// started again from a definition without the filter (edited by hand): it
+// runs uncached, with the tier file left as it was.
+class StaleTierTest : public SsdTest {
+ protected:
+  void SetUp() override {
+    SsdTest::SetUp();
+    CreatePolicy("ssd-wb", json{{"mode", "write-back"}, {"ssd-size", "1M"}, {"ssd-dir", dir_}});
+  }
+  void CrashThenStartWithoutFilter(uint32_t state) {
+    ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
+    ASSERT_TRUE(Tier() && Tier()->formatted);
+    testing::WriteSsdSuperblock(File(), 9, state, Origin());
+    lv_.domains[kWeb].qemu = testing::FakeQemu{};
+    lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
+    ASSERT_NE(Qemu().devs[kVdaDev], "hc-vda");
+  }
+  bool Added() {
+    auto& log = Qemu().log;
+    return std::find(log.begin(), log.end(), "blockdev-add") != log.end();
+  }
+};
+
+TEST_F(StaleTierTest, ATierLeftOpenIsNotInsertedIntoAVmRunningWithoutItsFilter) {
+  CrashThenStartWithoutFilter(2);
+  mgr_->CheckVm(kWeb);
+  mgr_->CheckVm(kWeb);
+  EXPECT_FALSE(Added()) << "the old journal would be written back over newer data";
+  EXPECT_EQ(Qemu().devs[kVdaDev], "libvirt-4-format");
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kError);
+  for (const std::string& want :
+       {File(), std::string("not closed cleanly"), std::string("ran without its filter"),
+        std::string("overwrite newer data"),
+        std::string("'hostcachectl disk forget-tier web vda'"),
+        std::string("inserted with a fresh tier")}) {
+    EXPECT_NE(a->reason.find(want), std::string::npos) << want << " in " << a->reason;
+  }
+  EXPECT_EQ(Count("ssd-stale"), 1) << "one event, not one per check";
+  EXPECT_TRUE(Tier()->stale);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kOpen) << "left as it is";
+  // Nor does the definition get it back: the next start would open it.
+  EXPECT_EQ(Persistent().count("vda"), 0u);
+  // Stopped, the VM is still not given the tier; the record remembers.
+  lv_.domains[kWeb].active = false;
+  lv_.domains[kWeb].qemu = testing::FakeQemu{};
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kError);
+  EXPECT_EQ(Persistent().count("vda"), 0u);
+  EXPECT_EQ(Count("ssd-stale"), 1);
+}
+
+TEST_F(StaleTierTest, ForgettingItInsertsTheFilterWithAFreshTier) {
+  CrashThenStartWithoutFilter(2);
+  mgr_->CheckVm(kWeb);
+  ASSERT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kError);
+  auto a = mgr_->ForgetSsdTier("web", "vda");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  EXPECT_EQ(Count("ssd-forget"), 1);
+  // A new blank file, which the driver formatted (ssd-create on).
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], true);
+  EXPECT_EQ(Qemu().nodes["hc-vda-ssd"].filename, File());
+  ASSERT_TRUE(Tier());
+  EXPECT_FALSE(Tier()->stale);
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  // The running filter's tier: in use, nothing to forget, no alarm.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  EXPECT_EQ(mgr_->ForgetSsdTier("web", "vda").error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(Count("ssd-stale"), 1);
+}
+
+TEST_F(StaleTierTest, AStoppedVmsStaleTierCanBeForgottenToo) {
+  CrashThenStartWithoutFilter(2);
+  mgr_->CheckVm(kWeb);
+  lv_.domains[kWeb].active = false;
+  lv_.domains[kWeb].qemu = testing::FakeQemu{};
+  auto a = mgr_->ForgetSsdTier("web", "vda");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kPendingRestart) << a->reason;
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+}
+
+TEST_F(StaleTierTest, ACleanTierIsInsertedAsBefore) {
+  CrashThenStartWithoutFilter(1);
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false);
+  EXPECT_FALSE(Tier()->stale);
+  EXPECT_EQ(Count("ssd-stale"), 0);
+  EXPECT_EQ(mgr_->ForgetSsdTier("web", "vda").error().code, ErrorCode::kFailedPrecondition);
+}
+
+TEST_F(StaleTierTest, AnInsertionThatFailedPartWayIsNoFalseAlarm) {
+  // qom-set fails, and so does the blockdev-del that undoes the
+  // blockdev-add: the filter node stays in QEMU with its tier open.
+  Qemu().fail["qom-set"] = "fake: qom-set failed";
+  Qemu().fail["blockdev-del"] = "fake: blockdev-del failed";
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
+  ASSERT_TRUE(Qemu().nodes.count("hc-vda"));
+  ASSERT_EQ(ReadSsdFileState(File()), SsdFileState::kOpen);
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->reason.find("ran without its filter"), std::string::npos) << a->reason;
+  EXPECT_EQ(Count("ssd-stale"), 0);
+  EXPECT_FALSE(Tier()->stale);
+  EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
+}
+
+TEST_F(StaleTierTest, UnassigningDeletesTheStaleFile) {
+  CrashThenStartWithoutFilter(2);
+  mgr_->CheckVm(kWeb);
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_FALSE(std::filesystem::exists(File()));
+  EXPECT_FALSE(Tier());
 }
 
 TEST_F(SsdTest, AResizedCleanTierStartsOverWithSsdCreateOn) {

@@ -149,14 +149,17 @@ TEST_F(StoreTest, EventsAreBoundedAndNewestFirst) {
 TEST_F(StoreTest, SsdTiersAreRecordedPerDisk) {
   auto s = Open();
   EXPECT_FALSE(*s->GetSsdTier("u", "vda"));
-  SsdTier t{"u", "vda", "/ssd/u-vda.hcssd", "u/vda", false, 5, 5};
+  SsdTier t{"u", "vda", "/ssd/u-vda.hcssd", "u/vda", false, 5, 5, false};
   ASSERT_TRUE(s->PutSsdTier(t));
-  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u", "vdb", "/ssd/u-vdb.hcssd", "u/vdb", true, 6, 6}));
+  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u", "vdb", "/ssd/u-vdb.hcssd", "u/vdb", true, 6, 6, false}));
   EXPECT_EQ(**s->GetSsdTier("u", "vda"), t);
   t.formatted = true;
   t.updated_ms = 9;
   ASSERT_TRUE(s->PutSsdTier(t));  // replaces
   EXPECT_EQ(**s->GetSsdTier("u", "vda"), t);
+  t.stale = true;
+  ASSERT_TRUE(s->PutSsdTier(t));
+  EXPECT_TRUE((*s->GetSsdTier("u", "vda"))->stale);
   auto all = s->ListSsdTiers();
   ASSERT_EQ(all->size(), 2u);
   EXPECT_EQ((*all)[1].target, "vdb");
@@ -182,12 +185,13 @@ TEST_F(StoreTest, ASchema1DatabaseIsUpgradedAndKeepsItsState) {
   ASSERT_TRUE(s);
   EXPECT_EQ(s->ListAssignments()->size(), 1u);
   EXPECT_TRUE(s->ListSsdTiers()->empty());
-  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u1", "vda", "/ssd/f", "u1/vda", true, 1, 1}));
+  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u1", "vda", "/ssd/f", "u1/vda", true, 1, 1, true}));
+  EXPECT_TRUE((*s->GetSsdTier("u1", "vda"))->stale);
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
   sqlite3_stmt* st = nullptr;
   sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
   ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), 2);
+  EXPECT_EQ(sqlite3_column_int(st, 0), SqliteStore::kSchemaVersion);
   sqlite3_finalize(st);
   sqlite3_close(db);
 }

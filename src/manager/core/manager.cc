@@ -1,6 +1,7 @@
 #include "manager/core/manager.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -748,6 +749,11 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     // (Changes that keep the tier's journal readable apply; the API
     // refuses the others while the VM is shut off, CheckJournalKept.)
     auto plan = ssd.find(a.target);
+    if (plan != ssd.end() && !plan->second.stale.empty()) {
+      // Its journal may be older than the disk: no start may open it.
+      missing[a.target] = plan->second.stale;
+      continue;
+    }
     const policy::SsdSpec* tier =
         plan != ssd.end() && plan->second.spec ? &*plan->second.spec : nullptr;
     auto held = HeldFilter(dom, installed ? &*installed : nullptr, a.target);
@@ -869,8 +875,56 @@ Manager::SsdPlan Manager::PlanSsd(const DomainRef& dom, const Assignment& a,
     return p;
   }
   spec.create = *create;
+  if (p.lost.empty()) {
+    auto rec = store_.GetSsdTier(dom.uuid, a.target);
+    if (rec && *rec && (*rec)->path == spec.filename) {
+      p.stale = StaleTier(dom, **rec);
+      if (!p.stale.empty()) return p;
+    }
+  }
   p.spec = std::move(spec);
   return p;
+}
+
+std::optional<bool> Manager::OpenInRunningVm(const DomainRef& dom, const std::string& path) {
+  if (!dom.active) return false;
+  auto nodes = live_.Qmp(dom.uuid, "query-named-block-nodes");
+  if (!nodes || !nodes->is_array()) return std::nullopt;
+  for (const auto& n : *nodes) {
+    if (n.value("file", "") == path) return true;
+  }
+  return false;
+}
+
+std::string Manager::StaleTier(const DomainRef& dom, store::SsdTier t) {
+  const SsdFileInfo f = ReadSsdFile(t.path);
+  if (f.state != SsdFileState::kOpen) return "";
+  if (!f.unreadable && f.origin_id != t.origin_id) return "";  // another disk's: lost
+  if (!t.stale) {
+    // Not closed cleanly: in use by this VM's QEMU, or left by a crash.
+    // A shut-off VM's next start recovers it through the definition; left
+    // by a crash while the VM runs without the filter, the guest may have
+    // written to the disk since.  (A live insertion that failed part-way
+    // does not leave it so: blockdev-del closes the tier cleanly, and a
+    // node that could not be deleted still has it open.)
+    if (!dom.active) return "";
+    auto open = OpenInRunningVm(dom, t.path);
+    if (!open || *open) return "";  // in use (or cannot tell: nothing is inserted then)
+    t.stale = true;
+    t.updated_ms = clock_.NowMs();
+    if (auto s = store_.PutSsdTier(t); !s) {
+      spdlog::error("cannot record the stale SSD tier {}: {}", t.path, s.error().message);
+    }
+  }
+  return "the SSD tier file " + t.path + " of " + t.target +
+         " was not closed cleanly (the VM or the host stopped abruptly) and may hold a write-back "
+         "journal, but VM '" + dom.name + "' then ran without its filter (it was started without "
+         "the cache; was its definition edited?), so the guest may have written to the disk "
+         "since: writing that journal back now could overwrite newer data. hostcached does not "
+         "insert the filter (nor put it in the definition) with this tier, and the disk is not "
+         "cached. Give the journal up with 'hostcachectl disk forget-tier " + dom.name + " " +
+         t.target + "' (POST /api/v1/vms/" + dom.name + "/disks/" + t.target +
+         "/ssd-tier/forget): the file is deleted, and the filter is inserted with a fresh tier";
 }
 
 Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& target,
@@ -987,6 +1041,16 @@ void Manager::ForgetSsdFile(const Assignment& a) {
     }
   }
   (void)store_.DeleteSsdTier(a.vm_uuid, a.target);
+  if (rec && *rec && (*rec)->stale && OurSsdFile((*rec)->path, a.vm_uuid, a.target) &&
+      ReadSsdFileState((*rec)->path) == SsdFileState::kOpen) {
+    // Its journal may be older than the disk: nothing may open it again.
+    std::error_code ec;
+    if (std::filesystem::remove((*rec)->path, ec)) {
+      Log("warning", a.vm_name, a.target, "ssd-forget",
+          "stale SSD tier file " + (*rec)->path + " (not closed cleanly, and the VM ran without "
+          "its filter since) deleted with the assignment, its journal unwritten");
+    }
+  }
   for (const auto& path : paths) {
     if (!SsdFileSize(path)) continue;
     if (auto s = RemoveSsdFile(path); !s) {
@@ -1041,22 +1105,44 @@ Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::stri
     const store::SsdTier t = **rec;
     const SsdFileInfo f = ReadSsdFile(t.path);
     const std::string how = TierGone(f, t.origin_id);
+    // A stale tier (its journal may be older than the disk) is given up
+    // with its file: nothing may open it again.
+    std::string stale;
     if (t.formatted && how.empty()) {
+      auto dom = lv_.LookupDomain(a->vm_uuid);
+      if (dom) stale = StaleTier(*dom, t);
+    }
+    if (!stale.empty()) {
+      std::error_code ec;
+      if (OurSsdFile(t.path, a->vm_uuid, target) && !std::filesystem::remove(t.path, ec) && ec) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    "cannot delete the stale SSD tier file " + t.path + ": " + ec.message());
+      }
+      if (auto s = store_.DeleteSsdTier(a->vm_uuid, target); !s) return tl::unexpected(s.error());
+      Log("warning", a->vm_name, target, "ssd-forget",
+          "SSD tier " + t.path + " (not closed cleanly, and the VM ran without its filter since) "
+          "given up by the operator: its journal, which may have been older than the disk, is "
+          "deleted unwritten; a new blank tier is made, and the driver formats it when the "
+          "filter next opens");
+    } else if (t.formatted && how.empty()) {
       return Fail(ErrorCode::kFailedPrecondition,
                   "the SSD tier file " + t.path + " of " + target + " is there and holds this "
                   "disk's tier (" + std::string(SsdFileStateName(f.state)) +
                   "): nothing is lost, so there is nothing to forget; to drop the tier, "
                   "change the policy or unassign it");
-    }
-    if (auto s = store_.DeleteSsdTier(a->vm_uuid, target); !s) return tl::unexpected(s.error());
-    if (t.formatted) {
-      Log("warning", a->vm_name, target, "ssd-forget",
-          "SSD tier " + t.path + " (which " + how + ") given up by the operator: write-back "
-          "data it may have held that was not on the disk yet is lost; a new blank tier is "
-          "made, and the driver formats it when the filter next opens");
     } else {
-      Log("info", a->vm_name, target, "ssd-forget",
-          "record of SSD tier " + t.path + " forgotten (the driver had not formatted it)");
+      if (auto s = store_.DeleteSsdTier(a->vm_uuid, target); !s) {
+        return tl::unexpected(s.error());
+      }
+      if (t.formatted) {
+        Log("warning", a->vm_name, target, "ssd-forget",
+            "SSD tier " + t.path + " (which " + how + ") given up by the operator: write-back "
+            "data it may have held that was not on the disk yet is lost; a new blank tier is "
+            "made, and the driver formats it when the filter next opens");
+      } else {
+        Log("info", a->vm_name, target, "ssd-forget",
+            "record of SSD tier " + t.path + " forgotten (the driver had not formatted it)");
+      }
     }
   }
   CheckVm(a->vm_uuid);
@@ -1139,6 +1225,13 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       SetState(a, Compliance::kError, plan.lost);
       continue;
     }
+    if (!plan.stale.empty()) {
+      if (a.state != Compliance::kError || a.reason != plan.stale) {
+        Log("error", dom.name, a.target, "ssd-stale", plan.stale);
+      }
+      SetState(a, Compliance::kError, plan.stale);
+      continue;
+    }
     if (auto s = CheckOptionsCached(r); !s) {
       SetState(a, Compliance::kNotCompliant,
                "QEMU's hostcache driver refuses this policy's settings: " + s.error().message +
@@ -1196,6 +1289,16 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       auto create = PrepareTier(dom, a.target, *want_ssd, r.ssd_size, true, &lost);
       if (!create) return tl::unexpected(create.error());
       if (!lost.empty()) return Fail(ErrorCode::kFailedPrecondition, lost);
+      // The filter is not in the running VM: a tier not closed cleanly is
+      // not its (StaleTier), and its journal may be older than the disk.
+      if (ReadSsdFileState(want_ssd->filename) == SsdFileState::kOpen &&
+          OpenInRunningVm(dom, want_ssd->filename) != std::optional<bool>(true)) {
+        return Fail(ErrorCode::kFailedPrecondition,
+                    "the SSD tier file " + want_ssd->filename +
+                        " was not closed cleanly, and the filter is not in the running VM; "
+                        "its journal is not written back over what the guest may have written "
+                        "since");
+      }
       policy::SsdSpec tier = *want_ssd;
       tier.create = *create;
       return live_.Insert(dom.uuid, under, r, a.node_name, &tier);

@@ -98,7 +98,9 @@ class Manager {
   // blank tier the driver formats when the filter next opens.  kNotFound
   // when no tier is recorded; kFailedPrecondition while the tier file is
   // intact (nothing to give up: a running VM's tier, or one that is
-  // there).  Returns the assignment after the check.
+  // there).  A stale tier (SsdPlan::stale: not closed cleanly, and the VM
+  // ran without its filter) is given up too, its file deleted.  Returns
+  // the assignment after the check.
   Result<store::Assignment> ForgetSsdTier(const std::string& vm, const std::string& target);
 
   BudgetView Budget();
@@ -172,6 +174,12 @@ class Manager {
     // again; `spec` names it with ssd-create off, so the VM cannot start
     // without it until it is restored or forgotten (ForgetSsdTier).
     std::string lost;
+    // The tier's journal may be older than the disk (why, for a person):
+    // its file was not closed cleanly, and the running VM was found without
+    // the filter (the record keeps that, SsdTier::stale).  `spec` is none:
+    // neither the running VM nor the definition gets the filter until the
+    // operator gives the tier up (ForgetSsdTier).
+    std::string stale;
   };
   SsdPlan PlanSsd(const libvirt::DomainRef& dom, const store::Assignment& a,
                   const policy::Rules& r, bool may_replace);
@@ -185,6 +193,13 @@ class Manager {
   Result<bool> PrepareTier(const libvirt::DomainRef& dom, const std::string& target,
                            const policy::SsdSpec& spec, uint64_t size, bool may_replace,
                            std::string* lost);
+  // Whether the running VM's QEMU has `path` open (a node of it names the
+  // file); nullopt when it cannot be asked.
+  std::optional<bool> OpenInRunningVm(const libvirt::DomainRef& dom, const std::string& path);
+  // Whether the disk's recorded tier `t` is stale: marked so, or its file
+  // not closed cleanly while the running VM does not have it open (then it
+  // is marked).  Returns why, for a person ("" = it is not).
+  std::string StaleTier(const libvirt::DomainRef& dom, store::SsdTier t);
   // Deletes a tier file of the disk (RemoveSsdFile) and, when it is the
   // recorded one, its record.
   Status RemoveTierFile(const std::string& uuid, const std::string& target,

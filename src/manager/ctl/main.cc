@@ -329,7 +329,8 @@ int main(int argc, char** argv) {
   });
   auto* forget = disk->add_subcommand(
       "forget-tier",
-      "give up a disk's lost SSD tier (its write-back data is lost); a new tier is made");
+      "give up a disk's lost or stale SSD tier (its write-back data is lost); a new tier is "
+      "made");
   forget->add_option("vm", vm, "VM name or UUID")->required();
   forget->add_option("target", target, "disk target (vda)")->required();
   forget->callback([&] {

@@ -88,6 +88,7 @@ json AssignmentJson(const store::Assignment& a, core::Manager& m) {
     j["ssd_tier"] = json{{"path", (*t)->path},
                          {"origin_id", (*t)->origin_id},
                          {"formatted", (*t)->formatted},
+                         {"stale", (*t)->stale},
                          {"recorded", TimeIso((*t)->created_ms)},
                          {"changed", TimeIso((*t)->updated_ms)}};
   } else {

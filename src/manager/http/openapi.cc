@@ -100,11 +100,14 @@ json Schemas() {
        "The SSD tier file hostcached made for the disk. Once the driver has formatted it "
        "(formatted), it may hold write-back data the disk does not have yet: the filter opens "
        "it with ssd-create=off, and a missing or replaced file is an error until restored or "
-       "forgotten (POST .../ssd-tier/forget)."},
+       "forgotten (POST .../ssd-tier/forget). stale: the file was not closed cleanly and the "
+       "running VM was found without its filter, so its journal may be older than the disk; it "
+       "is not attached again until forgotten."},
       {"properties",
        {{"path", {{"type", "string"}}},
         {"origin_id", {{"type", "string"}}},
         {"formatted", {{"type", "boolean"}}},
+        {"stale", {{"type", "boolean"}}},
         {"recorded", {{"type", "string"}, {"format", "date-time"}}},
         {"changed", {{"type", "string"}, {"format", "date-time"}}}}}};
   json assignment{{"type", "object"},
@@ -361,13 +364,16 @@ json Build() {
       "'error'). Write-back data the tier held that the disk does not have is lost. The "
       "record is cleared and the disk checked again: a new blank tier file is made, which the "
       "driver formats when the filter next opens (at the next start, or now by a live "
-      "insertion). An event (ssd-forget) records it. No body.",
+      "insertion). Also a stale tier (not closed cleanly, and the VM ran without its filter "
+      "since, so its journal may be older than the disk): its file is deleted unwritten. An "
+      "event (ssd-forget) records it. No body.",
       {{"200", Ok("The assignment after the check.", Ref("Assignment"))},
        {"400", ProblemResponse("A body other than {}.")},
        {"404", ProblemResponse("No such VM, no policy on the disk, or no SSD tier recorded.")},
        {"409", ProblemResponse("The tier file is there and holds this disk's tier (for "
-                               "instance the running VM's): nothing to give up; or the VM "
-                               "is being migrated.")},
+                               "instance the running VM's, or a shut-off VM's not closed "
+                               "cleanly, which its next start recovers): nothing to give up; "
+                               "or the VM is being migrated.")},
        {"503", unavailable}},
       json::array({vm, target}));
   paths["/api/v1/vms/{vm}/disks/{target}/stats"]["get"] = Op(

@@ -148,6 +148,12 @@ CREATE TABLE ssd_tiers (
   PRIMARY KEY (vm_uuid, target)
 );
 )sql",
+    // 3: a tier whose journal is older than the disk (the VM ran without
+    // its filter while the file was not closed cleanly): never attached
+    // again, only given up (Manager::ForgetSsdTier).
+    R"sql(
+ALTER TABLE ssd_tiers ADD COLUMN stale INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
 constexpr int kNumMigrations = sizeof(kMigrations) / sizeof(kMigrations[0]);
 static_assert(kNumMigrations == SqliteStore::kSchemaVersion);
@@ -184,11 +190,11 @@ constexpr const char* kAssignmentCols =
     "vm_uuid, target, vm_name, policy, node_name, state, reason, updated_ms, checked_ms";
 
 constexpr const char* kSsdTierCols =
-    "vm_uuid, target, path, origin_id, formatted, created_ms, updated_ms";
+    "vm_uuid, target, path, origin_id, formatted, created_ms, updated_ms, stale";
 
 SsdTier SsdTierFromRow(Stmt& st) {
   return SsdTier{st.Text(0), st.Text(1), st.Text(2), st.Text(3), st.Int(4) != 0,
-                 st.Int(5), st.Int(6)};
+                 st.Int(5), st.Int(6), st.Int(7) != 0};
 }
 
 }  // namespace
@@ -450,11 +456,12 @@ Result<std::vector<SsdTier>> SqliteStore::ListSsdTiers() {
 Status SqliteStore::PutSsdTier(const SsdTier& t) {
   std::lock_guard lock(mu_);
   std::string sql = std::string("INSERT OR REPLACE INTO ssd_tiers(") + kSsdTierCols +
-                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
   auto st = Stmt::Prepare(db_.get(), sql.c_str());
   if (!st) return tl::unexpected(st.error());
   st->Bind(1, t.vm_uuid).Bind(2, t.target).Bind(3, t.path).Bind(4, t.origin_id);
   st->Bind(5, int64_t{t.formatted ? 1 : 0}).Bind(6, t.created_ms).Bind(7, t.updated_ms);
+  st->Bind(8, int64_t{t.stale ? 1 : 0});
   return st->Run();
 }
 

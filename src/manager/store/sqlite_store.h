@@ -30,7 +30,7 @@ struct SqliteOptions {
 
 class SqliteStore final : public Store {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   // Opens (creating when absent) the database at `path` (":memory:" for
   // tests).  A new database gets the default policies.

@@ -50,6 +50,11 @@ struct SsdTier {
   bool formatted = false;  // hostcached has seen the driver's superblock in it
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
+  // The file was not closed cleanly and the running VM was found without
+  // its filter: the guest may have written to the disk since, so the
+  // tier's journal may be older than the disk.  It is never attached
+  // again, only given up (POST .../ssd-tier/forget).
+  bool stale = false;
 
   bool operator==(const SsdTier&) const = default;
 };
