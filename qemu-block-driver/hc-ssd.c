@@ -450,10 +450,21 @@ void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
                 hc_ssd_hash_del(ssd, old);
                 hc_ssd_hash_add(ssd, s);
             }
-            ssd->slot[loser].state = HC_SLOT_FREE;
             ssd->recovered--;
             ssd->used--;
-            hc_ssd_touch_sector(ssd, loser);
+            if (ssd->slot[loser].dirty) {
+                /*
+                 * An older journaled version: KEPT, as it is on the device,
+                 * until the destager has written it, so that the origin
+                 * goes through every flush epoch during recovery too
+                 * (hc_ssd_load_done() drops it if the newest is clean).
+                 */
+                ssd->slot[loser].state = HC_SLOT_KEPT;
+                ssd->slot[loser].pins = 1;
+            } else {
+                ssd->slot[loser].state = HC_SLOT_FREE;
+                hc_ssd_touch_sector(ssd, loser);
+            }
         } else {
             hc_ssd_hash_add(ssd, s);
         }
@@ -466,12 +477,31 @@ void hc_ssd_load_done(HcSsd *ssd)
 {
     ssd->nfree = 0;
     ssd->ndirty = 0;
+    ssd->nkept_dirty = 0;
+    for (uint32_t s = 0; s < ssd->nslots; s++) {
+        HcSsdSlot *x = &ssd->slot[s];
+        uint32_t w;
+
+        if (x->state != HC_SLOT_KEPT) {
+            continue;
+        }
+        /* an older version whose newest entry is clean is on the origin */
+        w = hc_ssd_find(ssd, x->blk);
+        if (w == HC_SSD_NIL || !ssd->slot[w].dirty) {
+            x->state = HC_SLOT_FREE;
+            x->pins = 0;
+            hc_ssd_touch_sector(ssd, s);
+        } else {
+            ssd->nkept_dirty++;
+        }
+    }
     for (uint32_t s = ssd->nslots; s-- > 0;) {
         if (ssd->slot[s].state == HC_SLOT_FREE) {
             ssd->slot[s].dirty = 0;
             ssd->slot[s].guard_sec = HC_SSD_NIL;
             ssd->free_stack[ssd->nfree++] = s;
-        } else if (ssd->slot[s].dirty) {
+        } else if (ssd->slot[s].state == HC_SLOT_VALID &&
+                   ssd->slot[s].dirty) {
             ssd->ndirty++;
         }
     }
@@ -768,7 +798,8 @@ uint64_t hc_ssd_dirty_blocks(const HcSsd *ssd)
 uint64_t hc_ssd_next_dirty(const HcSsd *ssd, uint64_t from)
 {
     for (uint64_t s = from; s < ssd->nslots; s++) {
-        if (ssd->slot[s].state == HC_SLOT_VALID && ssd->slot[s].dirty) {
+        if ((ssd->slot[s].state == HC_SLOT_VALID ||
+             ssd->slot[s].state == HC_SLOT_KEPT) && ssd->slot[s].dirty) {
             return s;
         }
     }

@@ -169,7 +169,7 @@ uint64_t hc_ssd_slot_blk(const HcSsd *ssd, uint64_t slot, uint64_t *seq,
                          uint32_t *data_crc);
 uint64_t hc_ssd_mark_clean(HcSsd *ssd, uint64_t slot, uint64_t seq);
 uint64_t hc_ssd_dirty_blocks(const HcSsd *ssd);
-/* Next dirty slot >= from (slot order), or HC_SSD_NONE. */
+/* Next dirty slot >= from (slot order; indexed or KEPT), or HC_SSD_NONE. */
 uint64_t hc_ssd_next_dirty(const HcSsd *ssd, uint64_t from);
 bool hc_ssd_dirty_in_range(const HcSsd *ssd, uint64_t first, uint64_t end);
 /* Decode one slot-table entry; false if it is no valid entry. */

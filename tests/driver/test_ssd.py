@@ -923,6 +923,66 @@ def test_ssd_shrunk_while_stopped():
     check_eq(st['ssd-size'], hcssd.layout(1 * MiB, BS)[0] * BS, 'ssd-size')
 
 
+def test_recovery_write_back_goes_through_flush_epochs():
+    """After a crash, the recovered journal is written back in flush
+    epochs too: block A written in epoch 1 and again in epoch 3, 300 other
+    blocks in epoch 2.  The recovery's first destage batch (256 blocks) is
+    flushed to an origin whose flushes all fail, so the origin file shows
+    exactly that batch: it must be a point in time, i.e. with epoch-2
+    data it holds A's epoch-1 version, not its initial one (the older
+    journaled version of A must be written before epoch 2)."""
+    d = subdir('replay-epochs')
+    img = make_file(os.path.join(d, 'origin.img'), 4 * MiB)
+    # (301 journaled blocks stay under a quarter of the tier: no destaging)
+    ssd = blank(os.path.join(d, 'ssd.img'), 8 * MiB)
+    # (an explicit origin-id: the recovery's origin is a blkdebug node)
+    hc = {'mode': 'write-back', 'ram-size': 4 * MiB, 'seq-cutoff': 0,
+          'max-dirty-age-ms': 3600000, 'origin-id': 'disk-a'}
+    rng = random.Random(f'{SEED}-replay-epochs')
+    a1, a2 = rng.randbytes(BS), rng.randbytes(BS)
+    ys = {y: rng.randbytes(BS) for y in range(8, 308)}
+    a0 = pread_file(img, 0, BS)
+    hx = SsdExport(d, img, ssd, hc=hc)
+    try:
+        c = hx.client()
+        c.write(0, a1)
+        c.flush()
+        for y, data in ys.items():
+            c.write(y * BS, data)
+        c.flush()
+        c.write(0, a2)
+        c.flush()
+        check_eq(hx.stats()['destaged-blocks'], 0, 'destaged before the kill')
+        hx.kill()
+    finally:
+        hx.stop()
+    check(pread_file(img, 0, BS) == a0, 'A on the origin before recovery')
+    qsd = StorageDaemon(d, name='qsd-replay')
+    try:
+        q = qsd.qmp
+        q.cmd('blockdev-add', **{'node-name': 'origin'}, driver='blkdebug',
+              image={'driver': 'file', 'filename': img},
+              **{'inject-error': [{'event': 'none', 'iotype': 'flush',
+                                   'errno': 5, 'once': False}]})
+        q.cmd('blockdev-add', **{'node-name': 'ssd0'}, driver='file',
+              filename=ssd)
+        q.cmd('blockdev-add', driver='hostcache', file='origin',
+              **{'node-name': 'hc0', 'ssd': 'ssd0', **hc})
+        poll('a failed origin flush of the replay',
+             lambda: node_stats(q, 'hc0')['origin-errors'] > 0)
+        a = pread_file(img, 0, BS)
+        got = sum(pread_file(img, y * BS, BS) == data
+                  for y, data in ys.items())
+        check(0 < got < len(ys), f'{got} of {len(ys)} epoch-2 blocks on the '
+              'origin after the first batch')
+        check(a == a1, 'the origin holds epoch-2 data but A ' +
+              ('unwritten (its epoch-1 version was skipped)' if a == a0 else
+               'from epoch 3' if a == a2 else 'garbled'))
+        os.kill(qsd.proc.pid, signal.SIGKILL)
+    finally:
+        qsd.stop()
+
+
 def test_missing_tier_refused_with_ssd_create_off():
     """A write-back journal left by a crash, then the tier file lost: with
     ssd-create=off a blank file, or another origin's tier, in its place is

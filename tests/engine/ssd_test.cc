@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -264,15 +265,53 @@ TEST(Journal, DirtyEntriesSurviveRecoveryAndOlderVersionsAreKept) {
   EXPECT_EQ(hc_ssd_kept_dirty(a.get()), 1u);
   EXPECT_EQ(hc_ssd_check(a.get()), nullptr);
 
-  // Recovery: both entries are in the table, the newer wins, dirty.
+  // Recovery: both entries are in the table, the newer wins, dirty; the
+  // older dirty one is KEPT again (the destager writes it first, so the
+  // origin goes through its flush epoch), in the journal in seq order.
   SsdPtr b = Load(sb, Table(a.get()));
   uint64_t slot = hc_ssd_lookup(b.get(), 7, &crc);
   EXPECT_EQ(slot, s2);
   EXPECT_EQ(crc, 0x22u);
   EXPECT_TRUE(hc_ssd_is_dirty(b.get(), slot, SeqOf(b.get(), slot)));
   EXPECT_EQ(hc_ssd_dirty_blocks(b.get()), 1u);
-  EXPECT_EQ(hc_ssd_next_dirty(b.get(), 0), s2);
+  EXPECT_EQ(hc_ssd_kept_dirty(b.get()), 1u);
+  EXPECT_TRUE(hc_ssd_is_kept(b.get(), s1, &dirty));
+  EXPECT_TRUE(dirty);
+  EXPECT_TRUE(hc_ssd_is_dirty(b.get(), s1, SeqOf(a.get(), s1)));
+  EXPECT_EQ(hc_ssd_next_dirty(b.get(), 0), std::min(s1, s2));
+  EXPECT_EQ(hc_ssd_next_dirty(b.get(), std::min(s1, s2) + 1),
+            std::max(s1, s2));
   EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+  // once written back, it is released like a runtime KEPT entry
+  hc_ssd_release_kept(b.get(), s1);
+  EXPECT_EQ(hc_ssd_kept_dirty(b.get()), 0u);
+  EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+
+  // An older dirty version whose newest entry is clean (destaged, then the
+  // clean copy demoted again) is on the origin: recovery drops it.
+  {
+    SsdPtr d(hc_ssd_new(&sb));
+    hc_ssd_load_done(d.get());
+    uint64_t k;
+    uint64_t d1 = Journal(d.get(), 5, 0x55, &k);
+    auto with_dirty = Table(d.get());
+    ASSERT_NE(hc_ssd_mark_clean(d.get(), d1, SeqOf(d.get(), d1)),
+              HC_SSD_NONE);
+    uint64_t old_sec;
+    uint64_t victim;
+    uint64_t d2 = hc_ssd_alloc(d.get(), &victim);
+    hc_ssd_commit(d.get(), d2, 5, 0x66, &old_sec);  // newer, clean
+    auto t = Table(d.get());
+    // crash image: d1's sector still says dirty
+    memcpy(&t[(d1 / 128) * 4096 + (d1 % 128) * 32],
+           &with_dirty[(d1 / 128) * 4096 + (d1 % 128) * 32], 32);
+    SsdPtr e = Load(sb, t);
+    EXPECT_EQ(hc_ssd_lookup(e.get(), 5, &crc), d2);
+    EXPECT_EQ(hc_ssd_kept_dirty(e.get()), 0u);
+    EXPECT_EQ(hc_ssd_dirty_blocks(e.get()), 0u);
+    EXPECT_EQ(hc_ssd_next_dirty(e.get(), 0), HC_SSD_NONE);
+    EXPECT_EQ(hc_ssd_check(e.get()), nullptr);
+  }
 
   // Releasing the older version frees its slot once unpinned.
   hc_ssd_release_kept(a.get(), s1);
