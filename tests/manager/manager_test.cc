@@ -365,6 +365,25 @@ class SsdTest : public ManagerTest {
     lv_.domains[kWeb].qemu = testing::FakeQemu{};
     mgr_->CheckVm(kWeb);
   }
+  // The disk's tier file as the driver left it when it closed cleanly,
+  // with a clean copy at 64 KiB.
+  void WarmTier() {
+    std::filesystem::create_directories(dir_);
+    {
+      std::ofstream f(File());
+      f.seekp(64 << 10);
+      f << "cached block";
+    }
+    std::filesystem::resize_file(File(), 1 << 20);
+    testing::WriteSsdSuperblock(File(), 3, 1, Origin());
+  }
+  std::string CachedBlock() {
+    std::ifstream f(File());
+    f.seekg(64 << 10);
+    std::string got(12, '\0');
+    f.read(got.data(), 12);
+    return got;
+  }
   const testing::ScratchDir scratch_{"hcmgr-ssd-"};
   const std::string root_ = scratch_.path();
   const std::string dir_ = root_ + "/tier";  // created by hostcached
@@ -425,29 +444,71 @@ TEST(DomainXml, QemusUserFromTheCapabilities) {
   EXPECT_FALSE(libvirt::ParseDacBaseLabel("<capabilities><host/></capabilities>"));
 }
 
-TEST_F(SsdTest, AnExistingTierFileIsReusedNotRecreated) {
-  std::filesystem::create_directories(dir_);
-  {
-    std::ofstream f(File());
-    f.seekp(64 << 10);
-    f << "cached block";
-  }
-  std::filesystem::resize_file(File(), 1 << 20);
-  testing::WriteSsdSuperblock(File(), 3, 1, Origin());  // formatted by the driver earlier
+TEST_F(SsdTest, AnExistingTierFileIsReusedByAStartThroughTheDefinition) {
+  lv_.domains[kWeb].active = false;
+  WarmTier();
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
-  std::ifstream f(File());
-  f.seekg(64 << 10);
-  std::string first(12, '\0');
-  f.read(first.data(), 12);
-  EXPECT_EQ(first, "cached block") << "a warm tier must survive";
+  EXPECT_EQ(CachedBlock(), "cached block") << "a warm tier must survive";
   // Recorded as the driver's (an upgraded database learns it the same
   // way), and opened with ssd-create off.
   auto t = *store_->GetSsdTier(kWeb, "vda");
   ASSERT_TRUE(t);
   EXPECT_TRUE(t->formatted);
   EXPECT_EQ(t->path, File());
-  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false);
   EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  // The VM starts from its definition: the filter is there from the first
+  // I/O, so nothing the guest writes escapes it; the tier stays warm.
+  auto& d = lv_.domains[kWeb];
+  lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
+  auto opts = Persistent()["vda"].options;
+  Qemu().nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", File()};
+  Qemu().nodes["hc-vda"] =
+      testing::FakeQemu::Node{"hostcache", "libvirt-4-format", opts, "hc-vda-ssd", ""};
+  Qemu().devs[kVdaDev] = "hc-vda";
+  testing::WriteSsdSuperblock(File(), 4, 2, Origin());
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  EXPECT_EQ(CachedBlock(), "cached block");
+  EXPECT_EQ(Count("ssd-emptied"), 0);
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-add"), 0);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+}
+
+TEST_F(SsdTest, ALiveInsertionEmptiesATierClosedCleanlyFirst) {
+  // The VM has run without the filter: the guest may have written to the
+  // disk since the tier's copies were made.
+  WarmTier();
+  auto a = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  EXPECT_EQ(CachedBlock(), std::string(12, '\0')) << "stale copies must not be served";
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], true);
+  EXPECT_EQ(Qemu().nodes["hc-vda-ssd"].filename, File());
+  EXPECT_EQ(Count("ssd-emptied"), 1);
+  // The driver formatted the fresh file: recorded, and the definition
+  // opens it with ssd-create off as after any live insertion.
+  ASSERT_TRUE(Tier());
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  // The running filter's own tier is not emptied again.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+}
+
+TEST_F(SsdTest, ATierEmptiedForAFailedInsertionIsOpenedWithSsdCreateOn) {
+  WarmTier();
+  Qemu().fail["blockdev-add"] = "fake: blockdev-add failed";
+  auto a = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_TRUE(a) << a.error().message;
+  EXPECT_EQ(a->state, Compliance::kPendingRestart) << a->reason;
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  ASSERT_TRUE(Tier());
+  EXPECT_FALSE(Tier()->formatted);
+  // The next start formats the blank file (ssd-create off would refuse it).
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
+  EXPECT_EQ(Count("ssd-lost"), 0);
 }
 
 TEST_F(SsdTest, EditingThePolicyReopensWithTheSsdChildAndANewSizeReplacesIt) {
@@ -967,14 +1028,19 @@ TEST_F(StaleTierTest, AStoppedVmsStaleTierCanBeForgottenToo) {
   EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
 }
 
-TEST_F(StaleTierTest, ACleanTierIsInsertedAsBefore) {
+TEST_F(StaleTierTest, ACleanTierIsEmptiedThenInserted) {
   CrashThenStartWithoutFilter(1);
   mgr_->CheckVm(kWeb);
   auto a = *store_->GetAssignment(kWeb, "vda");
   EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
   EXPECT_EQ(Qemu().devs[kVdaDev], "hc-vda");
-  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false);
+  // Clean copies only, but the VM ran without the filter: they may be
+  // stale, so the filter gets the file emptied.
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
   EXPECT_FALSE(Tier()->stale);
+  EXPECT_TRUE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
   EXPECT_EQ(Count("ssd-stale"), 0);
   EXPECT_EQ(mgr_->ForgetSsdTier("web", "vda").error().code, ErrorCode::kFailedPrecondition);
 }
@@ -1087,7 +1153,10 @@ TEST_F(SsdTest, AFailedTierIsReportedAndReplacedWhenThePolicyIsReapplied) {
   EXPECT_EQ(again->state, Compliance::kCompliant) << again->reason;
   EXPECT_NE(std::find(Qemu().log.begin(), Qemu().log.end(), "blockdev-del"), Qemu().log.end());
   EXPECT_EQ(Qemu().nodes["hc-vda"].ssd, "hc-vda-ssd");
-  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], false) << "its own tier, reopened";
+  // Its copies missed what was written since it failed (and while the
+  // filter was out): emptied, and formatted afresh.
+  EXPECT_EQ(Qemu().nodes["hc-vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
 }
 
 TEST_F(SsdTest, ReportedSettingsAreComparedNotReasserted) {

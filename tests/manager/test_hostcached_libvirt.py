@@ -385,6 +385,7 @@ def test_ssd_tier_live_persistent_and_unassigned():
     _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
 
+    _no_stale_copies_after_a_live_insertion(d, lv)
     _lost_tier_is_not_replaced_silently(d, lv, ssd)
 
     # Unassign: filter and tier node gone, tier file deleted, data on the image.
@@ -393,11 +394,34 @@ def test_ssd_tier_live_persistent_and_unassigned():
     nodes = L.block_nodes(lv, 'ssdvm')
     T.check('hc-vda' not in nodes and 'hc-vda-ssd' not in nodes, sorted(nodes))
     T.check(not os.path.exists(ssd), 'tier file left behind')
-    for off, pat, ln in ((0, '0x3c', '1M'), ('1M', '0x7e', '1M'), ('2M', '0x3c', '2M')):
+    for off, pat, ln in ((0, '0x3c', '1M'), ('1M', '0x7e', '1M'), ('2M', '0x5a', '1M'),
+                         ('3M', '0x3c', '1M')):
         r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', f'read -P {pat} {off} {ln}', img])
         T.check('Pattern verification failed' not in r.stdout, r.stdout)
     names, _ = _inactive_filters(lv, 'ssdvm')
     T.check(names == [], f'definition still has {names}')
+
+
+def _no_stale_copies_after_a_live_insertion(d, lv):
+    """The filter taken out of the running VM by hand closes its tier
+    cleanly, warm; the guest writes past it; hostcached's check puts the
+    filter back live and empties the tier first, so the new data is read,
+    not the tier's older copies."""
+    _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '2M', '2M')
+    st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st['ssd-used'] >= 2 * MiB, f'the tier holds too little to test with: {st}')
+    L.remove_live(lv, 'ssdvm', 'ua-disk0', 'hc-vda')
+    lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x5a 2M 1M')
+    _wait('the filter inserted again',
+          lambda: L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', timeout=60)
+    _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
+    st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
+    T.check(st['ssd-recovered'] == 0 and st['ssd-active'], f'the old tier was reused: {st}')
+    T.check(_events(d, 'ssdvm', 'ssd-emptied'), 'no ssd-emptied event')
+    for _ in range(2):
+        _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x5a', '1M', '2M')
+        _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '1M', '3M')
+    _wait('ssd-create=false again', lambda: _ssd_create(lv, 'ssdvm') == ['false'])
 
 
 def _ssd_create(lv, dom):

@@ -1208,8 +1208,11 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
     if (!m) return tl::unexpected(m.error());
     missing = *m;
   }
+  // A tier emptied for a live insertion: the definition opens it with
+  // ssd-create on again until the driver has formatted it.
+  bool emptied = false;
   for (const auto& a : *as) {
-    const SsdPlan& plan = ssd[a.target];
+    SsdPlan& plan = ssd[a.target];
     const policy::SsdSpec* want_ssd = plan.spec ? &*plan.spec : nullptr;
     // What the filter should run with: the policy, without the SSD tier
     // when its file cannot be used.
@@ -1282,7 +1285,13 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       }
     };
     // Insert over `under`, the SSD tier file first made the policy's size
-    // (no QEMU has it open at this point).
+    // (no QEMU has it open at this point).  The one way a filter goes into
+    // a running VM (inserted, or put back by `replace`): the VM ran without
+    // it until now, if only for a moment, and the guest may have written
+    // to the disk meanwhile, so a tier closed cleanly is emptied first (its
+    // clean copies may be stale; nothing but warmth is lost).  A start
+    // through the definition has the filter from the first I/O and keeps
+    // its warm tier.
     auto insert = [&](const libvirt::LiveDisk& under) -> Status {
       if (!want_ssd) return live_.Insert(dom.uuid, under, r, a.node_name, nullptr);
       std::string lost;
@@ -1298,6 +1307,19 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
                         " was not closed cleanly, and the filter is not in the running VM; "
                         "its journal is not written back over what the guest may have written "
                         "since");
+      }
+      if (ReadSsdFileState(want_ssd->filename) == SsdFileState::kClean) {
+        if (auto s = RemoveTierFile(dom.uuid, a.target, want_ssd->filename); !s) return s;
+        create = PrepareTier(dom, a.target, *want_ssd, r.ssd_size, true, &lost);
+        if (!create) return tl::unexpected(create.error());
+        if (!lost.empty()) return Fail(ErrorCode::kFailedPrecondition, lost);
+        plan.spec->create = *create;
+        emptied = true;
+        Log("info", dom.name, a.target, "ssd-emptied",
+            "SSD tier file " + want_ssd->filename + " emptied before the filter is inserted "
+            "live: the VM ran without the cache, so the guest may have written to the disk "
+            "meanwhile and the tier's clean copies may be stale; the driver formats it afresh "
+            "(ssd-create on)");
       }
       policy::SsdSpec tier = *want_ssd;
       tier.create = *create;
@@ -1419,9 +1441,10 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
     }
   }
   // A tier the running filter has just formatted (live insertion) is
-  // recorded, and the definition opens it with ssd-create off from now on.
+  // recorded, and the definition opens it with ssd-create off from now on
+  // (on while a tier emptied for an insertion that failed stays blank).
   if (dom.active && dom.persistent) {
-    bool formatted = false;
+    bool rewrite = emptied;
     for (const auto& a : *as) {
       SsdPlan& plan = ssd[a.target];
       if (!plan.spec || !plan.spec->create || !plan.lost.empty()) continue;
@@ -1430,13 +1453,13 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       auto create = PrepareTier(dom, a.target, *plan.spec, rules[a.target].ssd_size, false, &lost);
       if (create && !*create && lost.empty()) {
         plan.spec->create = false;
-        formatted = true;
+        rewrite = true;
       }
     }
-    if (formatted) {
+    if (rewrite) {
       if (auto m = ApplyPersistent(dom, *as, rules, live, ssd); !m) {
         Log("error", dom.name, "", "define",
-            "cannot write ssd-create=off into the definition: " + m.error().message);
+            "cannot write the tiers' ssd-create into the definition: " + m.error().message);
       }
     }
   }

@@ -170,7 +170,7 @@ json Schemas() {
                  {"description",
                   "What happened, e.g. assign, unassign, define, insert-live, reopen-live, "
                   "replace-live, repair-live, remove-live, verify, compliance, ssd, ssd-lost, "
-                  "ssd-forget, hot-unplug, "
+                  "ssd-forget, ssd-stale, ssd-emptied, hot-unplug, "
                   "unplug, migrate, migrate-drain, migrate-out, migrated-away, migrate-in, "
                   "policy-create, policy-update, policy-delete, libvirt, start, stop."}}},
                {"message", {{"type", "string"}}}}}};
