@@ -69,6 +69,7 @@ struct HcSsd {
     uint64_t nkept_dirty;       /* KEPT dirty slots (older versions) */
     uint64_t seq;               /* last sequence number handed out */
     uint64_t recovered;
+    uint64_t damaged;           /* entries neither empty nor valid */
     uint64_t nsectors;
     uint64_t *sec_gen;          /* in-memory generation per table sector */
     uint64_t *sec_disk;         /* generation last written per sector */
@@ -423,9 +424,17 @@ void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
         uint32_t s, old;
         uint16_t flags;
 
-        if (s64 >= ssd->nslots ||
-            get_le32(e + 28) != hc_crc32c(0, e, 28)) {
-            continue;   /* past the end, torn, never written, or corrupt */
+        if (s64 >= ssd->nslots) {
+            continue;
+        }
+        if (get_le32(e + 28) != hc_crc32c(0, e, 28)) {
+            /*
+             * Never written or freed (zeroes), or damaged: 32-byte entries
+             * do not straddle 512-byte device sectors, so a torn table
+             * write leaves whole old or new entries, never a bad CRC.
+             */
+            ssd->damaged += !hc_all_zero(e, HC_SSD_ENTRY_SIZE);
+            continue;
         }
         flags = get_le16(e + 24);
         if (!(flags & HC_SSD_ENTRY_VALID) ||
@@ -908,6 +917,11 @@ uint64_t hc_ssd_capacity(const HcSsd *ssd)
 uint64_t hc_ssd_used(const HcSsd *ssd)
 {
     return ssd->used;
+}
+
+uint64_t hc_ssd_damaged(const HcSsd *ssd)
+{
+    return ssd->damaged;
 }
 
 uint64_t hc_ssd_recovered(const HcSsd *ssd)

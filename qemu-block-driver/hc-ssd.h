@@ -192,6 +192,9 @@ void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
 uint64_t hc_ssd_capacity(const HcSsd *ssd);      /* slots */
 uint64_t hc_ssd_used(const HcSsd *ssd);          /* indexed slots */
 uint64_t hc_ssd_recovered(const HcSsd *ssd);     /* valid entries loaded */
+/* Table entries found neither empty (zeroes) nor valid when loaded: damaged
+ * (their flags are unknown: they may have been dirty). */
+uint64_t hc_ssd_damaged(const HcSsd *ssd);
 uint64_t hc_ssd_metadata_bytes(const HcSsd *ssd);
 
 const char *hc_ssd_check(const HcSsd *ssd);

@@ -1552,6 +1552,28 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
         hc_ssd_free(idx);
         return NULL;
     }
+    /*
+     * A damaged entry may have been dirty.  With a journal on the tier
+     * (dirty entries, or a crash of a tier that journaled), that is data
+     * the origin may lack: refuse.  Otherwise it was clean: a miss.
+     */
+    if (hc_ssd_damaged(idx) &&
+        (hc_ssd_dirty_blocks(idx) ||
+         (sb->state != HC_SSD_STATE_CLEAN && sb->durable_seq))) {
+        error_setg(errp, "hostcache: the SSD tier's slot table is damaged: "
+                   "%" PRIu64 " entries fail their checksum, and the tier "
+                   "holds a write-back journal, so they may have held data "
+                   "origin '%s' does not have; nothing was changed (to give "
+                   "them up and keep the origin's data, zero the ssd node's "
+                   "first 8 KiB)", hc_ssd_damaged(idx), sb->origin_id);
+        hc_ssd_free(idx);
+        return NULL;
+    }
+    if (hc_ssd_damaged(idx)) {
+        warn_report("hostcache: %" PRIu64 " damaged entries in the SSD tier's "
+                    "slot table (clean copies: treated as misses)",
+                    hc_ssd_damaged(idx));
+    }
     return idx;
 }
 

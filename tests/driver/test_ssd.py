@@ -761,6 +761,44 @@ def test_damaged_slot_table():
           f'served: {st}')
 
 
+def test_damaged_journal_entry_fails_the_open():
+    """A damaged slot-table entry of a tier holding a write-back journal
+    may have been dirty: the open fails and changes nothing (a clean tier's
+    damaged entries are misses: test_damaged_slot_table)."""
+    d = subdir('dmg-jentry')
+    img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
+    ssd = blank(os.path.join(d, 'ssd.img'), 4 * MiB)
+    hc = {'mode': 'write-back', 'ram-size': 1 * MiB, 'seq-cutoff': 0,
+          'max-dirty-age-ms': 3600000}
+    rng = random.Random(f'{SEED}-dmg-jentry')
+    hx = SsdExport(d, img, ssd, hc=hc)
+    try:
+        c = hx.client()
+        for blk in range(40):
+            c.write(blk * BS, rng.randbytes(BS))
+        c.flush()
+        hx.kill()
+    finally:
+        hx.stop()
+    sb, _ = hcssd.read_super(ssd)
+    with open(ssd, 'rb') as f:
+        table = os.pread(f.fileno(), sb['nslots'] * 32, hcssd.META_OFFSET)
+    dirty = [slot for slot in range(sb['nslots'])
+             if (e := hcssd.decode_entry(table[slot * 32:slot * 32 + 32]))
+             and e[4] & 2]
+    check(len(dirty) >= 40, f'only {len(dirty)} dirty entries')
+    # the entry of one dirty block, damaged: its flags are unknown now
+    hcssd.flip(ssd, hcssd.entry_offset(dirty[len(dirty) // 2]) + 9)
+    err = open_fails(d, img, ssd, 'dmg-jentry', 'slot table is damaged',
+                     hc=hc)
+    check('zero the ssd node' in err and 'nothing was changed' in err, err)
+    # what the message says to do: the tier starts empty, the origin's
+    # data is served
+    with open(ssd, 'r+b') as f:
+        os.pwrite(f.fileno(), bytes(8192), 0)
+    restart_check(d, img, ssd, 'dmg-jentry-zeroed', hc=hc)
+
+
 def test_damaged_one_superblock_copy():
     d, img, ssd, ents = damaged_setup('dmg-sb')
     pristine = file_bytes(ssd)

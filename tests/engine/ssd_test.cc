@@ -132,6 +132,9 @@ TEST(Recovery, EntriesSurviveAndTornOnesAreIgnored) {
   EXPECT_NE(hc_ssd_lookup(b.get(), 33, &crc), HC_SSD_NONE);
   EXPECT_EQ(crc, 11u);
   EXPECT_EQ(hc_ssd_lookup(b.get(), 30, nullptr), HC_SSD_NONE);
+  // a damaged entry is counted (it may have been dirty); empty ones are not
+  EXPECT_EQ(hc_ssd_damaged(b.get()), 1u);
+  EXPECT_EQ(hc_ssd_damaged(Load(sb, Table(a.get())).get()), 0u);
 }
 
 TEST(Recovery, AnotherCacheGenerationIsEmpty) {
