@@ -765,21 +765,8 @@ def test_damaged_journal_entry_fails_the_open():
     """A damaged slot-table entry of a tier holding a write-back journal
     may have been dirty: the open fails and changes nothing (a clean tier's
     damaged entries are misses: test_damaged_slot_table)."""
-    d = subdir('dmg-jentry')
-    img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
-    ssd = blank(os.path.join(d, 'ssd.img'), 4 * MiB)
-    hc = {'mode': 'write-back', 'ram-size': 1 * MiB, 'seq-cutoff': 0,
-          'max-dirty-age-ms': 3600000}
-    rng = random.Random(f'{SEED}-dmg-jentry')
-    hx = SsdExport(d, img, ssd, hc=hc)
-    try:
-        c = hx.client()
-        for blk in range(40):
-            c.write(blk * BS, rng.randbytes(BS))
-        c.flush()
-        hx.kill()
-    finally:
-        hx.stop()
+    d, img, ssd, hc, _ = crashed_journal('dmg-jentry', range(40), 4 * MiB,
+                                         1 * MiB)
     sb, _ = hcssd.read_super(ssd)
     with open(ssd, 'rb') as f:
         table = os.pread(f.fileno(), sb['nslots'] * 32, hcssd.META_OFFSET)
@@ -1021,30 +1008,41 @@ def test_recovery_write_back_goes_through_flush_epochs():
         qsd.stop()
 
 
+def crashed_journal(tag, blocks, ssd_size, ram_size):
+    """Write-back over a 2 MiB origin and a blank SSD tier: random data to
+    each of blocks, one flush (into the journal), then SIGKILL.  Returns
+    (d, img, ssd, hc, model): model is what the origin must end up with."""
+    d = subdir(tag)
+    img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
+    ssd = blank(os.path.join(d, 'ssd.img'), ssd_size)
+    hc = {'mode': 'write-back', 'ram-size': ram_size, 'seq-cutoff': 0,
+          'max-dirty-age-ms': 3600000}
+    rng = random.Random(f'{SEED}-{tag}')
+    model = bytearray(pread_file(img, 0, 2 * MiB))
+    hx = SsdExport(d, img, ssd, hc=hc)
+    try:
+        c = hx.client()
+        for blk in blocks:
+            data = rng.randbytes(BS)
+            c.write(blk * BS, data)
+            model[blk * BS:(blk + 1) * BS] = data
+        c.flush()
+        check(hx.stats()['ssd-dirty-bytes'] > 0, f'{tag}: nothing in the '
+              'journal')
+        hx.kill()
+    finally:
+        hx.stop()
+    return d, img, ssd, hc, model
+
+
 def test_missing_tier_refused_with_ssd_create_off():
     """A write-back journal left by a crash, then the tier file lost: with
     ssd-create=off a blank file, or another origin's tier, in its place is
     refused and left as it is; the real file, put back, is recovered and
     every flushed write reaches the origin."""
-    d = subdir('missing')
-    img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
-    ssd = blank(os.path.join(d, 'ssd.img'), 2 * MiB)
-    hc = {'mode': 'write-back', 'ram-size': 256 * KiB, 'seq-cutoff': 0,
-          'max-dirty-age-ms': 3600000}
-    rng = random.Random(f'{SEED}-missing')
-    model = bytearray(pread_file(img, 0, 2 * MiB))
-    hx = SsdExport(d, img, ssd, hc=hc)
-    try:
-        c = hx.client()
-        for blk in rng.sample(range(512), 40):
-            data = rng.randbytes(BS)
-            c.write(blk * BS, data)
-            model[blk * BS:(blk + 1) * BS] = data
-        c.flush()
-        check(hx.stats()['ssd-dirty-bytes'] > 0, 'nothing in the journal')
-        hx.kill()
-    finally:
-        hx.stop()
+    blocks = random.Random(f'{SEED}-missing').sample(range(512), 40)
+    d, img, ssd, hc, model = crashed_journal('missing', blocks, 2 * MiB,
+                                             256 * KiB)
     check(pread_file(img, 0, 2 * MiB) != bytes(model),
           'the origin already has every write: nothing to lose')
     real = ssd + '.real'

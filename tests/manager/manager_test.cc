@@ -377,6 +377,20 @@ class SsdTest : public ManagerTest {
     std::filesystem::resize_file(File(), 1 << 20);
     testing::WriteSsdSuperblock(File(), 3, 1, Origin());
   }
+  // The VM starts from its persistent definition (the filter and its tier
+  // in QEMU from the first I/O); the driver leaves the tier's superblock at
+  // generation `gen`, in use.
+  void StartThroughTheDefinition(uint64_t gen) {
+    auto& d = lv_.domains[kWeb];
+    lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
+    auto opts = Persistent()["vda"].options;
+    Qemu().nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", File()};
+    Qemu().nodes["hc-vda"] =
+        testing::FakeQemu::Node{"hostcache", "libvirt-4-format", opts, "hc-vda-ssd", ""};
+    Qemu().devs[kVdaDev] = "hc-vda";
+    testing::WriteSsdSuperblock(File(), gen, 2, Origin());
+    mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  }
   std::string CachedBlock() {
     std::ifstream f(File());
     f.seekg(64 << 10);
@@ -458,15 +472,7 @@ TEST_F(SsdTest, AnExistingTierFileIsReusedByAStartThroughTheDefinition) {
   EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
   // The VM starts from its definition: the filter is there from the first
   // I/O, so nothing the guest writes escapes it; the tier stays warm.
-  auto& d = lv_.domains[kWeb];
-  lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
-  auto opts = Persistent()["vda"].options;
-  Qemu().nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", File()};
-  Qemu().nodes["hc-vda"] =
-      testing::FakeQemu::Node{"hostcache", "libvirt-4-format", opts, "hc-vda-ssd", ""};
-  Qemu().devs[kVdaDev] = "hc-vda";
-  testing::WriteSsdSuperblock(File(), 4, 2, Origin());
-  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  StartThroughTheDefinition(4);
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
   EXPECT_EQ(CachedBlock(), "cached block");
   EXPECT_EQ(Count("ssd-emptied"), 0);
@@ -825,15 +831,7 @@ TEST_F(SsdTest, AfterAStartTheFormattedTierIsRecordedAndTheDefinitionSaysOff) {
   EXPECT_FALSE(Tier()->formatted);
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
   // The VM starts from its definition; the driver formats the tier.
-  auto& d = lv_.domains[kWeb];
-  lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
-  auto opts = Persistent()["vda"].options;
-  Qemu().nodes["hc-vda-ssd"] = testing::FakeQemu::Node{"file", "", {}, "", File()};
-  Qemu().nodes["hc-vda"] =
-      testing::FakeQemu::Node{"hostcache", "libvirt-4-format", opts, "hc-vda-ssd", ""};
-  Qemu().devs[kVdaDev] = "hc-vda";
-  testing::WriteSsdSuperblock(File(), 1, 2, Origin());
-  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  StartThroughTheDefinition(1);
   EXPECT_TRUE(Tier()->formatted);
   EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
