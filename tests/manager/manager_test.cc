@@ -239,7 +239,7 @@ TEST_F(ManagerTest, ShutOffVmIsPendingUntilItStartsThenVerified) {
   lv_.Add(kWeb, "web", d.inactive_xml, TestData("web.live.xml"));
   auto& q = Qemu();
   q.nodes["hc-vda"] = testing::FakeQemu::Node{"hostcache", "libvirt-4-format",
-                                              Persistent()["vda"].options};
+                                              Persistent()["vda"].options, "", ""};
   q.devs[kVdaDev] = "hc-vda";
   q.log.clear();
   mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
@@ -515,6 +515,77 @@ TEST_F(SsdTest, ATierEmptiedForAFailedInsertionIsOpenedWithSsdCreateOn) {
   EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
   EXPECT_EQ(Count("ssd-emptied"), 1);
   EXPECT_EQ(Count("ssd-lost"), 0);
+}
+
+// The VM ran from its definition's start without the filter (edited by
+// hand, say) and the filter could not be put in live: the warm tier left
+// with the disk would serve stale copies at the next start through the
+// definition, so it is emptied while the VM runs without it.
+TEST_F(SsdTest, ACleanTierTheRunningVmDoesNotHaveOpenIsEmptied) {
+  lv_.domains[kWeb].active = false;
+  WarmTier();
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  ASSERT_EQ(Persistent()["vda"].options["ssd-create"], false);
+  // The driver formats the tier in the blockdev-add, the device refuses
+  // the switch, and the blockdev-del that undoes it closes the tier
+  // cleanly: a formatted tier in state 1 that no filter has open.
+  lv_.Add(kWeb, "web", lv_.domains[kWeb].inactive_xml, TestData("web.live.xml"));
+  Qemu().fail["qom-set"] = "fake: the device refuses the switch";
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kPendingRestart) << a->reason;
+  EXPECT_EQ(Qemu().devs[kVdaDev], "libvirt-4-format");
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-del"), 1);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  EXPECT_EQ(CachedBlock(), std::string(12, '\0'));
+  ASSERT_TRUE(Tier());
+  EXPECT_FALSE(Tier()->formatted);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-emptied"), 1) << "one event for one check";
+  EXPECT_EQ(Count("ssd-lost"), 0);
+}
+
+TEST_F(SsdTest, ACleanTierIsEmptiedWhileTheRunningVmLacksItsDisk) {
+  lv_.domains[kWeb].active = false;
+  WarmTier();
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  // The VM runs without vda (hot-unplugged): nothing is inserted, and the
+  // guest may write to the disk through another path meanwhile.
+  std::string live = TestData("web.live.xml");
+  pugi::xml_document doc;
+  ASSERT_TRUE(doc.load_string(live.c_str()));
+  auto vda = doc.select_node("//disk[target/@dev='vda']").node();
+  ASSERT_TRUE(vda);
+  vda.parent().remove_child(vda);
+  std::ostringstream out;
+  doc.save(out);
+  lv_.Add(kWeb, "web", lv_.domains[kWeb].inactive_xml, out.str());
+  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kStarted);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant) << a->reason;
+  EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-add"), 0);
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], true);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
+  // A blank tier is not emptied again.
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ(Count("ssd-emptied"), 1);
+}
+
+TEST_F(SsdTest, ARunningFiltersCleanTierIsKept) {
+  lv_.domains[kWeb].active = false;
+  WarmTier();
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  StartThroughTheDefinition(4);
+  // Even in state 1 (as far as hostcached reads it), a tier the running
+  // VM has open is the running filter's: not emptied.
+  testing::WriteSsdSuperblock(File(), 5, 1, Origin());
+  mgr_->CheckVm(kWeb);
+  EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
+  EXPECT_EQ(CachedBlock(), "cached block");
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kClean);
+  EXPECT_EQ(Count("ssd-emptied"), 0);
+  EXPECT_EQ(Persistent()["vda"].options["ssd-create"], false);
 }
 
 TEST_F(SsdTest, EditingThePolicyReopensWithTheSsdChildAndANewSizeReplacesIt) {

@@ -31,6 +31,13 @@ std::string Join(const std::vector<std::string>& v, const std::string& sep) {
   return out;
 }
 
+// A disk known from its assignment only (its VM or the disk is gone).
+DiskView AssignedDisk(const Assignment& a) {
+  DiskInfo d;
+  d.target = a.target;
+  return DiskView{std::move(d), a};
+}
+
 const DiskInfo* FindDisk(const DomainInfo& info, const std::string& target) {
   for (const auto& d : info.disks) {
     if (d.target == target) return &d;
@@ -308,7 +315,7 @@ Result<std::vector<VmView>> Manager::ListVms() {
   for (const auto& d : *doms) {
     VmView v{d.uuid, d.name, true, d.active, d.persistent, {}};
     for (const auto& a : *all) {
-      if (a.vm_uuid == d.uuid) v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+      if (a.vm_uuid == d.uuid) v.disks.push_back(AssignedDisk(a));
     }
     seen.insert(d.uuid);
     out.push_back(std::move(v));
@@ -320,7 +327,7 @@ Result<std::vector<VmView>> Manager::ListVms() {
     v.uuid = a.vm_uuid;
     v.name = a.vm_name;
     v.exists = false;
-    v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+    v.disks.push_back(AssignedDisk(a));
   }
   for (auto& [_, v] : orphans) out.push_back(std::move(v));
   std::sort(out.begin(), out.end(),
@@ -340,7 +347,7 @@ Result<VmView> Manager::GetVm(const std::string& name_or_uuid) {
       if (a.vm_uuid == name_or_uuid || a.vm_name == name_or_uuid) {
         v.uuid = a.vm_uuid;
         v.name = a.vm_name;
-        v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+        v.disks.push_back(AssignedDisk(a));
       }
     }
     if (v.disks.empty()) return tl::unexpected(dom.error());
@@ -362,7 +369,7 @@ Result<VmView> Manager::GetVm(const std::string& name_or_uuid) {
   }
   for (const auto& a : *all) {
     if (a.vm_uuid == dom->uuid && !shown.count(a.target)) {
-      v.disks.push_back(DiskView{DiskInfo{.target = a.target}, a});
+      v.disks.push_back(AssignedDisk(a));
     }
   }
   return v;
@@ -1208,9 +1215,33 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
     if (!m) return tl::unexpected(m.error());
     missing = *m;
   }
-  // A tier emptied for a live insertion: the definition opens it with
-  // ssd-create on again until the driver has formatted it.
+  // A tier emptied (below): the definition opens it with ssd-create on
+  // again until the driver has formatted it.
   bool emptied = false;
+  std::set<std::string> emptied_targets;  // one ssd-emptied event per disk and check
+  // Empties a tier closed cleanly, whose clean copies may be stale because
+  // the guest may have written to the disk while no filter had the tier
+  // open: the file is deleted and made blank again with its record (not
+  // formatted), for the driver to format afresh (ssd-create on).  Returns
+  // the tier's ssd-create.
+  auto empty_tier = [&](const Assignment& a, SsdPlan& plan, uint64_t size,
+                        const std::string& when) -> Result<bool> {
+    const std::string file = plan.spec->filename;
+    if (auto s = RemoveTierFile(dom.uuid, a.target, file); !s) return tl::unexpected(s.error());
+    std::string lost;
+    auto create = PrepareTier(dom, a.target, *plan.spec, size, true, &lost);
+    if (!create) return create;
+    if (!lost.empty()) return Fail(ErrorCode::kFailedPrecondition, lost);
+    plan.spec->create = *create;
+    emptied = true;
+    if (emptied_targets.insert(a.target).second) {
+      Log("info", dom.name, a.target, "ssd-emptied",
+          "SSD tier file " + file + " emptied " + when +
+              ", so the guest may have written to the disk meanwhile and the tier's clean "
+              "copies may be stale; the driver formats it afresh (ssd-create on)");
+    }
+    return *create;
+  };
   for (const auto& a : *as) {
     SsdPlan& plan = ssd[a.target];
     const policy::SsdSpec* want_ssd = plan.spec ? &*plan.spec : nullptr;
@@ -1309,17 +1340,9 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
                         "since");
       }
       if (ReadSsdFileState(want_ssd->filename) == SsdFileState::kClean) {
-        if (auto s = RemoveTierFile(dom.uuid, a.target, want_ssd->filename); !s) return s;
-        create = PrepareTier(dom, a.target, *want_ssd, r.ssd_size, true, &lost);
+        create = empty_tier(a, plan, r.ssd_size,
+                            "before the filter is inserted live: the VM ran without the cache");
         if (!create) return tl::unexpected(create.error());
-        if (!lost.empty()) return Fail(ErrorCode::kFailedPrecondition, lost);
-        plan.spec->create = *create;
-        emptied = true;
-        Log("info", dom.name, a.target, "ssd-emptied",
-            "SSD tier file " + want_ssd->filename + " emptied before the filter is inserted "
-            "live: the VM ran without the cache, so the guest may have written to the disk "
-            "meanwhile and the tier's clean copies may be stale; the driver formats it afresh "
-            "(ssd-create on)");
       }
       policy::SsdSpec tier = *want_ssd;
       tier.create = *create;
@@ -1358,9 +1381,9 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
             "filter is replaced to attach the tier again");
         note(replace(ins->filter_child), "replace-live", "the SSD tier had failed");
       } else if (auto diffs = libvirt::CompareSettings(ins->stats, r); !diffs.empty()) {
-        if (policy::ReopenCompatible(policy::Rules{.block_size = ins->stats.value(
-                                                       "block-size", uint64_t{0})},
-                                     r)) {
+        policy::Rules running;  // what a reopen must keep: the block size
+        running.block_size = ins->stats.value("block-size", uint64_t{0});
+        if (policy::ReopenCompatible(running, r)) {
           note(live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r, want_ssd),
                "reopen-live", Join(diffs, "; "));
         } else {
@@ -1440,9 +1463,31 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       }
     }
   }
+  // A clean tier that the running VM does not have open (the filter was
+  // not put back live: the driver refuses the policy, the disk is not in
+  // the running VM, the insertion failed and its blockdev-del closed the
+  // tier) is emptied too: the VM runs without the cache, and a later start
+  // through the definition would otherwise serve its copies.  A file in
+  // state 2 is left alone (StaleTier), and so is one whose use cannot be
+  // told.
+  if (dom.active) {
+    for (const auto& a : *as) {
+      SsdPlan& plan = ssd[a.target];
+      if (!plan.spec || !plan.lost.empty() || !plan.stale.empty()) continue;
+      if (ReadSsdFileState(plan.spec->filename) != SsdFileState::kClean) continue;
+      if (OpenInRunningVm(dom, plan.spec->filename) != std::optional<bool>(false)) continue;
+      auto e = empty_tier(a, plan, rules[a.target].ssd_size,
+                          "while the filter is not in the running VM: the VM runs without the "
+                          "cache");
+      if (!e) {
+        spdlog::error("cannot empty the SSD tier file {} of {}/{}: {}", plan.spec->filename,
+                      dom.name, a.target, e.error().message);
+      }
+    }
+  }
   // A tier the running filter has just formatted (live insertion) is
   // recorded, and the definition opens it with ssd-create off from now on
-  // (on while a tier emptied for an insertion that failed stays blank).
+  // (on while an emptied tier stays blank).
   if (dom.active && dom.persistent) {
     bool rewrite = emptied;
     for (const auto& a : *as) {
