@@ -911,20 +911,25 @@ static void hostcache_ssd_flushed_locked(BDRVHostcacheState *s, guint n)
     g_array_remove_range(s->ssd_unflushed, 0, n);
 }
 
-/* Flush the SSD; sector writes before it become durable. */
-static int coroutine_fn GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs)
+/*
+ * Flush the SSD; sector writes before it become durable.  In or out of a
+ * coroutine (bdrv_flush() is mixed).
+ */
+static int GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
     guint n;
     int ret;
 
     qemu_mutex_lock(&s->lock);
-    n = s->ssd_unflushed->len;
+    n = s->ssd_unflushed ? s->ssd_unflushed->len : 0;
     qemu_mutex_unlock(&s->lock);
-    ret = bdrv_co_flush(s->ssd->bs);
+    ret = bdrv_flush(s->ssd->bs);
     if (ret == 0) {
         qemu_mutex_lock(&s->lock);
-        hostcache_ssd_flushed_locked(s, n);
+        if (n) {
+            hostcache_ssd_flushed_locked(s, n);
+        }
         s->ssd_flush_ns = get_clock();
         qemu_mutex_unlock(&s->lock);
     }
@@ -1372,7 +1377,6 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
     g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
     HcSsdSuper *sb;
     int ret = 0;
-    guint unflushed;
 
     qemu_mutex_lock(&s->lock);
     sb = hc_ssd_super_mut(s->ssd_idx);
@@ -1398,16 +1402,10 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
         ret = bdrv_pwrite(s->ssd, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
                           buf, 0);
     }
-    qemu_mutex_lock(&s->lock);
-    unflushed = s->ssd_unflushed ? s->ssd_unflushed->len : 0;
-    qemu_mutex_unlock(&s->lock);
     if (ret == 0) {
-        ret = bdrv_flush(s->ssd->bs);
+        ret = hostcache_ssd_flush(bs);
     }
     qemu_mutex_lock(&s->lock);
-    if (ret == 0 && unflushed) {
-        hostcache_ssd_flushed_locked(s, unflushed);
-    }
     if (ret < 0) {
         hostcache_ssd_fail_locked(bs, ret, "writing the superblock");
     } else if (drop) {
@@ -2187,6 +2185,14 @@ static void hostcache_jwrite_start(AioTaskPool *pool, BlockDriverState *bs,
  */
 #define HOSTCACHE_JRELEASE_NS   (50 * SCALE_MS)
 
+/* The released entries' sectors were written at time now (jlock held). */
+static void hostcache_jsecs_written(BDRVHostcacheState *s, int64_t now)
+{
+    s->jsecs->n = 0;
+    s->jsecs->overflow = false;
+    s->jsecs_ns = now;
+}
+
 /*
  * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
  * and make them durable (jlock held).  The entries are committed in memory
@@ -2299,9 +2305,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         ret = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
     }
     if (ret == 0 && released) {
-        s->jsecs->n = 0;
-        s->jsecs->overflow = false;
-        s->jsecs_ns = now;
+        hostcache_jsecs_written(s, now);
     }
     if (ret == 0) {
         ret = hostcache_ssd_flush(bs);
@@ -2372,8 +2376,7 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
              * of the journal, so that its slots can be reused.
              */
             n = hostcache_ssd_write_sectors(bs, s->jsecs, 0);
-            s->jsecs->n = 0;
-            s->jsecs->overflow = false;
+            hostcache_jsecs_written(s, get_clock());
             if (n == 0) {
                 n = hostcache_ssd_flush(bs);
             }

@@ -23,6 +23,26 @@ class StoreTest : public ::testing::Test {
     return Assignment{uuid, "vm-" + uuid, target, policy, "hc-" + target,
                       Compliance::kCompliant, "fine", 1, 2};
   }
+  // Runs sql on the database file through a connection of its own.
+  void Sql(const char* sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sql;
+    sqlite3_close(db);
+  }
+  int UserVersion() {
+    sqlite3* db = nullptr;
+    sqlite3_stmt* st = nullptr;
+    int v = -1;
+    if (sqlite3_open(path_.c_str(), &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+      v = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+  }
   const testing::ScratchDir dir_{"hc-store-test."};
   const std::string path_ = dir_.path() + "/hostcached.db";
 };
@@ -38,15 +58,8 @@ TEST_F(StoreTest, NewDatabaseUsesWalAndHasTheDefaultPolicies) {
 
 TEST_F(StoreTest, SchemaVersionIsRecordedAndANewerOneRefused) {
   { Open(); }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), SqliteStore::kSchemaVersion);
-  sqlite3_finalize(st);
-  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
-  sqlite3_close(db);
+  EXPECT_EQ(UserVersion(), SqliteStore::kSchemaVersion);
+  Sql("PRAGMA user_version=99");
   auto again = SqliteStore::Open(path_, 1000);
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, ErrorCode::kFailedPrecondition);
@@ -175,25 +188,14 @@ TEST_F(StoreTest, ASchema1DatabaseIsUpgradedAndKeepsItsState) {
     auto s = Open();
     ASSERT_TRUE(s->PutAssignment(A("u1", "vda", "balanced")));
   }
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE ssd_tiers; PRAGMA user_version=1", nullptr, nullptr,
-                         nullptr),
-            SQLITE_OK);
-  sqlite3_close(db);
+  Sql("DROP TABLE ssd_tiers; PRAGMA user_version=1");
   auto s = Open();
   ASSERT_TRUE(s);
   EXPECT_EQ(s->ListAssignments()->size(), 1u);
   EXPECT_TRUE(s->ListSsdTiers()->empty());
   ASSERT_TRUE(s->PutSsdTier(SsdTier{"u1", "vda", "/ssd/f", "u1/vda", true, 1, 1, true}));
   EXPECT_TRUE((*s->GetSsdTier("u1", "vda"))->stale);
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, nullptr);
-  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(st, 0), SqliteStore::kSchemaVersion);
-  sqlite3_finalize(st);
-  sqlite3_close(db);
+  EXPECT_EQ(UserVersion(), SqliteStore::kSchemaVersion);
 }
 
 TEST_F(StoreTest, UnwritableLocationIsAClearError) {

@@ -92,6 +92,12 @@ bool OurSsdFile(const std::string& path, const std::string& uuid, const std::str
 // Whether a tier file the driver had formatted for `origin_id` is gone:
 // missing, blank, or formatted for another origin ("" = it is there, or
 // cannot be read).
+// How an operator gives up a disk's SSD tier (CLI and API).
+std::string ForgetHint(const std::string& vm, const std::string& target) {
+  return "'hostcachectl disk forget-tier " + vm + " " + target + "' (POST /api/v1/vms/" + vm +
+         "/disks/" + target + "/ssd-tier/forget)";
+}
+
 std::string TierGone(const SsdFileInfo& f, const std::string& origin_id) {
   if (f.state == SsdFileState::kMissing) return "is missing";
   if (f.state == SsdFileState::kBlank) return "is blank (no superblock of the driver)";
@@ -411,10 +417,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   }
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
-  if (Migrating(dom->uuid)) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom->name + "' is being live-migrated; try again when it has finished");
-  }
+  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto xml = lv_.GetXml(dom->uuid, dom->persistent);
   if (!xml) return tl::unexpected(xml.error());
@@ -506,10 +509,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
     ForgetSsdFile(*a);
     return {};
   }
-  if (Migrating(dom->uuid)) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom->name + "' is being live-migrated; try again when it has finished");
-  }
+  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto a = store_.GetAssignment(dom->uuid, target);
   if (!a) return tl::unexpected(a.error());
@@ -929,9 +929,8 @@ std::string Manager::StaleTier(const DomainRef& dom, store::SsdTier t) {
          "the cache; was its definition edited?), so the guest may have written to the disk "
          "since: writing that journal back now could overwrite newer data. hostcached does not "
          "insert the filter (nor put it in the definition) with this tier, and the disk is not "
-         "cached. Give the journal up with 'hostcachectl disk forget-tier " + dom.name + " " +
-         t.target + "' (POST /api/v1/vms/" + dom.name + "/disks/" + t.target +
-         "/ssd-tier/forget): the file is deleted, and the filter is inserted with a fresh tier";
+         "cached. Give the journal up with " + ForgetHint(dom.name, t.target) +
+         ": the file is deleted, and the filter is inserted with a fresh tier";
 }
 
 Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& target,
@@ -946,9 +945,7 @@ Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& targe
             "data that is not on the disk yet. hostcached does not make a new tier in its "
             "place, and the VM's definition opens the tier with ssd-create=off, so the VM does "
             "not start without it. Restore the file if you can; otherwise give that data up "
-            "with 'hostcachectl disk forget-tier " + dom.name + " " + target +
-            "' (POST /api/v1/vms/" + dom.name + "/disks/" + target +
-            "/ssd-tier/forget), and a new tier is made";
+            "with " + ForgetHint(dom.name, target) + ", and a new tier is made";
   };
   bool keep_record = false;
   if (t && t->path != spec.filename) {
@@ -1097,10 +1094,7 @@ Result<std::optional<store::SsdTier>> Manager::SsdTierOf(const Assignment& a) {
 Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::string& target) {
   auto a = FindAssignment(vm, target);
   if (!a) return tl::unexpected(a.error());
-  if (Migrating(a->vm_uuid)) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + a->vm_name + "' is being live-migrated; try again when it has finished");
-  }
+  if (auto s = NotMigrating(a->vm_uuid, a->vm_name); !s) return tl::unexpected(s.error());
   {
     std::lock_guard vlock(VmMutex(a->vm_uuid));
     auto rec = store_.GetSsdTier(a->vm_uuid, target);
@@ -1565,6 +1559,12 @@ bool Manager::BeginMigrating(const std::string& uuid) {
   if (Migrating(uuid)) return false;  // (also forgets a stale mark)
   std::lock_guard lock(migrating_mu_);
   return migrating_.emplace(uuid, clock_.NowMs()).second;
+}
+
+Status Manager::NotMigrating(const std::string& uuid, const std::string& name) {
+  if (!Migrating(uuid)) return {};
+  return Fail(ErrorCode::kFailedPrecondition,
+              "VM '" + name + "' is being live-migrated; try again when it has finished");
 }
 
 bool Manager::Migrating(const std::string& uuid) {

@@ -124,6 +124,8 @@ class Manager {
   // on the destination until it resumes).  Forgotten after an hour.
   void SetMigrating(const std::string& uuid, bool migrating);
   bool Migrating(const std::string& uuid);
+  // kFailedPrecondition, with a message naming VM `name`, while it migrates.
+  Status NotMigrating(const std::string& uuid, const std::string& name);
 
   // The domain XML to pass as the destination XML of a live migration of a
   // running VM (virsh migrate --xml, VIR_MIGRATE_PARAM_DEST_XML): its
