@@ -197,6 +197,18 @@ SsdTier SsdTierFromRow(Stmt& st) {
                  st.Int(5), st.Int(6), st.Int(7) != 0};
 }
 
+// Every remaining row of st, each converted by from(st).
+template <typename From>
+auto AllRows(Stmt& st, From from) -> Result<std::vector<decltype(from(st))>> {
+  std::vector<decltype(from(st))> out;
+  for (;;) {
+    auto row = st.Step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return out;
+    out.push_back(from(st));
+  }
+}
+
 }  // namespace
 
 std::string_view ComplianceName(Compliance c) {
@@ -371,14 +383,7 @@ Result<std::vector<Assignment>> SqliteStore::ListAssignments() {
       std::string("SELECT ") + kAssignmentCols + " FROM assignments ORDER BY vm_name, target";
   auto st = Stmt::Prepare(db_.get(), sql.c_str());
   if (!st) return tl::unexpected(st.error());
-  std::vector<Assignment> out;
-  for (;;) {
-    auto row = st->Step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    out.push_back(AssignmentFromRow(*st));
-  }
-  return out;
+  return AllRows(*st, AssignmentFromRow);
 }
 
 Result<std::optional<Assignment>> SqliteStore::GetAssignment(const std::string& vm_uuid,
@@ -443,14 +448,7 @@ Result<std::vector<SsdTier>> SqliteStore::ListSsdTiers() {
       std::string("SELECT ") + kSsdTierCols + " FROM ssd_tiers ORDER BY vm_uuid, target";
   auto st = Stmt::Prepare(db_.get(), sql.c_str());
   if (!st) return tl::unexpected(st.error());
-  std::vector<SsdTier> out;
-  for (;;) {
-    auto row = st->Step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    out.push_back(SsdTierFromRow(*st));
-  }
-  return out;
+  return AllRows(*st, SsdTierFromRow);
 }
 
 Status SqliteStore::PutSsdTier(const SsdTier& t) {
@@ -501,15 +499,9 @@ Result<std::vector<Event>> SqliteStore::ListEvents(int64_t since_id, size_t limi
                           "WHERE id > ?1 AND (?2 = '' OR vm = ?2) ORDER BY id DESC LIMIT ?3");
   if (!st) return tl::unexpected(st.error());
   st->Bind(1, since_id).Bind(2, vm).Bind(3, static_cast<int64_t>(limit));
-  std::vector<Event> out;
-  for (;;) {
-    auto row = st->Step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    out.push_back(Event{st->Int(0), st->Int(1), st->Text(2), st->Text(3), st->Text(4),
-                        st->Text(5), st->Text(6)});
-  }
-  return out;
+  return AllRows(*st, [](Stmt& r) {
+    return Event{r.Int(0), r.Int(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(6)};
+  });
 }
 
 Status SqliteStore::AppendStats(const std::string& vm_uuid, const std::string& target,
@@ -542,16 +534,11 @@ Result<std::vector<StatSample>> SqliteStore::ListStats(const std::string& vm_uui
                           "ORDER BY time_ms");
   if (!st) return tl::unexpected(st.error());
   st->Bind(1, vm_uuid).Bind(2, target).Bind(3, static_cast<int64_t>(limit));
-  std::vector<StatSample> out;
-  for (;;) {
-    auto row = st->Step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    json data = json::parse(st->Text(1), nullptr, false);
+  return AllRows(*st, [](Stmt& r) {
+    json data = json::parse(r.Text(1), nullptr, false);
     if (data.is_discarded()) data = json::object();
-    out.push_back(StatSample{st->Int(0), std::move(data)});
-  }
-  return out;
+    return StatSample{r.Int(0), std::move(data)};
+  });
 }
 
 Status SqliteStore::DeleteStats(const std::string& vm_uuid, const std::string& target) {
