@@ -24,6 +24,9 @@
 
 #define HC_SSD_NIL UINT32_MAX
 #define HC_SSD_MAX_SLOTS 0x7fffffffull
+#define HC_SSD_MAX_BLOCK (2u * 1024 * 1024)
+/* No run hands out this many sequence numbers; a larger one is damage. */
+#define HC_SSD_SEQ_MAX   (1ull << 62)
 static const char hc_ssd_magic[16] = "HOSTCACHE-SSD\0\0";
 
 /*
@@ -71,6 +74,7 @@ struct HcSsd {
     uint64_t recovered;
     uint64_t damaged;           /* entries neither empty nor valid */
     uint64_t nsectors;
+    uint64_t origin_blocks;     /* entries name blocks below this */
     uint64_t *sec_gen;          /* in-memory generation per table sector */
     uint64_t *sec_disk;         /* generation last written per sector */
 };
@@ -201,20 +205,30 @@ static uint64_t get_le64(const uint8_t *p)
 
 #define SB_CRC_OFF (HC_SSD_SB_SIZE - 4)
 
+/*
+ * Where the data slots of a tier of n slots of bs bytes start: after the
+ * slot table, aligned to 4 KiB and to bs.  n <= HC_SSD_MAX_SLOTS and
+ * bs <= HC_SSD_MAX_BLOCK, so nothing here can wrap.
+ */
+static uint64_t hc_ssd_data_start(uint64_t n, uint64_t bs)
+{
+    uint64_t align = bs > HC_SSD_SECTOR ? bs : HC_SSD_SECTOR;
+    uint64_t meta = (n * HC_SSD_ENTRY_SIZE + HC_SSD_SECTOR - 1) /
+        HC_SSD_SECTOR * HC_SSD_SECTOR;
+
+    return (HC_SSD_META_OFFSET + meta + align - 1) / align * align;
+}
+
 int hc_ssd_layout(HcSsdSuper *sb, uint64_t dev_size, char *err,
                   size_t errlen)
 {
-    uint64_t bs = sb->block_size, align = bs > HC_SSD_SECTOR ? bs :
-        HC_SSD_SECTOR;
-    uint64_t n = dev_size > HC_SSD_META_OFFSET ?
+    uint64_t bs = sb->block_size;
+    uint64_t n = dev_size > HC_SSD_META_OFFSET && bs ?
         (dev_size - HC_SSD_META_OFFSET) / (bs + HC_SSD_ENTRY_SIZE) : 0;
 
     n = n > HC_SSD_MAX_SLOTS ? HC_SSD_MAX_SLOTS : n;
-    for (; n > 0; n--) {
-        uint64_t meta = (n * HC_SSD_ENTRY_SIZE + HC_SSD_SECTOR - 1) /
-            HC_SSD_SECTOR * HC_SSD_SECTOR;
-        uint64_t data = (HC_SSD_META_OFFSET + meta + align - 1) / align *
-            align;
+    for (; n > 0 && bs <= HC_SSD_MAX_BLOCK; n--) {
+        uint64_t data = hc_ssd_data_start(n, bs);
 
         if (data + n * bs <= dev_size) {
             sb->nslots = n;
@@ -313,15 +327,154 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
                    HC_SSD_VERSION);
         return -EINVAL;
     }
-    if (sb->block_size < 512 || (sb->block_size & (sb->block_size - 1)) ||
+    /*
+     * Every field that sizes or places something is checked here, so that
+     * no sum or product of them can wrap later: block_size <= 2 MiB,
+     * nslots < 2^31, and data_offset is exactly where hc_ssd_layout()
+     * puts it.
+     */
+    if (sb->block_size < 512 || sb->block_size > HC_SSD_MAX_BLOCK ||
+        (sb->block_size & (sb->block_size - 1)) ||
         sb->meta_offset != HC_SSD_META_OFFSET || !sb->nslots ||
         sb->nslots > HC_SSD_MAX_SLOTS ||
-        sb->data_offset < sb->meta_offset + sb->nslots * HC_SSD_ENTRY_SIZE) {
+        sb->data_offset != hc_ssd_data_start(sb->nslots, sb->block_size) ||
+        (sb->state != HC_SSD_STATE_CLEAN && sb->state != HC_SSD_STATE_OPEN)) {
         hc_ssd_err(err, errlen, "the ssd node's superblock has an impossible "
-                   "geometry (corrupted?)");
+                   "geometry or state (corrupted?); to reuse the node as an "
+                   "SSD tier, zero its first 8 KiB");
         return -EINVAL;
     }
     return 0;
+}
+
+uint64_t hc_ssd_tier_end(const HcSsdSuper *sb)
+{
+    return sb->data_offset + sb->nslots * sb->block_size;
+}
+
+/* Why a valid superblock does not fit this open, or NULL. */
+static const char *hc_ssd_mismatch(const HcSsdSuper *sb, const HcSsdOpen *o)
+{
+    if (sb->block_size != o->block_size) {
+        return "it was formatted with another block-size";
+    }
+    if (strcmp(sb->origin_id, o->origin_id)) {
+        return "it belongs to another origin";
+    }
+    if (sb->origin_size != o->origin_size) {
+        return "the origin's size changed";
+    }
+    if (hc_ssd_tier_end(sb) > o->dev_size) {
+        return "the ssd node shrank";
+    }
+    return NULL;
+}
+
+/* Did the tier journal write-back data in a run that did not close it? */
+static bool hc_ssd_may_hold_journal(const HcSsdSuper *sb)
+{
+    return sb->state != HC_SSD_STATE_CLEAN && sb->durable_seq;
+}
+
+HcSsdPlan hc_ssd_plan_open(int pick, const HcSsdSuper *sb,
+                           const HcSsdOpen *o, const char **why,
+                           char *err, size_t errlen)
+{
+    /*
+     * ssd-create=off: this origin's tier must be here.  A blank node, or
+     * another origin's tier, means it is missing or was replaced, and it
+     * may have held write-back data the origin lacks.  (A migration
+     * destination starts from the source's data: any tier will do.)
+     */
+    bool must_exist = !o->ssd_create && !o->activation;
+
+    *why = NULL;
+    if (pick == -ENOENT) {
+        if (must_exist) {
+            hc_ssd_err(err, errlen, "the ssd node '%s' is blank, but "
+                       "ssd-create=off says it holds the SSD tier of origin "
+                       "'%s': the tier may be missing or replaced, and may "
+                       "hold write-back data not yet on the origin; restore "
+                       "the tier's file, or open once with ssd-create=on to "
+                       "give that data up; nothing was changed",
+                       o->node_name, o->origin_id);
+            return HC_SSD_PLAN_REFUSE;
+        }
+        return HC_SSD_PLAN_FORMAT;
+    }
+    *why = hc_ssd_mismatch(sb, o);
+    if (must_exist && *why && strcmp(sb->origin_id, o->origin_id)) {
+        hc_ssd_err(err, errlen, "the ssd node '%s' belongs to another origin "
+                   "('%s'), but ssd-create=off says it holds the SSD tier "
+                   "of origin '%s': the tier may be missing or replaced, and "
+                   "may hold write-back data not yet on the origin; restore "
+                   "the tier's file, or open once with ssd-create=on to give "
+                   "that data up; nothing was changed", o->node_name,
+                   sb->origin_id, o->origin_id);
+        return HC_SSD_PLAN_REFUSE;
+    }
+    if (*why && hc_ssd_tier_end(sb) > o->dev_size) {
+        if (hc_ssd_may_hold_journal(sb)) {
+            hc_ssd_err(err, errlen, "the ssd node '%s' (%llu bytes) is "
+                       "smaller than the tier on it (%llu bytes), which was "
+                       "not closed cleanly and may hold write-back data of "
+                       "origin '%s' not yet on it; restore the node's size, "
+                       "or zero its first 8 KiB to give that data up; "
+                       "nothing was changed", o->node_name,
+                       (unsigned long long)o->dev_size,
+                       (unsigned long long)hc_ssd_tier_end(sb),
+                       sb->origin_id);
+            return HC_SSD_PLAN_REFUSE;
+        }
+        return HC_SSD_PLAN_FORMAT;     /* its table cannot even be read */
+    }
+    return HC_SSD_PLAN_LOAD;
+}
+
+HcSsdPlan hc_ssd_plan_loaded(const HcSsdSuper *sb, const char *why,
+                             uint64_t dirty, uint64_t damaged,
+                             const HcSsdOpen *o, char *err, size_t errlen)
+{
+    const char *refuse = NULL;
+
+    /*
+     * A damaged entry may have been dirty.  With a journal on the tier
+     * (dirty entries, or a crash of a tier that journaled), that is data
+     * the origin may lack: refuse.  Otherwise it was clean: a miss.
+     */
+    if (damaged && (dirty || hc_ssd_may_hold_journal(sb))) {
+        hc_ssd_err(err, errlen, "the SSD tier's slot table is damaged: "
+                   "%llu entries fail their checksum or name a block past "
+                   "the origin's end, and the tier holds a write-back "
+                   "journal, so they may have held data origin '%s' does "
+                   "not have; nothing was changed (to give them up and keep "
+                   "the origin's data, zero the ssd node's first 8 KiB)",
+                   (unsigned long long)damaged, sb->origin_id);
+        return HC_SSD_PLAN_REFUSE;
+    }
+    if (dirty && why) {
+        refuse = why;
+    } else if (dirty && o->activation) {
+        refuse = "it holds data of an earlier run of this origin here, "
+            "and the VM now comes from another host";
+    } else if (dirty && o->drop) {
+        refuse = "mode pass-through would not write them back; open "
+            "the node once in another mode";
+    } else if (dirty && o->read_only) {
+        refuse = "the node is read-only; open it read-write once to "
+            "write them back";
+    }
+    if (refuse) {
+        hc_ssd_err(err, errlen, "the ssd node '%s' holds %llu blocks of "
+                   "origin '%s' not yet written back to it (write-back "
+                   "journal): %s; nothing was changed", o->node_name,
+                   (unsigned long long)dirty, sb->origin_id, refuse);
+        return HC_SSD_PLAN_REFUSE;
+    }
+    if (why) {
+        return HC_SSD_PLAN_FORMAT;
+    }
+    return o->drop ? HC_SSD_PLAN_EMPTY : HC_SSD_PLAN_KEEP;
 }
 
 /* ---- index ------------------------------------------------------------------ */
@@ -364,6 +517,9 @@ HcSsd *hc_ssd_new(const HcSsdSuper *sb)
     }
     ssd->sb = *sb;
     ssd->nslots = (uint32_t)sb->nslots;
+    ssd->origin_blocks = sb->block_size ?
+        sb->origin_size / sb->block_size +
+        !!(sb->origin_size % sb->block_size) : 0;
     while ((1ull << bits) < sb->nslots / 2) {
         bits++;
     }
@@ -439,6 +595,17 @@ void hc_ssd_load_sector(HcSsd *ssd, uint64_t sector, const uint8_t *buf)
         flags = get_le16(e + 24);
         if (!(flags & HC_SSD_ENTRY_VALID) ||
             get_le32(e + 20) != (uint32_t)ssd->sb.cache_gen) {
+            continue;
+        }
+        if (get_le64(e) >= ssd->origin_blocks ||
+            get_le64(e + 8) > HC_SSD_SEQ_MAX) {
+            /*
+             * Valid CRC, impossible content (a block past the origin's
+             * end, a sequence number no run can reach): damaged, never
+             * loaded (a destage would write past the end; a huge seq
+             * would wrap the next one).
+             */
+            ssd->damaged++;
             continue;
         }
         s = (uint32_t)s64;
@@ -529,6 +696,9 @@ bool hc_ssd_entry_decode(const uint8_t *e, uint64_t cache_gen,
     if (!(flags & HC_SSD_ENTRY_VALID) ||
         get_le32(e + 20) != (uint32_t)cache_gen) {
         return false;
+    }
+    if (get_le64(e + 8) > HC_SSD_SEQ_MAX) {
+        return false;   /* impossible: damaged (hc_ssd_load_sector) */
     }
     *blk = get_le64(e);
     *seq = get_le64(e + 8);

@@ -95,6 +95,52 @@ void hc_ssd_super_encode(const HcSsdSuper *sb, uint8_t buf[HC_SSD_SB_SIZE]);
 int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
                       HcSsdSuper *sb, char *err, size_t errlen);
 
+/* End of the tier's data slots (a superblock hc_ssd_super_pick took). */
+uint64_t hc_ssd_tier_end(const HcSsdSuper *sb);
+
+/*
+ * What to do with the SSD node when a node opens (or a migration
+ * destination activates): a pure function of the superblock, the node's
+ * options and the sizes of the devices, so that every rule is unit-tested
+ * (tests/engine/ssd_test.cc) and fuzzed.
+ */
+typedef struct HcSsdOpen {
+    uint32_t block_size;        /* the node's block-size */
+    uint64_t dev_size;          /* size of the ssd node now */
+    uint64_t origin_size;       /* size of the origin now */
+    const char *origin_id;      /* the tier's owner this node expects */
+    const char *node_name;      /* the ssd node's name, for messages */
+    bool ssd_create;            /* a blank or foreign tier may be formatted */
+    bool activation;            /* a migration destination activates */
+    bool drop;                  /* the content is dropped (pass-through) */
+    bool read_only;             /* the node is read-only */
+} HcSsdOpen;
+
+typedef enum HcSsdPlan {
+    HC_SSD_PLAN_REFUSE,         /* fail the open (message in err) */
+    HC_SSD_PLAN_FORMAT,         /* blank, or of no use here: format it */
+    HC_SSD_PLAN_LOAD,           /* read the slot table, then plan_loaded */
+    HC_SSD_PLAN_KEEP,           /* use what was loaded (recovery) */
+    HC_SSD_PLAN_EMPTY,          /* keep the format, drop the content */
+} HcSsdPlan;
+
+/*
+ * Before the slot table is read.  pick: hc_ssd_super_pick()'s 0 or
+ * -ENOENT (its -EINVAL refuses the open by itself).  Returns REFUSE,
+ * FORMAT or LOAD; *why is the reason a valid tier does not fit (another
+ * block size, origin or origin size, a smaller device), or NULL.
+ */
+HcSsdPlan hc_ssd_plan_open(int pick, const HcSsdSuper *sb,
+                           const HcSsdOpen *o, const char **why,
+                           char *err, size_t errlen);
+/*
+ * After the slot table is read (LOAD): dirty blocks and damaged entries
+ * found decide.  Returns REFUSE, FORMAT (why set), EMPTY or KEEP.
+ */
+HcSsdPlan hc_ssd_plan_loaded(const HcSsdSuper *sb, const char *why,
+                             uint64_t dirty, uint64_t damaged,
+                             const HcSsdOpen *o, char *err, size_t errlen);
+
 /* Index of a formatted device; NULL on ENOMEM. */
 HcSsd *hc_ssd_new(const HcSsdSuper *sb);
 void hc_ssd_free(HcSsd *ssd);
@@ -192,8 +238,9 @@ void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
 uint64_t hc_ssd_capacity(const HcSsd *ssd);      /* slots */
 uint64_t hc_ssd_used(const HcSsd *ssd);          /* indexed slots */
 uint64_t hc_ssd_recovered(const HcSsd *ssd);     /* valid entries loaded */
-/* Table entries found neither empty (zeroes) nor valid when loaded: damaged
- * (their flags are unknown: they may have been dirty). */
+/* Table entries found neither empty (zeroes) nor valid when loaded, or
+ * valid but naming a block past the origin's end or an impossible sequence
+ * number: damaged (their flags are unknown: they may have been dirty). */
 uint64_t hc_ssd_damaged(const HcSsd *ssd);
 uint64_t hc_ssd_metadata_bytes(const HcSsd *ssd);
 

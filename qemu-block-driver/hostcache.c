@@ -179,7 +179,8 @@ typedef struct BDRVHostcacheState {
 typedef struct HostcacheJEntry {
     uint64_t slot;
     uint64_t seq;
-    int64_t ns;         /* when journaled (0: recovered) */
+    int64_t ns;         /* when journaled; meaningless when recovered */
+    bool recovered;     /* left by an earlier run: write back at once */
 } HostcacheJEntry;
 
 /* With check_index, abort on a broken index invariant (lock held). */
@@ -569,11 +570,32 @@ static int GRAPH_RDLOCK hostcache_writeback_all(BlockDriverState *bs,
     return 0;
 }
 
+/* Say what a close whose write-back failed leaves, and where. */
+static void hostcache_close_report(BlockDriverState *bs, Error *err)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t ram, ssd;
+
+    qemu_mutex_lock(&s->lock);
+    ram = hc_dirty_blocks(s->eng);
+    ssd = hostcache_ssd_dirty(s);
+    qemu_mutex_unlock(&s->lock);
+    if (ram) {
+        error_reportf_err(err, "hostcache: closing '%s' loses data: ",
+                          bdrv_get_node_name(bs));
+        return;
+    }
+    error_reportf_err(err, "hostcache: closing '%s': %" PRIu64 " blocks stay "
+                      "in the SSD tier's write-back journal and are written "
+                      "back when it is opened again: ",
+                      bdrv_get_node_name(bs), ssd);
+}
+
 static void hostcache_close(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
-
     Error *local_err = NULL;
+    bool failed;
 
     GLOBAL_STATE_CODE();
 
@@ -582,11 +604,15 @@ static void hostcache_close(BlockDriverState *bs)
      * Close cannot fail: what remains dirty now is lost, say so loudly.
      */
     bdrv_graph_rdlock_main_loop();
-    if (hostcache_writeback_all(bs, &local_err) < 0) {
-        error_reportf_err(local_err, "hostcache: closing '%s' loses data: ",
-                          bdrv_get_node_name(bs));
+    failed = hostcache_writeback_all(bs, &local_err) < 0;
+    if (failed) {
+        hostcache_close_report(bs, local_err);
     }
-    if (s->ssd_idx && !s->ssd_broken &&
+    /*
+     * CLEAN says "clean copies only": never after a failed write-back,
+     * whose journal the next open must find and replay (as after a crash).
+     */
+    if (s->ssd_idx && !s->ssd_broken && !failed &&
         !(bs->open_flags & BDRV_O_INACTIVE)) {
         hostcache_ssd_write_super(bs, HC_SSD_STATE_CLEAN, false);
     }
@@ -619,10 +645,16 @@ static int hostcache_reopen_prepare(BDRVReopenState *state,
         g_free(opts);
         return -EINVAL;
     }
-    if (s->opts.mode == HOSTCACHE_MODE_WRITE_BACK &&
-        (opts->mode != HOSTCACHE_MODE_WRITE_BACK ||
-         opts->cfg.ram_size < s->opts.cfg.ram_size)) {
-        /* Nothing dirty may be dropped by the new mode or size. */
+    if ((s->opts.mode == HOSTCACHE_MODE_WRITE_BACK &&
+         (opts->mode != HOSTCACHE_MODE_WRITE_BACK ||
+          opts->cfg.ram_size < s->opts.cfg.ram_size)) ||
+        opts->mode == HOSTCACHE_MODE_PASS_THROUGH) {
+        /*
+         * Nothing dirty may be dropped by the new mode or size.
+         * Pass-through drops the SSD tier, so a journal there (recovered
+         * by a node opened in another mode, or left by a failed write-back)
+         * goes to the origin first, whatever the old mode.
+         */
         int ret;
 
         GRAPH_RDLOCK_GUARD_MAINLOOP();
@@ -1415,25 +1447,6 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
     return ret;
 }
 
-/* Why a valid superblock does not fit this node, or NULL. */
-static const char *hostcache_ssd_mismatch(const HcSsdSuper *sb,
-                                          const HcSsdSuper *want)
-{
-    if (sb->block_size != want->block_size) {
-        return "it was formatted with another block-size";
-    }
-    if (strcmp(sb->origin_id, want->origin_id)) {
-        return "it belongs to another origin";
-    }
-    if (sb->origin_size != want->origin_size) {
-        return "the origin's size changed";
-    }
-    if (sb->data_offset + sb->nslots * sb->block_size > want->dev_size) {
-        return "the ssd node shrank";
-    }
-    return NULL;
-}
-
 /* Format: zero the slot table, then write both superblock copies. */
 static int GRAPH_RDLOCK hostcache_ssd_format(BlockDriverState *bs,
                                              HcSsdSuper *sb, Error **errp)
@@ -1550,28 +1563,6 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
         hc_ssd_free(idx);
         return NULL;
     }
-    /*
-     * A damaged entry may have been dirty.  With a journal on the tier
-     * (dirty entries, or a crash of a tier that journaled), that is data
-     * the origin may lack: refuse.  Otherwise it was clean: a miss.
-     */
-    if (hc_ssd_damaged(idx) &&
-        (hc_ssd_dirty_blocks(idx) ||
-         (sb->state != HC_SSD_STATE_CLEAN && sb->durable_seq))) {
-        error_setg(errp, "hostcache: the SSD tier's slot table is damaged: "
-                   "%" PRIu64 " entries fail their checksum, and the tier "
-                   "holds a write-back journal, so they may have held data "
-                   "origin '%s' does not have; nothing was changed (to give "
-                   "them up and keep the origin's data, zero the ssd node's "
-                   "first 8 KiB)", hc_ssd_damaged(idx), sb->origin_id);
-        hc_ssd_free(idx);
-        return NULL;
-    }
-    if (hc_ssd_damaged(idx)) {
-        warn_report("hostcache: %" PRIu64 " damaged entries in the SSD tier's "
-                    "slot table (clean copies: treated as misses)",
-                    hc_ssd_damaged(idx));
-    }
     return idx;
 }
 
@@ -1590,12 +1581,110 @@ static void hostcache_journal_rebuild(BDRVHostcacheState *s)
     for (uint64_t slot = hc_ssd_next_dirty(s->ssd_idx, 0);
          slot != HC_SSD_NONE;
          slot = hc_ssd_next_dirty(s->ssd_idx, slot + 1)) {
-        HostcacheJEntry e = { .slot = slot };
+        HostcacheJEntry e = { .slot = slot, .recovered = true };
 
         hc_ssd_slot_blk(s->ssd_idx, slot, &e.seq, NULL);
         g_array_append_val(s->journal, e);
     }
     g_array_sort(s->journal, hostcache_jentry_cmp);
+}
+
+/*
+ * Read the superblock and decide (hc_ssd_plan_open, hc_ssd_plan_loaded)
+ * what becomes of the tier: *sb and s->ssd_idx are set for KEEP (the
+ * loaded index) and EMPTY; for FORMAT, *sb is the superblock to format.
+ */
+static HcSsdPlan GRAPH_RDLOCK
+hostcache_ssd_plan(BlockDriverState *bs, const HcSsdOpen *o, HcSsdSuper *sb,
+                   Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR,
+                                            2 * HC_SSD_SB_SIZE);
+    const char *why = NULL;
+    char err[512];
+    HcSsdPlan plan;
+    int ret;
+
+    ret = o->dev_size < 2 * HC_SSD_SB_SIZE ? -ENOENT :
+        bdrv_pread(s->ssd, 0, 2 * HC_SSD_SB_SIZE, buf, 0);
+    if (ret == 0) {
+        ret = hc_ssd_super_pick(buf, buf + HC_SSD_SB_SIZE, sb, err,
+                                sizeof(err));
+        if (ret == -EINVAL) {
+            error_setg(errp, "hostcache: %s", err);
+            return HC_SSD_PLAN_REFUSE;
+        }
+    } else if (ret != -ENOENT) {
+        error_setg_errno(errp, -ret, "hostcache: cannot read the ssd node");
+        return HC_SSD_PLAN_REFUSE;
+    }
+    plan = hc_ssd_plan_open(ret, sb, o, &why, err, sizeof(err));
+    if (plan == HC_SSD_PLAN_LOAD) {
+        s->ssd_idx = hostcache_ssd_load(bs, sb, errp);
+        if (!s->ssd_idx) {
+            return HC_SSD_PLAN_REFUSE;
+        }
+        plan = hc_ssd_plan_loaded(sb, why, hc_ssd_dirty_blocks(s->ssd_idx),
+                                  hc_ssd_damaged(s->ssd_idx), o, err,
+                                  sizeof(err));
+        if (plan != HC_SSD_PLAN_REFUSE && hc_ssd_damaged(s->ssd_idx)) {
+            warn_report("hostcache: %" PRIu64 " damaged entries in the SSD "
+                        "tier's slot table (clean copies: treated as misses)",
+                        hc_ssd_damaged(s->ssd_idx));
+        }
+        if (plan != HC_SSD_PLAN_KEEP) {
+            hc_ssd_free(s->ssd_idx);
+            s->ssd_idx = NULL;
+        }
+    }
+    if (plan == HC_SSD_PLAN_REFUSE) {
+        error_setg(errp, "hostcache: %s", err);
+    } else if (plan == HC_SSD_PLAN_FORMAT && why) {
+        info_report("hostcache '%s': reformatting the SSD tier, its clean "
+                    "content is of no use here: %s", bdrv_get_node_name(bs),
+                    why);
+    }
+    if (plan == HC_SSD_PLAN_FORMAT) {
+        uint64_t generation = ret == 0 ? sb->generation : 0;
+
+        *sb = (HcSsdSuper) {
+            .version = HC_SSD_VERSION, .block_size = o->block_size,
+            .origin_size = o->origin_size, .generation = generation,
+            .cache_gen = g_random_int(), .state = HC_SSD_STATE_OPEN,
+        };
+        pstrcpy(sb->origin_id, sizeof(sb->origin_id), o->origin_id);
+        if (hc_ssd_layout(sb, o->dev_size, err, sizeof(err)) < 0) {
+            error_setg(errp, "hostcache: %s", err);
+            return HC_SSD_PLAN_REFUSE;
+        }
+    }
+    return plan;
+}
+
+/* Make what recovery dropped in memory (losing duplicates) durable. */
+static int GRAPH_RDLOCK hostcache_ssd_write_dropped(BlockDriverState *bs,
+                                                    Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SECTOR);
+
+    for (uint64_t sec = hc_ssd_next_unwritten(s->ssd_idx, 0);
+         sec != HC_SSD_NONE; sec = hc_ssd_next_unwritten(s->ssd_idx, sec + 1)) {
+        int ret;
+
+        hc_ssd_encode_sector(s->ssd_idx, sec, buf);
+        ret = bdrv_pwrite(s->ssd, hc_ssd_sector_offset(s->ssd_idx, sec),
+                          HC_SSD_SECTOR, buf, BDRV_REQ_FUA);
+        if (ret < 0) {
+            error_setg_errno(errp, -ret, "hostcache: cannot write the SSD "
+                             "tier's slot table");
+            return ret;
+        }
+        hc_ssd_sector_written(s->ssd_idx, sec,
+                              hc_ssd_sector_gen(s->ssd_idx, sec));
+    }
+    return 0;
 }
 
 /*
@@ -1608,118 +1697,39 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
                                              bool activation, Error **errp)
 {
     BDRVHostcacheState *s = bs->opaque;
-    g_autofree uint8_t *buf = qemu_memalign(HC_SSD_SECTOR, 1 * MiB);
-    HcSsdSuper want = { .version = HC_SSD_VERSION }, sb;
-    const char *why = NULL;
-    char err[256];
-    int64_t dev_size, origin_size;
+    HcSsdOpen o = {
+        .block_size = s->opts.cfg.block_size,
+        .origin_id = s->opts.origin_id[0] ? s->opts.origin_id :
+                     bs->file->bs->filename,
+        .node_name = bdrv_get_node_name(s->ssd->bs),
+        .ssd_create = s->opts.ssd_create,
+        .activation = activation,
+        .drop = drop,
+        .read_only = bdrv_is_read_only(bs),
+    };
+    int64_t dev_size = bdrv_getlength(s->ssd->bs);
+    int64_t origin_size = bdrv_getlength(bs->file->bs);
+    HcSsdSuper sb;
+    HcSsdPlan plan;
     int ret;
 
-    dev_size = bdrv_getlength(s->ssd->bs);
-    origin_size = bdrv_getlength(bs->file->bs);
     if (dev_size < 0 || origin_size < 0) {
         error_setg(errp, "hostcache: cannot get the size of the %s node",
                    dev_size < 0 ? "ssd" : "origin");
         return -EIO;
     }
-    want.block_size = s->opts.cfg.block_size;
-    want.dev_size = dev_size;
-    want.origin_size = origin_size;
-    pstrcpy(want.origin_id, sizeof(want.origin_id),
-            s->opts.origin_id[0] ? s->opts.origin_id : bs->file->bs->filename);
-
-    ret = dev_size < 2 * HC_SSD_SB_SIZE ? -ENOENT :
-        bdrv_pread(s->ssd, 0, 2 * HC_SSD_SB_SIZE, buf, 0);
-    if (ret == 0) {
-        ret = hc_ssd_super_pick(buf, buf + HC_SSD_SB_SIZE, &sb, err,
-                                sizeof(err));
-        if (ret == -EINVAL) {
-            error_setg(errp, "hostcache: %s", err);
-            return ret;
-        }
-    } else if (ret != -ENOENT) {
-        error_setg_errno(errp, -ret, "hostcache: cannot read the ssd node");
-        return ret;
+    o.dev_size = dev_size;
+    o.origin_size = origin_size;
+    plan = hostcache_ssd_plan(bs, &o, &sb, errp);
+    if (plan == HC_SSD_PLAN_REFUSE) {
+        return -EINVAL;
     }
-    if (ret == 0) {
-        why = hostcache_ssd_mismatch(&sb, &want);
-    }
-    /*
-     * ssd-create=off: this origin's tier must be here.  A blank node, or
-     * another origin's tier, means it is missing or was replaced, and it
-     * may have held write-back data the origin lacks.  (A migration
-     * destination starts from the source's data: any tier will do.)
-     */
-    if (!s->opts.ssd_create && !activation &&
-        (ret == -ENOENT || (why && strcmp(sb.origin_id, want.origin_id)))) {
-        error_setg(errp, "hostcache: the ssd node '%s' %s, but ssd-create=off "
-                   "says it holds the SSD tier of origin '%s': the tier may "
-                   "be missing or replaced, and may hold write-back data not "
-                   "yet on the origin; restore the tier's file, or open "
-                   "once with ssd-create=on to give that data up; nothing "
-                   "was changed", bdrv_get_node_name(s->ssd->bs),
-                   ret == -ENOENT ? "is blank" : "belongs to another origin",
-                   want.origin_id);
-        return -ENOENT;
-    }
-    if (ret == 0 && (!why || sb.data_offset + sb.nslots * sb.block_size <=
-                     (uint64_t)dev_size)) {
-        /* Dirty entries decide whether anything may change. */
-        uint64_t dirty;
-        const char *refuse = NULL;
-
-        s->ssd_idx = hostcache_ssd_load(bs, &sb, errp);
-        if (!s->ssd_idx) {
-            return -EIO;
-        }
-        dirty = hc_ssd_dirty_blocks(s->ssd_idx);
-        if (dirty && why) {
-            refuse = why;
-        } else if (dirty && activation) {
-            refuse = "it holds data of an earlier run of this origin here, "
-                "and the VM now comes from another host";
-        } else if (dirty && drop) {
-            refuse = "mode pass-through would not write them back; open "
-                "the node once in another mode";
-        } else if (dirty && bdrv_is_read_only(bs)) {
-            refuse = "the node is read-only; open it read-write once to "
-                "write them back";
-        }
-        if (refuse) {
-            error_setg(errp, "hostcache: the ssd node holds %" PRIu64
-                       " blocks of origin '%s' not yet written back to it "
-                       "(write-back journal): %s; nothing was changed",
-                       dirty, sb.origin_id, refuse);
-            hc_ssd_free(s->ssd_idx);
-            s->ssd_idx = NULL;
-            return -EINVAL;
-        }
-        if (why || drop) {
-            /* nothing dirty: start from an empty index */
-            hc_ssd_free(s->ssd_idx);
-            s->ssd_idx = NULL;
-        }
-    }
-    if (ret != 0 || why) {
-        if (why) {
-            info_report("hostcache '%s': reformatting the SSD tier, its clean "
-                        "content is of no use here: %s",
-                        bdrv_get_node_name(bs), why);
-        }
-        sb = want;
-        sb.generation = ret == 0 ? sb.generation : 0;
-        sb.cache_gen = g_random_int();
-        sb.state = HC_SSD_STATE_OPEN;
-        if (hc_ssd_layout(&sb, dev_size, err, sizeof(err)) < 0) {
-            error_setg(errp, "hostcache: %s", err);
-            return -ENOSPC;
-        }
+    if (plan == HC_SSD_PLAN_FORMAT) {
         ret = hostcache_ssd_format(bs, &sb, errp);
         if (ret < 0) {
             return ret;
         }
     }
-
     if (!s->ssd_idx) {
         /* just formatted, or its content is dropped: empty */
         s->ssd_idx = hc_ssd_new(&sb);
@@ -1736,19 +1746,9 @@ static int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     s->ssd_unflushed = g_array_new(false, false,
                                    sizeof(HostcachePendingDrop));
     hostcache_journal_rebuild(s);
-    /* Losing duplicates were dropped in memory: make that durable first. */
-    for (uint64_t sec = hc_ssd_next_unwritten(s->ssd_idx, 0);
-         sec != HC_SSD_NONE; sec = hc_ssd_next_unwritten(s->ssd_idx, sec + 1)) {
-        hc_ssd_encode_sector(s->ssd_idx, sec, buf);
-        ret = bdrv_pwrite(s->ssd, hc_ssd_sector_offset(s->ssd_idx, sec),
-                          HC_SSD_SECTOR, buf, BDRV_REQ_FUA);
-        if (ret < 0) {
-            error_setg_errno(errp, -ret, "hostcache: cannot write the SSD "
-                             "tier's slot table");
-            return ret;
-        }
-        hc_ssd_sector_written(s->ssd_idx, sec,
-                              hc_ssd_sector_gen(s->ssd_idx, sec));
+    ret = hostcache_ssd_write_dropped(bs, errp);
+    if (ret < 0) {
+        return ret;
     }
     s->ssd_on = true;
     ret = hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, drop);
@@ -2648,6 +2648,28 @@ hostcache_journal_sync(BlockDriverState *bs)
 
 static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque);
 
+/*
+ * Is the journal (ssd_dirty blocks) due for the origin at time now (lock
+ * held)?  When its oldest entry is journaled at *jold, it is due at
+ * *jold + max-dirty-age.  A journal recovered from an earlier run is due at
+ * once: the time it was written is unknown (and a clock that starts at the
+ * boot would make a host that just came back from a power cut wait out
+ * max-dirty-age before its data reaches the origin).
+ */
+static bool hostcache_journal_due(BDRVHostcacheState *s, uint64_t now,
+                                  uint64_t ssd_dirty, int64_t *jold)
+{
+    const HostcacheJEntry *e = s->jhead < s->journal->len ?
+        &g_array_index(s->journal, HostcacheJEntry, s->jhead) : NULL;
+
+    *jold = e ? e->ns : (int64_t)now;
+    if (!e || e->recovered || ssd_dirty > hc_ssd_capacity(s->ssd_idx) / 4) {
+        /* (no entry queued: kept older versions only, write them back) */
+        return true;
+    }
+    return now - e->ns >= s->opts.dirty_age_ns;
+}
+
 /* Start the background destager unless it runs or the node is drained. */
 static void hostcache_kick_destager(BlockDriverState *bs)
 {
@@ -2680,7 +2702,7 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
 
     for (;;) {
         uint64_t oldest = 0, now = get_clock(), dirty_bytes, ssd_dirty;
-        int64_t jold;
+        int64_t jold = now;
         bool have, due, journaling, jdue;
         int width;
         int64_t n;
@@ -2700,10 +2722,7 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
             (have && now - oldest >= s->opts.dirty_age_ns);
         width = s->destage_width;
         journaling = hostcache_journaling(s);
-        jold = s->jhead < s->journal->len ?
-            g_array_index(s->journal, HostcacheJEntry, s->jhead).ns : 0;
-        jdue = ssd_dirty && (now - jold >= s->opts.dirty_age_ns ||
-                             ssd_dirty > hc_ssd_capacity(s->ssd_idx) / 4);
+        jdue = ssd_dirty && hostcache_journal_due(s, now, ssd_dirty, &jold);
         qemu_mutex_unlock(&s->lock);
 
         if (journaling && (due || ssd_dirty)) {

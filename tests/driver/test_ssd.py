@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
 from hctest import (KiB, MiB, HostcacheExport, QMPError, StorageDaemon,  # noqa
+                    booted_ago,
                     check, check_eq, main, make_file, nbd_export, node_stats,
                     poll, pread_file, tmpdir)
 from nbdclient import NBDClient  # noqa: E402
@@ -70,9 +71,9 @@ class SsdExport(HostcacheExport):
     QAPI names."""
 
     def __init__(self, d, img, ssd, hc=None, ssd_node=None, name='qsd',
-                 export=True, args=()):
+                 export=True, args=(), prefix=()):
         self.d, self.img, self.ssd = d, img, ssd
-        self.qsd = StorageDaemon(d, args=args, name=name)
+        self.qsd = StorageDaemon(d, args=args, name=name, prefix=prefix)
         self.qmp = self.qsd.qmp
         self.qmp.cmd('blockdev-add', **{'node-name': 'origin'},
                      driver='file', filename=img, discard='unmap')
@@ -448,37 +449,46 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
         st = hx.stats()
         # (ssd-corrupt may count slots a crash left with a CLOCK victim's
         # entry and new data: a miss by design)
-        check(st['ssd-hits'] > 0, f'{what}: no SSD hits after the restart: '
-              f'{st}')
+        # (a cycle whose writes dropped every durable entry recovers
+        # nothing, legitimately: the callers check that some cycle did)
+        check(st['ssd-hits'] > 0 or n == 0, f'{what}: no SSD hits after the '
+              f'restart of {n} entries: {st}')
         c.close()
     finally:
         hx.stop()
     shutil.rmtree(d, ignore_errors=True)
+    return n
+
+
+def crash_cycles(tag, mode, cycles, **kw):
+    """crash_cycle() cycles times; at least one must recover entries (a
+    single one may legitimately not: its writes may drop every entry made
+    durable before, while no origin flush lets new demotions become
+    durable)."""
+    rng = random.Random(f'{SEED}-{tag}')
+    recovered = [crash_cycle(f'{tag}{i}', mode, rng, 0.4, **kw)
+                 for i in range(cycles)]
+    check(sum(recovered) > 0, f'seed {SEED} {tag}: no cycle recovered '
+          f'anything ({recovered})')
 
 
 def test_crash_during_reads():
     rng = random.Random(f'{SEED}-crash-r')
     for i in range(2):
-        crash_cycle(f'crash-r{i}', 'write-through', rng, 0.0)
+        n = crash_cycle(f'crash-r{i}', 'write-through', rng, 0.0)
+        check(n > 0, f'seed {SEED} crash-r{i}: nothing recovered')
 
 
 def test_crash_during_writes_write_through():
-    rng = random.Random(f'{SEED}-crash-wt')
-    for i in range(3):
-        crash_cycle(f'crash-wt{i}', 'write-through', rng, 0.4)
+    crash_cycles('crash-wt', 'write-through', 3)
 
 
 def test_crash_during_writes_write_around():
-    rng = random.Random(f'{SEED}-crash-wa')
-    for i in range(2):
-        crash_cycle(f'crash-wa{i}', 'write-around', rng, 0.4)
+    crash_cycles('crash-wa', 'write-around', 2)
 
 
 def test_crash_during_writes_write_back():
-    rng = random.Random(f'{SEED}-crash-wb')
-    for i in range(3):
-        crash_cycle(f'crash-wb{i}', 'write-back', rng, 0.4,
-                    hc={'max-dirty-age-ms': 50})
+    crash_cycles('crash-wb', 'write-back', 3, hc={'max-dirty-age-ms': 50})
 
 
 # ---- 4. writes never resurrect old data -------------------------------------
@@ -1008,15 +1018,16 @@ def test_recovery_write_back_goes_through_flush_epochs():
         qsd.stop()
 
 
-def crashed_journal(tag, blocks, ssd_size, ram_size):
+def crashed_journal(tag, blocks, ssd_size, ram_size, **more_hc):
     """Write-back over a 2 MiB origin and a blank SSD tier: random data to
     each of blocks, one flush (into the journal), then SIGKILL.  Returns
-    (d, img, ssd, hc, model): model is what the origin must end up with."""
+    (d, img, ssd, hc, model): model is what the origin must end up with.
+    more_hc: further hostcache options (QAPI names)."""
     d = subdir(tag)
     img = make_file(os.path.join(d, 'origin.img'), 2 * MiB)
     ssd = blank(os.path.join(d, 'ssd.img'), ssd_size)
     hc = {'mode': 'write-back', 'ram-size': ram_size, 'seq-cutoff': 0,
-          'max-dirty-age-ms': 3600000}
+          'max-dirty-age-ms': 3600000, **more_hc}
     rng = random.Random(f'{SEED}-{tag}')
     model = bytearray(pread_file(img, 0, 2 * MiB))
     hx = SsdExport(d, img, ssd, hc=hc)
@@ -1033,6 +1044,159 @@ def crashed_journal(tag, blocks, ssd_size, ram_size):
     finally:
         hx.stop()
     return d, img, ssd, hc, model
+
+
+def test_recovered_journal_written_back_at_once_after_a_reboot():
+    """A journal recovered after a crash reaches the origin right after
+    the open, whatever max-dirty-age-ms and the host's uptime: the
+    recovery runs in a time namespace whose clocks say the host booted 20 s
+    ago, with max-dirty-age-ms one hour (recovered entries used to be timed
+    from the boot, so they waited out max-dirty-age-ms after a power cut)."""
+    blocks = list(range(0, 96, 3))
+    d, img, ssd, hc, model = crashed_journal('reboot', blocks, 4 * MiB,
+                                             1 * MiB)
+    check_eq(hc['max-dirty-age-ms'], 3600000, 'the age bound')
+    hx = SsdExport(d, img, ssd, hc=hc, name='qsd-reboot', export=False,
+                   prefix=booted_ago(20))
+    try:
+        poll('the recovered journal on the origin',
+             lambda: hx.stats()['ssd-dirty-bytes'] == 0, timeout=30)
+        check(hx.stats()['destaged-blocks'] >= len(blocks),
+              f'{hx.stats()["destaged-blocks"]} blocks destaged')
+        check_eq(pread_file(img, 0, 2 * MiB), bytes(model),
+                 'the origin after the recovery')
+        hx.quit()
+    finally:
+        hx.stop()
+
+
+def unwritable_origin(d, img, ssd, hc, name):
+    """A qemu-storage-daemon whose origin (blkdebug over img) fails every
+    write, with hostcache 'hc0' over it and the SSD tier ssd: whatever is
+    dirty stays dirty.  hc needs an explicit origin-id (the blkdebug node's
+    filename is not img's)."""
+    qsd = StorageDaemon(d, name=name)
+    q = qsd.qmp
+    q.cmd('blockdev-add', **{'node-name': 'origin'}, driver='blkdebug',
+          image={'driver': 'file', 'filename': img},
+          **{'inject-error': [{'event': 'none', 'iotype': 'write',
+                               'errno': 5, 'once': False}]})
+    q.cmd('blockdev-add', **{'node-name': 'ssd0'}, driver='file',
+          filename=ssd)
+    q.cmd('blockdev-add', driver='hostcache', file='origin',
+          **{'node-name': 'hc0', 'ssd': 'ssd0', **hc})
+    return qsd
+
+
+def recover_and_check(d, img, ssd, hc, model, tag):
+    """Open the tier over a working origin: its journal must be written
+    back and the origin must equal model."""
+    hx = SsdExport(d, img, ssd, hc=hc, name=f'qsd-{tag}-ok', export=False)
+    try:
+        poll(f'{tag}: the journal written back',
+             lambda: hx.stats()['ssd-dirty-bytes'] == 0, timeout=30)
+        hx.quit()
+    finally:
+        hx.stop()
+    check_eq(pread_file(img, 0, 2 * MiB), bytes(model),
+             f'{tag}: the origin after the recovery')
+
+
+def test_reopen_to_pass_through_keeps_a_recovered_journal():
+    """A node opened write-through over a tier that holds a recovered
+    journal, then reopened to pass-through: pass-through drops the tier,
+    so the journal must be written back first; when the origin refuses it,
+    the reopen is refused and the journal kept (it used to be dropped with
+    the tier: data the origin never received, lost)."""
+    blocks = list(range(1, 64, 4))
+    d, img, ssd, hc, model = crashed_journal('reopen-pt', blocks, 4 * MiB,
+                                             1 * MiB, **{'origin-id': 'o'})
+    wt = dict(hc, mode='write-through')
+    qsd = unwritable_origin(d, img, ssd, wt, 'qsd-reopen-pt')
+    try:
+        q = qsd.qmp
+        check(node_stats(q, 'hc0')['ssd-dirty-bytes'] > 0, 'journal recovered')
+        try:
+            q.cmd('blockdev-reopen', options=[{
+                'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
+                'ssd': 'ssd0', **dict(wt, mode='pass-through')}])
+            raise AssertionError('the reopen to pass-through succeeded '
+                                 'with a journal the origin refuses')
+        except QMPError as e:
+            check('cannot reopen' in str(e) and 'written back' in str(e),
+                  f'message: {e}')
+        st = node_stats(q, 'hc0')
+        check_eq(st['mode'], 'write-through', 'mode after the refusal')
+        check(st['ssd-dirty-bytes'] > 0, 'the journal is still there')
+        os.kill(qsd.proc.pid, signal.SIGKILL)
+    finally:
+        qsd.stop()
+    recover_and_check(d, img, ssd, hc, model, 'reopen-pt')
+
+
+def test_failed_write_back_at_close_keeps_the_tier_open():
+    """A clean close whose write-back fails (the origin refuses writes)
+    must not mark the tier CLEAN: hostcached takes CLEAN for "clean copies
+    only" and may empty it.  The journal is written back by the next open
+    over a working origin."""
+    blocks = list(range(2, 64, 5))
+    d, img, ssd, hc, model = crashed_journal('close-fail', blocks, 4 * MiB,
+                                             1 * MiB, **{'origin-id': 'o'})
+    qsd = unwritable_origin(d, img, ssd, hc, 'qsd-close-fail')
+    try:
+        qsd.qmp.cmd('blockdev-del', **{'node-name': 'hc0'})
+        log = qsd.log_text()
+        check('could not be written back' in log, f'log: {log[-1500:]}')
+    finally:
+        qsd.stop()
+    sb, _ = hcssd.read_super(ssd)
+    check_eq(sb['state'], hcssd.STATE_OPEN, 'superblock state after a close '
+             'that could not write back')
+    recover_and_check(d, img, ssd, hc, model, 'close-fail')
+
+
+def test_crafted_tier_is_refused_not_obeyed():
+    """A tier file is input from disk, and QEMU's user can write it: every
+    field read from it is checked against the devices before use.  Each
+    crafted tier below (CRCs made right, so only those checks stand in the
+    way) fails the open at once with a message, changes nothing, and the
+    daemon lives on: a journal entry naming a block past the origin's end
+    (the destager would write past the end, and QEMU aborted at every
+    start), a sequence number near 2^64 (the next one would wrap), and
+    superblocks whose data offset, block size or state are impossible (a
+    data offset near 2^64 made the open loop for hours)."""
+    blocks = list(range(0, 40, 2))
+    d, img, ssd, hc, _ = crashed_journal('crafted', blocks, 4 * MiB,
+                                         1 * MiB)
+    pristine = file_bytes(ssd)
+    sb, _ = hcssd.read_super(ssd)
+    slot = min(s for s, _ in hcssd.entries(ssd).values())
+    cases = [
+        ('blk-past-end', lambda: hcssd.patch_entry(ssd, slot, blk=(2 * MiB) //
+                                                   BS + 3),
+         'past the origin'),
+        ('seq-wraps', lambda: hcssd.patch_entry(ssd, slot, seq=2**64 - 2),
+         'damaged'),
+        ('data-offset', lambda: hcssd.patch_super(ssd,
+                                                  data_offset=2**63 + 8192),
+         'impossible geometry'),
+        ('data-offset-small', lambda: hcssd.patch_super(
+            ssd, data_offset=sb['data_offset'] - 4096), 'impossible geometry'),
+        ('block-size', lambda: hcssd.patch_super(ssd, block_size=1 << 30),
+         'impossible geometry'),
+        ('nslots', lambda: hcssd.patch_super(ssd, nslots=2**40),
+         'impossible geometry'),
+        ('state', lambda: hcssd.patch_super(ssd, state=9),
+         'impossible geometry'),
+    ]
+    for tag, craft, want in cases:
+        with open(ssd, 'wb') as f:
+            f.write(pristine)
+        craft()
+        t0 = time.monotonic()
+        open_fails(d, img, ssd, f'crafted-{tag}', want, hc=hc)
+        check(time.monotonic() - t0 < 60, f'{tag}: the refusal took '
+              f'{time.monotonic() - t0:.0f} s')
 
 
 def test_missing_tier_refused_with_ssd_create_off():

@@ -394,3 +394,211 @@ TEST(Journal, SequenceNumbersStayAboveEntriesSeen) {
   hc_ssd_seq_at_least(a.get(), 10);
   EXPECT_EQ(hc_ssd_next_seq(a.get()), 1002u);
 }
+
+// ---- what an open does with the tier it finds (hc_ssd_plan_*) -------------
+
+// A node that expects the tier Formatted() describes on a 4 MiB device.
+HcSsdOpen Expect(const HcSsdSuper& sb) {
+  HcSsdOpen o{};
+  o.block_size = sb.block_size;
+  o.dev_size = sb.dev_size;
+  o.origin_size = sb.origin_size;
+  o.origin_id = sb.origin_id;
+  o.node_name = "ssd0";
+  o.ssd_create = true;
+  return o;
+}
+
+struct Planned {
+  HcSsdPlan plan;
+  const char* why;
+  std::string err;
+};
+
+Planned PlanOpen(int pick, const HcSsdSuper& sb, const HcSsdOpen& o) {
+  Planned p{};
+  char err[512] = "";
+  p.plan = hc_ssd_plan_open(pick, &sb, &o, &p.why, err, sizeof(err));
+  p.err = err;
+  return p;
+}
+
+Planned PlanLoaded(const HcSsdSuper& sb, const char* why, uint64_t dirty,
+                   uint64_t damaged, const HcSsdOpen& o) {
+  Planned p{};
+  char err[512] = "";
+  p.plan = hc_ssd_plan_loaded(&sb, why, dirty, damaged, &o, err, sizeof(err));
+  p.why = why;
+  p.err = err;
+  return p;
+}
+
+TEST(Plan, BlankIsFormattedUnlessTheTierMustExist) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  EXPECT_EQ(PlanOpen(-ENOENT, sb, o).plan, HC_SSD_PLAN_FORMAT);
+  o.ssd_create = false;
+  Planned p = PlanOpen(-ENOENT, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(p.err.find("'ssd0' is blank, but ssd-create=off"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("nothing was changed"), std::string::npos) << p.err;
+  // a migration destination starts from the source's data: any tier does
+  o.activation = true;
+  EXPECT_EQ(PlanOpen(-ENOENT, sb, o).plan, HC_SSD_PLAN_FORMAT);
+}
+
+TEST(Plan, OwnTierIsLoadedAndKept) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  Planned p = PlanOpen(0, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_LOAD);
+  EXPECT_EQ(p.why, nullptr);
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_KEEP);
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 5, 0, o).plan, HC_SSD_PLAN_KEEP);
+  // pass-through drops clean content, but never a journal
+  o.drop = true;
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  p = PlanLoaded(sb, nullptr, 5, 0, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(p.err.find("holds 5 blocks"), std::string::npos) << p.err;
+  EXPECT_NE(p.err.find("pass-through"), std::string::npos) << p.err;
+}
+
+TEST(Plan, JournalIsNeverDroppedByAMismatchActivationOrReadOnlyNode) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  o.origin_size = sb.origin_size * 2;
+  Planned p = PlanOpen(0, sb, o);
+  ASSERT_EQ(p.plan, HC_SSD_PLAN_LOAD);
+  ASSERT_NE(p.why, nullptr);
+  EXPECT_NE(std::string(p.why).find("size changed"), std::string::npos);
+  EXPECT_EQ(PlanLoaded(sb, p.why, 0, 0, o).plan, HC_SSD_PLAN_FORMAT);
+  Planned q = PlanLoaded(sb, p.why, 3, 0, o);
+  EXPECT_EQ(q.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(q.err.find("size changed"), std::string::npos) << q.err;
+
+  o = Expect(sb);
+  o.activation = true;
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 3, 0, o).plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_KEEP);
+  o = Expect(sb);
+  o.read_only = true;
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 3, 0, o).plan, HC_SSD_PLAN_REFUSE);
+}
+
+TEST(Plan, AnotherOriginIsReformattedOrRefusedWithSsdCreateOff) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  o.origin_id = "/san/other.img";
+  Planned p = PlanOpen(0, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_LOAD);
+  EXPECT_NE(std::string(p.why).find("another origin"), std::string::npos);
+  EXPECT_EQ(PlanLoaded(sb, p.why, 0, 0, o).plan, HC_SSD_PLAN_FORMAT);
+  o.ssd_create = false;
+  p = PlanOpen(0, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(p.err.find("another origin ('/san/disk0.img')"), std::string::npos) << p.err;
+  // another block size with ssd-create=off: same origin, so reformatting
+  // its clean content is fine
+  o = Expect(sb);
+  o.ssd_create = false;
+  o.block_size = 8192;
+  p = PlanOpen(0, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_LOAD);
+  EXPECT_NE(std::string(p.why).find("block-size"), std::string::npos);
+}
+
+TEST(Plan, ShrunkDeviceIsRefusedOnlyWhenItMayHoldAJournal) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  o.dev_size = hc_ssd_tier_end(&sb) - 1;
+  sb.state = HC_SSD_STATE_CLEAN;
+  EXPECT_EQ(PlanOpen(0, sb, o).plan, HC_SSD_PLAN_FORMAT);
+  sb.state = HC_SSD_STATE_OPEN;   // a crash, but it never journaled
+  EXPECT_EQ(PlanOpen(0, sb, o).plan, HC_SSD_PLAN_FORMAT);
+  sb.durable_seq = 12;            // a crash of a tier that journaled
+  Planned p = PlanOpen(0, sb, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(p.err.find("smaller than the tier"), std::string::npos) << p.err;
+}
+
+TEST(Plan, DamagedEntriesRefuseATierThatMayHoldAJournal) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  HcSsdOpen o = Expect(sb);
+  sb.state = HC_SSD_STATE_CLEAN;
+  sb.durable_seq = 40;
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 2, o).plan, HC_SSD_PLAN_KEEP);
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 1, 2, o).plan, HC_SSD_PLAN_REFUSE);
+  sb.state = HC_SSD_STATE_OPEN;
+  Planned p = PlanLoaded(sb, nullptr, 0, 2, o);
+  EXPECT_EQ(p.plan, HC_SSD_PLAN_REFUSE);
+  EXPECT_NE(p.err.find("2 entries"), std::string::npos) << p.err;
+  sb.durable_seq = 0;             // never journaled: clean copies, misses
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 2, o).plan, HC_SSD_PLAN_KEEP);
+}
+
+// ---- hostile superblocks and entries ----------------------------------------
+
+int Pick(const HcSsdSuper& crafted) {
+  std::vector<uint8_t> a(HC_SSD_SB_SIZE), b(HC_SSD_SB_SIZE, 0);
+  hc_ssd_super_encode(&crafted, a.data());
+  HcSsdSuper out;
+  char err[256];
+  return hc_ssd_super_pick(a.data(), b.data(), &out, err, sizeof(err));
+}
+
+TEST(Hostile, SuperblockGeometryMustBeExactlyTheLayouts) {
+  const HcSsdSuper good = Formatted(4ull << 20);
+  EXPECT_EQ(Pick(good), 0);
+  HcSsdSuper sb = good;
+  sb.data_offset = (1ull << 63) + 8192;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.data_offset += 4096;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.data_offset -= 4096;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.block_size = 4u << 20;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.block_size = 3000;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.nslots = 1ull << 40;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.state = 9;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+  sb = good;
+  sb.meta_offset = 0;
+  EXPECT_EQ(Pick(sb), -EINVAL);
+}
+
+TEST(Hostile, EntriesPastTheOriginOrWithHugeSequencesAreDamaged) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  sb.origin_size = 10 * kBlock + 100;   // 11 blocks, the last one partial
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  uint64_t kept;
+  for (uint64_t blk : {0ull, 10ull, 11ull, 1ull << 60}) {
+    uint64_t victim;
+    uint64_t slot = hc_ssd_alloc(a.get(), &victim);
+    hc_ssd_commit_dirty(a.get(), slot, blk, hc_ssd_next_seq(a.get()), 1, &kept);
+  }
+  uint64_t victim;
+  uint64_t slot = hc_ssd_alloc(a.get(), &victim);
+  hc_ssd_seq_at_least(a.get(), (1ull << 62) + 5);
+  hc_ssd_commit_dirty(a.get(), slot, 3, hc_ssd_next_seq(a.get()), 1, &kept);
+
+  std::vector<uint8_t> t = Table(a.get());
+  SsdPtr b = Load(sb, t);
+  EXPECT_EQ(hc_ssd_damaged(b.get()), 3u);   // blocks 11 and 2^60, the seq
+  EXPECT_EQ(hc_ssd_dirty_blocks(b.get()), 2u);
+  EXPECT_NE(hc_ssd_lookup(b.get(), 10, nullptr), HC_SSD_NONE);
+  EXPECT_EQ(hc_ssd_lookup(b.get(), 11, nullptr), HC_SSD_NONE);
+  EXPECT_EQ(hc_ssd_lookup(b.get(), 3, nullptr), HC_SSD_NONE);
+  EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
+  EXPECT_LT(hc_ssd_next_seq(b.get()), 1ull << 62);
+}

@@ -170,3 +170,39 @@ def flip(path, offset, length=1, xor=0x5a):
         for i in range(length):
             buf[i] ^= xor
         os.pwrite(f.fileno(), bytes(buf), offset)
+
+
+# Crafting hostile tiers: fields rewritten with their CRCs made right again,
+# so that only the driver's own checks of the content stand in the way.
+_SB_FIELDS = {'version': (16, '<I'), 'block_size': (20, '<I'),
+              'nslots': (24, '<Q'), 'meta_offset': (32, '<Q'),
+              'data_offset': (40, '<Q'), 'dev_size': (48, '<Q'),
+              'generation': (56, '<Q'), 'cache_gen': (64, '<Q'),
+              'state': (72, '<I'), 'origin_size': (80, '<Q'),
+              'durable_seq': (88, '<Q')}
+
+
+def patch_super(path, **fields):
+    """Rewrite fields of the superblock copy in use, CRC recomputed."""
+    sb, copies = read_super(path)
+    copy = copies.index(sb)
+    with open(path, 'r+b') as f:
+        buf = bytearray(os.pread(f.fileno(), SB_SIZE, copy * SB_SIZE))
+        for name, value in fields.items():
+            off, fmt = _SB_FIELDS[name]
+            struct.pack_into(fmt, buf, off, value)
+        struct.pack_into('<I', buf, SB_SIZE - 4, crc32c(buf[:SB_SIZE - 4]))
+        os.pwrite(f.fileno(), bytes(buf), copy * SB_SIZE)
+
+
+def patch_entry(path, slot, blk=None, seq=None):
+    """Rewrite a slot-table entry's block or sequence number, CRC
+    recomputed (a valid entry with impossible content)."""
+    with open(path, 'r+b') as f:
+        e = bytearray(os.pread(f.fileno(), ENTRY_SIZE, entry_offset(slot)))
+        if blk is not None:
+            struct.pack_into('<Q', e, 0, blk)
+        if seq is not None:
+            struct.pack_into('<Q', e, 8, seq)
+        struct.pack_into('<I', e, 28, crc32c(e[:28]))
+        os.pwrite(f.fileno(), bytes(e), entry_offset(slot))

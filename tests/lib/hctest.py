@@ -198,16 +198,45 @@ def node_stats(qmp, node):
     raise TestFailure(f'node {node} not in query-blockstats')
 
 
+def stuck_report(pid, log_path=None):
+    """What a process that stopped answering is doing: its threads'
+    states and kernel wait channels, their stacks (gdb, when installed)
+    and the tail of its log: for a failure that happens once in many
+    runs, the report is all there is."""
+    out = []
+    for tid in sorted(os.listdir(f'/proc/{pid}/task'), key=int):
+        try:
+            with open(f'/proc/{pid}/task/{tid}/stat') as f:
+                stat = f.read().rsplit(')', 1)[1].split()
+            with open(f'/proc/{pid}/task/{tid}/wchan') as f:
+                wchan = f.read()
+            with open(f'/proc/{pid}/task/{tid}/comm') as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        out.append(f'  thread {tid} {comm}: state {stat[0]} wchan {wchan}')
+    if shutil.which('gdb'):
+        r = subprocess.run(['gdb', '-p', str(pid), '-batch', '-nx', '-ex',
+                            'thread apply all bt 30'], capture_output=True,
+                           text=True, timeout=120)
+        out.append(r.stdout[-12000:])
+    if log_path and os.path.exists(log_path):
+        with open(log_path, errors='replace') as f:
+            out.append('log: ' + f.read()[-3000:])
+    return '\n'.join(out)
+
+
 class StorageDaemon:
     """A qemu-storage-daemon with a QMP socket; stopped at test exit."""
 
-    def __init__(self, workdir, args=(), name='qsd'):
+    def __init__(self, workdir, args=(), name='qsd', prefix=()):
+        """prefix: argv run in front of the daemon (booted_ago())."""
         self.qmp_path = os.path.join(workdir, f'{name}.qmp')
         self.log_path = os.path.join(workdir, f'{name}.log')
         self.log = open(self.log_path, 'w')
         if os.path.exists(self.qmp_path):   # left by an earlier daemon
             os.unlink(self.qmp_path)
-        argv = [QSD, '--chardev',
+        argv = [*prefix, QSD, '--chardev',
                 f'socket,id=qmp0,path={self.qmp_path},server=on,wait=off',
                 '--monitor', 'chardev=qmp0', *args]
         self.proc = PROCS.start(argv, stdout=self.log,
@@ -223,6 +252,10 @@ class StorageDaemon:
                 check(time.monotonic() < deadline and self.proc.poll() is None,
                       f'cannot connect to {self.qmp_path}')
                 time.sleep(0.02)
+            except (TimeoutError, socket.timeout):
+                raise TestFailure(f'{self.qmp_path}: no QMP answer in 60 s\n'
+                                  + stuck_report(self.proc.pid,
+                                                 self.log_path)) from None
 
     def stop(self):
         self.qmp.close()
@@ -232,6 +265,19 @@ class StorageDaemon:
     def log_text(self):
         with open(self.log_path) as f:
             return f.read()
+
+
+def booted_ago(seconds):
+    """argv prefix that runs a command in a new time namespace whose
+    monotonic and boot clocks read `seconds`: the command sees a host that
+    booted that long ago, whatever this machine's uptime (needs root and
+    util-linux's unshare).  The command is exec'd, so its pid is the one
+    Popen returns."""
+    mono = time.clock_gettime(time.CLOCK_MONOTONIC)
+    boot = time.clock_gettime(time.CLOCK_BOOTTIME)
+    return ['/usr/bin/unshare', '--time',
+            f'--monotonic={int(seconds - mono)}',
+            f'--boottime={int(seconds - boot)}']
 
 
 # ---- images and qemu-io ----------------------------------------------------
