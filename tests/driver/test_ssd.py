@@ -442,8 +442,6 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
         st = hx.stats()
         check_eq(st['ssd-recovered'], n, f'{what}: ssd-recovered vs the '
                  'entries on disk')
-        check(n > 0, f'{what}: nothing recovered (stats before the kill: '
-              f'{st})')
         c = hx.client()
         check_reads(c, img, 0, size, f'{what}: after the restart')
         st = hx.stats()
