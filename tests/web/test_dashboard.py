@@ -132,7 +132,8 @@ def test_dashboard_in_a_browser():
             f'no dashboard link in the log:\n{d.text()}')
     _check_static_files(d)
 
-    os.makedirs(ARTIFACTS, exist_ok=True)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # no screenshot of an earlier run
+    os.makedirs(ARTIFACTS)
     env = dict(os.environ, HC_URL=f'http://127.0.0.1:{d.port}', HC_TOKEN=d.token, HC_VM=VM,
                HC_ARTIFACTS=ARTIFACTS)
     node = T.PROCS.start([NODE, os.path.join(WEB_SRC, 'test', 'dashboard.e2e.js')],
