@@ -6,15 +6,27 @@ test (hctest.PROCS); HTTP calls to its API with the token it made.
 import json
 import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
 
 import hctest as T
+import hclibvirt as L
 
 HOSTCACHED = os.path.join(
     os.environ.get('HOSTCACHE_BUILD', os.path.join(T.SRC, 'build', 'meson')),
     'src', 'hostcached')
+
+
+def skip_unless_available():
+    """Exit 77 (meson's skip) when a private libvirtd cannot run here (not
+    root) or hostcached is not built."""
+    why = L.unavailable()
+    if why or not os.access(HOSTCACHED, os.X_OK):
+        print(f'SKIP: {why or HOSTCACHED + " not built"}')
+        print('0 passed, 0 failed')
+        sys.exit(77)
 
 
 class Daemon:

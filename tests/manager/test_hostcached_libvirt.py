@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import hctest as T  # noqa: E402
 import hclibvirt as L  # noqa: E402
-from hcmanager import HOSTCACHED, Daemon  # noqa: E402
+from hcmanager import Daemon, skip_unless_available  # noqa: E402
 
 MiB = T.MiB
 DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64'
@@ -648,9 +648,5 @@ def test_hostile_input_changes_nothing():
 
 
 if __name__ == '__main__':
-    why = L.unavailable()
-    if why or not os.access(HOSTCACHED, os.X_OK):
-        print(f'SKIP: {why or HOSTCACHED + " not built"}')
-        print('0 passed, 0 failed')
-        sys.exit(77)
+    skip_unless_available()
     T.main(globals())

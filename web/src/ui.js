@@ -9,9 +9,11 @@ export const html = htm.bind(h);
 
 // Runs load() now and every intervalMs until the view goes away or deps
 // change.  Returns [{data, error, loading}, reload]; a failed refresh keeps
-// the last data and shows the error.
+// the last data and shows the error.  Data loaded for other deps (say the
+// events of another filter) is never returned.
 export function usePoll(load, intervalMs, deps = []) {
-  const [state, setState] = useState({ data: null, error: null, loading: true });
+  const key = JSON.stringify(deps);
+  const [state, setState] = useState({ key, data: null, error: null, loading: true });
   const [generation, setGeneration] = useState(0);
   useEffect(() => {
     let live = true;
@@ -19,9 +21,11 @@ export function usePoll(load, intervalMs, deps = []) {
     const tick = async () => {
       try {
         const data = await load();
-        if (live) setState({ data, error: null, loading: false });
+        if (live) setState({ key, data, error: null, loading: false });
       } catch (error) {
-        if (live) setState((s) => ({ data: s.data, error, loading: false }));
+        if (live) {
+          setState((s) => ({ key, data: s.key === key ? s.data : null, error, loading: false }));
+        }
       }
       if (live && intervalMs > 0) timer = setTimeout(tick, intervalMs);
     };
@@ -31,7 +35,8 @@ export function usePoll(load, intervalMs, deps = []) {
       clearTimeout(timer);
     };
   }, [...deps, generation]);
-  return [state, () => setGeneration((g) => g + 1)];
+  const current = state.key === key ? state : { data: null, error: null, loading: true };
+  return [current, () => setGeneration((g) => g + 1)];
 }
 
 const STATE_CLASS = {
