@@ -70,6 +70,13 @@ export function formatTime(iso, now = new Date()) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hms.slice(0, 5)}`;
 }
 
+// A progress as the API may give it (0..1, or a percentage above 1) -> 0..1;
+// null when it is not a number.
+export function progressRatio(p) {
+  if (typeof p !== 'number' || !Number.isFinite(p) || p < 0) return null;
+  return Math.min(1, p > 1 ? p / 100 : p);
+}
+
 function threeDigits(v) {
   return trimZeros(v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
 }

@@ -125,6 +125,16 @@ try {
     assert.match(await r.innerText(), /64 MiB/);
   });
 
+  await step('edit it', async () => {
+    await page.getByRole('button', { name: `Edit policy ${POLICY}` }).click();
+    assert.equal(await page.getByLabel('RAM size').inputValue(), '64M');
+    assert.equal(await page.getByLabel('Name').getAttribute('readonly'), '');
+    await page.getByLabel('RAM size').fill('32M');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByText(`Policy ${POLICY} saved.`).waitFor();
+    await page.locator(`tr[data-policy="${POLICY}"]`, { hasText: '32 MiB' }).waitFor();
+  });
+
   await step('assign it to the disk; the disk becomes compliant', async () => {
     await nav('VMs and disks');
     await row(DISK).waitFor();

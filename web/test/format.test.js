@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   formatBytes, formatNs, formatOps, formatPercent, formatRate, formatSizeExact, formatTime,
+  progressRatio,
 } from '../src/format.js';
 
 test('formatBytes picks binary units and trims zeros', () => {
@@ -61,4 +62,14 @@ test('formatTime shows the time of day today, the date otherwise', () => {
   assert.equal(formatTime(new Date(2026, 11, 6, 9, 5, 0).toISOString(), now), '2026-12-06 09:05');
   assert.equal(formatTime('', now), '–');
   assert.equal(formatTime('not a time', now), 'not a time');
+});
+
+test('progressRatio takes a ratio or a percentage', () => {
+  assert.equal(progressRatio(0.25), 0.25);
+  assert.equal(progressRatio(1), 1);
+  assert.equal(progressRatio(40), 0.4);
+  assert.equal(progressRatio(250), 1);
+  assert.equal(progressRatio(-1), null);
+  assert.equal(progressRatio('50'), null);
+  assert.equal(progressRatio(undefined), null);
 });

@@ -2,7 +2,7 @@
 // assign, change and unassign.
 import { useEffect, useState } from 'preact/hooks';
 import * as api from '../api.js';
-import { formatPercent } from '../format.js';
+import { formatPercent, progressRatio } from '../format.js';
 import { diskHash } from '../route.js';
 import { Badge, ErrorMessage, html, Loading, usePoll } from '../ui.js';
 
@@ -25,8 +25,7 @@ async function loadVms() {
 // (vm.migration: {phase, progress 0..1 or percent, ...}).
 export function Migration({ m }) {
   if (!m || typeof m !== 'object') return null;
-  let p = typeof m.progress === 'number' ? m.progress : null;
-  if (p !== null && p > 1) p /= 100;
+  const p = progressRatio(m.progress);
   return html`
     <p class="migration" role="status">
       Migrating${m.destination ? html` to <code>${m.destination}</code>` : ''}:${' '}
