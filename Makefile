@@ -2,7 +2,7 @@
 # the in-tree QEMU build (as QEMU's own Makefile fronts its meson build).
 #
 #   make          set up the host (idempotent), build QEMU with the driver and
-#                 the project (engine tests, tools)
+#                 the project (engine tests, tools, the browser dashboard)
 #   make check    everything above, then every test (tests/meson.build)
 #   make bench    the benchmarks, each figure next to its floor
 #   make demo     the main job end to end on this machine: libvirtd,
@@ -34,10 +34,14 @@ qemu: deps
 	@BUILD=$(abspath $(BUILD)) bash scripts/build-qemu.sh
 
 $(MESON_DIR)/build.ninja: | deps
-	$(MESON) setup $(MESON_DIR) -Dqemu_build=$(abspath $(QEMU_DIR))
+	$(MESON) setup $(MESON_DIR) -Dqemu_build=$(abspath $(QEMU_DIR)) \
+	  -Dweb_dir=$(abspath $(BUILD))/web
 
+# The dashboard (web/): npm ci when its lock file changed, then esbuild into
+# $(BUILD)/web, hostcached's default --web-dir.
 project: deps $(MESON_DIR)/build.ninja
 	@ninja -C $(MESON_DIR)
+	@BUILD=$(abspath $(BUILD)) bash scripts/build-web.sh
 
 check: all
 	$(MESON) test -C $(MESON_DIR) --print-errorlogs $(TESTS)
@@ -65,7 +69,7 @@ clean:
 	-ninja -C $(QEMU_DIR) clean
 
 distclean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) web/node_modules
 
 # make soak: the long runs of the crash-safety tests.  SOAK_CYCLES SIGKILL
 # cycles of the write-back crash oracle, then the other write-back tests

@@ -664,6 +664,7 @@ def cmd_start():
         (time.monotonic() - t0))
     say(f'   REST API     {api.base}   (OpenAPI: {api.base}/openapi.json)')
     say(f'   token file   {api.token_file}')
+    say(f'   dashboard    {api.base.rsplit("/api/v1", 1)[0]}/#token={open(api.token_file).read().strip()}')
     say(f'   hostcached   pid {hc_pid}, log {hc_log}, database '
         f'{os.path.join(STATE, "hostcached.db")}')
     say(f'   demo VM      {VM} in {URI}: running idle, vda policy "{POLICY}" '

@@ -54,6 +54,7 @@ libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
 seabios qemu-system-data ipxe-qemu
 fio nbdkit nbd-client
 busybox-static cpio linux-image-cloud-amd64 kmod jq
+chromium fonts-dejavu-core
 libboost1.81-dev libboost-url1.81-dev libsqlite3-dev nlohmann-json3-dev
 libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev"
 # libvirt 11.3 (a real libvirtd for tests/lib/hclibvirt.py and hostcached).
@@ -87,6 +88,19 @@ if [ -n "$missing" ]; then
         --no-install-recommends $PKGS
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         --no-install-recommends -t bookworm-backports $BPO_PKGS
+fi
+# The dashboard (web/) is built and tested with Node.js and npm (>= 18;
+# Debian's nodejs and npm).  A node that is already installed is used as it
+# is: another source's nodejs package bundles npm and conflicts with
+# Debian's.  chromium (above) is the browser the dashboard's test drives.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "setup-deps: installing: nodejs npm"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends nodejs npm
+fi
+if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
+    echo "setup-deps: node $(node --version) is older than 18, which the dashboard needs" >&2
+    exit 1
 fi
 lvmissing=""
 for p in $LIBVIRT_PKGS; do

@@ -25,6 +25,7 @@
 #include "manager/core/reconciler.h"
 #include "manager/http/api.h"
 #include "manager/http/server.h"
+#include "manager/http/static_files.h"
 #include "manager/libvirt/qemu_tools.h"
 #include "manager/libvirt/real_libvirt_client.h"
 #include "manager/stats/collector.h"
@@ -36,6 +37,13 @@
 #endif
 
 namespace {
+
+// The address a browser on this host reaches `ep` at, for a URL.
+std::string UrlHost(const boost::asio::ip::tcp::endpoint& ep) {
+  auto a = ep.address();
+  if (a.is_v4()) return a.is_unspecified() ? "127.0.0.1" : a.to_string();
+  return "[" + (a.is_unspecified() ? std::string("::1") : a.to_string()) + "]";
+}
 
 int Run(const hc::core::DaemonConfig& cfg) {
   using namespace hc;
@@ -111,7 +119,8 @@ int Run(const hc::core::DaemonConfig& cfg) {
 
   boost::asio::io_context ioc(1);
   boost::asio::thread_pool workers(4);
-  http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION);
+  http::StaticFiles web(cfg.web_dir);
+  http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION, &web);
   http::HttpServer server(ioc, workers, api);
   if (auto s = server.Listen(cfg.listen); !s) {
     spdlog::error("{}", s.error().message);
@@ -123,6 +132,14 @@ int Run(const hc::core::DaemonConfig& cfg) {
   auto ep = server.Endpoint();
   spdlog::info("REST API on http://{}:{}/api/v1 (token in {})", ep.address().to_string(),
                ep.port(), cfg.token_file);
+  // As Jupyter does: the link logs the browser in (the token stays in the
+  // URL's fragment, which the browser never sends).
+  if (web.Available()) {
+    spdlog::info("dashboard: http://{}:{}/#token={}", UrlHost(ep), ep.port(), *token);
+  } else {
+    spdlog::warn("dashboard not served: {} has no index.html (build it with make, or set "
+                 "--web-dir)", cfg.web_dir);
+  }
   manager.Log("info", "", "", "start",
               std::string("hostcached ") + HOSTCACHE_VERSION + " started; re-verifying every "
               "assignment");

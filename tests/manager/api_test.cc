@@ -2,11 +2,16 @@
 // input validation, and the OpenAPI document against the router.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
 
 #include <gtest/gtest.h>
 
 #include "fakes.h"
 #include "manager/http/api.h"
+#include "manager/http/static_files.h"
+#include "manager/stats/collector.h"
 #include "manager/store/sqlite_store.h"
 
 namespace hc::http {
@@ -365,6 +370,112 @@ TEST_F(ApiTest, MigrateTakesADrainTimeout) {
   EXPECT_TRUE(body["content"]["application/json"]["schema"]["properties"].contains(
       "drain_timeout_s"))
       << body.dump();
+}
+
+
+TEST_F(ApiTest, SummaryAddsUpTheHost) {
+  core::ManagerConfig cfg;
+  cfg.ram_budget = 4ull << 30;
+  mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+  stats::StatsCollector collector(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  api_ = std::make_unique<Api>(*mgr_, *store_, &collector, kToken, "test");
+  // Before any assignment or sample.
+  auto empty = Body(Call("GET", "/api/v1/summary"));
+  EXPECT_EQ(empty["disks"]["total"], 0);
+  EXPECT_EQ(empty["disks"]["states"]["compliant"], 0);
+  EXPECT_EQ(empty["io"]["hit_ratio"], nullptr);
+  EXPECT_EQ(empty["io"]["hit_latency_avg_ns"], nullptr);
+  EXPECT_EQ(empty["ram"]["free"], 4ull << 30);
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status, 200);
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vdb/policy", R"({"policy":"read-mostly"})").status,
+            200);
+  auto& q = lv_.domains[kWeb].qemu;
+  q.counters["hc-vda"] = json{{"read-hits", 30},          {"read-misses", 10},
+                              {"hit-latency-avg-ns", 2000}, {"miss-latency-avg-ns", 5000000},
+                              {"hit-latency-p99-ns", 8000}, {"miss-latency-p99-ns", 9000000},
+                              {"ram-used", 1 << 20}};
+  q.counters["hc-vdb"] = json{{"read-hits", 10},          {"read-misses", 30},
+                              {"hit-latency-avg-ns", 4000}, {"miss-latency-avg-ns", 3000000},
+                              {"hit-latency-p99-ns", 20000}, {"miss-latency-p99-ns", 4000000},
+                              {"ram-used", 2 << 20},      {"dirty-bytes", 4096}};
+  collector.CollectOnce();
+  auto r = Call("GET", "/api/v1/summary");
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto s = Body(r);
+  EXPECT_EQ(s["version"], "test");
+  EXPECT_EQ(s["libvirt"], "connected");
+  const uint64_t reserved = (256ull << 20) + (1ull << 30);
+  EXPECT_EQ(s["ram"]["budget"], 4ull << 30);
+  EXPECT_EQ(s["ram"]["reserved"], reserved);
+  EXPECT_EQ(s["ram"]["used"], 3 << 20);
+  EXPECT_EQ(s["ram"]["free"], (4ull << 30) - reserved);
+  EXPECT_EQ(s["ssd"]["budget"], 0);
+  EXPECT_EQ(s["ssd"]["free"], 0);
+  EXPECT_EQ(s["disks"]["total"], 2);
+  EXPECT_EQ(s["disks"]["states"]["compliant"], 2);
+  EXPECT_EQ(s["disks"]["states"]["error"], 0);
+  EXPECT_EQ(s["io"]["disks_sampled"], 2);
+  EXPECT_EQ(s["io"]["read_hits"], 40);
+  EXPECT_EQ(s["io"]["read_misses"], 40);
+  EXPECT_DOUBLE_EQ(s["io"]["hit_ratio"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(s["io"]["hit_latency_avg_ns"].get<double>(), 2500.0);
+  EXPECT_DOUBLE_EQ(s["io"]["miss_latency_avg_ns"].get<double>(), 3500000.0);
+  EXPECT_EQ(s["io"]["hit_latency_p99_ns"], 20000);
+  EXPECT_EQ(s["io"]["miss_latency_p99_ns"], 9000000);
+  EXPECT_EQ(s["io"]["dirty_bytes"], 4096);
+  std::map<std::string, int> counts;
+  for (const auto& p : s["policies"]) counts[p["name"]] = p["assigned_disks"];
+  EXPECT_EQ(counts, (std::map<std::string, int>{{"balanced", 1}, {"monitor", 0},
+                                                {"read-mostly", 1}}));
+  // An unassigned disk leaves the figures at once.
+  ASSERT_EQ(Call("DELETE", "/api/v1/vms/web/disks/vdb/policy").status, 204);
+  s = Body(Call("GET", "/api/v1/summary"));
+  EXPECT_EQ(s["io"]["read_hits"], 30);
+  EXPECT_EQ(s["ram"]["used"], 1 << 20);
+  EXPECT_EQ(s["ram"]["reserved"], 256 << 20);
+  EXPECT_EQ(Call("GET", "/api/v1/summary", "", false).status, 401);
+}
+
+TEST_F(ApiTest, EventsFilterByVmAndAction) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status, 200);
+  ASSERT_EQ(Call("DELETE", "/api/v1/vms/web/disks/vda/policy").status, 204);
+  auto all = Body(Call("GET", "/api/v1/events?vm=web"))["events"];
+  std::set<std::string> actions;
+  for (const auto& e : all) actions.insert(e["action"]);
+  ASSERT_TRUE(actions.count("assign") && actions.count("unassign")) << all.dump();
+  auto assigns = Body(Call("GET", "/api/v1/events?vm=web&action=assign"))["events"];
+  ASSERT_FALSE(assigns.empty());
+  for (const auto& e : assigns) EXPECT_EQ(e["action"], "assign");
+  EXPECT_TRUE(Body(Call("GET", "/api/v1/events?vm=other&action=assign"))["events"].empty());
+  EXPECT_TRUE(Body(Call("GET", "/api/v1/events?action=no%27%20OR%201=1"))["events"].empty());
+}
+
+TEST_F(ApiTest, TheDashboardIsServedOutsideTheApiOnly) {
+  const testing::ScratchDir dir("hcapi-web-");
+  std::ofstream(dir.path() + "/index.html") << "<!doctype html>dashboard";
+  StaticFiles web(dir.path());
+  Api with_web(*mgr_, *store_, nullptr, kToken, "test", &web);
+  auto call = [&](const std::string& target, bool auth = false) {
+    return with_web.Handle(Request{"GET", target, auth ? std::string("Bearer ") + kToken : "", ""});
+  };
+  auto index = call("/");
+  EXPECT_EQ(index.status, 200);
+  EXPECT_EQ(index.body, "<!doctype html>dashboard");
+  EXPECT_EQ(index.content_type, "text/html; charset=utf-8");
+  EXPECT_EQ(call("/api/v1/health").status, 200);
+  EXPECT_EQ(call("/api/v1/policies").status, 401);
+  EXPECT_EQ(call("/api/v1/policies", true).status, 200);
+  // Unknown API paths stay the API's (not the dashboard's) 404.
+  for (const char* t : {"/api", "/api/", "/api/v1/nope", "/api/index.html", "/api?x"}) {
+    auto r = call(t, true);
+    EXPECT_EQ(r.status, 404) << t;
+    EXPECT_NE(r.body.find("openapi.json"), std::string::npos) << t << ": " << r.body;
+  }
+  EXPECT_EQ(call("/../index.html").status, 404);
+  // Without a dashboard, / is the API's 404.
+  auto none = Call("GET", "/");
+  EXPECT_EQ(none.status, 404);
+  EXPECT_NE(none.body.find("/api/v1"), std::string::npos);
 }
 
 }  // namespace

@@ -102,6 +102,20 @@ TEST_F(CollectorTest, TheSsdTiersStateIsInTheSeriesAndTheMetrics) {
   EXPECT_EQ(text.find("hostcache_ssd_dirty_bytes"), std::string::npos) << text;
 }
 
+TEST_F(CollectorTest, AStoppedVmsLastSampleIsNotCurrent) {
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  c.CollectOnce();
+  ASSERT_EQ(c.Latest().size(), 2u);
+  lv_.domains[kDb].active = false;
+  clock_.now_ms += 10000;
+  c.CollectOnce();
+  auto latest = c.Latest();
+  ASSERT_EQ(latest.size(), 1u);
+  EXPECT_EQ(latest[0].vm_uuid, kWeb);
+  // The series stays in the store.
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 1u);
+}
+
 TEST_F(CollectorTest, AHungVmDoesNotStopTheOthers) {
   boost::asio::thread_pool pool(2);
   std::promise<void> release;

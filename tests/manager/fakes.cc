@@ -111,6 +111,7 @@ json FakeQemu::Execute(const json& cmd) {
           ds["max-dirty"] = node.options.value("max-dirty", std::max(ram / 2, bs));
           ds["max-dirty-age-ms"] = node.options.value("max-dirty-age-ms", uint64_t{5000});
         }
+        if (counters.count(n)) ds.update(counters.at(n));
       } else if (node.driver == "file") {
         e["driver-specific"] = json{{"driver", "file"}, {"discard-nb-ok", 0}};
       }

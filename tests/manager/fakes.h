@@ -62,6 +62,8 @@ struct FakeQemu {
   // use" with the node's origin-id).  blockdev-del closes it cleanly.
   // node -> the `dirty-bytes` a write-back hostcache node reports (0 absent).
   std::map<std::string, uint64_t> dirty;
+  // node -> more driver-specific counters (merged over the ones above).
+  std::map<std::string, nlohmann::json> counters;
   std::vector<std::string> log;             // commands executed, in order
 
   nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply

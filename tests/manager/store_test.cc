@@ -159,6 +159,23 @@ TEST_F(StoreTest, EventsAreBoundedAndNewestFirst) {
   for (const auto& e : *only_a) EXPECT_EQ(e.vm, "a");
 }
 
+TEST_F(StoreTest, EventsFilterByActionAndVm) {
+  auto s = Open();
+  const char* actions[] = {"assign", "unassign", "assign", "define"};
+  for (int i = 0; i < 4; i++) {
+    ASSERT_TRUE(s->AppendEvent(Event{0, i, "info", i < 2 ? "a" : "b", "vda", actions[i],
+                                     "m" + std::to_string(i)}));
+  }
+  auto assigns = s->ListEvents(EventQuery{0, 100, "", "assign"});
+  ASSERT_EQ(assigns->size(), 2u);
+  EXPECT_EQ(assigns->at(0).message, "m2");
+  EXPECT_EQ(assigns->at(1).message, "m0");
+  auto b_assigns = s->ListEvents(EventQuery{0, 100, "b", "assign"});
+  ASSERT_EQ(b_assigns->size(), 1u);
+  EXPECT_EQ(b_assigns->at(0).message, "m2");
+  EXPECT_TRUE(s->ListEvents(EventQuery{0, 100, "", "assign' OR 1=1 --"})->empty());
+}
+
 TEST_F(StoreTest, SsdTiersAreRecordedPerDisk) {
   auto s = Open();
   EXPECT_FALSE(*s->GetSsdTier("u", "vda"));

@@ -23,7 +23,6 @@ and TCG domains running the project's QEMU, driven over HTTP.
 - hostile input over HTTP changes nothing
 """
 
-import json
 import os
 import re
 import signal
@@ -36,11 +35,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import hctest as T  # noqa: E402
 import hclibvirt as L  # noqa: E402
+from hcmanager import Daemon, skip_unless_available  # noqa: E402
 
 MiB = T.MiB
-HOSTCACHED = os.path.join(
-    os.environ.get('HOSTCACHE_BUILD', os.path.join(T.SRC, 'build', 'meson')),
-    'src', 'hostcached')
 DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64'
 CACHE = None
 
@@ -50,70 +47,6 @@ def _libvirtd(wd, **kw):
     if CACHE is None:
         CACHE = T.tmpdir('hcmgr-lvcache-')
     return L.Libvirtd(wd, cache_dir=CACHE, **kw)
-
-
-class Daemon:
-    """hostcached on a free port, stopped by pid at the end of the test."""
-
-    def __init__(self, wd, lv, extra=(), check_interval=30):
-        self.dir = os.path.join(wd, 'hostcached')
-        os.makedirs(self.dir, exist_ok=True)
-        self.lv = lv
-        self.log = os.path.join(self.dir, f'log.{time.monotonic_ns()}')
-        self.proc = T.PROCS.start(
-            [HOSTCACHED, '--listen', '127.0.0.1:0',
-             '--db', os.path.join(self.dir, 'state.db'),
-             '--token-file', os.path.join(self.dir, 'token'),
-             '--libvirt-uri', lv.uri, '--emulator', T.QEMU_SYSTEM,
-             '--qemu-img', T.QEMU_IMG, '--stats-interval', '1',
-             '--check-interval', str(check_interval), '--ram-budget', '2G', *extra],
-            stderr=open(self.log, 'w'))
-        self.port = None
-        deadline = time.monotonic() + 30
-        while self.port is None:
-            T.check(self.proc.poll() is None, f'hostcached exited: {self.text()}')
-            m = re.search(r'REST API on http://127\.0\.0\.1:(\d+)/', self.text())
-            if m:
-                self.port = int(m.group(1))
-            elif time.monotonic() > deadline:
-                raise T.TestFailure(f'hostcached did not start: {self.text()}')
-            else:
-                time.sleep(0.05)
-        with open(os.path.join(self.dir, 'token')) as f:
-            self.token = f.read().strip()
-
-    def text(self):
-        with open(self.log) as f:
-            return f.read()
-
-    def call(self, method, path, body=None, token=True, raw=None):
-        data = raw if raw is not None else (
-            json.dumps(body).encode() if body is not None else None)
-        headers = {'Authorization': f'Bearer {self.token}'} if token else {}
-        req = urllib.request.Request(
-            f'http://127.0.0.1:{self.port}/api/v1{path}', method=method,
-            data=data, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                b, ctype = r.read(), r.headers.get('Content-Type', '')
-                status = r.status
-        except urllib.error.HTTPError as e:
-            b, ctype, status = e.read(), e.headers.get('Content-Type', ''), e.code
-        if 'json' in ctype and b:
-            return status, json.loads(b)
-        return status, b.decode()
-
-    def ok(self, method, path, body=None, want=200):
-        status, j = self.call(method, path, body)
-        T.check(status == want, f'{method} {path}: {status} {j}')
-        return j
-
-    def state(self, vm, target):
-        return self.ok('GET', f'/vms/{vm}/disks/{target}/policy')['compliance']
-
-    def stop(self):
-        T.PROCS.stop(self.proc)
-        return self.proc.returncode
 
 
 def _raw(path, size=64 * MiB):
@@ -715,9 +648,5 @@ def test_hostile_input_changes_nothing():
 
 
 if __name__ == '__main__':
-    why = L.unavailable()
-    if why or not os.access(HOSTCACHED, os.X_OK):
-        print(f'SKIP: {why or HOSTCACHED + " not built"}')
-        print('0 passed, 0 failed')
-        sys.exit(77)
+    skip_unless_available()
     T.main(globals())

@@ -19,12 +19,16 @@
 #ifndef HOSTCACHE_QEMU_BUILD
 #define HOSTCACHE_QEMU_BUILD "/usr/local/libexec/hostcache"
 #endif
+#ifndef HOSTCACHE_WEB_DIR
+#define HOSTCACHE_WEB_DIR "/usr/share/hostcache/web"
+#endif
 
 namespace hc::core {
 
 std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
   cfg->emulator = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-system-x86_64";
   cfg->qemu_img = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-img";
+  cfg->web_dir = HOSTCACHE_WEB_DIR;
   CLI::App app{"hostcached: storage-policy manager of hostcache for libvirt/QEMU hosts"};
   app.set_version_flag("--version", std::string("hostcached ") + HOSTCACHE_VERSION);
   app.set_config("--config", "", "Read options from FILE (key = value lines named like the flags)");
@@ -64,6 +68,9 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
                  "Dirty bytes per disk at which that drain ends")
       ->capture_default_str();
   app.add_option("--log-level", cfg->log_level, "trace, debug, info, warn or error")
+      ->capture_default_str();
+  app.add_option("--web-dir", cfg->web_dir,
+                 "The built browser dashboard, served at / on the API's listener")
       ->capture_default_str();
   try {
     app.parse(argc, argv);

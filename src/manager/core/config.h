@@ -26,6 +26,7 @@ struct DaemonConfig {
   double migrate_drain_timeout = 30;       // s; 0: no drain before a migration
   std::string migrate_drain_threshold = "1M";  // dirty bytes per disk that end the drain
   std::string log_level = "info";
+  std::string web_dir;        // the built dashboard, served at /; default: the project's build
 };
 
 // Parses argv.  Returns the exit code to use when the process should end

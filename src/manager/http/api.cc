@@ -8,7 +8,9 @@
 #include <spdlog/spdlog.h>
 
 #include "common/util.h"
+#include "manager/http/static_files.h"
 #include "manager/metrics/prometheus.h"
+#include "manager/stats/summary.h"
 
 namespace hc::http {
 
@@ -143,6 +145,44 @@ const std::string* QueryValue(const std::vector<std::pair<std::string, std::stri
   return nullptr;
 }
 
+// The newest sample of each disk assigned now, with its VM's name and policy
+// as they are now; disks unassigned since their last sample are left out.
+std::vector<stats::DiskSnapshot> CurrentSnapshots(stats::StatsCollector* stats,
+                                                  const std::vector<store::Assignment>& all) {
+  std::vector<stats::DiskSnapshot> current;
+  if (!stats) return current;
+  for (auto& d : stats->Latest()) {
+    for (const auto& a : all) {
+      if (a.vm_uuid == d.vm_uuid && a.target == d.target) {
+        d.vm_name = a.vm_name;
+        d.policy = a.policy;
+        current.push_back(d);
+      }
+    }
+  }
+  return current;
+}
+
+size_t DisksWithPolicy(const std::vector<store::Assignment>& all, const std::string& policy) {
+  return static_cast<size_t>(
+      std::count_if(all.begin(), all.end(), [&](const auto& a) { return a.policy == policy; }));
+}
+
+json BudgetJson(uint64_t budget, uint64_t reserved, uint64_t used) {
+  return json{{"budget", budget},
+              {"reserved", reserved},
+              {"used", used},
+              {"free", budget > reserved ? budget - reserved : 0}};
+}
+
+json OptionalJson(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+// "/api/v1/x?y" and "/api" are the API's; every other path is the dashboard's.
+bool IsApiTarget(std::string_view target) {
+  std::string_view path = target.substr(0, target.find('?'));
+  return path == "/api" || path.rfind("/api/", 0) == 0;
+}
+
 Result<json> ParseBody(const Request& req) {
   if (Trim(req.body).empty()) {
     return Fail(ErrorCode::kInvalidArgument, "the request needs a JSON body");
@@ -180,10 +220,11 @@ Response Problem(int status, const std::string& detail, std::string_view code) {
 }
 
 Api::Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-         std::string token, std::string version)
+         std::string token, std::string version, const StaticFiles* web)
     : manager_(manager),
       store_(store),
       stats_(stats),
+      web_(web),
       token_(std::move(token)),
       version_(std::move(version)) {}
 
@@ -191,6 +232,7 @@ const std::vector<Api::Route>& Api::Table() {
   static const std::vector<Route> kRoutes = {
       {"GET", "/health", false, &Api::Health},
       {"GET", "/openapi.json", true, &Api::GetOpenApi},
+      {"GET", "/summary", true, &Api::Summary},
       {"GET", "/policies", true, &Api::ListPolicies},
       {"POST", "/policies", true, &Api::CreatePolicy},
       {"GET", "/policies/{name}", true, &Api::GetPolicy},
@@ -218,6 +260,7 @@ std::vector<RouteInfo> Api::Routes() {
 }
 
 Response Api::Handle(const Request& req) {
+  if (web_ && !IsApiTarget(req.target)) return web_->Serve(req);
   auto parsed = boost::urls::parse_origin_form(req.target);
   if (!parsed) return Problem(400, "the request target is not a valid path");
   std::vector<std::string> segs;
@@ -300,6 +343,45 @@ Response Api::GetOpenApi(const Params&, const Query&, const Request&) {
   return Json(200, OpenApi());
 }
 
+Response Api::Summary(const Params&, const Query&, const Request&) {
+  auto pols = manager_.ListPolicies();
+  if (!pols) return FromError(pols.error());
+  auto all = store_.ListAssignments();
+  if (!all) return FromError(all.error());
+  json states = json::object();
+  for (auto c : {store::Compliance::kCompliant, store::Compliance::kPendingRestart,
+                 store::Compliance::kNotCompliant, store::Compliance::kError,
+                 store::Compliance::kUnknown}) {
+    states[std::string(store::ComplianceName(c))] = 0;
+  }
+  for (const auto& a : *all) {
+    auto& n = states[std::string(store::ComplianceName(a.state))];
+    n = n.get<int>() + 1;
+  }
+  json policies = json::array();
+  for (const auto& p : *pols) {
+    policies.push_back(json{{"name", p.name}, {"assigned_disks", DisksWithPolicy(*all, p.name)}});
+  }
+  stats::IoTotals io = stats::SumIo(CurrentSnapshots(stats_, *all));
+  core::BudgetView b = manager_.Budget();
+  return Json(200, json{{"version", version_},
+                        {"libvirt", manager_.LibvirtConnected() ? "connected" : "disconnected"},
+                        {"ram", BudgetJson(b.ram_budget, b.ram_used, io.ram_used)},
+                        {"ssd", BudgetJson(b.ssd_budget, b.ssd_used, io.ssd_used)},
+                        {"disks", {{"total", all->size()}, {"states", states}}},
+                        {"io",
+                         {{"disks_sampled", io.disks},
+                          {"read_hits", io.read_hits},
+                          {"read_misses", io.read_misses},
+                          {"hit_ratio", OptionalJson(io.hit_ratio)},
+                          {"hit_latency_avg_ns", OptionalJson(io.hit_latency_avg_ns)},
+                          {"miss_latency_avg_ns", OptionalJson(io.miss_latency_avg_ns)},
+                          {"hit_latency_p99_ns", io.hit_latency_p99_ns},
+                          {"miss_latency_p99_ns", io.miss_latency_p99_ns},
+                          {"dirty_bytes", io.dirty_bytes}}},
+                        {"policies", policies}});
+}
+
 Response Api::ListPolicies(const Params&, const Query&, const Request&) {
   auto pols = manager_.ListPolicies();
   if (!pols) return FromError(pols.error());
@@ -308,8 +390,7 @@ Response Api::ListPolicies(const Params&, const Query&, const Request&) {
   json arr = json::array();
   for (const auto& p : *pols) {
     json j = policy::PolicyToJson(p);
-    j["assigned_disks"] = std::count_if(all->begin(), all->end(),
-                                        [&](const auto& a) { return a.policy == p.name; });
+    j["assigned_disks"] = DisksWithPolicy(*all, p.name);
     arr.push_back(j);
   }
   return Json(200, json{{"policies", arr}});
@@ -517,7 +598,9 @@ Response Api::Events(const Params&, const Query& query, const Request&) {
     limit = static_cast<size_t>(*n);
   }
   if (const std::string* v = QueryValue(query, "vm")) vm = *v;
-  auto evs = store_.ListEvents(since, limit, vm);
+  std::string action;
+  if (const std::string* v = QueryValue(query, "action")) action = *v;
+  auto evs = store_.ListEvents(store::EventQuery{since, limit, vm, action});
   if (!evs) return FromError(evs.error());
   json arr = json::array();
   for (const auto& e : *evs) {
@@ -537,23 +620,8 @@ Response Api::Metrics(const Params&, const Query&, const Request&) {
   auto all = store_.ListAssignments();
   if (!all) return FromError(all.error());
   snap.assignments = *all;
-  if (stats_) {
-    snap.disks = stats_->Latest();
-    snap.collectors = stats_->VmStates();
-  }
-  // Names and policies as they are now; disks unassigned since their last
-  // sample are left out.
-  std::vector<stats::DiskSnapshot> current;
-  for (auto& d : snap.disks) {
-    for (const auto& a : snap.assignments) {
-      if (a.vm_uuid == d.vm_uuid && a.target == d.target) {
-        d.vm_name = a.vm_name;
-        d.policy = a.policy;
-        current.push_back(d);
-      }
-    }
-  }
-  snap.disks = std::move(current);
+  if (stats_) snap.collectors = stats_->VmStates();
+  snap.disks = CurrentSnapshots(stats_, snap.assignments);
   snap.budget = manager_.Budget();
   snap.libvirt_connected = manager_.LibvirtConnected();
   Response r;

@@ -23,6 +23,8 @@
 
 namespace hc::http {
 
+class StaticFiles;
+
 struct Request {
   std::string method;         // "GET"
   std::string target;         // "/api/v1/vms?x=y" (origin form, percent-encoded)
@@ -51,8 +53,10 @@ Response Problem(int status, const std::string& detail, std::string_view code = 
 
 class Api {
  public:
+  // `web`: the dashboard's files, served for every path outside /api/
+  // (null: none); borrowed, must outlive the Api.
   Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-      std::string token, std::string version);
+      std::string token, std::string version, const StaticFiles* web = nullptr);
 
   Response Handle(const Request& req);
 
@@ -69,6 +73,7 @@ class Api {
 
   Response Health(const Params&, const Query&, const Request&);
   Response GetOpenApi(const Params&, const Query&, const Request&);
+  Response Summary(const Params&, const Query&, const Request&);
   Response ListPolicies(const Params&, const Query&, const Request&);
   Response CreatePolicy(const Params&, const Query&, const Request&);
   Response GetPolicy(const Params&, const Query&, const Request&);
@@ -89,6 +94,7 @@ class Api {
   core::Manager& manager_;
   store::Store& store_;
   stats::StatsCollector* stats_;  // may be null (no collector)
+  const StaticFiles* web_;        // may be null (no dashboard)
   const std::string token_;
   const std::string version_;
 };

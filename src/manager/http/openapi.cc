@@ -188,11 +188,64 @@ json Schemas() {
                 {"version", {{"type", "string"}}},
                 {"libvirt", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
                 {"database", {{"type", "string"}}}}}};
+  json count{{"type", "integer"}, {"minimum", 0}};
+  json ns{{"type", "number"}, {"nullable", true}};
+  json budget{{"type", "object"},
+              {"properties",
+               {{"budget", count},
+                {"reserved",
+                 {{"type", "integer"},
+                  {"description", "Bytes the assigned policies reserve (ram-size, ssd-size)."}}},
+                {"used",
+                 {{"type", "integer"},
+                  {"description",
+                   "Bytes the caches of running VMs hold at their newest sample (ram-used, "
+                   "ssd-used)."}}},
+                {"free",
+                 {{"type", "integer"},
+                  {"description", "budget - reserved: what further assignments may take."}}}}}};
+  json summary{
+      {"type", "object"},
+      {"description",
+       "The host at a glance. The io figures sum the newest sample of every cached disk of a "
+       "running VM; the driver's counters count since its filter was opened."},
+      {"properties",
+       {{"version", {{"type", "string"}}},
+        {"libvirt", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
+        {"ram", budget},
+        {"ssd", budget},
+        {"disks",
+         {{"type", "object"},
+          {"properties",
+           {{"total", count},
+            {"states",
+             {{"type", "object"},
+              {"description", "Assigned disks by compliance state (every state, 0 included)."},
+              {"additionalProperties", count}}}}}}},
+        {"io",
+         {{"type", "object"},
+          {"properties",
+           {{"disks_sampled", count},
+            {"read_hits", count},
+            {"read_misses", count},
+            {"hit_ratio", {{"type", "number"}, {"nullable", true},
+                           {"description", "read_hits / reads; null before the first read."}}},
+            {"hit_latency_avg_ns", ns},
+            {"miss_latency_avg_ns", ns},
+            {"hit_latency_p99_ns",
+             {{"type", "integer"}, {"description", "The highest p99 of any disk."}}},
+            {"miss_latency_p99_ns", count},
+            {"dirty_bytes", count}}}}},
+        {"policies",
+         {{"type", "array"},
+          {"items",
+           {{"type", "object"},
+            {"properties", {{"name", {{"type", "string"}}}, {"assigned_disks", count}}}}}}}}}};
   return json{{"Rules", rules},           {"Policy", policy}, {"Compliance", compliance},
               {"SsdTier", tier},
               {"Assignment", assignment}, {"Disk", disk},     {"Vm", vm},
               {"StatSample", sample},     {"DiskStats", stats}, {"Event", event},
-              {"Problem", problem},       {"Health", health}};
+              {"Problem", problem},       {"Health", health}, {"Summary", summary}};
 }
 
 json Build() {
@@ -210,6 +263,11 @@ json Build() {
   paths["/api/v1/openapi.json"]["get"] =
       Op("openapi", "This document.",
          {{"200", Ok("The OpenAPI document.", {{"type", "object"}})}});
+  paths["/api/v1/summary"]["get"] =
+      Op("summary",
+         "The host at a glance: cache budgets, disks by compliance, hit ratio and latencies, "
+         "policies with the number of disks using each.",
+         {{"200", Ok("Summary.", Ref("Summary"))}});
   paths["/api/v1/policies"]["get"] = Op(
       "listPolicies", "List policies with the number of disks using each.",
       {{"200", Ok("Policies.", {{"type", "object"},
@@ -394,7 +452,9 @@ json Build() {
       json::array({QueryParam("since", "Only events with a larger id.", {{"type", "integer"}, {"minimum", 0}}),
        QueryParam("limit", "At most this many (1..1000, default 100).",
                   {{"type", "integer"}, {"minimum", 1}, {"maximum", 1000}}),
-       QueryParam("vm", "Only events about this VM (name).", {{"type", "string"}})}));
+       QueryParam("vm", "Only events about this VM (name).", {{"type", "string"}}),
+       QueryParam("action", "Only events of this action (assign, unassign, ...).",
+                  {{"type", "string"}})}));
   paths["/api/v1/metrics"]["get"] = Op(
       "metrics",
       "Prometheus text format. Per-disk series have the labels domain and target_device, as "

@@ -35,6 +35,11 @@ void StatsCollector::CollectOnce() {
   for (const auto& d : *doms) {
     if (d.active) active.insert(d.uuid);
   }
+  {
+    // A VM that stopped holds no cache: its last sample is not current.
+    std::lock_guard lock(mu_);
+    std::erase_if(latest_, [&](const auto& kv) { return !active.count(kv.second.vm_uuid); });
+  }
   for (auto& [uuid, disks] : by_vm) {
     if (!active.count(uuid)) continue;
     std::string name = disks.front().vm_name;

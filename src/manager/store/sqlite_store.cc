@@ -491,14 +491,14 @@ Result<int64_t> SqliteStore::AppendEvent(const Event& e) {
   });
 }
 
-Result<std::vector<Event>> SqliteStore::ListEvents(int64_t since_id, size_t limit,
-                                                   const std::string& vm) {
+Result<std::vector<Event>> SqliteStore::ListEvents(const EventQuery& q) {
   std::lock_guard lock(mu_);
   auto st = Stmt::Prepare(db_.get(),
                           "SELECT id, time_ms, level, vm, target, action, message FROM events "
-                          "WHERE id > ?1 AND (?2 = '' OR vm = ?2) ORDER BY id DESC LIMIT ?3");
+                          "WHERE id > ?1 AND (?2 = '' OR vm = ?2) AND (?4 = '' OR action = ?4) "
+                          "ORDER BY id DESC LIMIT ?3");
   if (!st) return tl::unexpected(st.error());
-  st->Bind(1, since_id).Bind(2, vm).Bind(3, static_cast<int64_t>(limit));
+  st->Bind(1, q.since_id).Bind(2, q.vm).Bind(3, static_cast<int64_t>(q.limit)).Bind(4, q.action);
   return AllRows(*st, [](Stmt& r) {
     return Event{r.Int(0), r.Int(1), r.Text(2), r.Text(3), r.Text(4), r.Text(5), r.Text(6)};
   });

@@ -59,8 +59,8 @@ class SqliteStore final : public Store {
   Status DeleteSsdTier(const std::string& vm_uuid, const std::string& target) override;
 
   Result<int64_t> AppendEvent(const Event& e) override;
-  Result<std::vector<Event>> ListEvents(int64_t since_id, size_t limit,
-                                        const std::string& vm) override;
+  using Store::ListEvents;
+  Result<std::vector<Event>> ListEvents(const EventQuery& q) override;
 
   Status AppendStats(const std::string& vm_uuid, const std::string& target,
                      const StatSample& s) override;

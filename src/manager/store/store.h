@@ -69,6 +69,14 @@ struct Event {
   std::string message;  // what and why
 };
 
+// What Store::ListEvents returns.
+struct EventQuery {
+  int64_t since_id = 0;  // only events with a larger id
+  size_t limit = 100;
+  std::string vm;        // only this VM's ("" = every VM's)
+  std::string action;    // only this action ("" = any)
+};
+
 struct StatSample {
   int64_t time_ms = 0;
   nlohmann::json counters;  // the driver-specific counters of query-blockstats
@@ -104,9 +112,12 @@ class Store {
   virtual Status DeleteSsdTier(const std::string& vm_uuid, const std::string& target) = 0;
 
   virtual Result<int64_t> AppendEvent(const Event& e) = 0;
-  // Newest first; only ids > since_id; at most `limit`; vm filter when not empty.
-  virtual Result<std::vector<Event>> ListEvents(int64_t since_id, size_t limit,
-                                                const std::string& vm) = 0;
+  // Newest first; only ids > since_id; at most `limit`; the vm and action
+  // filters when not empty.
+  virtual Result<std::vector<Event>> ListEvents(const EventQuery& q) = 0;
+  Result<std::vector<Event>> ListEvents(int64_t since_id, size_t limit, const std::string& vm) {
+    return ListEvents(EventQuery{since_id, limit, vm, ""});
+  }
 
   virtual Status AppendStats(const std::string& vm_uuid, const std::string& target,
                              const StatSample& s) = 0;
