@@ -22,6 +22,8 @@ import tempfile
 import time
 import traceback
 
+from hclines import complete_lines
+
 SRC = os.environ.get('HOSTCACHE_SRC',
                      os.path.abspath(os.path.join(os.path.dirname(__file__),
                                                   '..', '..')))
@@ -598,13 +600,13 @@ class LoggedNbdkit:
     def requests(self):
         """[(name, line)] of the requests logged so far, in order: lines
         "<date> <time> connection=N Name id=M ..." (not the replies,
-        "connection=N ...Name id=M ...")."""
+        "connection=N ...Name id=M ...").  Complete lines only: nbdkit
+        may be writing the last one."""
         out = []
-        with open(self.log) as f:
-            for ln in f:
-                m = re.search(r'connection=\d+ (\w+) id=', ln)
-                if m and '...' not in ln.split('id=')[0]:
-                    out.append((m.group(1), ln.strip()))
+        for ln in complete_lines(self.log):
+            m = re.search(r'connection=\d+ (\w+) id=', ln)
+            if m and '...' not in ln.split('id=')[0]:
+                out.append((m.group(1), ln.strip()))
         return out
 
     def data_requests(self):

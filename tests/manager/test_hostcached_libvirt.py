@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import hctest as T  # noqa: E402
 import hclibvirt as L  # noqa: E402
+from hclines import complete_text  # noqa: E402
 
 MiB = T.MiB
 HOSTCACHED = os.path.join(
@@ -83,8 +84,8 @@ class Daemon:
             self.token = f.read().strip()
 
     def text(self):
-        with open(self.log) as f:
-            return f.read()
+        """The daemon's log so far (complete lines: it is still writing)."""
+        return complete_text(self.log)
 
     def call(self, method, path, body=None, token=True, raw=None):
         data = raw if raw is not None else (
