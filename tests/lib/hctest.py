@@ -560,6 +560,25 @@ class Fio:
         return job
 
 
+# ---- Prometheus ---------------------------------------------------------------
+
+PROMTOOL = '/usr/bin/promtool'
+
+
+def check_prometheus_text(text, what):
+    """`promtool check metrics` (Debian package prometheus) on a Prometheus
+    text exposition: the format parses and the names, HELP/TYPE lines and
+    unit suffixes follow Prometheus' conventions.  Fails with its
+    findings."""
+    check(os.access(PROMTOOL, os.X_OK), f'{PROMTOOL} missing: '
+          'scripts/setup-deps.sh installs it (Debian package prometheus)')
+    r = subprocess.run([PROMTOOL, 'check', 'metrics'], input=text,
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and not (r.stdout + r.stderr).strip(),
+          f'promtool check metrics on {what} exited {r.returncode}:\n'
+          f'{r.stdout}{r.stderr}--- the text ---\n{text[:4000]}')
+
+
 # ---- waiting for background work -------------------------------------------
 
 def poll(what, fn, timeout=30.0, interval=0.05):
