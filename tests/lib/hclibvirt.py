@@ -149,7 +149,7 @@ class VirshError(T.TestFailure):
     pass
 
 
-class Libvirtd:
+class Libvirtd(T.ProcessGroup):
     """A private libvirtd + virtlogd; see the module docstring.
 
     uri is what clients (virsh -c, virConnectOpen) use.  Stopped with stop()
@@ -274,7 +274,7 @@ class Libvirtd:
         except OSError:
             return ''
 
-    # ---- hctest.PROCS protocol (poll / send_signal / wait / kill) -----------
+    # ---- hctest.ProcessGroup --------------------------------------------------
 
     def _alive_pids(self):
         pids = []
@@ -285,17 +285,8 @@ class Libvirtd:
         pids += [p for p in self._our_qemu_pids() if pid_alive(p)]
         return pids
 
-    def poll(self):
-        return None if self._alive_pids() else 0
-
-    def send_signal(self, sig):
-        self.stop()
-
-    def wait(self, timeout=None):
-        return 0
-
-    def kill(self):
-        self.stop()
+    def running(self):
+        return bool(self._alive_pids())
 
     # ---- teardown -----------------------------------------------------------
 

@@ -100,6 +100,33 @@ class Procs:
             self.stop(p, timeout=5)
 
 
+class ProcessGroup:
+    """Processes a test owns that PROCS cannot start itself (daemons that
+    fork away: a libvirtd and its QEMUs, the demo's).  A subclass says
+    whether any still runs (running()) and ends them all (stop());
+    registered in PROCS.procs, it is stopped with the rest, however the
+    test ends."""
+
+    def running(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    # the Popen methods Procs.stop uses
+    def poll(self):
+        return None if self.running() else 0
+
+    def send_signal(self, sig):
+        self.stop()
+
+    def wait(self, timeout=None):
+        return 0
+
+    def kill(self):
+        self.stop()
+
+
 PROCS = Procs()
 atexit.register(PROCS.stop_all)
 

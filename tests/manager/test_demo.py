@@ -48,11 +48,11 @@ BLOCK = 4096            # the guest's reads, and the cache's block size
 IN_NS = 'HC_DEMO_TEST_NAMESPACE'
 
 
-class Demo:
+class Demo(T.ProcessGroup):
     """The demo run by this test: its directory, environment, and every
     pid it is known to have started.  Registered in hctest.PROCS, so that
     the test's end, however it comes (SIGTERM from meson included), stops
-    it."""
+    it (stop())."""
 
     def __init__(self, wd):
         self.dir = os.path.join(wd, 'demo')
@@ -65,7 +65,7 @@ class Demo:
         self.marks = {'hostcached': self.dir, 'nbdkit': self.dir,
                       'qemu': f'guest={VM},', 'libvirtd': 'libvirtd',
                       'virtlogd': 'virtlogd'}
-        self.stopped = False
+        self.stop_ran = False
         T.PROCS.procs.append(self)
 
     def run(self, cmd, timeout):
@@ -109,12 +109,12 @@ class Demo:
                 out.append(f'\n--- {name} ---\n{text[-2500:]}')
         return ''.join(out)
 
-    def cleanup(self):
+    def stop(self):
         """After a failure: the demo's own stop, then by pid whatever is
         left.  Everything here runs in this test's mount namespace: the
         pids in its private /run are its own."""
-        if not self.stopped:
-            self.stopped = True
+        if not self.stop_ran:
+            self.stop_ran = True
             self.record_pids()
             try:
                 self.run('stop', 120)
@@ -123,18 +123,8 @@ class Demo:
         for pid in self.alive().values():
             L.kill_pid(pid)
 
-    # hctest.PROCS protocol (poll / send_signal / wait / kill)
-    def poll(self):
-        return 0 if self.stopped and not self.alive() else None
-
-    def send_signal(self, sig):
-        self.cleanup()
-
-    def wait(self, timeout=None):
-        return 0
-
-    def kill(self):
-        self.cleanup()
+    def running(self):
+        return not self.stop_ran or bool(self.alive())
 
 
 def _private_root(wd):
@@ -339,7 +329,7 @@ def test_demo_start_report_stop():
         _check_metrics(rep, token)
 
         r = demo.run('stop', 120)
-        demo.stopped = True
+        demo.stop_ran = True
         T.check(r.returncode == 0, f'demo stop exited {r.returncode}:\n'
                 f'{r.stdout}\n{r.stderr}')
         T.poll('the demo\'s processes to end', lambda: not demo.alive(),
@@ -348,7 +338,7 @@ def test_demo_start_report_stop():
         T.check(not os.path.exists(demo.file('started-libvirtd.json')),
                 'started-libvirtd.json left behind')
     finally:
-        demo.cleanup()
+        demo.stop()
         left = demo.alive()
         T.check(not left, f'still running after the cleanup: {left}')
 
