@@ -28,8 +28,11 @@ start:
 A second start replaces the previous demo's VM, SAN and daemon (and reuses
 the libvirtd).  Every step checks its result and stops with the reason.
 
-Environment: HOSTCACHE_DEMO_DIR (default build/demo), DEMO_SAN_DELAY (default
-5ms), DEMO_READS (reads per round, default 200).
+Environment: HOSTCACHE_DEMO_DIR (default build/demo), HOSTCACHE_DEMO_PORT
+(the API's port, default 8470; 0: any free port), DEMO_SAN_DELAY (default
+5ms), DEMO_READS (reads per round, default 200); the binaries:
+HOSTCACHE_BUILD (default build/meson), HOSTCACHE_QEMU_BUILD (default
+build/qemu-build), HC_GUEST_DIR (default build/guest).
 """
 
 import json
@@ -45,6 +48,8 @@ import urllib.error
 import urllib.request
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
+from hclines import complete_lines, complete_text  # noqa: E402
 QEMU_BUILD = os.environ.get('HOSTCACHE_QEMU_BUILD',
                             os.path.join(SRC, 'build', 'qemu-build'))
 QEMU = os.path.join(QEMU_BUILD, 'qemu-system-x86_64')
@@ -63,7 +68,8 @@ URI = 'qemu:///system'
 VM = 'hostcache-demo'
 MARKER = 'hostcache demo VM (scripts/demo-manager.py)'
 POLICY = 'balanced'
-LISTEN_HOST, LISTEN_PORT = '127.0.0.1', 8470
+LISTEN_HOST = '127.0.0.1'
+LISTEN_PORT = int(os.environ.get('HOSTCACHE_DEMO_PORT', '8470'))
 BASELINE_ROUNDS = 3     # rounds without the cache
 WARM_ROUNDS = 3         # rounds measured with a warm cache
 HOT_SET = 256 * 1024    # bytes the guest reads from, at offset 0
@@ -358,8 +364,8 @@ def start_hostcached():
     for suffix in ('', '-wal', '-shm'):
         if os.path.exists(db + suffix):
             os.unlink(db + suffix)
-    port = LISTEN_PORT if port_free(LISTEN_PORT) else 0
-    if port == 0:
+    port = LISTEN_PORT if LISTEN_PORT == 0 or port_free(LISTEN_PORT) else 0
+    if port != LISTEN_PORT:
         say(f'   {LISTEN_HOST}:{LISTEN_PORT} is taken: hostcached gets a '
             'free port')
     log = os.path.join(STATE, 'hostcached.log')
@@ -375,7 +381,8 @@ def start_hostcached():
     def listening():
         if p.poll() is not None:
             raise DemoError(f'hostcached exited {p.returncode}:\n{tail(log)}')
-        m = re.search(r'REST API on (http://[^ ]+/api/v1)', tail(log, 10 ** 6))
+        m = re.search(r'REST API on (http://[^ ]+/api/v1)',
+                      complete_text(log))
         return m and m.group(1)
     base = wait_until(listening, 30, 'hostcached did not start its API',
                       lambda: '\n' + tail(log))
@@ -488,26 +495,54 @@ def domain_xml(kernel, initrd, sock, console, fw):
 
 
 def console_lines(console):
+    """The guest's HC-* lines so far: complete lines only (the guest's
+    console is written byte by byte while this reads it)."""
     out = []
-    for raw in tail(console, 10 ** 7).splitlines():
+    for raw in complete_lines(console):
         at = raw.find('HC-')
         if at >= 0:
             out.append(raw[at:].strip('\r\0 '))
     return out
 
 
+# Every field of a finished HC-WORKLOAD line (scripts/guest-init.sh), with
+# its type.
+ROUND_FIELDS = {'round': int, 'reads': int, 'writes': int, 'bs': int,
+                'region': int, 'errors': int, 'elapsed': float, 'iops': int}
+
+
+def parse_round(line):
+    """The fields of an HC-WORKLOAD line, or None when one is missing or
+    does not parse (a line a kernel message cut in two: that round's
+    figures are unreadable, not failed)."""
+    kv = dict(w.split('=', 1) for w in line.split()[1:] if '=' in w)
+    try:
+        return {k: t(kv[k]) for k, t in ROUND_FIELDS.items()}
+    except (KeyError, ValueError):
+        return None
+
+
 def workload_rounds(console):
-    rounds = []
+    """{round number: fields} of the workload rounds the guest finished
+    and reported in full.  Fails on I/O errors the guest saw and on its
+    HC-RESULT fail line."""
+    rounds = {}
     for line in console_lines(console):
         if line.startswith('HC-WORKLOAD '):
-            kv = dict(w.split('=', 1) for w in line.split()[1:] if '=' in w)
-            rounds.append(kv)
+            r = parse_round(line)
+            if r is None:
+                continue
+            if r['errors'] != 0:
+                raise DemoError(f'the guest saw I/O errors in round '
+                                f'{r["round"]}: {line}')
+            rounds[r['round']] = r
         elif line.startswith('HC-RESULT fail'):
             raise DemoError(f'the guest failed: {line}')
-    for r in rounds:
-        if r.get('errors') != '0':
-            raise DemoError(f'the guest saw I/O errors: {r}')
     return rounds
+
+
+def last_round(rounds):
+    return max(rounds, default=0)
 
 
 def vm_state():
@@ -515,13 +550,15 @@ def vm_state():
 
 
 def wait_rounds(console, n, timeout):
+    """Wait until the guest reported round n or a later one; returns
+    workload_rounds()."""
     def enough():
         st = vm_state()
         if st != 'running':
             raise DemoError(f'{VM} is {st or "gone"} before round {n}; '
                             f'console:\n{tail(console)}')
         r = workload_rounds(console)
-        return r if len(r) >= n else None
+        return r if last_round(r) >= n else None
     return wait_until(enough, timeout, f'the guest did not finish workload '
                       f'round {n}', lambda: f'; console:\n{tail(console)}')
 
@@ -542,6 +579,15 @@ def redefine_cmdline(job):
 
 def ms_per_read(r):
     return 1000 * float(r['elapsed']) / int(r['reads'])
+
+
+def pick(rounds, first, last, console):
+    """Rounds first..last (the ones reported in full)."""
+    got = [rounds[i] for i in range(first, last + 1) if i in rounds]
+    if not got:
+        raise DemoError(f'no readable line for workload rounds {first}-{last}'
+                        f' on the guest\'s console:\n{tail(console)}')
+    return got
 
 
 def summary(rounds):
@@ -608,7 +654,7 @@ def cmd_start():
     virsh('start', VM, what=f'starting {VM}')
 
     rounds = wait_rounds(console, BASELINE_ROUNDS, 180)
-    base = rounds[:BASELINE_ROUNDS]
+    base = pick(rounds, 1, BASELINE_ROUNDS, console)
     say(f'   without the cache: {summary(base)[0]:.1f} ms per read '
         f'({len(base)} rounds)')
 
@@ -620,12 +666,12 @@ def cmd_start():
         raise DemoError(f'vda is not compliant after the assignment: {comp}')
     # Rounds finished before the answer ran (at least partly) without the
     # filter; the one running then is mixed.
-    k = len(workload_rounds(console))
+    k = last_round(workload_rounds(console))
     say(f'   compliant in {time.monotonic() - t_assign:.1f} s '
         f'({comp.get("reason", "")}), during round {k + 1}')
     rounds = wait_rounds(console, k + 1 + WARM_ROUNDS, 180)
     t_last = time.time()
-    warm = rounds[k + 1:k + 1 + WARM_ROUNDS]
+    warm = pick(rounds, k + 2, k + 1 + WARM_ROUNDS, console)
 
     def fresh_stats():
         s = api.call('GET', f'/vms/{VM}/disks/vda/stats?points=1')
@@ -641,7 +687,8 @@ def cmd_start():
          'filter in its definition')
     virsh('destroy', VM, what=f'stopping {VM}')
     redefine_cmdline('hold')
-    os.unlink(console)
+    workload_console = os.path.join(STATE, 'console-workload.log')
+    os.replace(console, workload_console)
     virsh('start', VM, what=f'starting {VM} again')
     wait_until(lambda: any(ln.startswith('HC-READY')
                            for ln in console_lines(console)), 120,
@@ -680,9 +727,11 @@ def cmd_start():
         f'(rounds {k + 2}-{k + 1 + WARM_ROUNDS}; {b_ms / w_ms:.1f}x faster)')
     say('     (each read also pays for starting dd in a TCG guest; the SAN '
         'part is what the cache removes)')
-    per = [f'{ms_per_read(r):.1f}' for r in rounds]
+    per = [f'{ms_per_read(rounds[i]):.1f}' if i in rounds else '?'
+           for i in range(1, last_round(rounds) + 1)]
     say(f'     ms per read by round: {" ".join(per[:k])} | filter inserted '
         f'during round {k + 1}: {per[k]} | {" ".join(per[k + 1:])}')
+    say(f'     (the guest\'s console of these rounds: {workload_console})')
     say('')
     say(f'   the cache (GET /vms/{VM}/disks/vda/stats, '
         f'{stats["current"]["time"]}):')

@@ -65,6 +65,27 @@ libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev"
 # binary as <emulator>, so Debian's qemu-system-x86_64 is never run.
 LIBVIRT_PKGS="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
 libvirt-dev qemu-system-x86 qemu-system-common qemu-system-data seabios"
+# promtool: the tests check hostcached's /metrics with `promtool check
+# metrics`.  The package is the Prometheus server too, which its postinst
+# would start: installed without starting services, as libvirt is.
+PROM_PKGS="prometheus"
+
+# apt-get install "$@" without starting the services the packages hold:
+# without systemd as init and without a policy-rc.d, a postinst starts
+# them through their init scripts (a system libvirtd, a Prometheus server
+# on port 9090).  Tests start their own daemons.
+install_without_starting() {
+    rcd=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        rcd=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$rcd" >/dev/null
+        $SUDO chmod 755 "$rcd"
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        --no-install-recommends "$@" ||
+        { [ -z "$rcd" ] || $SUDO rm -f "$rcd"; exit 1; }
+    [ -z "$rcd" ] || $SUDO rm -f "$rcd"
+}
 
 write_sources
 if [ ! -f "$STAMP_DIR/apt-update" ]; then
@@ -109,17 +130,11 @@ for p in $LIBVIRT_PKGS; do
 done
 lvv=$(dpkg-query -W -f='${Version}' libvirt-daemon 2>/dev/null || echo 0)
 if [ -n "$lvmissing" ] || dpkg --compare-versions "$lvv" lt 11; then
-    # Without systemd as init and without a policy-rc.d, the postinst would
-    # start a system libvirtd through its init script: forbid that for the
-    # duration (tests start their own private libvirtd).
-    rcd=
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        rcd=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$rcd" >/dev/null
-        $SUDO chmod 755 "$rcd"
-    fi
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        --no-install-recommends $(printf '%s/bookworm-backports ' $LIBVIRT_PKGS) ||
-        { [ -z "$rcd" ] || $SUDO rm -f "$rcd"; exit 1; }
-    [ -z "$rcd" ] || $SUDO rm -f "$rcd"
+    install_without_starting $(printf '%s/bookworm-backports ' $LIBVIRT_PKGS)
 fi
+prommissing=""
+for p in $PROM_PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
+        prommissing="$prommissing $p"
+done
+[ -z "$prommissing" ] || install_without_starting $PROM_PKGS

@@ -38,6 +38,7 @@ from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM, QMP,  # noqa
                     StorageDaemon, check, check_eq, main, make_file,
                     node_stats, pread_file, poll, qemu_io, read_dumps, run,
                     tmpdir, wait_for_path)
+from hclines import complete_text  # noqa: E402
 from nbdclient import NBDClient, NBDError  # noqa: E402
 
 WORK = tmpdir('hcwb-')
@@ -1260,18 +1261,15 @@ class VM:
         wait_for_path(self.qmp_path, self.proc)
         self.qmp = QMP(self.qmp_path)
 
-    def text(self):
-        with open(self.out_path) as f:
-            return f.read()
-
     def io(self, cmd):
-        """Run a qemu-io command on the disk; returns what it printed."""
-        before = len(self.text())
+        """Run a qemu-io command on the disk; returns what it printed
+        (complete lines: QEMU may still be writing the last one)."""
+        before = os.path.getsize(self.out_path)
         self.qmp.hmp(f'{self.IO} "{cmd}"')
         return poll(f'qemu-io output of {cmd!r}',
                     lambda: (lambda t: t if re.search(
                         r'bytes at offset|failed', t) else None)(
-                            self.text()[before:]))
+                            complete_text(self.out_path, before)))
 
     def stats(self):
         return node_stats(self.qmp, 'hc0')

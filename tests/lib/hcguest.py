@@ -22,6 +22,7 @@ import os
 import subprocess
 import time
 
+from hclines import complete_text
 from hctest import (PROCS, QEMU_SYSTEM, QMP, SRC, TestFailure, run,
                     wait_for_path)
 
@@ -74,7 +75,9 @@ def plain_disk(blockdev, device='disk0'):
 
 
 class GuestResult:
-    """What the guest printed: status ('ok', 'fail' or None when no
+    """What the guest printed (text: its console's complete lines, see
+    hclines; a line still being written would parse as a record with
+    fields missing): status ('ok', 'fail' or None when no
     HC-RESULT line), fields of the HC-RESULT line, steps {name: (ok, fields)},
     chunks [(offset, length, sha256)], workload [fields per round], and the
     raw HC-* lines."""
@@ -181,7 +184,7 @@ class Guest:
         the GuestResult so far."""
         deadline = time.monotonic() + timeout
         while True:
-            res = GuestResult(self.serial())
+            res = GuestResult(complete_text(self.serial_path))
             if any(line.startswith(prefix) for line in res.lines):
                 return res
             if self.proc.poll() is not None:
@@ -204,7 +207,7 @@ class Guest:
                                   'off' + self._diag())
             time.sleep(0.05)
         self.elapsed = time.monotonic() - self.t_start
-        return GuestResult(self.serial())
+        return GuestResult(complete_text(self.serial_path))
 
     def quit(self):
         """End QEMU (QMP quit, then by pid if needed); returns its exit

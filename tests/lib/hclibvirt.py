@@ -30,6 +30,7 @@ import uuid
 import xml.etree.ElementTree as ET
 
 import hctest as T
+from hclines import complete_lines, complete_text
 
 LIBVIRTD = '/usr/sbin/libvirtd'
 VIRTLOGD = '/usr/sbin/virtlogd'
@@ -45,7 +46,7 @@ ET.register_namespace('qemu', QEMU_NS)
 
 # The system directories a privileged libvirtd uses; each gets a private
 # bind mount inside the daemon's mount namespace.
-_PRIVATE_DIRS = {
+PRIVATE_DIRS = {
     'etc': '/etc/libvirt',
     'lib': '/var/lib/libvirt',
     'cache': '/var/cache/libvirt',
@@ -96,7 +97,7 @@ def firmware_args():
                         f'{r.stderr[-2000:]}')
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -111,7 +112,7 @@ def _pid_alive(pid):
         return False
 
 
-def _cmdline(pid):
+def cmdline(pid):
     try:
         with open(f'/proc/{pid}/cmdline', 'rb') as f:
             return f.read().replace(b'\0', b' ').decode(errors='replace')
@@ -119,7 +120,7 @@ def _cmdline(pid):
         return ''
 
 
-def _read_pid(path):
+def read_pid(path):
     try:
         with open(path) as f:
             return int(f.read().strip() or 0) or None
@@ -127,7 +128,7 @@ def _read_pid(path):
         return None
 
 
-def _kill_pid(pid, timeout=10):
+def kill_pid(pid, timeout=10):
     """SIGTERM, then SIGKILL after timeout; pid must be ours (checked by
     the caller)."""
     try:
@@ -135,9 +136,9 @@ def _kill_pid(pid, timeout=10):
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -148,7 +149,7 @@ class VirshError(T.TestFailure):
     pass
 
 
-class Libvirtd:
+class Libvirtd(T.ProcessGroup):
     """A private libvirtd + virtlogd; see the module docstring.
 
     uri is what clients (virsh -c, virConnectOpen) use.  Stopped with stop()
@@ -164,7 +165,7 @@ class Libvirtd:
         self.name = name
         self.dir = os.path.join(workdir or T.tmpdir('hclv-'), name)
         self.sock_dir = os.path.join(self.dir, 'sock')
-        self.paths = {k: os.path.join(self.dir, k) for k in _PRIVATE_DIRS}
+        self.paths = {k: os.path.join(self.dir, k) for k in PRIVATE_DIRS}
         if cache_dir:
             self.paths['cache'] = cache_dir
         for p in list(self.paths.values()) + [self.sock_dir]:
@@ -223,7 +224,7 @@ class Libvirtd:
 
     def _start(self, timeout):
         script = ['set -e']
-        for key, target in _PRIVATE_DIRS.items():
+        for key, target in PRIVATE_DIRS.items():
             # Creates an empty /run/libvirt on the host if none exists; the
             # mount itself stays private to the namespace.
             script.append(f'mkdir -p {target}')
@@ -263,7 +264,7 @@ class Libvirtd:
                 raise T.TestFailure('libvirtd did not answer in time:\n'
                                     f'{self._tail(self.daemon_log)}')
             time.sleep(0.1)
-        self.virtlogd_pid = _read_pid(self.virtlogd_pid_file)
+        self.virtlogd_pid = read_pid(self.virtlogd_pid_file)
 
     @staticmethod
     def _tail(path, n=3000):
@@ -273,28 +274,19 @@ class Libvirtd:
         except OSError:
             return ''
 
-    # ---- hctest.PROCS protocol (poll / send_signal / wait / kill) -----------
+    # ---- hctest.ProcessGroup --------------------------------------------------
 
     def _alive_pids(self):
         pids = []
         if self.proc is not None and self.proc.poll() is None:
             pids.append(self.proc.pid)
-        if self.virtlogd_pid and _pid_alive(self.virtlogd_pid):
+        if self.virtlogd_pid and pid_alive(self.virtlogd_pid):
             pids.append(self.virtlogd_pid)
-        pids += [p for p in self._our_qemu_pids() if _pid_alive(p)]
+        pids += [p for p in self._our_qemu_pids() if pid_alive(p)]
         return pids
 
-    def poll(self):
-        return None if self._alive_pids() else 0
-
-    def send_signal(self, sig):
-        self.stop()
-
-    def wait(self, timeout=None):
-        return 0
-
-    def kill(self):
-        self.stop()
+    def running(self):
+        return bool(self._alive_pids())
 
     # ---- teardown -----------------------------------------------------------
 
@@ -307,11 +299,11 @@ class Libvirtd:
         if os.path.isdir(run_qemu):
             for fn in os.listdir(run_qemu):
                 if fn.endswith('.pid'):
-                    pid = _read_pid(os.path.join(run_qemu, fn))
+                    pid = read_pid(os.path.join(run_qemu, fn))
                     if pid:
                         cand.setdefault(pid, fn[:-4])
         return [pid for pid, dom in cand.items()
-                if f'guest={dom},' in _cmdline(pid)]
+                if f'guest={dom},' in cmdline(pid)]
 
     def stop(self):
         """Destroy every running domain, then stop libvirtd, any QEMU left,
@@ -336,12 +328,12 @@ class Libvirtd:
                 self.proc.kill()
                 self.proc.wait()
         for pid in qemus:
-            _kill_pid(pid)
+            kill_pid(pid)
         self.virtlogd_pid = self.virtlogd_pid or \
-            _read_pid(self.virtlogd_pid_file)
+            read_pid(self.virtlogd_pid_file)
         if self.virtlogd_pid and \
-                self.virtlogd_pid_file in _cmdline(self.virtlogd_pid):
-            _kill_pid(self.virtlogd_pid)
+                self.virtlogd_pid_file in cmdline(self.virtlogd_pid):
+            kill_pid(self.virtlogd_pid)
         if self._stderr is not None:
             self._stderr.close()
         if self in T.PROCS.procs:
@@ -390,7 +382,7 @@ class Libvirtd:
             self.qemu_pids[pid] = dom
 
     def qemu_pid(self, dom):
-        return _read_pid(os.path.join(self.paths['run'], 'qemu',
+        return read_pid(os.path.join(self.paths['run'], 'qemu',
                                       f'{dom}.pid'))
 
     def destroy(self, dom):
@@ -439,12 +431,11 @@ class Libvirtd:
         log = os.path.join(self.paths['log'], 'qemu', f'{dom}.log')
         before = os.path.getsize(log)
         self.hmp(dom, f'qemu-io -d {backend_path(alias)} "{command}"')
-        # virtlogd copies QEMU's stderr asynchronously.
+        # virtlogd copies QEMU's stderr asynchronously (complete lines
+        # only: the result line may still be being written).
         deadline = time.monotonic() + 10
         while True:
-            with open(log) as f:
-                f.seek(before)
-                text = f.read()
+            text = complete_text(log, before)
             if re.search(r'ops/sec|failed|error|Pattern', text, re.I) or \
                     time.monotonic() > deadline:
                 return text
@@ -467,8 +458,8 @@ class EventLog:
         time.sleep(0.5)  # the registration must be in place before use
 
     def lines(self):
-        with open(self.path) as f:
-            return [ln.rstrip('\n') for ln in f if ln.strip()]
+        """The events virsh printed in full so far."""
+        return [ln for ln in complete_lines(self.path) if ln.strip()]
 
     def wait_for(self, pattern, timeout=60):
         deadline = time.monotonic() + timeout
@@ -843,11 +834,9 @@ def remove_live(lv, dom, alias, node):
 # ---- guest console ---------------------------------------------------------------
 
 def console_text(path):
-    try:
-        with open(path, errors='replace') as f:
-            return f.read()
-    except FileNotFoundError:
-        return ''
+    """The console's complete lines so far (the guest is still writing
+    it; see hclines)."""
+    return complete_text(path)
 
 
 def wait_console(path, pattern, timeout=120, lv=None, dom=None, start=0):

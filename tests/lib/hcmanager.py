@@ -13,6 +13,7 @@ import urllib.request
 
 import hctest as T
 import hclibvirt as L
+from hclines import complete_text
 
 HOSTCACHED = os.path.join(
     os.environ.get('HOSTCACHE_BUILD', os.path.join(T.SRC, 'build', 'meson')),
@@ -62,8 +63,8 @@ class Daemon:
             self.token = f.read().strip()
 
     def text(self):
-        with open(self.log) as f:
-            return f.read()
+        """The daemon's log so far (complete lines: it is still writing)."""
+        return complete_text(self.log)
 
     def call(self, method, path, body=None, token=True, raw=None):
         data = raw if raw is not None else (

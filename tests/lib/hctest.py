@@ -22,6 +22,8 @@ import tempfile
 import time
 import traceback
 
+from hclines import complete_lines
+
 SRC = os.environ.get('HOSTCACHE_SRC',
                      os.path.abspath(os.path.join(os.path.dirname(__file__),
                                                   '..', '..')))
@@ -96,6 +98,33 @@ class Procs:
     def stop_all(self):
         for p in list(reversed(self.procs)):
             self.stop(p, timeout=5)
+
+
+class ProcessGroup:
+    """Processes a test owns that PROCS cannot start itself (daemons that
+    fork away: a libvirtd and its QEMUs, the demo's).  A subclass says
+    whether any still runs (running()) and ends them all (stop());
+    registered in PROCS.procs, it is stopped with the rest, however the
+    test ends."""
+
+    def running(self):
+        raise NotImplementedError
+
+    def stop(self):
+        raise NotImplementedError
+
+    # the Popen methods Procs.stop uses
+    def poll(self):
+        return None if self.running() else 0
+
+    def send_signal(self, sig):
+        self.stop()
+
+    def wait(self, timeout=None):
+        return 0
+
+    def kill(self):
+        self.stop()
 
 
 PROCS = Procs()
@@ -604,6 +633,25 @@ class Fio:
         return job
 
 
+# ---- Prometheus ---------------------------------------------------------------
+
+PROMTOOL = '/usr/bin/promtool'
+
+
+def check_prometheus_text(text, what):
+    """`promtool check metrics` (Debian package prometheus) on a Prometheus
+    text exposition: the format parses and the names, HELP/TYPE lines and
+    unit suffixes follow Prometheus' conventions.  Fails with its
+    findings."""
+    check(os.access(PROMTOOL, os.X_OK), f'{PROMTOOL} missing: '
+          'scripts/setup-deps.sh installs it (Debian package prometheus)')
+    r = subprocess.run([PROMTOOL, 'check', 'metrics'], input=text,
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and not (r.stdout + r.stderr).strip(),
+          f'promtool check metrics on {what} exited {r.returncode}:\n'
+          f'{r.stdout}{r.stderr}--- the text ---\n{text[:4000]}')
+
+
 # ---- waiting for background work -------------------------------------------
 
 def poll(what, fn, timeout=30.0, interval=0.05):
@@ -644,13 +692,13 @@ class LoggedNbdkit:
     def requests(self):
         """[(name, line)] of the requests logged so far, in order: lines
         "<date> <time> connection=N Name id=M ..." (not the replies,
-        "connection=N ...Name id=M ...")."""
+        "connection=N ...Name id=M ...").  Complete lines only: nbdkit
+        may be writing the last one."""
         out = []
-        with open(self.log) as f:
-            for ln in f:
-                m = re.search(r'connection=\d+ (\w+) id=', ln)
-                if m and '...' not in ln.split('id=')[0]:
-                    out.append((m.group(1), ln.strip()))
+        for ln in complete_lines(self.log):
+            m = re.search(r'connection=\d+ (\w+) id=', ln)
+            if m and '...' not in ln.split('id=')[0]:
+                out.append((m.group(1), ln.strip()))
         return out
 
     def data_requests(self):

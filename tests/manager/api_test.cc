@@ -228,6 +228,16 @@ TEST_F(ApiTest, StatsAndEventsAndMetrics) {
       << m.body;
   EXPECT_NE(m.body.find("hostcached_ram_assigned_bytes 268435456"), std::string::npos);
   EXPECT_NE(m.body.find("hostcached_libvirt_connected 1"), std::string::npos);
+  // Where Prometheus scrapes by default: the same text, the same token rule.
+  auto root = Call("GET", "/metrics");
+  EXPECT_EQ(root.status, 200);
+  EXPECT_EQ(root.content_type, m.content_type);
+  EXPECT_EQ(root.body, m.body);
+  EXPECT_EQ(Call("GET", "/metrics", "", false).status, 401);
+  EXPECT_EQ(Call("GET", "/metrics", "", false).content_type, "application/problem+json");
+  EXPECT_EQ(Call("POST", "/metrics").status, 405);
+  EXPECT_EQ(Call("GET", "/metrics/x").status, 404);
+  EXPECT_EQ(Call("GET", "/health").status, 404);  // only /metrics is at the root
 }
 
 TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {

@@ -1,12 +1,16 @@
 // The statistics collector and the Prometheus exposition.
 #include <atomic>
+#include <fstream>
 #include <future>
+#include <iterator>
+#include <regex>
 #include <thread>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <gtest/gtest.h>
 
+#include "common/subprocess.h"
 #include "fakes.h"
 #include "manager/core/manager.h"
 #include "manager/metrics/prometheus.h"
@@ -194,6 +198,86 @@ TEST_F(CollectorTest, PrometheusUsesLibvirtExporterLabels) {
     EXPECT_NO_THROW(std::stod(line.substr(sp + 1))) << line;
   }
   EXPECT_EQ(metrics::EscapeLabel("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+// Every statistic the driver reports: the members of
+// BlockStatsSpecificHostcache in its QAPI schema, each with a value.
+json EveryDriverStatistic(int disk) {
+  const std::string patch = std::string(HC_SOURCE_ROOT) +
+                            "/qemu-block-driver/patches/0001-hostcache-qapi-and-build.patch";
+  std::ifstream in(patch);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string head = "'struct': 'BlockStatsSpecificHostcache'";
+  const size_t at = text.find(head);
+  EXPECT_NE(at, std::string::npos) << patch;
+  if (at == std::string::npos) return json::object();
+  const size_t end = text.find("} }", at);
+  const std::regex member(R"('\*?([a-z0-9-]+)': '(\w+)')");
+  json c = json::object();
+  int i = 0;
+  for (auto it = std::sregex_iterator(text.begin() + static_cast<long>(at + head.size()),
+                                      text.begin() + static_cast<long>(end), member);
+       it != std::sregex_iterator(); ++it, ++i) {
+    const std::string name = (*it)[1], type = (*it)[2];
+    if (type == "bool") {
+      c[name] = (i + disk) % 2 == 0;
+    } else if (type == "str") {
+      c[name] = "origin \"" + std::to_string(disk) + "\"";
+    } else if (type == "HostcacheMode") {
+      c[name] = disk % 2 ? "write-back" : "write-through";
+    } else {
+      c[name] = uint64_t{1000003} * (i + 1) * (disk + 1);
+    }
+  }
+  EXPECT_GT(c.size(), 40u) << "members of BlockStatsSpecificHostcache in " << patch;
+  return c;
+}
+
+// The exposition with several disks (every statistic, awkward names)
+// passes `promtool check metrics`: the format parses, HELP and TYPE are
+// there once per family, counters end in _total, units are base units.
+TEST_F(CollectorTest, TheExpositionPassesPromtool) {
+  const char* promtool = "/usr/bin/promtool";
+  ASSERT_EQ(access(promtool, X_OK), 0)
+      << promtool << " missing: scripts/setup-deps.sh installs it (Debian package prometheus)";
+  metrics::Snapshot snap;
+  const std::vector<std::array<std::string, 4>> disks = {
+      {kWeb, "web", "vda", "balanced"},
+      {kWeb, "web", "vdb", "balanced"},
+      {kDb, "db", "vdb", "read-mostly"},
+      {"0f0f0f0f-1d2e-4f50-8a9b-0c1d2e3f4a5b", "we\"ird\\vm\nname", "sda", "p-1"}};
+  for (size_t i = 0; i < disks.size(); i++) {
+    const auto& [uuid, name, target, policy] = disks[i];
+    snap.disks.push_back(stats::DiskSnapshot{uuid, name, target, policy,
+                                             1700000000000 + static_cast<int64_t>(i),
+                                             EveryDriverStatistic(static_cast<int>(i))});
+    store::Assignment a;
+    a.vm_uuid = uuid;
+    a.vm_name = name;
+    a.target = target;
+    a.policy = policy;
+    a.state = i % 2 ? store::Compliance::kPendingRestart : store::Compliance::kCompliant;
+    snap.assignments.push_back(a);
+  }
+  snap.collectors["web"] = VmCollectorState{2, 1, "boom"};
+  snap.collectors["we\"ird\\vm\nname"] = VmCollectorState{};
+  snap.budget = core::BudgetView{4ull << 30, 1ull << 30, 8ull << 30, 0};
+  snap.libvirt_connected = true;
+  const std::string text = metrics::Render(snap);
+  for (const char* family : {"hostcache_read_hits_total", "hostcache_ssd_hits_total",
+                             "hostcache_flush_latency_p99_seconds", "hostcache_ssd_failed",
+                             "hostcache_mode_info", "hostcached_stats_errors_total"}) {
+    EXPECT_NE(text.find(std::string("# TYPE ") + family + " "), std::string::npos) << family;
+  }
+  const testing::ScratchDir dir("hcprom-");
+  const std::string path = dir.path() + "/metrics.txt";
+  std::ofstream(path) << text;
+  auto r = RunProcess({"/bin/sh", "-c", std::string("exec ") + promtool + " check metrics < \"$0\"",
+                       path},
+                      60000);
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->exit_code, 0) << r->out << r->err << "\n--- the text ---\n" << text;
+  EXPECT_EQ(r->out + r->err, "") << text;
 }
 
 }  // namespace

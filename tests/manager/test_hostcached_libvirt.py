@@ -179,6 +179,7 @@ def test_persistent_definition_after_restart():
     status, m = d.call('GET', '/metrics')
     T.check(status == 200 and 'hostcache_read_hits_total{domain="pers",'
             'target_device="vda",policy="balanced"}' in m, m[:500])
+    T.check_prometheus_text(m, '/api/v1/metrics with two cached disks')
 
 
 def test_restarts_and_a_vm_deleted_behind_its_back():

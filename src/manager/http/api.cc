@@ -26,6 +26,9 @@ struct Api::Route {
 namespace {
 
 constexpr const char* kPrefix = "/api/v1";
+// Where Prometheus scrapes by convention (node-exporter, libvirt-exporter):
+// the same route, and token rule, as /api/v1/metrics.
+constexpr const char* kRootMetrics = "/metrics";
 constexpr size_t kMaxStatPoints = 720;
 
 const char* Reason(int status) {
@@ -256,6 +259,7 @@ const std::vector<Api::Route>& Api::Table() {
 std::vector<RouteInfo> Api::Routes() {
   std::vector<RouteInfo> out;
   for (const auto& r : Table()) out.push_back(RouteInfo{r.method, kPrefix + r.pattern, r.auth});
+  out.push_back(RouteInfo{"GET", kRootMetrics, true});
   return out;
 }
 
@@ -267,6 +271,7 @@ Response Api::Handle(const Request& req) {
   for (auto s : parsed->segments()) segs.push_back(std::string(s));
   Query query;
   for (auto p : parsed->params()) query.emplace_back(std::string(p.key), std::string(p.value));
+  if (segs.size() == 1 && "/" + segs[0] == kRootMetrics) segs = {"api", "v1", segs[0]};
   // Strip /api/v1.
   if (segs.size() < 2 || segs[0] != "api" || segs[1] != "v1") {
     return Problem(404, "no such resource; the API is under /api/v1 (see /api/v1/openapi.json)");

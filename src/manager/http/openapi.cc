@@ -461,6 +461,10 @@ json Build() {
       "libvirt-exporter's do.",
       {{"200", {{"description", "Metrics."},
                 {"content", Content({{"type", "string"}}, "text/plain")}}}});
+  paths["/metrics"]["get"] = paths["/api/v1/metrics"]["get"];
+  paths["/metrics"]["get"]["operationId"] = "metricsAtRoot";
+  paths["/metrics"]["get"]["summary"] =
+      "The same as /api/v1/metrics (token included), at the path Prometheus scrapes by default.";
   return json{
       {"openapi", "3.0.3"},
       {"info",
