@@ -29,6 +29,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
+import hcguest
 import hctest as T
 from hclines import complete_lines, complete_text
 
@@ -37,8 +38,7 @@ VIRTLOGD = '/usr/sbin/virtlogd'
 VIRSH = '/usr/bin/virsh'
 UNSHARE = '/usr/bin/unshare'
 QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
-GUEST_DIR = os.environ.get('HOSTCACHE_GUEST_DIR',
-                           os.path.join(T.SRC, 'build', 'guest'))
+GUEST_DIR = hcguest.GUEST_DIR
 GUEST_KERNEL = os.path.join(GUEST_DIR, 'vmlinuz')
 GUEST_INITRD = os.path.join(GUEST_DIR, 'initramfs.cpio.gz')
 
@@ -66,6 +66,10 @@ def unavailable():
 
 
 def guest_available():
+    """The tiny test guest, built when missing (scripts/make-guest.sh is
+    instant when it is up to date): no test depends on another having
+    built it first."""
+    hcguest.build_guest()
     return os.path.exists(GUEST_KERNEL) and os.path.exists(GUEST_INITRD)
 
 

@@ -238,6 +238,12 @@ TEST_F(ApiTest, StatsAndEventsAndMetrics) {
   EXPECT_EQ(Call("POST", "/metrics").status, 405);
   EXPECT_EQ(Call("GET", "/metrics/x").status, 404);
   EXPECT_EQ(Call("GET", "/health").status, 404);  // only /metrics is at the root
+  // with a dashboard served at the root too, /metrics stays the API's
+  StaticFiles web("/nonexistent-web-dir");
+  Api with_web(*mgr_, *store_, nullptr, kToken, "test", &web);
+  EXPECT_EQ(with_web.Handle(Request{"GET", "/metrics", "", ""}).status, 401);
+  EXPECT_EQ(with_web.Handle(Request{"GET", "/metrics", std::string("Bearer ") + kToken, ""})
+                .status, 200);
 }
 
 TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {

@@ -180,10 +180,11 @@ json BudgetJson(uint64_t budget, uint64_t reserved, uint64_t used) {
 
 json OptionalJson(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
-// "/api/v1/x?y" and "/api" are the API's; every other path is the dashboard's.
+// "/api/v1/x?y", "/api" and "/metrics" (where Prometheus scrapes) are the
+// API's; every other path is the dashboard's.
 bool IsApiTarget(std::string_view target) {
   std::string_view path = target.substr(0, target.find('?'));
-  return path == "/api" || path.rfind("/api/", 0) == 0;
+  return path == "/api" || path.rfind("/api/", 0) == 0 || path == kRootMetrics;
 }
 
 Result<json> ParseBody(const Request& req) {
