@@ -25,6 +25,7 @@ class ApiTest : public ::testing::Test {
     lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
+    cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
     mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
     api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
   }
@@ -43,6 +44,7 @@ class ApiTest : public ::testing::Test {
     return j.dump();
   }
 
+  const testing::ScratchDir ssd_root_{"hcapi-ssd-root-"};
   testing::FakeClock clock_;
   testing::FakeLibvirt lv_;
   testing::FakeQemuTools tools_;
@@ -292,12 +294,13 @@ TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
 }
 
 TEST_F(ApiTest, ALostSsdTierIsForgottenOverTheApi) {
+  const testing::ScratchDir dir("hcapi-ssd-");
   core::ManagerConfig cfg;
   cfg.ram_budget = 1ull << 30;
   cfg.ssd_budget = 1ull << 30;
+  cfg.ssd_roots = *core::SsdRoots::Make({dir.path()});
   mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
   api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
-  const testing::ScratchDir dir("hcapi-ssd-");
   const std::string file = dir.path() + "/" + kWeb + "-vda.hcssd";
   json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir.path()}}}};
   ASSERT_EQ(Call("POST", "/api/v1/policies", pol.dump()).status, 201);
@@ -365,6 +368,40 @@ TEST_F(ApiTest, MigrateTakesADrainTimeout) {
   EXPECT_TRUE(body["content"]["application/json"]["schema"]["properties"].contains(
       "drain_timeout_s"))
       << body.dump();
+}
+
+
+TEST_F(ApiTest, SsdDirMustLieUnderAnSsdRoot) {
+  const std::string root = ssd_root_.path();
+  for (const std::string& dir : {std::string("/etc"), root + "/../etc", std::string("/"),
+                                 root + "-elsewhere"}) {
+    json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir}}}};
+    auto r = Call("POST", "/api/v1/policies", pol.dump());
+    EXPECT_EQ(r.status, 400) << dir << ": " << r.body;
+    const std::string detail = Body(r).value("detail", "");
+    EXPECT_NE(detail.find("not under an SSD root (" + root + ")"), std::string::npos) << detail;
+    EXPECT_NE(detail.find("ssd-root = DIR"), std::string::npos) << detail;
+  }
+  // A link below the root to elsewhere is resolved and refused too.
+  const testing::ScratchDir elsewhere("hcapi-elsewhere-");
+  std::filesystem::create_directory_symlink(elsewhere.path(), root + "/link");
+  json linked{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", root + "/link/t"}}}};
+  EXPECT_EQ(Call("POST", "/api/v1/policies", linked.dump()).status, 400);
+  // Under the root: stored canonical.
+  json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", root + "//fast/"}}}};
+  auto c = Call("POST", "/api/v1/policies", pol.dump());
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(Body(c)["rules"]["ssd-dir"], root + "/fast");
+  EXPECT_EQ(mgr_->GetPolicy("ssd")->rules.ssd_dir, root + "/fast");
+  // A change to outside a root is refused and changes nothing.
+  const std::string before = Snapshot();
+  auto u = Call("PUT", "/api/v1/policies/ssd", R"({"rules":{"ssd-dir":"/var/tmp"}})");
+  EXPECT_EQ(u.status, 400) << u.body;
+  EXPECT_EQ(Snapshot(), before);
+  auto ok = Call("PUT", "/api/v1/policies/ssd",
+                 json{{"rules", {{"ssd-dir", root + "/./slow"}}}}.dump());
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(Body(ok)["rules"]["ssd-dir"], root + "/slow");
 }
 
 }  // namespace

@@ -20,7 +20,8 @@ and TCG domains running the project's QEMU, driven over HTTP.
   closed, reported, the definition's entries removed when the disk leaves it
 - a live migration between two libvirtds with a hostcached each: events
   on both sides, the destination re-verified, the data intact
-- hostile input over HTTP changes nothing
+- hostile input over HTTP changes nothing (an ssd-dir outside the SSD
+  roots included)
 """
 
 import json
@@ -66,7 +67,8 @@ class Daemon:
              '--token-file', os.path.join(self.dir, 'token'),
              '--libvirt-uri', lv.uri, '--emulator', T.QEMU_SYSTEM,
              '--qemu-img', T.QEMU_IMG, '--stats-interval', '1',
-             '--check-interval', str(check_interval), '--ram-budget', '2G', *extra],
+             '--check-interval', str(check_interval), '--ram-budget', '2G',
+             '--ssd-root', wd, *extra],
             stderr=open(self.log, 'w'))
         self.port = None
         deadline = time.monotonic() + 30
@@ -693,6 +695,11 @@ def test_hostile_input_changes_nothing():
         ('PUT', '/vms/hx/disks/vdz/policy', b'{"policy": "balanced"}', 404),
         ('DELETE', '/policies/%00', None, 404),
         ('GET', '/events?limit=-1', None, 400),
+        ('POST', '/policies',
+         b'{"name": "x", "rules": {"ssd-size": "1M", "ssd-dir": "/etc"}}', 400),
+        ('POST', '/policies',
+         json.dumps({'name': 'x', 'rules': {'ssd-size': '1M',
+                                            'ssd-dir': wd + '/../../etc'}}).encode(), 400),
     ]
     for method, path, raw, want in cases:
         try:

@@ -65,6 +65,10 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
       ->capture_default_str();
   app.add_option("--log-level", cfg->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
+  app.add_option("--ssd-root", cfg->ssd_roots,
+                 "A directory under which policies' ssd-dir may lie; repeatable")
+      ->take_all()
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

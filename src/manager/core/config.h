@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -26,6 +27,8 @@ struct DaemonConfig {
   double migrate_drain_timeout = 30;       // s; 0: no drain before a migration
   std::string migrate_drain_threshold = "1M";  // dirty bytes per disk that end the drain
   std::string log_level = "info";
+  // Directories under which policies' ssd-dir must lie (core/ssd_files.h).
+  std::vector<std::string> ssd_roots = {"/var/lib/hostcache/ssd"};
 };
 
 // Parses argv.  Returns the exit code to use when the process should end

@@ -23,6 +23,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "manager/core/ssd_files.h"
 #include "manager/libvirt/domain_xml.h"
 #include "manager/libvirt/libvirt_client.h"
 #include "manager/libvirt/live_filter.h"
@@ -44,6 +45,8 @@ struct ManagerConfig {
   int64_t drain_timeout_ms = 30000;
   uint64_t drain_threshold = 1 << 20;
   int64_t drain_poll_ms = 200;
+  // Where policies' ssd-dir may lie; tier files are made only there.
+  SsdRoots ssd_roots;
 };
 
 struct DiskView {
@@ -75,6 +78,9 @@ class Manager {
   Result<std::vector<policy::Policy>> ListPolicies();
   Result<policy::Policy> GetPolicy(const std::string& name);
   Result<std::vector<store::Assignment>> PolicyUsers(const std::string& name);
+  // A policy's ssd-dir must lie under one of config.ssd_roots
+  // (kInvalidArgument naming them otherwise); it is stored canonical
+  // (SsdRoots::Canonical), so read the policy back for what was stored.
   Status CreatePolicy(const policy::Policy& p);
   // Stores the new rules and re-applies them to every disk that uses the
   // policy; returns those disks' assignments afterwards.
@@ -252,6 +258,9 @@ class Manager {
                      const policy::Rules& rules, const std::string& vm_name);
   Status CheckBudgetForPolicy(const policy::Policy& p);
   Status CheckOptionsCached(const policy::Rules& r);
+  // `p` with its ssd-dir made canonical; kInvalidArgument when it is not
+  // under an SSD root.
+  Result<policy::Policy> CheckSsdDir(policy::Policy p) const;
 
   store::Store& store_;
   libvirt::LibvirtClient& lv_;

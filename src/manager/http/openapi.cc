@@ -73,7 +73,10 @@ json Schemas() {
            "ssd child."}}},
         {"ssd-dir",
          {{"type", "string"},
-          {"description", "Absolute directory of the SSD tier files (made with mode 0700)."}}},
+          {"description",
+           "Absolute directory of the SSD tier files (made with mode 0700). It must lie under "
+           "one of the daemon's SSD roots (--ssd-root, default /var/lib/hostcache/ssd; 400 "
+           "otherwise) and is stored canonical (symbolic links resolved)."}}},
         {"max-dirty", size},
         {"max-dirty-age-ms",
          {{"type", "integer"}, {"minimum", 1}, {"maximum", 3600000}, {"default", 5000}}}}}};
