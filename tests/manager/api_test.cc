@@ -25,6 +25,8 @@ class ApiTest : public ::testing::Test {
     lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
+    cfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
+                                    {"host2=tcp://10.0.0.2"});
     cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
     mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
     api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
@@ -358,9 +360,10 @@ TEST_F(ApiTest, MigrateTakesADrainTimeout) {
   auto& q = lv_.domains[kWeb].qemu;
   q.log.clear();
   auto r = Call("POST", "/api/v1/vms/web/migrate",
-                R"({"destination":"qemu+ssh://host2/system","drain_timeout_s":0})");
+                R"({"destination":"host2","drain_timeout_s":0})");
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(Body(r)["destination"], "qemu+ssh://host2/system");
+  EXPECT_EQ(Body(r)["destination"], "host2");
+  EXPECT_EQ(lv_.migrations[0].destination, "qemu+ssh://host2/system");
   ASSERT_EQ(lv_.migrations.size(), 1u);
   EXPECT_EQ(std::count(q.log.begin(), q.log.end(), "blockdev-reopen"), 0);
   // The document describes the field.
@@ -370,6 +373,39 @@ TEST_F(ApiTest, MigrateTakesADrainTimeout) {
       << body.dump();
 }
 
+TEST_F(ApiTest, MigrateGoesOnlyToAConfiguredPeer) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            200);
+  // (The issue's reproduction: libvirt's ext transport runs the command.)
+  for (const char* bad :
+       {R"({"destination":"qemu+ext:///system?command=/dev/shm/x"})",
+        R"({"destination":"qemu+ssh://host2/system"})", R"({"destination":"host3"})",
+        R"({"destination":""})", R"({"unsafe":true})"}) {
+    auto r = Call("POST", "/api/v1/vms/web/migrate", bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    const std::string detail = Body(r).value("detail", "");
+    EXPECT_NE(detail.find("the configured ones are host2"), std::string::npos) << detail;
+    EXPECT_NE(detail.find("peer = NAME=qemu+tls://HOST/system"), std::string::npos) << detail;
+  }
+  // The stream goes to the peer's migration host, nowhere else.
+  for (const char* bad : {R"({"destination":"host2","migrate_uri":"tcp://evil.example:4444"})",
+                          R"({"destination":"host2","migrate_uri":"rdma://10.0.0.2"})",
+                          R"({"destination":"host2","migrate_uri":"exec:/bin/sh"})"}) {
+    auto r = Call("POST", "/api/v1/vms/web/migrate", bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+  }
+  EXPECT_TRUE(lv_.migrations.empty());
+  auto ok = Call("POST", "/api/v1/vms/web/migrate", R"({"destination":"host2"})");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  EXPECT_EQ(lv_.migrations[0].destination, "qemu+ssh://host2/system");
+  EXPECT_EQ(lv_.migrations[0].migrate_uri, "tcp://10.0.0.2") << "the peer's peer-migrate-uri";
+  lv_.domains[kWeb].active = true;
+  auto port = Call("POST", "/api/v1/vms/web/migrate",
+                   R"({"destination":"host2","migrate_uri":"tcp://10.0.0.2:49200"})");
+  ASSERT_EQ(port.status, 200) << port.body;
+  EXPECT_EQ(lv_.migrations.back().migrate_uri, "tcp://10.0.0.2:49200");
+}
 
 TEST_F(ApiTest, SsdDirMustLieUnderAnSsdRoot) {
   const std::string root = ssd_root_.path();

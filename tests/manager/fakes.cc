@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <sstream>
 
+#include <pugixml.hpp>
+
 #include "hc-ssd.h"
 #include "manager/core/ssd_files.h"
 #include "manager/libvirt/block_graph.h"
@@ -293,12 +295,22 @@ Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& id) {
   return Fail(ErrorCode::kNotFound, "libvirt has no VM named or with UUID '" + id + "'");
 }
 
-Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, bool inactive) {
+Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, unsigned flags) {
   std::lock_guard lock(mu);
   if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
   auto it = domains.find(uuid);
   if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
-  return inactive || !it->second.active ? it->second.inactive_xml : it->second.live_xml;
+  const bool inactive = (flags & libvirt::kXmlInactive) || !it->second.active;
+  const std::string& xml = inactive ? it->second.inactive_xml : it->second.live_xml;
+  if ((flags & libvirt::kXmlSecure) || xml.find("passwd=") == std::string::npos) return xml;
+  pugi::xml_document doc;
+  if (!doc.load_string(xml.c_str(), pugi::parse_default | pugi::parse_declaration)) return xml;
+  for (auto g : doc.select_nodes("/domain/devices/graphics")) {
+    g.node().remove_attribute("passwd");
+  }
+  std::ostringstream out;
+  doc.save(out, "  ");
+  return out.str();
 }
 
 Status FakeLibvirt::DefineXml(const std::string& xml) {

@@ -89,7 +89,9 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   std::string LastConnectionError() override { return alive ? "" : "fake libvirtd is down"; }
   Result<std::vector<libvirt::DomainRef>> ListDomains() override;
   Result<libvirt::DomainRef> LookupDomain(const std::string& name_or_uuid) override;
-  Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
+  // As libvirt: without kXmlSecure, the graphics devices' passwd
+  // attributes are left out.  kXmlMigratable gives the live XML.
+  Result<std::string> GetXml(const std::string& uuid, unsigned flags) override;
   Status DefineXml(const std::string& xml) override;
   Result<libvirt::ProcessOwner> QemuProcessOwner() override {
     if (!qemu_owner) return Fail(ErrorCode::kNotFound, "no DAC label (fake)");

@@ -65,6 +65,14 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
       ->capture_default_str();
   app.add_option("--log-level", cfg->log_level, "trace, debug, info, warn or error")
       ->capture_default_str();
+  app.add_option("--peer", cfg->peers,
+                 "A host VMs may be live-migrated to, NAME=LIBVIRT-URI (qemu+tls://HOST/system, "
+                 "qemu+ssh://HOST/system or qemu+unix:///system); repeatable")
+      ->take_all();
+  app.add_option("--peer-migrate-uri", cfg->peer_migrate_uris,
+                 "Where a migration to peer NAME streams to, NAME=tcp://HOST[:PORT] (default: "
+                 "where the destination libvirtd says); repeatable")
+      ->take_all();
   app.add_option("--ssd-root", cfg->ssd_roots,
                  "A directory under which policies' ssd-dir may lie; repeatable")
       ->take_all()

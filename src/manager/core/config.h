@@ -27,6 +27,10 @@ struct DaemonConfig {
   double migrate_drain_timeout = 30;       // s; 0: no drain before a migration
   std::string migrate_drain_threshold = "1M";  // dirty bytes per disk that end the drain
   std::string log_level = "info";
+  // Hosts VMs may be live-migrated to: "NAME=LIBVIRT-URI" (core/peers.h),
+  // and their migration addresses, "NAME=tcp://HOST[:PORT]".
+  std::vector<std::string> peers;
+  std::vector<std::string> peer_migrate_uris;
   // Directories under which policies' ssd-dir must lie (core/ssd_files.h).
   std::vector<std::string> ssd_roots = {"/var/lib/hostcache/ssd"};
 };

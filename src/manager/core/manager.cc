@@ -384,7 +384,7 @@ Result<VmView> Manager::GetVm(const std::string& name_or_uuid) {
     if (v.disks.empty()) return tl::unexpected(dom.error());
     return v;
   }
-  auto xml = lv_.GetXml(dom->uuid, !dom->active);
+  auto xml = lv_.GetXml(dom->uuid, dom->active ? libvirt::kXmlLive : libvirt::kXmlInactive);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -444,7 +444,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   if (!dom) return tl::unexpected(dom.error());
   if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
-  auto xml = lv_.GetXml(dom->uuid, dom->persistent);
+  auto xml = lv_.GetXml(dom->uuid, dom->persistent ? libvirt::kXmlInactive : libvirt::kXmlLive);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -558,7 +558,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   }
   std::optional<DomainInfo> live;
   if (dom->active) {
-    auto lx = lv_.GetXml(dom->uuid, false);
+    auto lx = lv_.GetXml(dom->uuid, libvirt::kXmlLive);
     if (!lx) return tl::unexpected(lx.error());
     auto li = libvirt::ParseDomain(*lx);
     if (!li) return tl::unexpected(li.error());
@@ -637,7 +637,8 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto as = AssignmentsOf(dom->uuid);
   if (!as) return tl::unexpected(as.error());
-  auto xml = lv_.GetMigratableXml(dom->uuid);
+  // (With its secrets: what the destination starts from is this XML.)
+  auto xml = lv_.GetXml(dom->uuid, libvirt::kXmlMigratable | libvirt::kXmlSecure);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -669,11 +670,22 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
 
 Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req,
                                 int64_t drain_timeout_ms) {
-  if (req.destination.empty()) {
+  // The destination is a configured peer, named: never a URI from the
+  // caller (libvirt runs programs for some URIs, as root here).
+  const Peer* peer = config_.peers.Find(req.destination);
+  if (!peer) {
     return Fail(ErrorCode::kInvalidArgument,
-                "'destination' must be the libvirt URI of the destination host, such as "
-                "qemu+ssh://host2/system");
+                "'destination' must name a configured peer" +
+                    (req.destination.empty() ? std::string()
+                                             : ", and '" + req.destination + "' is none") +
+                    " (" + config_.peers.Describe() + "); to migrate to another host, " +
+                    Peers::HowToConfigure());
   }
+  auto migrate_uri = Peers::MigrateUri(*peer, req.migrate_uri);
+  if (!migrate_uri) return tl::unexpected(migrate_uri.error());
+  const std::string where = "peer '" + peer->name + "' (" + peer->uri + ")";
+  req.destination = peer->uri;
+  req.migrate_uri = *migrate_uri;
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
   // The policy's options, from the store (never the drain's value).
@@ -692,7 +704,7 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
     for (const auto& a : *as) disks += (disks.empty() ? "" : ", ") + a.target;
   }
   Log("info", dom->name, "", "migrate",
-      "live migration to " + req.destination + " requested" +
+      "live migration to " + where + " requested" +
           (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
   auto drained =
       DrainWriteBack(*dom, drain_timeout_ms < 0 ? config_.drain_timeout_ms : drain_timeout_ms);
@@ -706,7 +718,7 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   SetMigrating(dom->uuid, false);
   double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
   Log("info", dom->name, "", "migrate",
-      "migrated to " + req.destination + " in " + HumanSeconds(secs) +
+      "migrated to " + where + " in " + HumanSeconds(secs) +
           (req.undefine_source ? "; its definition here was removed" : ""));
   return secs;
 }
@@ -752,7 +764,8 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     const DomainRef& dom, const std::vector<Assignment>& as,
     const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live,
     const std::map<std::string, SsdPlan>& ssd) {
-  auto xml = lv_.GetXml(dom.uuid, true);
+  // (With its secrets, since it is defined back.)
+  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlInactive | libvirt::kXmlSecure);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -845,7 +858,7 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
       return tl::unexpected(Annotate(s.error(), "updating the definition of VM '" + dom.name + "'"));
     }
     // Read it back: libvirt must have kept what we wrote.
-    auto back = lv_.GetXml(dom.uuid, true);
+    auto back = lv_.GetXml(dom.uuid, libvirt::kXmlInactive);
     auto kept = back ? libvirt::ParseInstalledFilters(*back) : decltype(after)();
     bool ok = kept && kept->size() == after->size();
     if (ok) {
@@ -1046,7 +1059,7 @@ Status Manager::RemoveTierFile(const std::string& uuid, const std::string& targe
 Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target,
                                  const policy::Rules* next, const std::string& then) {
   if (dom.active || !dom.persistent) return {};  // a running QEMU has the tier open
-  auto xml = lv_.GetXml(dom.uuid, true);
+  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlInactive);
   if (!xml) return tl::unexpected(xml.error());
   auto installed = libvirt::ParseInstalledFilters(*xml);
   auto held = HeldFilter(dom, installed ? &*installed : nullptr, target);
@@ -1228,7 +1241,7 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
   }
   std::optional<DomainInfo> live;
   if (dom.active) {
-    auto lx = lv_.GetXml(dom.uuid, false);
+    auto lx = lv_.GetXml(dom.uuid, libvirt::kXmlLive);
     if (!lx) return tl::unexpected(lx.error());
     auto li = libvirt::ParseDomain(*lx);
     if (!li) return tl::unexpected(li.error());

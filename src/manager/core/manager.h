@@ -23,6 +23,7 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "manager/core/peers.h"
 #include "manager/core/ssd_files.h"
 #include "manager/libvirt/domain_xml.h"
 #include "manager/libvirt/libvirt_client.h"
@@ -45,6 +46,8 @@ struct ManagerConfig {
   int64_t drain_timeout_ms = 30000;
   uint64_t drain_threshold = 1 << 20;
   int64_t drain_poll_ms = 200;
+  // The hosts Migrate may send VMs to (by name).
+  Peers peers;
   // Where policies' ssd-dir may lie; tier files are made only there.
   SsdRoots ssd_roots;
 };
@@ -143,7 +146,10 @@ class Manager {
 
   // Migrates a running VM live to another libvirtd with MigrationXml() as
   // its destination XML (the filters of its cached disks start there with
-  // it).  First the write-back disks are drained while the guest runs: each
+  // it).  `req.destination` names a configured peer (config.peers; else
+  // kInvalidArgument saying how to configure one), whose libvirt URI is
+  // used; `req.migrate_uri` must be "" or tcp://HOST[:PORT] of the peer's
+  // migration host (Peers::MigrateUri).  First the write-back disks are drained while the guest runs: each
   // filter is reopened with max-dirty-age-ms 1 (its other options as the
   // policy says) and its dirty-bytes polled until at most
   // drain_threshold, or `drain_timeout_ms` passed (-1: the configured
