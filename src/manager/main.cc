@@ -60,6 +60,16 @@ int Run(const hc::core::DaemonConfig& cfg) {
     spdlog::error("--migrate-drain-threshold: {}", drain_threshold.error().message);
     return 2;
   }
+  auto peers = core::Peers::Parse(cfg.peers, cfg.peer_migrate_uris);
+  if (!peers) {
+    spdlog::error("{}", peers.error().message);
+    return 2;
+  }
+  auto ssd_roots = core::SsdRoots::Make(cfg.ssd_roots);
+  if (!ssd_roots) {
+    spdlog::error("{}", ssd_roots.error().message);
+    return 2;
+  }
   auto token = core::LoadOrCreateToken(cfg.token_file);
   if (!token) {
     spdlog::error("{}", token.error().message);
@@ -87,6 +97,13 @@ int Run(const hc::core::DaemonConfig& cfg) {
   mcfg.ssd_budget = *ssd_budget;
   mcfg.drain_timeout_ms = static_cast<int64_t>(cfg.migrate_drain_timeout * 1000.0);
   mcfg.drain_threshold = *drain_threshold;
+  mcfg.peers = *peers;
+  mcfg.ssd_roots = *ssd_roots;
+  for (const auto& p : peers->all()) {
+    spdlog::info("migration peer '{}': {}{}", p.name, p.uri,
+                 p.migrate_uri.empty() ? "" : ", streams to " + p.migrate_uri);
+  }
+  spdlog::info("SSD roots (policies' ssd-dir must lie under them): {}", ssd_roots->Describe());
   core::Manager manager(**store, lv, tools, clock, mcfg);
   core::Reconciler reconciler(manager, cfg.check_interval);
   migration::Coordinator migration(manager, lv, clock);

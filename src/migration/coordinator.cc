@@ -93,7 +93,7 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
     started_ms_.emplace(uuid, clock_.NowMs());
   }
   const std::string disks = CachedDisks(uuid);
-  auto xml = lv_.GetXml(uuid, false);
+  auto xml = lv_.GetXml(uuid, libvirt::kXmlLive);
   std::string filters;
   if (xml) {
     if (auto f = libvirt::ParseInstalledFilters(*xml)) {
@@ -131,7 +131,7 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
     return;
   }
   // No assignment here: are there filters anyway (assigned on the source)?
-  auto xml = lv_.GetXml(uuid, false);
+  auto xml = lv_.GetXml(uuid, libvirt::kXmlLive);
   if (!xml) return;
   auto f = libvirt::ParseInstalledFilters(*xml);
   if (!f || f->empty()) return;

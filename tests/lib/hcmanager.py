@@ -35,7 +35,8 @@ class Daemon:
     of the test.  Its state (database, token file, logs) is in
     WD/hostcached, so a second Daemon on the same WD is a restart."""
 
-    def __init__(self, wd, lv, extra=(), check_interval=30, listen='127.0.0.1:0'):
+    def __init__(self, wd, lv, extra=(), check_interval=30, listen='127.0.0.1:0',
+                 emulator=None, ssd_root=None):
         self.dir = os.path.join(wd, 'hostcached')
         os.makedirs(self.dir, exist_ok=True)
         self.lv = lv
@@ -44,9 +45,10 @@ class Daemon:
             [HOSTCACHED, '--listen', listen,
              '--db', os.path.join(self.dir, 'state.db'),
              '--token-file', os.path.join(self.dir, 'token'),
-             '--libvirt-uri', lv.uri, '--emulator', T.QEMU_SYSTEM,
+             '--libvirt-uri', lv.uri, '--emulator', emulator or T.QEMU_SYSTEM,
              '--qemu-img', T.QEMU_IMG, '--stats-interval', '1',
-             '--check-interval', str(check_interval), '--ram-budget', '2G', *extra],
+             '--check-interval', str(check_interval), '--ram-budget', '2G',
+             '--ssd-root', ssd_root or wd, *extra],
             stderr=open(self.log, 'w'))
         self.port = None
         deadline = time.monotonic() + 30

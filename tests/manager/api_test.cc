@@ -30,6 +30,9 @@ class ApiTest : public ::testing::Test {
     lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
+    cfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
+                                    {"host2=tcp://10.0.0.2"});
+    cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
     mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
     api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
   }
@@ -48,6 +51,7 @@ class ApiTest : public ::testing::Test {
     return j.dump();
   }
 
+  const testing::ScratchDir ssd_root_{"hcapi-ssd-root-"};
   testing::FakeClock clock_;
   testing::FakeLibvirt lv_;
   testing::FakeQemuTools tools_;
@@ -313,12 +317,13 @@ TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
 }
 
 TEST_F(ApiTest, ALostSsdTierIsForgottenOverTheApi) {
+  const testing::ScratchDir dir("hcapi-ssd-");
   core::ManagerConfig cfg;
   cfg.ram_budget = 1ull << 30;
   cfg.ssd_budget = 1ull << 30;
+  cfg.ssd_roots = *core::SsdRoots::Make({dir.path()});
   mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
   api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
-  const testing::ScratchDir dir("hcapi-ssd-");
   const std::string file = dir.path() + "/" + kWeb + "-vda.hcssd";
   json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir.path()}}}};
   ASSERT_EQ(Call("POST", "/api/v1/policies", pol.dump()).status, 201);
@@ -376,9 +381,10 @@ TEST_F(ApiTest, MigrateTakesADrainTimeout) {
   auto& q = lv_.domains[kWeb].qemu;
   q.log.clear();
   auto r = Call("POST", "/api/v1/vms/web/migrate",
-                R"({"destination":"qemu+ssh://host2/system","drain_timeout_s":0})");
+                R"({"destination":"host2","drain_timeout_s":0})");
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(Body(r)["destination"], "qemu+ssh://host2/system");
+  EXPECT_EQ(Body(r)["destination"], "host2");
+  EXPECT_EQ(lv_.migrations[0].destination, "qemu+ssh://host2/system");
   ASSERT_EQ(lv_.migrations.size(), 1u);
   EXPECT_EQ(std::count(q.log.begin(), q.log.end(), "blockdev-reopen"), 0);
   // The document describes the field.
@@ -492,6 +498,72 @@ TEST_F(ApiTest, TheDashboardIsServedOutsideTheApiOnly) {
   auto none = Call("GET", "/");
   EXPECT_EQ(none.status, 404);
   EXPECT_NE(none.body.find("/api/v1"), std::string::npos);
+
+TEST_F(ApiTest, MigrateGoesOnlyToAConfiguredPeer) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            200);
+  // (The issue's reproduction: libvirt's ext transport runs the command.)
+  for (const char* bad :
+       {R"({"destination":"qemu+ext:///system?command=/dev/shm/x"})",
+        R"({"destination":"qemu+ssh://host2/system"})", R"({"destination":"host3"})",
+        R"({"destination":""})", R"({"unsafe":true})"}) {
+    auto r = Call("POST", "/api/v1/vms/web/migrate", bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    const std::string detail = Body(r).value("detail", "");
+    EXPECT_NE(detail.find("the configured ones are host2"), std::string::npos) << detail;
+    EXPECT_NE(detail.find("peer = NAME=qemu+tls://HOST/system"), std::string::npos) << detail;
+  }
+  // The stream goes to the peer's migration host, nowhere else.
+  for (const char* bad : {R"({"destination":"host2","migrate_uri":"tcp://evil.example:4444"})",
+                          R"({"destination":"host2","migrate_uri":"rdma://10.0.0.2"})",
+                          R"({"destination":"host2","migrate_uri":"exec:/bin/sh"})"}) {
+    auto r = Call("POST", "/api/v1/vms/web/migrate", bad);
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+  }
+  EXPECT_TRUE(lv_.migrations.empty());
+  auto ok = Call("POST", "/api/v1/vms/web/migrate", R"({"destination":"host2"})");
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  EXPECT_EQ(lv_.migrations[0].destination, "qemu+ssh://host2/system");
+  EXPECT_EQ(lv_.migrations[0].migrate_uri, "tcp://10.0.0.2") << "the peer's peer-migrate-uri";
+  lv_.domains[kWeb].active = true;
+  auto port = Call("POST", "/api/v1/vms/web/migrate",
+                   R"({"destination":"host2","migrate_uri":"tcp://10.0.0.2:49200"})");
+  ASSERT_EQ(port.status, 200) << port.body;
+  EXPECT_EQ(lv_.migrations.back().migrate_uri, "tcp://10.0.0.2:49200");
+}
+
+TEST_F(ApiTest, SsdDirMustLieUnderAnSsdRoot) {
+  const std::string root = ssd_root_.path();
+  for (const std::string& dir : {std::string("/etc"), root + "/../etc", std::string("/"),
+                                 root + "-elsewhere"}) {
+    json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir}}}};
+    auto r = Call("POST", "/api/v1/policies", pol.dump());
+    EXPECT_EQ(r.status, 400) << dir << ": " << r.body;
+    const std::string detail = Body(r).value("detail", "");
+    EXPECT_NE(detail.find("not under an SSD root (" + root + ")"), std::string::npos) << detail;
+    EXPECT_NE(detail.find("ssd-root = DIR"), std::string::npos) << detail;
+  }
+  // A link below the root to elsewhere is resolved and refused too.
+  const testing::ScratchDir elsewhere("hcapi-elsewhere-");
+  std::filesystem::create_directory_symlink(elsewhere.path(), root + "/link");
+  json linked{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", root + "/link/t"}}}};
+  EXPECT_EQ(Call("POST", "/api/v1/policies", linked.dump()).status, 400);
+  // Under the root: stored canonical.
+  json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", root + "//fast/"}}}};
+  auto c = Call("POST", "/api/v1/policies", pol.dump());
+  ASSERT_EQ(c.status, 201) << c.body;
+  EXPECT_EQ(Body(c)["rules"]["ssd-dir"], root + "/fast");
+  EXPECT_EQ(mgr_->GetPolicy("ssd")->rules.ssd_dir, root + "/fast");
+  // A change to outside a root is refused and changes nothing.
+  const std::string before = Snapshot();
+  auto u = Call("PUT", "/api/v1/policies/ssd", R"({"rules":{"ssd-dir":"/var/tmp"}})");
+  EXPECT_EQ(u.status, 400) << u.body;
+  EXPECT_EQ(Snapshot(), before);
+  auto ok = Call("PUT", "/api/v1/policies/ssd",
+                 json{{"rules", {{"ssd-dir", root + "/./slow"}}}}.dump());
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(Body(ok)["rules"]["ssd-dir"], root + "/slow");
 }
 
 }  // namespace

@@ -8,6 +8,9 @@
 #include <stdexcept>
 #include <sstream>
 
+#include <pugixml.hpp>
+
+#include "hc-ssd.h"
 #include "manager/core/ssd_files.h"
 #include "manager/libvirt/block_graph.h"
 
@@ -33,6 +36,7 @@ std::string OpenTier(const std::string& node, const json& ssd, const json& o) {
   if (f.state == core::SsdFileState::kMissing) {
     return "Could not open '" + path + "': No such file or directory";
   }
+  if (f.unreadable) return "hostcache: " + f.problem;  // (as hc_ssd_super_pick refuses it)
   const bool foreign = f.formatted() && f.origin_id != origin;
   if (!o.value("ssd-create", true) && (f.state == core::SsdFileState::kBlank || foreign)) {
     return "hostcache: the ssd node '" + ssd.value("node-name", "") + "' " +
@@ -48,17 +52,32 @@ std::string OpenTier(const std::string& node, const json& ssd, const json& o) {
 }
 }  // namespace
 
+void WriteSsdSuperblockCopy(const std::string& path, uint64_t generation, uint32_t state,
+                            const std::string& origin_id) {
+  HcSsdSuper sb = {};
+  sb.version = HC_SSD_VERSION;
+  sb.block_size = 4096;
+  const uint64_t size = std::filesystem::file_size(path);
+  char err[256];
+  if (hc_ssd_layout(&sb, size, err, sizeof err) != 0) throw std::runtime_error(err);
+  sb.generation = generation;
+  sb.cache_gen = 1;
+  sb.state = state;
+  sb.origin_size = 64 << 20;
+  origin_id.copy(sb.origin_id, sizeof sb.origin_id - 1);
+  uint8_t buf[HC_SSD_SB_SIZE];
+  hc_ssd_super_encode(&sb, buf);
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>((generation % 2) * HC_SSD_SB_SIZE));
+  f.write(reinterpret_cast<const char*>(buf), sizeof buf);
+  if (!f) throw std::runtime_error("cannot write a superblock to " + path);
+}
+
 void WriteSsdSuperblock(const std::string& path, uint64_t generation, uint32_t state,
                         const std::string& origin_id) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  char sb[4096] = "HOSTCACHE-SSD";
-  for (int i = 0; i < 8; i++) sb[56 + i] = static_cast<char>(generation >> (8 * i));
-  for (int i = 0; i < 4; i++) sb[72 + i] = static_cast<char>(state >> (8 * i));
-  origin_id.copy(sb + 120, 255);
-  for (int copy = 0; copy < 2; copy++) {
-    f.seekp(copy * 4096);
-    f.write(sb, sizeof sb);
-  }
+  // Both copies, the older one a generation below.
+  WriteSsdSuperblockCopy(path, generation - 1, state, origin_id);
+  WriteSsdSuperblockCopy(path, generation, state, origin_id);
 }
 
 json FakeQemu::Execute(const json& cmd) {
@@ -221,7 +240,8 @@ json FakeQemu::Execute(const json& cmd) {
       if (n.file == node || n.ssd == node) return Error("Node " + node + " is in use");
     }
     std::string implicit = nodes[node].ssd;  // created with it: goes with it
-    if (!implicit.empty() && core::ReadSsdFile(nodes[implicit].filename).formatted()) {
+    if (!implicit.empty() && std::filesystem::is_regular_file(nodes[implicit].filename) &&
+        core::ReadSsdFile(nodes[implicit].filename).formatted()) {
       // Closed cleanly.
       WriteSsdSuperblock(nodes[implicit].filename, 8, 1,
                          nodes[node].options.value("origin-id", ""));
@@ -276,12 +296,22 @@ Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& id) {
   return Fail(ErrorCode::kNotFound, "libvirt has no VM named or with UUID '" + id + "'");
 }
 
-Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, bool inactive) {
+Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, unsigned flags) {
   std::lock_guard lock(mu);
   if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
   auto it = domains.find(uuid);
   if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
-  return inactive || !it->second.active ? it->second.inactive_xml : it->second.live_xml;
+  const bool inactive = (flags & libvirt::kXmlInactive) || !it->second.active;
+  const std::string& xml = inactive ? it->second.inactive_xml : it->second.live_xml;
+  if ((flags & libvirt::kXmlSecure) || xml.find("passwd=") == std::string::npos) return xml;
+  pugi::xml_document doc;
+  if (!doc.load_string(xml.c_str(), pugi::parse_default | pugi::parse_declaration)) return xml;
+  for (auto g : doc.select_nodes("/domain/devices/graphics")) {
+    g.node().remove_attribute("passwd");
+  }
+  std::ostringstream out;
+  doc.save(out, "  ");
+  return out.str();
 }
 
 Status FakeLibvirt::DefineXml(const std::string& xml) {

@@ -91,7 +91,9 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   std::string LastConnectionError() override { return alive ? "" : "fake libvirtd is down"; }
   Result<std::vector<libvirt::DomainRef>> ListDomains() override;
   Result<libvirt::DomainRef> LookupDomain(const std::string& name_or_uuid) override;
-  Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
+  // As libvirt: without kXmlSecure, the graphics devices' passwd
+  // attributes are left out.  kXmlMigratable gives the live XML.
+  Result<std::string> GetXml(const std::string& uuid, unsigned flags) override;
   Status DefineXml(const std::string& xml) override;
   Result<libvirt::ProcessOwner> QemuProcessOwner() override {
     if (!qemu_owner) return Fail(ErrorCode::kNotFound, "no DAC label (fake)");
@@ -121,9 +123,14 @@ class FakeQemuTools final : public libvirt::QemuTools {
   Status CheckOptions(const policy::Rules& rules) override;
 };
 
-// Writes both superblock copies of an SSD tier file as the driver would, as
-// far as hostcached reads them (docs/SSD-FORMAT.md): magic, generation,
-// state (1 closed cleanly, 2 in use), origin identity.
+// Writes the superblock copy of `generation` (copy generation % 2) of the
+// SSD tier file `path` with the driver's own encoder (hc-ssd.c: the
+// geometry of a 4 KiB-block tier of the file's size, state 1 closed
+// cleanly or 2 in use, the origin identity, the CRC).
+void WriteSsdSuperblockCopy(const std::string& path, uint64_t generation, uint32_t state,
+                            const std::string& origin_id);
+// Both copies, as after two superblock writes: generation - 1 and
+// `generation` (> 0).
 void WriteSsdSuperblock(const std::string& path, uint64_t generation, uint32_t state,
                         const std::string& origin_id);
 

@@ -1,15 +1,19 @@
 // The policy engine against fakes of libvirt (with a model of QEMU's block
 // graph), the QEMU tools and the clock, and a real SQLite store.
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 
 #include <gtest/gtest.h>
 #include <pugixml.hpp>
 
+#include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "web_vm_fixture.h"
 
@@ -322,6 +326,37 @@ TEST_F(ManagerTest, LibvirtDownIsUnavailableAndChangesNothing) {
   EXPECT_EQ(store_->ListAssignments()->size(), 1u);
 }
 
+// Adds graphics devices with passwords (what libvirt leaves out of an XML
+// read without VIR_DOMAIN_XML_SECURE) to `xml`.
+std::string WithConsolePasswords(std::string xml) {
+  const std::string g =
+      "    <graphics type='vnc' port='-1' autoport='yes' passwd='vnc-s3cret'/>\n"
+      "    <graphics type='spice' autoport='yes' passwd='spice-s3cret'/>\n  </devices>";
+  xml.replace(xml.find("</devices>"), std::string("</devices>").size(), g);
+  return xml;
+}
+
+TEST_F(ManagerTest, RewritingTheDefinitionKeepsConsolePasswords) {
+  auto& d = lv_.domains[kWeb];
+  d.inactive_xml = WithConsolePasswords(d.inactive_xml);
+  d.live_xml = WithConsolePasswords(d.live_xml);
+  // (The fake, as libvirt, leaves them out of an XML read without secrets.)
+  ASSERT_EQ(lv_.GetXml(kWeb, libvirt::kXmlInactive)->find("s3cret"), std::string::npos);
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  ASSERT_GE(lv_.defines, 1);
+  EXPECT_EQ(Persistent().size(), 1u);
+  EXPECT_NE(d.inactive_xml.find("vnc-s3cret"), std::string::npos) << d.inactive_xml;
+  EXPECT_NE(d.inactive_xml.find("spice-s3cret"), std::string::npos) << d.inactive_xml;
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_NE(d.inactive_xml.find("vnc-s3cret"), std::string::npos) << d.inactive_xml;
+  // The migration XML, which the destination starts from, has them too.
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  auto x = mgr_->MigrationXml("web");
+  ASSERT_TRUE(x) << x.error().message;
+  EXPECT_NE(x->find("vnc-s3cret"), std::string::npos) << *x;
+  EXPECT_NE(x->find("spice-s3cret"), std::string::npos) << *x;
+}
+
 TEST_F(ManagerTest, DeletingAnAssignedPolicyIsAConflict) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
   auto r = mgr_->DeletePolicy("balanced");
@@ -341,6 +376,8 @@ class SsdTest : public ManagerTest {
     ManagerConfig cfg;
     cfg.ram_budget = 4ull << 30;
     cfg.ssd_budget = 100ull << 30;
+    cfg.peers = testing::TestPeers();
+    cfg.ssd_roots = *SsdRoots::Make({root_});
     mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
     CreatePolicy("ssd", json{{"ssd-size", "1M"}, {"ssd-dir", dir_}});
   }
@@ -653,7 +690,7 @@ TEST_F(SsdTest, TheMigrationDrainReopensWithTheSsdChildAndOriginId) {
   };
   lv_.migrate_error = "the migration failed: cancelled";
   libvirt::MigrateRequest req;
-  req.destination = "qemu+ssh://host2/system";
+  req.destination = "host2";
   ASSERT_FALSE(mgr_->Migrate("web", req));
   // Drained and restored through reopens that name the tier (the fake
   // refuses a reopen without the ssd child or the origin-id).
@@ -738,35 +775,212 @@ TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
   EXPECT_EQ(off.error().code, ErrorCode::kFailedPrecondition);
 }
 
-// Writes superblock copy `copy` (0 or 1) as the driver would, as far as
-// hostcached reads it: magic, generation, state (1 clean, 2 in use).
-void WriteSuper(const std::string& path, int copy, uint64_t generation, uint32_t state) {
-  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
-  char sb[384] = "HOSTCACHE-SSD";
-  for (int i = 0; i < 8; i++) sb[56 + i] = static_cast<char>(generation >> (8 * i));
-  for (int i = 0; i < 4; i++) sb[72 + i] = static_cast<char>(state >> (8 * i));
-  std::string(kWeb).append("/vda").copy(sb + 120, 255);
-  f.seekp(copy * 4096);
-  f.write(sb, sizeof sb);
-}
-
 TEST_F(SsdTest, TheStateOfATierFileComesFromItsNewestSuperblock) {
+  const SsdRoots roots = *SsdRoots::Make({root_});
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kMissing);
-  ASSERT_TRUE(PrepareSsdFile(File(), 1 << 20, false));
+  ASSERT_TRUE(PrepareSsdFile(File(), 1 << 20, false, roots));
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank);
-  WriteSuper(File(), 0, 3, 1);
+  testing::WriteSsdSuperblockCopy(File(), 3, 1, Origin());
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kClean);
-  WriteSuper(File(), 1, 4, 2);  // newer, in use
+  testing::WriteSsdSuperblockCopy(File(), 4, 2, Origin());  // newer, in use
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kOpen);
-  EXPECT_FALSE(RemoveSsdFile(File()));
+  EXPECT_FALSE(RemoveSsdFile(File(), roots));
   EXPECT_TRUE(std::filesystem::exists(File()));
   // Not resized either while it may hold data.
-  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true));
+  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true, roots));
   EXPECT_EQ(std::filesystem::file_size(File()), 1u << 20);
-  WriteSuper(File(), 0, 5, 1);  // closed cleanly since
+  testing::WriteSsdSuperblockCopy(File(), 5, 1, Origin());  // closed cleanly since
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kClean);
-  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true));
+  ASSERT_TRUE(PrepareSsdFile(File(), 2 << 20, true, roots));
   EXPECT_EQ(std::filesystem::file_size(File()), 2u << 20);
+}
+
+TEST(SsdRoots, SsdDirMustLieUnderOneCanonically) {
+  const testing::ScratchDir root("hc-roots-");
+  const testing::ScratchDir other("hc-roots-other-");
+  auto roots = SsdRoots::Make({root.path(), "/var/lib/hostcache/ssd/"});
+  ASSERT_TRUE(roots) << roots.error().message;
+  EXPECT_EQ(roots->Describe(), root.path() + ", /var/lib/hostcache/ssd");
+  EXPECT_EQ(*roots->Canonical(root.path() + "//tier/"), root.path() + "/tier");
+  EXPECT_EQ(*roots->Canonical(root.path()), root.path());
+  EXPECT_EQ(*roots->Canonical("/var/lib/hostcache/ssd/fast"), "/var/lib/hostcache/ssd/fast");
+  // A link below the root is resolved, and where it leads is checked.
+  const std::string in = root.path() + "/in", out = root.path() + "/out";
+  std::filesystem::create_directory(root.path() + "/real");
+  std::filesystem::create_directory_symlink(root.path() + "/real", in);
+  std::filesystem::create_directory_symlink(other.path(), out);
+  EXPECT_EQ(*roots->Canonical(in + "/tier"), root.path() + "/real/tier");
+  for (const std::string& bad : {std::string("/etc"), std::string("/"), root.path() + "-x",
+                                 root.path() + "/../etc", out, out + "/tier",
+                                 std::string("relative/dir"), std::string("")}) {
+    auto r = roots->Canonical(bad);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message.find("ssd-root = DIR"), std::string::npos) << r.error().message;
+    EXPECT_NE(r.error().message.find(root.path()), std::string::npos) << r.error().message;
+  }
+  EXPECT_NE(roots->Canonical(out).error().message.find("resolves to " + other.path()),
+            std::string::npos);
+  // Locate splits a stored (canonical) path.
+  auto where = roots->Locate(root.path() + "/real/tier");
+  ASSERT_TRUE(where);
+  EXPECT_EQ(where->first, root.path());
+  EXPECT_EQ(where->second, "real/tier");
+  EXPECT_FALSE(roots->Locate("/etc/x"));
+  for (const char* bad : {"relative", "/", "/a/../b", "/a,b"}) {
+    EXPECT_FALSE(SsdRoots::Make({bad})) << bad;
+  }
+  EXPECT_FALSE(SsdRoots::Make({}));
+  EXPECT_EQ(SsdRoots().Describe(), kDefaultSsdRoot);
+}
+
+// Corrupts one byte of the origin identity of superblock copy `copy`: its
+// CRC no longer matches.
+void CorruptSuperblockCopy(const std::string& path, int copy) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(copy * 4096 + 130);
+  f.put('#');
+}
+
+TEST_F(SsdTest, ATierIsReadWithTheDriversDecoderCrcChecked) {
+  ASSERT_TRUE(PrepareSsdFile(File(), 1 << 20, false, *SsdRoots::Make({root_})));
+  testing::WriteSsdSuperblockCopy(File(), 3, 1, Origin());  // copy 1
+  testing::WriteSsdSuperblockCopy(File(), 4, 2, Origin());  // copy 0, newer, in use
+  EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kOpen);
+  // A newer copy whose CRC fails (a torn superblock write) is not used: the
+  // driver takes the other one too.
+  CorruptSuperblockCopy(File(), 0);
+  auto f = ReadSsdFile(File());
+  EXPECT_EQ(f.state, SsdFileState::kClean);
+  EXPECT_FALSE(f.unreadable);
+  EXPECT_EQ(f.origin_id, Origin());
+  // Neither copy valid: a damaged tier (the driver refuses it); it may hold
+  // a journal, so it is never deleted or replaced.
+  CorruptSuperblockCopy(File(), 1);
+  f = ReadSsdFile(File());
+  EXPECT_EQ(f.state, SsdFileState::kOpen);
+  EXPECT_TRUE(f.unreadable);
+  EXPECT_NE(f.problem.find("neither a hostcache superblock nor zeroes"), std::string::npos)
+      << f.problem;
+  EXPECT_FALSE(RemoveSsdFile(File(), *SsdRoots::Make({root_})));
+  EXPECT_TRUE(std::filesystem::exists(File()));
+  // Something else than a tier, not zeroes: the same.
+  std::ofstream(File()) << std::string(8192, 'x');
+  EXPECT_TRUE(ReadSsdFile(File()).unreadable);
+}
+
+// Runs `fn` on another thread; false when it has not returned after 10 s
+// (blocked opening the FIFO `fifo`: a writer then releases it).
+template <typename F>
+bool ReturnsPromptly(F fn, const std::string& fifo) {
+  auto done = std::async(std::launch::async, fn);
+  if (done.wait_for(std::chrono::seconds(10)) == std::future_status::ready) return true;
+  int fd = open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+  done.wait();
+  if (fd >= 0) close(fd);
+  return false;
+}
+
+TEST_F(SsdTest, AFifoInPlaceOfTheTierIsRefusedAndNeverBlocks) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  // QEMU's user owns the directory and plants a FIFO in place of the file.
+  std::filesystem::remove(File());
+  ASSERT_EQ(mkfifo(File().c_str(), 0600), 0);
+  SsdFileInfo f;
+  EXPECT_TRUE(ReturnsPromptly([&] { f = ReadSsdFile(File()); }, File()));
+  EXPECT_EQ(f.state, SsdFileState::kOpen);
+  EXPECT_TRUE(f.unreadable);
+  EXPECT_NE(f.problem.find("is a FIFO, not a regular file"), std::string::npos) << f.problem;
+  // The reconciler's check of the VM (with the VM's lock held) returns, and
+  // the disk says why; the FIFO is left alone.
+  EXPECT_TRUE(ReturnsPromptly([&] { mgr_->CheckVm(kWeb); }, File()));
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("is a FIFO"), std::string::npos) << a->reason;
+  EXPECT_TRUE(std::filesystem::is_fifo(File()));
+  EXPECT_TRUE(ReturnsPromptly([&] { (void)mgr_->Unassign("web", "vda"); }, File()));
+  EXPECT_TRUE(std::filesystem::is_fifo(File()));
+}
+
+TEST_F(SsdTest, LinksInTheTierDirectoryAreNeverFollowed) {
+  // A file of someone else's that QEMU's user would like to own.
+  const testing::ScratchDir elsewhere("hcmgr-victim-");
+  const std::string victim = elsewhere.path() + "/shadow";
+  std::ofstream(victim) << "root:secret";
+  std::filesystem::resize_file(victim, 1 << 20);
+  ASSERT_EQ(chmod(victim.c_str(), 0640), 0);
+  if (geteuid() == 0) lv_.qemu_owner = libvirt::ProcessOwner{64055, 64056};
+  struct stat before;
+  ASSERT_EQ(stat(victim.c_str(), &before), 0);
+  auto untouched = [&] {
+    struct stat now;
+    ASSERT_EQ(stat(victim.c_str(), &now), 0);
+    EXPECT_EQ(now.st_uid, before.st_uid);
+    EXPECT_EQ(now.st_mode, before.st_mode);
+    EXPECT_EQ(now.st_size, before.st_size);
+    EXPECT_EQ(*ReadFile(victim), std::string("root:secret") + std::string((1 << 20) - 11, '\0'));
+  };
+  // A symbolic link as the tier file.
+  std::filesystem::create_directories(dir_);
+  std::filesystem::create_symlink(victim, File());
+  auto r = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(r.error().message.find("is a symbolic link, not a regular file"), std::string::npos)
+      << r.error().message;
+  EXPECT_TRUE(ReadSsdFile(File()).unreadable);
+  untouched();
+  // A hard link as the tier file (where the kernel allows making one).
+  std::filesystem::remove(File());
+  std::error_code ec;
+  std::filesystem::create_hard_link(victim, File(), ec);
+  if (!ec) {
+    r = mgr_->Assign("web", "vda", "ssd");
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("hard links"), std::string::npos) << r.error().message;
+    untouched();
+    std::filesystem::remove(File());
+  }
+  // ssd-dir itself a link to elsewhere.
+  std::filesystem::remove_all(dir_);
+  std::filesystem::create_directory_symlink(elsewhere.path(), dir_);
+  r = mgr_->Assign("web", "vda", "ssd");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find(dir_ + " is a symbolic link"), std::string::npos)
+      << r.error().message;
+  EXPECT_FALSE(std::filesystem::exists(elsewhere.path() + "/" + kWeb + "-vda.hcssd"));
+  untouched();
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+}
+
+TEST_F(SsdTest, AStoredPolicyOutsideTheSsdRootsGetsNoTierAndSaysWhy) {
+  // A policy stored before the roots were checked, with its tier file there.
+  const testing::ScratchDir outside("hcmgr-outside-");
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd"));
+  auto p = *store_->GetPolicy("ssd");
+  p.rules.ssd_dir = outside.path();
+  ASSERT_TRUE(store_->UpdatePolicy(p, clock_.NowMs()));
+  const std::string old_file = outside.path() + "/" + kWeb + "-vda.hcssd";
+  std::ofstream(old_file) << "";
+  std::filesystem::resize_file(old_file, 1 << 20);
+  testing::WriteSsdSuperblock(old_file, 3, 1, Origin());
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant);
+  EXPECT_NE(a->reason.find("is not under an SSD root (" + root_ + ")"), std::string::npos)
+      << a->reason;
+  EXPECT_NE(a->reason.find("cached in RAM only"), std::string::npos) << a->reason;
+  // The definition's filter has no tier; nothing was made or deleted there.
+  EXPECT_FALSE(Persistent()["vda"].options.contains("ssd"));
+  EXPECT_EQ(ReadSsdFileState(old_file), SsdFileState::kClean);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(outside.path()),
+                          std::filesystem::directory_iterator()),
+            1);
+  // Unassigning deletes nothing outside the roots either.
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_TRUE(std::filesystem::exists(old_file));
 }
 
 TEST_F(SsdTest, ATierNotClosedCleanlyKeepsItsFilterUntilTheVmRan) {
@@ -777,7 +991,7 @@ TEST_F(SsdTest, ATierNotClosedCleanlyKeepsItsFilterUntilTheVmRan) {
   lv_.domains[kWeb].active = false;
   ASSERT_TRUE(mgr_->Assign("web", "vda", "ssd-wb"));
   // The VM (or the host) crashed with written data in the tier's journal.
-  WriteSuper(File(), 0, 7, 2);
+  testing::WriteSsdSuperblockCopy(File(), 7, 2, Origin());
   const std::string def = lv_.domains[kWeb].inactive_xml;
   // Unassigning would start the VM without the filter: refused.
   auto u = mgr_->Unassign("web", "vda");
@@ -833,7 +1047,7 @@ TEST_F(SsdTest, ATierNotClosedCleanlyKeepsItsFilterUntilTheVmRan) {
   EXPECT_NE(a->reason.find("not closed cleanly"), std::string::npos) << a->reason;
   EXPECT_EQ(Persistent()["vda"].options["ssd"]["filename"], File());
   // The VM ran and closed the tier cleanly: the change applies now.
-  WriteSuper(File(), 1, 8, 1);
+  testing::WriteSsdSuperblockCopy(File(), 8, 1, Origin());
   mgr_->CheckVm(kWeb);
   EXPECT_FALSE(Persistent()["vda"].options.contains("ssd"));
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);

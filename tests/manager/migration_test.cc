@@ -109,7 +109,7 @@ TEST_F(MigrationTest, MigrateSendsTheXmlWithTheFilters) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
   EXPECT_EQ(mgr_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
   libvirt::MigrateRequest req;
-  req.destination = "qemu+ssh://host2/system";
+  req.destination = "host2";
   req.unsafe = true;
   // A failure: reported, the VM stays.
   lv_.migrate_error = "the migration failed: unable to connect";
@@ -129,7 +129,8 @@ TEST_F(MigrationTest, MigrateSendsTheXmlWithTheFilters) {
   EXPECT_EQ(f["vda"].options["file"], "libvirt-4-format");
   auto evs = Events("migrate");
   ASSERT_EQ(evs.size(), 4u);  // requested, failed, requested, done
-  EXPECT_NE(evs[0].message.find("migrated to qemu+ssh://host2/system"), std::string::npos)
+  EXPECT_NE(evs[0].message.find("migrated to peer 'host2' (qemu+ssh://host2/system)"),
+            std::string::npos)
       << evs[0].message;
   EXPECT_EQ(evs[2].level, "error");
 }
@@ -170,7 +171,7 @@ class DrainTest : public MigrationTest {
     ASSERT_TRUE(mgr_->Assign("web", "vdb", "balanced"));
     ASSERT_EQ(Qemu().nodes["hc-vda"].options["mode"], "write-back");
     Qemu().dirty["hc-vda"] = 64ull << 20;
-    req_.destination = "qemu+ssh://host2/system";
+    req_.destination = "host2";
   }
   uint64_t Age(const std::string& node) {
     return Qemu().nodes[node].options.value("max-dirty-age-ms", uint64_t{0});

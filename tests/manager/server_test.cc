@@ -289,6 +289,51 @@ TEST_F(DaemonTest, HostcachectlDrivesTheApi) {
   EXPECT_NE(down.err.find("cannot reach hostcached"), std::string::npos) << down.err;
 }
 
+TEST_F(DaemonTest, MigrationPeersAndSsdRootsComeFromTheConfig) {
+  {
+    std::ofstream cfg(dir_ + "/peers.conf");
+    cfg << "peer = hostb=qemu+tls://hostb.example.com/system\n"
+           "peer = hostc=qemu+ssh://root@hostc/system?keyfile=/root/.ssh/id_migrate&no_tty=1\n"
+           "peer-migrate-uri = hostc=tcp://10.0.0.3\n"
+           "ssd-root = /srv/ssd-a\nssd-root = /srv/ssd-b\n";
+  }
+  Daemon d(dir_, {"--config", dir_ + "/peers.conf"});
+  ASSERT_NE(d.port(), 0) << d.Log();
+  EXPECT_NE(d.Log().find("migration peer 'hostb': qemu+tls://hostb.example.com/system"),
+            std::string::npos)
+      << d.Log();
+  EXPECT_NE(d.Log().find("migration peer 'hostc': qemu+ssh://root@hostc/system?keyfile=/root/"
+                         ".ssh/id_migrate&no_tty=1, streams to tcp://10.0.0.3"),
+            std::string::npos)
+      << d.Log();
+  EXPECT_NE(d.Log().find("must lie under them): /srv/ssd-a, /srv/ssd-b"), std::string::npos)
+      << d.Log();
+  EXPECT_EQ(d.Terminate(), 0);
+  Daemon flags(dir_, {"--peer", "a=qemu+unix:///system", "--peer", "b=qemu+tls://b/system"});
+  ASSERT_NE(flags.port(), 0) << flags.Log();
+  EXPECT_NE(flags.Log().find("migration peer 'a'"), std::string::npos) << flags.Log();
+  EXPECT_NE(flags.Log().find("migration peer 'b'"), std::string::npos) << flags.Log();
+  EXPECT_NE(flags.Log().find("must lie under them): /var/lib/hostcache/ssd"), std::string::npos)
+      << flags.Log();
+  EXPECT_EQ(flags.Terminate(), 0);
+  // A peer whose URI would have libvirt run a program: the daemon does not
+  // start, and says why.
+  {
+    std::ofstream cfg(dir_ + "/bad.conf");
+    cfg << "peer = x=qemu+ext:///system?command=/dev/shm/x\n";
+  }
+  Daemon bad(dir_, {"--config", dir_ + "/bad.conf"});
+  EXPECT_EQ(bad.port(), 0);
+  EXPECT_EQ(bad.Terminate(), 2);
+  EXPECT_NE(bad.Log().find("peer 'x': libvirt URI 'qemu+ext:///system?command=/dev/shm/x' is "
+                           "not accepted: transport 'qemu+ext'"),
+            std::string::npos)
+      << bad.Log();
+  Daemon bad_root(dir_, {"--ssd-root", "relative/dir"});
+  EXPECT_EQ(bad_root.Terminate(), 2);
+  EXPECT_NE(bad_root.Log().find("ssd-root 'relative/dir'"), std::string::npos) << bad_root.Log();
+}
+
 TEST_F(DaemonTest, ConfigFileAndBadFlags) {
   {
     std::ofstream cfg(dir_ + "/hostcached.conf");

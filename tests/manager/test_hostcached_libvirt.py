@@ -20,7 +20,9 @@ and TCG domains running the project's QEMU, driven over HTTP.
   closed, reported, the definition's entries removed when the disk leaves it
 - a live migration between two libvirtds with a hostcached each: events
   on both sides, the destination re-verified, the data intact
-- hostile input over HTTP changes nothing
+- a definition rewritten by hostcached keeps the VM's console passwords
+- hostile input over HTTP changes nothing (a migration destination that
+  would run a program, an ssd-dir outside the SSD roots included)
 """
 
 import os
@@ -529,8 +531,11 @@ def test_live_migration_between_two_hosts():
     os.makedirs(os.path.join(wd, 'b'))
     da = Daemon(os.path.join(wd, 'a'), a, extra=('--ssd-budget', '1G'))
     # (b drains before its migration until nothing is dirty.)
+    # (b may migrate VMs to a: a is its configured peer.)
     db = Daemon(os.path.join(wd, 'b'), b,
-                extra=('--ssd-budget', '1G', '--migrate-drain-threshold', '0'))
+                extra=('--ssd-budget', '1G', '--migrate-drain-threshold', '0',
+                       '--peer', f'host-a=qemu+unix:///system?socket={a.sock_dir}/libvirt-sock',
+                       '--peer-migrate-uri', 'host-a=tcp://127.0.0.1'))
     for d, want, host in ((da, 'compliant', 'a'), (db, 'pending-restart', 'b')):
         d.ok('POST', '/policies', {'name': 'wb', 'rules': dict(
             rules, **{'ssd-dir': os.path.join(wd, host, 'ssd')})}, want=201)
@@ -580,8 +585,10 @@ def test_live_migration_between_two_hosts():
             (status, dest_xml[:300]))
     inserts_before = len(_events(da, 'mig', 'insert-live'))
     # (b's hostcached drives it: POST /vms/{vm}/migrate sends that XML.)
-    r = db.ok('POST', '/vms/mig/migrate', {'destination': a.uri, 'unsafe': True,
-                                           'migrate_uri': 'tcp://127.0.0.1'})
+    # Only a configured peer, by name: a's URI itself is refused.
+    status, j = db.call('POST', '/vms/mig/migrate', {'destination': a.uri, 'unsafe': True})
+    T.check(status == 400 and 'peer = NAME=' in j['detail'], (status, j))
+    r = db.ok('POST', '/vms/mig/migrate', {'destination': 'host-a', 'unsafe': True})
     T.check(r['seconds'] >= 0, r)
     # Before the migration b drained the write-back disk while the guest
     # ran.  (What was dirty is not asserted: the MiB written above is
@@ -609,8 +616,46 @@ def test_live_migration_between_two_hosts():
     T.check(L.device_root(a, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
 
 
+def test_a_rewritten_definition_keeps_console_passwords():
+    """A shut-off VM whose definition has a VNC password: assigning and
+    unassigning a policy rewrites the definition, which keeps it (read with
+    VIR_DOMAIN_XML_SECURE).  libvirt refuses even to define a VNC console
+    for the project's QEMU (configured without VNC), so the definition names
+    Debian's (scripts/setup-deps.sh installs it), as does hostcached's
+    --emulator here; the VM is not started."""
+    T.check(os.access(DEBIAN_QEMU, os.X_OK), f'{DEBIAN_QEMU} is missing: run make')
+    wd = T.tmpdir('hcmgr-secret-')
+    lv = _libvirtd(wd)
+    img = os.path.join(wd, 'a.raw')
+    _raw(img)
+    xml = L.domain_xml('sec', [L.Disk(img, 'raw', 'ua-disk0', 'vda')], emulator=DEBIAN_QEMU)
+    xml = xml.replace('</devices>', (
+        "<graphics type='vnc' port='-1' autoport='yes' passwd='vncs3crt'/></devices>"), 1)
+    lv.define(xml)
+
+    def passwords():
+        x = lv.virsh('dumpxml', '--inactive', '--security-info', 'sec').stdout
+        return re.findall(r"passwd='([^']*)'", x)
+
+    T.check(passwords() == ['vncs3crt'], passwords())
+    T.check('vncs3crt' not in lv.dumpxml('sec', inactive=True), 'virsh shows the password')
+    d = Daemon(wd, lv, emulator=DEBIAN_QEMU)
+    a = d.ok('PUT', '/vms/sec/disks/vda/policy', {'policy': 'balanced'})
+    T.check(a['compliance']['state'] == 'pending-restart', a)
+    T.check(_inactive_filters(lv, 'sec')[0] == ['hc-vda'], 'no filter in the definition')
+    T.check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
+    d.ok('DELETE', '/vms/sec/disks/vda/policy', want=204)
+    T.check(_inactive_filters(lv, 'sec')[0] == [], 'the filter is still defined')
+    T.check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
+
+
 def test_hostile_input_changes_nothing():
     wd, lv, _ = _running_vm('hcmgr-hostile-', 'hx')
+    marker = os.path.join(wd, 'ran')
+    prog = os.path.join(wd, 'x')
+    with open(prog, 'w') as f:
+        f.write(f'#!/bin/sh\ntouch {marker}\n')
+    os.chmod(prog, 0o755)
     d = Daemon(wd, lv)
     before = d.ok('GET', '/policies')
     xml_before = lv.dumpxml('hx', inactive=True)
@@ -627,6 +672,17 @@ def test_hostile_input_changes_nothing():
         ('PUT', '/vms/hx/disks/vdz/policy', b'{"policy": "balanced"}', 404),
         ('DELETE', '/policies/%00', None, 404),
         ('GET', '/events?limit=-1', None, 400),
+        # (Reproduced in issue 8: libvirt ran the command as root.)
+        ('POST', '/vms/hx/migrate',
+         json.dumps({'destination': f'qemu+ext:///system?command={prog}'}).encode(), 400),
+        ('POST', '/vms/hx/migrate',
+         json.dumps({'destination': f'qemu+ssh://localhost/system?command={prog}'}).encode(),
+         400),
+        ('POST', '/policies',
+         b'{"name": "x", "rules": {"ssd-size": "1M", "ssd-dir": "/etc"}}', 400),
+        ('POST', '/policies',
+         json.dumps({'name': 'x', 'rules': {'ssd-size': '1M',
+                                            'ssd-dir': wd + '/../../etc'}}).encode(), 400),
     ]
     for method, path, raw, want in cases:
         try:
@@ -646,6 +702,7 @@ def test_hostile_input_changes_nothing():
     T.check(lv.dumpxml('hx', inactive=True) == xml_before, 'definition changed')
     T.check(L.device_root(lv, 'hx', 'ua-disk0') == 'libvirt-1-storage', 'graph changed')
     T.check(d.call('GET', '/health', token=False)[0] == 200, 'daemon hurt')
+    T.check(not os.path.exists(marker), 'a destination URI ran a program')
 
 
 if __name__ == '__main__':

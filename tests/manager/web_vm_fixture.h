@@ -16,6 +16,11 @@ namespace hc::testing {
 inline constexpr const char* kWeb = "6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b";
 inline constexpr const char* kVdaDev = "/machine/peripheral/virtio-disk0/virtio-backend";
 
+// The migration peer tests use: host2 (qemu+ssh://host2/system).
+inline core::Peers TestPeers() {
+  return *core::Peers::Parse({"host2=qemu+ssh://host2/system"}, {});
+}
+
 class WebVmTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -26,6 +31,7 @@ class WebVmTest : public ::testing::Test {
     cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
     cfg.ram_budget = 2ull << 30;
     cfg.ssd_budget = 0;
+    cfg.peers = TestPeers();
     mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
   }
   FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }

@@ -72,6 +72,18 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
   app.add_option("--web-dir", cfg->web_dir,
                  "The built browser dashboard, served at / on the API's listener")
       ->capture_default_str();
+  app.add_option("--peer", cfg->peers,
+                 "A host VMs may be live-migrated to, NAME=LIBVIRT-URI (qemu+tls://HOST/system, "
+                 "qemu+ssh://HOST/system or qemu+unix:///system); repeatable")
+      ->take_all();
+  app.add_option("--peer-migrate-uri", cfg->peer_migrate_uris,
+                 "Where a migration to peer NAME streams to, NAME=tcp://HOST[:PORT] (default: "
+                 "where the destination libvirtd says); repeatable")
+      ->take_all();
+  app.add_option("--ssd-root", cfg->ssd_roots,
+                 "A directory under which policies' ssd-dir may lie; repeatable")
+      ->take_all()
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

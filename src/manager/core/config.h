@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/error.h"
 
@@ -27,6 +28,12 @@ struct DaemonConfig {
   std::string migrate_drain_threshold = "1M";  // dirty bytes per disk that end the drain
   std::string log_level = "info";
   std::string web_dir;        // the built dashboard, served at /; default: the project's build
+  // Hosts VMs may be live-migrated to: "NAME=LIBVIRT-URI" (core/peers.h),
+  // and their migration addresses, "NAME=tcp://HOST[:PORT]".
+  std::vector<std::string> peers;
+  std::vector<std::string> peer_migrate_uris;
+  // Directories under which policies' ssd-dir must lie (core/ssd_files.h).
+  std::vector<std::string> ssd_roots = {"/var/lib/hostcache/ssd"};
 };
 
 // Parses argv.  Returns the exit code to use when the process should end

@@ -47,7 +47,7 @@ std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainR
       auto p = store_.GetPolicy(a.policy);
       if (!p || p->rules.mode != policy::CacheMode::kWriteBack) continue;
       if (!live) {
-        auto x = lv_.GetXml(dom.uuid, false);
+        auto x = lv_.GetXml(dom.uuid, libvirt::kXmlLive);
         if (!x) return drained;
         auto info = libvirt::ParseDomain(*x);
         if (!info) return drained;

@@ -98,6 +98,18 @@ std::string ForgetHint(const std::string& vm, const std::string& target) {
          "/disks/" + target + "/ssd-tier/forget)";
 }
 
+// Why the definition's filter keeps the tier file `file` (HeldFilter), for
+// messages: it was not closed cleanly, or it cannot be read as a tier.
+std::string HeldTierState(const std::string& file) {
+  const SsdFileInfo f = ReadSsdFile(file);
+  if (f.unreadable) {
+    return " cannot be read as a tier (" + f.problem +
+           "; a damaged tier, or something put in its place: restore the file, or move it "
+           "away if it holds no tier)";
+  }
+  return " was not closed cleanly (the VM or the host stopped abruptly)";
+}
+
 std::string TierGone(const SsdFileInfo& f, const std::string& origin_id) {
   if (f.state == SsdFileState::kMissing) return "is missing";
   if (f.state == SsdFileState::kBlank) return "is blank (no superblock of the driver)";
@@ -190,16 +202,29 @@ Result<std::vector<Assignment>> Manager::PolicyUsers(const std::string& name) {
   return out;
 }
 
-Status Manager::CreatePolicy(const policy::Policy& p) {
-  if (auto s = policy::Validate(p); !s) return s;
-  if (auto s = store_.CreatePolicy(p, clock_.NowMs()); !s) return s;
+Result<policy::Policy> Manager::CheckSsdDir(policy::Policy p) const {
+  if (p.rules.ssd_dir.empty()) return p;
+  auto dir = config_.ssd_roots.Canonical(p.rules.ssd_dir);
+  if (!dir) return tl::unexpected(dir.error());
+  p.rules.ssd_dir = *dir;
+  return p;
+}
+
+Status Manager::CreatePolicy(const policy::Policy& in) {
+  if (auto s = policy::Validate(in); !s) return s;
+  auto p = CheckSsdDir(in);
+  if (!p) return tl::unexpected(p.error());
+  if (auto s = store_.CreatePolicy(*p, clock_.NowMs()); !s) return s;
   Log("info", "", "", "policy-create",
-      "policy '" + p.name + "' created (" + Describe(p.rules) + ")");
+      "policy '" + p->name + "' created (" + Describe(p->rules) + ")");
   return {};
 }
 
-Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& p) {
-  if (auto s = policy::Validate(p); !s) return tl::unexpected(s.error());
+Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& in) {
+  if (auto s = policy::Validate(in); !s) return tl::unexpected(s.error());
+  auto checked = CheckSsdDir(in);
+  if (!checked) return tl::unexpected(checked.error());
+  const policy::Policy& p = *checked;
   std::lock_guard plock(policy_mu_);
   auto old = store_.GetPolicy(p.name);
   if (!old) return tl::unexpected(old.error());
@@ -359,7 +384,7 @@ Result<VmView> Manager::GetVm(const std::string& name_or_uuid) {
     if (v.disks.empty()) return tl::unexpected(dom.error());
     return v;
   }
-  auto xml = lv_.GetXml(dom->uuid, !dom->active);
+  auto xml = lv_.GetXml(dom->uuid, dom->active ? libvirt::kXmlLive : libvirt::kXmlInactive);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -419,7 +444,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   if (!dom) return tl::unexpected(dom.error());
   if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
-  auto xml = lv_.GetXml(dom->uuid, dom->persistent);
+  auto xml = lv_.GetXml(dom->uuid, dom->persistent ? libvirt::kXmlInactive : libvirt::kXmlLive);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -459,7 +484,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
     // is never made again here: if it is lost, the check says so).
     if (pol->rules.ssd_size > 0 && !(*tier && (*tier)->path == spec.filename)) {
       if (auto s = PrepareSsdFile(spec.filename, pol->rules.ssd_size, false,
-                                  QemuOwner()); !s) {
+                                  config_.ssd_roots, QemuOwner()); !s) {
         return tl::unexpected(Error{s.error().code, "policy '" + policy_name +
                                                         "' cannot be assigned: " +
                                                         s.error().message +
@@ -533,7 +558,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   }
   std::optional<DomainInfo> live;
   if (dom->active) {
-    auto lx = lv_.GetXml(dom->uuid, false);
+    auto lx = lv_.GetXml(dom->uuid, libvirt::kXmlLive);
     if (!lx) return tl::unexpected(lx.error());
     auto li = libvirt::ParseDomain(*lx);
     if (!li) return tl::unexpected(li.error());
@@ -612,7 +637,8 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
   std::lock_guard vlock(VmMutex(dom->uuid));
   auto as = AssignmentsOf(dom->uuid);
   if (!as) return tl::unexpected(as.error());
-  auto xml = lv_.GetMigratableXml(dom->uuid);
+  // (With its secrets: what the destination starts from is this XML.)
+  auto xml = lv_.GetXml(dom->uuid, libvirt::kXmlMigratable | libvirt::kXmlSecure);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -644,11 +670,22 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
 
 Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req,
                                 int64_t drain_timeout_ms) {
-  if (req.destination.empty()) {
+  // The destination is a configured peer, named: never a URI from the
+  // caller (libvirt runs programs for some URIs, as root here).
+  const Peer* peer = config_.peers.Find(req.destination);
+  if (!peer) {
     return Fail(ErrorCode::kInvalidArgument,
-                "'destination' must be the libvirt URI of the destination host, such as "
-                "qemu+ssh://host2/system");
+                "'destination' must name a configured peer" +
+                    (req.destination.empty() ? std::string()
+                                             : ", and '" + req.destination + "' is none") +
+                    " (" + config_.peers.Describe() + "); to migrate to another host, " +
+                    Peers::HowToConfigure());
   }
+  auto migrate_uri = Peers::MigrateUri(*peer, req.migrate_uri);
+  if (!migrate_uri) return tl::unexpected(migrate_uri.error());
+  const std::string where = "peer '" + peer->name + "' (" + peer->uri + ")";
+  req.destination = peer->uri;
+  req.migrate_uri = *migrate_uri;
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
   // The policy's options, from the store (never the drain's value).
@@ -667,7 +704,7 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
     for (const auto& a : *as) disks += (disks.empty() ? "" : ", ") + a.target;
   }
   Log("info", dom->name, "", "migrate",
-      "live migration to " + req.destination + " requested" +
+      "live migration to " + where + " requested" +
           (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
   auto drained =
       DrainWriteBack(*dom, drain_timeout_ms < 0 ? config_.drain_timeout_ms : drain_timeout_ms);
@@ -681,7 +718,7 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   SetMigrating(dom->uuid, false);
   double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
   Log("info", dom->name, "", "migrate",
-      "migrated to " + req.destination + " in " + HumanSeconds(secs) +
+      "migrated to " + where + " in " + HumanSeconds(secs) +
           (req.undefine_source ? "; its definition here was removed" : ""));
   return secs;
 }
@@ -727,7 +764,8 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     const DomainRef& dom, const std::vector<Assignment>& as,
     const std::map<std::string, policy::Rules>& rules, const std::optional<DomainInfo>& live,
     const std::map<std::string, SsdPlan>& ssd) {
-  auto xml = lv_.GetXml(dom.uuid, true);
+  // (With its secrets, since it is defined back.)
+  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlInactive | libvirt::kXmlSecure);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -769,7 +807,7 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
       if (nodes && nodes->count(a.target)) (*held)["file"] = nodes->at(a.target);
       missing[a.target] =
           "its SSD tier file " + (*held)["ssd"].value("filename", "") +
-          " was not closed cleanly (the VM or the host stopped abruptly) and may hold written "
+          HeldTierState((*held)["ssd"].value("filename", "")) + " and may hold written "
           "data the disk does not have yet, but " + risk +
           "; the definition keeps the filter as it was until the VM has started once (the "
           "driver writes that data back), then the policy's settings apply";
@@ -820,7 +858,7 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
       return tl::unexpected(Annotate(s.error(), "updating the definition of VM '" + dom.name + "'"));
     }
     // Read it back: libvirt must have kept what we wrote.
-    auto back = lv_.GetXml(dom.uuid, true);
+    auto back = lv_.GetXml(dom.uuid, libvirt::kXmlInactive);
     auto kept = back ? libvirt::ParseInstalledFilters(*back) : decltype(after)();
     bool ok = kept && kept->size() == after->size();
     if (ok) {
@@ -875,6 +913,14 @@ Manager::SsdPlan Manager::PlanSsd(const DomainRef& dom, const Assignment& a,
                                   const policy::Rules& r, bool may_replace) {
   SsdPlan p;
   if (r.ssd_size == 0) return p;
+  if (!config_.ssd_roots.Locate(r.ssd_dir)) {
+    // (A policy stored before the roots were checked: nothing is made,
+    // moved or deleted there.)
+    p.problem = "policy '" + a.policy + "' has ssd-dir " + r.ssd_dir + ", but " +
+                config_.ssd_roots.NotUnder(r.ssd_dir) +
+                "; the disk is cached in RAM only until the policy's ssd-dir is changed";
+    return p;
+  }
   policy::SsdSpec spec = MakeSsdSpec(r, dom.uuid, a.target, a.node_name);
   auto create = PrepareTier(dom, a.target, spec, r.ssd_size, may_replace, &p.lost);
   if (!create) {
@@ -964,7 +1010,7 @@ Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& targe
     } else {
       // Clean copies at most: the tier moves to the new file.
       if (old.state != SsdFileState::kMissing && OurSsdFile(t->path, dom.uuid, target)) {
-        if (auto s = RemoveSsdFile(t->path); s) {
+        if (auto s = RemoveSsdFile(t->path, config_.ssd_roots); s) {
           Log("info", dom.name, target, "ssd",
               "SSD tier file " + t->path + " deleted (it held clean copies only; the disk's "
               "tier is " + spec.filename + " now)");
@@ -980,7 +1026,8 @@ Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& targe
       return false;
     }
   }
-  if (auto s = PrepareSsdFile(spec.filename, size, may_replace, QemuOwner()); !s) {
+  if (auto s = PrepareSsdFile(spec.filename, size, may_replace, config_.ssd_roots, QemuOwner());
+      !s) {
     return tl::unexpected(s.error());
   }
   const SsdFileInfo now = ReadSsdFile(spec.filename);
@@ -1003,7 +1050,7 @@ Result<bool> Manager::PrepareTier(const DomainRef& dom, const std::string& targe
 
 Status Manager::RemoveTierFile(const std::string& uuid, const std::string& target,
                                const std::string& path) {
-  if (auto s = RemoveSsdFile(path); !s) return s;
+  if (auto s = RemoveSsdFile(path, config_.ssd_roots); !s) return s;
   auto rec = store_.GetSsdTier(uuid, target);
   if (rec && *rec && (*rec)->path == path) return store_.DeleteSsdTier(uuid, target);
   return {};
@@ -1012,7 +1059,7 @@ Status Manager::RemoveTierFile(const std::string& uuid, const std::string& targe
 Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target,
                                  const policy::Rules* next, const std::string& then) {
   if (dom.active || !dom.persistent) return {};  // a running QEMU has the tier open
-  auto xml = lv_.GetXml(dom.uuid, true);
+  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlInactive);
   if (!xml) return tl::unexpected(xml.error());
   auto installed = libvirt::ParseInstalledFilters(*xml);
   auto held = HeldFilter(dom, installed ? &*installed : nullptr, target);
@@ -1023,7 +1070,7 @@ Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target
   if (risk.empty()) return {};
   return Fail(ErrorCode::kFailedPrecondition,
               "the SSD tier file " + (*held)["ssd"].value("filename", "") + " of " + target +
-                  " was not closed cleanly (the VM or the host stopped abruptly) and may hold "
+                  HeldTierState((*held)["ssd"].value("filename", "")) + " and may hold "
                   "written data the disk does not have yet, which only the driver writes back "
                   "when it opens the tier again, and " + risk + "; start VM '" + dom.name +
                   "' once with its current policy so the driver writes that data back, then " +
@@ -1048,8 +1095,7 @@ void Manager::ForgetSsdFile(const Assignment& a) {
   if (rec && *rec && (*rec)->stale && OurSsdFile((*rec)->path, a.vm_uuid, a.target) &&
       ReadSsdFileState((*rec)->path) == SsdFileState::kOpen) {
     // Its journal may be older than the disk: nothing may open it again.
-    std::error_code ec;
-    if (std::filesystem::remove((*rec)->path, ec)) {
+    if (RemoveSsdFile((*rec)->path, config_.ssd_roots, true)) {
       Log("warning", a.vm_name, a.target, "ssd-forget",
           "stale SSD tier file " + (*rec)->path + " (not closed cleanly, and the VM ran without "
           "its filter since) deleted with the assignment, its journal unwritten");
@@ -1057,7 +1103,7 @@ void Manager::ForgetSsdFile(const Assignment& a) {
   }
   for (const auto& path : paths) {
     if (!SsdFileSize(path)) continue;
-    if (auto s = RemoveSsdFile(path); !s) {
+    if (auto s = RemoveSsdFile(path, config_.ssd_roots); !s) {
       Log("warning", a.vm_name, a.target, "ssd",
           "the SSD tier file could not be deleted: " + s.error().message);
     } else {
@@ -1078,7 +1124,7 @@ void Manager::ReleaseMigratedTiers(const std::string& uuid, const std::string& n
     const std::string path = (*rec)->path;
     (void)store_.DeleteSsdTier(uuid, a.target);
     if (!SsdFileSize(path) || !OurSsdFile(path, uuid, a.target)) continue;
-    if (auto s = RemoveSsdFile(path); s) {
+    if (auto s = RemoveSsdFile(path, config_.ssd_roots); s) {
       Log("info", name, a.target, "ssd",
           "SSD tier file " + path + " deleted: the VM left by live migration, and its filter "
           "wrote everything back and dropped the tier's content as it handed the disk over; "
@@ -1114,10 +1160,12 @@ Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::stri
       if (dom) stale = StaleTier(*dom, t);
     }
     if (!stale.empty()) {
-      std::error_code ec;
-      if (OurSsdFile(t.path, a->vm_uuid, target) && !std::filesystem::remove(t.path, ec) && ec) {
-        return Fail(ErrorCode::kFailedPrecondition,
-                    "cannot delete the stale SSD tier file " + t.path + ": " + ec.message());
+      if (OurSsdFile(t.path, a->vm_uuid, target)) {
+        if (auto s = RemoveSsdFile(t.path, config_.ssd_roots, true); !s) {
+          return Fail(ErrorCode::kFailedPrecondition,
+                      "cannot delete the stale SSD tier file " + t.path + ": " +
+                          s.error().message);
+        }
       }
       if (auto s = store_.DeleteSsdTier(a->vm_uuid, target); !s) return tl::unexpected(s.error());
       Log("warning", a->vm_name, target, "ssd-forget",
@@ -1193,7 +1241,7 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
   }
   std::optional<DomainInfo> live;
   if (dom.active) {
-    auto lx = lv_.GetXml(dom.uuid, false);
+    auto lx = lv_.GetXml(dom.uuid, libvirt::kXmlLive);
     if (!lx) return tl::unexpected(lx.error());
     auto li = libvirt::ParseDomain(*lx);
     if (!li) return tl::unexpected(li.error());

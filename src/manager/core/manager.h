@@ -23,6 +23,8 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "manager/core/peers.h"
+#include "manager/core/ssd_files.h"
 #include "manager/libvirt/domain_xml.h"
 #include "manager/libvirt/libvirt_client.h"
 #include "manager/libvirt/live_filter.h"
@@ -44,6 +46,10 @@ struct ManagerConfig {
   int64_t drain_timeout_ms = 30000;
   uint64_t drain_threshold = 1 << 20;
   int64_t drain_poll_ms = 200;
+  // The hosts Migrate may send VMs to (by name).
+  Peers peers;
+  // Where policies' ssd-dir may lie; tier files are made only there.
+  SsdRoots ssd_roots;
 };
 
 struct DiskView {
@@ -75,6 +81,9 @@ class Manager {
   Result<std::vector<policy::Policy>> ListPolicies();
   Result<policy::Policy> GetPolicy(const std::string& name);
   Result<std::vector<store::Assignment>> PolicyUsers(const std::string& name);
+  // A policy's ssd-dir must lie under one of config.ssd_roots
+  // (kInvalidArgument naming them otherwise); it is stored canonical
+  // (SsdRoots::Canonical), so read the policy back for what was stored.
   Status CreatePolicy(const policy::Policy& p);
   // Stores the new rules and re-applies them to every disk that uses the
   // policy; returns those disks' assignments afterwards.
@@ -137,7 +146,10 @@ class Manager {
 
   // Migrates a running VM live to another libvirtd with MigrationXml() as
   // its destination XML (the filters of its cached disks start there with
-  // it).  First the write-back disks are drained while the guest runs: each
+  // it).  `req.destination` names a configured peer (config.peers; else
+  // kInvalidArgument saying how to configure one), whose libvirt URI is
+  // used; `req.migrate_uri` must be "" or tcp://HOST[:PORT] of the peer's
+  // migration host (Peers::MigrateUri).  First the write-back disks are drained while the guest runs: each
   // filter is reopened with max-dirty-age-ms 1 (its other options as the
   // policy says) and its dirty-bytes polled until at most
   // drain_threshold, or `drain_timeout_ms` passed (-1: the configured
@@ -252,6 +264,9 @@ class Manager {
                      const policy::Rules& rules, const std::string& vm_name);
   Status CheckBudgetForPolicy(const policy::Policy& p);
   Status CheckOptionsCached(const policy::Rules& r);
+  // `p` with its ssd-dir made canonical; kInvalidArgument when it is not
+  // under an SSD root.
+  Result<policy::Policy> CheckSsdDir(policy::Policy p) const;
 
   store::Store& store_;
   libvirt::LibvirtClient& lv_;

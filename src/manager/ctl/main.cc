@@ -431,8 +431,13 @@ int main(int argc, char** argv) {
   auto* vmigrate = vmcmd->add_subcommand(
       "migrate", "live-migrate a running VM to another libvirtd, its cached disks' filters along");
   vmigrate->add_option("vm", vm, "VM name or UUID")->required();
-  vmigrate->add_option("destination", dest, "libvirt URI of the destination")->required();
-  vmigrate->add_option("--migrate-uri", migrate_uri, "where QEMU streams to (tcp://HOST)");
+  vmigrate->add_option("peer", dest,
+                       "the destination: a peer configured in hostcached's config file "
+                       "(peer = NAME=qemu+tls://HOST/system), by name")
+      ->required();
+  vmigrate->add_option("--migrate-uri", migrate_uri,
+                       "where QEMU streams to: tcp://HOST[:PORT] of the peer's migration host "
+                       "(default: the peer's peer-migrate-uri, else the destination's choice)");
   vmigrate->add_flag("--unsafe", unsafe, "even when libvirt cannot tell the storage is shared");
   vmigrate->add_flag("--undefine-source", undefine_source, "remove the definition here");
   vmigrate->add_flag("--transient", transient, "do not define it on the destination");

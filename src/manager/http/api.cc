@@ -408,6 +408,8 @@ Response Api::CreatePolicy(const Params&, const Query&, const Request& req) {
   auto p = policy::PolicyFromJson(*body);
   if (!p) return FromError(p.error());
   if (auto s = manager_.CreatePolicy(*p); !s) return FromError(s.error());
+  // (What was stored: ssd-dir made canonical.)
+  if (auto stored = manager_.GetPolicy(p->name)) p = *stored;
   Response r = Json(201, policy::PolicyToJson(*p));
   r.headers.emplace_back("Location", std::string(kPrefix) + "/policies/" + p->name);
   return r;
@@ -451,6 +453,7 @@ Response Api::UpdatePolicy(const Params& params, const Query&, const Request& re
   }
   auto users = manager_.UpdatePolicy(p);
   if (!users) return FromError(users.error());
+  if (auto stored = manager_.GetPolicy(p.name)) p = *stored;
   json j = policy::PolicyToJson(p);
   j["disks"] = json::array();
   for (const auto& a : *users) j["disks"].push_back(AssignmentJson(a));

@@ -73,7 +73,10 @@ json Schemas() {
            "ssd child."}}},
         {"ssd-dir",
          {{"type", "string"},
-          {"description", "Absolute directory of the SSD tier files (made with mode 0700)."}}},
+          {"description",
+           "Absolute directory of the SSD tier files (made with mode 0700). It must lie under "
+           "one of the daemon's SSD roots (--ssd-root, default /var/lib/hostcache/ssd; 400 "
+           "otherwise) and is stored canonical (symbolic links resolved)."}}},
         {"max-dirty", size},
         {"max-dirty-age-ms",
          {{"type", "integer"}, {"minimum", 1}, {"maximum", 3600000}, {"default", 5000}}}}}};
@@ -337,14 +340,17 @@ json Build() {
       "with the migration XML, so the filters of its cached disks start with it). Blocks until "
       "the migration ends. Write-back disks are drained first (see drain_timeout_s); `seconds` is "
       "the migration's time without the drain. The destination needs the project's QEMU and the "
-      "SSD tier files.",
+      "SSD tier files. The destination is one of the peers configured in the daemon's config "
+      "file (peer = NAME=qemu+tls://HOST/system), by name.",
       {{"200", Ok("The VM runs on the destination.",
                   json{{"type", "object"},
                        {"properties",
                         {{"vm", {{"type", "string"}}},
                          {"destination", {{"type", "string"}}},
                          {"seconds", {{"type", "number"}}}}}})},
-       {"400", ProblemResponse("Bad body.")},
+       {"400", ProblemResponse("Bad body, a destination that is no configured peer, or a "
+                               "migrate_uri that is not tcp://HOST[:PORT] of the peer's "
+                               "migration host.")},
        {"404", ProblemResponse("No such VM.")},
        {"409", ProblemResponse("The VM is not running or already migrating, the destination "
                                "cannot be reached, or the migration failed (the VM runs on "
@@ -360,11 +366,15 @@ json Build() {
                 {"properties",
                  {{"destination",
                    {{"type", "string"},
-                    {"description", "libvirt URI of the destination, e.g. qemu+ssh://host2/system"}}},
+                    {"description",
+                     "the name of a peer configured in the daemon's config file (peer = "
+                     "NAME=LIBVIRT-URI), e.g. host2"}}},
                   {"migrate_uri",
                    {{"type", "string"},
-                    {"description", "where QEMU streams to, e.g. tcp://host2 (libvirt's choice "
-                                    "when absent)"}}},
+                    {"description",
+                     "where QEMU streams to: tcp://HOST[:PORT] of the peer's migration host (its "
+                     "peer-migrate-uri's host, else its libvirt URI's). Absent: the peer's "
+                     "peer-migrate-uri, else where the destination libvirtd says"}}},
                   {"persistent", {{"type", "boolean"}, {"default", true}}},
                   {"undefine_source", {{"type", "boolean"}, {"default", false}}},
                   {"unsafe",

@@ -58,12 +58,24 @@ struct ProcessOwner {
 // A live migration to another libvirtd (virDomainMigrate3, driven from
 // here as virsh does: this side connects to both daemons).
 struct MigrateRequest {
-  std::string destination;  // libvirt URI of the destination ("qemu+ssh://dst/system")
+  std::string destination;  // libvirt URI of the destination ("qemu+tls://dst/system"),
+                            // checked by CheckPeerUri (peer_uri.h) before it is opened
   std::string dest_xml;     // the XML the destination starts from (VIR_MIGRATE_PARAM_DEST_XML)
-  std::string migrate_uri;  // where QEMU streams to ("tcp://dst"), "" = libvirt's choice
+  std::string migrate_uri;  // where QEMU streams to ("tcp://dst", CheckMigrateUri),
+                            // "" = the destination libvirtd's choice
   bool persistent = true;   // VIR_MIGRATE_PERSIST_DEST
   bool undefine_source = false;
   bool unsafe = false;      // VIR_MIGRATE_UNSAFE (storage libvirt cannot prove shared)
+};
+
+// What GetXml returns: libvirt's VIR_DOMAIN_XML_* flags of the same names.
+enum XmlFlag : unsigned {
+  kXmlLive = 0,                // the running domain's XML (node indexes, aliases)
+  kXmlInactive = 1u << 0,      // the persistent definition
+  kXmlSecure = 1u << 1,        // with secrets (graphics passwords, ...), which libvirt
+                               // leaves out otherwise: an XML defined back or handed to a
+                               // migration without them loses them
+  kXmlMigratable = 1u << 2,    // as a migration destination would start from it
 };
 
 // `detail`: the device alias for kDeviceRemoved, else "".
@@ -83,16 +95,13 @@ class LibvirtClient {
   virtual Result<std::vector<DomainRef>> ListDomains() = 0;
   // `name_or_uuid`: a domain name or a UUID string.  kNotFound when absent.
   virtual Result<DomainRef> LookupDomain(const std::string& name_or_uuid) = 0;
-  // The domain XML: the persistent definition when `inactive`, else the live
-  // one (which carries libvirt's node indexes and device aliases).
-  virtual Result<std::string> GetXml(const std::string& uuid, bool inactive) = 0;
+  // The domain XML as `flags` (XmlFlag) say: the persistent definition
+  // with kXmlInactive, else the live one (which carries libvirt's node
+  // indexes and device aliases); with kXmlSecure wherever it is defined
+  // back or handed to a migration.
+  virtual Result<std::string> GetXml(const std::string& uuid, unsigned flags) = 0;
   // Replaces the persistent definition (virDomainDefineXML).
   virtual Status DefineXml(const std::string& xml) = 0;
-  // The running domain's XML as a migration destination would start from it
-  // (VIR_DOMAIN_XML_MIGRATABLE).
-  virtual Result<std::string> GetMigratableXml(const std::string& uuid) {
-    return GetXml(uuid, false);
-  }
   // Migrates a running domain live; returns once it runs on the
   // destination (or failed: the domain then runs on here).
   virtual Status Migrate(const std::string& uuid, const MigrateRequest& req) {

@@ -9,8 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "manager/libvirt/domain_xml.h"
 #include <spdlog/spdlog.h>
+
+#include "manager/libvirt/domain_xml.h"
+#include "manager/libvirt/peer_uri.h"
 
 namespace hc::libvirt {
 namespace {
@@ -351,29 +353,29 @@ Result<DomainRef> RealLibvirtClient::LookupDomain(const std::string& name_or_uui
   return r;
 }
 
-Result<std::string> RealLibvirtClient::GetXml(const std::string& uuid, bool inactive) {
+Result<std::string> RealLibvirtClient::GetXml(const std::string& uuid, unsigned flags) {
   auto c = ConnOrFail();
   if (!c) return tl::unexpected(c.error());
   DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
   if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
-  CString xml(virDomainGetXMLDesc(d.get(), inactive ? VIR_DOMAIN_XML_INACTIVE : 0));
+  unsigned vflags = 0;
+  if (flags & kXmlInactive) vflags |= VIR_DOMAIN_XML_INACTIVE;
+  if (flags & kXmlSecure) vflags |= VIR_DOMAIN_XML_SECURE;
+  if (flags & kXmlMigratable) vflags |= VIR_DOMAIN_XML_MIGRATABLE;
+  CString xml(virDomainGetXMLDesc(d.get(), vflags));
   if (!xml) return tl::unexpected(LastError("reading the XML of " + uuid));
-  return std::string(xml.get());
-}
-
-Result<std::string> RealLibvirtClient::GetMigratableXml(const std::string& uuid) {
-  auto c = ConnOrFail();
-  if (!c) return tl::unexpected(c.error());
-  DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
-  if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
-  CString xml(virDomainGetXMLDesc(d.get(), VIR_DOMAIN_XML_MIGRATABLE));
-  if (!xml) return tl::unexpected(LastError("reading the migratable XML of " + uuid));
   return std::string(xml.get());
 }
 
 Status RealLibvirtClient::Migrate(const std::string& uuid, const MigrateRequest& req) {
   auto c = ConnOrFail();
   if (!c) return tl::unexpected(c.error());
+  // (The manager sends configured peers only; checked here again because
+  // libvirt runs programs for some URIs, and this process is root.)
+  if (auto u = CheckPeerUri(req.destination); !u) return tl::unexpected(u.error());
+  if (!req.migrate_uri.empty()) {
+    if (auto m = CheckMigrateUri(req.migrate_uri); !m) return tl::unexpected(m.error());
+  }
   DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
   if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
   virConnectPtr dconn = virConnectOpen(req.destination.c_str());

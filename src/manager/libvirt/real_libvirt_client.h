@@ -42,10 +42,9 @@ class RealLibvirtClient final : public LibvirtClient {
   std::string LastConnectionError() override;
   Result<std::vector<DomainRef>> ListDomains() override;
   Result<DomainRef> LookupDomain(const std::string& name_or_uuid) override;
-  Result<std::string> GetXml(const std::string& uuid, bool inactive) override;
+  Result<std::string> GetXml(const std::string& uuid, unsigned flags) override;
   Status DefineXml(const std::string& xml) override;
   Result<ProcessOwner> QemuProcessOwner() override;
-  Result<std::string> GetMigratableXml(const std::string& uuid) override;
   Status Migrate(const std::string& uuid, const MigrateRequest& req) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
