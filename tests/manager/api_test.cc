@@ -498,6 +498,7 @@ TEST_F(ApiTest, TheDashboardIsServedOutsideTheApiOnly) {
   auto none = Call("GET", "/");
   EXPECT_EQ(none.status, 404);
   EXPECT_NE(none.body.find("/api/v1"), std::string::npos);
+}
 
 TEST_F(ApiTest, MigrateGoesOnlyToAConfiguredPeer) {
   ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
