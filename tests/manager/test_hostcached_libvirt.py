@@ -25,6 +25,7 @@ and TCG domains running the project's QEMU, driven over HTTP.
   would run a program, an ssd-dir outside the SSD roots included)
 """
 
+import json
 import os
 import re
 import signal
