@@ -1,0 +1,286 @@
+/*
+ * hostcache: the driver's private state and the functions its files share
+ *
+ * Copyright (c) 2026 The hostcache authors
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#ifndef BLOCK_HOSTCACHE_INT_H
+#define BLOCK_HOSTCACHE_INT_H
+
+#include "block/block_int.h"
+#include "qapi/qapi-types-block-core.h"
+#include "qemu/coroutine.h"
+#include "qemu/queue.h"
+#include "qemu/thread.h"
+#include "qemu/timer.h"
+
+#include "hc-engine.h"
+#include "hc-ssd.h"
+
+/* Defaults; see docs/DRIVER.md for the measurements behind them. */
+#define HOSTCACHE_DEFAULT_MODE          HOSTCACHE_MODE_WRITE_THROUGH
+#define HOSTCACHE_DEFAULT_RAM_SIZE      (256 * MiB)
+#define HOSTCACHE_DEFAULT_BLOCK_SIZE    (4 * KiB)
+#define HOSTCACHE_DEFAULT_ADMIT_AFTER   1
+#define HOSTCACHE_DEFAULT_SEQ_CUTOFF    (4 * MiB)
+#define HOSTCACHE_DEFAULT_DIRTY_AGE_MS  5000
+#define HOSTCACHE_MAX_DIRTY_AGE_MS      3600000
+
+/* Write-back concurrency towards the origin. */
+#define HOSTCACHE_DESTAGE_WIDTH_MAX     16
+#define HOSTCACHE_FLUSH_WIDTH           16
+
+/* Evicted blocks waiting to be written to the SSD tier, at most. */
+#define HOSTCACHE_DEMOTE_MAX        1024
+/* Demotions written per round, before their slot-table sectors. */
+#define HOSTCACHE_DEMOTE_BATCH      32
+
+typedef struct HostcacheOpts {
+    HostcacheMode mode;
+    HcConfig cfg;
+    uint64_t max_dirty;         /* bytes */
+    uint64_t dirty_age_ns;
+    char origin_id[HC_SSD_ORIGIN_ID_MAX];   /* "" = origin's filename */
+    bool ssd_create;            /* a blank or foreign tier may be formatted */
+} HostcacheOpts;
+
+/*
+ * Slot-table sectors to persist.  On overflow every sector is visited, but
+ * hostcache_ssd_persist() only writes those changed since their last write.
+ */
+typedef struct HostcacheSectors {
+    uint64_t sec[32];
+    int n;
+    bool overflow;
+} HostcacheSectors;
+
+/*
+ * A block whose SSD entry is dropped in memory, in slot-table sector sec,
+ * and not yet on the device; or (HostcacheSsdTier.unflushed) a sector
+ * written without FUA, durable only after the next SSD flush.
+ */
+typedef struct HostcachePendingDrop {
+    uint64_t blk;
+    uint64_t sec;
+    uint64_t gen;       /* the sector's generation once the drop is in it */
+} HostcachePendingDrop;
+
+/* A clean block evicted from RAM, on its way to the SSD tier. */
+typedef struct HostcacheDemotion {
+    uint64_t blk;
+    uint64_t wgen;              /* origin writes before it (origin_wgen) */
+    HcOp op;                    /* a write to blk meanwhile makes it stale */
+    void *buf;
+    QSIMPLEQ_ENTRY(HostcacheDemotion) next;
+} HostcacheDemotion;
+
+/* A block in the write-back journal (HostcacheJournal.entries). */
+typedef struct HostcacheJEntry {
+    uint64_t slot;
+    uint64_t seq;
+    int64_t ns;         /* when journaled; meaningless when recovered */
+    bool recovered;     /* left by an earlier run: write back at once */
+} HostcacheJEntry;
+
+/*
+ * Write-back towards the origin (hostcache-wb.c).  Every field is
+ * protected by BDRVHostcacheState.lock.
+ */
+typedef struct HostcacheWb {
+    bool destager_running;      /* a destager coroutine exists */
+    int quiesced;               /* drain depth (also read atomically): no
+                                 * background work while > 0 */
+    QemuCoSleep destager_sleep; /* where an idle destager sleeps */
+    int width;                  /* destage writes in flight, >= 1; adapted
+                                 * to the origin's latency (AIMD) */
+    uint64_t lat_floor;         /* lowest destage latency seen, ns; 0: none */
+} HostcacheWb;
+
+/*
+ * The SSD tier (hostcache-ssd.c); all NULL/false without one.  Protected
+ * by BDRVHostcacheState.lock, except child (set at open) and the flags
+ * dropping and broken, which only the node's AioContext changes.
+ * Invariant: a block's SSD entry is durably dropped before the block
+ * changes on the origin or becomes dirty in RAM.
+ */
+typedef struct HostcacheSsdTier {
+    BdrvChild *child;           /* the ssd node; fixed from open to close */
+    HcSsd *idx;                 /* its index; NULL until attached (an
+                                 * inactive node attaches at activation) */
+    bool on;                    /* in use: attached, active, not
+                                 * pass-through, no I/O error */
+    bool broken;                /* an SSD I/O error: never used again */
+    bool drop_pending;          /* broken, its content not yet dropped on
+                                 * the device (hostcache_ssd_forget) */
+    bool dropping;              /* that drop is being written now */
+    /*
+     * Blocks whose SSD entry was dropped in memory but maybe not yet on the
+     * device (HostcachePendingDrop): before such a block is written to the
+     * origin, its sector is persisted.
+     */
+    GArray *pending;
+    /*
+     * Slot-table sectors written without FUA, not yet covered by an SSD
+     * flush (HostcachePendingDrop: sec, gen): they count as on the device
+     * (hc_ssd_sector_written) only after the next flush.
+     */
+    GArray *unflushed;
+    int64_t flush_ns;           /* last SSD flush (hostcache_ssd_flush) */
+    unsigned long *sec_busy;    /* slot-table sectors being written now */
+    /* clean blocks evicted from RAM, to be written to the tier, FIFO */
+    QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
+    int ndemotions;             /* their number, <= HOSTCACHE_DEMOTE_MAX */
+    bool demoter_running;       /* a demoter coroutine exists */
+} HostcacheSsdTier;
+
+/*
+ * The write-back journal on the SSD tier (hostcache-journal.c): with the
+ * tier on in write-back mode, a flush writes dirty RAM blocks to the SSD
+ * as dirty entries and flushes the SSD only; the destager writes dirty
+ * entries to the origin in journal order and marks them clean once the
+ * origin is flushed.  lock serializes journal batches (data, slot table,
+ * superblock, SSD flush); dlock serializes batches towards the origin.
+ * The other fields are protected by BDRVHostcacheState.lock.
+ */
+typedef struct HostcacheJournal {
+    CoMutex lock;
+    CoMutex dlock;
+    GArray *entries;            /* HostcacheJEntry, in seq order */
+    guint head;                 /* first entry not yet destaged */
+    guint busy;                 /* first entry of the batch in flight
+                                 * (G_MAXUINT: none); destaging stops there */
+    int64_t super_ns;           /* last superblock write by the journal */
+    uint64_t super_off;         /* where that write goes (its copy) */
+    GArray *kept;               /* older entries to release after a flush */
+    HostcacheSectors *secs;     /* released entries' sectors to write */
+    int64_t secs_ns;            /* when they were last written */
+} HostcacheJournal;
+
+typedef struct BDRVHostcacheState {
+    /* Options in force; changed only by reopen commit (drained, BQL). */
+    HostcacheOpts opts;
+
+    /* The cache.  Every call into it is made with lock held. */
+    HcEngine *eng;
+
+    /*
+     * Protects eng (and its statistics) and the fields the sub-structures
+     * below say; never held across a yield.  Requests of one node may run
+     * in several threads (multiqueue devices).
+     */
+    QemuMutex lock;
+
+    HostcacheWb wb;
+    HostcacheSsdTier ssd;
+    HostcacheJournal j;
+
+    /*
+     * Origin writes completed (origin_wgen, atomic) and covered by a
+     * completed origin flush (origin_fgen <= origin_wgen, under lock): a
+     * demotion's slot-table entry is written only once every origin write
+     * before it is flushed, so a power cut can never leave the SSD newer
+     * than the origin.
+     */
+    uint64_t origin_wgen;
+    uint64_t origin_fgen;
+
+    /* HOSTCACHE_CHECK_INDEX set in the environment (tests): the indexes'
+     * invariants are checked after every batch, aborting when broken. */
+    bool check_index;
+} BDRVHostcacheState;
+
+/* Write-back with the SSD tier on: flushes go to the journal. */
+static inline bool hostcache_journaling(BDRVHostcacheState *s)
+{
+    return s->opts.mode == HOSTCACHE_MODE_WRITE_BACK && s->ssd.on;
+}
+
+/* Dirty entries on the SSD tier (lock held); 0 without a tier. */
+static inline uint64_t hostcache_ssd_dirty(BDRVHostcacheState *s)
+{
+    return s->ssd.idx ? hc_ssd_dirty_blocks(s->ssd.idx) +
+        hc_ssd_kept_dirty(s->ssd.idx) : 0;
+}
+
+static inline uint64_t hostcache_bsize(BDRVHostcacheState *s)
+{
+    return s->opts.cfg.block_size;
+}
+
+/* May blk be on the SSD tier (lock held)?  Dirty entries count always. */
+static inline bool hostcache_ssd_usable(BDRVHostcacheState *s)
+{
+    return s->ssd.idx && (s->ssd.on || hc_ssd_dirty_blocks(s->ssd.idx));
+}
+
+/* hostcache.c */
+
+void hostcache_check_locked(BDRVHostcacheState *s, const char *where);
+
+/* hostcache-wb.c */
+
+int coroutine_fn GRAPH_RDLOCK hostcache_origin_flush(BlockDriverState *bs);
+void hostcache_pace_locked(BDRVHostcacheState *s, int ret, uint64_t ns);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_flush(BlockDriverState *bs);
+void hostcache_kick_destager(BlockDriverState *bs);
+void hostcache_wake_destager(BlockDriverState *bs);
+void hostcache_drain_begin(BlockDriverState *bs);
+void hostcache_drain_end(BlockDriverState *bs);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
+                          uint64_t end);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
+                   QEMUIOVector *qiov, size_t qiov_offset);
+
+/* hostcache-ssd.c */
+
+void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
+                               const char *what);
+int GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
+                           BdrvRequestFlags flags);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist(BlockDriverState *bs, uint64_t sec);
+void hostcache_note_sector(void *opaque, uint64_t sec);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_write_sectors(BlockDriverState *bs, HostcacheSectors *l,
+                            BdrvRequestFlags flags);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l);
+void hostcache_pending_add(BDRVHostcacheState *s, uint64_t blk,
+                           uint64_t sec);
+void coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end);
+void hostcache_ssd_drop_locked(BDRVHostcacheState *s, uint64_t blk,
+                               HostcacheSectors *l);
+void hostcache_evicted(void *opaque, uint64_t blk, const void *data);
+void hostcache_kick_demoter(BlockDriverState *bs);
+int GRAPH_RDLOCK
+hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop);
+int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
+                                      bool activation, Error **errp);
+void hostcache_ssd_detach(BDRVHostcacheState *s);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_ssd_try_read(BlockDriverState *bs, uint64_t blk, int64_t pos,
+                       int64_t end_off, QEMUIOVector *qiov, size_t qiov_offset,
+                       bool bypass, int64_t *n);
+
+/* hostcache-journal.c */
+
+void hostcache_journal_rebuild(BDRVHostcacheState *s);
+void hostcache_journal_free(BDRVHostcacheState *s);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
+                  bool flush);
+int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_journal_sync(BlockDriverState *bs);
+
+#endif /* BLOCK_HOSTCACHE_INT_H */
