@@ -91,11 +91,11 @@ typedef struct HostcacheJEntry {
  */
 typedef struct HostcacheWb {
     bool destager_running;      /* a destager coroutine exists */
-    int quiesced;               /* drain depth (also read atomically): no
-                                 * background work while > 0 */
+    /* drain depth (also read atomically): no background work while > 0 */
+    int quiesced;
     QemuCoSleep destager_sleep; /* where an idle destager sleeps */
-    int width;                  /* destage writes in flight, >= 1; adapted
-                                 * to the origin's latency (AIMD) */
+    /* destage writes in flight, >= 1, adapted to the origin's latency */
+    int width;
     uint64_t lat_floor;         /* lowest destage latency seen, ns; 0: none */
 } HostcacheWb;
 
@@ -108,13 +108,13 @@ typedef struct HostcacheWb {
  */
 typedef struct HostcacheSsdTier {
     BdrvChild *child;           /* the ssd node; fixed from open to close */
-    HcSsd *idx;                 /* its index; NULL until attached (an
-                                 * inactive node attaches at activation) */
-    bool on;                    /* in use: attached, active, not
-                                 * pass-through, no I/O error */
+    /* its index; NULL until attached (an inactive node attaches later) */
+    HcSsd *idx;
+    /* in use: attached, active, not pass-through, no I/O error */
+    bool on;
     bool broken;                /* an SSD I/O error: never used again */
-    bool drop_pending;          /* broken, its content not yet dropped on
-                                 * the device (hostcache_ssd_forget) */
+    /* broken, its content not yet dropped on the device (ssd_forget) */
+    bool drop_pending;
     bool dropping;              /* that drop is being written now */
     /*
      * Blocks whose SSD entry was dropped in memory but maybe not yet on the
@@ -130,6 +130,8 @@ typedef struct HostcacheSsdTier {
     GArray *unflushed;
     int64_t flush_ns;           /* last SSD flush (hostcache_ssd_flush) */
     unsigned long *sec_busy;    /* slot-table sectors being written now */
+    CoQueue sec_wait;           /* writers of a busy sector wait here */
+    CoQueue drop_wait;          /* forgets wait here while dropping */
     /* clean blocks evicted from RAM, to be written to the tier, FIFO */
     QSIMPLEQ_HEAD(, HostcacheDemotion) demotions;
     int ndemotions;             /* their number, <= HOSTCACHE_DEMOTE_MAX */
@@ -150,8 +152,11 @@ typedef struct HostcacheJournal {
     CoMutex dlock;
     GArray *entries;            /* HostcacheJEntry, in seq order */
     guint head;                 /* first entry not yet destaged */
-    guint busy;                 /* first entry of the batch in flight
-                                 * (G_MAXUINT: none); destaging stops there */
+    /*
+     * First entry of the batch in flight (G_MAXUINT: none): destaging
+     * stops there.
+     */
+    guint busy;
     int64_t super_ns;           /* last superblock write by the journal */
     uint64_t super_off;         /* where that write goes (its copy) */
     GArray *kept;               /* older entries to release after a flush */
@@ -187,8 +192,19 @@ typedef struct BDRVHostcacheState {
     uint64_t origin_wgen;
     uint64_t origin_fgen;
 
-    /* HOSTCACHE_CHECK_INDEX set in the environment (tests): the indexes'
-     * invariants are checked after every batch, aborting when broken. */
+    /*
+     * An event count for requests that wait for work in flight elsewhere
+     * (a destage, a journal batch, a direct request over the same blocks):
+     * progress_gen counts completions of such work (under lock), and
+     * waiters sleep in progress (hostcache_progress_wait()).
+     */
+    uint64_t progress_gen;
+    CoQueue progress;
+
+    /*
+     * HOSTCACHE_CHECK_INDEX set in the environment (tests): the indexes'
+     * invariants are checked after every batch, aborting when broken.
+     */
     bool check_index;
 } BDRVHostcacheState;
 
@@ -219,6 +235,10 @@ static inline bool hostcache_ssd_usable(BDRVHostcacheState *s)
 /* hostcache.c */
 
 void hostcache_check_locked(BDRVHostcacheState *s, const char *where);
+void hostcache_progress_locked(BDRVHostcacheState *s);
+uint64_t hostcache_progress_mark(BDRVHostcacheState *s);
+void coroutine_fn hostcache_progress_wait(BDRVHostcacheState *s,
+                                          uint64_t mark);
 
 /* hostcache-wb.c */
 

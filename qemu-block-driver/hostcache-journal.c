@@ -62,21 +62,6 @@ void hostcache_journal_free(BDRVHostcacheState *s)
     }
 }
 
-/*
- * Write-back journal on the SSD tier
- * ----------------------------------
- * With an SSD tier in write-back mode, dirty blocks are "journaled": each
- * is written to a free SSD slot as a dirty entry with a new sequence
- * number, then the slot-table sectors and the superblock (which records
- * the sequence made durable by the previous flush), then the SSD is
- * flushed.  A guest flush is complete at that point, without waiting for
- * the origin.  The block's older entry (clean or dirty) stays on the device
- * until the new one is durable.  The destager then writes journaled blocks
- * to the origin in journal order, flushes the origin, and turns their
- * entries clean (they stay as cached copies).  Recovery writes back what a
- * crash left dirty (hostcache_ssd_replay).
- */
-
 /* Free an older entry of a block (lock held); its sector goes to l. */
 static void hostcache_release_kept_locked(BDRVHostcacheState *s,
                                           uint64_t kept, HostcacheSectors *l)
@@ -88,8 +73,10 @@ static void hostcache_release_kept_locked(BDRVHostcacheState *s,
     hostcache_pending_add(s, blk, sec);
 }
 
-/* One write of a journal batch: a block's data, a table sector, or the
- * superblock. */
+/*
+ * One write of a journal batch: a block's data, a table sector, or the
+ * superblock.
+ */
 typedef struct HostcacheJWrite {
     AioTask task;               /* first: aio_task_co() g_free()s the task */
     BlockDriverState *bs;
@@ -125,8 +112,10 @@ static void hostcache_jwrite_start(AioTaskPool *pool, BlockDriverState *bs,
     aio_task_pool_start_task(pool, &t->task);
 }
 
-/* The superblock's durable seq may lag this much behind (it only tells a
- * torn unflushed write from lost flushed data at recovery). */
+/*
+ * The superblock's durable seq may lag this much behind (it only tells a
+ * torn unflushed write from lost flushed data at recovery).
+ */
 #define HOSTCACHE_JSUPER_NS     (200 * SCALE_MS)
 
 /*
@@ -221,12 +210,13 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         s->j.super_ns = now;
         s->j.super_off = (gen % 2) * HC_SSD_SB_SIZE;
     }
-    released = s->j.secs->overflow || (s->j.secs->n &&
-                                      now - s->j.secs_ns >= HOSTCACHE_JRELEASE_NS);
+    released = s->j.secs->overflow ||
+        (s->j.secs->n && now - s->j.secs_ns >= HOSTCACHE_JRELEASE_NS);
     qemu_mutex_unlock(&s->lock);
     if (!n) {
         qemu_mutex_lock(&s->lock);
         s->j.busy = G_MAXUINT;
+        hostcache_progress_locked(s);
         qemu_mutex_unlock(&s->lock);
         return ret;
     }
@@ -295,6 +285,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     g_array_set_size(s->j.kept, 0);
     s->j.busy = G_MAXUINT;
     hostcache_check_locked(s, "a journal batch");
+    hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
     return ret < 0 ? ret : (int64_t)n;
 }
@@ -316,6 +307,7 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
 
     qemu_co_mutex_lock(&s->j.lock);
     for (;;) {
+        uint64_t mark = hostcache_progress_mark(s);
         int64_t n = hostcache_journal_some(bs, upto, MIN(limit - done, 256));
 
         if (n == -ENOSPC) {
@@ -333,7 +325,12 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
                 n = hostcache_jdestage_some(bs, 64);
             }
             if (n == 0) {
-                qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
+                /*
+                 * the free slots are pinned by readers, or the journal's
+                 * entries by a destage batch: let them finish
+                 */
+                hostcache_progress_wait(s, mark);
+                continue;
             }
         } else if (n > 0) {
             done += n;
@@ -350,7 +347,7 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
         }
         if (n == 0) {
             /* in flight elsewhere, or behind a direct request */
-            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+            hostcache_progress_wait(s, mark);
         }
     }
     origin = flush && qatomic_read(&s->origin_wgen) !=
@@ -404,7 +401,8 @@ hostcache_jdestage_task(AioTask *task)
     ret = 0;
     ok = ram && hc_crc32c(0, buf, bsize) == crc;
     if (!ok) {
-        ret = bdrv_co_pread(s->ssd.child, hc_ssd_data_offset(s->ssd.idx, t->e.slot),
+        ret = bdrv_co_pread(s->ssd.child,
+                            hc_ssd_data_offset(s->ssd.idx, t->e.slot),
                             bsize, buf, 0);
         ok = ret == 0 && hc_crc32c(0, buf, bsize) == crc;
     }
@@ -540,6 +538,7 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
         }
     }
     hostcache_check_locked(s, "a destage batch");
+    hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
     /*
      * Losing a clean mark costs a second write of the same data: no FUA.
@@ -579,8 +578,11 @@ hostcache_journal_sync(BlockDriverState *bs)
         }
     }
     for (;;) {
+        uint64_t mark;
+
         qemu_mutex_lock(&s->lock);
         left = hostcache_ssd_dirty(s);
+        mark = s->progress_gen;
         qemu_mutex_unlock(&s->lock);
         if (!left) {
             return 0;
@@ -590,7 +592,8 @@ hostcache_journal_sync(BlockDriverState *bs)
             return n;
         }
         if (n == 0) {
-            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
+            /* the rest is behind a journal batch in flight */
+            hostcache_progress_wait(s, mark);
         }
     }
 }

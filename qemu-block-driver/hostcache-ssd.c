@@ -123,8 +123,9 @@ hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
             return 0;
         }
         if (test_bit(sec, s->ssd.sec_busy)) {
+            /* written by another request now: then see what it wrote */
+            qemu_co_queue_wait(&s->ssd.sec_wait, &s->lock);
             qemu_mutex_unlock(&s->lock);
-            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 50 * SCALE_US);
             continue;
         }
         set_bit(sec, s->ssd.sec_busy);
@@ -134,11 +135,13 @@ hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
         hc_ssd_encode_sector(s->ssd.idx, sec, buf);
         qemu_mutex_unlock(&s->lock);
 
-        ret = bdrv_co_pwrite(s->ssd.child, hc_ssd_sector_offset(s->ssd.idx, sec),
+        ret = bdrv_co_pwrite(s->ssd.child,
+                             hc_ssd_sector_offset(s->ssd.idx, sec),
                              HC_SSD_SECTOR, buf, flags);
 
         qemu_mutex_lock(&s->lock);
         clear_bit(sec, s->ssd.sec_busy);
+        qemu_co_queue_restart_all(&s->ssd.sec_wait);
         if (ret == 0 && !(flags & BDRV_REQ_FUA)) {
             /* durable after the next flush (hostcache_ssd_flushed) */
             g_array_append_vals(s->ssd.unflushed,
@@ -244,10 +247,12 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
     if (!s->ssd.idx) {
         return;
     }
+    qemu_mutex_lock(&s->lock);
     while (s->ssd.dropping) {
         /* another request drops the whole tier: wait until it is done */
-        qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 100 * SCALE_US);
+        qemu_co_queue_wait(&s->ssd.drop_wait, &s->lock);
     }
+    qemu_mutex_unlock(&s->lock);
     if (!s->ssd.drop_pending) {
         qemu_mutex_lock(&s->lock);
         if (s->ssd.on) {
@@ -265,14 +270,27 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
         /* journaled blocks the origin lacks: keep them, do not drop */
         return;
     }
+    qemu_mutex_lock(&s->lock);
+    if (s->ssd.dropping || !s->ssd.drop_pending) {
+        /* another request dropped it, or drops it, meanwhile */
+        while (s->ssd.dropping) {
+            qemu_co_queue_wait(&s->ssd.drop_wait, &s->lock);
+        }
+        qemu_mutex_unlock(&s->lock);
+        return;
+    }
     s->ssd.dropping = true;
+    qemu_mutex_unlock(&s->lock);
     if (hostcache_ssd_write_super(bs, HC_SSD_STATE_OPEN, true) < 0) {
         error_report("hostcache '%s': the SSD tier may now hold stale "
                      "copies; zero its first 8 KiB before using it again",
                      bdrv_get_node_name(bs));
     }
+    qemu_mutex_lock(&s->lock);
     s->ssd.drop_pending = false;
     s->ssd.dropping = false;
+    qemu_co_queue_restart_all(&s->ssd.drop_wait);
+    qemu_mutex_unlock(&s->lock);
 }
 
 /* Drop blk's SSD copy in memory (lock held); note the sector to persist. */
@@ -289,8 +307,8 @@ void hostcache_ssd_drop_locked(BDRVHostcacheState *s, uint64_t blk,
         return;
     }
 
-    if (s->ssd.on && (sec = hc_ssd_invalidate(s->ssd.idx, blk)) !=
-        HC_SSD_NONE) {
+    sec = s->ssd.on ? hc_ssd_invalidate(s->ssd.idx, blk) : HC_SSD_NONE;
+    if (sec != HC_SSD_NONE) {
         hostcache_note_sector(l, sec);
         hostcache_pending_add(s, blk, sec);    /* until persisted */
     }
@@ -344,8 +362,10 @@ hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
     qemu_mutex_lock(&s->lock);
     slot = s->ssd.on ? hc_ssd_alloc(s->ssd.idx, &victim) : HC_SSD_NONE;
     if (slot != HC_SSD_NONE && victim != HC_SSD_NONE) {
-        /* the victim's entry stays on the device until its sector is
-         * written: a write of that block must wait for it (forget) */
+        /*
+         * the victim's entry stays on the device until its sector is
+         * written: a write of that block must wait for it (forget)
+         */
         hostcache_pending_add(s, victim, hc_ssd_sector_of(slot));
         hostcache_note_sector(secs, hc_ssd_sector_of(slot));
     }
@@ -365,8 +385,10 @@ hostcache_demote(BlockDriverState *bs, HostcacheDemotion *d,
             hostcache_note_sector(secs, hc_ssd_commit(s->ssd.idx, slot,
                                                       d->blk, crc, &old_sec));
             if (old_sec != HC_SSD_NONE) {
-                /* the block's older slot stays valid on the device until
-                 * its sector is written, like a CLOCK victim's */
+                /*
+                 * the block's older slot stays valid on the device until
+                 * its sector is written, like a CLOCK victim's
+                 */
                 hostcache_pending_add(s, d->blk, old_sec);
                 hostcache_note_sector(secs, old_sec);
             }
@@ -434,7 +456,8 @@ void hostcache_kick_demoter(BlockDriverState *bs)
     Coroutine *co;
 
     qemu_mutex_lock(&s->lock);
-    if (s->ssd.demoter_running || s->wb.quiesced || QSIMPLEQ_EMPTY(&s->ssd.demotions)) {
+    if (s->ssd.demoter_running || s->wb.quiesced ||
+        QSIMPLEQ_EMPTY(&s->ssd.demotions)) {
         qemu_mutex_unlock(&s->lock);
         return;
     }
@@ -483,6 +506,7 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
 
     qemu_mutex_lock(&s->lock);
     hc_ssd_unpin(s->ssd.idx, slot);
+    hostcache_progress_locked(s);       /* a journal may want the slot */
     valid = hc_op_end(s->eng, op);
     if (dirty && !ok) {
         /* the origin does not have this block yet: never read it there */
@@ -507,11 +531,11 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
     }
     if (ok) {
         HcStats *st = hc_engine_stats(s->eng);
-        void *ram;
+        void *ram = valid && !bypass ? hc_insert(s->eng, blk) : NULL;
 
         st->ssd_hits++;
         st->ssd_hit_bytes += n;
-        if (valid && !bypass && (ram = hc_insert(s->eng, blk))) {
+        if (ram) {
             memcpy(ram, buf, bsize);
         }
     }
@@ -561,8 +585,8 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
         gen = ++sb->generation;
         hc_ssd_super_encode(sb, buf);
         qemu_mutex_unlock(&s->lock);
-        ret = bdrv_pwrite(s->ssd.child, (gen % 2) * HC_SSD_SB_SIZE, HC_SSD_SB_SIZE,
-                          buf, 0);
+        ret = bdrv_pwrite(s->ssd.child, (gen % 2) * HC_SSD_SB_SIZE,
+                          HC_SSD_SB_SIZE, buf, 0);
     }
     if (ret == 0) {
         ret = hostcache_ssd_flush(bs);
@@ -651,7 +675,8 @@ static HcSsd * GRAPH_RDLOCK hostcache_ssd_load(BlockDriverState *bs,
             if (!dirty) {
                 continue;   /* clean: checked when read */
             }
-            ret = bdrv_pread(s->ssd.child, sb->data_offset + slot * sb->block_size,
+            ret = bdrv_pread(s->ssd.child,
+                             sb->data_offset + slot * sb->block_size,
                              sb->block_size, data, 0);
             if (ret < 0) {
                 error_setg_errno(errp, -ret, "hostcache: cannot read the "

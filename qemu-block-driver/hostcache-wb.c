@@ -14,6 +14,12 @@
  * it stops after the writes it has in flight.  Everything that must not
  * wait for it (a guest flush, a writer over max-dirty, a discard over
  * dirty blocks) writes back by itself, in its own request.
+ *
+ * hostcache_destage_some() writes queued dirty blocks to the origin,
+ * oldest first, a few at a time: the destager calls it when dirty data
+ * passes half of max-dirty or gets older than max-dirty-age-ms, a flush
+ * for everything written before the flush, a writer over max-dirty to
+ * make room.
  */
 
 #include "qemu/osdep.h"
@@ -23,17 +29,6 @@
 #include "qemu/memalign.h"
 #include "trace.h"
 #include "hostcache-int.h"
-
-/*
- * SSD tier
- * --------
- * Clean blocks evicted from RAM are written ("demoted") to the ssd child in
- * the background and found there again on a RAM miss ("promoted" back).
- * The slot table is persistent (hc-ssd.c, docs/SSD-FORMAT.md), so a restart
- * after a clean close or a crash serves what is there; every slot read is
- * checked against its CRC.  A block's SSD entry is dropped, durably (FUA),
- * before the block changes on the origin or becomes dirty in RAM.
- */
 
 /* Flush the origin; on success every origin write before it is durable. */
 int coroutine_fn GRAPH_RDLOCK hostcache_origin_flush(BlockDriverState *bs)
@@ -50,15 +45,6 @@ int coroutine_fn GRAPH_RDLOCK hostcache_origin_flush(BlockDriverState *bs)
     return ret;
 }
 
-/*
- * Write-back
- * ----------
- * hostcache_destage_some() writes queued dirty blocks to the origin,
- * oldest first, a few at a time.  The background destager calls it when
- * dirty data passes half of max-dirty or gets older than max-dirty-age-ms;
- * a flush calls it for everything written before the flush; a writer over
- * max-dirty calls it to make room.
- */
 typedef struct HostcacheDestageTask {
     AioTask task;               /* first: aio_task_co() g_free()s the task */
     BlockDriverState *bs;
@@ -94,8 +80,10 @@ hostcache_destage_task(AioTask *task)
     uint64_t ns;
     int ret;
 
-    /* The SSD's old copy must be gone for good before the origin changes
-     * (the write that made the block dirty dropped it in memory only). */
+    /*
+     * The SSD's old copy must be gone for good before the origin changes
+     * (the write that made the block dirty dropped it in memory only).
+     */
     hostcache_ssd_forget(t->bs, t->d.blk, t->d.blk + 1);
     start = get_clock();
     ret = bdrv_co_pwrite(t->bs->file, t->d.blk * bsize, bsize, t->buf, 0);
@@ -113,6 +101,7 @@ hostcache_destage_task(AioTask *task)
         hc_engine_stats(s->eng)->destaged++;
     }
     hostcache_pace_locked(s, ret, ns);
+    hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
 
     trace_hostcache_destage(t->bs, t->d.blk, ret);
@@ -225,6 +214,8 @@ hostcache_wb_flush(BlockDriverState *bs)
     qemu_mutex_unlock(&s->lock);
 
     for (;;) {
+        uint64_t mark = hostcache_progress_mark(s);
+
         n = hostcache_destage_some(bs, upto, HOSTCACHE_FLUSH_WIDTH,
                                    UINT64_MAX, NULL, 0, 0);
         if (n < 0) {
@@ -239,7 +230,7 @@ hostcache_wb_flush(BlockDriverState *bs)
         }
         if (n == 0) {
             /* In flight elsewhere, or behind a discard: let it finish. */
-            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+            hostcache_progress_wait(s, mark);
         }
     }
     if (ret == 0) {
@@ -297,6 +288,13 @@ void hostcache_kick_destager(BlockDriverState *bs)
 /*
  * The background destager.  Exits when nothing is dirty, the mode is no
  * longer write-back, or a drain begins (drain_begin wakes it).
+ *
+ * Its waits are timed sleeps on purpose: most wait for time itself (the
+ * oldest dirty data to reach max-dirty-age-ms), after an error it backs
+ * off, and when nothing could start it must still notice a drain
+ * beginning and conditions no completion signals (a journal left by a
+ * tier switched off), so it does not wait in the progress queue as
+ * requests do.  The sleeps are wakeable and bounded (see wake_destager).
  */
 static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
 {
@@ -361,7 +359,8 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
             uint64_t wait = have ? oldest + s->opts.dirty_age_ns - now
                                  : s->opts.dirty_age_ns;
 
-            qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep, QEMU_CLOCK_REALTIME,
+            qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
+                                      QEMU_CLOCK_REALTIME,
                                       MIN(wait, 100 * SCALE_MS));
             continue;
         }
@@ -371,7 +370,8 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
         bdrv_graph_co_rdunlock();
         if (n <= 0) {
             /* error (retry later) or nothing could start (in flight) */
-            qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep, QEMU_CLOCK_REALTIME,
+            qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
+                                      QEMU_CLOCK_REALTIME,
                                       n < 0 ? 100 * SCALE_MS : SCALE_MS);
         }
     }
@@ -427,6 +427,7 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
     BDRVHostcacheState *s = bs->opaque;
 
     for (;;) {
+        uint64_t mark = hostcache_progress_mark(s);
         bool ssd_dirty;
         int64_t n;
 
@@ -458,7 +459,7 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
         }
         if (n == 0) {
             /* in flight elsewhere, or behind another direct request */
-            qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+            hostcache_progress_wait(s, mark);
         }
     }
 }
@@ -468,6 +469,7 @@ static int coroutine_fn GRAPH_RDLOCK
 hostcache_wb_make_room(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
+    uint64_t mark;
     int64_t n;
 
     if (hostcache_journaling(s)) {
@@ -475,11 +477,12 @@ hostcache_wb_make_room(BlockDriverState *bs)
         return hostcache_journal(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH * 4,
                                  false);
     }
+    mark = hostcache_progress_mark(s);
     n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
                                HOSTCACHE_FLUSH_WIDTH, NULL, 0, 0);
-
     if (n == 0) {
-        qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, 200 * SCALE_US);
+        /* everything dirty is in flight already: let some of it land */
+        hostcache_progress_wait(s, mark);
     }
     return n < 0 ? n : 0;
 }
@@ -555,13 +558,15 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             rmw = qemu_blockalign(bs->file->bs, bsize);
         }
         if (jslot != HC_SSD_NONE) {
-            ret = bdrv_co_pread(s->ssd.child, hc_ssd_data_offset(s->ssd.idx, jslot),
+            ret = bdrv_co_pread(s->ssd.child,
+                                hc_ssd_data_offset(s->ssd.idx, jslot),
                                 bsize, rmw, 0);
             if (ret == 0 && hc_crc32c(0, rmw, bsize) != jcrc) {
                 ret = -EIO;     /* the origin is older: never use it */
             }
             qemu_mutex_lock(&s->lock);
             hc_ssd_unpin(s->ssd.idx, jslot);
+            hostcache_progress_locked(s);
             qemu_mutex_unlock(&s->lock);
         } else {
             ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);

@@ -67,6 +67,47 @@ void hostcache_check_locked(BDRVHostcacheState *s, const char *where)
     }
 }
 
+/*
+ * Something in flight completed: a destage, a journal batch, a request
+ * bracketed by an engine op, a pinned slot released (lock held).  Waiters
+ * for it re-check what they wait for.
+ */
+void hostcache_progress_locked(BDRVHostcacheState *s)
+{
+    s->progress_gen++;
+    if (qemu_in_coroutine()) {
+        qemu_co_queue_restart_all(&s->progress);
+    } else {
+        /* (a waiter may run at once: the lock is dropped around it) */
+        qemu_co_enter_all(&s->progress, &s->lock);
+    }
+}
+
+/* Take a mark before trying something that may have to wait. */
+uint64_t hostcache_progress_mark(BDRVHostcacheState *s)
+{
+    uint64_t mark;
+
+    qemu_mutex_lock(&s->lock);
+    mark = s->progress_gen;
+    qemu_mutex_unlock(&s->lock);
+    return mark;
+}
+
+/*
+ * Wait until something completes, unless something did since mark (then
+ * return at once: no wake-up is lost between the try and the wait).
+ */
+void coroutine_fn hostcache_progress_wait(BDRVHostcacheState *s,
+                                          uint64_t mark)
+{
+    qemu_mutex_lock(&s->lock);
+    if (s->progress_gen == mark) {
+        qemu_co_queue_wait(&s->progress, &s->lock);
+    }
+    qemu_mutex_unlock(&s->lock);
+}
+
 static QemuOptsList hostcache_runtime_opts = {
     .name = "hostcache",
     .head = QTAILQ_HEAD_INITIALIZER(hostcache_runtime_opts.head),
@@ -243,6 +284,9 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
 
     /* First: attaching the child already drains us (drain_begin/end). */
     qemu_mutex_init(&s->lock);
+    qemu_co_queue_init(&s->progress);
+    qemu_co_queue_init(&s->ssd.sec_wait);
+    qemu_co_queue_init(&s->ssd.drop_wait);
     s->wb.width = 4;
     QSIMPLEQ_INIT(&s->ssd.demotions);
     qemu_co_mutex_init(&s->j.lock);
@@ -281,7 +325,8 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     ret = 0;
     if (s->ssd.child && bdrv_is_read_only(s->ssd.child->bs)) {
         error_setg(errp, "hostcache: the ssd node '%s' is read-only; the SSD "
-                   "tier must be writable", bdrv_get_node_name(s->ssd.child->bs));
+                   "tier must be writable",
+                   bdrv_get_node_name(s->ssd.child->bs));
         ret = -EINVAL;
     } else if (s->ssd.child) {
         ret = bdrv_child_refresh_perms(bs, s->ssd.child, errp);
@@ -593,8 +638,8 @@ hostcache_fill(BlockDriverState *bs, uint64_t first, uint64_t end,
     BDRVHostcacheState *s = bs->opaque;
     uint64_t bsize = hostcache_bsize(s);
     uint64_t nblk = end - first, admitted = 0;
-    uint64_t word, *admit = nblk <= 64 ? &word : g_new0(uint64_t,
-                                                         DIV_ROUND_UP(nblk, 64));
+    uint64_t word, *admit = nblk <= 64 ? &word :
+        g_new0(uint64_t, DIV_ROUND_UP(nblk, 64));
     int64_t len, a, z;
     void *bounce = NULL;
     HcOp op;
@@ -883,6 +928,9 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
     if (ret < 0) {
         st->origin_errors++;
     }
+    if (caching) {
+        hostcache_progress_locked(s);   /* destages behind it may start */
+    }
     qemu_mutex_unlock(&s->lock);
     hostcache_kick_demoter(bs);
     trace_hostcache_write(bs, offset, bytes, ret);
@@ -984,6 +1032,7 @@ hostcache_co_truncate(BlockDriverState *bs, int64_t offset, bool exact,
 
     qemu_mutex_lock(&s->lock);
     hc_op_end(s->eng, &op);
+    hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
     return ret;
 }
