@@ -259,9 +259,9 @@ void hc_ssd_super_encode(const HcSsdSuper *sb, uint8_t buf[HC_SSD_SB_SIZE])
     put_le32(buf + 72, sb->state);
     put_le64(buf + 80, sb->origin_size);
     put_le64(buf + 88, sb->durable_seq);
-    put_le64(buf + 96, sb->destaged_seq);
-    put_le64(buf + 104, sb->dirty_count);
-    put_le64(buf + 112, sb->dirty_sum);
+    put_le64(buf + 96, sb->lineage);
+    put_le64(buf + 104, sb->tenure);
+    put_le64(buf + 112, sb->reserved);
     memcpy(buf + 120, sb->origin_id, HC_SSD_ORIGIN_ID_MAX);
     buf[120 + HC_SSD_ORIGIN_ID_MAX - 1] = 0;
     put_le32(buf + SB_CRC_OFF, hc_crc32c(0, buf, SB_CRC_OFF));
@@ -285,9 +285,9 @@ static bool hc_ssd_super_decode(const uint8_t *buf, HcSsdSuper *sb)
     sb->state = get_le32(buf + 72);
     sb->origin_size = get_le64(buf + 80);
     sb->durable_seq = get_le64(buf + 88);
-    sb->destaged_seq = get_le64(buf + 96);
-    sb->dirty_count = get_le64(buf + 104);
-    sb->dirty_sum = get_le64(buf + 112);
+    sb->lineage = get_le64(buf + 96);
+    sb->tenure = get_le64(buf + 104);
+    sb->reserved = get_le64(buf + 112);
     memcpy(sb->origin_id, buf + 120, HC_SSD_ORIGIN_ID_MAX);
     sb->origin_id[HC_SSD_ORIGIN_ID_MAX - 1] = 0;
     return true;
@@ -321,7 +321,7 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
         return -EINVAL;
     }
     *sb = va && (!vb || a.generation > b.generation) ? a : b;
-    if (sb->version != 1 && sb->version != HC_SSD_VERSION) {
+    if (sb->version < 1 || sb->version > HC_SSD_VERSION) {
         hc_ssd_err(err, errlen, "the ssd node has hostcache format version "
                    "%u; this build reads version %u", sb->version,
                    HC_SSD_VERSION);
@@ -338,7 +338,8 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
         sb->meta_offset != HC_SSD_META_OFFSET || !sb->nslots ||
         sb->nslots > HC_SSD_MAX_SLOTS ||
         sb->data_offset != hc_ssd_data_start(sb->nslots, sb->block_size) ||
-        (sb->state != HC_SSD_STATE_CLEAN && sb->state != HC_SSD_STATE_OPEN)) {
+        (sb->state != HC_SSD_STATE_CLEAN && sb->state != HC_SSD_STATE_OPEN &&
+         (sb->state != HC_SSD_STATE_HANDED_OFF || sb->version < 3))) {
         hc_ssd_err(err, errlen, "the ssd node's superblock has an impossible "
                    "geometry or state (corrupted?); to reuse the node as an "
                    "SSD tier, zero its first 8 KiB");
@@ -368,6 +369,17 @@ static const char *hc_ssd_mismatch(const HcSsdSuper *sb, const HcSsdOpen *o)
         return "the ssd node shrank";
     }
     return NULL;
+}
+
+/*
+ * Does the incoming stream's chain of write sets cover every tenure since
+ * this tier was handed off?
+ */
+bool hc_ssd_chain_covers(const HcSsdSuper *sb, const HcSsdOpen *o)
+{
+    return o->lineage && !o->drop && sb->version >= 3 &&
+        sb->state == HC_SSD_STATE_HANDED_OFF && sb->lineage == o->lineage &&
+        sb->tenure + 1 >= o->chain_from && sb->tenure <= o->chain_to;
 }
 
 /* Did the tier journal write-back data in a run that did not close it? */
@@ -473,6 +485,15 @@ HcSsdPlan hc_ssd_plan_loaded(const HcSsdSuper *sb, const char *why,
     }
     if (why) {
         return HC_SSD_PLAN_FORMAT;
+    }
+    if (o->activation) {
+        /* only a chain of write sets makes a tier valid on arrival */
+        return hc_ssd_chain_covers(sb, o) ? HC_SSD_PLAN_KEEP :
+            HC_SSD_PLAN_EMPTY;
+    }
+    if (sb->state == HC_SSD_STATE_HANDED_OFF) {
+        /* the VM ran elsewhere since, and nobody says what it wrote */
+        return HC_SSD_PLAN_EMPTY;
     }
     return o->drop ? HC_SSD_PLAN_EMPTY : HC_SSD_PLAN_KEEP;
 }
@@ -1077,6 +1098,22 @@ void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
             sector_cb(opaque, hc_ssd_sector_of(s));
         }
     }
+}
+
+size_t hc_ssd_hot_blocks(const HcSsd *ssd, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t s = 0; s < ssd->nslots && n < max; s++) {
+            const HcSsdSlot *x = &ssd->slot[s];
+
+            if (x->state == HC_SLOT_VALID && x->ref == !pass) {
+                out[n++] = x->blk;
+            }
+        }
+    }
+    return n;
 }
 
 uint64_t hc_ssd_capacity(const HcSsd *ssd)

@@ -45,6 +45,7 @@ typedef struct HostcacheOpts {
     uint64_t dirty_age_ns;
     char origin_id[HC_SSD_ORIGIN_ID_MAX];   /* "" = origin's filename */
     bool ssd_create;            /* a blank or foreign tier may be formatted */
+    HostcacheWarmUp warm_up;    /* what a live migration sends */
 } HostcacheOpts;
 
 /*
@@ -97,6 +98,11 @@ typedef struct HostcacheWb {
     /* destage writes in flight, >= 1, adapted to the origin's latency */
     int width;
     uint64_t lat_floor;         /* lowest destage latency seen, ns; 0: none */
+    /*
+     * Set (atomically) when a migration's drain ends: the destager's batch
+     * in flight starts nothing more; cleared by the destager.
+     */
+    int interrupt;
 } HostcacheWb;
 
 /*
@@ -164,6 +170,87 @@ typedef struct HostcacheJournal {
     int64_t secs_ns;            /* when they were last written */
 } HostcacheJournal;
 
+/*
+ * The source side of a live migration (hostcache-warm.c; the stream is
+ * written by hostcache-migration.c).  Protected by
+ * BDRVHostcacheState.lock.  Between hostcache_mig_out_begin() and _end()
+ * (pre-copy), drain is set and the hot list is being sent.
+ */
+typedef struct HostcacheMigOut {
+    bool drain;                 /* pre-copy: the destager runs flat out */
+    HostcacheWarmUp warm;       /* what this migration sends */
+    int64_t drain_ns;           /* when drain was set */
+    uint64_t drained;           /* bytes written back while draining, over
+                                 * every migration (statistic) */
+    /* drain rate: bytes over a window of at least 200 ms, then B/s */
+    uint64_t win_bytes;
+    int64_t win_ns;
+    uint64_t rate;              /* B/s, 0: not measured yet */
+    /* 0: none; else max-dirty in force (the guest outwrites the origin) */
+    uint64_t max_dirty_cap;
+    uint64_t *hot;              /* hot list captured at begin, hottest first */
+    size_t nhot;
+    size_t hot_sent;            /* entries of hot already sent */
+    size_t data_next;           /* content: next entry of hot to look at */
+    uint64_t data_budget;       /* content: blocks that may still be sent */
+    GHashTable *sent;           /* content: blocks whose data went out */
+    GArray *inval;              /* sent blocks modified since: announce */
+    uint64_t data_sent;         /* blocks */
+} HostcacheMigOut;
+
+/*
+ * The destination side: what arrived in the stream, kept in the node
+ * (QEMU frees migration state before a paused destination activates),
+ * then the warm-up.  Protected by BDRVHostcacheState.lock.
+ */
+typedef struct HostcacheMigIn {
+    HostcacheWarmUpState state;
+    HostcacheWarmUp warm;       /* the source's mode */
+    bool complete;              /* the source's end record arrived */
+    GArray *hot;                /* uint64_t blocks, hottest first */
+    uint32_t src_block_size;    /* the source's block size */
+    GHashTable *data;           /* content: blk -> block data (g_malloc) */
+    uint64_t data_max;          /* blocks that may be staged */
+    uint64_t bytes_received;    /* statistic */
+    uint64_t done;              /* entries of hot dealt with */
+    uint64_t total;             /* entries received (statistic) */
+    bool running;               /* a warm-up coroutine exists */
+    int width;                  /* origin reads in flight, >= 1 (AIMD) */
+    uint64_t lat_floor;         /* lowest warm-up read latency, ns */
+    uint64_t lineage;           /* the source's (0: none arrived) */
+    uint64_t tenure;            /* the source's */
+    GArray *wsets;              /* HostcacheWset received, any order */
+} HostcacheMigIn;
+
+/* Write sets of earlier tenures kept and passed on, at most. */
+#define HOSTCACHE_TENURES_KEPT      8
+
+/* The chunks a tenure wrote: bit c covers bytes [c << shift, c+1 << shift). */
+typedef struct HostcacheWset {
+    uint64_t tenure;
+    uint64_t nchunks;
+    unsigned long *bits;
+} HostcacheWset;
+
+/*
+ * The VM's lineage and tenure (hostcache-warm.c), so that an SSD tier a
+ * VM left behind on a host can be trusted when it comes back: a cold open
+ * starts a lineage; each live migration starts a tenure; every write
+ * marks its chunks in the tenure's write set, and the sets of the last
+ * HOSTCACHE_TENURES_KEPT tenures travel with the VM.  Protected by
+ * BDRVHostcacheState.lock.
+ */
+typedef struct HostcacheTenure {
+    uint64_t lineage;           /* random, != 0; 0 only while inactive */
+    uint64_t tenure;            /* >= 1 once active */
+    uint32_t shift;             /* chunk size, log2 bytes (>= block size) */
+    HostcacheWset cur;          /* this tenure's writes */
+    /* HostcacheWset of earlier tenures, contiguous up to tenure - 1 */
+    GArray *old;
+    /* it arrived by live migration with a chain from this tenure (0: no) */
+    uint64_t chain_from;
+} HostcacheTenure;
+
 typedef struct BDRVHostcacheState {
     /* Options in force; changed only by reopen commit (drained, BQL). */
     HostcacheOpts opts;
@@ -181,6 +268,9 @@ typedef struct BDRVHostcacheState {
     HostcacheWb wb;
     HostcacheSsdTier ssd;
     HostcacheJournal j;
+    HostcacheMigOut mig_out;
+    HostcacheMigIn mig_in;
+    HostcacheTenure t;
 
     /*
      * Origin writes completed (origin_wgen, atomic) and covered by a
@@ -291,6 +381,56 @@ hostcache_ssd_try_read(BlockDriverState *bs, uint64_t blk, int64_t pos,
                        int64_t end_off, QEMUIOVector *qiov, size_t qiov_offset,
                        bool bypass, int64_t *n);
 
+/* hostcache-warm.c: live migration, the driver's side (no migration API) */
+
+bool hostcache_is_node(BlockDriverState *bs);
+uint32_t hostcache_block_size(BlockDriverState *bs);
+const char *hostcache_origin_id(BlockDriverState *bs);
+uint64_t hostcache_max_dirty(BDRVHostcacheState *s);
+void hostcache_modified_locked(BDRVHostcacheState *s, uint64_t first,
+                               uint64_t end);
+void hostcache_mig_drained_locked(BDRVHostcacheState *s, uint64_t bytes);
+void hostcache_mig_out_begin(BlockDriverState *bs);
+void hostcache_mig_out_end(BlockDriverState *bs);
+void hostcache_mig_out_pending(BlockDriverState *bs, uint64_t budget_ms,
+                               uint64_t *dirty, uint64_t *drain_ms,
+                               uint64_t *unsent);
+HostcacheWarmUp hostcache_mig_out_mode(BlockDriverState *bs);
+size_t hostcache_mig_out_take_hot(BlockDriverState *bs, uint64_t *blks,
+                                  size_t max);
+size_t hostcache_mig_out_take_invals(BlockDriverState *bs, uint64_t *blks,
+                                     size_t max);
+bool hostcache_mig_out_take_data(BlockDriverState *bs, uint64_t *blk,
+                                 void *buf);
+void hostcache_mig_in_begin(BlockDriverState *bs, HostcacheWarmUp warm,
+                            uint32_t src_block_size);
+void hostcache_mig_in_hot(BlockDriverState *bs, const uint64_t *blks,
+                          size_t n);
+void hostcache_mig_in_data(BlockDriverState *bs, uint64_t blk,
+                           const void *buf);
+void hostcache_mig_in_inval(BlockDriverState *bs, const uint64_t *blks,
+                            size_t n);
+void hostcache_mig_in_complete(BlockDriverState *bs);
+void hostcache_mig_in_drop(BlockDriverState *bs, bool incomplete_only);
+void hostcache_warm_up_start(BlockDriverState *bs);
+void hostcache_kick_warm_up(BlockDriverState *bs);
+void hostcache_mig_free(BDRVHostcacheState *s);
+void hostcache_tenure_start(BDRVHostcacheState *s, uint64_t origin_size);
+void hostcache_tenure_arrived(BDRVHostcacheState *s, uint64_t origin_size);
+void hostcache_tenure_chain(BDRVHostcacheState *s, HcSsdOpen *o);
+void hostcache_tenure_drop_written(BDRVHostcacheState *s, uint64_t since);
+void hostcache_mig_out_lineage(BlockDriverState *bs, uint64_t *lineage,
+                               uint64_t *tenure);
+size_t hostcache_mig_out_wsets(BlockDriverState *bs, bool current,
+                               HostcacheWset *out, size_t max,
+                               uint32_t *shift);
+void hostcache_mig_in_lineage(BlockDriverState *bs, uint64_t lineage,
+                              uint64_t tenure);
+void hostcache_mig_in_wset(BlockDriverState *bs, uint64_t tenure,
+                           uint32_t shift, uint64_t nchunks,
+                           unsigned long *bits);
+void hostcache_mig_free_out_locked(BDRVHostcacheState *s);
+
 /* hostcache-journal.c */
 
 void hostcache_journal_rebuild(BDRVHostcacheState *s);
@@ -299,7 +439,8 @@ int coroutine_fn GRAPH_RDLOCK
 hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
                   bool flush);
 int64_t coroutine_fn GRAPH_RDLOCK
-hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit);
+hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit,
+                        const int *stop);
 int coroutine_fn GRAPH_RDLOCK
 hostcache_journal_sync(BlockDriverState *bs);
 

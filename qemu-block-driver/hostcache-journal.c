@@ -322,14 +322,17 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
                 n = hostcache_ssd_flush(bs);
             }
             if (n == 0) {
-                n = hostcache_jdestage_some(bs, 64);
+                n = hostcache_jdestage_some(bs, 64, NULL);
             }
             if (n == 0) {
                 /*
-                 * the free slots are pinned by readers, or the journal's
-                 * entries by a destage batch: let them finish
+                 * Every slot dirty, pinned or guarded, and nothing of the
+                 * journal could go to the origin: a timed retry, as a
+                 * guard clears when a sector becomes durable, which no
+                 * completion announces.  Rare: the tier is full of
+                 * journal.
                  */
-                hostcache_progress_wait(s, mark);
+                qemu_co_sleep_ns(QEMU_CLOCK_REALTIME, SCALE_MS);
                 continue;
             }
         } else if (n > 0) {
@@ -432,6 +435,8 @@ hostcache_jdestage_task(AioTask *task)
         if (ret < 0) {
             hc_engine_stats(s->eng)->origin_errors++;
             hc_engine_stats(s->eng)->destage_errors++;
+        } else {
+            hostcache_mig_drained_locked(s, bsize);
         }
         hostcache_pace_locked(s, ret, ns);
         qemu_mutex_unlock(&s->lock);
@@ -446,10 +451,12 @@ hostcache_jdestage_task(AioTask *task)
  * Write up to limit journaled blocks to the origin, oldest first, flush
  * the origin, then mark their entries clean.  Returns the number done or
  * the first error (then nothing of this batch is marked clean: it is
- * written again later).
+ * written again later).  When stop (if given) becomes true, no more
+ * writes start: the batch fails (-EIO), as if the origin had.
  */
 int64_t coroutine_fn GRAPH_RDLOCK
-hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
+hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit,
+                        const int *stop)
 {
     BDRVHostcacheState *s = bs->opaque;
     g_autofree HostcacheJEntry *batch = NULL;
@@ -489,8 +496,13 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit)
     qemu_mutex_unlock(&s->lock);
 
     for (i = 0; i < n && aio_task_pool_status(pool) == 0; i++) {
-        HostcacheJDestageTask *t = g_new0(HostcacheJDestageTask, 1);
+        HostcacheJDestageTask *t;
 
+        aio_task_pool_wait_slot(pool);
+        if (stop && qatomic_read(stop)) {
+            break;
+        }
+        t = g_new0(HostcacheJDestageTask, 1);
         t->bs = bs;
         t->task.func = hostcache_jdestage_task;
         t->e = batch[i];
@@ -587,7 +599,7 @@ hostcache_journal_sync(BlockDriverState *bs)
         if (!left) {
             return 0;
         }
-        n = hostcache_jdestage_some(bs, 256);
+        n = hostcache_jdestage_some(bs, 256, NULL);
         if (n < 0) {
             return n;
         }

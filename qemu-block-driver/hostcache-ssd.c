@@ -571,6 +571,8 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
         hc_ssd_invalidate_all(s->ssd.idx);
         hostcache_demotions_drop(s);
     }
+    sb->lineage = s->t.lineage;     /* whose run this is (migration) */
+    sb->tenure = s->t.tenure;
     sb->state = state;
     qemu_mutex_unlock(&s->lock);
 
@@ -852,9 +854,16 @@ int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     }
     o.dev_size = dev_size;
     o.origin_size = origin_size;
+    if (activation) {
+        hostcache_tenure_chain(s, &o);
+    }
     plan = hostcache_ssd_plan(bs, &o, &sb, errp);
     if (plan == HC_SSD_PLAN_REFUSE) {
         return -EINVAL;
+    }
+    if (plan == HC_SSD_PLAN_KEEP && activation) {
+        /* back where it was handed off: what later tenures wrote goes */
+        hostcache_tenure_drop_written(s, sb.tenure);
     }
     if (plan == HC_SSD_PLAN_FORMAT) {
         ret = hostcache_ssd_format(bs, &sb, errp);

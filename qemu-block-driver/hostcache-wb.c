@@ -99,6 +99,7 @@ hostcache_destage_task(AioTask *task)
         hc_engine_stats(s->eng)->destage_errors++;
     } else {
         hc_engine_stats(s->eng)->destaged++;
+        hostcache_mig_drained_locked(s, bsize);
     }
     hostcache_pace_locked(s, ret, ns);
     hostcache_progress_locked(s);
@@ -168,11 +169,16 @@ hostcache_destage_some(BlockDriverState *bs, uint64_t max_seq, int width,
     }
     pool = aio_task_pool_new(width);
 
-    while (started < limit && aio_task_pool_status(pool) == 0 &&
-           !(stop && qatomic_read(stop))) {
-        HostcacheDestageTask *t = g_new0(HostcacheDestageTask, 1);
+    while (started < limit && aio_task_pool_status(pool) == 0) {
+        HostcacheDestageTask *t;
         const void *data;
 
+        /* (a stop seen while waiting for a slot starts nothing more) */
+        aio_task_pool_wait_slot(pool);
+        if (stop && (qatomic_read(stop) || qatomic_read(&s->wb.interrupt))) {
+            break;
+        }
+        t = g_new0(HostcacheDestageTask, 1);
         t->bs = bs;
         t->task.func = hostcache_destage_task;
         t->buf = qemu_blockalign(bs->file->bs, bsize);
@@ -304,11 +310,12 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
     for (;;) {
         uint64_t oldest = 0, now = get_clock(), dirty_bytes, ssd_dirty;
         int64_t jold = now;
-        bool have, due, journaling, jdue;
+        bool have, due, journaling, jdue, drain;
         int width;
         int64_t n;
 
         qemu_mutex_lock(&s->lock);
+        qatomic_set(&s->wb.interrupt, 0);
         ssd_dirty = hostcache_ssd_dirty(s);
         if (s->wb.quiesced ||
             ((s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
@@ -319,13 +326,20 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
         }
         dirty_bytes = hc_dirty_blocks(s->eng) * hostcache_bsize(s);
         have = hc_dirty_oldest(s->eng, &oldest);
-        due = dirty_bytes > s->opts.max_dirty / 2 ||
+        /* an outgoing migration's pre-copy: everything is due, now */
+        drain = s->mig_out.drain;
+        due = dirty_bytes > hostcache_max_dirty(s) / 2 || (drain && have) ||
             (have && now - oldest >= s->opts.dirty_age_ns);
-        width = s->wb.width;
+        width = drain ? HOSTCACHE_DESTAGE_WIDTH_MAX : s->wb.width;
         journaling = hostcache_journaling(s);
-        jdue = ssd_dirty && hostcache_journal_due(s, now, ssd_dirty, &jold);
+        jdue = ssd_dirty && (drain ||
+                             hostcache_journal_due(s, now, ssd_dirty, &jold));
         qemu_mutex_unlock(&s->lock);
 
+        if (journaling && drain && ssd_dirty) {
+            /* the journal first: it holds older versions than RAM's */
+            due = false;
+        }
         if (journaling && (due || ssd_dirty)) {
             /*
              * Old or too much dirty data in RAM goes to the journal; the
@@ -342,7 +356,7 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
             }
             bdrv_graph_co_rdlock();
             n = due ? hostcache_journal(bs, UINT64_MAX, 64, false) :
-                hostcache_jdestage_some(bs, 4 * width);
+                hostcache_jdestage_some(bs, 4 * width, &s->wb.interrupt);
             bdrv_graph_co_rdunlock();
             if (n <= 0) {
                 qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
@@ -411,6 +425,7 @@ void hostcache_drain_end(BlockDriverState *bs)
     qemu_mutex_unlock(&s->lock);
     hostcache_kick_destager(bs);
     hostcache_kick_demoter(bs);
+    hostcache_kick_warm_up(bs);
 }
 
 /*
@@ -436,6 +451,7 @@ hostcache_wb_begin_direct(BlockDriverState *bs, HcOp *op, uint64_t first,
             hc_ssd_dirty_in_range(s->ssd.idx, first, end);
         if (!ssd_dirty && hc_dirty_find(s->eng, first, end) == UINT64_MAX) {
             hc_op_write_begin(s->eng, op, first, end);
+            hostcache_modified_locked(s, first, end);
             qemu_mutex_unlock(&s->lock);
             return 0;
         }
@@ -469,7 +485,7 @@ static int coroutine_fn GRAPH_RDLOCK
 hostcache_wb_make_room(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
-    uint64_t mark;
+    uint64_t mark, dirty;
     int64_t n;
 
     if (hostcache_journaling(s)) {
@@ -480,8 +496,14 @@ hostcache_wb_make_room(BlockDriverState *bs)
     mark = hostcache_progress_mark(s);
     n = hostcache_destage_some(bs, UINT64_MAX, HOSTCACHE_FLUSH_WIDTH,
                                HOSTCACHE_FLUSH_WIDTH, NULL, 0, 0);
-    if (n == 0) {
-        /* everything dirty is in flight already: let some of it land */
+    qemu_mutex_lock(&s->lock);
+    dirty = hc_dirty_blocks(s->eng);
+    qemu_mutex_unlock(&s->lock);
+    if (n == 0 && dirty) {
+        /*
+         * everything dirty is in flight already, or behind a direct
+         * request: let some of it land
+         */
         hostcache_progress_wait(s, mark);
     }
     return n < 0 ? n : 0;
@@ -507,16 +529,17 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         uint64_t blk = pos / bsize;
         int64_t bstart = blk * bsize;
         int64_t n = MIN(bstart + (int64_t)bsize, end_off) - pos;
-        bool whole = n == (int64_t)bsize, cached;
+        bool whole = n == (int64_t)bsize, cached, valid, room;
         uint8_t *slot = NULL;
-        uint64_t jslot;
+        uint64_t jslot, mark;
         uint32_t jcrc = 0;
         HcOp op;
 
         qemu_mutex_lock(&s->lock);
-        if (hc_dirty_blocks(s->eng) * bsize < s->opts.max_dirty &&
+        if (hc_dirty_blocks(s->eng) * bsize < hostcache_max_dirty(s) &&
             (whole || hc_contains(s->eng, blk))) {
             slot = hc_write_dirty(s->eng, blk, get_clock());
+            hostcache_modified_locked(s, blk, blk + 1);
             if (slot) {
                 qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
                                   slot + (pos - bstart), n);
@@ -553,6 +576,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             }
         }
         hc_op_fill_begin(s->eng, &op, blk, blk + 1);
+        mark = s->progress_gen;
         qemu_mutex_unlock(&s->lock);
         if (!rmw) {
             rmw = qemu_blockalign(bs->file->bs, bsize);
@@ -572,10 +596,11 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);
         }
         qemu_mutex_lock(&s->lock);
-        if (hc_op_end(s->eng, &op) && ret == 0 &&
-            hc_dirty_blocks(s->eng) * bsize < s->opts.max_dirty &&
-            !hc_contains(s->eng, blk)) {
+        valid = hc_op_end(s->eng, &op);
+        room = hc_dirty_blocks(s->eng) * bsize < hostcache_max_dirty(s);
+        if (valid && ret == 0 && room && !hc_contains(s->eng, blk)) {
             slot = hc_write_dirty(s->eng, blk, get_clock());
+            hostcache_modified_locked(s, blk, blk + 1);
             if (slot) {
                 memcpy(slot, rmw, bsize);
                 qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
@@ -593,7 +618,10 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             return ret;
         }
         /* Not installed: raced, full, or now cached; the loop retries. */
-        if (!slot && !cached) {
+        if (!slot && !cached && !valid) {
+            /* a write raced the read: let it finish, then read again */
+            hostcache_progress_wait(s, mark);
+        } else if (!slot && !cached) {
             ret = hostcache_wb_make_room(bs);
             if (ret < 0) {
                 return ret;

@@ -49,6 +49,7 @@
 #define HOSTCACHE_OPT_DIRTY_AGE     "max-dirty-age-ms"
 #define HOSTCACHE_OPT_ORIGIN_ID     "origin-id"
 #define HOSTCACHE_OPT_SSD_CREATE    "ssd-create"
+#define HOSTCACHE_OPT_WARM_UP       "warm-up"
 
 /* With check_index, abort on a broken index invariant (lock held). */
 void hostcache_check_locked(BDRVHostcacheState *s, const char *where)
@@ -162,6 +163,12 @@ static QemuOptsList hostcache_runtime_opts = {
             .help = "format a blank SSD tier, or one of another origin "
                     "(default on; off: the tier must exist already)",
         },
+        {
+            .name = HOSTCACHE_OPT_WARM_UP,
+            .type = QEMU_OPT_STRING,
+            .help = "what a live migration sends to warm the destination: "
+                    "off, hot-set (default) or content",
+        },
         { /* end of list */ }
     },
 };
@@ -174,6 +181,7 @@ static const char *const hostcache_mutable_opts[] = {
     HOSTCACHE_OPT_MAX_DIRTY,
     HOSTCACHE_OPT_DIRTY_AGE,
     HOSTCACHE_OPT_SSD_CREATE,
+    HOSTCACHE_OPT_WARM_UP,
     NULL
 };
 
@@ -266,6 +274,14 @@ static bool hostcache_absorb_opts(HostcacheOpts *dest, QDict *options,
     }
     pstrcpy(dest->origin_id, sizeof(dest->origin_id), str ? str : "");
     dest->ssd_create = qemu_opt_get_bool(opts, HOSTCACHE_OPT_SSD_CREATE, true);
+    str = qemu_opt_get(opts, HOSTCACHE_OPT_WARM_UP);
+    dest->warm_up = str ? qapi_enum_parse(&HostcacheWarmUp_lookup, str, -1,
+                                          NULL) : HOSTCACHE_WARM_UP_HOT_SET;
+    if ((int)dest->warm_up < 0) {
+        error_setg(errp, "hostcache: unknown warm-up '%s'; expected off, "
+                   "hot-set or content", str);
+        goto out;
+    }
     ok = true;
 out:
     qemu_opts_del(opts);
@@ -330,6 +346,12 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
         ret = -EINVAL;
     } else if (s->ssd.child) {
         ret = bdrv_child_refresh_perms(bs, s->ssd.child, errp);
+    }
+    if (ret == 0 && !(flags & BDRV_O_INACTIVE)) {
+        int64_t len = bdrv_getlength(bs->file->bs);
+
+        /* a cold start of the VM's lineage (a destination's comes later) */
+        hostcache_tenure_start(s, MAX(len, 0));
     }
     if (ret == 0 && s->ssd.child && !(flags & BDRV_O_INACTIVE)) {
         /* An inactive node (incoming migration) attaches on activation. */
@@ -486,12 +508,14 @@ static void hostcache_close(BlockDriverState *bs)
         hostcache_ssd_write_super(bs, HC_SSD_STATE_CLEAN, false);
     }
     bdrv_graph_rdunlock_main_loop();
-    assert(!s->wb.destager_running && !s->ssd.demoter_running);
+    assert(!s->wb.destager_running && !s->ssd.demoter_running &&
+           !s->mig_in.running);
     if (s->ssd.idx) {
         hostcache_ssd_detach(s);
     }
 
     hostcache_journal_free(s);
+    hostcache_mig_free(s);
     hc_engine_free(s->eng);
     s->eng = NULL;
     qemu_mutex_destroy(&s->lock);
@@ -880,6 +904,7 @@ hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
     } else if (ret == 0 && caching) {
         qemu_mutex_lock(&s->lock);
         hc_op_write_begin(s->eng, &op, first, end);
+        hostcache_modified_locked(s, first, end);
         qemu_mutex_unlock(&s->lock);
     }
     if (ret < 0) {
@@ -1078,11 +1103,18 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
      * and drop its content either way.  An SSD problem costs the tier, not
      * the activation.
      */
+    hostcache_tenure_arrived(s, MAX(bdrv_co_getlength(bs->file->bs), 0));
     if (s->ssd.child && !s->ssd.broken) {
         Error *local_err = NULL;
 
         if (!s->ssd.idx) {
-            if (hostcache_ssd_attach(bs, true, true, &local_err) < 0) {
+            /*
+             * A destination: its tier is kept only when a chain of write
+             * sets came with the VM since the tier was handed off here.
+             */
+            if (hostcache_ssd_attach(bs, s->opts.mode ==
+                                     HOSTCACHE_MODE_PASS_THROUGH, true,
+                                     &local_err) < 0) {
                 error_reportf_err(local_err, "hostcache '%s': SSD tier not "
                                   "used: ", bdrv_get_node_name(bs));
                 s->ssd.broken = true;
@@ -1095,6 +1127,8 @@ hostcache_co_invalidate_cache(BlockDriverState *bs, Error **errp)
             s->ssd.on = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
         }
     }
+    /* a destination warms up with what the source sent, in the background */
+    hostcache_warm_up_start(bs);
 }
 
 /*
@@ -1184,11 +1218,13 @@ static int GRAPH_RDLOCK hostcache_inactivate(BlockDriverState *bs)
     }
     /*
      * The VM now runs elsewhere and will write the origin there: what the
-     * SSD tier holds must never be served here again.
+     * SSD tier holds is marked handed off (with the lineage and tenure),
+     * never served again unless the VM comes back with the write sets of
+     * every tenure since (hc_ssd_chain_covers()).
      */
     if (s->ssd.idx && !s->ssd.broken) {
         s->ssd.on = false;
-        hostcache_ssd_write_super(bs, HC_SSD_STATE_CLEAN, true);
+        hostcache_ssd_write_super(bs, HC_SSD_STATE_HANDED_OFF, false);
     }
     return 0;
 }
@@ -1313,6 +1349,12 @@ static BlockStatsSpecific *hostcache_get_specific_stats(BlockDriverState *bs)
         .ssd_failed = s->ssd.broken,
         .origin_id = s->ssd.idx ?
             g_strdup(hc_ssd_super(s->ssd.idx)->origin_id) : NULL,
+        .warm_up_state = s->mig_in.state,
+        .warm_up_blocks = s->mig_in.total ? s->mig_in.total :
+            s->mig_in.hot ? s->mig_in.hot->len : 0,
+        .warm_up_done = s->mig_in.done,
+        .warm_up_bytes_received = s->mig_in.bytes_received,
+        .migration_drained_bytes = s->mig_out.drained,
     };
     qemu_mutex_unlock(&s->lock);
     return stats;
