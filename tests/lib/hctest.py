@@ -628,13 +628,18 @@ class LoggedNbdkit:
     traffic a test can see (query-blockstats counts operations only for
     BlockBackends, so a child node's flush_operations stays 0)."""
 
-    def __init__(self, workdir, name, plugin):
+    def __init__(self, workdir, name, plugin, filters=(), args=(),
+                 stderr=None):
+        """filters: more nbdkit filters (names) under the log filter, so
+        the log sees a request when it arrives; args: their parameters;
+        stderr: where nbdkit's messages go (default: ours)."""
         self.sock = os.path.join(workdir, f'{name}.sock')
         self.log = os.path.join(workdir, f'{name}.log')
         self.proc = PROCS.start(['nbdkit', '-f', '-U', self.sock,
-                                 '--filter=log', *plugin,
-                                 f'logfile={self.log}'],
-                                stdout=subprocess.DEVNULL)
+                                 '--filter=log',
+                                 *(f'--filter={f}' for f in filters),
+                                 *plugin, f'logfile={self.log}', *args],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
         wait_for_path(self.sock, self.proc)
         self.uri = f'nbd+unix:///?socket={self.sock}'
         # blockdev-add arguments of an NBD client node of it
