@@ -13,10 +13,10 @@ file behind `--filter=delay` (a fixed latency per request) and
      back 1 GiB of 4 KiB blocks takes seconds, not a minute): 1 GiB dirty
      in write-back, in the RAM tier, and in the SSD journal (RAM + SSD
      tier, flushed), against the same VM clean (write-through, the same
-     data cached): goal <= +50 ms.  Total migration time against the same clean VM
-     (information).  What the origin sees: bytes written back during the
-     migration over its total time, against the SAN's own 4 KiB random
-     write rate at QD16 (fio; information).
+     data cached): goal <= +50 ms.  Total migration time against the
+     same clean VM (information).  What the origin sees: bytes written
+     back during the migration over its total time, against the SAN's
+     own 4 KiB random write rate at QD16 (fio; information).
   j  warm-up over the 2 ms SAN: after the source read a 64 MiB hot set
      twice, the destination's hit ratio on that hot set over time
      after the resume, for warm-up off / hot-set / content (the guest
@@ -82,7 +82,7 @@ def log(msg):
     B.log(msg)
 
 
-# ---- the simulated SAN -----------------------------------------------------------
+# ---- the simulated SAN ------------------------------------------------------
 
 class San:
     """nbdkit file plugin on a sparse local file, every request delayed."""
@@ -118,7 +118,7 @@ def fill(vm, size, step=64 * MiB):
         vm.io_ok(f'write -P {i % 250 + 1} {off} {min(step, size - off)}')
 
 
-# ---- i: downtime and total time with dirty data -----------------------------------
+# ---- i: downtime and total time with dirty data -----------------------------
 
 def migrate_filled(workdir, san, tag, mode, ssd):
     """One VM: DIRTY bytes written (write-back: dirty in RAM, or flushed
@@ -201,7 +201,7 @@ def fig_i(workdir):
                   'uses')
 
 
-# ---- j: warm-up curves ------------------------------------------------------------
+# ---- j: warm-up curves ------------------------------------------------------
 
 def hot_chunks(rng):
     n = M.hot // CHUNK
@@ -397,7 +397,7 @@ def plot(j, png):
     log(f'    plot: {png}')
 
 
-# ---- entry points --------------------------------------------------------------------
+# ---- entry points -----------------------------------------------------------
 
 def configure(quick):
     if quick:

@@ -69,7 +69,7 @@ def origin_matches(model, img, what):
           f'model: {diff}')
 
 
-# ---- ping-pong -------------------------------------------------------------------
+# ---- ping-pong --------------------------------------------------------------
 
 def ping_pong(tag, hc, ssd_size=None):
     d = subdir(tag)
@@ -122,7 +122,7 @@ def test_ping_pong_write_back_ssd():
     ping_pong('pp-wb-ssd', PP_WB, ssd_size=16 * MiB)
 
 
-# ---- interrupted migrations --------------------------------------------------------
+# ---- interrupted migrations -------------------------------------------------
 
 SLOW_SIZE = 32 * MiB
 # seq-cutoff 0: the dirty data is written in 1 MiB steps, one stream
@@ -247,7 +247,7 @@ def test_origin_fails_writes_during_drain():
     carries_on(tag, model, img, pair, wl)
 
 
-# ---- warm-up (migration-aware driver) --------------------------------------------
+# ---- warm-up (migration-aware driver) ---------------------------------------
 
 WARM_SIZE = 16 * MiB
 HOT = 512                   # hot blocks of the warm-up tests
@@ -306,7 +306,9 @@ def warm_up_case(mode):
         st = dst.stats()
         check(need_stat(st, 'warm-up-state') in ('none', 'done'),
               f'{tag}: warm-up-state {st["warm-up-state"]}')
-        check_eq(need_stat(st, 'warm-up-blocks'), 0, f'{tag}: warm-up-blocks')
+        check_eq(need_stat(st, 'warm-up-done'), 0, f'{tag}: warm-up-done')
+        check_eq(org.count('Read') - reads0, 0, f'{tag}: origin reads '
+                 'after the migration without warm-up')
     else:
         st = warm_up_done(dst)
         blocks = need_stat(st, 'warm-up-blocks')
@@ -363,14 +365,15 @@ def test_warm_up_write_race():
     org_b.pause()
     reads0 = org_b.count('Read')
     pair.hop(dst=dst)
-    check_eq(need_stat(dst.stats(), 'warm-up-state'), 'running',
-             f'{tag}: warm-up state while its reads wait')
+    need_stat(dst.stats(), 'warm-up-state')
     poll('warm-up reads in flight', lambda: org_b.count('Read') > reads0)
+    check_eq(dst.stats()['warm-up-state'], 'running',
+             f'{tag}: warm-up state while its reads wait')
     # a safety net: were a write to wait for the held warm-up read, the
-    # test would hang; the origin then resumes after 60 s and the test
-    # reports it
+    # test would hang; the origin then resumes after 30 s (QMP gives up
+    # after 60) and the test reports it
     waited = []
-    timer = threading.Timer(60, lambda: (waited.append(1), org_b.resume()))
+    timer = threading.Timer(30, lambda: (waited.append(1), org_b.resume()))
     timer.start()
     wl = Workload(rng_for(tag), model, img)
     try:
@@ -403,8 +406,8 @@ def larger_than_ram(ssd):
     hop = pair.hop(dst=dst)
     st = warm_up_done(dst)
     check_eq(st['origin-errors'], 0, f'{tag}: origin errors')
-    check(st['ram-used'] >= ram_dst - BS, f'{tag}: RAM tier not filled '
-          f'({st["ram-used"]} of {ram_dst} bytes)')
+    check(st['ram-used'] >= ram_dst * 9 // 10, f'{tag}: RAM tier not '
+          f'filled ({st["ram-used"]} of {ram_dst} bytes)')
     check(need_stat(st, 'warm-up-blocks') > ram_dst // BS,
           f'{tag}: hot list cut to the RAM tier')
     if ssd:
@@ -427,7 +430,7 @@ def test_warm_up_larger_than_ram_ssd():
     larger_than_ram(True)
 
 
-# ---- drain during pre-copy (migration-aware driver) -------------------------------
+# ---- drain during pre-copy (migration-aware driver) -------------------------
 
 def drain_case(tag, ssd):
     nmib = 32
@@ -450,7 +453,8 @@ def drain_case(tag, ssd):
     print(f'  {tag}: {hop}; written back {written} bytes, drained during '
           f'pre-copy {st1.get("migration-drained-bytes")}')
     drained = need_stat(st1, 'migration-drained-bytes')
-    check(drained > 0, f'{tag}: nothing drained during pre-copy')
+    check(drained >= nmib * MiB * 3 // 4, f'{tag}: {drained} bytes of '
+          f'{nmib} MiB drained during pre-copy')
     check(written - drained <= nmib * MiB // 4,
           f'{tag}: {written - drained} of {written} bytes written back after '
           'pre-copy (in the downtime)')

@@ -48,7 +48,7 @@ import subprocess
 import time
 
 import hctest as T
-from hctest import KiB, MiB, PROCS, QMP, TestFailure, check, poll
+from hctest import KiB, MiB, PROCS, TestFailure, check, poll
 from hclibvirt import firmware_args
 
 SECTOR = 512
@@ -58,7 +58,7 @@ DEV = '/machine/peripheral/vd0/virtio-backend'
 NEEDS = 'needs migration-aware driver'
 
 
-# ---- the byte model ------------------------------------------------------------
+# ---- the byte model ---------------------------------------------------------
 
 class DiskModel:
     """The disk's content as one pattern byte per 512-byte sector."""
@@ -133,7 +133,7 @@ class DiskModel:
         return DiskModel(self.size, bytearray(self.sec))
 
 
-# ---- statistics and options of the migration-aware driver --------------------------
+# ---- statistics and options of the migration-aware driver -------------------
 
 def new_stat(stats, key):
     """A statistic of the migration-aware driver; None while absent."""
@@ -169,7 +169,7 @@ def need_option(name, value):
                           f'{msg[-300:]})')
 
 
-# ---- the shared origin ----------------------------------------------------------------
+# ---- the shared origin ------------------------------------------------------
 
 class OriginServer(T.LoggedNbdkit):
     """nbdkit serving a raw file over a unix socket, every request logged
@@ -242,7 +242,7 @@ def file_origin(img):
     return {'driver': 'file', 'filename': img, 'discard': 'unmap'}
 
 
-# ---- one VM ------------------------------------------------------------------------------
+# ---- one VM -----------------------------------------------------------------
 
 class VM:
     """qemu-system-x86_64 with disk vd0 on hostcache node hc0 over node
@@ -251,10 +251,10 @@ class VM:
     starts with -S and gets `cont`; a destination waits with
     `-incoming defer` for Pair.hop()'s migrate-incoming and runs at once
     when the migration completes (no -S: plain QEMU activates its nodes
-    and starts the VM itself)."""
+    and starts the VM itself).  prefix: argv in front of QEMU (taskset)."""
 
     def __init__(self, workdir, name, origin, hc, ssd=None, incoming=False,
-                 mem_mb=64):
+                 mem_mb=64, prefix=()):
         self.name = name
         self.qmp_path = os.path.join(workdir, f'{name}.qmp')
         # qemu-io prints to stdout; QEMU's own messages go to stderr
@@ -266,7 +266,7 @@ class VM:
         self.origin = origin
         self.hc = {'driver': 'hostcache', 'node-name': 'hc0',
                    'file': 'origin', 'discard': 'unmap', **hc}
-        argv = [T.QEMU_SYSTEM, '-machine', 'pc', '-accel', 'tcg',
+        argv = [*prefix, T.QEMU_SYSTEM, '-machine', 'pc', '-accel', 'tcg',
                 '-m', str(mem_mb), '-nodefaults', '-display', 'none',
                 *firmware_args(), *([] if incoming else ['-S']),
                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
@@ -286,16 +286,7 @@ class VM:
         if incoming:
             argv += ['-incoming', 'defer']
         self.proc = PROCS.start(argv, stdout=self.out, stderr=self.err)
-        T.wait_for_path(self.qmp_path, self.proc)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.qmp = QMP(self.qmp_path)
-                break
-            except ConnectionRefusedError:
-                check(time.monotonic() < deadline and self.proc.poll() is None,
-                      f'{name}: no QMP: {self.log_tail()}')
-                time.sleep(0.02)
+        self.qmp = T.connect_qmp(self.qmp_path, self.proc, self.err_path)
         if not incoming:
             self.cmd('cont')
 
@@ -420,7 +411,7 @@ class VM:
         self.err.close()
 
 
-# ---- migrations ------------------------------------------------------------------------------
+# ---- migrations -------------------------------------------------------------
 
 END = ('completed', 'failed', 'cancelled')
 
@@ -437,7 +428,8 @@ class Hop:
     """One migration: its final query-migrate and the I/O done meanwhile."""
 
     def __init__(self, n, src, dst, info, ops):
-        self.n, self.src, self.dst, self.info, self.ops = n, src, dst, info, ops
+        self.n, self.src, self.dst = n, src, dst
+        self.info, self.ops = info, ops
         self.status = info.get('status')
         self.downtime_ms = info.get('downtime')
         self.total_ms = info.get('total-time')
@@ -453,9 +445,10 @@ class Pair:
     Each slot has its own SSD tier file when ssd_size is given (two
     processes never share a tier file)."""
 
-    def __init__(self, workdir, origin, hc, ssd_size=None, mem_mb=64):
+    def __init__(self, workdir, origin, hc, ssd_size=None, mem_mb=64,
+                 prefix=()):
         self.workdir, self.origin, self.hc = workdir, origin, hc
-        self.mem_mb = mem_mb
+        self.mem_mb, self.prefix = mem_mb, prefix
         self.ssd = [None, None]
         if ssd_size:
             for i, slot in enumerate('ab'):
@@ -471,7 +464,7 @@ class Pair:
         self.n += 1
         return VM(self.workdir, f'vm{self.n}-{"ab"[slot]}',
                   origin or self.origin, dict(hc or self.hc), self.ssd[slot],
-                  incoming, self.mem_mb)
+                  incoming, self.mem_mb, self.prefix)
 
     def start(self):
         self.vm = self._new(self.slot, False)
@@ -495,13 +488,15 @@ class Pair:
         src.cmd('migrate', uri=f'unix:{sock}')
 
     def hop(self, during=None, ops_active=20, ops_pre=3, bandwidth=None,
-            dst=None, timeout=300):
+            dst=None, timeout=300, quit_source=True):
         """Migrate the VM to a fresh process in the other slot; quit the
         old one; return the Hop.  during(vm, phase) runs one I/O step on
         the source: up to ops_active times while the migration is
         'active', then ops_pre times while it is held in 'pre-switchover'
         (before inactivation).  bandwidth: max-bandwidth (bytes/s) while
-        the I/O runs, to make pre-copy last; lifted afterwards."""
+        the I/O runs, to make pre-copy last; lifted afterwards.
+        quit_source False: the caller quits hop.src_vm (the new VM can be
+        measured from the moment it runs)."""
         src = self.vm
         dst = dst or self.destination()
         caps = ['pause-before-switchover'] if during else []
@@ -514,6 +509,7 @@ class Pair:
             st = src.migration()
             status = st.get('status')
             if status in END:
+                t_end = time.monotonic()
                 break
             check(time.monotonic() < deadline,
                   f'migration {src.name} -> {dst.name} did not end: {st}')
@@ -544,11 +540,13 @@ class Pair:
         check(src.status() == 'postmigrate',
               f'{src.name} after the migration: {src.status()}')
         hop = Hop(len(self.hops) + 1, src.name, dst.name, st, ops)
+        hop.t_end, hop.src_vm = t_end, src
         hop.src_stats = src.stats()     # inactive, still readable
         self.hops.append(hop)
-        rc = src.quit()
-        check(rc == 0, f'{src.name} (migrated out) exited {rc}: '
-              f'{src.log_tail()}')
+        if quit_source:
+            rc = src.quit()
+            check(rc == 0, f'{src.name} (migrated out) exited {rc}: '
+                  f'{src.log_tail()}')
         self.vm = dst
         self.slot = 1 - self.slot
         return hop
@@ -564,7 +562,7 @@ class Pair:
                 f'{tts[0]}/{tts[len(tts) // 2]}/{tts[-1]}')
 
 
-# ---- random guest I/O -----------------------------------------------------------------
+# ---- random guest I/O -------------------------------------------------------
 
 class Workload:
     """Random writes, write-zeroes, discards, flushes and checked reads
@@ -622,7 +620,7 @@ class Workload:
             self.step(vm)
 
 
-# ---- hot sets and hit ratios --------------------------------------------------------
+# ---- hot sets and hit ratios ------------------------------------------------
 
 def read_blocks(vm, model, blocks, what='hot set'):
     """Read these cache blocks once each (checked against the model);
