@@ -130,18 +130,24 @@ WB_BIG = {**DISK0, 'mode': 'write-back', 'max-dirty': 64 * MiB,
           'max-dirty-age-ms': HOUR_MS, 'seq-cutoff': 0}
 
 
-def dirty_source(tag, nmib, **origin_args):
-    """A write-back source over a slow nbdkit origin with nmib MiB dirty.
-    Returns (dir, model, img, origin server, pair, workload)."""
+def dirty_source(tag, nmib, ssd=False, **origin_args):
+    """A write-back source over a slow nbdkit origin with nmib MiB dirty
+    (ssd: in the journal of an SSD tier, by a guest flush).  Returns
+    (dir, model, img, origin server, pair, workload)."""
     d = subdir(tag)
     model = DiskModel.initial(SLOW_SIZE)
     img = model.write_file(os.path.join(d, 'origin.img'))
     org = OriginServer(d, 'origin', img, **origin_args)
-    pair = Pair(d, org.blockdev, WB_BIG)
+    # a journal a quarter of the tier is written back at once: 256 MiB
+    pair = Pair(d, org.blockdev, WB_BIG, ssd_size=(256 * MiB if ssd else None))
     wl = Workload(rng_for(tag), model, img)
     src = pair.start()
     for i in range(nmib):
         wl.write(src, i * MiB, MiB)
+    if ssd:
+        src.io_ok('flush')
+        check_eq(src.stats()['ssd-dirty-bytes'], nmib * MiB,
+                 'journaled bytes')
     check_eq(src.stats()['dirty-bytes'], nmib * MiB, 'dirty bytes written')
     return d, model, img, org, pair, wl
 
@@ -155,7 +161,7 @@ def carries_on(tag, model, img, pair, wl):
     src.cmd('migrate-set-parameters', **{'max-bandwidth': 1 << 30})
     wl.steps(src, 20)
     src.verify(model, what=f'seed {SEED} {tag}: source')
-    src.flush_all()
+    src.write_back_all()
     origin_matches(model, img, f'{tag} after the source flushed')
     pair.hop()
     pair.vm.verify(model, what=f'seed {SEED} {tag}: after a new migration')
@@ -163,8 +169,8 @@ def carries_on(tag, model, img, pair, wl):
     origin_matches(model, img, f'{tag} after the last VM quit')
 
 
-def interrupted(tag, how):
-    d, model, img, org, pair, wl = dirty_source(tag, 16, wdelay_ms=10,
+def interrupted(tag, how, ssd=False):
+    d, model, img, org, pair, wl = dirty_source(tag, 16, ssd, wdelay_ms=10,
                                                 pause=True)
     src = pair.vm
     dst = pair.destination()
@@ -189,8 +195,13 @@ def interrupted(tag, how):
     check_eq(st['status'], want, f'{tag}: migration status ({st})')
     dst.stop()
     check_eq(src.status(), 'running', f'{tag}: source status')
-    check_eq(src.stats()['dirty-bytes'], dirty1,
+    st = src.stats()
+    check_eq(st['dirty-bytes'], dirty1,
              f'{tag}: dirty bytes after the interruption')
+    if ssd:
+        check(st['ssd-active'] and st['ssd-dirty-bytes'] > 0,
+              f'{tag}: the SSD tier after the interruption: ssd-active '
+              f'{st["ssd-active"]}, ssd-dirty-bytes {st["ssd-dirty-bytes"]}')
     org.resume()
     # the drain is over: dirty data stays dirty (max-dirty-age-ms 1 h,
     # far below max-dirty/2), but for the writes the pause held back
@@ -203,6 +214,11 @@ def interrupted(tag, how):
 
 def test_cancel_during_drain():
     interrupted('cancel', 'cancel')
+
+
+def test_cancel_during_drain_ssd():
+    """The dirty data in the SSD journal: the tier stays on, journal kept."""
+    interrupted('cancel-ssd', 'cancel', ssd=True)
 
 
 def test_destination_killed_during_drain():
@@ -438,7 +454,8 @@ def drain_case(tag, ssd):
     model = DiskModel.initial(2 * nmib * MiB)
     img = model.write_file(os.path.join(d, 'origin.img'))
     org = OriginServer(d, 'origin', img, wdelay_ms=2)
-    pair = Pair(d, org.blockdev, WB_BIG, ssd_size=(128 * MiB if ssd else None))
+    # the journal stays below a quarter of the tier: no write-back before
+    pair = Pair(d, org.blockdev, WB_BIG, ssd_size=(256 * MiB if ssd else None))
     wl = Workload(rng_for(tag), model, img)
     src = pair.start()
     for i in range(nmib):

@@ -379,11 +379,20 @@ class VM:
         self.hc.update(opts)
         self.cmd('blockdev-reopen', options=[self.hc])
 
-    def flush_all(self, timeout=120):
-        """Guest flush, then wait until nothing is dirty."""
+    def write_back_all(self, timeout=120):
+        """Guest flush, then everything written back: max-dirty-age-ms 1
+        until nothing is dirty (an SSD journal is written back by age or
+        fill only), then the node's own value again."""
+        age = self.hc.get('max-dirty-age-ms')
+        self.reopen(**{'max-dirty-age-ms': 1})
         self.io_ok('flush')
         poll(f'{self.name}: dirty data written back',
              lambda: self.stats()['dirty-bytes'] == 0, timeout=timeout)
+        if age is None:
+            del self.hc['max-dirty-age-ms']
+            self.cmd('blockdev-reopen', options=[self.hc])
+        else:
+            self.reopen(**{'max-dirty-age-ms': age})
 
     # -- end
     def quit(self, timeout=120):
