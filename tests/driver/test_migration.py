@@ -130,12 +130,12 @@ WB_BIG = {**DISK0, 'mode': 'write-back', 'max-dirty': 64 * MiB,
           'max-dirty-age-ms': HOUR_MS, 'seq-cutoff': 0}
 
 
-def dirty_source(tag, nmib, ssd=False, **origin_args):
+def dirty_source(tag, nmib, ssd=False, size=SLOW_SIZE, **origin_args):
     """A write-back source over a slow nbdkit origin with nmib MiB dirty
     (ssd: in the journal of an SSD tier, by a guest flush).  Returns
     (dir, model, img, origin server, pair, workload)."""
     d = subdir(tag)
-    model = DiskModel.initial(SLOW_SIZE)
+    model = DiskModel.initial(size)
     img = model.write_file(os.path.join(d, 'origin.img'))
     org = OriginServer(d, 'origin', img, **origin_args)
     # a journal a quarter of the tier is written back at once: 256 MiB
@@ -450,20 +450,10 @@ def test_warm_up_larger_than_ram_ssd():
 
 def drain_case(tag, ssd):
     nmib = 32
-    d = subdir(tag)
-    model = DiskModel.initial(2 * nmib * MiB)
-    img = model.write_file(os.path.join(d, 'origin.img'))
-    org = OriginServer(d, 'origin', img, wdelay_ms=2)
-    # the journal stays below a quarter of the tier: no write-back before
-    pair = Pair(d, org.blockdev, WB_BIG, ssd_size=(256 * MiB if ssd else None))
-    wl = Workload(rng_for(tag), model, img)
-    src = pair.start()
-    for i in range(nmib):
-        wl.write(src, i * MiB, MiB)
-    if ssd:
-        src.io_ok('flush')              # into the SSD journal
-    st0 = src.stats()
-    check(st0['dirty-bytes'] >= nmib * MiB, f'{tag}: dirty {st0}')
+    d, model, img, org, pair, wl = dirty_source(tag, nmib, ssd,
+                                                size=2 * nmib * MiB,
+                                                wdelay_ms=2)
+    st0 = pair.vm.stats()
     hop = pair.hop()
     st1 = hop.src_stats
     written = (st1['destaged-blocks'] - st0['destaged-blocks']) * BS
