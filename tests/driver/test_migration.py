@@ -196,8 +196,10 @@ def interrupted(tag, how, ssd=False):
     dst.stop()
     check_eq(src.status(), 'running', f'{tag}: source status')
     st = src.stats()
-    check_eq(st['dirty-bytes'], dirty1,
-             f'{tag}: dirty bytes after the interruption')
+    # (writes the origin had taken in before the pause may still land)
+    check(dirty1 - 16 * BS <= st['dirty-bytes'] <= dirty1,
+          f'{tag}: dirty bytes after the interruption: {st["dirty-bytes"]}, '
+          f'{dirty1} before it')
     if ssd:
         check(st['ssd-active'] and st['ssd-dirty-bytes'] > 0,
               f'{tag}: the SSD tier after the interruption: ssd-active '
