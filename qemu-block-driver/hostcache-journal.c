@@ -214,9 +214,14 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         (s->j.secs->n && now - s->j.secs_ns >= HOSTCACHE_JRELEASE_NS);
     qemu_mutex_unlock(&s->lock);
     if (!n) {
+        /*
+         * Nothing started (and nothing yielded since busy was set): no
+         * progress to announce.  Announcing it would wake the caller's
+         * own wait at once, and a loop that finds nothing to do would
+         * spin without ever yielding.
+         */
         qemu_mutex_lock(&s->lock);
         s->j.busy = G_MAXUINT;
-        hostcache_progress_locked(s);
         qemu_mutex_unlock(&s->lock);
         return ret;
     }
@@ -550,7 +555,9 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit,
         }
     }
     hostcache_check_locked(s, "a destage batch");
-    hostcache_progress_locked(s);
+    if (n) {
+        hostcache_progress_locked(s);   /* (not for an empty batch) */
+    }
     qemu_mutex_unlock(&s->lock);
     /*
      * Losing a clean mark costs a second write of the same data: no FUA.

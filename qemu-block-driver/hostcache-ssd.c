@@ -506,7 +506,6 @@ hostcache_ssd_read(BlockDriverState *bs, uint64_t blk, uint64_t slot,
 
     qemu_mutex_lock(&s->lock);
     hc_ssd_unpin(s->ssd.idx, slot);
-    hostcache_progress_locked(s);       /* a journal may want the slot */
     valid = hc_op_end(s->eng, op);
     if (dirty && !ok) {
         /* the origin does not have this block yet: never read it there */

@@ -590,7 +590,6 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
             }
             qemu_mutex_lock(&s->lock);
             hc_ssd_unpin(s->ssd.idx, jslot);
-            hostcache_progress_locked(s);
             qemu_mutex_unlock(&s->lock);
         } else {
             ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);

@@ -69,9 +69,11 @@ void hostcache_check_locked(BDRVHostcacheState *s, const char *where)
 }
 
 /*
- * Something in flight completed: a destage, a journal batch, a request
- * bracketed by an engine op, a pinned slot released (lock held).  Waiters
- * for it re-check what they wait for.
+ * Something in flight completed: a destage, a journal batch or a journal
+ * destage batch that did something, a direct request bracketed by an
+ * engine op (lock held).  Waiters for it re-check what they wait for.
+ * Never call it for work that did nothing: a waiter whose own try found
+ * nothing to do would be woken at once and spin.
  */
 void hostcache_progress_locked(BDRVHostcacheState *s)
 {
