@@ -58,6 +58,10 @@ typedef struct HcSsdSlot {
     uint64_t guard_gen;
 } HcSsdSlot;
 
+typedef struct HcSsdPending {
+    uint64_t blk, sec, gen;
+} HcSsdPending;
+
 struct HcSsd {
     HcSsdSuper sb;
     uint32_t nslots;
@@ -77,6 +81,15 @@ struct HcSsd {
     uint64_t origin_blocks;     /* entries name blocks below this */
     uint64_t *sec_gen;          /* in-memory generation per table sector */
     uint64_t *sec_disk;         /* generation last written per sector */
+    /*
+     * Blocks whose entry was dropped in memory, in a sector whose
+     * generation gen carries the drop, not yet durable on the device; and
+     * sector writes (sec, gen) without FUA awaiting a flush, in order.
+     */
+    HcSsdPending *pending;
+    size_t npending, cap_pending;
+    HcSsdPending *unflushed;
+    size_t nunflushed, cap_unflushed;
 };
 
 static void hc_ssd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -570,6 +583,8 @@ void hc_ssd_free(HcSsd *ssd)
     free(ssd->free_stack);
     free(ssd->sec_gen);
     free(ssd->sec_disk);
+    free(ssd->pending);
+    free(ssd->unflushed);
     free(ssd);
 }
 
@@ -776,6 +791,87 @@ void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen)
     if (gen > ssd->sec_disk[sector]) {
         ssd->sec_disk[sector] = gen;
     }
+    for (size_t i = 0; i < ssd->npending;) {
+        if (ssd->pending[i].sec == sector && ssd->pending[i].gen <= gen) {
+            ssd->pending[i] = ssd->pending[--ssd->npending];
+        } else {
+            i++;
+        }
+    }
+}
+
+static int hc_ssd_pending_push(HcSsdPending **a, size_t *n, size_t *cap,
+                               HcSsdPending p)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        HcSsdPending *b = realloc(*a, c * sizeof(*b));
+
+        if (!b) {
+            return -ENOMEM;
+        }
+        *a = b;
+        *cap = c;
+    }
+    (*a)[(*n)++] = p;
+    return 0;
+}
+
+int hc_ssd_pending_add(HcSsd *ssd, uint64_t blk, uint64_t sector)
+{
+    HcSsdPending p = { blk, sector, ssd->sec_gen[sector] };
+
+    return hc_ssd_pending_push(&ssd->pending, &ssd->npending,
+                               &ssd->cap_pending, p);
+}
+
+void hc_ssd_pending_sectors(const HcSsd *ssd, uint64_t first, uint64_t end,
+                            void (*sector_cb)(void *opaque, uint64_t sector),
+                            void *opaque)
+{
+    for (size_t i = 0; i < ssd->npending; i++) {
+        if (ssd->pending[i].blk >= first && ssd->pending[i].blk < end) {
+            sector_cb(opaque, ssd->pending[i].sec);
+        }
+    }
+}
+
+void hc_ssd_pending_clear(HcSsd *ssd)
+{
+    ssd->npending = 0;
+}
+
+size_t hc_ssd_pending_count(const HcSsd *ssd)
+{
+    return ssd->npending;
+}
+
+int hc_ssd_sector_unflushed(HcSsd *ssd, uint64_t sector, uint64_t gen)
+{
+    HcSsdPending p = { 0, sector, gen };
+
+    return hc_ssd_pending_push(&ssd->unflushed, &ssd->nunflushed,
+                               &ssd->cap_unflushed, p);
+}
+
+size_t hc_ssd_unflushed_count(const HcSsd *ssd)
+{
+    return ssd->nunflushed;
+}
+
+void hc_ssd_flushed(HcSsd *ssd, size_t n)
+{
+    n = n < ssd->nunflushed ? n : ssd->nunflushed;
+    if (!n) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        hc_ssd_sector_written(ssd, ssd->unflushed[i].sec,
+                              ssd->unflushed[i].gen);
+    }
+    memmove(ssd->unflushed, ssd->unflushed + n,
+            (ssd->nunflushed - n) * sizeof(*ssd->unflushed));
+    ssd->nunflushed -= n;
 }
 
 uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc)

@@ -187,7 +187,31 @@ uint64_t hc_ssd_sector_of(uint64_t slot);
  */
 uint64_t hc_ssd_sector_gen(const HcSsd *ssd, uint64_t sector);
 uint64_t hc_ssd_sector_disk_gen(const HcSsd *ssd, uint64_t sector);
+/* Sector `sector` with generation gen is durable on the device. */
 void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen);
+
+/*
+ * Drops not yet durable.  A block whose entry was dropped in memory (a
+ * CLOCK victim, a block made dirty, an older slot replaced) is pending
+ * until its sector, at the generation that carries the drop, is durable:
+ * before such a block changes on the origin, the caller persists the
+ * sectors hc_ssd_pending_sectors() names.  hc_ssd_sector_written() ends
+ * the pending drops it covers.  A sector write without FUA is durable only
+ * after the next flush: hc_ssd_sector_unflushed() records it,
+ * hc_ssd_flushed(n) makes the first n recorded (those before the flush
+ * began: hc_ssd_unflushed_count() then) durable.  -ENOMEM when a record
+ * cannot be kept (the caller must stop using the tier).
+ */
+int hc_ssd_pending_add(HcSsd *ssd, uint64_t blk, uint64_t sector);
+void hc_ssd_pending_sectors(const HcSsd *ssd, uint64_t first, uint64_t end,
+                            void (*sector_cb)(void *opaque, uint64_t sector),
+                            void *opaque);
+/* Every entry was dropped for good (a new cache generation is durable). */
+void hc_ssd_pending_clear(HcSsd *ssd);
+size_t hc_ssd_pending_count(const HcSsd *ssd);
+int hc_ssd_sector_unflushed(HcSsd *ssd, uint64_t sector, uint64_t gen);
+size_t hc_ssd_unflushed_count(const HcSsd *ssd);
+void hc_ssd_flushed(HcSsd *ssd, size_t n);
 
 /* Lookups.  lookup marks the slot referenced (CLOCK) and returns its slot. */
 uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc);

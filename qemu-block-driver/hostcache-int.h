@@ -18,6 +18,7 @@
 #include "qemu/timer.h"
 
 #include "hc-engine.h"
+#include "hc-journal.h"
 #include "hc-ssd.h"
 
 /* Defaults; see docs/DRIVER.md for the measurements behind them. */
@@ -58,17 +59,6 @@ typedef struct HostcacheSectors {
     bool overflow;
 } HostcacheSectors;
 
-/*
- * A block whose SSD entry is dropped in memory, in slot-table sector sec,
- * and not yet on the device; or (HostcacheSsdTier.unflushed) a sector
- * written without FUA, durable only after the next SSD flush.
- */
-typedef struct HostcachePendingDrop {
-    uint64_t blk;
-    uint64_t sec;
-    uint64_t gen;       /* the sector's generation once the drop is in it */
-} HostcachePendingDrop;
-
 /* A clean block evicted from RAM, on its way to the SSD tier. */
 typedef struct HostcacheDemotion {
     uint64_t blk;
@@ -78,13 +68,6 @@ typedef struct HostcacheDemotion {
     QSIMPLEQ_ENTRY(HostcacheDemotion) next;
 } HostcacheDemotion;
 
-/* A block in the write-back journal (HostcacheJournal.entries). */
-typedef struct HostcacheJEntry {
-    uint64_t slot;
-    uint64_t seq;
-    int64_t ns;         /* when journaled; meaningless when recovered */
-    bool recovered;     /* left by an earlier run: write back at once */
-} HostcacheJEntry;
 
 /*
  * Write-back towards the origin (hostcache-wb.c).  Every field is
@@ -123,17 +106,9 @@ typedef struct HostcacheSsdTier {
     bool drop_pending;
     bool dropping;              /* that drop is being written now */
     /*
-     * Blocks whose SSD entry was dropped in memory but maybe not yet on the
-     * device (HostcachePendingDrop): before such a block is written to the
-     * origin, its sector is persisted.
+     * (Drops not yet durable, and sector writes awaiting a flush, are kept
+     * by the index: hc_ssd_pending_add() and friends.)
      */
-    GArray *pending;
-    /*
-     * Slot-table sectors written without FUA, not yet covered by an SSD
-     * flush (HostcachePendingDrop: sec, gen): they count as on the device
-     * (hc_ssd_sector_written) only after the next flush.
-     */
-    GArray *unflushed;
     int64_t flush_ns;           /* last SSD flush (hostcache_ssd_flush) */
     unsigned long *sec_busy;    /* slot-table sectors being written now */
     CoQueue sec_wait;           /* writers of a busy sector wait here */
@@ -156,13 +131,8 @@ typedef struct HostcacheSsdTier {
 typedef struct HostcacheJournal {
     CoMutex lock;
     CoMutex dlock;
-    GArray *entries;            /* HostcacheJEntry, in seq order */
-    guint head;                 /* first entry not yet destaged */
-    /*
-     * First entry of the batch in flight (G_MAXUINT: none): destaging
-     * stops there.
-     */
-    guint busy;
+    /* the journaled blocks in order, and the batch rules (hc-journal.c) */
+    HcJournal *q;
     int64_t super_ns;           /* last superblock write by the journal */
     uint64_t super_off;         /* where that write goes (its copy) */
     GArray *kept;               /* older entries to release after a flush */
@@ -433,7 +403,7 @@ void hostcache_mig_free_out_locked(BDRVHostcacheState *s);
 
 /* hostcache-journal.c */
 
-void hostcache_journal_rebuild(BDRVHostcacheState *s);
+int hostcache_journal_rebuild(BDRVHostcacheState *s);
 void hostcache_journal_free(BDRVHostcacheState *s);
 int coroutine_fn GRAPH_RDLOCK
 hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,

@@ -29,35 +29,19 @@
 #include "hostcache-int.h"
 
 /* Queue the dirty entries of a recovered tier, oldest first (lock held). */
-static gint hostcache_jentry_cmp(gconstpointer a, gconstpointer b)
+int hostcache_journal_rebuild(BDRVHostcacheState *s)
 {
-    const HostcacheJEntry *x = a, *y = b;
-
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
-}
-
-void hostcache_journal_rebuild(BDRVHostcacheState *s)
-{
-    g_array_set_size(s->j.entries, 0);
-    s->j.head = 0;
-    for (uint64_t slot = hc_ssd_next_dirty(s->ssd.idx, 0);
-         slot != HC_SSD_NONE;
-         slot = hc_ssd_next_dirty(s->ssd.idx, slot + 1)) {
-        HostcacheJEntry e = { .slot = slot, .recovered = true };
-
-        hc_ssd_slot_blk(s->ssd.idx, slot, &e.seq, NULL);
-        g_array_append_val(s->j.entries, e);
-    }
-    g_array_sort(s->j.entries, hostcache_jentry_cmp);
+    return hc_journal_rebuild(s->j.q, s->ssd.idx);
 }
 
 void hostcache_journal_free(BDRVHostcacheState *s)
 {
-    if (s->j.entries) {
-        g_array_free(s->j.entries, true);
+    if (s->j.q) {
+        hc_journal_free(s->j.q);
         g_array_free(s->j.kept, true);
         g_free(s->j.secs);
-        s->j.entries = s->j.kept = NULL;
+        s->j.q = NULL;
+        s->j.kept = NULL;
         s->j.secs = NULL;
     }
 }
@@ -163,8 +147,12 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
     int ret = 0;
 
     qemu_mutex_lock(&s->lock);
+    if (hc_journal_reserve(s->j.q, max) < 0) {
+        qemu_mutex_unlock(&s->lock);
+        return -ENOMEM;
+    }
     /* the destager must not pass entries whose data is still in flight */
-    s->j.busy = s->j.entries->len;
+    hc_journal_batch_begin(s->j.q);
     while (n < max && s->ssd.on) {
         uint64_t victim = HC_SSD_NONE, kept, seq;
         const void *data = hc_destage_begin(s->eng, &d[n], max_seq);
@@ -198,8 +186,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
         if (kept != HC_SSD_NONE) {
             g_array_append_val(s->j.kept, kept);
         }
-        g_array_append_vals(s->j.entries,
-                            &(HostcacheJEntry) { slot[n], seq, now }, 1);
+        hc_journal_append(s->j.q, slot[n], seq, now);    /* (reserved) */
         n++;
     }
     if (n && now - s->j.super_ns >= HOSTCACHE_JSUPER_NS) {
@@ -221,7 +208,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
          * spin without ever yielding.
          */
         qemu_mutex_lock(&s->lock);
-        s->j.busy = G_MAXUINT;
+        hc_journal_batch_end(s->j.q);
         qemu_mutex_unlock(&s->lock);
         return ret;
     }
@@ -288,7 +275,7 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
          */
     }
     g_array_set_size(s->j.kept, 0);
-    s->j.busy = G_MAXUINT;
+    hc_journal_batch_end(s->j.q);
     hostcache_check_locked(s, "a journal batch");
     hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
@@ -374,7 +361,7 @@ hostcache_journal(BlockDriverState *bs, uint64_t upto, uint64_t limit,
 typedef struct HostcacheJDestageTask {
     AioTask task;               /* first: aio_task_co() g_free()s the task */
     BlockDriverState *bs;
-    HostcacheJEntry e;
+    HcJEntry e;
     bool ok;
 } HostcacheJDestageTask;
 
@@ -464,39 +451,18 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit,
                         const int *stop)
 {
     BDRVHostcacheState *s = bs->opaque;
-    g_autofree HostcacheJEntry *batch = NULL;
+    g_autofree HcJEntry *batch = NULL;
     HostcacheSectors secs = { .n = 0 };
     AioTaskPool *pool;
-    guint i, pos;
-    uint64_t n = 0;
+    size_t i, next;
+    uint64_t n;
     int ret;
 
     qemu_co_mutex_lock(&s->j.dlock);
     qemu_mutex_lock(&s->lock);
-    batch = g_new(HostcacheJEntry, MIN(limit, s->j.entries->len + 1));
-    for (pos = s->j.head; pos < MIN(s->j.entries->len, s->j.busy) && n < limit;
-         pos++) {
-        HostcacheJEntry e = g_array_index(s->j.entries, HostcacheJEntry, pos);
-        uint64_t blk = hc_ssd_slot_blk(s->ssd.idx, e.slot, NULL, NULL);
-        bool again = false;
-
-        if (!hc_ssd_is_dirty(s->ssd.idx, e.slot, e.seq)) {
-            continue;
-        }
-        /*
-         * The batch's writes run in parallel: a second version of a block
-         * waits for the next batch, or the older might land last.
-         */
-        for (uint64_t j = 0; j < n && !again; j++) {
-            again = hc_ssd_slot_blk(s->ssd.idx, batch[j].slot, NULL,
-                                    NULL) == blk;
-        }
-        if (again) {
-            break;
-        }
-        hc_ssd_pin(s->ssd.idx, e.slot);
-        batch[n++] = e;
-    }
+    /* oldest first, never two versions of a block (hc_journal_pick) */
+    batch = g_new(HcJEntry, MIN(limit, hc_journal_len(s->j.q) + 1));
+    n = hc_journal_pick(s->j.q, s->ssd.idx, batch, limit, &next);
     pool = aio_task_pool_new(MAX(s->wb.width, 1));
     qemu_mutex_unlock(&s->lock);
 
@@ -547,12 +513,7 @@ hostcache_jdestage_some(BlockDriverState *bs, uint64_t limit,
         }
     }
     if (ret == 0) {
-        s->j.head = pos;
-        if (s->j.head > 1024 && s->j.head * 2 > s->j.entries->len &&
-            s->j.busy == G_MAXUINT) {
-            g_array_remove_range(s->j.entries, 0, s->j.head);
-            s->j.head = 0;
-        }
+        hc_journal_advance(s->j.q, next);
     }
     hostcache_check_locked(s, "a destage batch");
     if (n) {

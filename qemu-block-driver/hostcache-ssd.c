@@ -46,39 +46,6 @@ void hostcache_ssd_fail_locked(BlockDriverState *bs, int ret,
     s->ssd.on = false;
 }
 
-/* Sector sec is durable with generation gen (lock held). */
-static void hostcache_ssd_durable_locked(BDRVHostcacheState *s, uint64_t sec,
-                                         uint64_t gen)
-{
-    hc_ssd_sector_written(s->ssd.idx, sec, gen);
-    for (guint i = 0; i < s->ssd.pending->len;) {
-        HostcachePendingDrop *p =
-            &g_array_index(s->ssd.pending, HostcachePendingDrop, i);
-
-        if (p->sec == sec && p->gen <= gen) {
-            g_array_remove_index_fast(s->ssd.pending, i);
-        } else {
-            i++;
-        }
-    }
-}
-
-/*
- * An SSD flush that started when n sector writes were waiting for one has
- * completed: those are durable now (lock held).
- */
-static void hostcache_ssd_flushed_locked(BDRVHostcacheState *s, guint n)
-{
-    n = MIN(n, s->ssd.unflushed->len);
-    for (guint i = 0; i < n; i++) {
-        HostcachePendingDrop *p =
-            &g_array_index(s->ssd.unflushed, HostcachePendingDrop, i);
-
-        hostcache_ssd_durable_locked(s, p->sec, p->gen);
-    }
-    g_array_remove_range(s->ssd.unflushed, 0, n);
-}
-
 /*
  * Flush the SSD; sector writes before it become durable.  In or out of a
  * coroutine (bdrv_flush() is mixed).
@@ -86,17 +53,17 @@ static void hostcache_ssd_flushed_locked(BDRVHostcacheState *s, guint n)
 int GRAPH_RDLOCK hostcache_ssd_flush(BlockDriverState *bs)
 {
     BDRVHostcacheState *s = bs->opaque;
-    guint n;
+    size_t n;
     int ret;
 
     qemu_mutex_lock(&s->lock);
-    n = s->ssd.unflushed ? s->ssd.unflushed->len : 0;
+    n = s->ssd.idx ? hc_ssd_unflushed_count(s->ssd.idx) : 0;
     qemu_mutex_unlock(&s->lock);
     ret = bdrv_flush(s->ssd.child->bs);
     if (ret == 0) {
         qemu_mutex_lock(&s->lock);
         if (n) {
-            hostcache_ssd_flushed_locked(s, n);
+            hc_ssd_flushed(s->ssd.idx, n);  /* written before it: durable */
         }
         s->ssd.flush_ns = get_clock();
         qemu_mutex_unlock(&s->lock);
@@ -143,13 +110,14 @@ hostcache_ssd_write_sector(BlockDriverState *bs, uint64_t sec,
         clear_bit(sec, s->ssd.sec_busy);
         qemu_co_queue_restart_all(&s->ssd.sec_wait);
         if (ret == 0 && !(flags & BDRV_REQ_FUA)) {
-            /* durable after the next flush (hostcache_ssd_flushed) */
-            g_array_append_vals(s->ssd.unflushed,
-                                &(HostcachePendingDrop) { 0, sec, gen }, 1);
+            /* durable after the next flush (hc_ssd_flushed) */
+            if (hc_ssd_sector_unflushed(s->ssd.idx, sec, gen) < 0) {
+                hostcache_ssd_fail_locked(bs, -ENOMEM, "keeping track");
+            }
             qemu_mutex_unlock(&s->lock);
             return 0;
         } else if (ret == 0) {
-            hostcache_ssd_durable_locked(s, sec, gen);
+            hc_ssd_sector_written(s->ssd.idx, sec, gen);
         } else {
             hostcache_ssd_fail_locked(bs, ret, "writing metadata");
         }
@@ -207,28 +175,16 @@ hostcache_ssd_persist_all(BlockDriverState *bs, HostcacheSectors *l)
     return hostcache_ssd_write_sectors(bs, l, BDRV_REQ_FUA);
 }
 
-/* Remember that blk's entry is dropped in memory, in sector sec (locked). */
+/*
+ * Remember that blk's entry is dropped in memory, in sector sec, until
+ * that sector is durable (lock held); out of memory, the tier is given up.
+ */
 void hostcache_pending_add(BDRVHostcacheState *s, uint64_t blk,
                            uint64_t sec)
 {
-    HostcachePendingDrop p = {
-        blk, sec, hc_ssd_sector_gen(s->ssd.idx, sec)
-    };
-
-    g_array_append_val(s->ssd.pending, p);
-}
-
-/* Note the sectors of pending drops of blocks in [first, end) (locked). */
-static void hostcache_pending_sectors(BDRVHostcacheState *s, uint64_t first,
-                                      uint64_t end, HostcacheSectors *l)
-{
-    for (guint i = 0; i < s->ssd.pending->len; i++) {
-        HostcachePendingDrop *p =
-            &g_array_index(s->ssd.pending, HostcachePendingDrop, i);
-
-        if (p->blk >= first && p->blk < end) {
-            hostcache_note_sector(l, p->sec);
-        }
+    if (hc_ssd_pending_add(s->ssd.idx, blk, sec) < 0) {
+        s->ssd.drop_pending = s->ssd.broken = true;
+        s->ssd.on = false;
     }
 }
 
@@ -259,7 +215,8 @@ hostcache_ssd_forget(BlockDriverState *bs, uint64_t first, uint64_t end)
             hc_ssd_invalidate_range(s->ssd.idx, first, end,
                                     hostcache_note_sector, &l);
         }
-        hostcache_pending_sectors(s, first, end, &l);
+        hc_ssd_pending_sectors(s->ssd.idx, first, end, hostcache_note_sector,
+                               &l);
         qemu_mutex_unlock(&s->lock);
         if (hostcache_ssd_persist_all(bs, &l) == 0 || !s->ssd.drop_pending) {
             return;
@@ -596,7 +553,7 @@ hostcache_ssd_write_super(BlockDriverState *bs, uint32_t state, bool drop)
     if (ret < 0) {
         hostcache_ssd_fail_locked(bs, ret, "writing the superblock");
     } else if (drop) {
-        g_array_set_size(s->ssd.pending, 0);    /* all dropped for good */
+        hc_ssd_pending_clear(s->ssd.idx);       /* all dropped for good */
     }
     qemu_mutex_unlock(&s->lock);
     return ret;
@@ -882,10 +839,10 @@ int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
     }
     hc_ssd_super_mut(s->ssd.idx)->version = HC_SSD_VERSION;
     s->ssd.sec_busy = bitmap_new(hc_ssd_sectors(s->ssd.idx));
-    s->ssd.pending = g_array_new(false, false, sizeof(HostcachePendingDrop));
-    s->ssd.unflushed = g_array_new(false, false,
-                                   sizeof(HostcachePendingDrop));
-    hostcache_journal_rebuild(s);
+    if (hostcache_journal_rebuild(s) < 0) {
+        error_setg(errp, "hostcache: cannot allocate the SSD tier's journal");
+        return -ENOMEM;
+    }
     ret = hostcache_ssd_write_dropped(bs, errp);
     if (ret < 0) {
         return ret;
@@ -904,22 +861,14 @@ int GRAPH_RDLOCK hostcache_ssd_attach(BlockDriverState *bs, bool drop,
 /* Forget the SSD tier's in-memory state (the device is left as it is). */
 void hostcache_ssd_detach(BDRVHostcacheState *s)
 {
-    g_array_set_size(s->j.entries, 0);
+    hc_journal_clear(s->j.q);
     g_array_set_size(s->j.kept, 0);
-    s->j.head = 0;
-    s->j.busy = G_MAXUINT;
     s->ssd.on = false;
     hostcache_demotions_drop(s);
     hc_ssd_free(s->ssd.idx);
     s->ssd.idx = NULL;
     g_free(s->ssd.sec_busy);
     s->ssd.sec_busy = NULL;
-    if (s->ssd.pending) {
-        g_array_free(s->ssd.pending, true);
-        s->ssd.pending = NULL;
-        g_array_free(s->ssd.unflushed, true);
-        s->ssd.unflushed = NULL;
-    }
 }
 
 /*

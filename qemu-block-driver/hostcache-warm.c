@@ -174,10 +174,10 @@ static void hostcache_mig_capture_hot(BDRVHostcacheState *s)
     o->hot = g_new(uint64_t, MAX(max, 1));
     n = hc_engine_hot_blocks(s->eng, o->hot, max);
     if (ssd && n < max) {
-        size_t m = hc_ssd_hot_blocks(s->ssd.idx, o->hot + n, max - n);
+        size_t end = n + hc_ssd_hot_blocks(s->ssd.idx, o->hot + n, max - n);
 
         /* a block in both tiers: RAM's place counts */
-        for (size_t i = n; i < n + m; i++) {
+        for (size_t i = n; i < end; i++) {
             if (!hc_contains(s->eng, o->hot[i])) {
                 o->hot[n++] = o->hot[i];
             }

@@ -246,28 +246,6 @@ hostcache_wb_flush(BlockDriverState *bs)
     return ret;
 }
 
-/*
- * Is the journal (ssd_dirty blocks) due for the origin at time now (lock
- * held)?  When its oldest entry is journaled at *jold, it is due at
- * *jold + max-dirty-age.  A journal recovered from an earlier run is due at
- * once: the time it was written is unknown (and a clock that starts at the
- * boot would make a host that just came back from a power cut wait out
- * max-dirty-age before its data reaches the origin).
- */
-static bool hostcache_journal_due(BDRVHostcacheState *s, uint64_t now,
-                                  uint64_t ssd_dirty, int64_t *jold)
-{
-    const HostcacheJEntry *e = s->j.head < s->j.entries->len ?
-        &g_array_index(s->j.entries, HostcacheJEntry, s->j.head) : NULL;
-
-    *jold = e ? e->ns : (int64_t)now;
-    if (!e || e->recovered || ssd_dirty > hc_ssd_capacity(s->ssd.idx) / 4) {
-        /* (no entry queued: kept older versions only, write them back) */
-        return true;
-    }
-    return now - e->ns >= s->opts.dirty_age_ns;
-}
-
 static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque);
 
 /* Start the background destager unless it runs or the node is drained. */
@@ -333,7 +311,10 @@ static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
         width = drain ? HOSTCACHE_DESTAGE_WIDTH_MAX : s->wb.width;
         journaling = hostcache_journaling(s);
         jdue = ssd_dirty && (drain ||
-                             hostcache_journal_due(s, now, ssd_dirty, &jold));
+                             hc_journal_due(s->j.q, now, s->opts.dirty_age_ns,
+                                            ssd_dirty,
+                                            hc_ssd_capacity(s->ssd.idx),
+                                            &jold));
         qemu_mutex_unlock(&s->lock);
 
         if (journaling && drain && ssd_dirty) {

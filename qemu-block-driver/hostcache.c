@@ -60,6 +60,7 @@ void hostcache_check_locked(BDRVHostcacheState *s, const char *where)
         return;
     }
     why = s->ssd.idx ? hc_ssd_check(s->ssd.idx) : NULL;
+    why = why ? why : s->ssd.idx ? hc_journal_check(s->j.q, s->ssd.idx) : NULL;
     why = why ? why : hc_engine_check(s->eng);
     if (why) {
         error_report("hostcache: index check failed after %s: %s", where,
@@ -309,8 +310,11 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     QSIMPLEQ_INIT(&s->ssd.demotions);
     qemu_co_mutex_init(&s->j.lock);
     qemu_co_mutex_init(&s->j.dlock);
-    s->j.entries = g_array_new(false, false, sizeof(HostcacheJEntry));
-    s->j.busy = G_MAXUINT;
+    s->j.q = hc_journal_new();
+    if (!s->j.q) {
+        error_setg(errp, "hostcache: out of memory");
+        return -ENOMEM;
+    }
     s->j.kept = g_array_new(false, false, sizeof(uint64_t));
     s->j.secs = g_new0(HostcacheSectors, 1);
     s->check_index = getenv("HOSTCACHE_CHECK_INDEX") != NULL;
