@@ -74,7 +74,9 @@ distclean:
 # make soak: the long runs of the crash-safety tests.  SOAK_CYCLES SIGKILL
 # cycles of the write-back crash oracle, then the other write-back tests
 # with HC_SOAK=10 (ten times the rounds, durations and sizes), under
-# SOAK_SEEDS different seeds.  Each run prints its seed (HC_SEED repeats it).
+# SOAK_SEEDS different seeds, then 200 live migrations per caching mode
+# (the migration ping-pong with HC_SOAK=10).  Each run prints its seed
+# (HC_SEED repeats it).
 SOAK_CYCLES ?= 200
 SOAK_SEEDS  ?= 3
 
@@ -88,3 +90,4 @@ soak: all
 	for i in $$(seq $(SOAK_SEEDS)); do \
 	  HC_SOAK=10 /usr/bin/python3 tests/driver/test_powercut.py || exit 1; \
 	done
+	HC_SOAK=10 /usr/bin/python3 tests/driver/test_migration.py ping_pong

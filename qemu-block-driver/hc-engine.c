@@ -740,6 +740,34 @@ void *hc_insert(HcEngine *e, uint64_t blk)
     return s == HC_NIL ? NULL : hc_slot_data(e, s);
 }
 
+void *hc_insert_warm(HcEngine *e, uint64_t blk)
+{
+    HcQueue *q = &e->q[HC_Q_PROBATION];
+    uint32_t s;
+
+    if (hc_find(e, blk) != HC_NIL ||
+        (e->free_head == HC_NIL && e->next_unused == e->nslots)) {
+        return NULL;    /* there already (newer), or no free slot */
+    }
+    s = hc_slot_new(e, blk);
+    if (s == HC_NIL) {
+        return NULL;
+    }
+    /* from the hot end of probation to its cold end */
+    hc_q_unlink(e, s);
+    e->ent[s].queue = HC_Q_PROBATION;
+    e->ent[s].next = HC_NIL;
+    e->ent[s].prev = q->tail;
+    if (q->tail != HC_NIL) {
+        e->ent[q->tail].next = s;
+    } else {
+        q->head = s;
+    }
+    q->tail = s;
+    q->len++;
+    return hc_slot_data(e, s);
+}
+
 uint64_t hc_invalidate(HcEngine *e, uint64_t first, uint64_t end)
 {
     uint64_t n = 0;

@@ -160,6 +160,14 @@ bool hc_admit_miss(HcEngine *e, uint64_t blk);
 void *hc_insert(HcEngine *e, uint64_t blk);
 
 /*
+ * Warm-up (a live-migration destination): insert blk, when it is not
+ * cached and a free slot is left (never evicting), at the cold end of
+ * the recency order, so that blocks inserted hottest first keep their
+ * order.  Returns the slot to fill, or NULL (cached already, or full).
+ */
+void *hc_insert_warm(HcEngine *e, uint64_t blk);
+
+/*
  * Called with a clean block's data just before its slot is reused by an
  * eviction (to demote it to a lower tier).  The callback must not call
  * into the engine other than hc_op_fill_begin().

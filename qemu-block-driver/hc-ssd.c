@@ -58,6 +58,10 @@ typedef struct HcSsdSlot {
     uint64_t guard_gen;
 } HcSsdSlot;
 
+typedef struct HcSsdPending {
+    uint64_t blk, sec, gen;
+} HcSsdPending;
+
 struct HcSsd {
     HcSsdSuper sb;
     uint32_t nslots;
@@ -77,6 +81,15 @@ struct HcSsd {
     uint64_t origin_blocks;     /* entries name blocks below this */
     uint64_t *sec_gen;          /* in-memory generation per table sector */
     uint64_t *sec_disk;         /* generation last written per sector */
+    /*
+     * Blocks whose entry was dropped in memory, in a sector whose
+     * generation gen carries the drop, not yet durable on the device; and
+     * sector writes (sec, gen) without FUA awaiting a flush, in order.
+     */
+    HcSsdPending *pending;
+    size_t npending, cap_pending;
+    HcSsdPending *unflushed;
+    size_t nunflushed, cap_unflushed;
 };
 
 static void hc_ssd_err(char *err, size_t errlen, const char *fmt, ...)
@@ -259,9 +272,9 @@ void hc_ssd_super_encode(const HcSsdSuper *sb, uint8_t buf[HC_SSD_SB_SIZE])
     put_le32(buf + 72, sb->state);
     put_le64(buf + 80, sb->origin_size);
     put_le64(buf + 88, sb->durable_seq);
-    put_le64(buf + 96, sb->destaged_seq);
-    put_le64(buf + 104, sb->dirty_count);
-    put_le64(buf + 112, sb->dirty_sum);
+    put_le64(buf + 96, sb->lineage);
+    put_le64(buf + 104, sb->tenure);
+    put_le64(buf + 112, sb->reserved);
     memcpy(buf + 120, sb->origin_id, HC_SSD_ORIGIN_ID_MAX);
     buf[120 + HC_SSD_ORIGIN_ID_MAX - 1] = 0;
     put_le32(buf + SB_CRC_OFF, hc_crc32c(0, buf, SB_CRC_OFF));
@@ -285,9 +298,9 @@ static bool hc_ssd_super_decode(const uint8_t *buf, HcSsdSuper *sb)
     sb->state = get_le32(buf + 72);
     sb->origin_size = get_le64(buf + 80);
     sb->durable_seq = get_le64(buf + 88);
-    sb->destaged_seq = get_le64(buf + 96);
-    sb->dirty_count = get_le64(buf + 104);
-    sb->dirty_sum = get_le64(buf + 112);
+    sb->lineage = get_le64(buf + 96);
+    sb->tenure = get_le64(buf + 104);
+    sb->reserved = get_le64(buf + 112);
     memcpy(sb->origin_id, buf + 120, HC_SSD_ORIGIN_ID_MAX);
     sb->origin_id[HC_SSD_ORIGIN_ID_MAX - 1] = 0;
     return true;
@@ -321,7 +334,7 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
         return -EINVAL;
     }
     *sb = va && (!vb || a.generation > b.generation) ? a : b;
-    if (sb->version != 1 && sb->version != HC_SSD_VERSION) {
+    if (sb->version < 1 || sb->version > HC_SSD_VERSION) {
         hc_ssd_err(err, errlen, "the ssd node has hostcache format version "
                    "%u; this build reads version %u", sb->version,
                    HC_SSD_VERSION);
@@ -338,7 +351,8 @@ int hc_ssd_super_pick(const uint8_t *copy0, const uint8_t *copy1,
         sb->meta_offset != HC_SSD_META_OFFSET || !sb->nslots ||
         sb->nslots > HC_SSD_MAX_SLOTS ||
         sb->data_offset != hc_ssd_data_start(sb->nslots, sb->block_size) ||
-        (sb->state != HC_SSD_STATE_CLEAN && sb->state != HC_SSD_STATE_OPEN)) {
+        (sb->state != HC_SSD_STATE_CLEAN && sb->state != HC_SSD_STATE_OPEN &&
+         (sb->state != HC_SSD_STATE_HANDED_OFF || sb->version < 3))) {
         hc_ssd_err(err, errlen, "the ssd node's superblock has an impossible "
                    "geometry or state (corrupted?); to reuse the node as an "
                    "SSD tier, zero its first 8 KiB");
@@ -368,6 +382,17 @@ static const char *hc_ssd_mismatch(const HcSsdSuper *sb, const HcSsdOpen *o)
         return "the ssd node shrank";
     }
     return NULL;
+}
+
+/*
+ * Does the incoming stream's chain of write sets cover every tenure since
+ * this tier was handed off?
+ */
+bool hc_ssd_chain_covers(const HcSsdSuper *sb, const HcSsdOpen *o)
+{
+    return o->lineage && !o->drop && sb->version >= 3 &&
+        sb->state == HC_SSD_STATE_HANDED_OFF && sb->lineage == o->lineage &&
+        sb->tenure + 1 >= o->chain_from && sb->tenure <= o->chain_to;
 }
 
 /* Did the tier journal write-back data in a run that did not close it? */
@@ -474,6 +499,15 @@ HcSsdPlan hc_ssd_plan_loaded(const HcSsdSuper *sb, const char *why,
     if (why) {
         return HC_SSD_PLAN_FORMAT;
     }
+    if (o->activation) {
+        /* only a chain of write sets makes a tier valid on arrival */
+        return hc_ssd_chain_covers(sb, o) ? HC_SSD_PLAN_KEEP :
+            HC_SSD_PLAN_EMPTY;
+    }
+    if (sb->state == HC_SSD_STATE_HANDED_OFF) {
+        /* the VM ran elsewhere since, and nobody says what it wrote */
+        return HC_SSD_PLAN_EMPTY;
+    }
     return o->drop ? HC_SSD_PLAN_EMPTY : HC_SSD_PLAN_KEEP;
 }
 
@@ -549,6 +583,8 @@ void hc_ssd_free(HcSsd *ssd)
     free(ssd->free_stack);
     free(ssd->sec_gen);
     free(ssd->sec_disk);
+    free(ssd->pending);
+    free(ssd->unflushed);
     free(ssd);
 }
 
@@ -755,6 +791,87 @@ void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen)
     if (gen > ssd->sec_disk[sector]) {
         ssd->sec_disk[sector] = gen;
     }
+    for (size_t i = 0; i < ssd->npending;) {
+        if (ssd->pending[i].sec == sector && ssd->pending[i].gen <= gen) {
+            ssd->pending[i] = ssd->pending[--ssd->npending];
+        } else {
+            i++;
+        }
+    }
+}
+
+static int hc_ssd_pending_push(HcSsdPending **a, size_t *n, size_t *cap,
+                               HcSsdPending p)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 64;
+        HcSsdPending *b = realloc(*a, c * sizeof(*b));
+
+        if (!b) {
+            return -ENOMEM;
+        }
+        *a = b;
+        *cap = c;
+    }
+    (*a)[(*n)++] = p;
+    return 0;
+}
+
+int hc_ssd_pending_add(HcSsd *ssd, uint64_t blk, uint64_t sector)
+{
+    HcSsdPending p = { blk, sector, ssd->sec_gen[sector] };
+
+    return hc_ssd_pending_push(&ssd->pending, &ssd->npending,
+                               &ssd->cap_pending, p);
+}
+
+void hc_ssd_pending_sectors(const HcSsd *ssd, uint64_t first, uint64_t end,
+                            void (*sector_cb)(void *opaque, uint64_t sector),
+                            void *opaque)
+{
+    for (size_t i = 0; i < ssd->npending; i++) {
+        if (ssd->pending[i].blk >= first && ssd->pending[i].blk < end) {
+            sector_cb(opaque, ssd->pending[i].sec);
+        }
+    }
+}
+
+void hc_ssd_pending_clear(HcSsd *ssd)
+{
+    ssd->npending = 0;
+}
+
+size_t hc_ssd_pending_count(const HcSsd *ssd)
+{
+    return ssd->npending;
+}
+
+int hc_ssd_sector_unflushed(HcSsd *ssd, uint64_t sector, uint64_t gen)
+{
+    HcSsdPending p = { 0, sector, gen };
+
+    return hc_ssd_pending_push(&ssd->unflushed, &ssd->nunflushed,
+                               &ssd->cap_unflushed, p);
+}
+
+size_t hc_ssd_unflushed_count(const HcSsd *ssd)
+{
+    return ssd->nunflushed;
+}
+
+void hc_ssd_flushed(HcSsd *ssd, size_t n)
+{
+    n = n < ssd->nunflushed ? n : ssd->nunflushed;
+    if (!n) {
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        hc_ssd_sector_written(ssd, ssd->unflushed[i].sec,
+                              ssd->unflushed[i].gen);
+    }
+    memmove(ssd->unflushed, ssd->unflushed + n,
+            (ssd->nunflushed - n) * sizeof(*ssd->unflushed));
+    ssd->nunflushed -= n;
 }
 
 uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc)
@@ -1077,6 +1194,22 @@ void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
             sector_cb(opaque, hc_ssd_sector_of(s));
         }
     }
+}
+
+size_t hc_ssd_hot_blocks(const HcSsd *ssd, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t s = 0; s < ssd->nslots && n < max; s++) {
+            const HcSsdSlot *x = &ssd->slot[s];
+
+            if (x->state == HC_SLOT_VALID && x->ref == !pass) {
+                out[n++] = x->blk;
+            }
+        }
+    }
+    return n;
 }
 
 uint64_t hc_ssd_capacity(const HcSsd *ssd)

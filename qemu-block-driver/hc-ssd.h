@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define HC_SSD_VERSION          2  /* 1: no dirty entries; read too */
+#define HC_SSD_VERSION          3  /* 1: no journal, 2: no hand-off; read */
 #define HC_SSD_SB_SIZE          4096u
 #define HC_SSD_META_OFFSET      (2 * HC_SSD_SB_SIZE)
 #define HC_SSD_SECTOR           4096u
@@ -48,6 +48,12 @@ extern "C" {
 enum {
     HC_SSD_STATE_CLEAN = 1,     /* closed cleanly */
     HC_SSD_STATE_OPEN = 2,      /* in use, or the host crashed */
+    /*
+     * The VM went on to another host by live migration, in tenure
+     * `tenure` of lineage `lineage`, with everything on the origin: the
+     * clean entries are valid unless a later tenure wrote their blocks.
+     */
+    HC_SSD_STATE_HANDED_OFF = 3,
 };
 
 #define HC_SSD_ENTRY_VALID      0x0001
@@ -68,9 +74,15 @@ typedef struct HcSsdSuper {
     /*
      * Write-back journal: every dirty entry with seq <= durable_seq was
      * made durable by a completed flush (a damaged one fails the open).
-     * The other three are reserved (0).
      */
-    uint64_t durable_seq, destaged_seq, dirty_count, dirty_sum;
+    uint64_t durable_seq;
+    /*
+     * Live migration (version 3): the VM's lineage (a random id its runs
+     * since a cold start share) and the tenure (1, 2, ...: one per host
+     * the VM ran on since) in which this tier was last in use.
+     */
+    uint64_t lineage, tenure;
+    uint64_t reserved;          /* 0 */
 } HcSsdSuper;
 
 typedef struct HcSsd HcSsd;
@@ -112,6 +124,14 @@ typedef struct HcSsdOpen {
     const char *node_name;      /* the ssd node's name, for messages */
     bool ssd_create;            /* a blank or foreign tier may be formatted */
     bool activation;            /* a migration destination activates */
+    /*
+     * With activation: the incoming stream vouches for every write of the
+     * VM's lineage `lineage` from tenure chain_from to chain_to (the
+     * source's) by write sets (0: no such chain).  A tier handed off in
+     * tenure t of that lineage, chain_from <= t + 1 and t <= chain_to, is
+     * kept: the caller drops what those write sets name.
+     */
+    uint64_t lineage, chain_from, chain_to;
     bool drop;                  /* the content is dropped (pass-through) */
     bool read_only;             /* the node is read-only */
 } HcSsdOpen;
@@ -135,8 +155,13 @@ HcSsdPlan hc_ssd_plan_open(int pick, const HcSsdSuper *sb,
                            char *err, size_t errlen);
 /*
  * After the slot table is read (LOAD): dirty blocks and damaged entries
- * found decide.  Returns REFUSE, FORMAT (why set), EMPTY or KEEP.
+ * found decide.  Returns REFUSE, FORMAT (why set), EMPTY or KEEP.  A tier
+ * handed off to another host is EMPTY on any open but an activation
+ * whose chain covers it (HcSsdOpen.lineage), and so is any tier a
+ * migration destination activates without one (its origin was written
+ * elsewhere meanwhile).
  */
+bool hc_ssd_chain_covers(const HcSsdSuper *sb, const HcSsdOpen *o);
 HcSsdPlan hc_ssd_plan_loaded(const HcSsdSuper *sb, const char *why,
                              uint64_t dirty, uint64_t damaged,
                              const HcSsdOpen *o, char *err, size_t errlen);
@@ -162,7 +187,31 @@ uint64_t hc_ssd_sector_of(uint64_t slot);
  */
 uint64_t hc_ssd_sector_gen(const HcSsd *ssd, uint64_t sector);
 uint64_t hc_ssd_sector_disk_gen(const HcSsd *ssd, uint64_t sector);
+/* Sector `sector` with generation gen is durable on the device. */
 void hc_ssd_sector_written(HcSsd *ssd, uint64_t sector, uint64_t gen);
+
+/*
+ * Drops not yet durable.  A block whose entry was dropped in memory (a
+ * CLOCK victim, a block made dirty, an older slot replaced) is pending
+ * until its sector, at the generation that carries the drop, is durable:
+ * before such a block changes on the origin, the caller persists the
+ * sectors hc_ssd_pending_sectors() names.  hc_ssd_sector_written() ends
+ * the pending drops it covers.  A sector write without FUA is durable only
+ * after the next flush: hc_ssd_sector_unflushed() records it,
+ * hc_ssd_flushed(n) makes the first n recorded (those before the flush
+ * began: hc_ssd_unflushed_count() then) durable.  -ENOMEM when a record
+ * cannot be kept (the caller must stop using the tier).
+ */
+int hc_ssd_pending_add(HcSsd *ssd, uint64_t blk, uint64_t sector);
+void hc_ssd_pending_sectors(const HcSsd *ssd, uint64_t first, uint64_t end,
+                            void (*sector_cb)(void *opaque, uint64_t sector),
+                            void *opaque);
+/* Every entry was dropped for good (a new cache generation is durable). */
+void hc_ssd_pending_clear(HcSsd *ssd);
+size_t hc_ssd_pending_count(const HcSsd *ssd);
+int hc_ssd_sector_unflushed(HcSsd *ssd, uint64_t sector, uint64_t gen);
+size_t hc_ssd_unflushed_count(const HcSsd *ssd);
+void hc_ssd_flushed(HcSsd *ssd, size_t n);
 
 /* Lookups.  lookup marks the slot referenced (CLOCK) and returns its slot. */
 uint64_t hc_ssd_lookup(HcSsd *ssd, uint64_t blk, uint32_t *data_crc);
@@ -234,6 +283,12 @@ void hc_ssd_invalidate_all(HcSsd *ssd);
 void hc_ssd_invalidate_range(HcSsd *ssd, uint64_t first, uint64_t end,
                              void (*sector_cb)(void *opaque, uint64_t sector),
                              void *opaque);
+
+/*
+ * Export up to max indexed block numbers, those referenced since the last
+ * CLOCK sweep first (the tier's notion of hot).  Returns the number.
+ */
+size_t hc_ssd_hot_blocks(const HcSsd *ssd, uint64_t *out, size_t max);
 
 uint64_t hc_ssd_capacity(const HcSsd *ssd);      /* slots */
 uint64_t hc_ssd_used(const HcSsd *ssd);          /* indexed slots */

@@ -24,6 +24,13 @@ Figures (docs/BENCHMARKS.md explains each, its floor and its goal):
      NBD hop, vs the SAN without a cache
   h  SSD-tier hits (tiny RAM tier) vs reads of a local file of the same
      size, both through an NBD export
+  i  live migration with 1 GiB dirty in write-back (RAM tier, SSD journal):
+     downtime and total time vs the same VM clean, the origin's write rate
+     (scripts/bench_migration.py)
+  j  warm-up after a live migration: the destination's hit ratio on the
+     source's hot set over time (off / hot-set / content), time to 90%
+     hits vs the origin reading the hot set once, the guest's miss latency
+     during the warm-up vs without; a PNG of the curves
 
 Usage: scripts/bench.py [--quick] [--only a,b,...] [--runs N] [--out FILE]
 Results also go to build/bench/results.json.
@@ -313,6 +320,8 @@ def fmt_num(v, unit):
         return f'{v:.0f}' if v >= 100 else f'{v:.1f}'
     if unit == 'ns':
         return f'{v:.1f}'
+    if unit == 'ms':
+        return f'{v:.0f}' if v >= 10 else f'{v:.1f}'
     if unit == 'ratio':
         return f'{v:.3f}'
     if unit == 'B':
@@ -334,8 +343,8 @@ class Row:
     """One line of the table.
 
     kind 'higher': subject/floor ratio, goal is a minimum ratio.
-    kind 'lower':  a latency; ratio subject/floor and the delta (us); goal
-                   is a maximum delta in us.
+    kind 'lower':  a latency; ratio subject/floor and the delta (us, or
+                   ms for unit 'ms'); goal is a maximum delta in that unit.
     kind 'below':  an absolute fraction (floor list = denominator); goal is
                    a maximum value of subject/floor.
     kind 'atmost': subject/floor, goal is a maximum ratio (latencies).
@@ -381,7 +390,7 @@ class Row:
         s = f'{med:.3f}x [{lo:.2f}-{hi:.2f}]'
         if self.kind == 'lower':
             d = statistics.median(self.deltas)
-            s += f' {d:+.0f}us'
+            s += f' {d:+.0f}{self.unit if self.unit == "ms" else "us"}'
         if self.kind == 'below':
             s = f'{100 * med:.3f}%'
         return s
@@ -1163,8 +1172,8 @@ def main():
     ap.add_argument('--quick', action='store_true',
                     help='one run each, short runs (smoke test)')
     ap.add_argument('--runs', type=int, help='runs per figure (default 5)')
-    ap.add_argument('--only', default='a,b,d,e,f,g,h',
-                    help='figures to run: a,b,d,e,f,g,h (b includes c)')
+    ap.add_argument('--only', default='a,b,d,e,f,g,h,i,j',
+                    help='figures to run: a,b,d,e,f,g,h,i,j (b includes c)')
     ap.add_argument('--out', default=os.path.join(OUT_DIR, 'results.json'))
     args = ap.parse_args()
     if args.quick:
@@ -1203,6 +1212,9 @@ def main():
         fig_g(workdir)
     if 'h' in only:
         fig_h(workdir)
+    if 'i' in only or 'j' in only:
+        import bench_migration
+        bench_migration.run(sys.modules[__name__], workdir, only)
     elapsed = time.monotonic() - t0
     load1 = os.getloadavg()
 

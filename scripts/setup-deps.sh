@@ -45,7 +45,8 @@ write_sources() {
     fi
 }
 
-# Packages: build of QEMU, the project (meson, C/C++ libs), and its tests.
+# Packages: build of QEMU, the project (meson, C/C++ libs), its tests and
+# benchmarks (python3-matplotlib draws the warm-up plot of `make bench`).
 BPO_PKGS="meson python3-pycotap"
 PKGS="ninja-build pkg-config gcc g++ clang libglib2.0-dev libpixman-1-dev
 zlib1g-dev libaio-dev liburing-dev libfdt-dev libslirp-dev python3-venv
@@ -53,7 +54,7 @@ flex bison bzip2 xz-utils nettle-dev libzstd-dev
 libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
 seabios qemu-system-data ipxe-qemu
 fio nbdkit nbd-client
-busybox-static cpio linux-image-cloud-amd64 kmod jq
+busybox-static cpio linux-image-cloud-amd64 kmod jq python3-matplotlib
 chromium fonts-dejavu-core
 libboost1.81-dev libboost-url1.81-dev libsqlite3-dev nlohmann-json3-dev
 libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev"

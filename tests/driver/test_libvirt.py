@@ -425,7 +425,8 @@ def test_migrate_live_between_two_libvirtds():
     """virsh migrate --live between two private libvirtds, hostcache in the
     domain XML in write-back mode: dirty data written on the source is
     read back on the destination and is on the image afterwards; the
-    guest's I/O goes on without errors."""
+    destination warms up with the source's hot set (hot-set, the default);
+    the guest's I/O goes on without errors."""
     T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
     wd = T.tmpdir('hclv-')
     lo = 20000 + (os.getpid() % 400) * 100
@@ -448,6 +449,10 @@ def test_migrate_live_between_two_libvirtds():
     _wait_rounds(console, 1, a, dom)
     out = a.qemu_io(dom, 'ua-disk0', 'write -P 0x3c 48M 2M')
     T.check('wrote 2097152/2097152' in out, f'qemu-io write: {out}')
+    # a hot set on the source (read twice): the destination warms up with it
+    for _ in range(2):
+        out = a.qemu_io(dom, 'ua-disk0', 'read 8M 4M')
+        T.check('read 4194304/4194304' in out, f'qemu-io read: {out}')
 
     L.migrate(a, b, dom)
     T.check(dom not in a.list_domains('--state-running'),
@@ -456,6 +461,14 @@ def test_migrate_live_between_two_libvirtds():
     L.check_placement(b, dom, 'ua-disk0', 'hc-vda', top, img)
     st = L.hostcache_stats(b, dom, 'hc-vda')
     T.check_eq(st['mode'], 'write-back', 'mode on the destination')
+    # plain virsh migrate warms the destination up (the driver's own
+    # migration section; libvirt starts it paused and continues it)
+    T.poll('the destination warmed up', lambda: L.hostcache_stats(
+        b, dom, 'hc-vda')['warm-up-state'] == 'done', timeout=120)
+    st = L.hostcache_stats(b, dom, 'hc-vda')
+    T.check(st['warm-up-blocks'] >= 1024 and st['ram-blocks'] >= 1024,
+            f'warm-up through libvirt: {st["warm-up-blocks"]} hot blocks '
+            f'received, {st["ram-blocks"]} in RAM')
     out = b.qemu_io(dom, 'ua-disk0', 'read -P 0x3c 48M 2M')
     T.check('read 2097152/2097152' in out and 'fail' not in out,
             f'source data read on the destination: {out}')

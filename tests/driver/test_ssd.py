@@ -1442,10 +1442,13 @@ def test_open_in_pass_through_drops_the_ssd():
              'open')
 
 
-def test_inactivation_drops_the_ssd():
-    """Migration source: inactivation drops the SSD content; the origin
-    written elsewhere meanwhile (here: directly) is what reads return after
-    activation and after a restart."""
+def test_inactivation_hands_the_ssd_off():
+    """Migration source: inactivation hands the tier off (state 3, the
+    VM's lineage and tenure) and keeps its entries: a destination the VM
+    comes back to may keep them (test_migration).  An activation that is no
+    migration's arrival (no write sets) empties it, and so does a cold open:
+    the origin written elsewhere meanwhile (here: directly) is what reads
+    return after the activation and after a restart."""
     d, img, ssd, hx = warm_setup('inact', size=4 * MiB, ssd_size=2 * MiB)
     rng = random.Random(f'{SEED}-inact')
     try:
@@ -1453,11 +1456,16 @@ def test_inactivation_drops_the_ssd():
         put_on_ssd(hx, c, X, 1 * MiB, 256 * KiB)
         c.close()
         hx.unexport()
+        kept = set(hcssd.entries(ssd))
         hx.qmp.cmd('blockdev-set-active', **{'node-name': 'hc0'},
                    active=False)
-        check_eq(hcssd.read_super(ssd)[0]['state'], hcssd.STATE_CLEAN,
+        sb, _ = hcssd.read_super(ssd)
+        check_eq(sb['state'], hcssd.STATE_HANDED_OFF,
                  'state after inactivation')
-        check(not durable_blocks(ssd), 'inactivation left entries')
+        check_eq(set(hcssd.entries(ssd, handed_off=True)), kept,
+                 'entries after inactivation')
+        check(not durable_blocks(ssd), 'a cold open would load entries of '
+              'a handed-off tier')
         check_eq(hx.ssd_stats()['ssd-active'], False, 'active while '
                  'inactive')
         # the destination writes the origin
@@ -1467,6 +1475,8 @@ def test_inactivation_drops_the_ssd():
                    active=True)
         check_eq(hx.ssd_stats()['ssd-active'], True, 'active after '
                  'activation')
+        check(not hcssd.entries(ssd, handed_off=True), 'an activation '
+              'without write sets kept the tier')
         hx.reexport()
         c = hx.client()
         check_reads(c, img, 0, 4 * MiB, 'after activation')

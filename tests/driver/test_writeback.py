@@ -33,11 +33,12 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM, QMP,  # noqa
+from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM,  # noqa
+                    connect_qmp,
                     Fio, HostcacheExport, LoggedNbdkit, QMPError,
                     StorageDaemon, check, check_eq, main, make_file,
                     node_stats, pread_file, poll, qemu_io, read_dumps, run,
-                    tmpdir, wait_for_path)
+                    tmpdir)
 from hclines import complete_text  # noqa: E402
 from nbdclient import NBDClient, NBDError  # noqa: E402
 
@@ -1258,8 +1259,7 @@ class VM:
             argv += ['-device', 'virtio-blk-pci,drive=hc0,id=disk0']
         self.proc = PROCS.start([*argv, *extra], stdout=self.out,
                                 stderr=subprocess.STDOUT)
-        wait_for_path(self.qmp_path, self.proc)
-        self.qmp = QMP(self.qmp_path)
+        self.qmp = connect_qmp(self.qmp_path, self.proc)
 
     def io(self, cmd):
         """Run a qemu-io command on the disk; returns what it printed

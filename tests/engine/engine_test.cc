@@ -347,6 +347,36 @@ TEST(Export, HotBlocksComeHottestFirst) {
   EXPECT_EQ(hc_engine_hot_blocks(e.get(), out.data(), 1), 1u);
 }
 
+TEST(Export, WarmInsertKeepsHeatOrderAndNeverEvicts) {
+  auto e = Make(Config(8));
+  Put(e.get(), 100);  // already cached: warm-up leaves it alone
+  EXPECT_EQ(hc_insert_warm(e.get(), 100), nullptr);
+  // a hot list, hottest first, as a migration source sends it
+  for (uint64_t b = 1; b <= 10; b++) {
+    void* p = hc_insert_warm(e.get(), b);
+    if (b <= 7) {
+      ASSERT_NE(p, nullptr) << b;
+      memset(p, 0, kBlock);
+      memcpy(p, &b, sizeof(b));
+    } else {
+      EXPECT_EQ(p, nullptr) << "block " << b << " evicted something";
+    }
+  }
+  ExpectConsistent(e.get());
+  EXPECT_EQ(hc_engine_blocks(e.get()), 8u);
+  std::vector<uint64_t> out(8);
+  ASSERT_EQ(hc_engine_hot_blocks(e.get(), out.data(), out.size()), 8u);
+  EXPECT_EQ(out, (std::vector<uint64_t>{100, 1, 2, 3, 4, 5, 6, 7}));
+  // the next ordinary insert evicts the coldest warmed block, not the hottest
+  Put(e.get(), 200);
+  EXPECT_FALSE(hc_contains(e.get(), 7));
+  EXPECT_TRUE(Has(e.get(), 1));
+  // a dirty block is never overwritten by warm-up data
+  ASSERT_NE(hc_write_dirty(e.get(), 300, 1), nullptr);
+  EXPECT_EQ(hc_insert_warm(e.get(), 300), nullptr);
+  ExpectConsistent(e.get());
+}
+
 TEST(Latency, QuantilesAreWithinABucket) {
   HcLatency l{};
   EXPECT_EQ(hc_latency_quantile(&l, 0.5), 0u);

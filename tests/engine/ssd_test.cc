@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -480,7 +481,8 @@ TEST(Plan, JournalIsNeverDroppedByAMismatchActivationOrReadOnlyNode) {
   o = Expect(sb);
   o.activation = true;
   EXPECT_EQ(PlanLoaded(sb, nullptr, 3, 0, o).plan, HC_SSD_PLAN_REFUSE);
-  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_KEEP);
+  // arriving without a chain of write sets: the origin changed elsewhere
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
   o = Expect(sb);
   o.read_only = true;
   EXPECT_EQ(PlanLoaded(sb, nullptr, 3, 0, o).plan, HC_SSD_PLAN_REFUSE);
@@ -601,4 +603,74 @@ TEST(Hostile, EntriesPastTheOriginOrWithHugeSequencesAreDamaged) {
   EXPECT_EQ(hc_ssd_lookup(b.get(), 3, nullptr), HC_SSD_NONE);
   EXPECT_EQ(hc_ssd_check(b.get()), nullptr);
   EXPECT_LT(hc_ssd_next_seq(b.get()), 1ull << 62);
+}
+
+TEST(Index, HotBlocksReferencedFirst) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  SsdPtr a(hc_ssd_new(&sb));
+  hc_ssd_load_done(a.get());
+  for (uint64_t b = 0; b < 6; b++) Put(a.get(), b, 1);
+  hc_ssd_lookup(a.get(), 4, nullptr);  // read since: referenced
+  hc_ssd_lookup(a.get(), 1, nullptr);
+  std::vector<uint64_t> out(16);
+  EXPECT_EQ(hc_ssd_hot_blocks(a.get(), out.data(), out.size()), 6u);
+  ASSERT_EQ(hc_ssd_hot_blocks(a.get(), out.data(), 2), 2u);
+  std::set<uint64_t> first(out.begin(), out.begin() + 2);
+  EXPECT_EQ(first, (std::set<uint64_t>{1, 4}));
+}
+
+// ---- a tier across live migrations (version 3: lineage and tenure) ----------
+
+TEST(Plan, HandedOffTierIsKeptOnlyWithAnUnbrokenChain) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  sb.state = HC_SSD_STATE_HANDED_OFF;
+  sb.lineage = 0xabcdef;
+  sb.tenure = 3;  // the VM left this host in its 3rd tenure
+  HcSsdOpen o = Expect(sb);
+  // a cold open (the VM ran elsewhere since; nobody says what it wrote)
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  // arriving back with write sets of tenures 4..6 of the same lineage
+  o.activation = true;
+  o.lineage = 0xabcdef;
+  o.chain_from = 4;
+  o.chain_to = 6;
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_KEEP);
+  o.chain_from = 2;  // older ones too: fine
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_KEEP);
+  o.chain_from = 5;  // tenure 4's writes unknown: a gap
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  o.chain_from = 4;
+  o.lineage = 0x1234;  // another lineage (a cold start since)
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  o.lineage = 0xabcdef;
+  o.chain_to = 2;  // a stream older than the tier
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  o.chain_to = 6;
+  o.drop = true;  // pass-through drops it anyway
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+  o.drop = false;
+  sb.state = HC_SSD_STATE_CLEAN;  // closed here, not handed off
+  EXPECT_EQ(PlanLoaded(sb, nullptr, 0, 0, o).plan, HC_SSD_PLAN_EMPTY);
+}
+
+TEST(Superblock, LineageAndTenureRoundTripAndHandOffNeedsVersion3) {
+  HcSsdSuper sb = Formatted(4ull << 20);
+  sb.state = HC_SSD_STATE_HANDED_OFF;
+  sb.lineage = 0x0123456789abcdefull;
+  sb.tenure = 42;
+  std::vector<uint8_t> a(HC_SSD_SB_SIZE), zero(HC_SSD_SB_SIZE, 0);
+  hc_ssd_super_encode(&sb, a.data());
+  HcSsdSuper out;
+  char err[256];
+  ASSERT_EQ(hc_ssd_super_pick(a.data(), zero.data(), &out, err, sizeof(err)), 0) << err;
+  EXPECT_EQ(out.lineage, sb.lineage);
+  EXPECT_EQ(out.tenure, 42u);
+  EXPECT_EQ(out.state, (uint32_t)HC_SSD_STATE_HANDED_OFF);
+  sb.version = 2;  // a version-2 tier cannot have been handed off
+  hc_ssd_super_encode(&sb, a.data());
+  EXPECT_EQ(hc_ssd_super_pick(a.data(), zero.data(), &out, err, sizeof(err)), -EINVAL);
+  sb.version = 4;  // a newer format: refused with a message
+  hc_ssd_super_encode(&sb, a.data());
+  EXPECT_EQ(hc_ssd_super_pick(a.data(), zero.data(), &out, err, sizeof(err)), -EINVAL);
+  EXPECT_NE(std::string(err).find("version 4"), std::string::npos) << err;
 }

@@ -23,6 +23,7 @@ ENTRY_SIZE = 32
 MAGIC = b'HOSTCACHE-SSD\0\0\0'
 STATE_CLEAN = 1
 STATE_OPEN = 2
+STATE_HANDED_OFF = 3     # a live migration's source (format version 3)
 ENTRY_VALID = 1
 
 
@@ -88,11 +89,14 @@ def decode_entry(e):
     return blk, seq, dcrc, cgen, flags
 
 
-def entries(path, sb=None):
-    """{blk: (slot, data_crc)} of the entries a recovery would load."""
+def entries(path, sb=None, handed_off=False):
+    """{blk: (slot, data_crc)} of the entries a recovery would load: none
+    of a tier handed off to another host (a cold open empties it), unless
+    handed_off (the entries on the device, as an arrival with the write
+    sets of every tenure since would load them)."""
     if sb is None:
         sb, _ = read_super(path)
-    if sb is None:
+    if sb is None or (sb['state'] == STATE_HANDED_OFF and not handed_off):
         return {}
     with open(path, 'rb') as f:
         table = os.pread(f.fileno(), sb['nslots'] * ENTRY_SIZE, META_OFFSET)

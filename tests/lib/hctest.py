@@ -255,6 +255,24 @@ def stuck_report(pid, log_path=None):
     return '\n'.join(out)
 
 
+def connect_qmp(path, proc, log_path=None, timeout=30):
+    """A QMP connection to the socket proc creates at path, once it
+    listens; a process that does not answer is reported (stuck_report)."""
+    wait_for_path(path, proc)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return QMP(path)
+        except ConnectionRefusedError:
+            # the socket file exists between bind() and listen()
+            check(time.monotonic() < deadline and proc.poll() is None,
+                  f'cannot connect to {path}')
+            time.sleep(0.02)
+        except (TimeoutError, socket.timeout):
+            raise TestFailure(f'{path}: no QMP answer in 60 s\n'
+                              + stuck_report(proc.pid, log_path)) from None
+
+
 class StorageDaemon:
     """A qemu-storage-daemon with a QMP socket; stopped at test exit."""
 
@@ -270,21 +288,7 @@ class StorageDaemon:
                 '--monitor', 'chardev=qmp0', *args]
         self.proc = PROCS.start(argv, stdout=self.log,
                                 stderr=subprocess.STDOUT)
-        wait_for_path(self.qmp_path, self.proc)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.qmp = QMP(self.qmp_path)
-                break
-            except ConnectionRefusedError:
-                # the socket file exists between bind() and listen()
-                check(time.monotonic() < deadline and self.proc.poll() is None,
-                      f'cannot connect to {self.qmp_path}')
-                time.sleep(0.02)
-            except (TimeoutError, socket.timeout):
-                raise TestFailure(f'{self.qmp_path}: no QMP answer in 60 s\n'
-                                  + stuck_report(self.proc.pid,
-                                                 self.log_path)) from None
+        self.qmp = connect_qmp(self.qmp_path, self.proc, self.log_path)
 
     def stop(self):
         self.qmp.close()
@@ -676,13 +680,18 @@ class LoggedNbdkit:
     traffic a test can see (query-blockstats counts operations only for
     BlockBackends, so a child node's flush_operations stays 0)."""
 
-    def __init__(self, workdir, name, plugin):
+    def __init__(self, workdir, name, plugin, filters=(), args=(),
+                 stderr=None):
+        """filters: more nbdkit filters (names) under the log filter, so
+        the log sees a request when it arrives; args: their parameters;
+        stderr: where nbdkit's messages go (default: ours)."""
         self.sock = os.path.join(workdir, f'{name}.sock')
         self.log = os.path.join(workdir, f'{name}.log')
         self.proc = PROCS.start(['nbdkit', '-f', '-U', self.sock,
-                                 '--filter=log', *plugin,
-                                 f'logfile={self.log}'],
-                                stdout=subprocess.DEVNULL)
+                                 '--filter=log',
+                                 *(f'--filter={f}' for f in filters),
+                                 *plugin, f'logfile={self.log}', *args],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
         wait_for_path(self.sock, self.proc)
         self.uri = f'nbd+unix:///?socket={self.sock}'
         # blockdev-add arguments of an NBD client node of it
