@@ -13,6 +13,8 @@
 #include <gtest/gtest.h>
 #include <pugixml.hpp>
 
+#include "hc-ssd.h"
+
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "web_vm_fixture.h"
@@ -840,6 +842,15 @@ void CorruptSuperblockCopy(const std::string& path, int copy) {
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
   f.seekp(copy * 4096 + 130);
   f.put('#');
+}
+
+TEST_F(SsdTest, ATierHandedOffByALiveMigrationHoldsCleanCopiesOnly) {
+  ASSERT_TRUE(PrepareSsdFile(File(), 1 << 20, false, *SsdRoots::Make({root_})));
+  testing::WriteSsdSuperblock(File(), 4, HC_SSD_STATE_HANDED_OFF, Origin());
+  auto f = ReadSsdFile(File());
+  EXPECT_EQ(f.state, SsdFileState::kClean);
+  EXPECT_FALSE(f.unreadable);
+  EXPECT_EQ(f.origin_id, Origin());
 }
 
 TEST_F(SsdTest, ATierIsReadWithTheDriversDecoderCrcChecked) {

@@ -222,7 +222,11 @@ SsdFileInfo Decode(int fd) {
   char err[256] = "";
   switch (hc_ssd_super_pick(buf, buf + HC_SSD_SB_SIZE, &sb, err, sizeof err)) {
     case 0:
-      return {sb.state == HC_SSD_STATE_CLEAN ? SsdFileState::kClean : SsdFileState::kOpen,
+      // A tier handed off to another host by a live migration holds clean
+      // copies only (everything was written back first), like a clean close.
+      return {sb.state == HC_SSD_STATE_CLEAN || sb.state == HC_SSD_STATE_HANDED_OFF
+                  ? SsdFileState::kClean
+                  : SsdFileState::kOpen,
               std::string(sb.origin_id, strnlen(sb.origin_id, sizeof sb.origin_id)), false, ""};
     case -ENOENT:
       return {SsdFileState::kBlank, "", false, ""};
