@@ -5,7 +5,8 @@
 #
 # Environment (the Makefile passes them): DESTDIR (""), PREFIX (/usr/local),
 # SYSCONFDIR (/etc), UNITDIR (PREFIX/lib/systemd/system), BUILD (build/),
-# STRIP (strip; "" installs the binaries unstripped).
+# STRIP (strip; "" installs the binaries unstripped); QEMU_BUILD, QEMU_SRC,
+# MESON_BUILD and WEB default to BUILD's.
 #
 # What goes where (docs/INSTALL.md):
 #   PREFIX/bin/hostcached, hostcachectl
@@ -13,7 +14,7 @@
 #                               drop-in <emulator>), qemu-img, qemu-io,
 #                               qemu-nbd, qemu-storage-daemon; never over
 #                               Debian's QEMU
-#   PREFIX/share/hostcache/qemu QEMU's data (keymaps, trace events); QEMU is
+#   PREFIX/share/hostcache/qemu QEMU's data (keymaps); QEMU is
 #                               relocatable and finds it from its binary;
 #                               firmware comes from Debian's seabios,
 #                               qemu-system-data and ipxe-qemu
@@ -35,10 +36,11 @@ SYSCONFDIR=${SYSCONFDIR:-/etc}
 UNITDIR=${UNITDIR:-$PREFIX/lib/systemd/system}
 STRIP=${STRIP-strip}
 
-QEMU_BUILD=$BUILD/qemu-build
-QEMU_SRC=$BUILD/qemu-src
-MESON_BUILD=$BUILD/meson
-WEB=$BUILD/web
+# (Each can be named on its own: the tests install from meson's build.)
+QEMU_BUILD=${QEMU_BUILD:-$BUILD/qemu-build}
+QEMU_SRC=${QEMU_SRC:-$(dirname "$(readlink -f "$QEMU_BUILD")")/qemu-src}
+MESON_BUILD=${MESON_BUILD:-$BUILD/meson}
+WEB=${WEB:-$BUILD/web}
 
 QEMU_BINS="qemu-system-x86_64 qemu-img qemu-io qemu-nbd storage-daemon/qemu-storage-daemon"
 DOCS="README.md docs/ARCHITECTURE.md docs/BENCHMARKS.md docs/DRIVER.md docs/INSTALL.md
@@ -98,14 +100,12 @@ do_install() {
     install -d -m 0755 "$D$DATA/qemu/keymaps"
     find "$QEMU_SRC/pc-bios/keymaps" -maxdepth 1 -type f ! -name meson.build \
         -exec install -m 0644 -t "$D$DATA/qemu/keymaps" {} +
-    if [ -f "$QEMU_BUILD/trace/trace-events-all" ]; then
-        install -m 0644 "$QEMU_BUILD/trace/trace-events-all" "$D$DATA/qemu/"
-    fi
 
-    # The dashboard, as built (hashed assets included).
+    # The dashboard, as built (hashed assets included; not build-web.sh's
+    # stamps).
     rm -rf "$D$DATA/web"
     install -d -m 0755 "$D$DATA/web"
-    (cd "$WEB" && find . -type f -print0) | while IFS= read -r -d '' f; do
+    (cd "$WEB" && find . -type f ! -name '.*' -print0) | while IFS= read -r -d '' f; do
         install -D -m 0644 "$WEB/$f" "$D$DATA/web/$f"
     done
 

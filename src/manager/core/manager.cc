@@ -1447,7 +1447,8 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       std::string why = op_error.empty() ? Join(problems, "; ") : op_error;
       if (why.find("does not accept value 'hostcache'") != std::string::npos) {
         why = "the running QEMU (" + (live->emulator.empty() ? std::string("?") : live->emulator) +
-              ") has no hostcache driver";
+              ") has no hostcache driver; shut the VM down and start it again, a reboot "
+              "inside the guest keeps the running QEMU";
       }
       bool in_place = after && after->has_filter && after->root == a.node_name;
       if (in_place) {
