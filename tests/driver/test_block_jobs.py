@@ -23,11 +23,8 @@ The filter's place in QEMU's graph is checked after every job, the images
 themselves after QEMU has closed (and written back) everything.
 """
 
-import json
 import os
-import re
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
@@ -146,16 +143,28 @@ def _wait_job_done(lv, dom, timeout=120):
     T.check('Completed' in r.stdout, f'job did not complete:\n{r.stdout}')
 
 
-def test_snapshot_then_active_commit():
-    wd = T.tmpdir('hcjobs-')
-    lv = _libvirtd(wd)
-    dom = 'commit'
-    base = _qcow2(os.path.join(wd, 'base.qcow2'))
-    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M',
-           base])
-    _define_cached(lv, dom, base, os.path.join(wd, 'commit.hcssd'))
+def _start_cached(lv, dom, wd):
+    """`dom` on WD/DOM.qcow2 (A on it) under a write-back filter with its
+    tier WD/DOM.hcssd, started paused, with B and C held by the cache;
+    returns the image."""
+    img = _qcow2(os.path.join(wd, f'{dom}.qcow2'))
+    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M', img])
+    _define_cached(lv, dom, img, os.path.join(wd, f'{dom}.hcssd'))
     lv.start_domain(dom, paused=True)
     _cache_data(lv, dom)
+    return img
+
+
+def _cached_vm(dom):
+    """A private libvirtd running `dom` as _start_cached() makes it;
+    returns (work dir, libvirtd, dom, image)."""
+    wd = T.tmpdir('hcjobs-')
+    lv = _libvirtd(wd)
+    return wd, lv, dom, _start_cached(lv, dom, wd)
+
+
+def test_snapshot_then_active_commit():
+    wd, lv, dom, base = _cached_vm('commit')
 
     overlay = os.path.join(wd, 'overlay.qcow2')
     lv.virsh('snapshot-create-as', dom, 's1', '--disk-only', '--no-metadata',
@@ -187,15 +196,7 @@ def test_snapshot_then_active_commit():
 
 
 def test_blockcopy_finish_and_pivot():
-    wd = T.tmpdir('hcjobs-')
-    lv = _libvirtd(wd)
-    dom = 'copy'
-    top = _qcow2(os.path.join(wd, 'top.qcow2'))
-    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M',
-           top])
-    _define_cached(lv, dom, top, os.path.join(wd, 'copy.hcssd'))
-    lv.start_domain(dom, paused=True)
-    _cache_data(lv, dom)
+    wd, lv, dom, top = _cached_vm('copy')
 
     # --finish: a copy as of the job's end; the VM stays on its disk.
     copy1 = os.path.join(wd, 'copy1.qcow2')
@@ -222,7 +223,7 @@ def _backup_xml(wd, mode):
     if mode == 'push':
         return ("<domainbackup mode='push'><disks>"
                 "<disk name='vda' backup='yes' type='file'>"
-                f"<target file='{wd}/backup.qcow2'/><driver type='qcow2'/>"
+                f"<target file='{wd}/pushed.qcow2'/><driver type='qcow2'/>"
                 "</disk></disks></domainbackup>")
     return ("<domainbackup mode='pull'>"
             f"<server transport='unix' socket='{wd}/backup.sock'/><disks>"
@@ -232,15 +233,7 @@ def _backup_xml(wd, mode):
 
 
 def test_backup_push_and_pull():
-    wd = T.tmpdir('hcjobs-')
-    lv = _libvirtd(wd)
-    dom = 'backup'
-    top = _qcow2(os.path.join(wd, 'top.qcow2'))
-    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M',
-           top])
-    _define_cached(lv, dom, top, os.path.join(wd, 'backup.hcssd'))
-    lv.start_domain(dom, paused=True)
-    _cache_data(lv, dom)
+    wd, lv, dom, top = _cached_vm('backup')
 
     # Push: the backup has what the guest had written when it began, not
     # what it writes afterwards.
@@ -251,7 +244,7 @@ def test_backup_push_and_pull():
     _write(lv, dom, E)  # over B
     _wait_job_done(lv, dom)
     _filter_over(lv, dom, top)
-    _image_has(os.path.join(wd, 'backup.qcow2'), [A, B, C], 'push backup')
+    _image_has(os.path.join(wd, 'pushed.qcow2'), [A, B, C], 'push backup')
     _reads(lv, dom, [A, E, C], 'after the push backup')
 
     # Pull: the same through libvirt's NBD export, E now only in the cache.
@@ -287,13 +280,7 @@ def test_migrate_copy_storage_all():
     b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99),
                   binds={disks: b_disks})
     dom = 'mig'
-    img = _qcow2(os.path.join(disks, 'mig.qcow2'))
-    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M',
-           img])
-    tier = os.path.join(disks, 'mig.hcssd')
-    _define_cached(a, dom, img, tier)
-    a.start_domain(dom, paused=True)
-    _cache_data(a, dom)
+    img = _start_cached(a, dom, disks)
     # The destination's disk and tier file, empty, at the same paths.
     _qcow2(os.path.join(b_disks, 'mig.qcow2'))
     T.run(['truncate', '-s', str(16 * MiB), os.path.join(b_disks, 'mig.hcssd')])
@@ -312,8 +299,4 @@ def test_migrate_copy_storage_all():
 
 
 if __name__ == '__main__':
-    why = L.unavailable()
-    if why:
-        print(f'SKIP: {why}')
-        sys.exit(77)
-    T.main(globals())
+    L.main(globals())

@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -568,13 +569,7 @@ def domain_xml(name, disks, console=None, guest_cmdline=None, memory_mib=256,
                   f"      <source path='{console}' append='on'/>\n"
                   "      <target port='0'/>\n"
                   "    </serial>\n")
-    args = list(firmware_args()) + list(qemu_args or [])
-    cmdline = ''
-    if args:
-        cmdline = ('  <qemu:commandline>\n' +
-                   ''.join(f"    <qemu:arg value='{_xml_attr(a)}'/>\n"
-                           for a in args) +
-                   '  </qemu:commandline>\n')
+    cmdline = _qemu_commandline(qemu_args)
     return (f"<domain type='qemu' xmlns:qemu='{QEMU_NS}'>\n"
             f"  <name>{name}</name>\n"
             f"  <memory unit='MiB'>{memory_mib}</memory>\n"
@@ -634,13 +629,7 @@ def virt_install_xml(name, disks, graphics='vnc', console_log=None,
         raise ValueError(graphics)
     log = (f"      <log file='{_xml_attr(console_log)}' append='off'/>\n"
            if console_log else '')
-    args = list(firmware_args()) + list(qemu_args or [])
-    cmdline = ''
-    if args:
-        cmdline = ('  <qemu:commandline>\n' +
-                   ''.join(f"    <qemu:arg value='{_xml_attr(a)}'/>\n"
-                           for a in args) +
-                   '  </qemu:commandline>\n')
+    cmdline = _qemu_commandline(qemu_args)
     return (f"<domain type='qemu' xmlns:qemu='{QEMU_NS}'>\n"
             f"  <name>{name}</name>\n"
             f"  <memory unit='MiB'>{memory_mib}</memory>\n"
@@ -692,6 +681,27 @@ def virt_install_xml(name, disks, graphics='vnc', console_log=None,
             "  </devices>\n"
             f"{cmdline}"
             "</domain>\n")
+
+
+def _qemu_commandline(qemu_args):
+    """<qemu:commandline> with firmware_args() and qemu_args ('' if none)."""
+    args = list(firmware_args()) + list(qemu_args or [])
+    if not args:
+        return ''
+    return ('  <qemu:commandline>\n' +
+            ''.join(f"    <qemu:arg value='{_xml_attr(a)}'/>\n"
+                    for a in args) +
+            '  </qemu:commandline>\n')
+
+
+def main(namespace):
+    """hctest.main() of a test script that needs a private libvirtd: exit
+    77 (meson's skip) when one cannot run here."""
+    why = unavailable()
+    if why:
+        print(f'SKIP: {why}')
+        sys.exit(77)
+    T.main(namespace)
 
 
 def _xml_attr(s):
