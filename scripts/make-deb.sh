@@ -89,6 +89,7 @@ control() {  # control PKGDIR PACKAGE DEPENDS DESCRIPTION...
 
 doc "$Q" hostcache-qemu
 qdeps=$(shlibs "$Q"/usr/libexec/hostcache/*)
+[ -n "$qdeps" ] || { echo "make-deb: dpkg-shlibdeps found no libraries" >&2; exit 1; }
 control "$Q" hostcache-qemu \
     "$qdeps, seabios, qemu-system-data (>= 1:10.0~), ipxe-qemu" \
     "QEMU 10.0.2 with the hostcache block filter built in" \
@@ -100,6 +101,7 @@ control "$Q" hostcache-qemu \
 
 doc "$H" hostcache
 hdeps=$(shlibs "$H/usr/bin/hostcached" "$H/usr/bin/hostcachectl")
+[ -n "$hdeps" ] || { echo "make-deb: dpkg-shlibdeps found no libraries" >&2; exit 1; }
 control "$H" hostcache \
     "$hdeps, hostcache-qemu (= $VERSION-$REVISION), libvirt-daemon-driver-qemu" \
     "host-side caching of VM disk I/O for QEMU/KVM and libvirt" \
