@@ -12,6 +12,13 @@
 #   make demo-stop  stop what make demo left running
 #   make demo-san   the driver alone: fio against the simulated SAN with and
 #                 without hostcache (qemu-storage-daemon)
+#   make install  hostcached, hostcachectl, the project's QEMU (under
+#                 PREFIX/libexec/hostcache, never over Debian's), the
+#                 dashboard, the docs, the systemd unit and the configuration
+#                 example, into $(DESTDIR)$(PREFIX) (default /usr/local)
+#   make uninstall  remove what make install installed
+#   make deb      Debian packages hostcache and hostcache-qemu of the same
+#                 (PREFIX /usr) in $(BUILD)/deb
 #
 # A second `make` with nothing changed takes seconds: every step is stamped
 # or left to ninja.
@@ -21,9 +28,14 @@ MESON_DIR  := $(BUILD)/meson
 QEMU_DIR   := $(BUILD)/qemu-build
 STAMPS     := $(BUILD)/stamps
 MESON      ?= meson
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
+INSTALL_ENV = BUILD=$(abspath $(BUILD)) DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" \
+              SYSCONFDIR="$(SYSCONFDIR)" $(if $(UNITDIR),UNITDIR="$(UNITDIR)")
 
 .PHONY: all deps qemu project check check-engine check-driver bench demo \
-        demo-stop demo-san soak clean distclean
+        demo-stop demo-san soak clean distclean install uninstall deb
 
 all: qemu project
 
@@ -63,6 +75,15 @@ demo-stop:
 
 demo-san: all
 	bash scripts/demo.sh
+
+install: all
+	@$(INSTALL_ENV) bash scripts/install.sh install
+
+uninstall:
+	@$(INSTALL_ENV) bash scripts/install.sh uninstall
+
+deb: all
+	@BUILD=$(abspath $(BUILD)) bash scripts/make-deb.sh
 
 clean:
 	rm -rf $(MESON_DIR)

@@ -1235,6 +1235,19 @@ static int GRAPH_RDLOCK hostcache_inactivate(BlockDriverState *bs)
     return 0;
 }
 
+/*
+ * A block job is about to read the origin directly, below the filter (an
+ * external snapshot's old top, a backup's source, a mirror's source when it
+ * completes without a pivot): everything dirty, RAM and SSD journal, is
+ * written back first.  Patch 0003 (BlockDriver.bdrv_write_back); the node
+ * is drained.
+ */
+static int GRAPH_RDLOCK hostcache_write_back(BlockDriverState *bs,
+                                             Error **errp)
+{
+    return hostcache_writeback_all(bs, errp);
+}
+
 static void hostcache_child_perm(BlockDriverState *bs, BdrvChild *c,
                                  BdrvChildRole role,
                                  BlockReopenQueue *reopen_queue,
@@ -1388,6 +1401,7 @@ static BlockDriver bdrv_hostcache = {
     .bdrv_co_invalidate_cache   = hostcache_co_invalidate_cache,
     .bdrv_co_block_status       = hostcache_co_block_status,
     .bdrv_inactivate            = hostcache_inactivate,
+    .bdrv_write_back            = hostcache_write_back,
     .bdrv_drain_begin           = hostcache_drain_begin,
     .bdrv_drain_end             = hostcache_drain_end,
 

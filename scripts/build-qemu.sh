@@ -95,19 +95,73 @@ link_driver() {
     done
 }
 
+# The configure call.  The x86_64 system emulator gets the features of
+# Debian's own qemu-system-x86 (debian/rules and the "# --enable-..." lines
+# of debian/control in Debian's qemu source package), built in rather than as
+# loadable modules, so the binary is a drop-in <emulator> for the domains
+# virt-install and virt-manager define: VNC and SPICE (QXL, virtio-gpu),
+# USB passthrough and redirection, slirp, vhost, seccomp, TPM, NUMA, the
+# network block drivers, the image formats, ALSA/OSS audio.  Every feature is
+# named (with --without-default-features underneath), so a missing -dev
+# package fails configure instead of silently dropping the feature; the
+# -dev packages are in scripts/setup-deps.sh.  Left out of Debian's list:
+# GUI front ends (GTK, SDL, OpenGL/virglrenderer), RDMA migration,
+# GlusterFS (deprecated in QEMU 10), libpmem, VDE, brlapi, FUSE exports,
+# capstone, PulseAudio/JACK (docs/INSTALL.md).
+# bindir/datadir: the install layout (make install): the binaries in
+# PREFIX/libexec/hostcache, QEMU's data in PREFIX/share/hostcache/qemu
+# (QEMU is relocatable: it finds its data relative to the binary).
+# Firmware comes from Debian's seabios, qemu-system-data and ipxe-qemu.
+CONFIGURE_ARGS=(
+    --python=/usr/bin/python3
+    --target-list=x86_64-softmmu
+    --without-default-features
+    --disable-docs --disable-user --disable-werror
+    --disable-install-blobs
+    --with-pkgversion=hostcache
+    --bindir=libexec/hostcache --datadir=share/hostcache
+    --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu
+    --enable-tools --enable-kvm --enable-stack-protector --enable-malloc-trim
+    --enable-linux-aio --enable-linux-io-uring --enable-fdt=system
+    --enable-nettle --enable-gnutls --enable-zstd
+    # display: VNC, SPICE (with QXL), curses; virtio-gpu and VGA are devices
+    --enable-pixman --enable-vnc --enable-vnc-jpeg --enable-vnc-sasl
+    --enable-png --enable-spice --enable-spice-protocol
+    --enable-curses --enable-iconv
+    # USB host passthrough, USB redirection (SPICE), smartcard
+    --enable-libusb --enable-usb-redir --enable-smartcard
+    # network
+    --enable-slirp --enable-vhost-kernel --enable-vhost-net
+    --enable-vhost-user --enable-vhost-vdpa --enable-vhost-crypto
+    --enable-vhost-user-blk-server --enable-bpf
+    # host integration
+    --enable-seccomp --enable-cap-ng --enable-numa --enable-tpm
+    --enable-attr --enable-virtfs
+    # network block drivers and image formats
+    --enable-rbd --enable-libiscsi --enable-curl --enable-libssh
+    --enable-libnfs
+    --enable-bochs --enable-cloop --enable-dmg --enable-qcow1 --enable-vdi
+    --enable-vhdx --enable-vmdk --enable-vpc --enable-vvfat --enable-qed
+    --enable-parallels
+    # audio (spice audio comes with spice)
+    --enable-alsa --enable-oss
+)
+
+# Configure when the build directory is new or the configure call changed
+# (then in place: ninja rebuilds what the new configuration touches).
 configure() {
-    [ -f "$OBJ/build.ninja" ] && return
+    local want
+    want=$(printf '%s\n' "${CONFIGURE_ARGS[@]}" ${QEMU_EXTRA_CONFIGURE:-} |
+           sha256sum | cut -c1-16)
+    if [ -f "$OBJ/build.ninja" ] && [ -f "$OBJ/.hostcache-configure" ] &&
+       [ "$(cat "$OBJ/.hostcache-configure")" = "$want" ]; then
+        return
+    fi
     mkdir -p "$OBJ"
-    (cd "$OBJ" && "$SRC/configure" \
-        --python=/usr/bin/python3 \
-        --target-list=x86_64-softmmu \
-        --without-default-features \
-        --enable-tools --enable-kvm --enable-linux-aio --enable-linux-io-uring \
-        --enable-nettle --enable-zstd \
-        --disable-docs --disable-user --disable-werror \
-        --disable-install-blobs \
-        --firmwarepath=/usr/share/qemu:/usr/share/seabios:/usr/lib/ipxe/qemu \
+    rm -f "$OBJ/.hostcache-configure"
+    (cd "$OBJ" && "$SRC/configure" "${CONFIGURE_ARGS[@]}" \
         ${QEMU_EXTRA_CONFIGURE:-})
+    echo "$want" > "$OBJ/.hostcache-configure"
 }
 
 fetch

@@ -45,19 +45,30 @@ write_sources() {
     fi
 }
 
+# The -dev packages of the features the project's QEMU is configured with
+# (scripts/build-qemu.sh, CONFIGURE_ARGS; Debian's qemu-system-x86 has
+# them): gnutls and SASL (VNC), jpeg and png (VNC encodings), SPICE,
+# libusb and usbredir, libcacard (smartcard), seccomp, libcap-ng, NUMA,
+# eBPF (virtio-net RSS), the network block drivers (RBD, iSCSI, curl, ssh,
+# NFS), ALSA, ncurses.
+QEMU_FEATURE_PKGS="libgnutls28-dev libsasl2-dev libjpeg-dev libpng-dev
+libspice-server-dev libusb-1.0-0-dev libusbredirparser-dev libcacard-dev
+libseccomp-dev libcap-ng-dev libnuma-dev libbpf-dev librbd-dev libiscsi-dev
+libcurl4-gnutls-dev libssh-dev libnfs-dev libasound2-dev libncurses-dev"
 # Packages: build of QEMU, the project (meson, C/C++ libs), its tests and
 # benchmarks (python3-matplotlib draws the warm-up plot of `make bench`).
 BPO_PKGS="meson python3-pycotap"
 PKGS="ninja-build pkg-config gcc g++ clang libglib2.0-dev libpixman-1-dev
 zlib1g-dev libaio-dev liburing-dev libfdt-dev libslirp-dev python3-venv
-flex bison bzip2 xz-utils nettle-dev libzstd-dev
+flex bison bzip2 xz-utils nettle-dev libzstd-dev dpkg-dev
 libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev
 seabios qemu-system-data ipxe-qemu
 fio nbdkit nbd-client
 busybox-static cpio linux-image-cloud-amd64 kmod jq python3-matplotlib
 chromium fonts-dejavu-core
 libboost1.81-dev libboost-url1.81-dev libsqlite3-dev nlohmann-json3-dev
-libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev"
+libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev
+$QEMU_FEATURE_PKGS"
 # libvirt 11.3 (a real libvirtd for tests/lib/hclibvirt.py and hostcached).
 # Installed as pkg/bookworm-backports, NOT with -t: -t would also take
 # systemd-container and with it systemd from backports.  The QEMU driver

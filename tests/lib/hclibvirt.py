@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -162,7 +163,7 @@ class Libvirtd(T.ProcessGroup):
 
     def __init__(self, workdir=None, name='lv', host_uuid=None,
                  migration_ports=None, cache_dir=None, hooks=None,
-                 start_timeout=90):
+                 start_timeout=90, binds=None):
         why = unavailable()
         if why:
             raise T.TestFailure(f'private libvirtd: {why}')
@@ -181,6 +182,10 @@ class Libvirtd(T.ProcessGroup):
         self.virtlogd_pid_file = os.path.join(self.dir, 'virtlogd.pid')
         self.daemon_log = os.path.join(self.dir, 'libvirtd.log')
         self.qemu_pids = {}  # pid -> domain name, every QEMU seen running
+        # binds: {path: directory}: the daemon and its QEMUs see `directory`
+        # at `path` (a "host" of its own storage: a migration with
+        # --copy-storage-all needs the disk at the same path on both).
+        self.binds = dict(binds or {})
         self.proc = None
         self.virtlogd_pid = None
         self._stderr = None
@@ -233,6 +238,9 @@ class Libvirtd(T.ProcessGroup):
             # mount itself stays private to the namespace.
             script.append(f'mkdir -p {target}')
             script.append(f'mount --bind "{self.paths[key]}" {target}')
+        for target, source in self.binds.items():
+            script.append(f'mkdir -p "{target}"')
+            script.append(f'mount --bind "{source}" "{target}"')
         script.append(f'{VIRTLOGD} --daemon --pid-file '
                       f'"{self.virtlogd_pid_file}" '
                       f'--config "{self.paths["etc"]}/virtlogd.conf"')
@@ -556,13 +564,7 @@ def domain_xml(name, disks, console=None, guest_cmdline=None, memory_mib=256,
                   f"      <source path='{console}' append='on'/>\n"
                   "      <target port='0'/>\n"
                   "    </serial>\n")
-    args = list(firmware_args()) + list(qemu_args or [])
-    cmdline = ''
-    if args:
-        cmdline = ('  <qemu:commandline>\n' +
-                   ''.join(f"    <qemu:arg value='{_xml_attr(a)}'/>\n"
-                           for a in args) +
-                   '  </qemu:commandline>\n')
+    cmdline = _qemu_commandline(qemu_args)
     return (f"<domain type='qemu' xmlns:qemu='{QEMU_NS}'>\n"
             f"  <name>{name}</name>\n"
             f"  <memory unit='MiB'>{memory_mib}</memory>\n"
@@ -583,6 +585,118 @@ def domain_xml(name, disks, console=None, guest_cmdline=None, memory_mib=256,
             "  </devices>\n"
             f"{cmdline}"
             "</domain>\n")
+
+
+def virt_install_xml(name, disks, graphics='vnc', console_log=None,
+                     guest_cmdline='hc.job=hold', memory_mib=512,
+                     emulator=None, qemu_args=None):
+    """A domain shaped like virt-install's default for a Linux guest (q35,
+    the devices virt-install adds), under TCG (<domain type='qemu'>: KVM
+    does not run guests on this machine) and booting the tiny test guest
+    (build/guest) directly.
+
+    graphics='vnc': VNC on loopback, virtio video, a USB tablet on
+    qemu-xhci.  graphics='spice': SPICE instead, plus what virt-install
+    adds with it: the spicevmc agent channel, two USB redirection devices,
+    ich9 sound with SPICE audio.  Both: virtio-net on user networking
+    (slirp), a serial console (pty, logged to console_log), the guest
+    agent's virtio-serial channel, a virtio RNG and balloon.
+    """
+    emulator = emulator or T.QEMU_SYSTEM
+    if graphics == 'vnc':
+        gfx = ("    <graphics type='vnc' port='-1' autoport='yes'>\n"
+               "      <listen type='address' address='127.0.0.1'/>\n"
+               "    </graphics>\n"
+               "    <audio id='1' type='none'/>\n")
+    elif graphics == 'spice':
+        gfx = ("    <graphics type='spice' port='-1' autoport='yes'>\n"
+               "      <listen type='address' address='127.0.0.1'/>\n"
+               "      <image compression='off'/>\n"
+               "    </graphics>\n"
+               "    <channel type='spicevmc'>\n"
+               "      <target type='virtio' name='com.redhat.spice.0'/>\n"
+               "    </channel>\n"
+               "    <sound model='ich9'/>\n"
+               "    <audio id='1' type='spice'/>\n"
+               "    <redirdev bus='usb' type='spicevmc'/>\n"
+               "    <redirdev bus='usb' type='spicevmc'/>\n")
+    else:
+        raise ValueError(graphics)
+    log = (f"      <log file='{_xml_attr(console_log)}' append='off'/>\n"
+           if console_log else '')
+    cmdline = _qemu_commandline(qemu_args)
+    return (f"<domain type='qemu' xmlns:qemu='{QEMU_NS}'>\n"
+            f"  <name>{name}</name>\n"
+            f"  <memory unit='MiB'>{memory_mib}</memory>\n"
+            "  <vcpu>1</vcpu>\n"
+            "  <os>\n"
+            "    <type arch='x86_64' machine='q35'>hvm</type>\n"
+            f"    <kernel>{GUEST_KERNEL}</kernel>\n"
+            f"    <initrd>{GUEST_INITRD}</initrd>\n"
+            f"    <cmdline>console=ttyS0 quiet panic=-1 {guest_cmdline}"
+            "</cmdline>\n"
+            "    <boot dev='hd'/>\n"
+            "  </os>\n"
+            "  <features><acpi/><apic/><vmport state='off'/></features>\n"
+            "  <clock offset='utc'>\n"
+            "    <timer name='rtc' tickpolicy='catchup'/>\n"
+            "    <timer name='pit' tickpolicy='delay'/>\n"
+            "    <timer name='hpet' present='no'/>\n"
+            "  </clock>\n"
+            "  <on_poweroff>destroy</on_poweroff>\n"
+            "  <on_reboot>restart</on_reboot>\n"
+            "  <on_crash>destroy</on_crash>\n"
+            "  <pm><suspend-to-mem enabled='no'/>"
+            "<suspend-to-disk enabled='no'/></pm>\n"
+            "  <devices>\n"
+            f"    <emulator>{emulator}</emulator>\n"
+            + ''.join(d.xml() for d in disks) +
+            "    <controller type='usb' model='qemu-xhci' ports='15'/>\n"
+            "    <interface type='user'>\n"
+            "      <model type='virtio'/>\n"
+            "    </interface>\n"
+            "    <serial type='pty'>\n"
+            f"{log}"
+            "      <target port='0'/>\n"
+            "    </serial>\n"
+            "    <console type='pty'/>\n"
+            "    <channel type='unix'>\n"
+            "      <source mode='bind'/>\n"
+            "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+            "    </channel>\n"
+            "    <input type='tablet' bus='usb'/>\n"
+            f"{gfx}"
+            "    <video>\n"
+            "      <model type='virtio' heads='1' primary='yes'/>\n"
+            "    </video>\n"
+            "    <memballoon model='virtio'/>\n"
+            "    <rng model='virtio'>\n"
+            "      <backend model='random'>/dev/urandom</backend>\n"
+            "    </rng>\n"
+            "  </devices>\n"
+            f"{cmdline}"
+            "</domain>\n")
+
+
+def _qemu_commandline(qemu_args):
+    """<qemu:commandline> with firmware_args() and qemu_args ('' if none)."""
+    args = list(firmware_args()) + list(qemu_args or [])
+    if not args:
+        return ''
+    return ('  <qemu:commandline>\n' +
+            ''.join(f"    <qemu:arg value='{_xml_attr(a)}'/>\n"
+                    for a in args) +
+            '  </qemu:commandline>\n')
+
+
+def main(namespace):
+    """hctest.main() of a test script that needs a private libvirtd: exit
+    77 (meson's skip) when one cannot run here."""
+    why = unavailable()
+    if why:
+        print(f'SKIP: {why}')
+        sys.exit(77)
+    T.main(namespace)
 
 
 def _xml_attr(s):

@@ -36,17 +36,22 @@ class Daemon:
     WD/hostcached, so a second Daemon on the same WD is a restart."""
 
     def __init__(self, wd, lv, extra=(), check_interval=30, listen='127.0.0.1:0',
-                 emulator=None, ssd_root=None):
+                 emulator=None, ssd_root=None, binary=HOSTCACHED,
+                 build_qemu=True):
+        """binary: the hostcached to run; build_qemu=False leaves
+        --emulator and --qemu-img to the daemon's defaults (an installed
+        one finds its own)."""
         self.dir = os.path.join(wd, 'hostcached')
         os.makedirs(self.dir, exist_ok=True)
         self.lv = lv
         self.log = os.path.join(self.dir, f'log.{time.monotonic_ns()}')
+        qemu = (['--emulator', emulator or T.QEMU_SYSTEM, '--qemu-img', T.QEMU_IMG]
+                if build_qemu else ['--emulator', emulator] if emulator else [])
         self.proc = T.PROCS.start(
-            [HOSTCACHED, '--listen', listen,
+            [binary, '--listen', listen,
              '--db', os.path.join(self.dir, 'state.db'),
              '--token-file', os.path.join(self.dir, 'token'),
-             '--libvirt-uri', lv.uri, '--emulator', emulator or T.QEMU_SYSTEM,
-             '--qemu-img', T.QEMU_IMG, '--stats-interval', '1',
+             '--libvirt-uri', lv.uri, *qemu, '--stats-interval', '1',
              '--check-interval', str(check_interval), '--ram-budget', '2G',
              '--ssd-root', ssd_root or wd, *extra],
             stderr=open(self.log, 'w'))
@@ -68,13 +73,14 @@ class Daemon:
         """The daemon's log so far (complete lines: it is still writing)."""
         return complete_text(self.log)
 
-    def call(self, method, path, body=None, token=True, raw=None):
+    def call(self, method, path, body=None, token=True, raw=None, api=True):
+        """api=False: `path` outside /api/v1 (the dashboard's files)."""
         data = raw if raw is not None else (
             json.dumps(body).encode() if body is not None else None)
         headers = {'Authorization': f'Bearer {self.token}'} if token else {}
         req = urllib.request.Request(
-            f'http://127.0.0.1:{self.port}/api/v1{path}', method=method,
-            data=data, headers=headers)
+            f'http://127.0.0.1:{self.port}{"/api/v1" if api else ""}{path}',
+            method=method, data=data, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=120) as r:
                 b, ctype = r.read(), r.headers.get('Content-Type', '')

@@ -336,6 +336,17 @@ Status FakeLibvirt::DefineXml(const std::string& xml) {
   return Fail(ErrorCode::kInternal, "fake: defining new domains is not supported");
 }
 
+Result<std::string> FakeLibvirt::DomainCapabilities(const std::string& emulator,
+                                                    const std::string& arch,
+                                                    const std::string& machine,
+                                                    const std::string& virttype) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  caps_queries.push_back(emulator + " " + arch + " " + machine + " " + virttype);
+  if (!caps_error.empty()) return Fail(ErrorCode::kFailedPrecondition, caps_error);
+  return domain_caps.empty() ? std::string("<domainCapabilities/>") : domain_caps;
+}
+
 Result<std::string> FakeLibvirt::QemuMonitorCommand(const std::string& uuid,
                                                     const std::string& command_json) {
   if (on_qmp) on_qmp(uuid);

@@ -100,6 +100,15 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
     return *qemu_owner;
   }
   std::optional<libvirt::ProcessOwner> qemu_owner;  // what the capabilities say
+  // DomainCapabilities: `domain_caps` for any emulator (empty: a document
+  // that lists nothing, so nothing is missing); `caps_error`, when set,
+  // fails it as libvirt does for a machine type the emulator lacks.
+  Result<std::string> DomainCapabilities(const std::string& emulator, const std::string& arch,
+                                         const std::string& machine,
+                                         const std::string& virttype) override;
+  std::string domain_caps;
+  std::string caps_error;
+  std::vector<std::string> caps_queries;  // "emulator arch machine virttype", in order
   // Migrate: recorded; fails with migrate_error when set, else the domain
   // leaves (shut off here, or gone with undefine_source).
   Status Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) override;

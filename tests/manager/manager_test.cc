@@ -233,6 +233,64 @@ TEST_F(ManagerTest, LiveInsertionFailureMeansPendingRestart) {
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kCompliant);
 }
 
+// The VM's definition with a VNC console (virt-install's default).
+std::string WithVnc(const std::string& xml) {
+  std::string out = xml;
+  auto at = out.find("</devices>");
+  out.insert(at, "    <graphics type='vnc' port='-1' autoport='yes'/>\n  ");
+  return out;
+}
+
+TEST_F(ManagerTest, AnEmulatorThatLacksWhatTheVmNeedsIsRefusedWith409) {
+  // Issue 14: a VNC console and a project QEMU without VNC was a 500 from
+  // libvirt's refusal to define it.
+  auto& d = lv_.domains[kWeb];
+  d.inactive_xml = WithVnc(d.inactive_xml);
+  const std::string before = d.inactive_xml;
+  lv_.domain_caps = TestData("domcaps-no-ui.xml");
+  auto a = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_FALSE(a);
+  EXPECT_EQ(a.error().code, ErrorCode::kFailedPrecondition);  // 409
+  EXPECT_NE(a.error().message.find("graphics type 'vnc'"), std::string::npos)
+      << a.error().message;
+  EXPECT_NE(a.error().message.find("/opt/hostcache/qemu-system-x86_64"), std::string::npos)
+      << a.error().message;
+  // Nothing changed: no assignment, no definition, nothing in QEMU.
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+  EXPECT_EQ(lv_.defines, 0);
+  EXPECT_EQ(d.inactive_xml, before);
+  EXPECT_TRUE(Qemu().log.empty());
+  ASSERT_EQ(lv_.caps_queries.size(), 1u);
+  EXPECT_EQ(lv_.caps_queries[0],
+            "/opt/hostcache/qemu-system-x86_64 x86_64 pc-i440fx-10.0 qemu");
+
+  // With a QEMU that has VNC, the same assignment goes through.
+  lv_.domain_caps = TestData("domcaps-project-pc.xml");
+  auto ok = mgr_->Assign("web", "vda", "balanced");
+  ASSERT_TRUE(ok) << ok.error().message;
+  EXPECT_EQ(ok->state, Compliance::kCompliant) << ok->reason;
+  EXPECT_EQ(libvirt::ParseDomain(d.inactive_xml)->emulator, "/opt/hostcache/qemu-system-x86_64");
+}
+
+TEST_F(ManagerTest, ACheckReportsWhatTheEmulatorLacksAndChangesNothing) {
+  auto& d = lv_.domains[kWeb];
+  d.active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  // Behind hostcached's back: a VNC console added, and Debian's QEMU put
+  // back; the project's QEMU has no VNC.
+  auto edited = libvirt::ApplyFilters(WithVnc(d.inactive_xml), {}, "/usr/bin/qemu-system-x86_64");
+  ASSERT_TRUE(edited);
+  d.inactive_xml = *edited;
+  const int defines = lv_.defines;
+  lv_.domain_caps = TestData("domcaps-no-ui.xml");
+  mgr_->CheckVm(kWeb);
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  EXPECT_EQ(a->state, Compliance::kNotCompliant) << a->reason;
+  EXPECT_NE(a->reason.find("graphics type 'vnc'"), std::string::npos) << a->reason;
+  EXPECT_EQ(lv_.defines, defines);
+  EXPECT_EQ(d.inactive_xml, *edited);
+}
+
 TEST_F(ManagerTest, ShutOffVmIsPendingUntilItStartsThenVerified) {
   auto& d = lv_.domains[kWeb];
   d.active = false;

@@ -21,6 +21,10 @@ and TCG domains running the project's QEMU, driven over HTTP.
 - a live migration between two libvirtds with a hostcached each: events
   on both sides, the destination re-verified, the data intact
 - a definition rewritten by hostcached keeps the VM's console passwords
+- a VM of virt-install's shape (VNC console) running on Debian's QEMU:
+  pending-restart, then after a stop and start the filter, the guest and
+  the console on the project's QEMU; a definition that needs what the
+  project's QEMU lacks is refused with 409 (or reported), never switched
 - hostile input over HTTP changes nothing (a migration destination that
   would run a program, an ssd-dir outside the SSD roots included)
 """
@@ -37,6 +41,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 '..', 'lib'))
 import hctest as T  # noqa: E402
+import hcguest  # noqa: E402
 import hclibvirt as L  # noqa: E402
 from hcmanager import Daemon, skip_unless_available  # noqa: E402
 
@@ -183,6 +188,78 @@ def test_persistent_definition_after_restart():
     T.check(status == 200 and 'hostcache_read_hits_total{domain="pers",'
             'target_device="vda",policy="balanced"}' in m, m[:500])
     T.check_prometheus_text(m, '/api/v1/metrics with two cached disks')
+
+
+def test_virt_install_vm_on_debians_qemu():
+    """A VM as virt-install defines it (VNC console, virtio video, USB
+    tablet, ...) running on Debian's QEMU: its policy applies at the next
+    start (the answer and the compliance say so), after a stop and start
+    the filter is in QEMU's graph, the guest boots and the VNC console is
+    there.  A definition that needs what the project's QEMU lacks is not
+    switched: 409 naming it, nothing changed; edited in later, the disk's
+    compliance says so."""
+    if not os.access(DEBIAN_QEMU, os.X_OK):
+        raise T.TestFailure(f'{DEBIAN_QEMU} missing (scripts/setup-deps.sh)')
+    hcguest.build_guest()
+    wd = T.tmpdir('hcmgr-vi-')
+    lv = _libvirtd(wd)
+    img = os.path.join(wd, 'vi.raw')
+    _raw(img)
+    console = os.path.join(wd, 'console.log')
+    lv.define(L.virt_install_xml('vi', [L.Disk(img, 'raw', 'ua-disk0', 'vda')],
+                                 console_log=console, emulator=DEBIAN_QEMU))
+    lv.start_domain('vi')
+    L.wait_console(console, '^HC-READY', lv=lv, dom='vi', timeout=180)
+    d = Daemon(wd, lv)
+    a = d.ok('PUT', '/vms/vi/disks/vda/policy', {'policy': 'balanced'})
+    st = a['compliance']
+    T.check(st['state'] == 'pending-restart' and DEBIAN_QEMU in st['reason'] and
+            'next start' in st['reason'] and 'shut the VM down' in st['reason'], st)
+    T.check(L.device_root(lv, 'vi', 'ua-disk0') == 'libvirt-1-storage',
+            "Debian's QEMU changed")
+    names, xml = _inactive_filters(lv, 'vi')
+    T.check(names == ['hc-vda'] and f'<emulator>{T.QEMU_SYSTEM}</emulator>' in xml,
+            f'definition: {names}')
+    T.check("<graphics type='vnc'" in xml, 'the VNC console left the definition')
+
+    # Moved onto the project's QEMU by a stop and a start.
+    lv.destroy('vi')
+    lv.start_domain('vi')
+    _wait('compliant', lambda: d.state('vi', 'vda')['state'] == 'compliant')
+    T.check(L.device_root(lv, 'vi', 'ua-disk0') == 'hc-vda', 'no filter in the graph')
+    T.check(L.child_of(lv, 'vi', 'hc-vda') == 'libvirt-1-storage', 'filter child')
+    L.wait_console(console, '^HC-READY', lv=lv, dom='vi', timeout=180)
+    T.check(lv.qmp('vi', 'query-vnc')['enabled'], 'no VNC on the project QEMU')
+    out = lv.qemu_io('vi', 'ua-disk0', 'read 0 64k')
+    T.check('read 65536/65536' in out, out)
+
+    # A VM that needs what the project's QEMU lacks (an egl-headless
+    # display; Debian's has the module): refused, nothing changed.
+    lv.define(L.virt_install_xml('gl', [L.Disk(img, 'raw', 'ua-disk0', 'vda')],
+                                 emulator=DEBIAN_QEMU).replace(
+        "<audio id='1' type='none'/>", "<audio id='1' type='none'/>\n"
+        "    <graphics type='egl-headless'/>"))
+    before = lv.dumpxml('gl', inactive=True)
+    status, j = d.call('PUT', '/vms/gl/disks/vda/policy', {'policy': 'balanced'})
+    T.check(status == 409 and "graphics type 'egl-headless'" in j['detail'] and
+            T.QEMU_SYSTEM in j['detail'], f'{status} {j}')
+    T.check(d.call('GET', '/vms/gl/disks/vda/policy')[0] == 404, 'assignment kept')
+    T.check(lv.dumpxml('gl', inactive=True) == before, 'definition changed')
+    T.check(not _events(d, 'gl', 'define'), 'defined anyway')
+
+    # The same edited into the cached VM's definition behind hostcached's
+    # back (with Debian's QEMU): reported, not rewritten.
+    lv.destroy('vi')
+    edited = lv.dumpxml('vi', inactive=True).replace(
+        f'<emulator>{T.QEMU_SYSTEM}</emulator>', f'<emulator>{DEBIAN_QEMU}</emulator>'
+    ).replace("<audio id='1' type='none'/>",
+              "<audio id='1' type='none'/>\n    <graphics type='egl-headless'/>")
+    lv.define(edited)
+    _wait('not-compliant', lambda: d.state('vi', 'vda')['state'] == 'not-compliant')
+    st = d.state('vi', 'vda')
+    T.check("graphics type 'egl-headless'" in st['reason'], st)
+    T.check(f'<emulator>{DEBIAN_QEMU}</emulator>' in lv.dumpxml('vi', inactive=True),
+            'definition rewritten')
 
 
 def test_restarts_and_a_vm_deleted_behind_its_back():

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -24,11 +25,32 @@
 #endif
 
 namespace hc::core {
+namespace {
+
+// Where the project's QEMU and the dashboard are: installed (make install,
+// the Debian packages) hostcached runs as PREFIX/bin/hostcached next to
+// PREFIX/libexec/hostcache (QEMU) and PREFIX/share/hostcache/web, wherever
+// PREFIX (and DESTDIR) put it; from the build tree, the build's.
+std::pair<std::string, std::string> QemuAndWebDirs() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec && exe.parent_path().filename() == "bin") {
+    fs::path prefix = exe.parent_path().parent_path();
+    if (fs::exists(prefix / "libexec/hostcache/qemu-system-x86_64", ec)) {
+      return {(prefix / "libexec/hostcache").string(), (prefix / "share/hostcache/web").string()};
+    }
+  }
+  return {HOSTCACHE_QEMU_BUILD, HOSTCACHE_WEB_DIR};
+}
+
+}  // namespace
 
 std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
-  cfg->emulator = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-system-x86_64";
-  cfg->qemu_img = std::string(HOSTCACHE_QEMU_BUILD) + "/qemu-img";
-  cfg->web_dir = HOSTCACHE_WEB_DIR;
+  const auto [qemu_dir, web_dir] = QemuAndWebDirs();
+  cfg->emulator = qemu_dir + "/qemu-system-x86_64";
+  cfg->qemu_img = qemu_dir + "/qemu-img";
+  cfg->web_dir = web_dir;
   CLI::App app{"hostcached: storage-policy manager of hostcache for libvirt/QEMU hosts"};
   app.set_version_flag("--version", std::string("hostcached ") + HOSTCACHE_VERSION);
   app.set_config("--config", "", "Read options from FILE (key = value lines named like the flags)");

@@ -8,6 +8,7 @@
 
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
+#include "manager/libvirt/domain_caps.h"
 
 namespace hc::core {
 
@@ -840,6 +841,13 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
            it->second.alias == f.alias;
   }
   bool emulator_change = !emulator.empty() && info->emulator != emulator;
+  if (emulator_change) {
+    // Not switched to a QEMU that lacks what the VM needs (nothing is
+    // written; the caller answers 409, a check reports it).
+    if (auto s = libvirt::CheckEmulatorCapabilities(lv_, *updated, emulator); !s) {
+      return tl::unexpected(s.error());
+    }
+  }
   if (!same || emulator_change) {
     {
       std::lock_guard lock(define_mu_);
@@ -1487,7 +1495,8 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
       std::string why = op_error.empty() ? Join(problems, "; ") : op_error;
       if (why.find("does not accept value 'hostcache'") != std::string::npos) {
         why = "the running QEMU (" + (live->emulator.empty() ? std::string("?") : live->emulator) +
-              ") has no hostcache driver";
+              ") has no hostcache driver; shut the VM down and start it again, a reboot "
+              "inside the guest keeps the running QEMU";
       }
       bool in_place = after && after->has_filter && after->root == a.node_name;
       if (in_place) {
@@ -1576,7 +1585,12 @@ void Manager::CheckVm(const std::string& uuid) {
   }
   if (auto s = ApplyVm(*dom); !s) {
     if (s.error().code == ErrorCode::kUnavailable) return;
-    for (const auto& a : *as) SetState(a, Compliance::kError, s.error().message);
+    // kFailedPrecondition: the VM's definition cannot take the filter as it
+    // is (its emulator would lack what the VM needs), nothing broke.
+    Compliance state = s.error().code == ErrorCode::kFailedPrecondition
+                           ? Compliance::kNotCompliant
+                           : Compliance::kError;
+    for (const auto& a : *as) SetState(a, state, s.error().message);
   }
 }
 

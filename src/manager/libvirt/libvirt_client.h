@@ -114,6 +114,15 @@ class LibvirtClient {
   virtual Result<ProcessOwner> QemuProcessOwner() {
     return Fail(ErrorCode::kNotFound, "libvirt does not say which user QEMU runs as");
   }
+  // The domain capabilities XML of `emulator` for domains of type
+  // `virttype` ("kvm", "qemu") on `arch` and `machine` ("" = libvirt's
+  // default) (virConnectGetDomainCapabilities).  Fails with libvirt's
+  // message when libvirt refuses the combination (say a machine type the
+  // emulator lacks).
+  virtual Result<std::string> DomainCapabilities(const std::string& emulator,
+                                                 const std::string& arch,
+                                                 const std::string& machine,
+                                                 const std::string& virttype) = 0;
   // One QMP command through libvirt's monitor passthrough.  Returns the
   // reply's "return" member as JSON text; a QMP error is kFailedPrecondition
   // with QEMU's own description.

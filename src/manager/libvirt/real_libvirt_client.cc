@@ -296,6 +296,11 @@ Error RealLibvirtClient::LastError(const std::string& what) {
   int code = e ? e->code : VIR_ERR_INTERNAL_ERROR;
   if (code == VIR_ERR_NO_DOMAIN) return Error{ErrorCode::kNotFound, msg};
   if (code == VIR_ERR_OPERATION_INVALID) return Error{ErrorCode::kFailedPrecondition, msg};
+  // A configuration the emulator or host cannot run (a definition that
+  // needs what its QEMU lacks): the caller's to change.
+  if (code == VIR_ERR_CONFIG_UNSUPPORTED) {
+    return Error{ErrorCode::kFailedPrecondition, what + ": " + msg};
+  }
   if (code == VIR_ERR_OPERATION_TIMEOUT) return Error{ErrorCode::kUnavailable, what + ": " + msg};
   if (!IsAlive() || code == VIR_ERR_NO_CONNECT || code == VIR_ERR_RPC) {
     {
@@ -415,6 +420,19 @@ Status RealLibvirtClient::DefineXml(const std::string& xml) {
   DomainHandle d(virDomainDefineXML(c->get(), xml.c_str()));
   if (!d) return tl::unexpected(LastError("defining the domain"));
   return {};
+}
+
+Result<std::string> RealLibvirtClient::DomainCapabilities(const std::string& emulator,
+                                                          const std::string& arch,
+                                                          const std::string& machine,
+                                                          const std::string& virttype) {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  auto opt = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+  CString caps(virConnectGetDomainCapabilities(c->get(), emulator.c_str(), opt(arch),
+                                               opt(machine), opt(virttype), 0));
+  if (!caps) return tl::unexpected(LastError("reading the domain capabilities of " + emulator));
+  return std::string(caps.get());
 }
 
 Result<ProcessOwner> RealLibvirtClient::QemuProcessOwner() {

@@ -45,6 +45,10 @@ class RealLibvirtClient final : public LibvirtClient {
   Result<std::string> GetXml(const std::string& uuid, unsigned flags) override;
   Status DefineXml(const std::string& xml) override;
   Result<ProcessOwner> QemuProcessOwner() override;
+  Result<std::string> DomainCapabilities(const std::string& emulator, const std::string& arch,
+                                         const std::string& machine,
+                                         const std::string& virttype) override;
+  Result<std::string> GetMigratableXml(const std::string& uuid) override;
   Status Migrate(const std::string& uuid, const MigrateRequest& req) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;

@@ -1,0 +1,131 @@
+#!/usr/bin/python3
+"""make install into a scratch DESTDIR (scripts/install.sh, what `make
+install` runs), then the installed hostcached, hostcachectl and QEMU run
+from there against a real, private libvirtd.
+
+- every installed file is where docs/INSTALL.md says, the unit and the
+  configuration example name the installed paths
+- hostcached started from DESTDIR without --emulator and --web-dir finds
+  the installed QEMU and dashboard: the API answers, / serves index.html
+- a policy assigned to a shut-off VM switches it to the installed QEMU;
+  started, it runs with the filter in QEMU's graph, the guest boots, its
+  VNC console uses a keymap from the installed data directory;
+  hostcachectl from DESTDIR reports the disk compliant
+- make uninstall leaves nothing behind
+"""
+
+import os
+import stat
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                '..', 'lib'))
+import hctest as T  # noqa: E402
+import hcguest  # noqa: E402
+import hclibvirt as L  # noqa: E402
+from hcmanager import Daemon, skip_unless_available  # noqa: E402
+
+MiB = T.MiB
+PREFIX = '/usr/local'
+INSTALL = os.path.join(T.SRC, 'scripts', 'install.sh')
+
+
+def _install(destdir, action):
+    env = dict(os.environ, DESTDIR=destdir, PREFIX=PREFIX, SYSCONFDIR='/etc',
+               QEMU_BUILD=T.QEMU_BUILD,
+               MESON_BUILD=os.environ.get('HOSTCACHE_BUILD',
+                                          os.path.join(T.SRC, 'build', 'meson')),
+               WEB=os.environ.get('HOSTCACHE_WEB_DIR',
+                                  os.path.join(T.SRC, 'build', 'web')))
+    return T.run(['bash', INSTALL, action], env=env, timeout=300)
+
+
+def _files(root):
+    out = []
+    for d, _, fs in os.walk(root):
+        out += [os.path.relpath(os.path.join(d, f), root) for f in fs]
+    return sorted(out)
+
+
+def test_install_run_and_uninstall():
+    hcguest.build_guest()
+    wd = T.tmpdir('hcinst-')
+    root = os.path.join(wd, 'root')
+    _install(root, 'install')
+    p = root + PREFIX
+    libexec = f'{p}/libexec/hostcache'
+    for rel in ('bin/hostcached', 'bin/hostcachectl',
+                'libexec/hostcache/qemu-system-x86_64',
+                'libexec/hostcache/qemu-img', 'libexec/hostcache/qemu-io',
+                'libexec/hostcache/qemu-nbd',
+                'libexec/hostcache/qemu-storage-daemon'):
+        mode = os.stat(f'{p}/{rel}').st_mode
+        T.check(stat.S_IMODE(mode) == 0o755, f'{rel}: mode {oct(mode)}')
+    for rel in ('share/hostcache/web/index.html',
+                'share/hostcache/qemu/keymaps/en-us',
+                'share/doc/hostcache/README.md',
+                'share/doc/hostcache/INSTALL.md',
+                'lib/systemd/system/hostcached.service'):
+        T.check(os.path.isfile(f'{p}/{rel}'), f'{rel} not installed')
+    with open(f'{p}/lib/systemd/system/hostcached.service') as f:
+        unit = f.read()
+    T.check(f'ExecStart={PREFIX}/bin/hostcached --config /etc/hostcache/'
+            'hostcached.conf' in unit, unit)
+    with open(f'{root}/etc/hostcache/hostcached.conf.example') as f:
+        conf = f.read()
+    T.check(f'emulator = {PREFIX}/libexec/hostcache/qemu-system-x86_64' in conf
+            and f'web-dir = {PREFIX}/share/hostcache/web' in conf, conf)
+    T.check(os.path.isfile(f'{root}/etc/hostcache/hostcached.conf'),
+            'no hostcached.conf')
+    r = T.run([f'{libexec}/qemu-system-x86_64', '-L', 'help'])
+    T.check(f'{libexec}/../../share/hostcache/qemu' in r.stdout,
+            f'the installed QEMU looks for its data elsewhere:\n{r.stdout}')
+
+    lv = L.Libvirtd(wd)
+    img = os.path.join(wd, 'vm.raw')
+    T.run([T.QEMU_IMG, 'create', '-q', '-f', 'raw', img, str(32 * MiB)])
+    console = os.path.join(wd, 'console.log')
+    xml = L.virt_install_xml('inst', [L.Disk(img, 'raw', 'ua-disk0', 'vda')],
+                             console_log=console)
+    lv.define(xml.replace("<graphics type='vnc' port='-1' autoport='yes'>",
+                          "<graphics type='vnc' port='-1' autoport='yes' "
+                          "keymap='de'>"))
+
+    d = Daemon(wd, lv, binary=f'{p}/bin/hostcached', build_qemu=False)
+    health = d.ok('GET', '/health')
+    T.check(health['libvirt'] == 'connected', health)
+    status, page = d.call('GET', '/', token=False, api=False)
+    T.check(status == 200 and '<html' in page.lower(), f'/: {status}')
+    a = d.ok('PUT', '/vms/inst/disks/vda/policy', {'policy': 'balanced'})
+    T.check(a['compliance']['state'] == 'pending-restart', a)
+    T.check(f'<emulator>{libexec}/qemu-system-x86_64</emulator>' in
+            lv.dumpxml('inst', inactive=True), 'not switched to the installed QEMU')
+    lv.start_domain('inst')
+    L.wait_console(console, '^HC-READY', lv=lv, dom='inst', timeout=180)
+    T.check(L.device_root(lv, 'inst', 'ua-disk0') == 'hc-vda', 'no filter')
+    T.check(f'{libexec}/qemu-system-x86_64' in lv.domain_log('inst'),
+            'the VM does not run the installed QEMU')
+    T.check(lv.qmp('inst', 'query-vnc')['enabled'], 'no VNC')
+    T.poll('compliant', lambda: d.state('inst', 'vda')['state'] == 'compliant',
+           timeout=60)
+    ctl = subprocess.run([f'{p}/bin/hostcachectl', '--url',
+                          f'http://127.0.0.1:{d.port}', '--token-file',
+                          os.path.join(d.dir, 'token'), 'disk', 'status',
+                          'inst', 'vda'], capture_output=True, text=True,
+                         timeout=60, check=False)
+    T.check(ctl.returncode == 0 and 'compliant' in ctl.stdout,
+            f'hostcachectl: {ctl.returncode} {ctl.stdout} {ctl.stderr}')
+    T.check(d.stop() == 0, 'hostcached did not exit 0')
+    lv.destroy('inst')
+    lv.stop()
+
+    _install(root, 'uninstall')
+    left = _files(root)
+    T.check(not left, f'left after uninstall: {left}')
+    T.check(not os.path.exists(root + PREFIX), 'empty directories left')
+
+
+if __name__ == '__main__':
+    skip_unless_available()
+    T.main(globals())
