@@ -266,9 +266,12 @@ Result<std::vector<libvirt::DomainRef>> FakeLibvirt::ListDomains() {
   return out;
 }
 
-Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& id) {
+Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& name_or_uuid) {
+  if (on_lookup) on_lookup(name_or_uuid);
   std::lock_guard lock(mu);
   if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  // As libvirt's C API: the name ends at the first NUL.
+  const std::string id = name_or_uuid.c_str();
   for (const auto& [u, d] : domains) {
     if (u == id || d.name == id) return libvirt::DomainRef{u, d.name, d.active, d.persistent};
   }

@@ -79,6 +79,8 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   bool alive = true;
   bool drop_qemu_namespace = false;  // DefineXml keeps no qemu:* elements (test:///)
   std::function<void(const std::string& uuid)> on_qmp;  // hook (blocking tests)
+  // Called first in LookupDomain with what is looked up (blocking tests).
+  std::function<void(const std::string& name_or_uuid)> on_lookup;
   std::map<std::string, Domain> domains;  // by uuid
   int defines = 0;
 
