@@ -63,6 +63,8 @@ struct FakeQemu {
   // node -> the `dirty-bytes` a write-back hostcache node reports (0 absent).
   std::map<std::string, uint64_t> dirty;
   std::vector<std::string> log;             // commands executed, in order
+  // Changes a reply before it is sent (QEMU answering in an unexpected way).
+  std::function<void(const std::string& command, nlohmann::json& reply)> mangle;
 
   nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply
 };
@@ -103,6 +105,7 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   Status Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) override;
   std::vector<libvirt::MigrateRequest> migrations;
   std::string migrate_error;
+  std::function<void()> on_migrate;  // called first in Migrate (blocking tests)
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

@@ -9,6 +9,8 @@
 
 #include <pugixml.hpp>
 
+#include "common/json_fields.h"
+
 namespace hc::libvirt {
 namespace {
 
@@ -83,8 +85,9 @@ DiskInfo ParseDisk(const pugi::xml_node& d) {
 bool IsOurBlockdev(const std::string& value, json* out) {
   json j = json::parse(value, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return false;
-  if (j.value("driver", "") != "hostcache") return false;
-  std::string node = j.value("node-name", "");
+  // (A definition is edited by people: any field may be of any type.)
+  if (JsonString(j, "driver") != "hostcache") return false;
+  std::string node = JsonString(j, "node-name");
   if (node.rfind(kNodePrefix, 0) != 0) return false;
   if (out) *out = std::move(j);
   return true;
@@ -211,7 +214,7 @@ Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::
   // node-name -> options, from the -blockdev arguments.
   std::map<std::string, json> nodes;
   for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
-    nodes[b.options["node-name"].get<std::string>()] = b.options;
+    nodes[JsonString(b.options, "node-name")] = b.options;
   }
   // alias -> node-name, from the overrides.
   std::map<std::string, std::string> alias_node;
@@ -243,7 +246,7 @@ Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml) {
   if (p.empty()) return out;
   const std::string cmd_name = p + ":commandline", arg_name = p + ":arg";
   for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
-    out.push_back(b.options["node-name"].get<std::string>());
+    out.push_back(JsonString(b.options, "node-name"));
   }
   return out;
 }
@@ -267,7 +270,7 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
   std::set<std::string> old_nodes;
   if (pugi::xml_node cmd = dom.child(cmd_name.c_str())) {
     for (const auto& b : FindOurBlockdevs(cmd, arg_name)) {
-      old_nodes.insert(b.options["node-name"].get<std::string>());
+      old_nodes.insert(JsonString(b.options, "node-name"));
       cmd.remove_child(b.flag);
       cmd.remove_child(b.value);
     }
@@ -320,7 +323,8 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
     }
     pugi::xml_node cmd = ChildOrAppend(dom, cmd_name);
     cmd.append_child(arg_name.c_str()).append_attribute("value") = "-blockdev";
-    cmd.append_child(arg_name.c_str()).append_attribute("value") = f.options.dump().c_str();
+    cmd.append_child(arg_name.c_str()).append_attribute("value") =
+        f.options.dump(-1, ' ', false, json::error_handler_t::replace).c_str();
     pugi::xml_node ovr = ChildOrAppend(dom, ovr_name);
     pugi::xml_node dev;
     for (auto d : ovr.children(dev_name.c_str())) {
