@@ -221,6 +221,47 @@ TEST(DomainXml, FilterArgumentsOfAnyShapeDoNotThrow) {
   }
 }
 
+TEST(DomainXml, EveryFrontendOfAnOverrideIsCleaned) {
+  // libvirt applies the properties of each <qemu:frontend> of a device;
+  // one left behind would point the disk at a filter that is gone.
+  // (Found by the manager-domain-xml fuzz target.)
+  std::string xml = TestData("web.inactive.xml");
+  const std::string fe =
+      "<qemu:frontend><qemu:property name='drive' type='string' value='hc-vdb'/>"
+      "</qemu:frontend>";
+  xml.replace(xml.find("</qemu:commandline>"), 19,
+              "<qemu:arg value='-blockdev'/><qemu:arg value='{\"driver\":\"hostcache\","
+              "\"node-name\":\"hc-vdb\",\"file\":\"libvirt-3-storage\"}'/>"
+              "</qemu:commandline><qemu:override><qemu:device alias='ua-data'>" +
+                  fe + "text" + fe + "</qemu:device></qemu:override>");
+  auto installed = ParseInstalledFilters(xml);
+  ASSERT_TRUE(installed);
+  EXPECT_EQ(installed->count("vdb"), 1u);
+  auto none = ApplyFilters(xml, {}, "");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->find("hc-vdb"), std::string::npos) << *none;
+  FilterSpec f{"vdb", "hc-vdb",
+               policy::DriverOptions(policy::Rules{}, "hc-vdb", "libvirt-3-storage")};
+  auto once = ApplyFilters(xml, {f}, "");
+  ASSERT_TRUE(once);
+  EXPECT_EQ(*ApplyFilters(*once, {f}, ""), *once);
+}
+
+TEST(DomainXml, ANamespacePrefixNoParserTakesIsNotUsed) {
+  // pugixml reads xmlns:-q, but XML written with that prefix could not be
+  // read back.  (Found by the manager-domain-xml fuzz target.)
+  std::string xml = TestData("web.inactive.xml");
+  xml.replace(xml.find("xmlns:qemu="), 10, "xmlns:-q");
+  FilterSpec f{"vdb", "hc-vdb",
+               policy::DriverOptions(policy::Rules{}, "hc-vdb", "libvirt-3-storage")};
+  auto once = ApplyFilters(xml, {f}, "");
+  ASSERT_TRUE(once);
+  EXPECT_TRUE(ParseDomain(*once)) << *once;
+  auto filters = ParseInstalledFilters(*once);
+  ASSERT_TRUE(filters) << *once;
+  EXPECT_EQ(filters->count("vdb"), 1u) << *once;
+}
+
 TEST(DomainXml, ValidTargets) {
   for (const char* t : {"vda", "vdz", "vdaa", "sda", "hdc", "xvdb", "fd0"}) {
     EXPECT_TRUE(ValidTarget(t)) << t;

@@ -27,11 +27,20 @@ Result<pugi::xml_document*> Load(pugi::xml_document& doc, const std::string& xml
   return &doc;
 }
 
-// The prefix bound to libvirt's QEMU namespace on <domain>, or "".
+// Whether `s` can be a namespace prefix (an XML NCName, ASCII only).
+bool ValidPrefix(const std::string& s) {
+  static const std::regex kRe("^[A-Za-z_][A-Za-z0-9._-]*$");
+  return std::regex_match(s, kRe);
+}
+
+// The prefix bound to libvirt's QEMU namespace on <domain>, or "".  (pugixml
+// does not check names: a prefix no XML parser would take, from a definition
+// edited by hand, is not used, or what we write could not be read back.)
 std::string QemuPrefix(const pugi::xml_node& domain) {
   for (auto a : domain.attributes()) {
     std::string n = a.name();
-    if (n.rfind("xmlns:", 0) == 0 && std::strcmp(a.value(), kQemuNamespace) == 0) {
+    if (n.rfind("xmlns:", 0) == 0 && std::strcmp(a.value(), kQemuNamespace) == 0 &&
+        ValidPrefix(n.substr(6))) {
       return n.substr(6);
     }
   }
@@ -220,10 +229,12 @@ Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::
   std::map<std::string, std::string> alias_node;
   pugi::xml_node ovr = dom.child(ovr_name.c_str());
   for (auto dev : ovr.children(dev_name.c_str())) {
-    for (auto prop : dev.child(fe_name.c_str()).children(prop_name.c_str())) {
-      if (std::string(prop.attribute("name").value()) == "drive" &&
-          nodes.count(prop.attribute("value").value())) {
-        alias_node[dev.attribute("alias").value()] = prop.attribute("value").value();
+    for (auto fe : dev.children(fe_name.c_str())) {  // (libvirt reads every frontend)
+      for (auto prop : fe.children(prop_name.c_str())) {
+        if (std::string(prop.attribute("name").value()) == "drive" &&
+            nodes.count(prop.attribute("value").value())) {
+          alias_node[dev.attribute("alias").value()] = prop.attribute("value").value();
+        }
       }
     }
   }
@@ -280,17 +291,21 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
     std::vector<pugi::xml_node> devs;
     for (auto dev : ovr.children(dev_name.c_str())) devs.push_back(dev);
     for (auto dev : devs) {
-      pugi::xml_node fe = dev.child(fe_name.c_str());
-      std::vector<pugi::xml_node> props;
-      for (auto prop : fe.children(prop_name.c_str())) props.push_back(prop);
-      for (auto prop : props) {
-        std::string value = prop.attribute("value").value();
-        if (std::string(prop.attribute("name").value()) == "drive" &&
-            (old_nodes.count(value) || value.rfind(kNodePrefix, 0) == 0)) {
-          fe.remove_child(prop);
+      // Every frontend: libvirt applies the properties of each.
+      std::vector<pugi::xml_node> fes;
+      for (auto fe : dev.children(fe_name.c_str())) fes.push_back(fe);
+      for (auto fe : fes) {
+        std::vector<pugi::xml_node> props;
+        for (auto prop : fe.children(prop_name.c_str())) props.push_back(prop);
+        for (auto prop : props) {
+          std::string value = prop.attribute("value").value();
+          if (std::string(prop.attribute("name").value()) == "drive" &&
+              (old_nodes.count(value) || value.rfind(kNodePrefix, 0) == 0)) {
+            fe.remove_child(prop);
+          }
         }
+        if (!fe.first_child()) dev.remove_child(fe);
       }
-      if (fe && !fe.first_child()) dev.remove_child(fe);
       if (!dev.first_child()) ovr.remove_child(dev);
     }
     if (!ovr.first_child()) dom.remove_child(ovr);
