@@ -31,6 +31,7 @@
 #include "fakes.h"
 #include "manager/http/server.h"
 #include "manager/store/sqlite_store.h"
+#include "web_vm_fixture.h"
 
 extern char** environ;
 
@@ -186,12 +187,11 @@ std::string Get(const std::string& target, const std::string& token = "") {
 // A server on a loopback port with the fake libvirt's VM "web", whose
 // lookups block while `hold` is set (a libvirtd or QEMU that is slow to
 // answer), and the server's log lines.
-class ServerLimitsTest : public ::testing::Test {
+class ServerLimitsTest : public testing::WebVmTest {
  protected:
   static constexpr const char* kToken = "0123456789abcdef0123";
   void SetUp() override {
-    store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
-    lv_.Add("6a2f3b4c-1d2e-4f50-8a9b-0c1d2e3f4a5b", "web", testing::TestData("web.inactive.xml"));
+    WebVmTest::SetUp();
     lv_.on_lookup = [this](const std::string&) {
       std::unique_lock lock(hold_mu_);
       blocked_++;
@@ -199,7 +199,6 @@ class ServerLimitsTest : public ::testing::Test {
       hold_cv_.wait(lock, [&] { return !hold_; });
       blocked_--;
     };
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, core::ManagerConfig{});
     api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
     sink_ = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_);
     previous_ = spdlog::default_logger();
@@ -253,11 +252,6 @@ class ServerLimitsTest : public ::testing::Test {
     return n;
   }
 
-  testing::FakeClock clock_;
-  testing::FakeLibvirt lv_;
-  testing::FakeQemuTools tools_;
-  std::unique_ptr<store::SqliteStore> store_;
-  std::unique_ptr<core::Manager> mgr_;
   std::unique_ptr<Api> api_;
   asio::io_context ioc_;
   asio::thread_pool workers_{2};
