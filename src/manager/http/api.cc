@@ -336,8 +336,7 @@ Response Api::Handle(const Request& req) {
     if (m.response) return std::move(*m.response);
     return (this->*m.route->handler)(m.params, m.query, req);
   } catch (const std::exception& e) {
-    spdlog::error("{} {}: unexpected exception: {}", req.method, ToValidUtf8(req.target),
-                  e.what());
+    spdlog::error("{} {}: unexpected exception: {}", req.method, ToValidUtf8(req.target), e.what());
   } catch (...) {
     spdlog::error("{} {}: unexpected exception", req.method, ToValidUtf8(req.target));
   }

@@ -4,10 +4,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <map>
 #include <spdlog/spdlog.h>
 
@@ -58,10 +58,10 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
   bool stopping = false;
   uint64_t next_conn = 0;
   std::map<uint64_t, std::shared_ptr<Conn>> waiting;  // waiting for a request, oldest first
-  size_t sessions = 0;   // open connections
-  size_t closing = 0;    // of them, evicted ones not ended yet
-  size_t requests = 0;   // requests running or waiting for a worker
-  bool at_limit = false;           // a connection-limit episode is going on (logged once)
+  size_t sessions = 0;                // open connections
+  size_t closing = 0;                 // of them, evicted ones not ended yet
+  size_t requests = 0;                // requests running or waiting for a worker
+  bool at_limit = false;              // a connection-limit episode is going on (logged once)
   uint64_t evicted = 0, refused = 0;  // during that episode
   std::function<void()> drained;
 
@@ -266,8 +266,8 @@ asio::awaitable<Response> HttpServer::Impl::Run(Request req, const Admission& ad
   }
   if (job->done) co_return std::move(job->resp);
   job->abandoned = true;
-  spdlog::warn("{} {} has taken more than {}; answered 503, it goes on",
-               job->req.method, ToValidUtf8(job->req.target), Millis(opts.request_timeout));
+  spdlog::warn("{} {} has taken more than {}; answered 503, it goes on", job->req.method,
+               ToValidUtf8(job->req.target), Millis(opts.request_timeout));
   Response r = Problem(503, "the request has taken more than " + Millis(opts.request_timeout) +
                                 " and goes on in hostcached (a VM's QEMU or libvirtd may be "
                                 "slow to answer); its outcome will be in the event log (GET "
@@ -312,8 +312,8 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> conn) {
         resp = std::move(*adm.response);
         keep_alive = head.keep_alive() && parser.is_done();
       } else if (length && *length > opts.body_limit) {
-        resp = Problem(413, "the request body is larger than " +
-                                std::to_string(opts.body_limit) + " bytes");
+        resp = Problem(
+            413, "the request body is larger than " + std::to_string(opts.body_limit) + " bytes");
       } else {
         bool read = true;
         if (!parser.is_done()) {
@@ -321,8 +321,8 @@ asio::awaitable<void> HttpServer::Impl::Session(std::shared_ptr<Conn> conn) {
           if (beast::iequals(head[bhttp::field::expect], "100-continue")) {
             bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
             stream.expires_after(opts.timeout);
-            auto [cec, cn] = co_await bhttp::async_write(stream, cont,
-                                                         asio::as_tuple(asio::use_awaitable));
+            auto [cec, cn] =
+                co_await bhttp::async_write(stream, cont, asio::as_tuple(asio::use_awaitable));
             if (cec) break;
           }
           stream.expires_after(opts.timeout);

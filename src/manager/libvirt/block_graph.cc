@@ -33,8 +33,7 @@ namespace {
 
 // x-debug-query-block-graph's block-driver nodes (id -> name) and its
 // edges; false when the reply is not of that shape.
-bool GraphParts(const json& ret, std::map<int64_t, std::string>* names,
-                const json** edges) {
+bool GraphParts(const json& ret, std::map<int64_t, std::string>* names, const json** edges) {
   const json* nodes = JsonField(ret, "nodes");
   *edges = JsonField(ret, "edges");
   if (!nodes || !*edges || !nodes->is_array() || !(*edges)->is_array()) return false;
