@@ -4,8 +4,10 @@
 - Procs: every process a test starts is recorded and stopped by pid when the
   test ends, however it ends (normal exit, exception, SIGTERM from meson)
 - QMP: a small QMP client over a unix socket
-- main(): runs the test_* functions of a script, prints one line each and a
-  closing 'N passed, N failed' line; exit status 1 if anything failed
+- main(): runs the test_* functions of a script (those whose names contain
+  one of the words given on the command line, when some are), prints one
+  line each and a closing 'N passed, N failed' line; exit status 1 if
+  anything failed, 2 if nothing was selected
 """
 
 import atexit
@@ -380,6 +382,17 @@ def tmpdir(prefix='hctest-'):
 
 def main(namespace, argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    tests = [(n, f) for n, f in namespace.items()
+             if n.startswith('test_') and callable(f)]
+    names = [n for n, _ in tests]
+    if argv:
+        tests = [(n, f) for n, f in tests if any(a in n for a in argv)]
+    if not tests:
+        # A selection that runs nothing (a test renamed under a make target
+        # that names it) must not pass.
+        print(f'no test matches {" ".join(argv) or "(no selection)"}; the tests are: '
+              f'{", ".join(names) or "none"}', file=sys.stderr)
+        sys.exit(2)
     # the driver checks its indexes after every batch and aborts when one
     # is broken (a core and a clear message, not wrong data later)
     os.environ.setdefault('HOSTCACHE_CHECK_INDEX', '1')
@@ -387,10 +400,6 @@ def main(namespace, argv=None):
         if not os.access(b, os.X_OK):
             print(f'missing {b}: run make first', file=sys.stderr)
             sys.exit(1)
-    tests = [(n, f) for n, f in namespace.items()
-             if n.startswith('test_') and callable(f)]
-    if argv:
-        tests = [(n, f) for n, f in tests if any(a in n for a in argv)]
     passed = failed = 0
     for name, fn in tests:
         t0 = time.monotonic()
