@@ -35,8 +35,12 @@ class ScriptedLibvirt final : public LibvirtClient {
   Result<DomainRef> LookupDomain(const std::string&) override {
     return DomainRef{"u", "vm", true, true};
   }
-  Result<std::string> GetXml(const std::string&, bool) override {
+  Result<std::string> GetXml(const std::string&, unsigned) override {
     return Fail(ErrorCode::kNotFound, "no XML here");
+  }
+  Result<std::string> DomainCapabilities(const std::string&, const std::string&,
+                                         const std::string&, const std::string&) override {
+    return Fail(ErrorCode::kNotFound, "no capabilities here");
   }
   Status DefineXml(const std::string&) override { return {}; }
   Result<std::string> QemuMonitorCommand(const std::string&, const std::string&) override {
