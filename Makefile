@@ -31,6 +31,9 @@ MESON      ?= meson
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
+# The scripts (demo, bench, soak) import the project's Python helpers,
+# python/hostcache; meson's test environment sets the same path for tests.
+PY         := PYTHONPATH=$(abspath python) /usr/bin/python3
 INSTALL_ENV = BUILD=$(abspath $(BUILD)) DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" \
               SYSCONFDIR="$(SYSCONFDIR)" $(if $(UNITDIR),UNITDIR="$(UNITDIR)")
 
@@ -65,13 +68,13 @@ check-driver: all
 	$(MESON) test -C $(MESON_DIR) --print-errorlogs --suite driver
 
 bench: all
-	/usr/bin/python3 scripts/bench.py
+	$(PY) scripts/bench.py
 
 demo: all
-	/usr/bin/python3 scripts/demo-manager.py start
+	$(PY) scripts/demo-manager.py start
 
 demo-stop:
-	/usr/bin/python3 scripts/demo-manager.py stop
+	$(PY) scripts/demo-manager.py stop
 
 demo-san: all
 	bash scripts/demo.sh
@@ -103,12 +106,12 @@ SOAK_SEEDS  ?= 3
 
 soak: all
 	HC_CRASH_CYCLES=$(SOAK_CYCLES) HC_CRASH_SECONDS=4 \
-	  /usr/bin/python3 tests/driver/test_writeback.py crash
+	  $(PY) tests/driver/test_writeback.py crash
 	for i in $$(seq $(SOAK_SEEDS)); do \
 	  HC_CRASH_CYCLES=10 HC_SOAK=10 \
-	    /usr/bin/python3 tests/driver/test_writeback.py || exit 1; \
+	    $(PY) tests/driver/test_writeback.py || exit 1; \
 	done
 	for i in $$(seq $(SOAK_SEEDS)); do \
-	  HC_SOAK=10 /usr/bin/python3 tests/driver/test_powercut.py || exit 1; \
+	  HC_SOAK=10 $(PY) tests/driver/test_powercut.py || exit 1; \
 	done
-	HC_SOAK=10 /usr/bin/python3 tests/driver/test_migration.py ping_pong
+	HC_SOAK=10 $(PY) tests/driver/test_migration.py ping_pong

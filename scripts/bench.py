@@ -50,10 +50,11 @@ import sys
 import tempfile
 import time
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-import hctest  # noqa: E402
-from hctest import KiB, MiB, PROCS  # noqa: E402
+from hostcache import KiB, MiB, paths
+from hostcache.procs import PROCS, tmpdir, wait_for_path
+from hostcache.qmp import QMP, node_stats
+
+SRC = paths.SRC
 
 GiB = 1024 * MiB
 FIO = shutil.which('fio') or '/usr/bin/fio'
@@ -93,7 +94,7 @@ CFG = Cfg()
 
 # The QEMU binaries measured: copies taken at start (snapshot_binaries), so
 # a rebuild of build/qemu-build during the run changes nothing measured.
-BIN = {'qsd': hctest.QSD, 'qemu-img': hctest.QEMU_IMG}
+BIN = {'qsd': paths.QSD, 'qemu-img': paths.QEMU_IMG}
 
 
 def snapshot_binaries(workdir):
@@ -136,9 +137,9 @@ class Server:
         self.proc = PROCS.start(pin(CFG.server_cpu) + argv, stdout=self.log,
                                 stderr=subprocess.STDOUT, env=env)
         for path in wait_paths:
-            hctest.wait_for_path(path, self.proc)
+            wait_for_path(path, self.proc)
         try:
-            self.qmp = hctest.QMP(qmp_path) if qmp_path else None
+            self.qmp = QMP(qmp_path) if qmp_path else None
         except OSError as e:
             raise RuntimeError(f'{name}: no QMP greeting ({e!r}); '
                                f'{self.state()}') from e
@@ -163,7 +164,7 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def stats(self, node):
-        return hctest.node_stats(self.qmp, node)
+        return node_stats(self.qmp, node)
 
     def stop(self):
         if self.qmp:
@@ -1187,13 +1188,13 @@ def main():
         CFG.sync_runtime = 1.5
     if args.runs:
         CFG.runs = args.runs
-    for b in (hctest.QEMU_IMG, hctest.QSD, FIO, NBDKIT):
+    for b in (paths.QEMU_IMG, paths.QSD, FIO, NBDKIT):
         if not os.access(b, os.X_OK):
             print(f'missing {b}: run make first', file=sys.stderr)
             return 1
     setup_pinning()
     os.makedirs(OUT_DIR, exist_ok=True)
-    workdir = hctest.tmpdir('hcbench-')
+    workdir = tmpdir('hcbench-')
     snapshot_binaries(workdir)
     only = set(args.only.split(','))
     load0 = os.getloadavg()

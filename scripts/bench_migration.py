@@ -3,7 +3,7 @@
 (scripts/bench.py runs them; this script runs them alone too).
 
 Plain QEMU migration between two qemu-system-x86_64 processes on this
-machine (tests/lib/hcmigrate.py: TCG, 64 MiB guest RAM, no guest OS, the
+machine (python/hostcache/migrate.py: TCG, 64 MiB guest RAM, no guest OS, the
 disk driven with HMP qemu-io through the device's BlockBackend), the disk on
 hostcache over a simulated SAN: nbdkit's file plugin on a local sparse
 file behind `--filter=delay` (a fixed latency per request) and
@@ -48,12 +48,9 @@ import statistics
 import sys
 import time
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hctest  # noqa: E402
-from hctest import KiB, MiB  # noqa: E402
-from hcmigrate import BS, HOUR_MS, Pair, has_option, new_stat  # noqa: E402
+from hostcache import KiB, MiB, paths
+from hostcache.migrate import BS, HOUR_MS, Pair, has_option, new_stat
+from hostcache.procs import tmpdir
 
 GiB = 1024 * MiB
 B = None                # the bench module (scripts/bench.py): table, fio
@@ -412,15 +409,15 @@ def run(bench, workdir, only, png=None):
     global B
     B = bench
     configure(B.CFG.quick)
-    for b in (hctest.QEMU_SYSTEM, B.NBDKIT, B.FIO):
+    for b in (paths.QEMU_SYSTEM, B.NBDKIT, B.FIO):
         if not os.access(b, os.X_OK):
             raise RuntimeError(f'missing {b}: run make first')
     # measure a copy: a rebuild of build/qemu-build meanwhile changes
     # nothing measured (as bench.py does for qemu-img and the daemon)
     os.makedirs(os.path.join(workdir, 'bin'), exist_ok=True)
     copy = os.path.join(workdir, 'bin', 'qemu-system-x86_64')
-    shutil.copy2(hctest.QEMU_SYSTEM, copy)
-    hctest.QEMU_SYSTEM = copy
+    shutil.copy2(paths.QEMU_SYSTEM, copy)
+    paths.QEMU_SYSTEM = copy
     if 'i' in only:
         fig_i(workdir)
     if 'j' in only:
@@ -451,7 +448,7 @@ def main():
     bench.CFG.runs = args.runs or (1 if args.quick else bench.CFG.runs)
     bench.setup_pinning()
     os.makedirs(bench.OUT_DIR, exist_ok=True)
-    workdir = hctest.tmpdir('hcbench-mig-')
+    workdir = tmpdir('hcbench-mig-')
     t0 = time.monotonic()
     run(bench, workdir, set(args.only.split(',')), args.png)
     print(f'\nhostcache migration benchmarks: {bench.CFG.runs} run(s), '

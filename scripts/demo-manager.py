@@ -47,9 +47,9 @@ import time
 import urllib.error
 import urllib.request
 
+from hostcache.lines import complete_lines, complete_text
+
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-from hclines import complete_lines, complete_text  # noqa: E402
 QEMU_BUILD = os.environ.get('HOSTCACHE_QEMU_BUILD',
                             os.path.join(SRC, 'build', 'qemu-build'))
 QEMU = os.path.join(QEMU_BUILD, 'qemu-system-x86_64')

@@ -2,7 +2,7 @@
 """Live migration of a hostcache disk with plain QEMU (issue 10).
 
 Two "host slots" on this machine share the origin; each hop starts a fresh
-`-incoming` QEMU in the other slot (tests/lib/hcmigrate.py: VM, Pair).  A
+`-incoming` QEMU in the other slot (hostcache.migrate: VM, Pair).  A
 byte model of the disk (one pattern per 512-byte sector) checks every read.
 
 Mechanics (pass with any driver that survives migration):
@@ -34,15 +34,16 @@ filters, as for every driver test.
 
 import os
 import random
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import KiB, MiB, check, check_eq, main, poll, tmpdir  # noqa
-from hcmigrate import (BS, HOUR_MS, DiskModel, OriginServer, Pair,  # noqa
-                       Workload, file_origin, need_option, need_stat,
-                       new_stat, read_blocks, wait_migration)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq, poll
+from hostcache.migrate import (BS, DiskModel, HOUR_MS, OriginServer, Pair,
+                               Workload, file_origin, need_option, need_stat,
+                               new_stat, read_blocks, wait_migration)
+from hostcache.procs import tmpdir
+from hostcache.runner import main
 
 WORK = tmpdir('hcmig-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))

@@ -13,9 +13,9 @@ an SSD that belongs to another origin or block size is reformatted; an SSD
 I/O error disables the tier and the node goes on with RAM only.
 
 The origin file read with os.pread is the truth throughout.  Reads go
-through tests/lib/nbdclient.py, whose simple replies make every read reach
+through hostcache.nbd, whose simple replies make every read reach
 the cache (qemu-io over NBD would answer holes from block status).  The SSD
-file itself is read with tests/lib/hcssd.py: hcssd.wrong_entries() lists the
+file itself is read with hostcache.ssdfile: ssdfile.wrong_entries() lists the
 entries a restart would serve with data other than the origin's, which must
 always be none.
 
@@ -27,17 +27,17 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, HostcacheExport, QMPError, StorageDaemon,  # noqa
-                    booted_ago,
-                    check, check_eq, main, make_file, nbd_export, node_stats,
-                    poll, pread_file, tmpdir)
-from nbdclient import NBDClient  # noqa: E402
-import hcssd  # noqa: E402
+from hostcache import KiB, MiB, ssdfile
+from hostcache.check import check, check_eq, poll
+from hostcache.nbd import NBDClient
+from hostcache.procs import booted_ago, tmpdir
+from hostcache.qemu import (HostcacheExport, StorageDaemon, make_file,
+                            nbd_export, pread_file)
+from hostcache.qmp import QMPError, node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcssd-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
@@ -143,14 +143,14 @@ def check_reads(c, img, off, ln, what, chunk=64 * KiB):
 
 
 def check_no_wrong_entries(ssd, img, what):
-    bad = hcssd.wrong_entries(ssd, img)
+    bad = ssdfile.wrong_entries(ssd, img)
     check(not bad, f'{what}: the SSD file holds entries a restart would '
           f'serve with data other than the origin\'s: (block, slot) '
           f'{bad[:8]}')
 
 
 def durable_blocks(ssd):
-    return set(hcssd.entries(ssd))
+    return set(ssdfile.entries(ssd))
 
 
 def settle(hx):
@@ -222,17 +222,17 @@ def test_demote_and_promote():
     d, img, ssd, hx = warm_setup('promote')
     try:
         st = hx.ssd_stats()
-        nslots, data_off = hcssd.layout(8 * MiB, BS)
+        nslots, data_off = ssdfile.layout(8 * MiB, BS)
         check_eq((st['ssd-active'], st['ssd-size'], st['ssd-used'],
                   st['ssd-recovered'], st['ssd-hits'], st['ssd-demotions']),
                  (True, nslots * BS, 0, 0, 0, 0),
                  '(active, size, used, recovered, hits, demotions) of a '
                  'freshly formatted SSD')
-        sb, copies = hcssd.read_super(ssd)
+        sb, copies = ssdfile.read_super(ssd)
         check(sb and all(copies), f'not formatted: {copies}')
         check_eq((sb['state'], sb['block_size'], sb['nslots'],
                   sb['data_offset'], sb['origin_id'], sb['origin_size']),
-                 (hcssd.STATE_OPEN, BS, nslots, data_off, img, 8 * MiB),
+                 (ssdfile.STATE_OPEN, BS, nslots, data_off, img, 8 * MiB),
                  'superblock of the SSD in use')
         c = hx.client()
         warm_pass(c, img, 4 * MiB, order=random.Random(SEED))
@@ -240,7 +240,7 @@ def test_demote_and_promote():
         # once quiet, what the stats count as on the SSD is on disk
         settle(hx)
         st = hx.ssd_stats()
-        ents = hcssd.entries(ssd)
+        ents = ssdfile.entries(ssd)
         check(len(ents) >= 64, f'few blocks demoted: {len(ents)}, {st}')
         with open(ssd, 'rb') as f:
             for blk, (slot, _) in ents.items():
@@ -272,10 +272,10 @@ def test_warm_restart_after_clean_close():
     finally:
         log = hx.quit()
     check(FAILED_MSG not in log, log)
-    sb, _ = hcssd.read_super(ssd)
-    check_eq(sb['state'], hcssd.STATE_CLEAN, 'superblock state after a '
+    sb, _ = ssdfile.read_super(ssd)
+    check_eq(sb['state'], ssdfile.STATE_CLEAN, 'superblock state after a '
              'clean close')
-    n = len(hcssd.entries(ssd))
+    n = len(ssdfile.entries(ssd))
     check(n >= 64, f'only {n} entries on the SSD after a clean close')
     check_no_wrong_entries(ssd, img, 'after a clean close')
     hx = SsdExport(d, img, ssd, name='qsd2',
@@ -412,8 +412,8 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
     if wb:
         # write-back: flushed data is in the SSD's journal; recovery (an
         # open and a clean close) writes it back to the origin
-        sb, _ = hcssd.read_super(ssd)
-        check_eq(sb['state'], hcssd.STATE_OPEN, f'seed {SEED} {tag}: '
+        sb, _ = ssdfile.read_super(ssd)
+        check_eq(sb['state'], ssdfile.STATE_OPEN, f'seed {SEED} {tag}: '
                  'superblock state after a crash')
         hx = SsdExport(d, img, ssd, hc=hc, name='qsd-recover')
         hx.stop()
@@ -432,11 +432,11 @@ def crash_cycle(tag, mode, rng, write_frac, hc=None):
             keep[a:b] = origin[a:b]
         check(bytes(keep) == origin, f'{what}: acknowledged writes lost')
     check_no_wrong_entries(ssd, img, f'{what}: after the crash')
-    sb, _ = hcssd.read_super(ssd)
-    check_eq(sb['state'], hcssd.STATE_CLEAN if wb else hcssd.STATE_OPEN,
+    sb, _ = ssdfile.read_super(ssd)
+    check_eq(sb['state'], ssdfile.STATE_CLEAN if wb else ssdfile.STATE_OPEN,
              f'{what}: superblock state after a crash (and, write-back, '
              'the recovery)')
-    n = len(hcssd.entries(ssd))
+    n = len(ssdfile.entries(ssd))
     hx = SsdExport(d, img, ssd, hc=hc, name='qsd2')
     try:
         st = hx.stats()
@@ -615,9 +615,9 @@ def test_clock_victim_dropped_before_reuse():
     origin, in the index or not."""
     d = subdir('clock')
     img = make_file(os.path.join(d, 'origin.img'), 1 * MiB)
-    ssd_size = hcssd.META_OFFSET + 4096 + 16 * BS
+    ssd_size = ssdfile.META_OFFSET + 4096 + 16 * BS
     ssd = blank(os.path.join(d, 'ssd.img'), ssd_size)
-    check_eq(hcssd.layout(ssd_size, BS), (16, hcssd.META_OFFSET + 4096),
+    check_eq(ssdfile.layout(ssd_size, BS), (16, ssdfile.META_OFFSET + 4096),
              'layout of the small SSD')
     hc = {'ram-size': 16 * BS, 'seq-cutoff': 0}
     node, args = throttled_ssd(ssd)
@@ -630,7 +630,7 @@ def test_clock_victim_dropped_before_reuse():
             c.read(blk * BS, BS)
             time.sleep(0.01)
         poll('a full SSD', lambda: len(durable_blocks(ssd)) == 16)
-        check_eq(sorted((s, b) for b, (s, _) in hcssd.entries(ssd).items()),
+        check_eq(sorted((s, b) for b, (s, _) in ssdfile.entries(ssd).items()),
                  [(b, b) for b in range(16)], '(slot, block) on the SSD')
         # From now on the SSD gets one request through, then nothing for
         # a long time.  That one is the promotion of block 5 (its CLOCK
@@ -709,7 +709,7 @@ def damaged_setup(tag):
         c.close()
     finally:
         hx.quit()
-    return d, img, ssd, hcssd.entries(ssd)
+    return d, img, ssd, ssdfile.entries(ssd)
 
 
 def restart_check(d, img, ssd, tag, hc=None):
@@ -730,11 +730,11 @@ def restart_check(d, img, ssd, tag, hc=None):
 
 def test_damaged_data_slots():
     d, img, ssd, ents = damaged_setup('dmg-data')
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     victims = sorted(ents.items())[::len(ents) // 6][:6]
     for blk, (slot, _) in victims:
-        hcssd.flip(ssd, hcssd.slot_offset(sb, slot) + 100 + slot % 3000, 3)
-    check_eq(len(hcssd.servable(ssd)), len(ents) - len(victims),
+        ssdfile.flip(ssd, ssdfile.slot_offset(sb, slot) + 100 + slot % 3000, 3)
+    check_eq(len(ssdfile.servable(ssd)), len(ents) - len(victims),
              'entries with a matching data CRC after the damage')
     st, _ = restart_check(d, img, ssd, 'dmg-data')
     check_eq(st['recovered-at-open'], len(ents), 'recovered (the slot '
@@ -751,16 +751,16 @@ def test_damaged_slot_table():
     # (i) a few entries with a flipped byte (blk, seq, crc or flags)
     hit = slots[3::len(slots) // 5][:5]
     for i, s in enumerate(hit):
-        hcssd.flip(ssd, hcssd.entry_offset(s) + (0, 9, 17, 24, 29)[i % 5])
+        ssdfile.flip(ssd, ssdfile.entry_offset(s) + (0, 9, 17, 24, 29)[i % 5])
     # (ii) a torn table sector: its second half reads as zeroes
     torn = slots[-1] // 128
     with open(ssd, 'r+b') as f:
-        os.pwrite(f.fileno(), bytes(2048), hcssd.META_OFFSET +
+        os.pwrite(f.fileno(), bytes(2048), ssdfile.META_OFFSET +
                   torn * 4096 + 2048)
     lost = set(hit) | {s for s in slots if s // 128 == torn and
                        s % 128 >= 64}
     left = len(ents) - len(lost)
-    check_eq(len(hcssd.entries(ssd)), left, 'entries left on disk')
+    check_eq(len(ssdfile.entries(ssd)), left, 'entries left on disk')
     st, _ = restart_check(d, img, ssd, 'dmg-table')
     check_eq(st['recovered-at-open'], left, 'recovered: the damaged entries '
              'are ignored')
@@ -775,15 +775,15 @@ def test_damaged_journal_entry_fails_the_open():
     damaged entries are misses: test_damaged_slot_table)."""
     d, img, ssd, hc, _ = crashed_journal('dmg-jentry', range(40), 4 * MiB,
                                          1 * MiB)
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     with open(ssd, 'rb') as f:
-        table = os.pread(f.fileno(), sb['nslots'] * 32, hcssd.META_OFFSET)
+        table = os.pread(f.fileno(), sb['nslots'] * 32, ssdfile.META_OFFSET)
     dirty = [slot for slot in range(sb['nslots'])
-             if (e := hcssd.decode_entry(table[slot * 32:slot * 32 + 32]))
+             if (e := ssdfile.decode_entry(table[slot * 32:slot * 32 + 32]))
              and e[4] & 2]
     check(len(dirty) >= 40, f'only {len(dirty)} dirty entries')
     # the entry of one dirty block, damaged: its flags are unknown now
-    hcssd.flip(ssd, hcssd.entry_offset(dirty[len(dirty) // 2]) + 9)
+    ssdfile.flip(ssd, ssdfile.entry_offset(dirty[len(dirty) // 2]) + 9)
     err = open_fails(d, img, ssd, 'dmg-jentry', 'slot table is damaged',
                      hc=hc)
     check('zero the ssd node' in err and 'nothing was changed' in err, err)
@@ -800,11 +800,11 @@ def test_damaged_one_superblock_copy():
     for copy in (0, 1):
         with open(ssd, 'wb') as f:
             f.write(pristine)
-        hcssd.flip(ssd, copy * 4096 + 64, 4)     # cache_gen
-        sb, copies = hcssd.read_super(ssd)
+        ssdfile.flip(ssd, copy * 4096 + 64, 4)     # cache_gen
+        sb, copies = ssdfile.read_super(ssd)
         check(copies[copy] is None and copies[1 - copy] is not None,
               f'copy {copy} not damaged as intended')
-        check_eq(len(hcssd.entries(ssd)), len(ents), 'entries via the '
+        check_eq(len(ssdfile.entries(ssd)), len(ents), 'entries via the '
                  'other copy')
         st, log = restart_check(d, img, ssd, f'dmg-sb{copy}')
         check_eq(st['recovered-at-open'], len(ents), f'copy {copy} damaged: '
@@ -833,10 +833,10 @@ def test_damaged_newest_superblock_after_a_drop():
         hx.kill()
     finally:
         hx.stop()
-    sb, copies = hcssd.read_super(ssd)
+    sb, copies = ssdfile.read_super(ssd)
     newest = copies.index(sb)
-    hcssd.flip(ssd, newest * 4096 + 200, 4)
-    check(hcssd.read_super(ssd)[1][newest] is None, 'not damaged')
+    ssdfile.flip(ssd, newest * 4096 + 200, 4)
+    check(ssdfile.read_super(ssd)[1][newest] is None, 'not damaged')
     restart_check(d, img, ssd, 'dmg-sb-drop-2')
     check_no_wrong_entries(ssd, img, 'after the fallback')
 
@@ -881,7 +881,7 @@ def test_damaged_both_superblocks():
         os.pwrite(f.fileno(), bytes(8192), 0)
     st, _ = restart_check(d, img, ssd, 'sb2-zeroed')
     check_eq(st['recovered-at-open'], 0, 'recovered after zeroing')
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     check(sb is not None, 'not formatted after zeroing')
 
 
@@ -914,7 +914,7 @@ def test_another_origin_id():
     d, img, ssd, _ = damaged_setup('id-origin')
     expect_reformat(d, img, ssd, 'id-b', 'another origin',
                     hc={'origin-id': 'disk-b'})
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     check_eq(sb['origin_id'], 'disk-b', 'origin id recorded')
     # with the same origin-id again, it is recovered
     st, log = restart_check(d, img, ssd, 'id-b2', hc={'origin-id': 'disk-b'})
@@ -938,7 +938,7 @@ def test_another_block_size():
     d, img, ssd, _ = damaged_setup('id-bs')
     expect_reformat(d, img, ssd, 'id-bs-64k', 'block-size',
                     hc={'block-size': 64 * KiB})
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     check_eq(sb['block_size'], 64 * KiB, 'block size of the reformatted SSD')
 
 
@@ -953,7 +953,7 @@ def test_ssd_shrunk_while_stopped():
     d, img, ssd, _ = damaged_setup('id-shrink')
     os.truncate(ssd, 1 * MiB)
     st = expect_reformat(d, img, ssd, 'id-shrink-b', 'shrank')
-    check_eq(st['ssd-size'], hcssd.layout(1 * MiB, BS)[0] * BS, 'ssd-size')
+    check_eq(st['ssd-size'], ssdfile.layout(1 * MiB, BS)[0] * BS, 'ssd-size')
 
 
 def test_recovery_write_back_goes_through_flush_epochs():
@@ -1147,8 +1147,8 @@ def test_failed_write_back_at_close_keeps_the_tier_open():
         check('could not be written back' in log, f'log: {log[-1500:]}')
     finally:
         qsd.stop()
-    sb, _ = hcssd.read_super(ssd)
-    check_eq(sb['state'], hcssd.STATE_OPEN, 'superblock state after a close '
+    sb, _ = ssdfile.read_super(ssd)
+    check_eq(sb['state'], ssdfile.STATE_OPEN, 'superblock state after a close '
              'that could not write back')
     recover_and_check(d, img, ssd, hc, model, 'close-fail')
 
@@ -1167,24 +1167,24 @@ def test_crafted_tier_is_refused_not_obeyed():
     d, img, ssd, hc, _ = crashed_journal('crafted', blocks, 4 * MiB,
                                          1 * MiB)
     pristine = file_bytes(ssd)
-    sb, _ = hcssd.read_super(ssd)
-    slot = min(s for s, _ in hcssd.entries(ssd).values())
+    sb, _ = ssdfile.read_super(ssd)
+    slot = min(s for s, _ in ssdfile.entries(ssd).values())
     cases = [
-        ('blk-past-end', lambda: hcssd.patch_entry(ssd, slot, blk=(2 * MiB) //
-                                                   BS + 3),
+        ('blk-past-end', lambda: ssdfile.patch_entry(ssd, slot, blk=(2 * MiB) //
+                                                     BS + 3),
          'past the origin'),
-        ('seq-wraps', lambda: hcssd.patch_entry(ssd, slot, seq=2**64 - 2),
+        ('seq-wraps', lambda: ssdfile.patch_entry(ssd, slot, seq=2**64 - 2),
          'damaged'),
-        ('data-offset', lambda: hcssd.patch_super(ssd,
-                                                  data_offset=2**63 + 8192),
+        ('data-offset', lambda: ssdfile.patch_super(ssd,
+                                                    data_offset=2**63 + 8192),
          'impossible geometry'),
-        ('data-offset-small', lambda: hcssd.patch_super(
+        ('data-offset-small', lambda: ssdfile.patch_super(
             ssd, data_offset=sb['data_offset'] - 4096), 'impossible geometry'),
-        ('block-size', lambda: hcssd.patch_super(ssd, block_size=1 << 30),
+        ('block-size', lambda: ssdfile.patch_super(ssd, block_size=1 << 30),
          'impossible geometry'),
-        ('nslots', lambda: hcssd.patch_super(ssd, nslots=2**40),
+        ('nslots', lambda: ssdfile.patch_super(ssd, nslots=2**40),
          'impossible geometry'),
-        ('state', lambda: hcssd.patch_super(ssd, state=9),
+        ('state', lambda: ssdfile.patch_super(ssd, state=9),
          'impossible geometry'),
     ]
     for tag, craft, want in cases:
@@ -1369,11 +1369,11 @@ def test_inline_ssd_failure_leaves_no_node():
         q.cmd('blockdev-add', driver='hostcache', file='origin',
               **{'node-name': 'hc0'}, ssd={'driver': 'file',
                                            'filename': good})
-        check(hcssd.read_super(good)[0] is not None, 'inline SSD not '
+        check(ssdfile.read_super(good)[0] is not None, 'inline SSD not '
               'formatted')
         q.cmd('blockdev-del', **{'node-name': 'hc0'})
         check_eq(node_names(q), ['origin'], 'nodes after blockdev-del')
-        check_eq(hcssd.read_super(good)[0]['state'], hcssd.STATE_CLEAN,
+        check_eq(ssdfile.read_super(good)[0]['state'], ssdfile.STATE_CLEAN,
                  'state after blockdev-del')
     finally:
         qsd.stop()
@@ -1387,13 +1387,13 @@ def test_reopen_pass_through_drops_the_ssd():
     try:
         c = hx.client()
         put_on_ssd(hx, c, X, 1 * MiB, 256 * KiB)
-        cgen = hcssd.read_super(ssd)[0]['cache_gen']
+        cgen = ssdfile.read_super(ssd)[0]['cache_gen']
         c.close()
         hx.reopen(mode='pass-through')
         st = hx.ssd_stats()
         check_eq((st['ssd-active'], st['ssd-used']), (False, 0),
                  '(active, used) in pass-through')
-        check(hcssd.read_super(ssd)[0]['cache_gen'] != cgen and
+        check(ssdfile.read_super(ssd)[0]['cache_gen'] != cgen and
               not durable_blocks(ssd), 'pass-through did not drop the SSD '
               'content on disk')
         c = hx.client()
@@ -1456,13 +1456,13 @@ def test_inactivation_hands_the_ssd_off():
         put_on_ssd(hx, c, X, 1 * MiB, 256 * KiB)
         c.close()
         hx.unexport()
-        kept = set(hcssd.entries(ssd))
+        kept = set(ssdfile.entries(ssd))
         hx.qmp.cmd('blockdev-set-active', **{'node-name': 'hc0'},
                    active=False)
-        sb, _ = hcssd.read_super(ssd)
-        check_eq(sb['state'], hcssd.STATE_HANDED_OFF,
+        sb, _ = ssdfile.read_super(ssd)
+        check_eq(sb['state'], ssdfile.STATE_HANDED_OFF,
                  'state after inactivation')
-        check_eq(set(hcssd.entries(ssd, handed_off=True)), kept,
+        check_eq(set(ssdfile.entries(ssd, handed_off=True)), kept,
                  'entries after inactivation')
         check(not durable_blocks(ssd), 'a cold open would load entries of '
               'a handed-off tier')
@@ -1475,7 +1475,7 @@ def test_inactivation_hands_the_ssd_off():
                    active=True)
         check_eq(hx.ssd_stats()['ssd-active'], True, 'active after '
                  'activation')
-        check(not hcssd.entries(ssd, handed_off=True), 'an activation '
+        check(not ssdfile.entries(ssd, handed_off=True), 'an activation '
               'without write sets kept the tier')
         hx.reexport()
         c = hx.client()
@@ -1515,9 +1515,9 @@ def ssd_error_case(tag, iotype, where):
     ssd = blank(os.path.join(d, 'ssd.img'), 2 * MiB)
     hc = {'ram-size': 128 * KiB, 'seq-cutoff': 0}
     SsdExport(d, img, ssd, hc=hc, name='qsd-fmt', export=False).quit()
-    sb, _ = hcssd.read_super(ssd)
-    off = (hcssd.slot_offset(sb, 8) if where == 'data'
-           else hcssd.META_OFFSET + 4096)
+    sb, _ = ssdfile.read_super(ssd)
+    off = (ssdfile.slot_offset(sb, 8) if where == 'data'
+           else ssdfile.META_OFFSET + 4096)
     hx = SsdExport(d, img, ssd, hc=hc, ssd_node=blkdebug_ssd(ssd, iotype,
                                                               off))
     rng = random.Random(f'{SEED}-{tag}')
@@ -1573,9 +1573,9 @@ def test_ssd_write_error_write_back_falls_back_to_write_through():
     hc = {'mode': 'write-back', 'ram-size': 128 * KiB, 'seq-cutoff': 0,
           'max-dirty-age-ms': 3600000}
     SsdExport(d, img, ssd, hc=hc, name='qsd-fmt', export=False).quit()
-    sb, _ = hcssd.read_super(ssd)
+    sb, _ = ssdfile.read_super(ssd)
     hx = SsdExport(d, img, ssd, hc=hc, ssd_node=blkdebug_ssd(
-        ssd, 'write', hcssd.slot_offset(sb, 8)))
+        ssd, 'write', ssdfile.slot_offset(sb, 8)))
     rng = random.Random(f'{SEED}-{tag}')
     model = bytearray(pread_file(img, 0, size))
     try:
@@ -1630,7 +1630,7 @@ def test_ssd_error_at_open():
     ssd = blank(os.path.join(d, 'ssd.img'), 1 * MiB)
     SsdExport(d, img, ssd, name='qsd-fmt', export=False).quit()
     err = open_fails(d, img, ssd, 'err-open', 'slot table',
-                     ssd_node=blkdebug_ssd(ssd, 'read', hcssd.META_OFFSET))
+                     ssd_node=blkdebug_ssd(ssd, 'read', ssdfile.META_OFFSET))
     check('Input/output error' in err, err)
 
 
@@ -1647,7 +1647,7 @@ def diff_run(mode, nops, rng, bsize=BS, ram=64 * KiB, ssd_size=1 * MiB,
     size = 4 * MiB
     img = make_file(os.path.join(d, 'origin.img'), size)
     ssd = blank(os.path.join(d, 'ssd.img'), ssd_size)
-    nslots = hcssd.layout(ssd_size, bsize)[0]
+    nslots = ssdfile.layout(ssd_size, bsize)[0]
     hc = {'mode': mode, 'ram-size': ram, 'seq-cutoff': 0,
           'block-size': bsize}
     if mode == 'write-back':

@@ -17,12 +17,15 @@ about 1.0x with an in-process origin.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, QEMU_IO, LoggedNbdkit, StorageDaemon,  # noqa
-                    check, check_eq, main, nbd_export, node_stats, poll,
-                    qemu_io, run, tmpdir)
+from hostcache import MiB
+from hostcache.check import check, check_eq, poll
+from hostcache.nbdkit import LoggedNbdkit
+from hostcache.paths import QEMU_IO
+from hostcache.procs import run, tmpdir
+from hostcache.qemu import StorageDaemon, nbd_export, qemu_io
+from hostcache.qmp import node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcssdbs-')
 BS = 4096

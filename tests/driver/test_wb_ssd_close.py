@@ -21,13 +21,15 @@ import os
 import random
 import signal
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, PROCS, QEMU_IMG, StorageDaemon, check,  # noqa
-                    check_eq, main, nbd_export, node_stats, run, tmpdir,
-                    wait_for_path)
-from nbdclient import NBDClient  # noqa: E402
+from hostcache import MiB
+from hostcache.check import check, check_eq
+from hostcache.nbd import NBDClient
+from hostcache.paths import QEMU_IMG
+from hostcache.procs import PROCS, run, tmpdir, wait_for_path
+from hostcache.qemu import StorageDaemon, nbd_export
+from hostcache.qmp import node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcwbclose-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))

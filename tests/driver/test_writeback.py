@@ -9,7 +9,7 @@ discard / write-zeroes / bypassing writes keep their order with cached
 writes; origin errors fail the flush and keep the data dirty; close,
 reopen and migration write everything back first.
 
-The client is tests/lib/nbdclient.py (simple replies, pipelined), so a test
+The client is hostcache.nbd (simple replies, pipelined), so a test
 knows exactly which writes were acknowledged and which flushes completed.
 Every byte a test writes is a function of (write id, absolute offset)
 (Pattern), so each sector of the origin can be attributed to the one write
@@ -28,19 +28,21 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, PROCS, QEMU_IMG, QEMU_SYSTEM,  # noqa
-                    connect_qmp,
-                    Fio, HostcacheExport, LoggedNbdkit, QMPError,
-                    StorageDaemon, check, check_eq, main, make_file,
-                    node_stats, pread_file, poll, qemu_io, read_dumps, run,
-                    tmpdir)
-from hclines import complete_text  # noqa: E402
-from nbdclient import NBDClient, NBDError  # noqa: E402
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq, poll
+from hostcache.fio import Fio
+from hostcache.lines import complete_text
+from hostcache.nbd import NBDClient, NBDError
+from hostcache.nbdkit import LoggedNbdkit
+from hostcache.paths import QEMU_IMG, QEMU_SYSTEM
+from hostcache.procs import PROCS, run, tmpdir
+from hostcache.qemu import (HostcacheExport, StorageDaemon, make_file,
+                            pread_file, qemu_io, read_dumps)
+from hostcache.qmp import QMPError, connect_qmp, node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcwb-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
