@@ -32,9 +32,11 @@ A driver without the `warm-up` option (before issue 10) runs every mode
 cold and has no migration statistics: the figures then show that
 baseline, and the notes say so.
 
-Usage: scripts/bench_migration.py [--quick] [--runs N] [--only i,j]
-       [--out FILE] [--png FILE]
-       scripts/bench_migration.py --replot RESULTS.json [--png FILE]
+Usage: PYTHONPATH=python scripts/bench_migration.py [--quick] [--runs N]
+       [--only i,j] [--out FILE] [--png FILE]
+       PYTHONPATH=python scripts/bench_migration.py --replot RESULTS.json
+       [--png FILE]
+(PYTHONPATH: the project's helpers, python/hostcache, from the source tree.)
 Results: build/bench/migration.json, plot build/bench/migration-warmup.png
 (scripts/bench.py puts the rows in its own table and results.json).
 """
@@ -48,11 +50,10 @@ import statistics
 import sys
 import time
 
-from hostcache import KiB, MiB, paths
+from hostcache import GiB, KiB, MiB, paths
 from hostcache.migrate import BS, HOUR_MS, Pair, has_option, new_stat
 from hostcache.procs import tmpdir
 
-GiB = 1024 * MiB
 B = None                # the bench module (scripts/bench.py): table, fio
 
 
@@ -89,14 +90,13 @@ class San:
         self.img = os.path.join(d, f'{name}.img')
         with open(self.img, 'wb') as f:
             f.truncate(SAN_FILE)
-        self.srv = B.nbdkit(workdir, name, [
-            '--filter=noextents', '--filter=delay', 'file',
-            f'file={self.img}', f'rdelay={delay}', f'wdelay={delay}',
-            f'delay-zero={delay}', f'delay-trim={delay}'])
-        self.sock = os.path.join(workdir, f'{name}.nbd')
-        self.uri = self.srv.uri['']
-        self.blockdev = {'driver': 'nbd',
-                         'server': {'type': 'unix', 'path': self.sock}}
+        self.srv = B.nbdkit(workdir, name, ['file', f'file={self.img}'],
+                            ['noextents', 'delay'], [
+                                f'rdelay={delay}', f'wdelay={delay}',
+                                f'delay-zero={delay}', f'delay-trim={delay}'])
+        self.sock = self.srv.sock
+        self.uri = self.srv.uri
+        self.blockdev = self.srv.blockdev
 
     def stop(self):
         self.srv.stop()

@@ -35,11 +35,16 @@ class Procs:
         return p
 
     def stop(self, p, sig=signal.SIGTERM, timeout=10):
+        """Signal p, SIGKILL after timeout seconds (said on stderr: a
+        process that ignores SIGTERM is worth knowing about)."""
         if p.poll() is None:
             try:
                 p.send_signal(sig)
                 p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                print(f'{getattr(p, "args", [p])[0]} (pid '
+                      f'{getattr(p, "pid", "?")}) ignored signal {sig} for '
+                      f'{timeout} s: SIGKILL', file=sys.stderr)
                 p.kill()
                 p.wait()
         if p in self.procs:
