@@ -96,20 +96,22 @@ distclean:
 	rm -rf $(BUILD) web/node_modules
 
 # make soak: the long runs of the crash-safety tests.  SOAK_CYCLES SIGKILL
-# cycles of the write-back crash oracle, then the other write-back tests
-# with HC_SOAK=10 (ten times the rounds, durations and sizes), under
-# SOAK_SEEDS different seeds, then 200 live migrations per caching mode
-# (the migration ping-pong with HC_SOAK=10).  Each run prints its seed
-# (HC_SEED repeats it).
+# cycles of the write-back crash oracle, then the write-back tests (the
+# oracle's 10 cycles, destaging, ordering) with HC_SOAK=10 (ten times the
+# rounds, durations and sizes), under SOAK_SEEDS different seeds, then 200
+# live migrations per caching mode (the migration ping-pong with
+# HC_SOAK=10).  Each run prints its seed (HC_SEED repeats it).
 SOAK_CYCLES ?= 200
 SOAK_SEEDS  ?= 3
 
 soak: all
 	HC_CRASH_CYCLES=$(SOAK_CYCLES) HC_CRASH_SECONDS=4 \
-	  $(PY) tests/driver/test_writeback.py crash
+	  $(PY) tests/driver/test_wb_crash.py crash
 	for i in $$(seq $(SOAK_SEEDS)); do \
-	  HC_CRASH_CYCLES=10 HC_SOAK=10 \
-	    $(PY) tests/driver/test_writeback.py || exit 1; \
+	  for t in crash destage order; do \
+	    HC_CRASH_CYCLES=10 HC_SOAK=10 \
+	      $(PY) tests/driver/test_wb_$$t.py || exit 1; \
+	  done; \
 	done
 	for i in $$(seq $(SOAK_SEEDS)); do \
 	  HC_SOAK=10 $(PY) tests/driver/test_powercut.py || exit 1; \
