@@ -33,8 +33,8 @@ import xml.etree.ElementTree as ET
 from hostcache import guest, paths, runner
 from hostcache.check import TestFailure, check_eq
 from hostcache.lines import complete_lines, complete_text
-from hostcache.procs import (PROCS, ProcessGroup, cmdline, kill_pid, pid_alive,
-                             read_pid, run, tmpdir)
+from hostcache.procs import (PROCS, ProcessGroup, cmdline, kill_pid,
+                             pid_alive, read_pid, run, tmpdir)
 from hostcache.qemu import firmware_args
 from hostcache.qmp import QMPError
 

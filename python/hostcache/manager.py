@@ -16,8 +16,8 @@ import time
 import urllib.error
 import urllib.request
 
-from hostcache import libvirt as L
 from hostcache import paths
+from hostcache import libvirt as L
 from hostcache.check import TestFailure, check
 from hostcache.lines import complete_text
 from hostcache.procs import PROCS

@@ -132,6 +132,22 @@ def tmpdir(prefix='hctest-', dir=None):
     return d
 
 
+class WorkDir:
+    """A private directory (tmpdir(prefix)) made on first use, and
+    subdirectories of it by name: sub(name)."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.path = None
+
+    def sub(self, name):
+        if self.path is None:
+            self.path = tmpdir(self.prefix)
+        d = os.path.join(self.path, name)
+        os.makedirs(d, exist_ok=True)
+        return d
+
+
 def stuck_report(pid, log_path=None):
     """What a process that stopped answering is doing: its threads'
     states and kernel wait channels, their stacks (gdb, when installed)

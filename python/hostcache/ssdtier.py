@@ -21,7 +21,7 @@ import time
 from hostcache import KiB, MiB, ssdfile
 from hostcache.check import check, check_eq, poll
 from hostcache.nbd import NBDClient
-from hostcache.procs import tmpdir
+from hostcache.procs import WorkDir
 from hostcache.qemu import (HostcacheExport, StorageDaemon, make_file,
                             nbd_export, pread_file)
 from hostcache.qmp import QMPError
@@ -33,17 +33,8 @@ FAILED_MSG = 'on the SSD tier failed'
 REFORMAT_MSG = 'reformatting the SSD tier'
 
 
-_work = None
-
-
-def subdir(name):
-    """WORK/name, WORK a private directory of this process."""
-    global _work
-    if _work is None:
-        _work = tmpdir('hcssd-')
-    d = os.path.join(_work, name)
-    os.makedirs(d, exist_ok=True)
-    return d
+# WORK/name, WORK a private directory of this process
+subdir = WorkDir('hcssd-').sub
 
 
 def blank(path, size):

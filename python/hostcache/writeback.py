@@ -5,6 +5,12 @@ every byte of which tells which write put it there (Pattern), a writer
 that keeps I/O in flight and records what was acknowledged (CrashWriter),
 and the checks the tests share.
 
+The client is hostcache.nbd (simple replies, pipelined), so a test knows
+exactly which writes were acknowledged and which flushes completed; every
+byte a test writes is a function of (write id, absolute offset) (Pattern),
+so each sector of the origin can be attributed to the one write that put
+it there, or to the initial content.
+
 SEED: HC_SEED, or a random seed (the tests print it); SOAK: HC_SOAK, a
 factor for the long-running parts (`make soak` sets it).
 """
@@ -17,7 +23,7 @@ import threading
 from hostcache import KiB
 from hostcache.check import poll
 from hostcache.nbd import NBDClient
-from hostcache.procs import tmpdir
+from hostcache.procs import WorkDir
 from hostcache.qemu import HostcacheExport, pread_file
 
 
@@ -27,17 +33,8 @@ EIO = 5
 HOUR_MS = 3600000
 
 
-_work = None
-
-
-def subdir(name):
-    """WORK/name, WORK a private directory of this process."""
-    global _work
-    if _work is None:
-        _work = tmpdir('hcwb-')
-    d = os.path.join(_work, name)
-    os.makedirs(d, exist_ok=True)
-    return d
+# WORK/name, WORK a private directory of this process
+subdir = WorkDir('hcwb-').sub
 
 
 def wb_export(d, img=None, origin=None, **hc):

@@ -14,9 +14,8 @@ newline arrives it must count.  No QEMU, no root.
 import importlib.util
 import os
 
-from hostcache import guest
+from hostcache import guest, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import TestFailure, check, check_eq
 from hostcache.lines import complete_lines, read_complete
 from hostcache.nbdkit import LoggedNbdkit

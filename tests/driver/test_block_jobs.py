@@ -25,9 +25,8 @@ themselves after QEMU has closed (and written back) everything.
 
 import os
 
-from hostcache import MiB
+from hostcache import MiB, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import check, check_eq, poll
 from hostcache.procs import run, tmpdir
 

@@ -21,10 +21,8 @@ import socket
 import subprocess
 import xml.etree.ElementTree as ET
 
-from hostcache import MiB
-from hostcache import guest
+from hostcache import MiB, guest, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import check
 from hostcache.procs import tmpdir
 from hostcache.qemu import make_file

@@ -24,9 +24,8 @@ import os
 import re
 import time
 
-from hostcache import MiB
+from hostcache import MiB, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import TestFailure, check, check_eq, poll
 from hostcache.procs import run, tmpdir
 from hostcache.qemu import StorageDaemon, make_file, nbd_export

@@ -49,14 +49,13 @@ import time
 from hostcache import KiB, MiB
 from hostcache.check import check, check_eq, poll
 from hostcache.lines import complete_text
-from hostcache.paths import QEMU_SYSTEM
-from hostcache.procs import PROCS
-from hostcache.qemu import make_file, pread_file
-from hostcache.qmp import connect_qmp, node_stats
 from hostcache.migrate import (BS, DiskModel, HOUR_MS, OriginServer, Pair,
                                Workload, file_origin, need_option, need_stat,
                                new_stat, read_blocks, wait_migration)
-from hostcache.procs import tmpdir
+from hostcache.paths import QEMU_SYSTEM
+from hostcache.procs import PROCS, tmpdir
+from hostcache.qemu import make_file, pread_file
+from hostcache.qmp import connect_qmp, node_stats
 from hostcache.runner import main
 
 WORK = tmpdir('hcmig-')

@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """When hostcache formats, reformats or refuses an SSD tier: a tier of another
 origin, block size or size is reformatted; a missing tier with
-ssd-create=off, a tier too small, read-only or already in use is refused
-with a message and no node left behind.
+ssd-create=off (a journal lost), a tier too small, read-only or already in
+use by another cache is refused with a message, and an inline tier node
+that failed is not left behind; a read-only hostcache node still uses its
+tier.
 
 Checks as in test_ssd_hits.py (hostcache.ssdtier, hostcache.ssdfile).
 HC_SEED repeats a run (the seed is printed).

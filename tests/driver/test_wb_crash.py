@@ -6,12 +6,8 @@ every write acknowledged before it is on the origin and the origin is
 flushed; unflushed data may be lost but never replaced by older data or
 garbage.  A self-test first shows the oracle catches a wrong image.
 
-The client is hostcache.nbd (simple replies, pipelined), so a test knows
-exactly which writes were acknowledged and which flushes completed; every
-byte a test writes is a function of (write id, absolute offset)
-(writeback.Pattern), so each sector of the origin can be attributed to the
-one write that put it there, or to the initial content.  Shared set-up:
-hostcache.writeback.
+Client, data and set-up: hostcache.writeback (its docstring says how a
+test knows which write put each byte of the origin there).
 
 Environment: HC_SEED (repeat a run), HC_CRASH_CYCLES (crash cycles, default
 7: each configuration once), HC_CRASH_SECONDS (longest run before the kill,

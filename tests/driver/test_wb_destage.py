@@ -7,12 +7,8 @@ destager works; block status reports dirty ranges as data; with an SSD
 journal, a SIGTERM after a stream of write+flush pairs closes the node with
 everything on the origin.
 
-The client is hostcache.nbd (simple replies, pipelined), so a test knows
-exactly which writes were acknowledged and which flushes completed; every
-byte a test writes is a function of (write id, absolute offset)
-(writeback.Pattern), so each sector of the origin can be attributed to the
-one write that put it there, or to the initial content.  Shared set-up:
-hostcache.writeback.
+Client, data and set-up: hostcache.writeback (its docstring says how a
+test knows which write put each byte of the origin there).
 
 Environment: HC_SEED (repeat a run), HC_SOAK (a factor for the long-running
 parts, default 1; `make soak` sets it).

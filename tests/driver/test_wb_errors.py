@@ -1,15 +1,13 @@
 #!/usr/bin/python3
 """Origin errors in hostcache's write-back mode (blkdebug between hostcache
-and the file): a failed write-back fails the flush and keeps the data
-dirty, written back once the error clears; a permanent error fails every
-flush and the close, and nothing is lost until then.
+and the file): a failed write-back or origin flush fails the guest's flush
+and keeps the data dirty, written back by the next flush; with a permanent
+error every flush fails, reads still return the dirty data, the destager
+retries, a reopen to write-through is refused with a clear message, and
+deleting the node says in the log that it loses data.
 
-The client is hostcache.nbd (simple replies, pipelined), so a test knows
-exactly which writes were acknowledged and which flushes completed; every
-byte a test writes is a function of (write id, absolute offset)
-(writeback.Pattern), so each sector of the origin can be attributed to the
-one write that put it there, or to the initial content.  Shared set-up:
-hostcache.writeback.
+Client, data and set-up: hostcache.writeback (its docstring says how a
+test knows which write put each byte of the origin there).
 
 Environment: HC_SEED (repeat a run).
 """

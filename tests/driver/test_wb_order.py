@@ -1,16 +1,12 @@
 #!/usr/bin/python3
 """Ordering in hostcache's write-back mode: discard, write-zeroes and writes
-that bypass the cache (sequential, FUA) keep their order with the cached
-writes before them, sequential and pipelined, in several configurations; a
-request that goes to the origin directly writes back only the dirty data
-it overlaps.
+that bypass the cache (sequential, past seq-cutoff) keep their order with
+the cached writes before them, sequential and pipelined, in several
+configurations; a request that goes to the origin directly writes back
+only the dirty data it overlaps.
 
-The client is hostcache.nbd (simple replies, pipelined), so a test knows
-exactly which writes were acknowledged and which flushes completed; every
-byte a test writes is a function of (write id, absolute offset)
-(writeback.Pattern), so each sector of the origin can be attributed to the
-one write that put it there, or to the initial content.  Shared set-up:
-hostcache.writeback.
+Client, data and set-up: hostcache.writeback (its docstring says how a
+test knows which write put each byte of the origin there).
 
 Environment: HC_SEED (repeat a run), HC_SOAK (a factor for the number of
 rounds, default 1; `make soak` sets it).

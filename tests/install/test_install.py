@@ -18,10 +18,8 @@ import os
 import stat
 import subprocess
 
-from hostcache import MiB
-from hostcache import guest
+from hostcache import MiB, guest, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import check, poll
 from hostcache.manager import Daemon, skip_unless_available
 from hostcache.procs import run, tmpdir

@@ -30,10 +30,8 @@ import sys
 import urllib.error
 import urllib.request
 
+from hostcache import paths, procs, runner
 from hostcache import libvirt as L
-from hostcache import paths
-from hostcache import procs
-from hostcache import runner
 from hostcache.check import (TestFailure, check, check_eq,
                              check_prometheus_text, poll)
 from hostcache.guest import GuestResult

@@ -37,10 +37,8 @@ import time
 import urllib.error
 import urllib.request
 
-from hostcache import MiB
-from hostcache import guest
+from hostcache import MiB, guest, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import TestFailure, check, check_prometheus_text
 from hostcache.manager import Daemon, skip_unless_available
 from hostcache.procs import run, tmpdir

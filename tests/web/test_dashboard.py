@@ -24,9 +24,8 @@ import subprocess
 import sys
 import threading
 
-from hostcache import MiB
+from hostcache import MiB, paths
 from hostcache import libvirt as L
-from hostcache import paths
 from hostcache.check import check
 from hostcache.manager import Daemon, skip_unless_available
 from hostcache.procs import PROCS, run, tmpdir
