@@ -680,8 +680,8 @@ def cmd_start():
         f'{api.base}/vms/{VM}')
     say(f'     virsh -c {URI} dumpxml {VM} | grep hostcache')
     say('')
-    say('   stop everything: make demo-stop   (/usr/bin/python3 '
-        'scripts/demo-manager.py stop), i.e.')
+    say('   stop everything: make demo-stop   (PYTHONPATH=python '
+        '/usr/bin/python3 scripts/demo-manager.py stop), i.e.')
     say(f'     kill {hc_pid}   (hostcached; kill $(cat '
         f'{os.path.join(STATE, PIDS["hostcached"])}))')
     say(f'     virsh -c {URI} destroy {VM}; virsh -c {URI} undefine {VM}')
