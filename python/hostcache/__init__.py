@@ -22,6 +22,8 @@ script run by hand needs `PYTHONPATH=python` (from the source tree).
     libvirt   a private libvirtd, domain XML, the placement recipes
     manager   hostcached for the tests, a client of its REST API
     migrate   live migration between two host slots with plain QEMU
+    ssdtier   the SSD tier tests' set-up (tests/driver/test_ssd_*.py)
+    writeback the write-back tests' set-up (tests/driver/test_wb_*.py)
 """
 
 KiB = 1024
