@@ -3,7 +3,9 @@
 #
 #   make          set up the host (idempotent), build QEMU with the driver and
 #                 the project (engine tests, tools, the browser dashboard)
-#   make check    everything above, then every test (tests/meson.build)
+#   make check    everything above, then every test (tests/meson.build) and
+#                 each fuzz target for a few seconds (tests/fuzz, build/fuzz)
+#   make fuzz     the fuzz targets, FUZZ_SECONDS each
 #   make bench    the benchmarks, each figure next to its floor
 #   make demo     the main job end to end on this machine: libvirtd,
 #                 hostcached, a VM on a simulated slow SAN, a policy assigned
@@ -26,6 +28,7 @@
 BUILD      ?= build
 MESON_DIR  := $(BUILD)/meson
 QEMU_DIR   := $(BUILD)/qemu-build
+FUZZ_DIR   := $(BUILD)/fuzz
 STAMPS     := $(BUILD)/stamps
 MESON      ?= meson
 PREFIX     ?= /usr/local
@@ -38,7 +41,7 @@ INSTALL_ENV = BUILD=$(abspath $(BUILD)) DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" 
               SYSCONFDIR="$(SYSCONFDIR)" $(if $(UNITDIR),UNITDIR="$(UNITDIR)")
 
 .PHONY: all deps qemu project check check-engine check-driver bench demo \
-        demo-stop demo-san soak clean distclean install uninstall deb
+        demo-stop demo-san soak fuzz fuzz-build clean distclean install uninstall deb
 
 all: qemu project
 
@@ -58,8 +61,27 @@ project: deps $(MESON_DIR)/build.ninja
 	@ninja -C $(MESON_DIR)
 	@BUILD=$(abspath $(BUILD)) bash scripts/build-web.sh
 
-check: all
+check: all fuzz-build
 	$(MESON) test -C $(MESON_DIR) --print-errorlogs $(TESTS)
+	$(MESON) test -C $(FUZZ_DIR) --no-rebuild --print-errorlogs --suite fuzz
+
+# The fuzz targets (tests/fuzz): a build of their own with clang, libFuzzer
+# and AddressSanitizer.  make check runs each for seconds (its meson test),
+# make fuzz for FUZZ_SECONDS each, from the committed corpora.
+FUZZ_SECONDS ?= 600
+
+$(FUZZ_DIR)/build.ninja: | deps
+	CC=clang CXX=clang++ $(MESON) setup $(FUZZ_DIR) -Dfuzz=true \
+	  -Dqemu_build=$(abspath $(QEMU_DIR))
+
+fuzz-build: deps $(FUZZ_DIR)/build.ninja
+	@ninja -C $(FUZZ_DIR) fuzz
+
+fuzz: fuzz-build
+	for t in $$(cd tests/fuzz && ls -d */corpus | cut -d/ -f1); do \
+	  HOSTCACHE_FUZZ_BUILD=$(abspath $(FUZZ_DIR))/tests/fuzz \
+	    bash tests/fuzz/run.sh $$t $(FUZZ_SECONDS) || exit 1; \
+	done
 
 check-engine: all
 	$(MESON) test -C $(MESON_DIR) --print-errorlogs --suite engine
@@ -89,7 +111,7 @@ deb: all
 	@BUILD=$(abspath $(BUILD)) bash scripts/make-deb.sh
 
 clean:
-	rm -rf $(MESON_DIR)
+	rm -rf $(MESON_DIR) $(FUZZ_DIR)
 	-ninja -C $(QEMU_DIR) clean
 
 distclean:

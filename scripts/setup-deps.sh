@@ -58,7 +58,9 @@ libcurl4-gnutls-dev libssh-dev libnfs-dev libasound2-dev libncurses-dev"
 # Packages: build of QEMU, the project (meson, C/C++ libs), its tests and
 # benchmarks (python3-matplotlib draws the warm-up plot of `make bench`).
 BPO_PKGS="meson python3-pycotap"
-PKGS="ninja-build pkg-config gcc g++ clang libglib2.0-dev libpixman-1-dev
+# clang's libFuzzer and sanitizer runtimes (libclang-rt-14-dev, only a
+# recommendation of clang) build the fuzz targets (tests/fuzz).
+PKGS="ninja-build pkg-config gcc g++ clang libclang-rt-14-dev libglib2.0-dev libpixman-1-dev
 zlib1g-dev libaio-dev liburing-dev libfdt-dev libslirp-dev python3-venv
 flex bison bzip2 xz-utils nettle-dev libzstd-dev dpkg-dev
 libgtest-dev libgmock-dev librapidcheck-dev libbenchmark-dev

@@ -31,6 +31,15 @@ bool ConstantTimeEquals(std::string_view a, std::string_view b);
 
 std::string_view Trim(std::string_view s);
 
+// Whether `s` is well-formed UTF-8 (RFC 3629: no overlong forms, no
+// surrogates, nothing above U+10FFFF).  NUL bytes are well-formed.
+bool IsValidUtf8(std::string_view s);
+
+// `s` with every byte that is not part of a well-formed UTF-8 sequence
+// replaced by U+FFFD, for text from outside (a tier file, libvirt, QEMU)
+// that is stored or sent as JSON.
+std::string ToValidUtf8(std::string_view s);
+
 Result<std::string> ReadFile(const std::string& path);
 
 // Write `data` to `path` through a temporary file and rename, with `mode`.

@@ -138,7 +138,12 @@ int Run(const hc::core::DaemonConfig& cfg) {
   boost::asio::thread_pool workers(4);
   http::StaticFiles web(cfg.web_dir);
   http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION, &web);
-  http::HttpServer server(ioc, workers, api);
+  http::ServerOptions http_opts;
+  http_opts.max_connections = static_cast<size_t>(cfg.max_connections);
+  http_opts.max_requests = static_cast<size_t>(cfg.max_connections);
+  http_opts.request_timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(cfg.request_timeout * 1000.0));
+  http::HttpServer server(ioc, workers, api, http_opts);
   if (auto s = server.Listen(cfg.listen); !s) {
     spdlog::error("{}", s.error().message);
     collector.Stop();

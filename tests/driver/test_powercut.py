@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Power-cut emulation of hostcache with QEMU's blklogwrites driver.
 
-A SIGKILL (test_writeback.py) loses only what the process held; a power cut
+A SIGKILL (test_wb_crash.py) loses only what the process held; a power cut
 also loses what the devices had not made durable.  Here every write that
 reaches the origin and the SSD tier is logged, in one global order, and the
 devices are rebuilt as they could be after a power cut at many points of the

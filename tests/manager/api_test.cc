@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/util.h"
 #include "fakes.h"
 #include "manager/http/api.h"
 #include "manager/http/static_files.h"
@@ -42,6 +43,20 @@ class ApiTest : public ::testing::Test {
         Request{method, target, auth ? std::string("Bearer ") + kToken : "", body});
   }
   json Body(const Response& r) { return json::parse(r.body); }
+  // With an SSD budget: policy "ssd" (a 1M tier in `dir`) assigned to vda
+  // of web, shut off; the answer to the assignment.
+  Response AssignSsdPolicy(const std::string& dir) {
+    core::ManagerConfig cfg;
+    cfg.ram_budget = 1ull << 30;
+    cfg.ssd_budget = 1ull << 30;
+    cfg.ssd_roots = *core::SsdRoots::Make({dir});
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+    json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir}}}};
+    EXPECT_EQ(Call("POST", "/api/v1/policies", pol.dump()).status, 201);
+    lv_.domains[kWeb].active = false;
+    return Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"ssd"})");
+  }
   std::string Snapshot() {
     json j;
     auto pols = store_->ListPolicies();
@@ -155,6 +170,49 @@ TEST_F(ApiTest, HostileInputIsRefusedAndChangesNothing) {
   EXPECT_EQ(Call("GET", "/api/v1/%zz").status, 400);
   EXPECT_EQ(Snapshot(), before);
   EXPECT_TRUE(lv_.domains[kWeb].qemu.log.empty());
+}
+
+TEST_F(ApiTest, NamesWithANulOrBytesThatAreNotUtf8AreRefused) {
+  // libvirt's C API would see "web" (the name ends at the NUL).
+  for (const char* target :
+       {"/api/v1/vms/web%00zzz", "/api/v1/vms/%FF", "/api/v1/vms/web/disks/vda%00/policy",
+        "/api/v1/vms/web%C3/migration-xml", "/api/v1/policies/balanced%00x",
+        "/api/v1/events?vm=web%00x", "/api/v1/events?vm=%ED%A0%80"}) {
+    auto r = Call("GET", target);
+    EXPECT_EQ(r.status, 400) << target << " -> " << r.body;
+    EXPECT_EQ(r.content_type, "application/problem+json");
+    auto j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    EXPECT_NE(j["detail"].get<std::string>().find("NUL"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(Call("PUT", "/api/v1/vms/web%00x/disks/vda/policy", R"({"policy":"balanced"})").status,
+            400);
+  EXPECT_EQ(Call("DELETE", "/api/v1/vms/web%00/disks/vda/policy").status, 400);
+  EXPECT_TRUE(store_->ListAssignments()->empty());
+  // Well-formed UTF-8 is a name like any other.
+  EXPECT_EQ(Call("GET", "/api/v1/vms/%C3%A9t%C3%A9").status, 404);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/web").status, 200);
+}
+
+TEST_F(ApiTest, ATierFileWhoseOriginIdIsNotUtf8IsReportedNotAnError500) {
+  const testing::ScratchDir dir("hcapi-utf8-");
+  const std::string file = dir.path() + "/" + kWeb + "-vda.hcssd";
+  ASSERT_EQ(AssignSsdPolicy(dir.path()).status, 200);
+  testing::WriteSsdSuperblock(file, 3, 1, std::string(kWeb) + "/vda");
+  mgr_->CheckVm(kWeb);
+  // The file now holds a tier whose origin-id (anyone who can write the
+  // file chooses it) is not UTF-8; the check quotes it in the disk's reason
+  // and the event log.
+  testing::WriteSsdSuperblock(file, 4, 1, "\xff\xfe\xc3(other)");
+  mgr_->CheckVm(kWeb);
+  for (const char* target : {"/api/v1/vms", "/api/v1/vms/web", "/api/v1/vms/web/disks/vda/policy",
+                             "/api/v1/events?limit=1000"}) {
+    auto r = Call("GET", target);
+    ASSERT_EQ(r.status, 200) << target << " -> " << r.body;
+    EXPECT_TRUE(IsValidUtf8(r.body)) << target;
+    EXPECT_NE(r.body.find("another origin"), std::string::npos) << target << " -> " << r.body;
+    EXPECT_NE(r.body.find("\xef\xbf\xbd"), std::string::npos) << "U+FFFD in " << target;
+  }
 }
 
 TEST_F(ApiTest, AssignShowAndUnassign) {
@@ -318,17 +376,8 @@ TEST_F(ApiTest, OpenApiDocumentMatchesTheRouter) {
 
 TEST_F(ApiTest, ALostSsdTierIsForgottenOverTheApi) {
   const testing::ScratchDir dir("hcapi-ssd-");
-  core::ManagerConfig cfg;
-  cfg.ram_budget = 1ull << 30;
-  cfg.ssd_budget = 1ull << 30;
-  cfg.ssd_roots = *core::SsdRoots::Make({dir.path()});
-  mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
-  api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
   const std::string file = dir.path() + "/" + kWeb + "-vda.hcssd";
-  json pol{{"name", "ssd"}, {"rules", {{"ssd-size", "1M"}, {"ssd-dir", dir.path()}}}};
-  ASSERT_EQ(Call("POST", "/api/v1/policies", pol.dump()).status, 201);
-  lv_.domains[kWeb].active = false;
-  auto a = Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"ssd"})");
+  auto a = AssignSsdPolicy(dir.path());
   ASSERT_EQ(a.status, 200) << a.body;
   EXPECT_EQ(Body(a)["ssd_tier"]["path"], file);
   EXPECT_EQ(Body(a)["ssd_tier"]["formatted"], false);

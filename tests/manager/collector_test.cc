@@ -162,6 +162,35 @@ TEST_F(CollectorTest, AFailingVmIsCountedAndOthersContinue) {
   EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 1u);
 }
 
+TEST_F(CollectorTest, RepliesOfAnUnexpectedShapeAreCountedNotThrown) {
+  const std::function<void(json&)> changes[] = {
+      [](json& r) {
+        for (auto& e : r["return"]) e["node-name"] = 1;
+      },
+      [](json& r) {
+        for (auto& e : r["return"]) e["driver-specific"] = json{{"driver", 7}, {"mode", 1}};
+      },
+      [](json& r) { r["return"] = 5; },
+      [](json& r) { r = json{{"error", json::array()}}; },
+  };
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  uint64_t errors = 0;
+  for (const auto& change : changes) {
+    lv_.domains[kWeb].qemu.mangle = [&](const std::string&, json& reply) { change(reply); };
+    clock_.now_ms += 10000;
+    EXPECT_NO_THROW(c.CollectOnce());
+    errors = c.VmStates()["web"].errors;
+  }
+  EXPECT_EQ(errors, 2u) << "a reply that is no list and a QMP error";
+  EXPECT_TRUE(store_->ListStats(kWeb, "vda", 10)->empty());
+  // db went on being sampled.
+  EXPECT_EQ(store_->ListStats(kDb, "vdb", 10)->size(), 4u);
+  // The exposition copes with what was stored.
+  metrics::Snapshot snap;
+  snap.disks = {DiskSnapshot{kWeb, "web", "vda", "balanced", 1, json{{"mode", 3}}}};
+  EXPECT_NO_THROW(metrics::Render(snap));
+}
+
 TEST_F(CollectorTest, PrometheusUsesLibvirtExporterLabels) {
   StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
   c.CollectOnce();

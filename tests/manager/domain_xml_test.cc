@@ -1,7 +1,10 @@
 // Domain XML reading and the filter generator, on real-looking domain XML
 // (several disks, written and probed backing chains, a CD-ROM, foreign
 // <qemu:commandline> arguments).
+#include <sstream>
+
 #include <gtest/gtest.h>
+#include <pugixml.hpp>
 
 #include "fakes.h"
 #include "manager/libvirt/block_graph.h"
@@ -190,6 +193,75 @@ TEST(DomainXml, ForeignHostcacheNodesAreNotOurs) {
   EXPECT_NE(out->find("mine"), std::string::npos);
 }
 
+TEST(DomainXml, FilterArgumentsOfAnyShapeDoNotThrow) {
+  // A definition is edited by people: our -blockdev argument's fields may
+  // have any type.
+  for (const char* arg : {R"({"driver":"hostcache","node-name":1})", R"({"driver":5})",
+                          R"({"driver":"hostcache","node-name":["hc-vda"]})",
+                          R"({"driver":"hostcache","node-name":"hc-vda","ssd":{"filename":7}})",
+                          "[1,2]", "\"hc-vda\"", "{"}) {
+    SCOPED_TRACE(arg);
+    std::string xml = TestData("web.inactive.xml");
+    pugi::xml_document doc;
+    ASSERT_TRUE(doc.load_string(xml.c_str()));
+    auto cmd = doc.document_element().child("qemu:commandline");
+    cmd.append_child("qemu:arg").append_attribute("value") = "-blockdev";
+    cmd.append_child("qemu:arg").append_attribute("value") = arg;
+    std::ostringstream out;
+    doc.save(out);
+    xml = out.str();
+    EXPECT_NO_THROW({
+      auto f = ParseInstalledFilters(xml);
+      EXPECT_TRUE(f);
+      auto n = ParseFilterNodeNames(xml);
+      EXPECT_TRUE(n);
+      auto a = ApplyFilters(xml, {}, "/opt/qemu");
+      EXPECT_TRUE(a);
+    });
+  }
+}
+
+TEST(DomainXml, EveryFrontendOfAnOverrideIsCleaned) {
+  // libvirt applies the properties of each <qemu:frontend> of a device;
+  // one left behind would point the disk at a filter that is gone.
+  // (Found by the manager-domain-xml fuzz target.)
+  std::string xml = TestData("web.inactive.xml");
+  const std::string fe =
+      "<qemu:frontend><qemu:property name='drive' type='string' value='hc-vdb'/>"
+      "</qemu:frontend>";
+  xml.replace(xml.find("</qemu:commandline>"), 19,
+              "<qemu:arg value='-blockdev'/><qemu:arg value='{\"driver\":\"hostcache\","
+              "\"node-name\":\"hc-vdb\",\"file\":\"libvirt-3-storage\"}'/>"
+              "</qemu:commandline><qemu:override><qemu:device alias='ua-data'>" +
+                  fe + "text" + fe + "</qemu:device></qemu:override>");
+  auto installed = ParseInstalledFilters(xml);
+  ASSERT_TRUE(installed);
+  EXPECT_EQ(installed->count("vdb"), 1u);
+  auto none = ApplyFilters(xml, {}, "");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->find("hc-vdb"), std::string::npos) << *none;
+  FilterSpec f{"vdb", "hc-vdb",
+               policy::DriverOptions(policy::Rules{}, "hc-vdb", "libvirt-3-storage")};
+  auto once = ApplyFilters(xml, {f}, "");
+  ASSERT_TRUE(once);
+  EXPECT_EQ(*ApplyFilters(*once, {f}, ""), *once);
+}
+
+TEST(DomainXml, ANamespacePrefixNoParserTakesIsNotUsed) {
+  // pugixml reads xmlns:-q, but XML written with that prefix could not be
+  // read back.  (Found by the manager-domain-xml fuzz target.)
+  std::string xml = TestData("web.inactive.xml");
+  xml.replace(xml.find("xmlns:qemu="), 10, "xmlns:-q");
+  FilterSpec f{"vdb", "hc-vdb",
+               policy::DriverOptions(policy::Rules{}, "hc-vdb", "libvirt-3-storage")};
+  auto once = ApplyFilters(xml, {f}, "");
+  ASSERT_TRUE(once);
+  EXPECT_TRUE(ParseDomain(*once)) << *once;
+  auto filters = ParseInstalledFilters(*once);
+  ASSERT_TRUE(filters) << *once;
+  EXPECT_EQ(filters->count("vdb"), 1u) << *once;
+}
+
 TEST(DomainXml, ValidTargets) {
   for (const char* t : {"vda", "vdz", "vdaa", "sda", "hdc", "xvdb", "fd0"}) {
     EXPECT_TRUE(ValidTarget(t)) << t;
@@ -233,6 +305,35 @@ TEST(BlockGraph, ParsesQueryBlockGraphAndStats) {
   EXPECT_EQ(stats.at("hc-vda")["read-hits"], 7);
   EXPECT_EQ(stats.size(), 2u);
   EXPECT_EQ(QmpCommand("query-block"), "{\"execute\":\"query-block\"}");
+}
+
+TEST(BlockGraph, RepliesOfAnyShapeDoNotThrow) {
+  for (const char* text :
+       {"5", "null", "[]", "{}", R"([{"qdev": 1, "inserted": {"node-name": []}}])",
+        R"([1, "x", {"inserted": 5}])", R"({"nodes": 5, "edges": []})",
+        R"({"nodes": [5, {"id": "2", "type": 1, "name": 3}], "edges": [{"parent": {}}]})",
+        R"([{"node-name": 1, "driver-specific": {}}, {"node-name": "a", "driver-specific": 1}])"}) {
+    SCOPED_TRACE(text);
+    json j = json::parse(text);
+    EXPECT_NO_THROW({
+      (void)ParseQueryBlock(j);
+      (void)ParseBlockGraph(j);
+      (void)ParentCounts(j);
+      (void)ParseNodeStats(j);
+    });
+  }
+  EXPECT_TRUE(ParseNodeStats(json::parse(R"([{"node-name": 1, "driver-specific": {}}])")).empty());
+  EXPECT_FALSE(ParseBlockGraph(json::parse(R"({"nodes": 5, "edges": []})")));
+  // The monitor's reply text, as the real client reads it.
+  EXPECT_EQ(*QmpReturn(R"({"return": {"a": 1}})"), R"({"a":1})");
+  EXPECT_EQ(*QmpReturn(R"({"QMP": 1})"), "{}");
+  EXPECT_EQ(QmpReturn(R"({"error": {"class": "GenericError", "desc": "no"}})").error().message,
+            "QEMU: no");
+  EXPECT_EQ(QmpReturn(R"({"error": 3})").error().message, "QEMU: error without description");
+  EXPECT_EQ(QmpReturn(R"({"error": {"desc": 3}})").error().code,
+            ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(QmpReturn("[1]").error().code, ErrorCode::kInternal);
+  EXPECT_EQ(QmpReturn("{\"return\": \"\xff\"}").error().code, ErrorCode::kInternal);
 }
 
 }  // namespace

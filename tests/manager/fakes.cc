@@ -287,9 +287,12 @@ Result<std::vector<libvirt::DomainRef>> FakeLibvirt::ListDomains() {
   return out;
 }
 
-Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& id) {
+Result<libvirt::DomainRef> FakeLibvirt::LookupDomain(const std::string& name_or_uuid) {
+  if (on_lookup) on_lookup(name_or_uuid);
   std::lock_guard lock(mu);
   if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  // As libvirt's C API: the name ends at the first NUL.
+  const std::string id = name_or_uuid.c_str();
   for (const auto& [u, d] : domains) {
     if (u == id || d.name == id) return libvirt::DomainRef{u, d.name, d.active, d.persistent};
   }
@@ -357,14 +360,15 @@ Result<std::string> FakeLibvirt::QemuMonitorCommand(const std::string& uuid,
   if (!it->second.active) {
     return Fail(ErrorCode::kFailedPrecondition, "Requested operation is not valid: domain is not running");
   }
-  json reply = it->second.qemu.Execute(json::parse(command_json));
-  if (reply.contains("error")) {
-    return Fail(ErrorCode::kFailedPrecondition, "QEMU: " + reply["error"]["desc"].get<std::string>());
-  }
-  return reply["return"].dump();
+  const json cmd = json::parse(command_json);
+  json reply = it->second.qemu.Execute(cmd);
+  if (it->second.qemu.mangle) it->second.qemu.mangle(cmd.value("execute", ""), reply);
+  // What the real client does with QEMU's reply text.
+  return libvirt::QmpReturn(reply.dump());
 }
 
 Status FakeLibvirt::Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) {
+  if (on_migrate) on_migrate();
   std::lock_guard lock(mu);
   migrations.push_back(req);
   if (!migrate_error.empty()) return Fail(ErrorCode::kFailedPrecondition, migrate_error);

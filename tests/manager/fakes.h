@@ -65,6 +65,8 @@ struct FakeQemu {
   // node -> more driver-specific counters (merged over the ones above).
   std::map<std::string, nlohmann::json> counters;
   std::vector<std::string> log;             // commands executed, in order
+  // Changes a reply before it is sent (QEMU answering in an unexpected way).
+  std::function<void(const std::string& command, nlohmann::json& reply)> mangle;
 
   nlohmann::json Execute(const nlohmann::json& cmd);  // a QMP reply
 };
@@ -81,6 +83,8 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   bool alive = true;
   bool drop_qemu_namespace = false;  // DefineXml keeps no qemu:* elements (test:///)
   std::function<void(const std::string& uuid)> on_qmp;  // hook (blocking tests)
+  // Called first in LookupDomain with what is looked up (blocking tests).
+  std::function<void(const std::string& name_or_uuid)> on_lookup;
   std::map<std::string, Domain> domains;  // by uuid
   int defines = 0;
 
@@ -114,6 +118,7 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   Status Migrate(const std::string& uuid, const libvirt::MigrateRequest& req) override;
   std::vector<libvirt::MigrateRequest> migrations;
   std::string migrate_error;
+  std::function<void()> on_migrate;  // called first in Migrate (blocking tests)
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

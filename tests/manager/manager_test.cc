@@ -4,11 +4,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <pugixml.hpp>
@@ -1675,6 +1679,270 @@ TEST_F(ManagerTest, EventsTellWhatHappened) {
                            "unassign"}) {
     EXPECT_NE(std::find(evs.begin(), evs.end(), want), evs.end()) << want;
   }
+}
+
+// ---- input of an unexpected shape (a definition edited by hand, QEMU) --------
+
+// Replaces the JSON of our -blockdev argument in the persistent definition.
+void SetFilterArgument(FakeLibvirt& lv, const std::string& json_text) {
+  pugi::xml_document doc;
+  ASSERT_TRUE(doc.load_string(lv.domains[kWeb].inactive_xml.c_str()));
+  bool done = false;
+  for (auto arg : doc.document_element().child("qemu:commandline").children("qemu:arg")) {
+    if (std::string(arg.attribute("value").value()).find("\"hostcache\"") != std::string::npos) {
+      arg.attribute("value") = json_text.c_str();
+      done = true;
+    }
+  }
+  ASSERT_TRUE(done);
+  std::ostringstream out;
+  doc.save(out);
+  lv.domains[kWeb].inactive_xml = out.str();
+}
+
+TEST_F(ManagerTest, AFilterArgumentOfAnUnexpectedShapeIsRepairedNotThrownOver) {
+  lv_.domains[kWeb].active = false;
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  for (const char* arg :
+       {R"({"driver":"hostcache","node-name":"hc-vda","file":"libvirt-4-format","ssd":{"filename":7},"mode":3,"block-size":"4k"})",
+        R"({"driver":"hostcache","node-name":"hc-vda","ssd":[1],"mode":"write-back","block-size":-1})",
+        R"({"driver":"hostcache","node-name":1})", R"({"driver":5})"}) {
+    SCOPED_TRACE(arg);
+    SetFilterArgument(lv_, arg);
+    EXPECT_NO_THROW(mgr_->CheckVm(kWeb));
+    auto a = *store_->GetAssignment(kWeb, "vda");
+    EXPECT_EQ(a->state, Compliance::kPendingRestart) << a->reason;
+    // Written again with the policy's filter.
+    auto p = Persistent();
+    ASSERT_EQ(p.count("vda"), 1u);
+    EXPECT_EQ(p["vda"].options["mode"], "write-through");
+  }
+  EXPECT_NO_THROW(mgr_->Unassign("web", "vda"));
+}
+
+TEST_F(ManagerTest, AQmpReplyOfAnUnexpectedShapeIsReportedOnTheDisk) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  struct Case {
+    const char* command;
+    std::function<void(json&)> change;
+    Compliance state;
+    const char* reason;
+  };
+  const Case cases[] = {
+      {"query-blockstats",
+       [](json& r) {
+         for (auto& e : r["return"]) {
+           if (e["node-name"] == "hc-vda") e["driver-specific"]["mode"] = 5;
+         }
+       },
+       Compliance::kNotCompliant, "mode is unknown"},
+      {"query-blockstats",
+       [](json& r) {
+         for (auto& e : r["return"]) e["node-name"] = 12;
+       },
+       Compliance::kNotCompliant, ""},
+      {"query-block",
+       [](json& r) {
+         for (auto& e : r["return"]) e["qdev"] = json::array();
+       },
+       Compliance::kError, "no block device"},
+      {"x-debug-query-block-graph", [](json& r) { r["return"]["nodes"] = 5; },
+       Compliance::kError, ""},
+      {"query-block", [](json& r) { r = json{{"error", 3}}; }, Compliance::kError,
+       "without description"},
+      {"query-block", [](json& r) { r = json::array(); }, Compliance::kError,
+       "unreadable QMP reply"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.command + std::string(" ") + c.reason);
+    Qemu().mangle = [&](const std::string& cmd, json& reply) {
+      if (cmd == c.command) c.change(reply);
+    };
+    EXPECT_NO_THROW(mgr_->CheckVm(kWeb));
+    auto a = *store_->GetAssignment(kWeb, "vda");
+    EXPECT_NE(a->state, Compliance::kCompliant) << a->reason;
+    if (c.state == Compliance::kError) {
+      EXPECT_EQ(a->state, c.state) << a->reason;
+    }
+    EXPECT_NE(a->reason.find(c.reason), std::string::npos) << a->reason;
+    Qemu().mangle = nullptr;
+    mgr_->CheckVm(kWeb);
+    a = *store_->GetAssignment(kWeb, "vda");
+    EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  }
+}
+
+// ---- operations on one VM from several threads -------------------------------
+
+// Runs `fn` on a thread of its own; Done() tells whether it has returned.
+class Async {
+ public:
+  explicit Async(std::function<void()> fn)
+      : future_(std::async(std::launch::async, std::move(fn))) {}
+  ~Async() {
+    if (future_.valid()) future_.wait();
+  }
+  bool Done(std::chrono::milliseconds within) {
+    return future_.wait_for(within) == std::future_status::ready;
+  }
+
+ private:
+  std::future<void> future_;
+};
+
+// A QMP command that waits while `hold` is set (a VM whose QEMU is slow),
+// and whether any QMP command ran while the VM was marked migrating.
+class RaceTest : public ManagerTest {
+ protected:
+  void SetUp() override {
+    ManagerTest::SetUp();
+    lv_.on_qmp = [this](const std::string& uuid) {
+      std::unique_lock lock(mu_);
+      if (mgr_->Migrating(uuid)) qmp_while_migrating_++;
+      if (!hold_) return;
+      held_++;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return !hold_; });
+    };
+  }
+  void TearDown() override { Release(); }
+  void Hold() {
+    std::lock_guard lock(mu_);
+    hold_ = true;
+    held_ = 0;
+  }
+  void WaitHeld() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return held_ > 0; });
+  }
+  void Release() {
+    std::lock_guard lock(mu_);
+    hold_ = false;
+    cv_.notify_all();
+  }
+  int QmpWhileMigrating() {
+    std::lock_guard lock(mu_);
+    return qmp_while_migrating_;
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_ = false;
+  int held_ = 0;
+  int qmp_while_migrating_ = 0;
+};
+
+TEST_F(RaceTest, AnOperationWaitingForTheVmSeesAMigrationThatBeganMeanwhile) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  for (const std::string op : {"assign", "unassign"}) {
+    SCOPED_TRACE(op);
+    mgr_->SetMigrating(kWeb, false);
+    if (!store_->GetAssignment(kWeb, "vda").value()) {
+      ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+    }
+    Hold();
+    // A check holds the VM (its QEMU is slow to answer).
+    Async check([&] { mgr_->CheckVm(kWeb); });
+    WaitHeld();
+    // An API request on the VM waits for it...
+    Status result;
+    std::atomic<int> looked_up{0};
+    lv_.on_lookup = [&](const std::string&) { looked_up++; };
+    Async request([&] {
+      result = op == "assign" ? Status(mgr_->Assign("web", "vda", "read-mostly").map([](auto&&) {}))
+                              : mgr_->Unassign("web", "vda");
+    });
+    while (looked_up == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    EXPECT_FALSE(request.Done(std::chrono::milliseconds(100)));
+    // ...while the VM's migration switches over (the coordinator marks it).
+    Async mark([&] { mgr_->SetMigrating(kWeb, true); });
+    (void)mark.Done(std::chrono::milliseconds(200));
+    Release();
+    EXPECT_TRUE(request.Done(std::chrono::seconds(30)));
+    EXPECT_TRUE(mark.Done(std::chrono::seconds(30)));
+    EXPECT_TRUE(check.Done(std::chrono::seconds(30)));
+    lv_.on_lookup = nullptr;
+    // Either the request ran before the mark, or it was refused.
+    EXPECT_EQ(QmpWhileMigrating(), 0);
+    if (!result) {
+      EXPECT_NE(result.error().message.find("live-migrated"), std::string::npos);
+    }
+  }
+}
+
+TEST_F(RaceTest, MigrateMarksTheVmUnderItsLock) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  Hold();
+  Async check([&] { mgr_->CheckVm(kWeb); });
+  WaitHeld();
+  // A migration, then an assignment, wait for the VM.
+  std::atomic<int> looked_up{0};
+  lv_.on_lookup = [&](const std::string&) { looked_up++; };
+  Async migrate([&] {
+    libvirt::MigrateRequest req;
+    req.destination = "host2";
+    (void)mgr_->Migrate("web", req, 0);
+  });
+  while (looked_up == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_FALSE(migrate.Done(std::chrono::milliseconds(100)));
+  Result<store::Assignment> assigned = Fail(ErrorCode::kInternal, "not run");
+  std::unique_ptr<Async> assign;
+  // The migration itself waits for the assignment to be done (or for
+  // 500 ms), so that one running while the VM migrates would be seen.
+  lv_.on_migrate = [&] { (void)assign->Done(std::chrono::milliseconds(500)); };
+  assign = std::make_unique<Async>([&] { assigned = mgr_->Assign("web", "vdb", "monitor"); });
+  while (looked_up < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_FALSE(assign->Done(std::chrono::milliseconds(100)));
+  Release();
+  EXPECT_TRUE(assign->Done(std::chrono::seconds(30)));
+  EXPECT_TRUE(migrate.Done(std::chrono::seconds(30)));
+  EXPECT_TRUE(check.Done(std::chrono::seconds(30)));
+  lv_.on_lookup = nullptr;
+  ASSERT_EQ(lv_.migrations.size(), 1u);
+  EXPECT_EQ(QmpWhileMigrating(), 0);
+  // The assignment happened before the migration (and went along in its
+  // XML) or was refused; never in between.
+  const bool in_xml = libvirt::ParseInstalledFilters(lv_.migrations[0].dest_xml)->count("vdb");
+  if (assigned) {
+    EXPECT_TRUE(in_xml);
+  } else {
+    EXPECT_NE(assigned.error().message.find("live-migrated"), std::string::npos)
+        << assigned.error().message;
+    EXPECT_FALSE(in_xml);
+  }
+}
+
+TEST_F(RaceTest, UnassigningAVanishedVmWhileItIsCheckedDoesNotBringTheAssignmentBack) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  lv_.domains.erase(kWeb);
+  // The check of the vanished VM is slow to learn it is gone.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool first = true, in_check = false, release = false;
+  lv_.on_lookup = [&](const std::string&) {
+    std::unique_lock lock(mu);
+    if (!first) return;
+    first = false;
+    in_check = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  };
+  Async check([&] { mgr_->CheckVm(kWeb); });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return in_check; });
+  }
+  Status unassigned;
+  Async unassign([&] { unassigned = mgr_->Unassign("web", "vda"); });
+  EXPECT_FALSE(unassign.Done(std::chrono::milliseconds(300))) << "it waits for the check";
+  {
+    std::lock_guard lock(mu);
+    release = true;
+    cv.notify_all();
+  }
+  EXPECT_TRUE(unassign.Done(std::chrono::seconds(30)));
+  EXPECT_TRUE(check.Done(std::chrono::seconds(30)));
+  EXPECT_TRUE(unassigned) << unassigned.error().message;
+  EXPECT_FALSE(store_->GetAssignment(kWeb, "vda").value()) << "the assignment came back";
 }
 
 }  // namespace

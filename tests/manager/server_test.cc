@@ -3,12 +3,17 @@
 // libvirtd).
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include <boost/asio/connect.hpp>
@@ -18,12 +23,15 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "common/subprocess.h"
 #include "common/util.h"
 #include "fakes.h"
 #include "manager/http/server.h"
 #include "manager/store/sqlite_store.h"
+#include "web_vm_fixture.h"
 
 extern char** environ;
 
@@ -125,6 +133,303 @@ TEST(Server, ServesKeepAliveEnforcesBodyLimitAndStopsGracefully) {
   io.join();  // returns once the idle keep-alive connection is closed too
   EXPECT_TRUE(drained);
   workers.join();
+}
+
+// ---- clients without the token cannot wear the server down -----------------
+
+// A client socket whose reads give up after 10 s (only a server that does
+// not do what the test expects makes one wait that long).
+struct Client {
+  explicit Client(uint16_t port) : sock(ioc) {
+    sock.connect({asio::ip::make_address("127.0.0.1"), port});
+  }
+  void Write(const std::string& text) { asio::write(sock, asio::buffer(text)); }
+  // The response's status; 0 when the connection ended (or the read gave up) first.
+  int Status() {
+    beast::flat_buffer buf;
+    bhttp::response<bhttp::string_body> res;
+    beast::error_code ec = asio::error::timed_out;
+    bhttp::async_read(sock, buf, res, [&](beast::error_code e, size_t) { ec = e; });
+    Run();
+    body = res.body();
+    return ec ? 0 : static_cast<int>(res.result_int());
+  }
+  // Whether the server has closed the connection (a read ends without data).
+  bool Closed() {
+    char c;
+    size_t n = 0;
+    beast::error_code ec = asio::error::timed_out;
+    sock.async_read_some(asio::buffer(&c, 1), [&](beast::error_code e, size_t got) {
+      ec = e;
+      n = got;
+    });
+    Run();
+    return n == 0 && (ec == asio::error::eof || ec == asio::error::connection_reset);
+  }
+  // Runs the pending read for 10 s at most.
+  void Run() {
+    ioc.restart();
+    if (ioc.run_for(std::chrono::seconds(10)) == 0 || !ioc.stopped()) {
+      sock.cancel();
+      ioc.run();
+    }
+  }
+  asio::io_context ioc;
+  asio::ip::tcp::socket sock;
+  std::string body;
+};
+
+std::string Get(const std::string& target, const std::string& token = "") {
+  return "GET " + target + " HTTP/1.1\r\nHost: x\r\n" +
+         (token.empty() ? "" : "Authorization: Bearer " + token + "\r\n") + "\r\n";
+}
+
+// A server on a loopback port with the fake libvirt's VM "web", whose
+// lookups block while `hold` is set (a libvirtd or QEMU that is slow to
+// answer), and the server's log lines.
+class ServerLimitsTest : public testing::WebVmTest {
+ protected:
+  static constexpr const char* kToken = "0123456789abcdef0123";
+  void SetUp() override {
+    WebVmTest::SetUp();
+    lv_.on_lookup = [this](const std::string&) {
+      std::unique_lock lock(hold_mu_);
+      blocked_++;
+      hold_cv_.notify_all();
+      hold_cv_.wait(lock, [&] { return !hold_; });
+      blocked_--;
+    };
+    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+    sink_ = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_);
+    previous_ = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink_));
+  }
+  void TearDown() override {
+    Release();
+    if (server_) {
+      server_->Stop();
+      if (io_.joinable()) io_.join();
+    }
+    workers_.join();
+    spdlog::set_default_logger(previous_);
+  }
+  uint16_t Start(ServerOptions opts) {
+    server_ = std::make_unique<HttpServer>(ioc_, workers_, *api_, opts);
+    EXPECT_TRUE(server_->Listen("127.0.0.1:0"));
+    io_ = std::thread([this] { ioc_.run(); });
+    return server_->Endpoint().port();
+  }
+  void Hold() {
+    std::lock_guard lock(hold_mu_);
+    hold_ = true;
+  }
+  void Release() {
+    std::lock_guard lock(hold_mu_);
+    hold_ = false;
+    hold_cv_.notify_all();
+  }
+  // Two requests on connections of their own whose handlers wait for
+  // libvirt until Release().
+  std::vector<std::unique_ptr<Client>> TwoHeldRequests(uint16_t port) {
+    Hold();
+    std::vector<std::unique_ptr<Client>> held;
+    for (int i = 0; i < 2; i++) {
+      held.push_back(std::make_unique<Client>(port));
+      held.back()->Write(Get("/api/v1/vms/web", kToken));
+    }
+    std::unique_lock lock(hold_mu_);
+    hold_cv_.wait(lock, [&] { return blocked_ >= 2; });
+    return held;
+  }
+  std::string Log() {
+    spdlog::default_logger()->flush();
+    return log_.str();
+  }
+  size_t LogCount(const std::string& what) {
+    std::string text = Log();
+    size_t n = 0;
+    for (size_t p = text.find(what); p != std::string::npos; p = text.find(what, p + 1)) n++;
+    return n;
+  }
+
+  std::unique_ptr<Api> api_;
+  asio::io_context ioc_;
+  asio::thread_pool workers_{2};
+  std::unique_ptr<HttpServer> server_;
+  std::thread io_;
+  std::ostringstream log_;
+  std::shared_ptr<spdlog::sinks::ostream_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+  std::mutex hold_mu_;
+  std::condition_variable hold_cv_;
+  bool hold_ = false;
+  int blocked_ = 0;
+};
+
+TEST_F(ServerLimitsTest, ARequestWithoutTheTokenIsAnsweredBeforeItsBodyIsRead) {
+  ServerOptions opts;
+  opts.body_limit = 4096;
+  const uint16_t port = Start(opts);
+  // Headers announcing a body that never comes: the answer comes at once.
+  Client c(port);
+  c.Write("POST /api/v1/policies HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+  EXPECT_EQ(c.Status(), 401) << c.body;
+  EXPECT_TRUE(c.Closed()) << "the unread body ends the connection";
+  // Over the body limit: still 401 without the token, 413 with it, unread.
+  Client big(port);
+  big.Write("POST /api/v1/policies HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n");
+  EXPECT_EQ(big.Status(), 401);
+  Client authed(port);
+  authed.Write("POST /api/v1/policies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+               std::string(kToken) + "\r\nContent-Length: 999999999\r\n\r\n");
+  EXPECT_EQ(authed.Status(), 413);
+  // No such route: 404, no body read either.
+  Client nowhere(port);
+  nowhere.Write("PUT /api/v1/nothing HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n");
+  EXPECT_EQ(nowhere.Status(), 404);
+  // A request with the token and a body works as before (keep-alive too).
+  Client ok(port);
+  const std::string body = R"({"name":"db","rules":{"ram-size":"64M"}})";
+  ok.Write("POST /api/v1/policies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+           std::string(kToken) + "\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body);
+  EXPECT_EQ(ok.Status(), 201) << ok.body;
+  ok.Write(Get("/api/v1/policies/db", kToken));
+  EXPECT_EQ(ok.Status(), 200);
+}
+
+TEST_F(ServerLimitsTest, AtTheConnectionLimitTheConnectionWaitingLongestMakesRoom) {
+  ServerOptions opts;
+  opts.max_connections = 3;
+  const uint16_t port = Start(opts);
+  // Three slow clients: connected, half a request line each.
+  std::vector<std::unique_ptr<Client>> slow;
+  for (int i = 0; i < 3; i++) {
+    slow.push_back(std::make_unique<Client>(port));
+    slow.back()->Write("GET /api/v1/hea");
+  }
+  // Once the server has them all (a request on a fourth shows it), the
+  // next one in closes the oldest.
+  Client c(port);
+  c.Write(Get("/api/v1/health"));
+  EXPECT_EQ(c.Status(), 200) << c.body;
+  EXPECT_TRUE(slow[0]->Closed());
+  Client d(port);
+  d.Write(Get("/api/v1/health"));
+  EXPECT_EQ(d.Status(), 200) << d.body;
+  EXPECT_TRUE(slow[1]->Closed());
+  EXPECT_EQ(LogCount("the limit (max-connections)"), 1u) << Log();
+}
+
+TEST_F(ServerLimitsTest, WhenEveryConnectionHasARequestInProgressNewOnesAreRefused) {
+  ServerOptions opts;
+  opts.max_connections = 2;
+  opts.request_timeout = std::chrono::milliseconds(0);
+  const uint16_t port = Start(opts);
+  auto held = TwoHeldRequests(port);
+  Client& a = *held[0];
+  Client& b = *held[1];
+  for (int i = 0; i < 3; i++) {
+    Client refused(port);
+    EXPECT_TRUE(refused.Closed());
+  }
+  EXPECT_EQ(LogCount("the limit (max-connections)"), 1u) << Log();
+  Release();
+  EXPECT_EQ(a.Status(), 200);
+  EXPECT_EQ(b.Status(), 200);
+  a.sock.close();
+  b.sock.close();
+  // Room again once the server has seen them go.
+  for (int i = 0; i < 200 && Log().find("below the connection limit again") == std::string::npos;
+       i++) {
+    Client again(port);
+    again.Write(Get("/api/v1/health"));
+    EXPECT_EQ(again.Status(), 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_NE(Log().find("below the connection limit again"), std::string::npos) << Log();
+}
+
+TEST_F(ServerLimitsTest, HealthAnswersWhileEveryWorkerIsBusyAndSlowRequestsGetA503) {
+  ServerOptions opts;
+  opts.request_timeout = std::chrono::milliseconds(300);
+  opts.max_requests = 2;
+  const uint16_t port = Start(opts);
+  // Both workers wait for libvirt.
+  auto held = TwoHeldRequests(port);
+  Client& a = *held[0];
+  Client& b = *held[1];
+  auto health = std::async(std::launch::async, [port] {
+    Client c(port);
+    c.Write(Get("/api/v1/health"));
+    return c.Status();
+  });
+  ASSERT_EQ(health.wait_for(std::chrono::seconds(20)), std::future_status::ready)
+      << "/health waits for a worker";
+  EXPECT_EQ(health.get(), 200);
+  // At the deadline the slow requests are answered (their handlers go on).
+  EXPECT_EQ(a.Status(), 503);
+  EXPECT_NE(a.body.find("event log"), std::string::npos) << a.body;
+  EXPECT_EQ(b.Status(), 503);
+  // Both still hold a worker: a third request is refused at once.
+  Client c(port);
+  c.Write(Get("/api/v1/policies", kToken));
+  EXPECT_EQ(c.Status(), 503);
+  EXPECT_NE(c.body.find("busy"), std::string::npos) << c.body;
+  Release();
+  // The handlers finish, and requests are served again.
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; i++) {
+    Client d(port);
+    d.Write(Get("/api/v1/policies", kToken));
+    status = d.Status();
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(ServerLimitsTest, AnAcceptErrorPausesTheAcceptLoopAndIsLoggedOnce) {
+  const uint16_t port = Start(ServerOptions{});
+  Client first(port);
+  first.Write(Get("/api/v1/health"));
+  ASSERT_EQ(first.Status(), 200);
+  // Sockets made before the descriptors run out; the server's accept then
+  // fails with EMFILE while they connect.
+  std::vector<std::unique_ptr<asio::ip::tcp::socket>> socks;
+  asio::io_context cioc;
+  for (int i = 0; i < 3; i++) {
+    socks.push_back(std::make_unique<asio::ip::tcp::socket>(cioc));
+    socks.back()->open(asio::ip::tcp::v4());
+  }
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &old), 0);
+  int lowest = dup(0);  // the lowest free descriptor: none below the limit is left
+  ASSERT_GE(lowest, 0);
+  close(lowest);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(lowest);
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  for (auto& s : socks) s->connect({asio::ip::make_address("127.0.0.1"), port});
+  for (int i = 0; i < 200 && LogCount("Too many open files") == 0; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const size_t warnings = LogCount("Too many open files");
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &old), 0);
+  EXPECT_EQ(warnings, 1u) << "the accept error is logged once, not in a loop";
+  // Descriptors again: the connections waiting in the backlog are served.
+  asio::write(*socks[0], asio::buffer(Get("/api/v1/health")));
+  beast::flat_buffer buf;
+  bhttp::response<bhttp::string_body> res;
+  beast::error_code ec = asio::error::timed_out;
+  bhttp::async_read(*socks[0], buf, res, [&](beast::error_code e, size_t) { ec = e; });
+  if (cioc.run_for(std::chrono::seconds(10)) == 0 || !cioc.stopped()) {
+    socks[0]->cancel();
+    cioc.run();
+  }
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(res.result_int(), 200u);
+  EXPECT_NE(Log().find("accepting connections again"), std::string::npos) << Log();
 }
 
 // ---- the daemon binary ------------------------------------------------------
@@ -230,6 +535,19 @@ TEST_F(DaemonTest, CreatesA0600TokenServesAndStopsCleanlyOnSigterm) {
   ASSERT_EQ(g.status, 200);
   EXPECT_EQ(json::parse(g.body)["rules"]["ram-size"], 64 << 20);
   EXPECT_EQ(again.Terminate(), 0);
+}
+
+TEST_F(DaemonTest, AVmNameWithANulIsRefusedNotCutShortByLibvirt) {
+  Daemon d(dir_);
+  ASSERT_NE(d.port(), 0) << d.Log();
+  std::string token(Trim(*ReadFile(dir_ + "/token")));
+  EXPECT_EQ(Request1(d.port(), bhttp::verb::get, "/api/v1/vms/test", token).status, 200);
+  // libvirt's C API would look up "test".
+  auto nul = Request1(d.port(), bhttp::verb::get, "/api/v1/vms/test%00zzz", token);
+  EXPECT_EQ(nul.status, 400) << nul.body;
+  auto bad = Request1(d.port(), bhttp::verb::get, "/api/v1/vms/%FF", token);
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(d.Terminate(), 0);
 }
 
 #ifndef HOSTCACHECTL_BIN

@@ -121,6 +121,26 @@ TEST_F(StoreTest, HostileStringsAreDataNotSql) {
   EXPECT_EQ((*evs)[0].message, evil);
 }
 
+TEST_F(StoreTest, TextIsStoredAndReadBackAsValidUtf8) {
+  auto s = Open();
+  const std::string bad = "origin '\xff\xfe\xc3' of a tier";
+  ASSERT_TRUE(s->AppendEvent(Event{0, 5, "error", "web", "vda", "ssd-lost", bad}));
+  Assignment a = A("u1", "vda", "balanced");
+  a.reason = bad;
+  ASSERT_TRUE(s->PutAssignment(a));
+  ASSERT_TRUE(s->PutSsdTier(SsdTier{"u1", "vda", "/ssd/\x80.hcssd", "u1/\xc0vda", true, 1, 2}));
+  const std::string fixed = "origin '\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd' of a tier";
+  EXPECT_EQ((*s->ListEvents(0, 10, ""))[0].message, fixed);
+  EXPECT_EQ((**s->GetAssignment("u1", "vda")).reason, fixed);
+  EXPECT_EQ((**s->GetSsdTier("u1", "vda")).origin_id, "u1/\xef\xbf\xbdvda");
+  s.reset();
+  // A record an older hostcached wrote as it came is read back valid too.
+  Sql("INSERT INTO events(time_ms, level, vm, target, action, message) "
+      "VALUES (6, 'error', 'web', 'vda', 'ssd-lost', CAST(X'6f6b20ff' AS TEXT))");
+  s = Open();
+  EXPECT_EQ((*s->ListEvents(0, 10, ""))[0].message, "ok \xef\xbf\xbd");
+}
+
 TEST_F(StoreTest, StatisticsAreBoundedPerDisk) {
   SqliteOptions o;
   o.max_samples = 5;

@@ -747,7 +747,7 @@ def test_hostile_input_changes_nothing():
         ('PUT', '/vms/hx/disks/..%2f..%2fetc/policy', b'{"policy": "balanced"}', 400),
         ('PUT', '/vms/nope/disks/vda/policy', b'{"policy": "balanced"}', 404),
         ('PUT', '/vms/hx/disks/vdz/policy', b'{"policy": "balanced"}', 404),
-        ('DELETE', '/policies/%00', None, 404),
+        ('DELETE', '/policies/%00', None, 400),
         ('GET', '/events?limit=-1', None, 400),
         # (Reproduced in issue 8: libvirt ran the command as root.)
         ('POST', '/vms/hx/migrate',

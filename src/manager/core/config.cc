@@ -55,6 +55,15 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
   app.set_version_flag("--version", std::string("hostcached ") + HOSTCACHE_VERSION);
   app.set_config("--config", "", "Read options from FILE (key = value lines named like the flags)");
   app.add_option("--listen", cfg->listen, "HOST:PORT of the REST API")->capture_default_str();
+  app.add_option("--max-connections", cfg->max_connections,
+                 "Open API connections at most (at the limit, idle ones make room for new ones)")
+      ->check(CLI::Range(4, 65536))
+      ->capture_default_str();
+  app.add_option("--request-timeout", cfg->request_timeout,
+                 "Seconds an API request may take before it is answered 503 while it goes on "
+                 "(0: no limit; a migration has none)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   app.add_option("--db", cfg->db, "SQLite database file")->capture_default_str();
   app.add_option("--libvirt-uri", cfg->libvirt_uri, "libvirt connection URI")
       ->capture_default_str();

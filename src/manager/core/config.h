@@ -14,6 +14,8 @@ namespace hc::core {
 
 struct DaemonConfig {
   std::string listen = "127.0.0.1:8470";
+  int max_connections = 64;      // open API connections at most
+  double request_timeout = 300;  // s a request may take before it is answered 503 (0: none)
   std::string db = "/var/lib/hostcache/hostcached.db";
   std::string libvirt_uri = "qemu:///system";
   std::string token_file = "/var/lib/hostcache/token";

@@ -13,6 +13,7 @@
 // policy's value back (RestoreDrained).
 #include <algorithm>
 
+#include "common/json_fields.h"
 #include "common/util.h"
 #include "manager/core/manager.h"
 #include "manager/libvirt/block_graph.h"
@@ -67,7 +68,7 @@ std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainR
         continue;
       }
       if (!ins->has_filter || ins->root != a.node_name) continue;  // nothing of ours to drain
-      if (ins->stats.value("mode", "") != "write-back") continue;  // (e.g. the SSD tier failed)
+      if (JsonString(ins->stats, "mode") != "write-back") continue;  // (e.g. the SSD tier failed)
       DrainedDisk dd{a.target, a.node_name, ins->filter_child, ins->ssd_child, p->rules,
                      DirtyBytes(ins->stats), 0};
       dd.after = dd.before;

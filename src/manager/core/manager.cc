@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "manager/libvirt/domain_caps.h"
@@ -120,21 +121,27 @@ std::string TierGone(const SsdFileInfo& f, const std::string& origin_id) {
   return "";
 }
 
+// The tier file of a filter's options, given inline ("" none).
+std::string SsdFileOf(const json& options) {
+  const json* ssd = JsonField(options, "ssd");
+  return ssd ? JsonString(*ssd, "filename") : "";
+}
+
 // How `next` (nullptr: no filter at all) would lose what the definition's
 // filter `held`, whose tier was not closed cleanly, may have in its tier
 // ("" = it keeps it: the same tier file, write-back when it was, the same
 // block size).  `next_file`: the tier file of `next` ("" none).
 std::string JournalRisk(const json& held, const policy::Rules* next, const std::string& next_file) {
   if (!next) return "unassigning removes its filter from the definition";
-  const std::string file = held["ssd"].value("filename", "");
+  const std::string file = SsdFileOf(held);
   if (next_file.empty()) return "the policy would run the disk without this SSD tier";
   if (next_file != file) return "the policy would move the disk's SSD tier to " + next_file;
-  const std::string mode = held.value("mode", "");
+  const std::string mode = JsonString(held, "mode");
   if (mode == "write-back" && next->mode != policy::CacheMode::kWriteBack) {
     return "the policy would run the disk " + std::string(policy::ModeName(next->mode)) +
            ", not write-back";
   }
-  const uint64_t bs = held.value("block-size", uint64_t{0});
+  const uint64_t bs = JsonUint(held, "block-size");
   if (bs != 0 && bs != next->block_size) {
     return "the policy would change block-size from " + FormatSize(bs) + " to " +
            FormatSize(next->block_size) + ", which the tier's journal cannot be read with";
@@ -443,8 +450,9 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
   }
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
-  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
+  // (Under the VM's lock: the migrating mark changes only under it.)
+  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   auto xml = lv_.GetXml(dom->uuid, dom->persistent ? libvirt::kXmlInactive : libvirt::kXmlLive);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
@@ -525,18 +533,23 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   auto dom = lv_.LookupDomain(vm);
   if (!dom) {
     if (dom.error().code != ErrorCode::kNotFound) return tl::unexpected(dom.error());
-    // The VM is gone: forget its assignment.
-    auto a = FindAssignment(vm, target);
+    // The VM is gone: forget its assignment, under the VM's lock (a check
+    // of the VM in progress would otherwise store it again).
+    auto found = FindAssignment(vm, target);
+    if (!found) return tl::unexpected(found.error());
+    std::lock_guard vlock(VmMutex(found->vm_uuid));
+    auto a = store_.GetAssignment(found->vm_uuid, target);
     if (!a) return tl::unexpected(a.error());
-    if (auto s = store_.DeleteAssignment(a->vm_uuid, target); !s) return s;
-    (void)store_.DeleteStats(a->vm_uuid, target);
-    Log("info", a->vm_name, target, "unassign",
-        "assignment of policy '" + a->policy + "' forgotten; the VM no longer exists");
-    ForgetSsdFile(*a);
+    if (!*a) return Fail(ErrorCode::kNotFound, "disk " + target + " has no policy assigned");
+    if (auto s = store_.DeleteAssignment((*a)->vm_uuid, target); !s) return s;
+    (void)store_.DeleteStats((*a)->vm_uuid, target);
+    Log("info", (*a)->vm_name, target, "unassign",
+        "assignment of policy '" + (*a)->policy + "' forgotten; the VM no longer exists");
+    ForgetSsdFile(**a);
     return {};
   }
-  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   std::lock_guard vlock(VmMutex(dom->uuid));
+  if (auto s = NotMigrating(dom->uuid, dom->name); !s) return tl::unexpected(s.error());
   auto a = store_.GetAssignment(dom->uuid, target);
   if (!a) return tl::unexpected(a.error());
   if (!*a) {
@@ -630,16 +643,20 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
 Result<std::string> Manager::MigrationXml(const std::string& vm) {
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
-  if (!dom->active) {
+  std::lock_guard vlock(VmMutex(dom->uuid));
+  return MigrationXmlLocked(*dom);
+}
+
+Result<std::string> Manager::MigrationXmlLocked(const DomainRef& dom) {
+  if (!dom.active) {
     return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom->name + "' is not running; an offline migration takes its "
+                "VM '" + dom.name + "' is not running; an offline migration takes its "
                 "definition, which already carries the filters (virsh dumpxml --inactive)");
   }
-  std::lock_guard vlock(VmMutex(dom->uuid));
-  auto as = AssignmentsOf(dom->uuid);
+  auto as = AssignmentsOf(dom.uuid);
   if (!as) return tl::unexpected(as.error());
   // (With its secrets: what the destination starts from is this XML.)
-  auto xml = lv_.GetXml(dom->uuid, libvirt::kXmlMigratable | libvirt::kXmlSecure);
+  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlMigratable | libvirt::kXmlSecure);
   if (!xml) return tl::unexpected(xml.error());
   auto info = libvirt::ParseDomain(*xml);
   if (!info) return tl::unexpected(info.error());
@@ -657,8 +674,8 @@ Result<std::string> Manager::MigrationXml(const std::string& vm) {
     if (p->rules.ssd_size > 0) {
       // (A destination activates the tier whatever ssd-create says; the
       // value is the one of the definition here.)
-      ssd = MakeSsdSpec(p->rules, dom->uuid, a.target, a.node_name);
-      auto tier = store_.GetSsdTier(dom->uuid, a.target);
+      ssd = MakeSsdSpec(p->rules, dom.uuid, a.target, a.node_name);
+      auto tier = store_.GetSsdTier(dom.uuid, a.target);
       ssd->create = !(tier && *tier && (*tier)->formatted && (*tier)->path == ssd->filename);
     }
     specs.push_back(libvirt::FilterSpec{
@@ -689,15 +706,20 @@ Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest r
   req.migrate_uri = *migrate_uri;
   auto dom = lv_.LookupDomain(vm);
   if (!dom) return tl::unexpected(dom.error());
-  // The policy's options, from the store (never the drain's value).
-  auto xml = MigrationXml(dom->uuid);
-  if (!xml) return tl::unexpected(xml.error());
-  req.dest_xml = *xml;
-  // Migrating from here on: a check would re-assert the policy's
-  // max-dirty-age-ms over the drain's.
-  if (!BeginMigrating(dom->uuid)) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom->name + "' is already being live-migrated");
+  {
+    // The XML and the mark together, under the VM's lock: an assignment
+    // either finished before (and is in the XML) or sees the mark.
+    std::lock_guard vlock(VmMutex(dom->uuid));
+    // The policy's options, from the store (never the drain's value).
+    auto xml = MigrationXmlLocked(*dom);
+    if (!xml) return tl::unexpected(xml.error());
+    req.dest_xml = *xml;
+    // Migrating from here on: a check would re-assert the policy's
+    // max-dirty-age-ms over the drain's.
+    if (!BeginMigrating(dom->uuid)) {
+      return Fail(ErrorCode::kFailedPrecondition,
+                  "VM '" + dom->name + "' is already being live-migrated");
+    }
   }
   auto as = AssignmentsOf(dom->uuid);
   std::string disks;
@@ -755,8 +777,7 @@ std::optional<nlohmann::json> Manager::HeldFilter(
   auto it = installed->find(target);
   if (it == installed->end()) return std::nullopt;
   const json& o = it->second.options;
-  if (!o.contains("ssd") || !o["ssd"].is_object()) return std::nullopt;
-  const std::string f = o["ssd"].value("filename", "");
+  const std::string f = SsdFileOf(o);
   if (f.empty() || ReadSsdFileState(f) != SsdFileState::kOpen) return std::nullopt;
   return o;
 }
@@ -807,8 +828,8 @@ Result<std::map<std::string, std::string>> Manager::ApplyPersistent(
     if (!risk.empty()) {
       if (nodes && nodes->count(a.target)) (*held)["file"] = nodes->at(a.target);
       missing[a.target] =
-          "its SSD tier file " + (*held)["ssd"].value("filename", "") +
-          HeldTierState((*held)["ssd"].value("filename", "")) + " and may hold written "
+          "its SSD tier file " + SsdFileOf(*held) + HeldTierState(SsdFileOf(*held)) +
+          " and may hold written "
           "data the disk does not have yet, but " + risk +
           "; the definition keeps the filter as it was until the VM has started once (the "
           "driver writes that data back), then the policy's settings apply";
@@ -952,7 +973,7 @@ std::optional<bool> Manager::OpenInRunningVm(const DomainRef& dom, const std::st
   auto nodes = live_.Qmp(dom.uuid, "query-named-block-nodes");
   if (!nodes || !nodes->is_array()) return std::nullopt;
   for (const auto& n : *nodes) {
-    if (n.value("file", "") == path) return true;
+    if (JsonString(n, "file") == path) return true;
   }
   return false;
 }
@@ -1077,8 +1098,8 @@ Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target
   const std::string risk = JournalRisk(*held, next, next_file);
   if (risk.empty()) return {};
   return Fail(ErrorCode::kFailedPrecondition,
-              "the SSD tier file " + (*held)["ssd"].value("filename", "") + " of " + target +
-                  HeldTierState((*held)["ssd"].value("filename", "")) + " and may hold "
+              "the SSD tier file " + SsdFileOf(*held) + " of " + target +
+                  HeldTierState(SsdFileOf(*held)) + " and may hold "
                   "written data the disk does not have yet, which only the driver writes back "
                   "when it opens the tier again, and " + risk + "; start VM '" + dom.name +
                   "' once with its current policy so the driver writes that data back, then " +
@@ -1148,9 +1169,9 @@ Result<std::optional<store::SsdTier>> Manager::SsdTierOf(const Assignment& a) {
 Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::string& target) {
   auto a = FindAssignment(vm, target);
   if (!a) return tl::unexpected(a.error());
-  if (auto s = NotMigrating(a->vm_uuid, a->vm_name); !s) return tl::unexpected(s.error());
   {
     std::lock_guard vlock(VmMutex(a->vm_uuid));
+    if (auto s = NotMigrating(a->vm_uuid, a->vm_name); !s) return tl::unexpected(s.error());
     auto rec = store_.GetSsdTier(a->vm_uuid, target);
     if (!rec) return tl::unexpected(rec.error());
     if (!*rec) {
@@ -1432,7 +1453,7 @@ Status Manager::ApplyVm(const DomainRef& dom, const std::string& reapply) {
         note(replace(ins->filter_child), "replace-live", "the SSD tier had failed");
       } else if (auto diffs = libvirt::CompareSettings(ins->stats, r); !diffs.empty()) {
         policy::Rules running;  // what a reopen must keep: the block size
-        running.block_size = ins->stats.value("block-size", uint64_t{0});
+        running.block_size = JsonUint(ins->stats, "block-size");
         if (policy::ReopenCompatible(running, r)) {
           note(live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r, want_ssd),
                "reopen-live", Join(diffs, "; "));
@@ -1583,7 +1604,18 @@ void Manager::CheckVm(const std::string& uuid) {
     }
     return;
   }
-  if (auto s = ApplyVm(*dom); !s) {
+  Status s;
+  try {
+    s = ApplyVm(*dom);
+  } catch (const std::exception& e) {
+    // A reply or a definition of a shape nothing expected: reported on the
+    // VM's disks; the next check tries again.
+    s = Fail(ErrorCode::kInternal,
+             std::string("checking the disk failed unexpectedly (") + e.what() +
+                 "); see hostcached's log; the next check tries again");
+    Log("error", dom->name, "", "check", s.error().message);
+  }
+  if (!s) {
     if (s.error().code == ErrorCode::kUnavailable) return;
     // kFailedPrecondition: the VM's definition cannot take the filter as it
     // is (its emulator would lack what the VM needs), nothing broke.
@@ -1609,6 +1641,9 @@ void Manager::CheckAll() {
 }
 
 void Manager::SetMigrating(const std::string& uuid, bool migrating) {
+  // Under the VM's lock: an operation that holds it sees one value for its
+  // whole length.
+  std::lock_guard vlock(VmMutex(uuid));
   std::lock_guard lock(migrating_mu_);
   if (migrating) {
     migrating_.emplace(uuid, clock_.NowMs());

@@ -130,7 +130,10 @@ class Manager {
                        const std::string& alias);
   // While a VM migrates (set by the migration coordinator), checks and API
   // changes leave it alone: its nodes are inactive around switch-over (and
-  // on the destination until it resumes).  Forgotten after an hour.
+  // on the destination until it resumes).  Forgotten after an hour.  The
+  // mark changes under the VM's lock, and every operation on the VM tests
+  // it under that lock (so SetMigrating waits for one in progress; callers
+  // must not hold the VM's lock).
   void SetMigrating(const std::string& uuid, bool migrating);
   bool Migrating(const std::string& uuid);
   // kFailedPrecondition, with a message naming VM `name`, while it migrates.
@@ -172,6 +175,8 @@ class Manager {
 
  private:
   std::mutex& VmMutex(const std::string& uuid);
+  // MigrationXml of `dom`; the caller holds VmMutex(dom.uuid).
+  Result<std::string> MigrationXmlLocked(const libvirt::DomainRef& dom);
   // Makes the VM's definition and running QEMU match its assignments and
   // records each one's compliance.  Caller holds VmMutex(dom.uuid).  Fails
   // only when the persistent definition could not be written.
@@ -250,7 +255,8 @@ class Manager {
   };
   std::vector<DrainedDisk> DrainWriteBack(const libvirt::DomainRef& dom, int64_t timeout_ms);
   void RestoreDrained(const libvirt::DomainRef& dom, const std::vector<DrainedDisk>& drained);
-  // Marks the VM migrating unless it already is; false when it was.
+  // Marks the VM migrating unless it already is; false when it was.  The
+  // caller holds VmMutex(uuid).
   bool BeginMigrating(const std::string& uuid);
   // Deletes the SSD tier file of an unassigned disk (its filter is gone)
   // and its record.

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include <spdlog/spdlog.h>
+
 namespace hc::core {
 
 void Reconciler::Start() {
@@ -17,16 +19,29 @@ void Reconciler::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+bool Reconciler::Ordered(libvirt::Lifecycle ev) {
+  return ev == libvirt::Lifecycle::kDeviceRemoved || ev == libvirt::Lifecycle::kMigrationOut ||
+         ev == libvirt::Lifecycle::kMigratedAway || ev == libvirt::Lifecycle::kMigrationIn ||
+         ev == libvirt::Lifecycle::kMigrationResumed;
+}
+
 void Reconciler::Enqueue(const std::string& uuid, const std::string& name,
                          libvirt::Lifecycle ev, const std::string& detail) {
   {
     std::lock_guard lock(mu_);
-    if (queue_.size() > 10000) {
-      all_ = true;  // too much to keep apart: check everything instead
-      queue_.clear();
-    } else {
-      queue_.push_back(Item{uuid, name, ev, detail});
+    auto& q = pending_[uuid];
+    if (q.empty()) turns_.push_back(uuid);
+    if (!Ordered(ev)) {
+      // One of each kind since the last ordered event: the older one goes,
+      // the new one is last.
+      for (auto it = q.rbegin(); it != q.rend() && !Ordered(it->ev); ++it) {
+        if (it->ev == ev) {
+          q.erase(std::next(it).base());
+          break;
+        }
+      }
     }
+    q.push_back(Item{uuid, name, ev, detail});
   }
   cv_.notify_all();
 }
@@ -39,6 +54,32 @@ void Reconciler::EnqueueAll() {
   cv_.notify_all();
 }
 
+void Reconciler::Handle(const Item& it) {
+  try {
+    if (handler_) {
+      handler_(it.uuid, it.name, it.ev, it.detail);
+    } else {
+      manager_.OnLifecycle(it.uuid, it.name, it.ev, it.detail);
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("VM {}: handling its event '{}' failed unexpectedly: {}; going on", it.name,
+                  libvirt::LifecycleName(it.ev), e.what());
+  } catch (...) {
+    spdlog::error("VM {}: handling its event '{}' failed unexpectedly; going on", it.name,
+                  libvirt::LifecycleName(it.ev));
+  }
+}
+
+void Reconciler::CheckAll() {
+  try {
+    manager_.CheckAll();
+  } catch (const std::exception& e) {
+    spdlog::error("the full compliance check failed unexpectedly: {}; going on", e.what());
+  } catch (...) {
+    spdlog::error("the full compliance check failed unexpectedly; going on");
+  }
+}
+
 void Reconciler::Run() {
   auto next_full = std::chrono::steady_clock::now();
   std::unique_lock lock(mu_);
@@ -46,34 +87,29 @@ void Reconciler::Run() {
     if (std::chrono::steady_clock::now() >= next_full) all_ = true;
     if (all_) {
       all_ = false;
-      // The full pass checks every VM; events that mean more than "check
-      // it" (a hot-unplug, a migration) stay queued.
-      std::erase_if(queue_, [](const Item& i) {
-        return i.ev != libvirt::Lifecycle::kDeviceRemoved &&
-               i.ev != libvirt::Lifecycle::kMigrationOut &&
-               i.ev != libvirt::Lifecycle::kMigratedAway &&
-               i.ev != libvirt::Lifecycle::kMigrationIn &&
-               i.ev != libvirt::Lifecycle::kMigrationResumed;
-      });
       lock.unlock();
-      manager_.CheckAll();
+      CheckAll();
       lock.lock();
       next_full = std::chrono::steady_clock::now() + std::chrono::seconds(interval_s_);
       continue;
     }
-    if (!queue_.empty()) {
-      Item it = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      if (handler_) {
-        handler_(it.uuid, it.name, it.ev, it.detail);
+    if (!turns_.empty()) {
+      std::string uuid = std::move(turns_.front());
+      turns_.pop_front();
+      auto q = pending_.find(uuid);
+      Item it = std::move(q->second.front());
+      q->second.pop_front();
+      if (q->second.empty()) {
+        pending_.erase(q);
       } else {
-        manager_.OnLifecycle(it.uuid, it.name, it.ev, it.detail);
+        turns_.push_back(uuid);
       }
+      lock.unlock();
+      Handle(it);
       lock.lock();
       continue;
     }
-    cv_.wait_until(lock, next_full, [&] { return stop_ || all_ || !queue_.empty(); });
+    cv_.wait_until(lock, next_full, [&] { return stop_ || all_ || !turns_.empty(); });
   }
 }
 

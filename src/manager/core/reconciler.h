@@ -2,6 +2,14 @@
 // VM when libvirt reports a lifecycle event for it, every VM after a
 // (re)connection to libvirtd and at start-up, and every VM periodically.
 //
+// Events are kept per VM, none dropped: migration events and hot-unplugs
+// each in their order; the others (started, stopped, defined, ...) only
+// mean "check this VM", so one of each kind is kept since the VM's last
+// migration event or hot-unplug, a newer one moving to the end.  The last
+// event of a VM is always handled, and however fast events come, the queue
+// holds a few per VM.  VMs take turns.  An exception from a handler or a
+// check is logged and the thread goes on.
+//
 // Enqueue* are thread-safe and never block (they are called from libvirt's
 // event-loop thread); the checks run on the reconciler's own thread.
 #pragma once
@@ -9,6 +17,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -43,14 +52,21 @@ class Reconciler {
     libvirt::Lifecycle ev;
     std::string detail;
   };
+  // Whether each event of this kind is handled, in order (not coalesced).
+  static bool Ordered(libvirt::Lifecycle ev);
   void Run();
+  void Handle(const Item& it);  // on the reconciler thread; catches everything
+  void CheckAll();              // likewise
 
   Manager& manager_;  // not owned
   Handler handler_;
   const int interval_s_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Item> queue_;  // guarded by mu_
+  // Guarded by mu_: the VMs with pending events, in turn, each once, and
+  // each one's events (see above).
+  std::deque<std::string> turns_;
+  std::map<std::string, std::deque<Item>> pending_;
   bool all_ = true;         // guarded by mu_: a full pass is due
   bool stop_ = false;       // guarded by mu_
   std::thread thread_;

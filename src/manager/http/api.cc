@@ -21,6 +21,15 @@ struct Api::Route {
   std::string pattern;
   bool auth;
   Response (Api::*handler)(const Params&, const Query&, const Request&);
+  bool light = false;      // never calls libvirt (Admission::light)
+  bool unbounded = false;  // as long as a live migration (Admission::unbounded)
+};
+
+struct Api::Match {
+  const Route* route = nullptr;
+  Params params;
+  Query query;
+  std::optional<Response> response;  // when there is no route to run
 };
 
 namespace {
@@ -48,8 +57,17 @@ const char* Reason(int status) {
 Response Json(int status, const json& body) {
   Response r;
   r.status = status;
-  r.body = body.dump(2) + "\n";
+  // Strings are valid UTF-8 where they enter (the store, the path); a byte
+  // that is not still becomes U+FFFD instead of an exception.
+  r.body = body.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   return r;
+}
+
+// Whether a decoded path segment or query value can name something: no NUL
+// (libvirt and the file system would see the name cut short there) and
+// well-formed UTF-8 (it is stored and sent back as JSON).
+bool UsableText(const std::string& s) {
+  return s.find('\0') == std::string::npos && IsValidUtf8(s);
 }
 
 Response FromError(const Error& e) {
@@ -234,7 +252,7 @@ Api::Api(core::Manager& manager, store::Store& store, stats::StatsCollector* sta
 
 const std::vector<Api::Route>& Api::Table() {
   static const std::vector<Route> kRoutes = {
-      {"GET", "/health", false, &Api::Health},
+      {"GET", "/health", false, &Api::Health, /*light=*/true},
       {"GET", "/openapi.json", true, &Api::GetOpenApi},
       {"GET", "/summary", true, &Api::Summary},
       {"GET", "/policies", true, &Api::ListPolicies},
@@ -245,14 +263,14 @@ const std::vector<Api::Route>& Api::Table() {
       {"GET", "/vms", true, &Api::ListVms},
       {"GET", "/vms/{vm}", true, &Api::GetVm},
       {"GET", "/vms/{vm}/migration-xml", true, &Api::MigrationXml},
-      {"POST", "/vms/{vm}/migrate", true, &Api::MigrateVm},
+      {"POST", "/vms/{vm}/migrate", true, &Api::MigrateVm, false, /*unbounded=*/true},
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
       {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
       {"POST", "/vms/{vm}/disks/{target}/ssd-tier/forget", true, &Api::ForgetSsdTier},
       {"GET", "/vms/{vm}/disks/{target}/stats", true, &Api::DiskStats},
       {"GET", "/events", true, &Api::Events},
-      {"GET", "/metrics", true, &Api::Metrics},
+      {"GET", "/metrics", true, &Api::Metrics, /*light=*/true},
   };
   return kRoutes;
 }
@@ -264,18 +282,31 @@ std::vector<RouteInfo> Api::Routes() {
   return out;
 }
 
-Response Api::Handle(const Request& req) {
-  if (web_ && !IsApiTarget(req.target)) return web_->Serve(req);
+Api::Match Api::Resolve(const Request& req) const {
+  Match m;
   auto parsed = boost::urls::parse_origin_form(req.target);
-  if (!parsed) return Problem(400, "the request target is not a valid path");
+  if (!parsed) {
+    m.response = Problem(400, "the request target is not a valid path");
+    return m;
+  }
   std::vector<std::string> segs;
   for (auto s : parsed->segments()) segs.push_back(std::string(s));
-  Query query;
-  for (auto p : parsed->params()) query.emplace_back(std::string(p.key), std::string(p.value));
   if (segs.size() == 1 && "/" + segs[0] == kRootMetrics) segs = {"api", "v1", segs[0]};
+  for (auto p : parsed->params()) m.query.emplace_back(std::string(p.key), std::string(p.value));
+  bool usable = std::all_of(segs.begin(), segs.end(), UsableText);
+  for (const auto& [k, v] : m.query) usable = usable && UsableText(k) && UsableText(v);
+  if (!usable) {
+    m.response = Problem(400, "the request target " + std::string(parsed->encoded_path()) +
+                                  " has a NUL byte (%00) or bytes that are not UTF-8 in a name "
+                                  "or a query value; VM names, disk targets and policy names "
+                                  "are UTF-8 text without NUL");
+    return m;
+  }
   // Strip /api/v1.
   if (segs.size() < 2 || segs[0] != "api" || segs[1] != "v1") {
-    return Problem(404, "no such resource; the API is under /api/v1 (see /api/v1/openapi.json)");
+    m.response =
+        Problem(404, "no such resource; the API is under /api/v1 (see /api/v1/openapi.json)");
+    return m;
   }
   segs.erase(segs.begin(), segs.begin() + 2);
   if (!segs.empty() && segs.back().empty()) segs.pop_back();  // trailing slash
@@ -315,24 +346,51 @@ Response Api::Handle(const Request& req) {
                                 "token from hostcached's token file",
                                 ErrorCodeName(ErrorCode::kUnauthenticated));
         resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"hostcached\"");
-        return resp;
+        m.response = std::move(resp);
+        return m;
       }
     }
-    try {
-      return (this->*r.handler)(params, query, req);
-    } catch (const std::exception& e) {
-      spdlog::error("{} {}: unexpected exception: {}", req.method, req.target, e.what());
-      return Problem(500, "internal error while handling the request; see hostcached's log");
-    }
+    m.route = &r;
+    m.params = std::move(params);
+    return m;
   }
   if (!allowed.empty()) {
     std::string allow;
-    for (const auto& m : allowed) allow += (allow.empty() ? "" : ", ") + m;
+    for (const auto& a : allowed) allow += (allow.empty() ? "" : ", ") + a;
     Response r = Problem(405, req.method + " is not supported here; use " + allow);
     r.headers.emplace_back("Allow", allow);
-    return r;
+    m.response = std::move(r);
+    return m;
   }
-  return Problem(404, "no such resource: " + req.target + " (see /api/v1/openapi.json)");
+  m.response = Problem(404, "no such resource: " + std::string(parsed->encoded_path()) +
+                                " (see /api/v1/openapi.json)");
+  return m;
+}
+
+Admission Api::Admit(const Request& head) const {
+  if (web_ && !IsApiTarget(head.target)) return Admission{std::nullopt, /*light=*/true, false};
+  Match m = Resolve(head);
+  Admission a;
+  a.response = std::move(m.response);
+  if (m.route) {
+    a.light = m.route->light;
+    a.unbounded = m.route->unbounded;
+  }
+  return a;
+}
+
+Response Api::Handle(const Request& req) {
+  try {
+    if (web_ && !IsApiTarget(req.target)) return web_->Serve(req);
+    Match m = Resolve(req);
+    if (m.response) return std::move(*m.response);
+    return (this->*m.route->handler)(m.params, m.query, req);
+  } catch (const std::exception& e) {
+    spdlog::error("{} {}: unexpected exception: {}", req.method, ToValidUtf8(req.target), e.what());
+  } catch (...) {
+    spdlog::error("{} {}: unexpected exception", req.method, ToValidUtf8(req.target));
+  }
+  return Problem(500, "internal error while handling the request; see hostcached's log");
 }
 
 Response Api::Health(const Params&, const Query&, const Request&) {

@@ -10,6 +10,7 @@
 // hence libvirt): run it on worker threads, not on the I/O thread.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,16 @@ struct RouteInfo {
   bool auth;            // needs the bearer token
 };
 
+// What the server learns from a request's line and headers, before it reads
+// a body (HttpServer): whether to answer at once, and how to run the handler.
+struct Admission {
+  // Answer this without reading the body: a bad target, no such route or
+  // method, a missing or wrong token.
+  std::optional<Response> response;
+  bool light = false;      // the handler never calls libvirt (health, metrics)
+  bool unbounded = false;  // the handler lasts as long as a live migration: no deadline
+};
+
 // One mapping from error codes to HTTP statuses.
 int HttpStatusFor(ErrorCode code);
 
@@ -59,6 +70,10 @@ class Api {
       std::string token, std::string version, const StaticFiles* web = nullptr);
 
   Response Handle(const Request& req);
+  // Routing and the token check from the request line and headers alone
+  // (`head.body` is not looked at).  Never blocks: the server calls it on
+  // its I/O thread.
+  Admission Admit(const Request& head) const;
 
   // Every route, for the OpenAPI document check.
   static std::vector<RouteInfo> Routes();
@@ -69,7 +84,11 @@ class Api {
   using Params = std::vector<std::string>;  // decoded {placeholders}, in order
   using Query = std::vector<std::pair<std::string, std::string>>;
   struct Route;
+  struct Match;
   static const std::vector<Route>& Table();
+  // The route of `req` with its decoded parameters, or the response when
+  // there is none (or the token is missing).
+  Match Resolve(const Request& req) const;
 
   Response Health(const Params&, const Query&, const Request&);
   Response GetOpenApi(const Params&, const Query&, const Request&);

@@ -3,9 +3,23 @@
 // connection, a timeout on every read and write, a body limit, keep-alive,
 // and a graceful stop that lets requests in progress finish.
 //
-// Threads: the server's coroutines run on the io_context given to it (one
-// I/O thread in hostcached); Api::Handle runs on the worker pool, because
-// it blocks on libvirt.  Stop() may be called from any thread.
+// Clients without the token cannot wear it down: a request's line and
+// headers are read first (with a short timeout) and a request that lacks
+// the token, or names no route, is answered without reading its body; at
+// most max_connections connections are open (at the limit, the one that
+// has waited longest for a request is closed to let a new one in, and when
+// every connection has a request in progress new ones are refused); an
+// accept error (EMFILE) is retried after a growing pause, logged once; at
+// most max_requests requests run or wait for a worker (503 beyond); a
+// handler that takes longer than request_timeout gets a 503 sent for it
+// (it goes on, its outcome is logged).  /health and /metrics never call
+// libvirt and run on a thread of their own, so they answer while every
+// worker is busy.
+//
+// Threads: the server's coroutines run on the io_context given to it, which
+// exactly one thread must run (hostcached's I/O thread); Api::Handle runs
+// on the worker pool, because it blocks on libvirt, or for the light
+// routes on the server's own thread.  Stop() may be called from any thread.
 #pragma once
 
 #include <chrono>
@@ -23,8 +37,15 @@
 namespace hc::http {
 
 struct ServerOptions {
-  std::chrono::seconds timeout{30};  // per read/write of a request or response
-  size_t body_limit = 1 << 20;       // bytes of request body
+  std::chrono::milliseconds timeout{30000};         // per read of a body, write of a response
+  std::chrono::milliseconds header_timeout{10000};  // for a request's line and headers
+  // For a handler's answer (0: none); the handler itself goes on.  The
+  // migrate route has none: it lasts as long as the migration.
+  std::chrono::milliseconds request_timeout{300000};
+  std::chrono::milliseconds accept_backoff{100};  // first pause after an accept error (to 2 s)
+  size_t body_limit = 1 << 20;   // bytes of request body
+  size_t max_connections = 64;   // open connections at most
+  size_t max_requests = 64;      // requests running or waiting for a worker at most
 };
 
 class HttpServer {

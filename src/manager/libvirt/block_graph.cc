@@ -1,5 +1,7 @@
 #include "manager/libvirt/block_graph.h"
 
+#include "common/json_fields.h"
+
 namespace hc::libvirt {
 
 using nlohmann::json;
@@ -10,10 +12,8 @@ Result<std::vector<BlockDevice>> ParseQueryBlock(const json& ret) {
   for (const auto& e : ret) {
     if (!e.is_object()) continue;
     BlockDevice d;
-    d.qdev = e.value("qdev", "");
-    if (e.contains("inserted") && e["inserted"].is_object()) {
-      d.node_name = e["inserted"].value("node-name", "");
-    }
+    d.qdev = JsonString(e, "qdev");
+    if (const json* ins = JsonField(e, "inserted")) d.node_name = JsonString(*ins, "node-name");
     out.push_back(std::move(d));
   }
   return out;
@@ -29,37 +29,48 @@ const BlockDevice* FindDeviceByAlias(const std::vector<BlockDevice>& devs,
   return nullptr;
 }
 
+namespace {
+
+// x-debug-query-block-graph's block-driver nodes (id -> name) and its
+// edges; false when the reply is not of that shape.
+bool GraphParts(const json& ret, std::map<int64_t, std::string>* names, const json** edges) {
+  const json* nodes = JsonField(ret, "nodes");
+  *edges = JsonField(ret, "edges");
+  if (!nodes || !*edges || !nodes->is_array() || !(*edges)->is_array()) return false;
+  for (const auto& n : *nodes) {
+    if (JsonString(n, "type") != "block-driver") continue;
+    (*names)[JsonInt(n, "id", -1)] = JsonString(n, "name");
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<BlockGraph> ParseBlockGraph(const json& ret) {
-  if (!ret.is_object() || !ret.contains("nodes") || !ret.contains("edges")) {
+  std::map<int64_t, std::string> names;
+  const json* edges = nullptr;
+  if (!GraphParts(ret, &names, &edges)) {
     return Fail(ErrorCode::kInternal, "x-debug-query-block-graph returned no nodes/edges");
   }
-  std::map<int64_t, std::string> names;
   BlockGraph g;
-  for (const auto& n : ret["nodes"]) {
-    if (n.value("type", "") != "block-driver") continue;
-    names[n.value("id", int64_t{-1})] = n.value("name", "");
-    g[n.value("name", "")];
-  }
-  for (const auto& e : ret["edges"]) {
-    auto p = names.find(e.value("parent", int64_t{-1}));
-    auto c = names.find(e.value("child", int64_t{-1}));
+  for (const auto& [_, name] : names) g[name];
+  for (const auto& e : *edges) {
+    auto p = names.find(JsonInt(e, "parent", -1));
+    auto c = names.find(JsonInt(e, "child", -1));
     if (p == names.end() || c == names.end()) continue;
-    g[p->second][e.value("name", "")] = c->second;
+    g[p->second][JsonString(e, "name")] = c->second;
   }
   return g;
 }
 
 std::map<std::string, int> ParentCounts(const json& ret) {
   std::map<std::string, int> out;
-  if (!ret.is_object() || !ret.contains("nodes") || !ret.contains("edges")) return out;
   std::map<int64_t, std::string> names;
-  for (const auto& n : ret["nodes"]) {
-    if (n.value("type", "") != "block-driver") continue;
-    names[n.value("id", int64_t{-1})] = n.value("name", "");
-    out[n.value("name", "")];
-  }
-  for (const auto& e : ret["edges"]) {
-    auto c = names.find(e.value("child", int64_t{-1}));
+  const json* edges = nullptr;
+  if (!GraphParts(ret, &names, &edges)) return out;
+  for (const auto& [_, name] : names) out[name];
+  for (const auto& e : *edges) {
+    auto c = names.find(JsonInt(e, "child", -1));
     if (c != names.end()) out[c->second]++;
   }
   return out;
@@ -69,16 +80,33 @@ std::map<std::string, json> ParseNodeStats(const json& ret) {
   std::map<std::string, json> out;
   if (!ret.is_array()) return out;
   for (const auto& s : ret) {
-    if (!s.is_object() || !s.contains("node-name") || !s.contains("driver-specific")) continue;
-    out[s["node-name"].get<std::string>()] = s["driver-specific"];
+    const json* name = JsonField(s, "node-name");
+    const json* ds = JsonField(s, "driver-specific");
+    if (!name || !name->is_string() || !ds || !ds->is_object()) continue;
+    out[name->get<std::string>()] = *ds;
   }
   return out;
+}
+
+Result<std::string> QmpReturn(const std::string& reply) {
+  json j = json::parse(reply, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Fail(ErrorCode::kInternal, "unreadable QMP reply from QEMU");
+  }
+  if (const json* err = JsonField(j, "error")) {
+    return Fail(ErrorCode::kFailedPrecondition,
+                "QEMU: " + JsonString(*err, "desc", "error without description"));
+  }
+  const json* ret = JsonField(j, "return");
+  return ret ? ret->dump() : std::string("{}");
 }
 
 std::string QmpCommand(const std::string& name, const json& args) {
   json cmd{{"execute", name}};
   if (!args.is_null()) cmd["arguments"] = args;
-  return cmd.dump();
+  // (Names QEMU reported are valid UTF-8; anything else would be replaced,
+  // never thrown over.)
+  return cmd.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace hc::libvirt

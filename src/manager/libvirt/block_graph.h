@@ -1,7 +1,8 @@
 // QEMU's block graph as QMP reports it, and the QMP commands that change it.
 //
-// Parsers take the "return" member of a QMP reply.  Pure functions;
-// thread-safe.
+// Parsers take the "return" member of a QMP reply, which comes from QEMU:
+// whatever its shape, they never throw (a field of an unexpected type is
+// taken as missing).  Pure functions; thread-safe.
 #pragma once
 
 #include <map>
@@ -37,6 +38,11 @@ std::map<std::string, int> ParentCounts(const nlohmann::json& ret);
 // query-blockstats {"query-nodes": true}: node-name -> driver-specific
 // statistics, for the nodes whose driver reports some.
 std::map<std::string, nlohmann::json> ParseNodeStats(const nlohmann::json& ret);
+
+// A QMP reply text as QEMU's monitor sends it -> its "return" member as JSON
+// text ("{}" when it has none); a reply with "error" is kFailedPrecondition
+// with QEMU's description, an unreadable one kInternal.
+Result<std::string> QmpReturn(const std::string& reply);
 
 // A QMP command text: {"execute": name, "arguments": args}.
 std::string QmpCommand(const std::string& name, const nlohmann::json& args = nullptr);

@@ -9,6 +9,8 @@
 
 #include <pugixml.hpp>
 
+#include "common/json_fields.h"
+
 namespace hc::libvirt {
 namespace {
 
@@ -25,11 +27,20 @@ Result<pugi::xml_document*> Load(pugi::xml_document& doc, const std::string& xml
   return &doc;
 }
 
-// The prefix bound to libvirt's QEMU namespace on <domain>, or "".
+// Whether `s` can be a namespace prefix (an XML NCName, ASCII only).
+bool ValidPrefix(const std::string& s) {
+  static const std::regex kRe("^[A-Za-z_][A-Za-z0-9._-]*$");
+  return std::regex_match(s, kRe);
+}
+
+// The prefix bound to libvirt's QEMU namespace on <domain>, or "".  (pugixml
+// does not check names: a prefix no XML parser would take, from a definition
+// edited by hand, is not used, or what we write could not be read back.)
 std::string QemuPrefix(const pugi::xml_node& domain) {
   for (auto a : domain.attributes()) {
     std::string n = a.name();
-    if (n.rfind("xmlns:", 0) == 0 && std::strcmp(a.value(), kQemuNamespace) == 0) {
+    if (n.rfind("xmlns:", 0) == 0 && std::strcmp(a.value(), kQemuNamespace) == 0 &&
+        ValidPrefix(n.substr(6))) {
       return n.substr(6);
     }
   }
@@ -83,8 +94,9 @@ DiskInfo ParseDisk(const pugi::xml_node& d) {
 bool IsOurBlockdev(const std::string& value, json* out) {
   json j = json::parse(value, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return false;
-  if (j.value("driver", "") != "hostcache") return false;
-  std::string node = j.value("node-name", "");
+  // (A definition is edited by people: any field may be of any type.)
+  if (JsonString(j, "driver") != "hostcache") return false;
+  std::string node = JsonString(j, "node-name");
   if (node.rfind(kNodePrefix, 0) != 0) return false;
   if (out) *out = std::move(j);
   return true;
@@ -211,16 +223,18 @@ Result<std::map<std::string, InstalledFilter>> ParseInstalledFilters(const std::
   // node-name -> options, from the -blockdev arguments.
   std::map<std::string, json> nodes;
   for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
-    nodes[b.options["node-name"].get<std::string>()] = b.options;
+    nodes[JsonString(b.options, "node-name")] = b.options;
   }
   // alias -> node-name, from the overrides.
   std::map<std::string, std::string> alias_node;
   pugi::xml_node ovr = dom.child(ovr_name.c_str());
   for (auto dev : ovr.children(dev_name.c_str())) {
-    for (auto prop : dev.child(fe_name.c_str()).children(prop_name.c_str())) {
-      if (std::string(prop.attribute("name").value()) == "drive" &&
-          nodes.count(prop.attribute("value").value())) {
-        alias_node[dev.attribute("alias").value()] = prop.attribute("value").value();
+    for (auto fe : dev.children(fe_name.c_str())) {  // (libvirt reads every frontend)
+      for (auto prop : fe.children(prop_name.c_str())) {
+        if (std::string(prop.attribute("name").value()) == "drive" &&
+            nodes.count(prop.attribute("value").value())) {
+          alias_node[dev.attribute("alias").value()] = prop.attribute("value").value();
+        }
       }
     }
   }
@@ -243,7 +257,7 @@ Result<std::vector<std::string>> ParseFilterNodeNames(const std::string& xml) {
   if (p.empty()) return out;
   const std::string cmd_name = p + ":commandline", arg_name = p + ":arg";
   for (const auto& b : FindOurBlockdevs(dom.child(cmd_name.c_str()), arg_name)) {
-    out.push_back(b.options["node-name"].get<std::string>());
+    out.push_back(JsonString(b.options, "node-name"));
   }
   return out;
 }
@@ -267,7 +281,7 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
   std::set<std::string> old_nodes;
   if (pugi::xml_node cmd = dom.child(cmd_name.c_str())) {
     for (const auto& b : FindOurBlockdevs(cmd, arg_name)) {
-      old_nodes.insert(b.options["node-name"].get<std::string>());
+      old_nodes.insert(JsonString(b.options, "node-name"));
       cmd.remove_child(b.flag);
       cmd.remove_child(b.value);
     }
@@ -277,17 +291,21 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
     std::vector<pugi::xml_node> devs;
     for (auto dev : ovr.children(dev_name.c_str())) devs.push_back(dev);
     for (auto dev : devs) {
-      pugi::xml_node fe = dev.child(fe_name.c_str());
-      std::vector<pugi::xml_node> props;
-      for (auto prop : fe.children(prop_name.c_str())) props.push_back(prop);
-      for (auto prop : props) {
-        std::string value = prop.attribute("value").value();
-        if (std::string(prop.attribute("name").value()) == "drive" &&
-            (old_nodes.count(value) || value.rfind(kNodePrefix, 0) == 0)) {
-          fe.remove_child(prop);
+      // Every frontend: libvirt applies the properties of each.
+      std::vector<pugi::xml_node> fes;
+      for (auto fe : dev.children(fe_name.c_str())) fes.push_back(fe);
+      for (auto fe : fes) {
+        std::vector<pugi::xml_node> props;
+        for (auto prop : fe.children(prop_name.c_str())) props.push_back(prop);
+        for (auto prop : props) {
+          std::string value = prop.attribute("value").value();
+          if (std::string(prop.attribute("name").value()) == "drive" &&
+              (old_nodes.count(value) || value.rfind(kNodePrefix, 0) == 0)) {
+            fe.remove_child(prop);
+          }
         }
+        if (!fe.first_child()) dev.remove_child(fe);
       }
-      if (fe && !fe.first_child()) dev.remove_child(fe);
       if (!dev.first_child()) ovr.remove_child(dev);
     }
     if (!ovr.first_child()) dom.remove_child(ovr);
@@ -320,7 +338,8 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
     }
     pugi::xml_node cmd = ChildOrAppend(dom, cmd_name);
     cmd.append_child(arg_name.c_str()).append_attribute("value") = "-blockdev";
-    cmd.append_child(arg_name.c_str()).append_attribute("value") = f.options.dump().c_str();
+    cmd.append_child(arg_name.c_str()).append_attribute("value") =
+        f.options.dump(-1, ' ', false, json::error_handler_t::replace).c_str();
     pugi::xml_node ovr = ChildOrAppend(dom, ovr_name);
     pugi::xml_node dev;
     for (auto d : ovr.children(dev_name.c_str())) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/json_fields.h"
 #include "common/util.h"
 
 namespace hc::libvirt {
@@ -35,7 +36,7 @@ Result<LiveDisk> LiveFilter::Inspect(const std::string& uuid, const std::string&
   if (!st) return tl::unexpected(st.error());
   auto stats = ParseNodeStats(*st);
   auto it = stats.find(d.root);
-  if (it != stats.end() && it->second.value("driver", "") == "hostcache") {
+  if (it != stats.end() && JsonString(it->second, "driver") == "hostcache") {
     d.has_filter = true;
     d.stats = it->second;
     auto g = Qmp(uuid, "x-debug-query-block-graph");
@@ -52,7 +53,7 @@ Result<LiveDisk> LiveFilter::Inspect(const std::string& uuid, const std::string&
       if (!named) return tl::unexpected(named.error());
       if (named->is_array()) {
         for (const auto& n : *named) {
-          if (n.value("node-name", "") == d.ssd_child) d.ssd_file = n.value("file", "");
+          if (JsonString(n, "node-name") == d.ssd_child) d.ssd_file = JsonString(n, "file");
         }
       }
     }
@@ -105,11 +106,11 @@ namespace {
 Status CleanBeforeRemoval(LiveFilter& lf, const std::string& uuid, const std::string& node,
                           const std::string& child, const json& stats,
                           const std::string& ssd_child, const std::string& origin_id) {
-  if (stats.value("mode", "") != "write-back") return {};
+  if (JsonString(stats, "mode") != "write-back") return {};
   policy::Rules clean;
   auto parsed = policy::RulesFromJson(
-      json{{"block-size", stats.value("block-size", uint64_t{4096})},
-           {"ram-size", stats.value("ram-limit", uint64_t{256} << 20)},
+      json{{"block-size", JsonUint(stats, "block-size", 4096)},
+           {"ram-size", JsonUint(stats, "ram-limit", uint64_t{256} << 20)},
            {"mode", "write-through"}});
   if (parsed) clean = *parsed;
   policy::SsdSpec ssd{"", ssd_child, origin_id};
@@ -200,17 +201,17 @@ Status LiveFilter::Remove(const std::string& uuid, const LiveDisk& disk,
 
 std::vector<std::string> CompareSettings(const json& stats, const policy::Rules& rules) {
   std::vector<std::string> diffs;
-  std::string mode = stats.value("mode", "");
+  std::string mode = JsonString(stats, "mode");
   if (mode != policy::ModeName(rules.mode)) {
     diffs.push_back("mode is " + (mode.empty() ? std::string("unknown") : mode) +
                     ", the policy says " + std::string(policy::ModeName(rules.mode)));
   }
-  uint64_t bs = stats.value("block-size", uint64_t{0});
+  uint64_t bs = JsonUint(stats, "block-size");
   if (bs != rules.block_size) {
     diffs.push_back("block-size is " + FormatSize(bs) + ", the policy says " +
                     FormatSize(rules.block_size));
   }
-  uint64_t ram = stats.value("ram-limit", uint64_t{0});
+  uint64_t ram = JsonUint(stats, "ram-limit");
   if (ram != rules.ram_size) {
     diffs.push_back("ram-size is " + FormatSize(ram) + ", the policy says " +
                     FormatSize(rules.ram_size));
@@ -224,54 +225,53 @@ std::vector<std::string> CompareSettings(const json& stats, const policy::Rules&
               {"seq-cutoff", rules.seq_cutoff, true},
               {"max-dirty-age-ms", rules.max_dirty_age_ms, false}};
   for (const auto& n : nums) {
-    if (!stats.contains(n.name) || !stats[n.name].is_number_integer()) continue;
-    uint64_t got = stats[n.name].get<uint64_t>();
+    const json* f = JsonField(stats, n.name);
+    if (!f || !f->is_number_integer()) continue;
+    uint64_t got = JsonUint(stats, n.name);
     if (got != n.want) {
       diffs.push_back(std::string(n.name) + " is " +
                       (n.size ? FormatSize(got) : std::to_string(got)) + ", the policy says " +
                       (n.size ? FormatSize(n.want) : std::to_string(n.want)));
     }
   }
-  if (stats.contains("max-dirty") && stats["max-dirty"].is_number_integer()) {
+  if (const json* f = JsonField(stats, "max-dirty"); f && f->is_number_integer()) {
     // The policy's 0 means the driver's default, ram-size/2 but one block
     // at least.
     uint64_t want = rules.max_dirty != 0 ? rules.max_dirty
                                          : std::max(rules.ram_size / 2, rules.block_size);
-    uint64_t got = stats["max-dirty"].get<uint64_t>();
+    uint64_t got = JsonUint(stats, "max-dirty");
     if (got != want) {
       diffs.push_back("max-dirty is " + FormatSize(got) + ", the policy says " +
                       FormatSize(want));
     }
   }
   // The SSD tier: the driver reports ssd-* counters only with one.
-  bool has_ssd = stats.contains("ssd-size");
+  bool has_ssd = JsonField(stats, "ssd-size") != nullptr;
   if (rules.ssd_size > 0 && !has_ssd) {
     diffs.push_back("the filter has no SSD tier, the policy asks for " +
                     FormatSize(rules.ssd_size) + " in " + rules.ssd_dir);
   } else if (rules.ssd_size == 0 && has_ssd) {
     diffs.push_back("the filter has an SSD tier, the policy has none");
   } else if (has_ssd && rules.mode != policy::CacheMode::kPassThrough &&
-             !stats.contains("ssd-failed") && stats.contains("ssd-active") &&
-             !stats.value("ssd-active", true)) {
+             !JsonField(stats, "ssd-failed") && !JsonBool(stats, "ssd-active", true)) {
     diffs.push_back("the SSD tier is switched off after an SSD I/O error (ssd-errors " +
-                    std::to_string(stats.value("ssd-errors", uint64_t{0})) +
+                    std::to_string(JsonUint(stats, "ssd-errors")) +
                     "); only the RAM tier caches");
   }
   return diffs;
 }
 
 std::string SsdFailure(const json& stats) {
-  auto it = stats.find("ssd-failed");
-  if (it == stats.end() || !it->is_boolean() || !it->get<bool>()) return "";
+  if (!JsonBool(stats, "ssd-failed", false)) return "";
   return "the SSD tier failed with an I/O error; writes go through to the origin; check the "
          "device, then re-apply the policy (assign it to the disk again; ssd-errors " +
-         std::to_string(stats.value("ssd-errors", uint64_t{0})) + ")";
+         std::to_string(JsonUint(stats, "ssd-errors")) + ")";
 }
 
 std::vector<std::string> UnreportedOptions(const json& stats) {
   std::vector<std::string> out;
   for (const char* n : {"admit-after", "seq-cutoff", "max-dirty", "max-dirty-age-ms"}) {
-    if (!stats.contains(n)) out.push_back(n);
+    if (!JsonField(stats, n)) out.push_back(n);
   }
   return out;
 }

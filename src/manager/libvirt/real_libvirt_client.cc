@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "manager/libvirt/block_graph.h"
+#include "manager/libvirt/domain_xml.h"
 #include <spdlog/spdlog.h>
 
 #include "manager/libvirt/domain_xml.h"
@@ -57,6 +59,25 @@ Lifecycle MapEvent(int event, int detail) {
   }
 }
 
+// Runs one of our callbacks on a libvirt thread (the event loop, the
+// supervisor): nothing may unwind through libvirt's C frames or end the
+// thread.
+template <typename Fn>
+void Guarded(const char* what, Fn&& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: unexpected error: {}; going on", what, e.what());
+  } catch (...) {
+    spdlog::error("{}: unexpected error; going on", what);
+  }
+}
+
+std::string NameOf(virDomainPtr d) {
+  const char* name = virDomainGetName(d);
+  return name ? name : "";
+}
+
 bool LooksLikeUuid(const std::string& s) {
   if (s.size() != 36) return false;
   for (size_t i = 0; i < s.size(); i++) {
@@ -97,7 +118,9 @@ int RealLibvirtClient::LifecycleCb(virConnectPtr, virDomainPtr dom, int event, i
     std::lock_guard lock(cb->mu);
     fn = cb->lifecycle;
   }
-  if (fn) fn(UuidOf(dom), virDomainGetName(dom), MapEvent(event, detail), "");
+  if (fn) {
+    Guarded("a lifecycle event", [&] { fn(UuidOf(dom), NameOf(dom), MapEvent(event, detail), ""); });
+  }
   return 0;
 }
 
@@ -110,7 +133,11 @@ void RealLibvirtClient::DeviceRemovedCb(virConnectPtr, virDomainPtr dom, const c
     std::lock_guard lock(cb->mu);
     fn = cb->lifecycle;
   }
-  if (fn) fn(UuidOf(dom), virDomainGetName(dom), Lifecycle::kDeviceRemoved, alias ? alias : "");
+  if (fn) {
+    Guarded("a device-removed event", [&] {
+      fn(UuidOf(dom), NameOf(dom), Lifecycle::kDeviceRemoved, alias ? alias : "");
+    });
+  }
 }
 
 RealLibvirtClient::RealLibvirtClient(std::string uri)
@@ -203,7 +230,7 @@ bool RealLibvirtClient::TryConnect() {
     on_conn = callbacks_->connection;
   }
   spdlog::info("connected to libvirt at {}", uri_);
-  if (on_conn) on_conn(true);
+  if (on_conn) Guarded("the connection callback", [&] { on_conn(true); });
   return true;
 }
 
@@ -252,7 +279,7 @@ void RealLibvirtClient::Supervise() {
           std::lock_guard cl(callbacks_->mu);
           on_conn = callbacks_->connection;
         }
-        if (on_conn) on_conn(false);
+        if (on_conn) Guarded("the connection callback", [&] { on_conn(false); });
       }
       bool ok = TryConnect();
       lock.lock();
@@ -352,7 +379,7 @@ Result<DomainRef> RealLibvirtClient::LookupDomain(const std::string& name_or_uui
   DomainHandle d(raw);
   DomainRef r;
   r.uuid = UuidOf(d.get());
-  r.name = virDomainGetName(d.get());
+  r.name = NameOf(d.get());
   r.active = virDomainIsActive(d.get()) == 1;
   r.persistent = virDomainIsPersistent(d.get()) == 1;
   return r;
@@ -456,15 +483,7 @@ Result<std::string> RealLibvirtClient::QemuMonitorCommand(const std::string& uui
     return tl::unexpected(LastError("QMP"));
   }
   CString reply(raw);
-  auto j = nlohmann::json::parse(reply.get(), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return Fail(ErrorCode::kInternal, "unreadable QMP reply from QEMU");
-  }
-  if (j.contains("error")) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "QEMU: " + j["error"].value("desc", std::string("error without description")));
-  }
-  return j.contains("return") ? j["return"].dump() : std::string("{}");
+  return QmpReturn(reply ? reply.get() : "");
 }
 
 }  // namespace hc::libvirt

@@ -48,7 +48,6 @@ class RealLibvirtClient final : public LibvirtClient {
   Result<std::string> DomainCapabilities(const std::string& emulator, const std::string& arch,
                                          const std::string& machine,
                                          const std::string& virttype) override;
-  Result<std::string> GetMigratableXml(const std::string& uuid) override;
   Status Migrate(const std::string& uuid, const MigrateRequest& req) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;

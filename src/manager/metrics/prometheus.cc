@@ -5,6 +5,8 @@
 #include <optional>
 #include <sstream>
 
+#include "common/json_fields.h"
+
 namespace hc::metrics {
 namespace {
 
@@ -140,7 +142,7 @@ std::string Render(const Snapshot& s) {
     Header(o, "hostcache_mode_info", "gauge", "The cache mode in force (value 1).");
     for (const auto& d : s.disks) {
       o << "hostcache_mode_info{" << DiskLabels(d.vm_name, d.target, d.policy) << ",mode=\""
-        << EscapeLabel(d.counters.value("mode", "")) << "\"} 1\n";
+        << EscapeLabel(JsonString(d.counters, "mode")) << "\"} 1\n";
     }
   }
   struct Flag {

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "manager/libvirt/block_graph.h"
 
 namespace hc::stats {
@@ -52,7 +53,11 @@ void StatsCollector::CollectOnce() {
       in_flight_.insert(uuid);
     }
     exec_([this, uuid = uuid, name, disks = std::move(disks)]() mutable {
-      CollectVm(uuid, name, std::move(disks));
+      try {
+        CollectVm(uuid, name, std::move(disks));
+      } catch (const std::exception& e) {
+        Failed(name, std::string("unexpected error: ") + e.what());
+      }
       {
         std::lock_guard lock(mu_);
         in_flight_.erase(uuid);
@@ -67,20 +72,19 @@ void StatsCollector::CollectVm(const std::string& uuid, const std::string& name,
   auto reply = lv_.QemuMonitorCommand(
       uuid, libvirt::QmpCommand("query-blockstats", json{{"query-nodes", true}}));
   if (!reply) {
-    std::lock_guard lock(mu_);
-    auto& st = vm_state_[name];
-    st.errors++;
-    if (st.last_error != reply.error().message) {
-      spdlog::warn("statistics of VM {}: {}", name, reply.error().message);
-    }
-    st.last_error = reply.error().message;
+    Failed(name, reply.error().message);
     return;
   }
-  auto stats = libvirt::ParseNodeStats(json::parse(*reply, nullptr, false));
+  json ret = json::parse(*reply, nullptr, false);
+  if (!ret.is_array()) {
+    Failed(name, "QEMU's reply to query-blockstats is not a list");
+    return;
+  }
+  auto stats = libvirt::ParseNodeStats(ret);
   const int64_t now = clock_.NowMs();
   for (const auto& a : disks) {
     auto it = stats.find(a.node_name);
-    if (it == stats.end() || it->second.value("driver", "") != "hostcache") continue;
+    if (it == stats.end() || JsonString(it->second, "driver") != "hostcache") continue;
     json counters = it->second;
     counters.erase("driver");
     if (auto s = store_.AppendStats(uuid, a.target, store::StatSample{now, counters}); !s) {
@@ -93,12 +97,25 @@ void StatsCollector::CollectVm(const std::string& uuid, const std::string& name,
   vm_state_[name].last_error.clear();
 }
 
+void StatsCollector::Failed(const std::string& name, const std::string& why) {
+  std::lock_guard lock(mu_);
+  auto& st = vm_state_[name];
+  st.errors++;
+  if (st.last_error != why) spdlog::warn("statistics of VM {}: {}", name, why);
+  st.last_error = why;
+}
+
 void StatsCollector::Start(int interval_s) {
   thread_ = std::thread([this, interval_s] {
     std::unique_lock lock(mu_);
     while (!stop_) {
       lock.unlock();
-      CollectOnce();
+      try {
+        CollectOnce();
+      } catch (const std::exception& e) {
+        spdlog::error("statistics: unexpected error: {}; collecting again in {} s", e.what(),
+                      interval_s);
+      }
       lock.lock();
       cv_.wait_for(lock, std::chrono::seconds(interval_s), [&] { return stop_; });
     }

@@ -5,7 +5,8 @@
 //
 // One task per VM runs on the executor; a VM whose previous collection has
 // not finished is skipped (and counted), so a slow or hung QEMU never holds
-// up the others.
+// up the others.  A reply of any shape is counted as the VM's error at
+// worst; nothing ends the collector's threads.
 //
 // Thread-safety: all methods are thread-safe.  The store, client, clock and
 // executor must outlive the collector; the executor's tasks must finish
@@ -66,6 +67,8 @@ class StatsCollector {
  private:
   void CollectVm(const std::string& uuid, const std::string& name,
                  std::vector<store::Assignment> disks);
+  // Counts a failed collection of VM `name` (logged when the reason changes).
+  void Failed(const std::string& name, const std::string& why);
 
   store::Store& store_;
   libvirt::LibvirtClient& lv_;

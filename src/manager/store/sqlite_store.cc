@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "common/util.h"
+
 namespace hc::store {
 namespace {
 
@@ -23,8 +25,17 @@ class Stmt {
     }
     return Stmt(db, s);
   }
+  // SQLite's TEXT is UTF-8: a byte that is not well-formed UTF-8 (from a
+  // tier file, libvirt or QEMU) is stored as U+FFFD, so every string read
+  // back can be sent as JSON.
   Stmt& Bind(int i, const std::string& v) {
-    sqlite3_bind_text(s_.get(), i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    if (IsValidUtf8(v)) {
+      sqlite3_bind_text(s_.get(), i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    } else {
+      const std::string valid = ToValidUtf8(v);
+      sqlite3_bind_text(s_.get(), i, valid.data(), static_cast<int>(valid.size()),
+                        SQLITE_TRANSIENT);
+    }
     return *this;
   }
   Stmt& Bind(int i, int64_t v) {
@@ -57,7 +68,10 @@ class Stmt {
   std::string Text(int col) {
     const unsigned char* t = sqlite3_column_text(s_.get(), col);
     int n = sqlite3_column_bytes(s_.get(), col);
-    return t ? std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(n)) : "";
+    // (Records written before Bind made them valid may hold other bytes.)
+    return t ? ToValidUtf8(std::string_view(reinterpret_cast<const char*>(t),
+                                            static_cast<size_t>(n)))
+             : "";
   }
   int64_t Int(int col) { return sqlite3_column_int64(s_.get(), col); }
 
