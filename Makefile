@@ -34,6 +34,9 @@ MESON      ?= meson
 PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
+# The scripts (demo, bench, soak) import the project's Python helpers,
+# python/hostcache; meson's test environment sets the same path for tests.
+PY         := PYTHONPATH=$(abspath python) /usr/bin/python3
 INSTALL_ENV = BUILD=$(abspath $(BUILD)) DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" \
               SYSCONFDIR="$(SYSCONFDIR)" $(if $(UNITDIR),UNITDIR="$(UNITDIR)")
 
@@ -87,13 +90,13 @@ check-driver: all
 	$(MESON) test -C $(MESON_DIR) --print-errorlogs --suite driver
 
 bench: all
-	/usr/bin/python3 scripts/bench.py
+	$(PY) scripts/bench.py
 
 demo: all
-	/usr/bin/python3 scripts/demo-manager.py start
+	$(PY) scripts/demo-manager.py start
 
 demo-stop:
-	/usr/bin/python3 scripts/demo-manager.py stop
+	$(PY) scripts/demo-manager.py stop
 
 demo-san: all
 	bash scripts/demo.sh
@@ -115,22 +118,24 @@ distclean:
 	rm -rf $(BUILD) web/node_modules
 
 # make soak: the long runs of the crash-safety tests.  SOAK_CYCLES SIGKILL
-# cycles of the write-back crash oracle, then the other write-back tests
-# with HC_SOAK=10 (ten times the rounds, durations and sizes), under
-# SOAK_SEEDS different seeds, then 200 live migrations per caching mode
-# (the migration ping-pong with HC_SOAK=10).  Each run prints its seed
-# (HC_SEED repeats it).
+# cycles of the write-back crash oracle, then the write-back tests (the
+# oracle's 10 cycles, destaging, ordering) with HC_SOAK=10 (ten times the
+# rounds, durations and sizes), under SOAK_SEEDS different seeds, then 200
+# live migrations per caching mode (the migration ping-pong with
+# HC_SOAK=10).  Each run prints its seed (HC_SEED repeats it).
 SOAK_CYCLES ?= 200
 SOAK_SEEDS  ?= 3
 
 soak: all
 	HC_CRASH_CYCLES=$(SOAK_CYCLES) HC_CRASH_SECONDS=4 \
-	  /usr/bin/python3 tests/driver/test_writeback.py crash
+	  $(PY) tests/driver/test_wb_crash.py crash
 	for i in $$(seq $(SOAK_SEEDS)); do \
-	  HC_CRASH_CYCLES=10 HC_SOAK=10 \
-	    /usr/bin/python3 tests/driver/test_writeback.py || exit 1; \
+	  for t in crash destage order; do \
+	    HC_CRASH_CYCLES=10 HC_SOAK=10 \
+	      $(PY) tests/driver/test_wb_$$t.py || exit 1; \
+	  done; \
 	done
 	for i in $$(seq $(SOAK_SEEDS)); do \
-	  HC_SOAK=10 /usr/bin/python3 tests/driver/test_powercut.py || exit 1; \
+	  HC_SOAK=10 $(PY) tests/driver/test_powercut.py || exit 1; \
 	done
-	HC_SOAK=10 /usr/bin/python3 tests/driver/test_migration.py ping_pong
+	HC_SOAK=10 $(PY) tests/driver/test_migration.py ping_pong

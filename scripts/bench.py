@@ -32,13 +32,14 @@ Figures (docs/BENCHMARKS.md explains each, its floor and its goal):
      hits vs the origin reading the hot set once, the guest's miss latency
      during the warm-up vs without; a PNG of the curves
 
-Usage: scripts/bench.py [--quick] [--only a,b,...] [--runs N] [--out FILE]
-Results also go to build/bench/results.json.
+Usage: PYTHONPATH=python scripts/bench.py [--quick] [--only a,b,...]
+       [--runs N] [--out FILE]
+(make bench; PYTHONPATH: the project's helpers, python/hostcache, from the
+source tree.)  Results also go to build/bench/results.json.
 Standard library only; run with /usr/bin/python3.
 """
 
 import argparse
-import atexit
 import json
 import os
 import re
@@ -47,22 +48,18 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-import hctest  # noqa: E402
-from hctest import KiB, MiB, PROCS  # noqa: E402
+from hostcache import GiB, KiB, MiB, paths
+from hostcache.fio import FIO, Fio
+from hostcache.nbdkit import NBDKIT, Nbdkit
+from hostcache.procs import cpu_seconds, run, tmpdir, wait_for_path
+from hostcache.qemu import StorageDaemon
+from hostcache.qmp import node_stats
 
-GiB = 1024 * MiB
-FIO = shutil.which('fio') or '/usr/bin/fio'
-NBDKIT = shutil.which('nbdkit') or '/usr/sbin/nbdkit'
-ENGINE_BENCH = os.path.join(os.environ.get('HOSTCACHE_BUILD',
-                                           os.path.join(SRC, 'build', 'meson')),
-                            'tests', 'engine_bench')
+SRC = paths.SRC
+ENGINE_BENCH = os.path.join(paths.BUILD, 'tests', 'engine_bench')
 OUT_DIR = os.path.join(SRC, 'build', 'bench')
-CLK_TCK = os.sysconf('SC_CLK_TCK')
 
 SAN_SIZE = 64 * GiB         # virtual size of every NBD disk
 SAN_LATENCY_NS = 2_000_000  # the simulated SAN's service time
@@ -91,116 +88,49 @@ class Cfg:
 
 CFG = Cfg()
 
-# The QEMU binaries measured: copies taken at start (snapshot_binaries), so
-# a rebuild of build/qemu-build during the run changes nothing measured.
-BIN = {'qsd': hctest.QSD, 'qemu-img': hctest.QEMU_IMG}
-
-
 def snapshot_binaries(workdir):
+    """The QEMU binaries measured are copies taken at start, so a rebuild
+    of build/qemu-build during the run changes nothing measured."""
     os.makedirs(os.path.join(workdir, 'bin'))
-    for name, path in list(BIN.items()):
-        dst = os.path.join(workdir, 'bin', name)
-        shutil.copy2(path, dst)
-        BIN[name] = dst
+    for name in ('QSD', 'QEMU_IMG'):
+        dst = os.path.join(workdir, 'bin', os.path.basename(getattr(paths,
+                                                                    name)))
+        shutil.copy2(getattr(paths, name), dst)
+        setattr(paths, name, dst)
 
 
 def pin(cpu):
     return ['taskset', '-c', cpu] if cpu is not None else []
 
 
-# ---- processes ---------------------------------------------------------------
+# ---- servers -----------------------------------------------------------------
 
-def run_proc(argv, timeout=600, env=None):
-    """Run argv to completion as a PROCS member (stopped by pid if we die)."""
-    p = PROCS.start(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True, env=env)
-    try:
-        out, err = p.communicate(timeout=timeout)
-    finally:
-        PROCS.stop(p)
-    if p.returncode != 0:
-        raise RuntimeError(f'{argv[0]} exited {p.returncode}:\n'
-                           f'{out[-2000:]}\n{err[-2000:]}')
-    return out, err
+class Qsd(StorageDaemon):
+    """qemu-storage-daemon, pinned, with the given --blockdev JSON dicts and
+    an NBD server on a unix socket exporting {export name: node}."""
 
-
-class Server:
-    """A long-lived server process (qemu-storage-daemon or nbdkit), pinned,
-    stopped by pid at exit.  cpu_seconds() reads /proc for CPU%."""
-
-    def __init__(self, workdir, name, argv, wait_paths, qmp_path=None,
-                 env=None):
-        self.name = name
-        self.log_path = os.path.join(workdir, f'{name}.log')
-        self.log = open(self.log_path, 'w')
-        self.proc = PROCS.start(pin(CFG.server_cpu) + argv, stdout=self.log,
-                                stderr=subprocess.STDOUT, env=env)
-        for path in wait_paths:
-            hctest.wait_for_path(path, self.proc)
-        try:
-            self.qmp = hctest.QMP(qmp_path) if qmp_path else None
-        except OSError as e:
-            raise RuntimeError(f'{name}: no QMP greeting ({e!r}); '
-                               f'{self.state()}') from e
-
-    def state(self):
-        """What the process is doing, and its log (for a hung start)."""
-        info = []
-        for f in ('wchan', 'stack'):
-            try:
-                with open(f'/proc/{self.proc.pid}/{f}') as fh:
-                    info.append(f'{f}: {fh.read().strip()}')
-            except OSError:
-                pass
-        info.append(f'exit status {self.proc.poll()}')
-        with open(self.log_path) as fh:
-            info.append('log: ' + fh.read()[-2000:])
-        return '; '.join(info)
-
-    def cpu_seconds(self):
-        with open(f'/proc/{self.proc.pid}/stat') as f:
-            fields = f.read().rsplit(')', 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    def __init__(self, workdir, name, blockdevs, exports):
+        self.sock = os.path.join(workdir, f'{name}.nbd')
+        args = []
+        for b in blockdevs:
+            args += ['--blockdev', json.dumps(b)]
+        args += ['--nbd-server', f'addr.type=unix,addr.path={self.sock}']
+        for i, (ename, node) in enumerate(exports.items()):
+            args += ['--export', f'type=nbd,id=exp{i},node-name={node},'
+                     f'name={ename},writable=on']
+        super().__init__(workdir, args, name=name, prefix=pin(CFG.server_cpu))
+        wait_for_path(self.sock, self.proc)
+        self.uri = {e: f'nbd+unix:///{e}?socket={self.sock}' for e in exports}
 
     def stats(self, node):
-        return hctest.node_stats(self.qmp, node)
-
-    def stop(self):
-        if self.qmp:
-            self.qmp.close()
-        PROCS.stop(self.proc)
-        self.log.close()
-        if self.proc.returncode == -9:
-            log(f'    WARNING: {self.name} ignored SIGTERM for 10 s and was '
-                f'killed (log: {self.log_path})')
+        return node_stats(self.qmp, node)
 
 
-def qsd(workdir, name, blockdevs, exports):
-    """qemu-storage-daemon with QMP, the given --blockdev JSON dicts and an
-    NBD server on a unix socket exporting {export name: node}."""
-    qmp_path = os.path.join(workdir, f'{name}.qmp')
-    sock = os.path.join(workdir, f'{name}.nbd')
-    argv = [BIN['qsd'], '--chardev',
-            f'socket,id=qmp0,path={qmp_path},server=on,wait=off',
-            '--monitor', 'chardev=qmp0']
-    for b in blockdevs:
-        argv += ['--blockdev', json.dumps(b)]
-    argv += ['--nbd-server', f'addr.type=unix,addr.path={sock}']
-    for i, (ename, node) in enumerate(exports.items()):
-        argv += ['--export', f'type=nbd,id=exp{i},node-name={node},'
-                 f'name={ename},writable=on']
-    srv = Server(workdir, name, argv, [qmp_path, sock], qmp_path)
-    srv.sock = sock
-    srv.uri = {e: f'nbd+unix:///{e}?socket={sock}' for e in exports}
-    return srv
-
-
-def nbdkit(workdir, name, args, env=None):
-    sock = os.path.join(workdir, f'{name}.nbd')
-    srv = Server(workdir, name, [NBDKIT, '-f', '-U', sock, *args], [sock],
-                 env=env)
-    srv.uri = {'': f'nbd+unix:///?socket={sock}'}
-    return srv
+def nbdkit(workdir, name, plugin, filters=(), args=(), env=None):
+    """nbdkit, pinned, its messages in WORKDIR/NAME.log."""
+    with open(os.path.join(workdir, f'{name}.log'), 'w') as log:
+        return Nbdkit(workdir, name, plugin, filters, args, stderr=log,
+                      prefix=pin(CFG.server_cpu), env=env)
 
 
 def null_co(node, size, latency_ns=0):
@@ -260,29 +190,23 @@ class FioResult:
 def fio(workdir, jobs, servers=(), latlog=False, tag='fio', engine='nbd'):
     """Run fio with one or more jobs (lists of --options after --name).
     Returns ([FioResult per job], {server name: CPU% during the run})."""
-    out = os.path.join(workdir, f'{tag}.json')
-    argv = pin(CFG.client_cpu) + [FIO, '--output-format=json',
-                                  f'--output={out}']
+    args = []
     logs = []
     for i, job in enumerate(jobs):
-        argv += [f'--name=j{i}', f'--ioengine={engine}', '--thread', *job]
+        args += [f'--name=j{i}', f'--ioengine={engine}', '--thread', *job]
         if latlog:
             prefix = os.path.join(workdir, f'{tag}-lat{i}')
-            argv += [f'--write_lat_log={prefix}', '--log_avg_msec=0']
+            args += [f'--write_lat_log={prefix}', '--log_avg_msec=0']
             logs.append(f'{prefix}_clat.{i + 1}.log')
-    c0 = {s.name: s.cpu_seconds() for s in servers}
+    c0 = {s.name: cpu_seconds(s.proc.pid) for s in servers}
     t0 = time.monotonic()
-    run_proc(argv, timeout=600)
+    f = Fio(workdir, tag, None, args, prefix=pin(CFG.client_cpu))
+    f.wait(timeout=600)
     wall = time.monotonic() - t0
-    cpu = {s.name: 100.0 * (s.cpu_seconds() - c0[s.name]) / wall
+    cpu = {s.name: 100.0 * (cpu_seconds(s.proc.pid) - c0[s.name]) / wall
            for s in servers}
-    with open(out) as f:
-        text = f.read()
-    # The nbd engine prints 'fio: connected to NBD server' lines, which
-    # may land in the output file before the JSON document.
-    data = json.loads(text[text.index('{'):])
     res = [FioResult(j, logs[i] if latlog else None)
-           for i, j in enumerate(data['jobs'])]
+           for i, j in enumerate(f.report['jobs'])]
     for p in logs:
         for kind in ('clat', 'lat', 'slat'):
             q = p.replace('_clat.', f'_{kind}.')
@@ -445,7 +369,7 @@ def img_bench(opts, count, qd, step, write=False, trace=None, errs=None):
     """One qemu-img bench run: (seconds reported, CPU% of qemu-img).
     write: -w; trace: a QEMU trace event pattern, its lines (stderr) are
     appended to the list errs."""
-    argv = pin(CFG.server_cpu) + [BIN['qemu-img']]
+    argv = pin(CFG.server_cpu) + [paths.QEMU_IMG]
     if trace:
         argv += ['--trace', trace]
     argv += ['bench', '-c', str(count), '-d', str(qd), '-S', str(step)]
@@ -454,7 +378,8 @@ def img_bench(opts, count, qd, step, write=False, trace=None, errs=None):
     argv += ['--image-opts', opts]
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    out, err = run_proc(argv)
+    r = run(argv, timeout=600)
+    out, err = r.stdout, r.stderr
     if errs is not None:
         errs.extend(err.splitlines())
     wall = time.monotonic() - t0
@@ -546,11 +471,11 @@ class Topology:
     """
 
     def __init__(self, workdir):
-        self.san = qsd(workdir, 'san', [
+        self.san = Qsd(workdir, 'san', [
             null_co('san', SAN_SIZE, SAN_LATENCY_NS),
             hostcache('hcd', 'san'),
         ], {'san': 'san', 'hcd': 'hcd'})
-        self.front = qsd(workdir, 'front', [
+        self.front = Qsd(workdir, 'front', [
             null_co('null0', SAN_SIZE),
             null_co('null1', SAN_SIZE),
             hostcache('hcl', 'null1'),
@@ -563,7 +488,7 @@ class Topology:
             'nbd', f'socket={self.san.sock}', 'export=san'])
         env = dict(os.environ, TMPDIR=workdir)
         self.nk_cache = nbdkit(workdir, 'nk-cache', [
-            '--filter=cache', 'nbd', f'socket={self.san.sock}', 'export=san',
+            'nbd', f'socket={self.san.sock}', 'export=san'], ['cache'], [
             'cache=writethrough', 'cache-on-read=true',
             'cache-min-block-size=4K', 'cache-max-size=256M'], env=env)
         # name -> (uri, servers on the path, (server, node) for counters)
@@ -575,10 +500,10 @@ class Topology:
             'relay': (self.front.uri['relay'], [self.front, self.san], None),
             'san': (self.san.uri['san'], [self.san], None),
             'hcd': (self.san.uri['hcd'], [self.san], (self.san, 'hcd')),
-            'nk-null': (self.nk_null.uri[''], [self.nk_null], None),
-            'nk-relay': (self.nk_relay.uri[''], [self.nk_relay, self.san],
+            'nk-null': (self.nk_null.uri, [self.nk_null], None),
+            'nk-relay': (self.nk_relay.uri, [self.nk_relay, self.san],
                          None),
-            'nk-cache': (self.nk_cache.uri[''], [self.nk_cache, self.san],
+            'nk-cache': (self.nk_cache.uri, [self.nk_cache, self.san],
                          None),
         }
 
@@ -768,14 +693,14 @@ def build_scan_sim():
     srcs = [os.path.join(SRC, 'scripts', 'bench', 'scan_sim.c'),
             os.path.join(SRC, 'qemu-block-driver', 'hc-engine.c')]
     cc = shutil.which('cc') or 'gcc'
-    run_proc([cc, '-O2', '-std=gnu11', '-I',
+    run([cc, '-O2', '-std=gnu11', '-I',
               os.path.join(SRC, 'qemu-block-driver'), *srcs, '-o', exe])
     return exe
 
 
 def fig_d(workdir):
     log('[d] scan resistance')
-    srv = qsd(workdir, 'scan', [
+    srv = Qsd(workdir, 'scan', [
         null_co('null1', SAN_SIZE),
         hostcache('hcs', 'null1', ram_size=SCAN_CACHE),
     ], {'hcs': 'hcs'})
@@ -818,8 +743,8 @@ def fig_d(workdir):
 
     exe = build_scan_sim()
     for pol in ('slru', 'lru'):
-        out, _ = run_proc([exe, pol, str(SCAN_CACHE // (4 * KiB)),
-                           str(hot_blocks), f'{r:.4f}', '400000'])
+        out = run([exe, pol, str(SCAN_CACHE // (4 * KiB)), str(hot_blocks),
+                   f'{r:.4f}', '400000'], timeout=600).stdout
         sim = json.loads(out)
         RAW[f'd.sim.{pol}'] = sim
         add_row('d', f'hot hit ratio, engine sim {pol.upper()}', 'ratio',
@@ -836,7 +761,7 @@ def fig_d(workdir):
         ENGINE_BENCH, '--benchmark_format=json',
         f'--benchmark_repetitions={reps}',
         f'--benchmark_min_time={0.05 if CFG.quick else 0.2}']
-    out, _ = run_proc(argv)
+    out = run(argv, timeout=600).stdout
     runs = {}
     for b in json.loads(out)['benchmarks']:
         if b.get('run_type', 'iteration') == 'iteration':
@@ -857,7 +782,7 @@ def fig_d(workdir):
 def fig_e(workdir):
     log('[e] metadata per cached block')
     ram = 256 * MiB
-    srv = qsd(workdir, 'meta', [
+    srv = Qsd(workdir, 'meta', [
         null_co('null2', GiB),
         hostcache('hcm', 'null2', ram_size=ram, block_size=4096),
     ], {'hcm': 'hcm'})
@@ -945,9 +870,7 @@ SSD_RAM = 256 * KiB       # h: RAM tier of 64 blocks, so reads hit the SSD
 
 def local_dir():
     """A private directory on the local disk (build/bench, not a tmpfs)."""
-    d = tempfile.mkdtemp(prefix='files-', dir=OUT_DIR)
-    atexit.register(shutil.rmtree, d, ignore_errors=True)
-    return d
+    return tmpdir('files-', dir=OUT_DIR)
 
 
 def local_file(d, name, size, data=True):
@@ -990,13 +913,13 @@ def fig_g(workdir):
     loc = local_file(d, 'g-local.img', LOCAL_WS)
     ssd = local_file(d, 'g-ssd.img', SSD_FILE, data=False)
     ssd1 = local_file(d, 'g-ssd1.img', SSD_FILE, data=False)
-    san = qsd(workdir, 'gsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
+    san = Qsd(workdir, 'gsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
               {'san': 'san'})
     # hcw: default bounds (the destager starts on data 5 s old, or a
     # quarter of the tier dirty); hcs: max-dirty-age-ms 1, so the destager
     # writes the journal to the SAN all through the timed run, as under a
     # sustained load
-    front = qsd(workdir, 'gfront', [
+    front = Qsd(workdir, 'gfront', [
         file_node('loc0', loc),
         file_node('ssd0', ssd),
         file_node('ssd1', ssd1),
@@ -1081,12 +1004,12 @@ def fig_h(workdir):
     loc = local_file(d, 'h-local.img', LOCAL_WS)
     ssd = local_file(d, 'h-ssd.img', SSD_FILE, data=False)
     ssd2 = local_file(d, 'h-ssd2.img', SSD_FILE, data=False)
-    san = qsd(workdir, 'hsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
+    san = Qsd(workdir, 'hsan', [null_co('san', SAN_SIZE, SAN_LATENCY_NS)],
               {'san': 'san'})
     # hss: the brief's topology (origin = the SAN via NBD); hsl: the same
     # over an in-process 2 ms null-co, which separates the filter's own
     # cost from what it asks the origin (block status) per hit.
-    front = qsd(workdir, 'hfront', [
+    front = Qsd(workdir, 'hfront', [
         file_node('loc1', loc),
         file_node('ssd1', ssd),
         nbd_client('origin1', san.sock, 'san'),
@@ -1187,13 +1110,13 @@ def main():
         CFG.sync_runtime = 1.5
     if args.runs:
         CFG.runs = args.runs
-    for b in (hctest.QEMU_IMG, hctest.QSD, FIO, NBDKIT):
+    for b in (paths.QEMU_IMG, paths.QSD, FIO, NBDKIT):
         if not os.access(b, os.X_OK):
             print(f'missing {b}: run make first', file=sys.stderr)
             return 1
     setup_pinning()
     os.makedirs(OUT_DIR, exist_ok=True)
-    workdir = hctest.tmpdir('hcbench-')
+    workdir = tmpdir('hcbench-')
     snapshot_binaries(workdir)
     only = set(args.only.split(','))
     load0 = os.getloadavg()

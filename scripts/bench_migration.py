@@ -3,7 +3,7 @@
 (scripts/bench.py runs them; this script runs them alone too).
 
 Plain QEMU migration between two qemu-system-x86_64 processes on this
-machine (tests/lib/hcmigrate.py: TCG, 64 MiB guest RAM, no guest OS, the
+machine (python/hostcache/migrate.py: TCG, 64 MiB guest RAM, no guest OS, the
 disk driven with HMP qemu-io through the device's BlockBackend), the disk on
 hostcache over a simulated SAN: nbdkit's file plugin on a local sparse
 file behind `--filter=delay` (a fixed latency per request) and
@@ -32,9 +32,11 @@ A driver without the `warm-up` option (before issue 10) runs every mode
 cold and has no migration statistics: the figures then show that
 baseline, and the notes say so.
 
-Usage: scripts/bench_migration.py [--quick] [--runs N] [--only i,j]
-       [--out FILE] [--png FILE]
-       scripts/bench_migration.py --replot RESULTS.json [--png FILE]
+Usage: PYTHONPATH=python scripts/bench_migration.py [--quick] [--runs N]
+       [--only i,j] [--out FILE] [--png FILE]
+       PYTHONPATH=python scripts/bench_migration.py --replot RESULTS.json
+       [--png FILE]
+(PYTHONPATH: the project's helpers, python/hostcache, from the source tree.)
 Results: build/bench/migration.json, plot build/bench/migration-warmup.png
 (scripts/bench.py puts the rows in its own table and results.json).
 """
@@ -48,14 +50,10 @@ import statistics
 import sys
 import time
 
-SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hctest  # noqa: E402
-from hctest import KiB, MiB  # noqa: E402
-from hcmigrate import BS, HOUR_MS, Pair, has_option, new_stat  # noqa: E402
+from hostcache import GiB, KiB, MiB, paths
+from hostcache.migrate import BS, HOUR_MS, Pair, has_option, new_stat
+from hostcache.procs import tmpdir
 
-GiB = 1024 * MiB
 B = None                # the bench module (scripts/bench.py): table, fio
 
 
@@ -92,14 +90,13 @@ class San:
         self.img = os.path.join(d, f'{name}.img')
         with open(self.img, 'wb') as f:
             f.truncate(SAN_FILE)
-        self.srv = B.nbdkit(workdir, name, [
-            '--filter=noextents', '--filter=delay', 'file',
-            f'file={self.img}', f'rdelay={delay}', f'wdelay={delay}',
-            f'delay-zero={delay}', f'delay-trim={delay}'])
-        self.sock = os.path.join(workdir, f'{name}.nbd')
-        self.uri = self.srv.uri['']
-        self.blockdev = {'driver': 'nbd',
-                         'server': {'type': 'unix', 'path': self.sock}}
+        self.srv = B.nbdkit(workdir, name, ['file', f'file={self.img}'],
+                            ['noextents', 'delay'], [
+                                f'rdelay={delay}', f'wdelay={delay}',
+                                f'delay-zero={delay}', f'delay-trim={delay}'])
+        self.sock = self.srv.sock
+        self.uri = self.srv.uri
+        self.blockdev = self.srv.blockdev
 
     def stop(self):
         self.srv.stop()
@@ -412,15 +409,15 @@ def run(bench, workdir, only, png=None):
     global B
     B = bench
     configure(B.CFG.quick)
-    for b in (hctest.QEMU_SYSTEM, B.NBDKIT, B.FIO):
+    for b in (paths.QEMU_SYSTEM, B.NBDKIT, B.FIO):
         if not os.access(b, os.X_OK):
             raise RuntimeError(f'missing {b}: run make first')
     # measure a copy: a rebuild of build/qemu-build meanwhile changes
     # nothing measured (as bench.py does for qemu-img and the daemon)
     os.makedirs(os.path.join(workdir, 'bin'), exist_ok=True)
     copy = os.path.join(workdir, 'bin', 'qemu-system-x86_64')
-    shutil.copy2(hctest.QEMU_SYSTEM, copy)
-    hctest.QEMU_SYSTEM = copy
+    shutil.copy2(paths.QEMU_SYSTEM, copy)
+    paths.QEMU_SYSTEM = copy
     if 'i' in only:
         fig_i(workdir)
     if 'j' in only:
@@ -451,7 +448,7 @@ def main():
     bench.CFG.runs = args.runs or (1 if args.quick else bench.CFG.runs)
     bench.setup_pinning()
     os.makedirs(bench.OUT_DIR, exist_ok=True)
-    workdir = hctest.tmpdir('hcbench-mig-')
+    workdir = tmpdir('hcbench-mig-')
     t0 = time.monotonic()
     run(bench, workdir, set(args.only.split(',')), args.png)
     print(f'\nhostcache migration benchmarks: {bench.CFG.runs} run(s), '

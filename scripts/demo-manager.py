@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """make demo: the main job end to end, left running for the user.
 
-    /usr/bin/python3 scripts/demo-manager.py [start]   (make demo)
-    /usr/bin/python3 scripts/demo-manager.py stop      (make demo-stop)
+    PYTHONPATH=python /usr/bin/python3 scripts/demo-manager.py [start]
+    PYTHONPATH=python /usr/bin/python3 scripts/demo-manager.py stop
+(make demo and make demo-stop; PYTHONPATH: the project's helpers,
+python/hostcache, from the source tree.)
 
 start:
   1. libvirtd: the system one (qemu:///system, so `virsh` sees the demo VM);
@@ -39,26 +41,23 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(SRC, 'tests', 'lib'))
-from hclines import complete_lines, complete_text  # noqa: E402
-QEMU_BUILD = os.environ.get('HOSTCACHE_QEMU_BUILD',
-                            os.path.join(SRC, 'build', 'qemu-build'))
-QEMU = os.path.join(QEMU_BUILD, 'qemu-system-x86_64')
-QEMU_IMG = os.path.join(QEMU_BUILD, 'qemu-img')
-MESON_BUILD = os.environ.get('HOSTCACHE_BUILD',
-                             os.path.join(SRC, 'build', 'meson'))
-HOSTCACHED = os.path.join(MESON_BUILD, 'src', 'hostcached')
-HOSTCACHECTL = os.path.join(MESON_BUILD, 'src', 'hostcachectl')
-GUEST_DIR = os.environ.get('HC_GUEST_DIR', os.path.join(SRC, 'build', 'guest'))
+from hostcache import paths, procs
+from hostcache.check import TestFailure
+from hostcache.lines import complete_lines, complete_text
+from hostcache.manager import Api
+from hostcache.qemu import firmware_args
+
+SRC = paths.SRC
+QEMU = paths.QEMU_SYSTEM
+QEMU_IMG = paths.QEMU_IMG
+HOSTCACHED = paths.HOSTCACHED
+HOSTCACHECTL = paths.HOSTCACHECTL
+GUEST_DIR = paths.GUEST_DIR
 STATE = os.path.abspath(os.environ.get('HOSTCACHE_DEMO_DIR',
                                        os.path.join(SRC, 'build', 'demo')))
 SAN_DELAY = os.environ.get('DEMO_SAN_DELAY', '5ms')
@@ -97,8 +96,7 @@ def step(msg):
 
 def run(argv, what, timeout=120, check=True, input=None):
     try:
-        r = subprocess.run(argv, capture_output=True, text=True,
-                           timeout=timeout, input=input)
+        r = procs.run(argv, check_rc=False, timeout=timeout, input=input)
     except subprocess.TimeoutExpired:
         raise DemoError(f'{what}: `{" ".join(argv)}` took more than '
                         f'{timeout} s')
@@ -125,49 +123,20 @@ def tail(path, n=3000):
 
 # ---- processes, by pid --------------------------------------------------------
 
-def cmdline(pid):
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            return f.read().replace(b'\0', b' ').decode(errors='replace')
-    except OSError:
-        return ''
-
-
-def alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
 def stop_pid(pid, name, must_contain, timeout=20):
     """SIGTERM pid (SIGKILL after timeout) if its command line still
     contains must_contain: a reused pid is never signalled."""
-    if not pid or not alive(pid) or must_contain not in cmdline(pid):
+    if (not pid or not procs.pid_alive(pid)
+            or must_contain not in procs.cmdline(pid)):
         return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if alive(pid):
+    if procs.kill_pid(pid, timeout):
         say(f'   {name} (pid {pid}) ignored SIGTERM for {timeout} s: SIGKILL')
-        os.kill(pid, signal.SIGKILL)
-        time.sleep(0.2)
     return True
 
 
 def demo_pid(name):
     """(pid, text its command line must contain) of a demo process."""
-    pid = read_pid(os.path.join(STATE, PIDS[name]))
+    pid = procs.read_pid(os.path.join(STATE, PIDS[name]))
     return pid, STATE
 
 
@@ -215,20 +184,21 @@ def ensure_libvirtd():
     if os.geteuid() != 0:
         raise DemoError('libvirtd is not running and only root can start '
                         'the system libvirtd (run make demo as root)')
-    old = read_pid('/run/libvirtd.pid')
-    if old and alive(old):
+    old = procs.read_pid('/run/libvirtd.pid')
+    if old and procs.pid_alive(old):
         raise DemoError(f'libvirtd (pid {old}) runs but does not answer on '
                         f'{URI}; look at it or stop it first')
     step('libvirtd: none running; starting virtlogd -d and libvirtd -d')
     started = {}
-    vpid = read_pid('/run/virtlogd.pid')
-    if not (vpid and alive(vpid) and 'virtlogd' in cmdline(vpid)):
+    vpid = procs.read_pid('/run/virtlogd.pid')
+    if not (vpid and procs.pid_alive(vpid)
+            and 'virtlogd' in procs.cmdline(vpid)):
         run(['virtlogd', '-d'], 'starting virtlogd')
-        vpid = wait_until(lambda: read_pid('/run/virtlogd.pid'), 10,
+        vpid = wait_until(lambda: procs.read_pid('/run/virtlogd.pid'), 10,
                           'virtlogd wrote no /run/virtlogd.pid')
         started['virtlogd'] = vpid
     run(['libvirtd', '-d'], 'starting libvirtd')
-    lpid = wait_until(lambda: read_pid('/run/libvirtd.pid'), 30,
+    lpid = wait_until(lambda: procs.read_pid('/run/libvirtd.pid'), 30,
                       'libvirtd wrote no /run/libvirtd.pid')
     started['libvirtd'] = lpid
     with open(STARTED_LIBVIRTD, 'w') as f:
@@ -335,9 +305,9 @@ def start_san():
             raise DemoError(f'simulated SAN: nbdkit: {e}')
     if r.returncode != 0:
         raise DemoError(f'nbdkit exited {r.returncode}:\n{tail(log)}')
-    pid = wait_until(lambda: read_pid(pidfile), 10,
+    pid = wait_until(lambda: procs.read_pid(pidfile), 10,
                      'nbdkit wrote no pid file')
-    if not (alive(pid) and os.path.exists(sock)):
+    if not (procs.pid_alive(pid) and os.path.exists(sock)):
         raise DemoError(f'nbdkit (pid {pid}) is not serving {sock}:\n'
                         f'{tail(log)}')
     return img, sock, pid
@@ -386,60 +356,17 @@ def start_hostcached():
         return m and m.group(1)
     base = wait_until(listening, 30, 'hostcached did not start its API',
                       lambda: '\n' + tail(log))
-    api = Api(base, token_file)
+    api = Api(base.rsplit('/api/v1', 1)[0], token_file)
 
     def healthy():
-        h = api.call('GET', '/health', auth=False)
-        return h if h.get('libvirt') == 'connected' else None
+        status, h = api.call('GET', '/health', token=False)
+        return h if status == 200 and h.get('libvirt') == 'connected' else None
     h = wait_until(healthy, 30, 'hostcached is not connected to libvirtd',
                    lambda: '\n' + tail(log))
     return p.pid, api, log, h
 
 
-class Api:
-    def __init__(self, base, token_file):
-        self.base = base
-        self.token_file = token_file
-
-    def call(self, method, path, body=None, auth=True, want=200):
-        headers = {}
-        if auth:
-            with open(self.token_file) as f:
-                headers['Authorization'] = f'Bearer {f.read().strip()}'
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers['Content-Type'] = 'application/json'
-        req = urllib.request.Request(self.base + path, data=data,
-                                     method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                status, text = r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            status, text = e.code, e.read().decode(errors='replace')
-        except OSError as e:
-            raise DemoError(f'{method} {self.base}{path}: {e}')
-        if status != want:
-            raise DemoError(f'{method} {self.base}{path} answered {status} '
-                            f'(expected {want}): {text[:1000]}')
-        return json.loads(text) if text else {}
-
-
 # ---- the demo VM ---------------------------------------------------------------
-
-def firmware_args():
-    """-L options the project's QEMU needs to find SeaBIOS (see
-    tests/lib/hclibvirt.firmware_args)."""
-    base = [QEMU, '-machine', 'pc', '-accel', 'tcg', '-nodefaults',
-            '-display', 'none', '-S', '-qmp', 'stdio']
-    quit_ = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
-    for extra in ([], ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu']):
-        r = run(base + extra, 'probing QEMU firmware', timeout=60,
-                check=False, input=quit_)
-        if r.returncode == 0 and 'could not load' not in r.stderr:
-            return extra
-    raise DemoError(f'{QEMU} cannot start a pc machine:\n{r.stderr[-2000:]}')
-
 
 def guest_cmdline(job):
     common = 'console=ttyS0 quiet panic=-1'
@@ -660,7 +587,7 @@ def cmd_start():
 
     step(f'PUT /vms/{VM}/disks/vda/policy {{"policy": "{POLICY}"}} (live)')
     t_assign = time.monotonic()
-    a = api.call('PUT', f'/vms/{VM}/disks/vda/policy', {'policy': POLICY})
+    a = api.ok('PUT', f'/vms/{VM}/disks/vda/policy', {'policy': POLICY})
     comp = a.get('compliance', {})
     if comp.get('state') != 'compliant':
         raise DemoError(f'vda is not compliant after the assignment: {comp}')
@@ -674,7 +601,7 @@ def cmd_start():
     warm = pick(rounds, k + 2, k + 1 + WARM_ROUNDS, console)
 
     def fresh_stats():
-        s = api.call('GET', f'/vms/{VM}/disks/vda/stats?points=1')
+        s = api.ok('GET', f'/vms/{VM}/disks/vda/stats?points=1')
         cur = s.get('current')
         return s if cur and cur['time_ms'] >= t_last * 1000 else None
     stats = wait_until(fresh_stats, 15, 'hostcached collected no statistics '
@@ -695,7 +622,7 @@ def cmd_start():
                f'{VM} did not come up idle', lambda: tail(console))
     after = wait_until(
         lambda: (lambda c: c if c.get('state') == 'compliant' else None)(
-            api.call('GET', f'/vms/{VM}/disks/vda/policy')['compliance']),
+            api.ok('GET', f'/vms/{VM}/disks/vda/policy')['compliance']),
         60, 'vda is not compliant after the restart')
     live_xml = virsh('dumpxml', '--inactive', VM).stdout
     if '&quot;driver&quot;:&quot;hostcache&quot;' not in live_xml and \
@@ -711,7 +638,7 @@ def cmd_start():
         (time.monotonic() - t0))
     say(f'   REST API     {api.base}   (OpenAPI: {api.base}/openapi.json)')
     say(f'   token file   {api.token_file}')
-    say(f'   dashboard    {api.base.rsplit("/api/v1", 1)[0]}/#token={open(api.token_file).read().strip()}')
+    say(f'   dashboard    {api.url}/#token={open(api.token_file).read().strip()}')
     say(f'   hostcached   pid {hc_pid}, log {hc_log}, database '
         f'{os.path.join(STATE, "hostcached.db")}')
     say(f'   demo VM      {VM} in {URI}: running idle, vda policy "{POLICY}" '
@@ -747,14 +674,14 @@ def cmd_start():
     say('')
     rel = os.path.relpath(HOSTCACHECTL, os.getcwd())
     say('   try:')
-    say(f'     {rel} --url {api.base.rsplit("/api/v1", 1)[0]} '
+    say(f'     {rel} --url {api.url} '
         f'--token-file {api.token_file} disk stats {VM} vda')
     say(f'     curl -H "Authorization: Bearer $(cat {api.token_file})" '
         f'{api.base}/vms/{VM}')
     say(f'     virsh -c {URI} dumpxml {VM} | grep hostcache')
     say('')
-    say('   stop everything: make demo-stop   (/usr/bin/python3 '
-        'scripts/demo-manager.py stop), i.e.')
+    say('   stop everything: make demo-stop   (PYTHONPATH=python '
+        '/usr/bin/python3 scripts/demo-manager.py stop), i.e.')
     say(f'     kill {hc_pid}   (hostcached; kill $(cat '
         f'{os.path.join(STATE, PIDS["hostcached"])}))')
     say(f'     virsh -c {URI} destroy {VM}; virsh -c {URI} undefine {VM}')
@@ -783,7 +710,7 @@ def main():
         else:
             print(__doc__.split('\n\n')[1], file=sys.stderr)
             return 2
-    except DemoError as e:
+    except (DemoError, TestFailure) as e:
         print(f'demo: FAILED: {e}', file=sys.stderr)
         if cmd == 'start':
             print(f'demo: what is already running stays; '

@@ -73,12 +73,11 @@ wait_for() {   # wait_for PATH PID
 }
 
 stats() {      # stats OUT.json: driver-specific counters of hc0
-    "$PY" - "$WORK/qsd.qmp" "$1" <<EOF
+    PYTHONPATH="$SRC/python" "$PY" - "$WORK/qsd.qmp" "$1" <<EOF
 import json, sys
-sys.path.insert(0, '$SRC/tests/lib')
-import hctest
-q = hctest.QMP(sys.argv[1])
-json.dump(hctest.node_stats(q, 'hc0'), open(sys.argv[2], 'w'))
+from hostcache.qmp import QMP, node_stats
+q = QMP(sys.argv[1])
+json.dump(node_stats(q, 'hc0'), open(sys.argv[2], 'w'))
 q.close()
 EOF
 }

@@ -7,7 +7,7 @@
 #                      ttyS0, powers off)
 # Idempotent: a stamp records the inputs (this script, the init script, the
 # kernel, busybox); a second run with nothing changed returns at once.
-# Boots under TCG in a few seconds; see tests/lib/hcguest.py.
+# Boots under TCG in a few seconds; see python/hostcache/guest.py.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)

@@ -71,7 +71,7 @@ chromium fonts-dejavu-core
 libboost1.81-dev libboost-url1.81-dev libsqlite3-dev nlohmann-json3-dev
 libexpected-dev libspdlog-dev libfmt-dev libcli11-dev libpugixml-dev
 $QEMU_FEATURE_PKGS"
-# libvirt 11.3 (a real libvirtd for tests/lib/hclibvirt.py and hostcached).
+# libvirt 11.3 (a real libvirtd for python/hostcache/libvirt.py and hostcached).
 # Installed as pkg/bookworm-backports, NOT with -t: -t would also take
 # systemd-container and with it systemd from backports.  The QEMU driver
 # needs some qemu-system; the backports one matches QEMU 10.0.2 (its

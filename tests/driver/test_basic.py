@@ -17,14 +17,16 @@ the hostcache node itself, where every read goes through the cache.
 import os
 import random
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, HostcacheExport, LoggedNbdkit, check,  # noqa
-                    check_eq, dumps_match_origin, hostcache_opts, main,
-                    make_file, pread_file, qemu_io, random_sources,
-                    read_dumps, tmpdir)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.nbdkit import LoggedNbdkit
+from hostcache.procs import tmpdir
+from hostcache.qemu import (HostcacheExport, dumps_match_origin,
+                            hostcache_opts, make_file, pread_file, qemu_io,
+                            random_sources, read_dumps)
+from hostcache.runner import main
 
 WORK = tmpdir()
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))

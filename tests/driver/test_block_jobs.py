@@ -24,14 +24,12 @@ themselves after QEMU has closed (and written back) everything.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hclibvirt as L  # noqa: E402
+from hostcache import MiB, paths
+from hostcache import libvirt as L
+from hostcache.check import check, check_eq, poll
+from hostcache.procs import run, tmpdir
 
-MiB = T.MiB
 SIZE = 32 * MiB
 CACHE = None
 # (offset, pattern): A on the image before the VM starts; C written and
@@ -43,26 +41,26 @@ D, E = (3 * MiB, 0x44), (1 * MiB, 0x55)
 def _libvirtd(wd, **kw):
     global CACHE
     if CACHE is None:
-        CACHE = T.tmpdir('hcjobs-cache-')
+        CACHE = tmpdir('hcjobs-cache-')
     return L.Libvirtd(wd, cache_dir=CACHE, **kw)
 
 
 def _qcow2(path, size=SIZE):
-    T.run([T.QEMU_IMG, 'create', '-q', '-f', 'qcow2', path, str(size)])
+    run([paths.QEMU_IMG, 'create', '-q', '-f', 'qcow2', path, str(size)])
     return path
 
 
 def _image_io(path, cmds, fmt='qcow2'):
-    argv = [T.QEMU_IO, '-r', '-U', '-f', fmt]
+    argv = [paths.QEMU_IO, '-r', '-U', '-f', fmt]
     for c in cmds:
         argv += ['-c', c]
-    return T.run(argv + [path], check_rc=False)
+    return run(argv + [path], check_rc=False)
 
 
 def _image_has(path, regions, what, fmt='qcow2'):
     r = _image_io(path, [f'read -P {p} {off} 1M' for off, p in regions], fmt)
-    T.check(r.returncode == 0 and 'Pattern verification failed' not in
-            r.stdout, f'{what}: {path} lacks {regions}:\n{r.stdout}{r.stderr}')
+    check(r.returncode == 0 and 'Pattern verification failed' not in
+          r.stdout, f'{what}: {path} lacks {regions}:\n{r.stdout}{r.stderr}')
 
 
 def _filter_opts(dom, tier):
@@ -78,7 +76,7 @@ def _define_cached(lv, dom, img, tier):
     vda = `img` under a write-back filter with an SSD tier `tier`.  It is
     started paused: SeaBIOS, looking for something to boot, would flush the
     disk now and then, and what is dirty when would depend on timing."""
-    T.run(['truncate', '-s', str(16 * MiB), tier])
+    run(['truncate', '-s', str(16 * MiB), tier])
     lv.define(L.domain_xml(dom, [L.Disk(img, 'qcow2', 'ua-disk0', 'vda')],
                            memory_mib=64))
     xml = lv.dumpxml(dom, inactive=True)
@@ -91,7 +89,7 @@ def _define_cached(lv, dom, img, tier):
 def _write(lv, dom, region, flush=False):
     off, p = region
     out = lv.qemu_io(dom, 'ua-disk0', f'write -P {p} {off} 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
     if flush:
         lv.hmp(dom, f'qemu-io -d {L.backend_path("ua-disk0")} "flush"')
 
@@ -101,28 +99,28 @@ def _cache_data(lv, dom):
     _write(lv, dom, C, flush=True)
     _write(lv, dom, B)
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check(st['ssd-dirty-bytes'] >= MiB and
-            st['dirty-bytes'] >= st['ssd-dirty-bytes'] + MiB,
-            f'the origin is not behind the cache: {st}')
+    check(st['ssd-dirty-bytes'] >= MiB and
+          st['dirty-bytes'] >= st['ssd-dirty-bytes'] + MiB,
+          f'the origin is not behind the cache: {st}')
     return st
 
 
 def _reads(lv, dom, regions, what):
     for off, p in regions:
         out = lv.qemu_io(dom, 'ua-disk0', f'read -P {p} {off} 1M')
-        T.check('read 1048576/1048576' in out and 'fail' not in out.lower(),
-                f'{what}: pattern {p:#x} at {off}: {out}')
+        check('read 1048576/1048576' in out and 'fail' not in out.lower(),
+              f'{what}: pattern {p:#x} at {off}: {out}')
 
 
 def _filter_over(lv, dom, path):
     """The device reads from the filter, and the filter's file child is a
     node of the image `path`."""
-    T.check_eq(L.device_root(lv, dom, 'ua-disk0'), 'hc-vda', 'device root')
+    check_eq(L.device_root(lv, dom, 'ua-disk0'), 'hc-vda', 'device root')
     child = L.child_of(lv, dom, 'hc-vda')
-    T.check(child is not None, 'the filter has no file child')
+    check(child is not None, 'the filter has no file child')
     nodes = L.block_nodes(lv, dom)
-    T.check_eq(nodes[child]['image']['filename'], path,
-               f'image under the filter ({child})')
+    check_eq(nodes[child]['image']['filename'], path,
+             f'image under the filter ({child})')
     return child
 
 
@@ -131,16 +129,16 @@ def _quit(lv, dom):
     exits; libvirt sees the domain shut off."""
     lv.virsh('qemu-monitor-command', dom, '{"execute":"quit"}', check=False)
     # (a transient domain is gone then)
-    T.poll(f'{dom} shut off', lambda: dom not in lv.list_domains('--state-running') +
-           lv.list_domains('--state-paused'), timeout=60)
+    poll(f'{dom} shut off', lambda: dom not in lv.list_domains('--state-running') +
+         lv.list_domains('--state-paused'), timeout=60)
 
 
 def _wait_job_done(lv, dom, timeout=120):
-    T.poll(f'{dom}: job done',
-           lambda: 'None' in lv.virsh('domjobinfo', dom).stdout.split(
+    poll(f'{dom}: job done',
+         lambda: 'None' in lv.virsh('domjobinfo', dom).stdout.split(
                'Job type:')[-1].splitlines()[0], timeout=timeout)
     r = lv.virsh('domjobinfo', dom, '--completed')
-    T.check('Completed' in r.stdout, f'job did not complete:\n{r.stdout}')
+    check('Completed' in r.stdout, f'job did not complete:\n{r.stdout}')
 
 
 def _start_cached(lv, dom, wd):
@@ -148,7 +146,7 @@ def _start_cached(lv, dom, wd):
     tier WD/DOM.hcssd, started paused, with B and C held by the cache;
     returns the image."""
     img = _qcow2(os.path.join(wd, f'{dom}.qcow2'))
-    T.run([T.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M', img])
+    run([paths.QEMU_IO, '-f', 'qcow2', '-c', f'write -P {A[1]} {A[0]} 1M', img])
     _define_cached(lv, dom, img, os.path.join(wd, f'{dom}.hcssd'))
     lv.start_domain(dom, paused=True)
     _cache_data(lv, dom)
@@ -158,7 +156,7 @@ def _start_cached(lv, dom, wd):
 def _cached_vm(dom):
     """A private libvirtd running `dom` as _start_cached() makes it;
     returns (work dir, libvirtd, dom, image)."""
-    wd = T.tmpdir('hcjobs-')
+    wd = tmpdir('hcjobs-')
     lv = _libvirtd(wd)
     return wd, lv, dom, _start_cached(lv, dom, wd)
 
@@ -176,21 +174,21 @@ def test_snapshot_then_active_commit():
 
     r = lv.virsh('blockcommit', dom, 'vda', '--active', '--pivot', '--wait',
                  '--timeout', '120', check=False)
-    T.check(r.returncode == 0, f'blockcommit: {r.stderr}')
+    check(r.returncode == 0, f'blockcommit: {r.stderr}')
     node = _filter_over(lv, dom, base)
-    T.check(L.child_of(lv, dom, node, 'backing') is None,
-            'base still has a backing node')
-    T.check(not any(n['image']['filename'] == overlay
-                    for n in L.block_nodes(lv, dom).values()),
-            'the overlay is still open')
-    T.check(overlay not in lv.dumpxml(dom), 'libvirt still names the overlay')
+    check(L.child_of(lv, dom, node, 'backing') is None,
+          'base still has a backing node')
+    check(not any(n['image']['filename'] == overlay
+                  for n in L.block_nodes(lv, dom).values()),
+          'the overlay is still open')
+    check(overlay not in lv.dumpxml(dom), 'libvirt still names the overlay')
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check(st['mode'] == 'write-back' and st['ssd-active'], st)
+    check(st['mode'] == 'write-back' and st['ssd-active'], st)
     _reads(lv, dom, [A, B, C, D], 'after the commit')
     # The same filter, with its cache: what was written through it hits.
     hit = (L.hostcache_stats(lv, dom, 'hc-vda')['read-hit-bytes'] -
            st['read-hit-bytes'])
-    T.check(hit >= 3 * MiB, f'{hit} bytes of B, C, D hit after the commit')
+    check(hit >= 3 * MiB, f'{hit} bytes of B, C, D hit after the commit')
     _quit(lv, dom)
     _image_has(base, [A, B, C, D], 'base after commit')
 
@@ -202,7 +200,7 @@ def test_blockcopy_finish_and_pivot():
     copy1 = os.path.join(wd, 'copy1.qcow2')
     r = lv.virsh('blockcopy', dom, 'vda', copy1, '--transient-job', '--wait',
                  '--finish', '--timeout', '120', check=False)
-    T.check(r.returncode == 0, f'blockcopy --finish: {r.stderr}')
+    check(r.returncode == 0, f'blockcopy --finish: {r.stderr}')
     _filter_over(lv, dom, top)
     _image_has(copy1, [A, B, C], 'blockcopy --finish')
 
@@ -211,7 +209,7 @@ def test_blockcopy_finish_and_pivot():
     copy2 = os.path.join(wd, 'copy2.qcow2')
     r = lv.virsh('blockcopy', dom, 'vda', copy2, '--transient-job', '--wait',
                  '--pivot', '--timeout', '120', check=False)
-    T.check(r.returncode == 0, f'blockcopy --pivot: {r.stderr}')
+    check(r.returncode == 0, f'blockcopy --pivot: {r.stderr}')
     _filter_over(lv, dom, copy2)
     _write(lv, dom, D)
     _reads(lv, dom, [A, B, C, D], 'after the pivot')
@@ -249,7 +247,7 @@ def test_backup_push_and_pull():
 
     # Pull: the same through libvirt's NBD export, E now only in the cache.
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check(st['dirty-bytes'] >= MiB, f'E is not dirty: {st}')
+    check(st['dirty-bytes'] >= MiB, f'E is not dirty: {st}')
     path = os.path.join(wd, 'pull.xml')
     with open(path, 'w') as f:
         f.write(_backup_xml(wd, 'pull'))
@@ -259,8 +257,8 @@ def test_backup_push_and_pull():
     export = f'nbd+unix:///vda?socket={wd}/backup.sock'
     r = _image_io(export, [f'read -P {p} {off} 1M' for off, p in (A, E, C)] +
                   [f'read -P 0 {D[0]} 1M'], fmt='raw')
-    T.check(r.returncode == 0 and 'Pattern verification failed' not in
-            r.stdout, f'pull backup:\n{r.stdout}{r.stderr}')
+    check(r.returncode == 0 and 'Pattern verification failed' not in
+          r.stdout, f'pull backup:\n{r.stdout}{r.stderr}')
     lv.virsh('domjobabort', dom)
     _filter_over(lv, dom, top)
     _reads(lv, dom, [A, (E[0], 0x66), C, D], 'after the pull backup')
@@ -269,7 +267,7 @@ def test_backup_push_and_pull():
 
 
 def test_migrate_copy_storage_all():
-    wd = T.tmpdir('hcjobs-')
+    wd = tmpdir('hcjobs-')
     # The same path on both "hosts", a different directory behind it.
     disks = os.path.join(wd, 'disks')
     b_disks = os.path.join(wd, 'b-disks')
@@ -283,12 +281,12 @@ def test_migrate_copy_storage_all():
     img = _start_cached(a, dom, disks)
     # The destination's disk and tier file, empty, at the same paths.
     _qcow2(os.path.join(b_disks, 'mig.qcow2'))
-    T.run(['truncate', '-s', str(16 * MiB), os.path.join(b_disks, 'mig.hcssd')])
+    run(['truncate', '-s', str(16 * MiB), os.path.join(b_disks, 'mig.hcssd')])
 
     r = a.virsh('migrate', '--live', '--copy-storage-all', '--verbose', dom,
                 b.uri, '--migrateuri', 'tcp://127.0.0.1', check=False,
                 timeout=300)
-    T.check(r.returncode == 0, f'migrate --copy-storage-all: {r.stderr}')
+    check(r.returncode == 0, f'migrate --copy-storage-all: {r.stderr}')
     b._remember_qemu(dom)
     _filter_over(b, dom, img)
     _reads(b, dom, [A, B, C], 'on the destination')

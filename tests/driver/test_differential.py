@@ -24,12 +24,15 @@ The seed is printed; HC_SEED=<n> repeats a run.
 import os
 import random
 import shutil
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, QemuIoSession, StorageDaemon, check,  # noqa
-                    check_eq, main, make_file, nbd_export, node_stats,
-                    pread_file, qemu_io, random_sources, read_dumps, tmpdir)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.procs import tmpdir
+from hostcache.qemu import (QemuIoSession, StorageDaemon, make_file,
+                            nbd_export, pread_file, qemu_io, random_sources,
+                            read_dumps)
+from hostcache.qmp import node_stats
+from hostcache.runner import main
 
 WORK = tmpdir()
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))

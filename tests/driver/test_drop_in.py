@@ -19,16 +19,14 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hcguest  # noqa: E402
-import hclibvirt as L  # noqa: E402
+from hostcache import MiB, guest, paths
+from hostcache import libvirt as L
+from hostcache.check import check
+from hostcache.procs import tmpdir
+from hostcache.qemu import make_file
 
-MiB = T.MiB
 DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64'
 # What Debian's emulator offers through loadable GUI modules (its
 # qemu-system-gui and -modules-opengl packages) and the project's build
@@ -43,8 +41,8 @@ CACHE = None
 def _lv():
     global CACHE
     if CACHE is None:
-        CACHE = T.tmpdir('hcdrop-cache-')
-    return L.Libvirtd(T.tmpdir('hcdrop-'), name='lv', cache_dir=CACHE)
+        CACHE = tmpdir('hcdrop-cache-')
+    return L.Libvirtd(tmpdir('hcdrop-'), name='lv', cache_dir=CACHE)
 
 
 def _domcaps(lv, emulator):
@@ -74,7 +72,7 @@ def _run(*argv):
 
 def test_capabilities_cover_debians_emulator():
     lv = _lv()
-    ours, ours_no = _enums(_domcaps(lv, T.QEMU_SYSTEM))
+    ours, ours_no = _enums(_domcaps(lv, paths.QEMU_SYSTEM))
     # What the project promises, whatever Debian's binary has here.
     need = {('graphics', 'type'): {'vnc', 'spice'},
             ('video', 'modelType'): {'vga', 'cirrus', 'qxl', 'virtio',
@@ -90,49 +88,49 @@ def test_capabilities_cover_debians_emulator():
             ('rng', 'backendModel'): {'random', 'egd', 'builtin'},
             ('disk', 'bus'): {'fdc', 'scsi', 'virtio', 'usb', 'sata'}}  # q35: no IDE
     for key, values in need.items():
-        T.check(values <= ours.get(key, set()),
-                f'{key}: the project emulator offers {sorted(ours.get(key, []))}'
-                f', missing {sorted(values - ours.get(key, set()))}')
-    T.check(not ({'tpm', 'redirdev', 'graphics'} & ours_no),
-            f'unsupported device kinds: {sorted(ours_no)}')
+        check(values <= ours.get(key, set()),
+              f'{key}: the project emulator offers {sorted(ours.get(key, []))}'
+              f', missing {sorted(values - ours.get(key, set()))}')
+    check(not ({'tpm', 'redirdev', 'graphics'} & ours_no),
+          f'unsupported device kinds: {sorted(ours_no)}')
     # And everything Debian's own binary offers on this host, GUI front
     # ends aside (Debian's SPICE module may not be installed here).
     if os.access(DEBIAN_QEMU, os.X_OK):
         deb, deb_no = _enums(_domcaps(lv, DEBIAN_QEMU))
         for key, values in deb.items():
             lacking = values - ours.get(key, set()) - GUI_ONLY.get(key, set())
-            T.check(not lacking, f'{key}: Debian\'s emulator offers '
-                    f'{sorted(lacking)}, the project\'s does not')
-        T.check(ours_no <= deb_no, f'unsupported here only: '
-                f'{sorted(ours_no - deb_no)}')
+            check(not lacking, f'{key}: Debian\'s emulator offers '
+                  f'{sorted(lacking)}, the project\'s does not')
+        check(ours_no <= deb_no, f'unsupported here only: '
+              f'{sorted(ours_no - deb_no)}')
 
     # Backends libvirt does not list: audio, network, block drivers.
-    audio = _run(T.QEMU_SYSTEM, '-audio', 'help')
+    audio = _run(paths.QEMU_SYSTEM, '-audio', 'help')
     for drv in ('none', 'alsa', 'oss', 'spice', 'wav'):
-        T.check(re.search(rf'^{drv}$', audio, re.M), f'no {drv} audio:\n{audio}')
-    netdevs = _run(T.QEMU_SYSTEM, '-netdev', 'help')
+        check(re.search(rf'^{drv}$', audio, re.M), f'no {drv} audio:\n{audio}')
+    netdevs = _run(paths.QEMU_SYSTEM, '-netdev', 'help')
     for nd in ('user', 'tap', 'bridge', 'vhost-user', 'vhost-vdpa', 'stream'):
-        T.check(re.search(rf'^{nd}$', netdevs, re.M), f'no {nd} netdev:\n{netdevs}')
-    devices = _run(T.QEMU_SYSTEM, '-device', 'help')
+        check(re.search(rf'^{nd}$', netdevs, re.M), f'no {nd} netdev:\n{netdevs}')
+    devices = _run(paths.QEMU_SYSTEM, '-device', 'help')
     for dev in ('usb-host', 'usb-redir', 'qxl-vga', 'virtio-vga',
                 'virtio-gpu-pci', 'tpm-crb', 'vhost-user-blk-pci',
                 'vhost-user-fs-pci', 'virtio-9p-pci', 'ccid-card-emulated',
                 'ich9-intel-hda', 'usb-tablet', 'virtserialport'):
-        T.check(f'name "{dev}"' in devices, f'no device {dev}')
-    fmts = _run(T.QEMU_IMG, '--help')
+        check(f'name "{dev}"' in devices, f'no device {dev}')
+    fmts = _run(paths.QEMU_IMG, '--help')
     for drv in ('rbd', 'iscsi', 'nfs', 'ssh', 'https', 'vmdk', 'vhdx', 'vpc',
                 'vdi', 'qed', 'parallels', 'dmg', 'cloop', 'bochs',
                 'hostcache'):
-        T.check(re.search(rf'\b{drv}\b', fmts.split('Supported formats:')[-1]),
-                f'qemu-img has no {drv} driver')
-    version = _run(T.QEMU_SYSTEM, '--version')
-    T.check('10.0.2 (hostcache)' in version, version)
+        check(re.search(rf'\b{drv}\b', fmts.split('Supported formats:')[-1]),
+              f'qemu-img has no {drv} driver')
+    version = _run(paths.QEMU_SYSTEM, '--version')
+    check('10.0.2 (hostcache)' in version, version)
 
 
 def _vnc_greeting(lv, dom):
     r = lv.virsh('domdisplay', dom)
     m = re.match(r'vnc://127\.0\.0\.1:(\d+)', r.stdout.strip())
-    T.check(m, f'domdisplay: {r.stdout!r}')
+    check(m, f'domdisplay: {r.stdout!r}')
     with socket.create_connection(('127.0.0.1', 5900 + int(m.group(1))),
                                   timeout=30) as s:
         return s.recv(12)
@@ -144,18 +142,18 @@ def _peripherals(lv, dom):
 
 
 def _start_virt_install_domain(lv, graphics):
-    hcguest.build_guest()
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    guest.build_guest()
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
     wd = lv.dir
     dom = f'vi-{graphics}'
-    img = T.make_file(os.path.join(wd, f'{dom}.raw'), 64 * MiB, pattern=0)
+    img = make_file(os.path.join(wd, f'{dom}.raw'), 64 * MiB, pattern=0)
     console = os.path.join(wd, f'{dom}.console')
     xml = L.virt_install_xml(dom, [L.Disk(img, 'raw', 'ua-disk0', 'vda')],
                              graphics=graphics, console_log=console)
     lv.define(xml)
     lv.start_domain(dom)
     L.wait_console(console, '^HC-READY', lv=lv, dom=dom, timeout=180)
-    T.check('HC-BOOT' in L.console_text(console), 'no boot line')
+    check('HC-BOOT' in L.console_text(console), 'no boot line')
     return dom
 
 
@@ -163,28 +161,28 @@ def _common_devices(lv, dom):
     have = _peripherals(lv, dom)
     for dev in ('video0', 'input0', 'net0', 'channel0', 'serial0', 'rng0',
                 'balloon0', 'usb', 'ua-disk0'):
-        T.check(dev in have, f'{dom}: no {dev} in QEMU: {sorted(have)}')
+        check(dev in have, f'{dom}: no {dev} in QEMU: {sorted(have)}')
     mice = lv.qmp(dom, 'query-mice')
-    T.check(any('Tablet' in m['name'] for m in mice), f'no tablet: {mice}')
+    check(any('Tablet' in m['name'] for m in mice), f'no tablet: {mice}')
     net = lv.hmp(dom, 'info network')
-    T.check(re.search(r'hostnet0: .*type=user', net) and 'virtio-net' in net,
-            f'no virtio-net on user networking:\n{net}')
+    check(re.search(r'hostnet0: .*type=user', net) and 'virtio-net' in net,
+          f'no virtio-net on user networking:\n{net}')
     chardevs = {c['label']: c['filename'] for c in lv.qmp(dom, 'query-chardev')}
-    T.check(any('org.qemu.guest_agent.0' in f or 'channel0' in k
-                for k, f in chardevs.items()), f'no agent channel: {chardevs}')
+    check(any('org.qemu.guest_agent.0' in f or 'channel0' in k
+              for k, f in chardevs.items()), f'no agent channel: {chardevs}')
     # virtio video: libvirt gives the primary virtio video a virtio-vga.
     video = lv.qmp(dom, 'qom-get', path='/machine/peripheral/video0',
                    property='type')
-    T.check(video.startswith('virtio-vga'), f'video0 is {video}')
+    check(video.startswith('virtio-vga'), f'video0 is {video}')
 
 
 def test_virt_install_vnc_domain():
     lv = _lv()
     dom = _start_virt_install_domain(lv, 'vnc')
     greeting = _vnc_greeting(lv, dom)
-    T.check(greeting.startswith(b'RFB 003.'), f'VNC answered {greeting!r}')
+    check(greeting.startswith(b'RFB 003.'), f'VNC answered {greeting!r}')
     vnc = lv.qmp(dom, 'query-vnc')
-    T.check(vnc['enabled'], vnc)
+    check(vnc['enabled'], vnc)
     _common_devices(lv, dom)
     lv.destroy(dom)
 
@@ -193,15 +191,15 @@ def test_virt_install_spice_domain():
     lv = _lv()
     dom = _start_virt_install_domain(lv, 'spice')
     spice = lv.qmp(dom, 'query-spice')
-    T.check(spice['enabled'] and spice.get('port'), spice)
+    check(spice['enabled'] and spice.get('port'), spice)
     r = lv.virsh('domdisplay', dom)
-    T.check(r.stdout.strip() == f'spice://127.0.0.1:{spice["port"]}',
-            f'domdisplay: {r.stdout!r}')
+    check(r.stdout.strip() == f'spice://127.0.0.1:{spice["port"]}',
+          f'domdisplay: {r.stdout!r}')
     with socket.create_connection(('127.0.0.1', spice['port']), timeout=30):
         pass
     have = _peripherals(lv, dom)
     for dev in ('redir0', 'redir1', 'sound0', 'channel1'):
-        T.check(dev in have, f'no {dev} in QEMU: {sorted(have)}')
+        check(dev in have, f'no {dev} in QEMU: {sorted(have)}')
     _common_devices(lv, dom)
     lv.destroy(dom)
 

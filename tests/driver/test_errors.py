@@ -13,11 +13,13 @@ write to the origin) replaces the active rules, which "repairs" the disk.
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, HostcacheExport, check, check_eq,  # noqa
-                    dumps_match_origin, main, make_file, pread_file, tmpdir)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.procs import tmpdir
+from hostcache.qemu import (HostcacheExport, dumps_match_origin, make_file,
+                            pread_file)
+from hostcache.runner import main
 
 WORK = tmpdir()
 EIO = 'Input/output error'

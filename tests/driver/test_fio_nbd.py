@@ -6,11 +6,13 @@ four times the cache, and a sequential scan larger than seq-cutoff that must
 neither be cached nor push out the hot blocks."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, Fio, HostcacheExport, check, check_eq,  # noqa
-                    main, make_file, tmpdir)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.fio import Fio
+from hostcache.procs import tmpdir
+from hostcache.qemu import HostcacheExport, make_file
+from hostcache.runner import main
 
 WORK = tmpdir()
 DISK = 32 * MiB

@@ -7,13 +7,14 @@ the origin image file against the guest's checksums (the data really reached
 the origin), and the node's counters show the cache served the hot reads."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, KiB, check, check_eq, main, make_file,  # noqa: E402
-                    node_stats, tmpdir)
-from hcguest import (Guest, hostcache_disk, plain_disk,  # noqa: E402
-                     verify_chunks)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.guest import Guest, hostcache_disk, plain_disk, verify_chunks
+from hostcache.procs import tmpdir
+from hostcache.qemu import make_file
+from hostcache.qmp import node_stats
+from hostcache.runner import main
 
 WORK = tmpdir()
 DISK = 64 * MiB

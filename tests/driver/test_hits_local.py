@@ -18,12 +18,14 @@ what a cache hit costs the SAN.
   requests for 32 hits.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, QEMU_IO, HostcacheExport, LoggedNbdkit,  # noqa
-                    check, check_eq, main, run, tmpdir)
+from hostcache import MiB
+from hostcache.check import check, check_eq
+from hostcache.nbdkit import LoggedNbdkit
+from hostcache.paths import QEMU_IO
+from hostcache.procs import run, tmpdir
+from hostcache.qemu import HostcacheExport
+from hostcache.runner import main
 
 WORK = tmpdir()
 

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""hostcache under a real libvirt 11.3 (private libvirtd, see hclibvirt.py).
+"""hostcache under a real libvirt 11.3 (private libvirtd, see
+hostcache/libvirt.py).
 
 Proves the recipes of docs/LIBVIRT.md that hostcached copies:
-- libvirt's node names follow the rule of hclibvirt.predict_top_nodes
+- libvirt's node names follow the rule of libvirt.predict_top_nodes
   (disk order, backing-chain length, raw without a format node)
 - persistent placement (qemu:commandline -blockdev + qemu:override drive)
   for several disks and a qcow2 backing chain, checked in QEMU's graph
@@ -21,15 +22,14 @@ Proves the recipes of docs/LIBVIRT.md that hostcached copies:
 import hashlib
 import os
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hclibvirt as L  # noqa: E402
+from hostcache import MiB, paths
+from hostcache import libvirt as L
+from hostcache.check import TestFailure, check, check_eq, poll
+from hostcache.procs import run, tmpdir
+from hostcache.qemu import StorageDaemon, make_file, nbd_export
 
-MiB = T.MiB
 # One capabilities cache for every daemon of this run: libvirt probes the
 # emulator once instead of at each daemon start.
 CACHE = None
@@ -38,18 +38,18 @@ CACHE = None
 def _libvirtd(wd, **kw):
     global CACHE
     if CACHE is None:
-        CACHE = T.tmpdir('hclv-cache-')
+        CACHE = tmpdir('hclv-cache-')
     return L.Libvirtd(wd, cache_dir=CACHE, **kw)
 
 
 def _qcow2(path, backing=None, backing_fmt=None, size=64 * MiB):
-    argv = [T.QEMU_IMG, 'create', '-q', '-f', 'qcow2']
+    argv = [paths.QEMU_IMG, 'create', '-q', '-f', 'qcow2']
     if backing:
         argv += ['-b', backing, '-F', backing_fmt]
     argv += [path]
     if not backing:
         argv.append(str(size))
-    T.run(argv)
+    run(argv)
     return path
 
 
@@ -58,16 +58,16 @@ def _chain_disks(wd):
     libvirt's order: vdd raw with discard/detect_zeroes (still no format
     node); hdc an empty cdrom (no node); vda qcow2 -> qcow2 -> raw chain;
     vde NBD (a SAN export); vdb raw; vdc qcow2."""
-    base = T.make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
+    base = make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
     mid = _qcow2(os.path.join(wd, 'mid.qcow2'), base, 'raw')
     top = _qcow2(os.path.join(wd, 'top.qcow2'), mid, 'qcow2')
-    raw = T.make_file(os.path.join(wd, 'b.raw'), 32 * MiB, pattern=0)
+    raw = make_file(os.path.join(wd, 'b.raw'), 32 * MiB, pattern=0)
     single = _qcow2(os.path.join(wd, 'c.qcow2'), size=32 * MiB)
-    raw2 = T.make_file(os.path.join(wd, 'd.raw'), 16 * MiB, pattern=0)
-    san = T.make_file(os.path.join(wd, 'san.raw'), 16 * MiB, pattern=0)
-    qsd = T.StorageDaemon(wd, ['--blockdev',
-                               f'driver=file,node-name=san,filename={san}'])
-    _, sock = T.nbd_export(qsd, 'san', 'san', wd)
+    raw2 = make_file(os.path.join(wd, 'd.raw'), 16 * MiB, pattern=0)
+    san = make_file(os.path.join(wd, 'san.raw'), 16 * MiB, pattern=0)
+    qsd = StorageDaemon(wd, ['--blockdev',
+                             f'driver=file,node-name=san,filename={san}'])
+    _, sock = nbd_export(qsd, 'san', 'san', wd)
     return [L.Disk(raw2, 'raw', 'ua-disk3', 'vdd',
                    extra_driver_attrs={'discard': 'unmap',
                                        'detect_zeroes': 'unmap'}),
@@ -80,7 +80,7 @@ def _chain_disks(wd):
 
 
 def test_node_names_and_persistent_placement():
-    wd = T.tmpdir('hclv-')
+    wd = tmpdir('hclv-')
     lv = _libvirtd(wd)
     disks = _chain_disks(wd)
     lv.define(L.domain_xml('hc-nodes', disks))
@@ -88,33 +88,33 @@ def test_node_names_and_persistent_placement():
     # prediction reads libvirt's copy of the definition.  The empty cdrom,
     # last, uses up index 1.
     xml = lv.dumpxml('hc-nodes', inactive=True)
-    T.check_eq(re.findall(r"<target dev='(\w+)'", xml),
+    check_eq(re.findall(r"<target dev='(\w+)'", xml),
                ['vda', 'vdb', 'vdc', 'vdd', 'vde', 'hdc'], "libvirt's order")
     tops = L.predict_top_nodes(xml)
-    T.check_eq(tops, {'ua-san': 'libvirt-2-storage',
-                      'ua-disk3': 'libvirt-3-storage',
-                      'ua-disk2': 'libvirt-4-format',
-                      'ua-disk1': 'libvirt-5-storage',
-                      'ua-disk0': 'libvirt-6-format'}, 'predicted tops')
+    check_eq(tops, {'ua-san': 'libvirt-2-storage',
+                    'ua-disk3': 'libvirt-3-storage',
+                    'ua-disk2': 'libvirt-4-format',
+                    'ua-disk1': 'libvirt-5-storage',
+                    'ua-disk0': 'libvirt-6-format'}, 'predicted tops')
     disks = [d for d in disks if d.alias in tops]
 
     # Without filters: the rule matches what libvirt really built.
     lv.start_domain('hc-nodes')
     for d in disks:
-        T.check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
-                   f'{d.alias} root without filter')
+        check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
+                 f'{d.alias} root without filter')
     nodes = L.block_nodes(lv, 'hc-nodes')
     # vda's chain: libvirt-6-format (top) -> libvirt-7-format (mid) ->
     # libvirt-8-storage (raw base, no format node).
-    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-6-format', 'backing'),
-               'libvirt-7-format', 'backing of vda top')
-    T.check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-7-format', 'backing'),
-               'libvirt-8-storage', 'backing of vda mid')
-    T.check_eq(nodes['libvirt-8-storage']['image']['filename'],
-               os.path.join(wd, 'base.raw'), 'base image')
-    T.check_eq(nodes['libvirt-2-storage']['drv'], 'nbd', 'SAN disk node')
-    T.check(not any(n.startswith('libvirt-1-') for n in nodes),
-            f'a node for the empty cdrom: {sorted(nodes)}')
+    check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-6-format', 'backing'),
+             'libvirt-7-format', 'backing of vda top')
+    check_eq(L.child_of(lv, 'hc-nodes', 'libvirt-7-format', 'backing'),
+             'libvirt-8-storage', 'backing of vda mid')
+    check_eq(nodes['libvirt-8-storage']['image']['filename'],
+             os.path.join(wd, 'base.raw'), 'base image')
+    check_eq(nodes['libvirt-2-storage']['drv'], 'nbd', 'SAN disk node')
+    check(not any(n.startswith('libvirt-1-') for n in nodes),
+          f'a node for the empty cdrom: {sorted(nodes)}')
     lv.destroy('hc-nodes')
 
     # With a filter on every disk: each device's root is its hostcache
@@ -129,21 +129,21 @@ def test_node_names_and_persistent_placement():
                           tops[d.alias], d.path)
     # libvirt's own view still names the image, not the filter.
     blk = lv.virsh('domblklist', 'hc-nodes').stdout
-    T.check(disks[0].path in blk, f'domblklist: {blk}')
-    T.check('custom-argv' in lv.domain_log('hc-nodes'),
-            'no custom-argv taint in the domain log')
+    check(disks[0].path in blk, f'domblklist: {blk}')
+    check('custom-argv' in lv.domain_log('hc-nodes'),
+          'no custom-argv taint in the domain log')
     lv.destroy('hc-nodes')
 
     # The recipe is reversible: without the filters, the XML starts as
     # before and the devices sit on libvirt's nodes again.
     xml3 = L.remove_hostcache_xml(lv.dumpxml('hc-nodes', inactive=True),
                                   [p['node'] for p in placements])
-    T.check('hostcache' not in xml3, 'filter left in the XML')
+    check('hostcache' not in xml3, 'filter left in the XML')
     lv.define(xml3)
     lv.start_domain('hc-nodes')
     for d in disks:
-        T.check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
-                   f'{d.alias} root after removal')
+        check_eq(L.device_root(lv, 'hc-nodes', d.alias), tops[d.alias],
+                 f'{d.alias} root after removal')
     lv.stop()
 
 
@@ -159,14 +159,14 @@ def _check_chunks_on_image(path, chunks):
         for off, n, want in chunks:
             f.seek(off)
             got = hashlib.sha256(f.read(n)).hexdigest()
-            T.check_eq(got, want, f'image bytes at {off} (+{n})')
+            check_eq(got, want, f'image bytes at {off} (+{n})')
 
 
 def test_guest_through_persistent_filter():
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
-    wd = T.tmpdir('hclv-')
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = tmpdir('hclv-')
     lv = _libvirtd(wd)
-    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    img = make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
     console = os.path.join(wd, 'console.txt')
     # on_poweroff=restart: when the job is done the guest powers off and
     # libvirt resets it (same QEMU process, same block graph); the test
@@ -187,20 +187,20 @@ def test_guest_through_persistent_filter():
     lv.virsh('suspend', 'hc-guest')
     text = L.console_text(console)
     first = text[:text.index('HC-DONE')]
-    T.check('HC-STEP write' not in text[len(first):],
-            'the restarted guest wrote before it was suspended')
+    check('HC-STEP write' not in text[len(first):],
+          'the restarted guest wrote before it was suspended')
     m = re.search(r'^HC-RESULT (\w+).*$', first, re.M)
-    T.check(m is not None and m.group(1) == 'ok', f'guest verify: {first}')
+    check(m is not None and m.group(1) == 'ok', f'guest verify: {first}')
     st = L.hostcache_stats(lv, 'hc-guest', 'hc-vda')
     # The hot step re-reads 4 chunks of 64 KiB 4 times with O_DIRECT: at
     # least 3 of the 4 rounds are served by the RAM tier.
-    T.check(st['read-hit-bytes'] >= 3 * 4 * 65536,
-            f'read-hit-bytes {st["read-hit-bytes"]} < 3 rounds x 4 chunks:'
-            f' {st}')
-    T.check(st['writes'] > 0 and st['origin-errors'] == 0, f'stats: {st}')
+    check(st['read-hit-bytes'] >= 3 * 4 * 65536,
+          f'read-hit-bytes {st["read-hit-bytes"]} < 3 rounds x 4 chunks:'
+          f' {st}')
+    check(st['writes'] > 0 and st['origin-errors'] == 0, f'stats: {st}')
     # Every chunk the guest wrote through the filter is on the image.
     chunks = _chunks(first)
-    T.check_eq(len(chunks), 12, 'HC-CHUNK lines')
+    check_eq(len(chunks), 12, 'HC-CHUNK lines')
     lv.stop()
     _check_chunks_on_image(img, chunks)
 
@@ -215,18 +215,18 @@ def _wait_rounds(console, n, lv, dom, timeout=90):
     start = len(_workload_rounds(L.console_text(console)))
     deadline = time.monotonic() + timeout
     while len(_workload_rounds(L.console_text(console))) < start + n:
-        T.check(time.monotonic() < deadline,
-                f'guest made no progress:\n{L.console_text(console)[-2000:]}')
-        T.check(lv.domstate(dom).startswith('running'),
-                f'{dom} is {lv.domstate(dom)}')
+        check(time.monotonic() < deadline,
+              f'guest made no progress:\n{L.console_text(console)[-2000:]}')
+        check(lv.domstate(dom).startswith('running'),
+              f'{dom} is {lv.domstate(dom)}')
         time.sleep(0.3)
 
 
 def test_live_insert_reopen_remove():
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
-    wd = T.tmpdir('hclv-')
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = tmpdir('hclv-')
     lv = _libvirtd(wd)
-    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    img = make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
     console = os.path.join(wd, 'console.txt')
     # The guest reads and writes (25 %) 4 KiB blocks of its first 256 KiB
     # in an endless loop; the filter goes in and out under it.
@@ -240,78 +240,78 @@ def test_live_insert_reopen_remove():
     _wait_rounds(console, 1, lv, dom)
     # Data outside the guest's region, written before the filter exists.
     out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x5a 32M 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
 
     below = L.insert_live(lv, dom, 'ua-disk0', 'hc-vda',
                           mode='write-through', ram_size=16 * MiB)
-    T.check_eq(below, 'libvirt-1-storage', 'node under the filter')
+    check_eq(below, 'libvirt-1-storage', 'node under the filter')
     L.check_placement(lv, dom, 'ua-disk0', 'hc-vda', 'libvirt-1-storage',
                       img)
-    T.check('custom-monitor' in lv.domain_log(dom), 'no custom-monitor taint')
+    check('custom-monitor' in lv.domain_log(dom), 'no custom-monitor taint')
     _wait_rounds(console, 2, lv, dom)
     for _ in range(2):
         out = lv.qemu_io(dom, 'ua-disk0', 'read -P 0x5a 32M 1M')
-        T.check('read 1048576/1048576' in out and 'fail' not in out,
-                f'qemu-io read through the filter: {out}')
+        check('read 1048576/1048576' in out and 'fail' not in out,
+              f'qemu-io read through the filter: {out}')
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check_eq(st['mode'], 'write-through', 'mode')
-    T.check(st['read-hits'] > 0, f'no read hits after insertion: {st}')
-    T.check(st['writes'] > 0, f'guest writes did not pass the filter: {st}')
+    check_eq(st['mode'], 'write-through', 'mode')
+    check(st['read-hits'] > 0, f'no read hits after insertion: {st}')
+    check(st['writes'] > 0, f'guest writes did not pass the filter: {st}')
 
     # Live option changes (blockdev-reopen under the running guest).
     # write-back: 1 MiB at 40M goes to RAM; the destager writes it back in
     # the background (or the reopen below does).
     L.reopen_live(lv, dom, 'hc-vda', mode='write-back', ram_size=16 * MiB)
     out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0xa5 40M 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check_eq(st['mode'], 'write-back', 'mode after reopen')
-    T.check(st['dirty-bytes'] + 4096 * st['destaged-blocks'] >= MiB,
-            f'the write did not take the write-back path: {st}')
+    check_eq(st['mode'], 'write-back', 'mode after reopen')
+    check(st['dirty-bytes'] + 4096 * st['destaged-blocks'] >= MiB,
+          f'the write did not take the write-back path: {st}')
     # write-through: the reopen writes the dirty data back.
     L.reopen_live(lv, dom, 'hc-vda', mode='write-through', ram_size=16 * MiB)
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check_eq(st['dirty-bytes'], 0, 'dirty-bytes after write-through')
+    check_eq(st['dirty-bytes'], 0, 'dirty-bytes after write-through')
     with open(img, 'rb') as f:
         f.seek(40 * MiB)
-        T.check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M after '
-                'reopen to write-through')
+        check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M after '
+              'reopen to write-through')
     # pass-through drops the RAM tier; the guest's reads go on, no hits.
     L.reopen_live(lv, dom, 'hc-vda', mode='pass-through', ram_size=16 * MiB)
     hits = L.hostcache_stats(lv, dom, 'hc-vda')['read-hits']
     _wait_rounds(console, 1, lv, dom)
     st = L.hostcache_stats(lv, dom, 'hc-vda')
-    T.check_eq(st['mode'], 'pass-through', 'mode after reopen')
-    T.check_eq(st['ram-used'], 0, 'ram-used in pass-through')
-    T.check_eq(st['read-hits'], hits, 'hits in pass-through')
+    check_eq(st['mode'], 'pass-through', 'mode after reopen')
+    check_eq(st['ram-used'], 0, 'ram-used in pass-through')
+    check_eq(st['read-hits'], hits, 'hits in pass-through')
 
     # Live removal: the device is back on libvirt's node, filter gone.
-    T.check_eq(L.remove_live(lv, dom, 'ua-disk0', 'hc-vda'),
-               'libvirt-1-storage', 'node the device returns to')
-    T.check_eq(L.device_root(lv, dom, 'ua-disk0'), 'libvirt-1-storage',
-               'root after removal')
-    T.check('hc-vda' not in L.block_nodes(lv, dom), 'filter node left')
+    check_eq(L.remove_live(lv, dom, 'ua-disk0', 'hc-vda'),
+             'libvirt-1-storage', 'node the device returns to')
+    check_eq(L.device_root(lv, dom, 'ua-disk0'), 'libvirt-1-storage',
+             'root after removal')
+    check('hc-vda' not in L.block_nodes(lv, dom), 'filter node left')
     _wait_rounds(console, 1, lv, dom)
     for pat, off in (('0x5a', '32M'), ('0xa5', '40M')):
         out = lv.qemu_io(dom, 'ua-disk0', f'read -P {pat} {off} 1M')
-        T.check('read 1048576/1048576' in out and 'fail' not in out,
-                f'qemu-io read after removal: {out}')
+        check('read 1048576/1048576' in out and 'fail' not in out,
+              f'qemu-io read after removal: {out}')
     rounds = _workload_rounds(L.console_text(console))
-    T.check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
-    T.check(lv.domstate(dom).startswith('running'), 'guest not running')
+    check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
+    check(lv.domstate(dom).startswith('running'), 'guest not running')
     lv.destroy(dom)
     # Events: start and stop only; libvirt does not see the graph change.
     ev = events.stop()
-    T.check(any('lifecycle' in e and 'Started' in e for e in ev), f'{ev}')
-    T.check(any('lifecycle' in e and 'Stopped' in e for e in ev), f'{ev}')
-    T.check(not any('device-removed' in e or 'block-job' in e for e in ev),
-            f'unexpected events: {ev}')
+    check(any('lifecycle' in e and 'Started' in e for e in ev), f'{ev}')
+    check(any('lifecycle' in e and 'Stopped' in e for e in ev), f'{ev}')
+    check(not any('device-removed' in e or 'block-job' in e for e in ev),
+          f'unexpected events: {ev}')
     lv.stop()
     with open(img, 'rb') as f:
         f.seek(32 * MiB)
-        T.check(f.read(MiB) == b'\x5a' * MiB, 'image bytes at 32M')
+        check(f.read(MiB) == b'\x5a' * MiB, 'image bytes at 32M')
         f.seek(40 * MiB)
-        T.check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M')
+        check(f.read(MiB) == b'\xa5' * MiB, 'image bytes at 40M')
 
 
 
@@ -319,15 +319,15 @@ def test_libvirt_operations_with_filter():
     """What libvirt does with a filter above its nodes: taints, resize and
     disk-only snapshots fine, hot-unplug leaves the filter and libvirt's
     node behind (hostcached deletes them)."""
-    wd = T.tmpdir('hclv-')
+    wd = tmpdir('hclv-')
     lv = _libvirtd(wd)
-    base = T.make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
+    base = make_file(os.path.join(wd, 'base.raw'), 64 * MiB, pattern=0)
     top = _qcow2(os.path.join(wd, 'top.qcow2'), base, 'raw')
-    vdb = T.make_file(os.path.join(wd, 'vdb.raw'), 32 * MiB, pattern=0)
+    vdb = make_file(os.path.join(wd, 'vdb.raw'), 32 * MiB, pattern=0)
     disks = [L.Disk(top, 'qcow2', 'ua-disk0', 'vda'),
              L.Disk(vdb, 'raw', 'ua-disk1', 'vdb')]
     # A guest that sits idle: PCI hot-unplug needs its cooperation.
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
     console = os.path.join(wd, 'console.txt')
     xml = L.domain_xml('hc-ops', disks, console=console,
                        guest_cmdline='hc.job=hold')
@@ -341,9 +341,9 @@ def test_libvirt_operations_with_filter():
     lv.start_domain(dom)
     log = lv.domain_log(dom)
     for taint in ('custom-argv', 'custom-device'):
-        T.check(f'tainted: {taint}' in log, f'no {taint} taint:\n{log}')
+        check(f'tainted: {taint}' in log, f'no {taint} taint:\n{log}')
     out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x11 0 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
 
     # Block jobs through the filter: tests/driver/test_block_jobs.py.
 
@@ -354,18 +354,18 @@ def test_libvirt_operations_with_filter():
     def dev_size():
         for b in lv.qmp(dom, 'query-block'):
             if b['qdev'] == L.backend_path('ua-disk1'):
-                T.check_eq(b['inserted']['node-name'], 'hc-vdb', 'vdb root')
+                check_eq(b['inserted']['node-name'], 'hc-vdb', 'vdb root')
                 return b['inserted']['image']['virtual-size']
-        raise T.TestFailure('vdb not in query-block')
+        raise TestFailure('vdb not in query-block')
 
     lv.virsh('blockresize', dom, 'vdb', '48M')
-    T.check_eq(L.block_nodes(lv, dom)[tops['ua-disk1']]['image']
+    check_eq(L.block_nodes(lv, dom)[tops['ua-disk1']]['image']
                ['virtual-size'], 48 * MiB, "libvirt's node after blockresize")
-    T.check_eq(dev_size(), 32 * MiB, 'device size after virsh blockresize')
+    check_eq(dev_size(), 32 * MiB, 'device size after virsh blockresize')
     lv.qmp(dom, 'block_resize', **{'node-name': 'hc-vdb'}, size=48 * MiB)
-    T.check_eq(dev_size(), 48 * MiB, 'device size after block_resize of '
-               'the filter node')
-    T.check_eq(os.path.getsize(vdb), 48 * MiB, 'image size')
+    check_eq(dev_size(), 48 * MiB, 'device size after block_resize of '
+             'the filter node')
+    check_eq(os.path.getsize(vdb), 48 * MiB, 'image size')
 
     # A disk-only external snapshot puts the overlay below the filter.
     snap = os.path.join(wd, 'snap.qcow2')
@@ -373,17 +373,17 @@ def test_libvirt_operations_with_filter():
              '--diskspec', f'vda,file={snap}', '--diskspec',
              'vdb,snapshot=no')
     root = L.device_root(lv, dom, 'ua-disk0')
-    T.check_eq(root, 'hc-vda', 'vda root after snapshot')
+    check_eq(root, 'hc-vda', 'vda root after snapshot')
     overlay = L.child_of(lv, dom, 'hc-vda')
-    T.check_eq(L.block_nodes(lv, dom)[overlay]['image']['filename'], snap,
-               'node under the filter after snapshot')
-    T.check_eq(L.child_of(lv, dom, overlay, 'backing'), tops['ua-disk0'],
-               'overlay backing')
+    check_eq(L.block_nodes(lv, dom)[overlay]['image']['filename'], snap,
+             'node under the filter after snapshot')
+    check_eq(L.child_of(lv, dom, overlay, 'backing'), tops['ua-disk0'],
+             'overlay backing')
     out = lv.qemu_io(dom, 'ua-disk0', 'read -P 0x11 0 1M')
-    T.check('read 1048576/1048576' in out and 'fail' not in out,
-            f'old data through filter + overlay: {out}')
+    check('read 1048576/1048576' in out and 'fail' not in out,
+          f'old data through filter + overlay: {out}')
     out = lv.qemu_io(dom, 'ua-disk0', 'write -P 0x22 1M 1M')
-    T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+    check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
 
     # Hot-unplug: the device goes, libvirt's blockdev-del of its node fails
     # ('in use' by the filter), both stay open until someone deletes them.
@@ -391,23 +391,23 @@ def test_libvirt_operations_with_filter():
     lv.virsh('detach-disk', dom, 'vdb', '--live')
     events.wait_for(r"device-removed.*ua-disk1")
     nodes = L.block_nodes(lv, dom)
-    T.check('hc-vdb' in nodes and tops['ua-disk1'] in nodes,
-            f'nodes after unplug: {sorted(nodes)}')
+    check('hc-vdb' in nodes and tops['ua-disk1'] in nodes,
+          f'nodes after unplug: {sorted(nodes)}')
     lv.qmp(dom, 'blockdev-del', **{'node-name': 'hc-vdb'})
     lv.qmp(dom, 'blockdev-del', **{'node-name': tops['ua-disk1']})
     nodes = L.block_nodes(lv, dom)
-    T.check('hc-vdb' not in nodes and tops['ua-disk1'] not in nodes,
-            f'nodes after cleanup: {sorted(nodes)}')
+    check('hc-vdb' not in nodes and tops['ua-disk1'] not in nodes,
+          f'nodes after cleanup: {sorted(nodes)}')
     events.stop()
     lv.stop()
     # The write after the snapshot went to the overlay, the one before it
     # stayed in the old top.
-    T.run([T.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0x22 1M 1M',
-           '-c', 'read -P 0x11 0 1M', snap])
-    r = T.run([T.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0 1M 1M',
-               top])
-    T.check('Pattern verification failed' not in r.stdout,
-            f'old top changed after the snapshot: {r.stdout}')
+    run([paths.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0x22 1M 1M',
+         '-c', 'read -P 0x11 0 1M', snap])
+    r = run([paths.QEMU_IO, '-r', '-f', 'qcow2', '-c', 'read -P 0 1M 1M',
+             top])
+    check('Pattern verification failed' not in r.stdout,
+          f'old top changed after the snapshot: {r.stdout}')
 
 
 def test_migrate_live_between_two_libvirtds():
@@ -416,12 +416,12 @@ def test_migrate_live_between_two_libvirtds():
     read back on the destination and is on the image afterwards; the
     destination warms up with the source's hot set (hot-set, the default);
     the guest's I/O goes on without errors."""
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
-    wd = T.tmpdir('hclv-')
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    wd = tmpdir('hclv-')
     lo = 20000 + (os.getpid() % 400) * 100
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
     b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99))
-    img = T.make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
+    img = make_file(os.path.join(wd, 'vda.raw'), 64 * MiB)
     console = os.path.join(wd, 'console.txt')
     xml = L.domain_xml('hc-mig', [L.Disk(img)], console=console,
                        memory_mib=128,
@@ -437,43 +437,43 @@ def test_migrate_live_between_two_libvirtds():
     a.start_domain(dom)
     _wait_rounds(console, 1, a, dom)
     out = a.qemu_io(dom, 'ua-disk0', 'write -P 0x3c 48M 2M')
-    T.check('wrote 2097152/2097152' in out, f'qemu-io write: {out}')
+    check('wrote 2097152/2097152' in out, f'qemu-io write: {out}')
     # a hot set on the source (read twice): the destination warms up with it
     for _ in range(2):
         out = a.qemu_io(dom, 'ua-disk0', 'read 8M 4M')
-        T.check('read 4194304/4194304' in out, f'qemu-io read: {out}')
+        check('read 4194304/4194304' in out, f'qemu-io read: {out}')
 
     L.migrate(a, b, dom)
-    T.check(dom not in a.list_domains('--state-running'),
-            'still running on the source')
-    T.check(b.domstate(dom).startswith('running'), 'not running on dest')
+    check(dom not in a.list_domains('--state-running'),
+          'still running on the source')
+    check(b.domstate(dom).startswith('running'), 'not running on dest')
     L.check_placement(b, dom, 'ua-disk0', 'hc-vda', top, img)
     st = L.hostcache_stats(b, dom, 'hc-vda')
-    T.check_eq(st['mode'], 'write-back', 'mode on the destination')
+    check_eq(st['mode'], 'write-back', 'mode on the destination')
     # plain virsh migrate warms the destination up (the driver's own
     # migration section; libvirt starts it paused and continues it)
-    T.poll('the destination warmed up', lambda: L.hostcache_stats(
+    poll('the destination warmed up', lambda: L.hostcache_stats(
         b, dom, 'hc-vda')['warm-up-state'] == 'done', timeout=120)
     st = L.hostcache_stats(b, dom, 'hc-vda')
-    T.check(st['warm-up-blocks'] >= 1024 and st['ram-blocks'] >= 1024,
-            f'warm-up through libvirt: {st["warm-up-blocks"]} hot blocks '
-            f'received, {st["ram-blocks"]} in RAM')
+    check(st['warm-up-blocks'] >= 1024 and st['ram-blocks'] >= 1024,
+          f'warm-up through libvirt: {st["warm-up-blocks"]} hot blocks '
+          f'received, {st["ram-blocks"]} in RAM')
     out = b.qemu_io(dom, 'ua-disk0', 'read -P 0x3c 48M 2M')
-    T.check('read 2097152/2097152' in out and 'fail' not in out,
-            f'source data read on the destination: {out}')
+    check('read 2097152/2097152' in out and 'fail' not in out,
+          f'source data read on the destination: {out}')
     _wait_rounds(console, 1, b, dom)
     ev_a.wait_for(r"lifecycle.*'hc-mig': Stopped Migrated")
     ev_b.wait_for(r"lifecycle.*'hc-mig': Resumed Migrated")
 
     rounds = _workload_rounds(L.console_text(console))
-    T.check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
+    check(all(e == 0 for _, e in rounds), f'guest I/O errors: {rounds}')
     ev_a.stop()
     ev_b.stop()
     a.stop()
     b.stop()
     with open(img, 'rb') as f:
         f.seek(48 * MiB)
-        T.check(f.read(2 * MiB) == b'\x3c' * (2 * MiB), 'image at 48M')
+        check(f.read(2 * MiB) == b'\x3c' * (2 * MiB), 'image at 48M')
 
 
 _MIGRATE_HOOK = """#!/usr/bin/python3
@@ -481,13 +481,15 @@ _MIGRATE_HOOK = """#!/usr/bin/python3
 # sub-operation, extra; for 'migrate begin' the incoming domain XML is on
 # stdin and what is printed replaces it (nothing printed: unchanged).
 # Must not call libvirt.  Acts on domains whose name has 'hook' in it.
+# libvirtd runs it with an environment of its own: the path to the
+# hostcache package is written in.
 import sys
 sys.path.insert(0, {lib!r})
 dom, op, sub = sys.argv[1:4]
 with open({log!r}, 'a') as f:
     f.write(' '.join(sys.argv[1:]) + '\\n')
 if op == 'migrate' and sub == 'begin' and 'hook' in dom:
-    import hclibvirt as L
+    from hostcache import libvirt as L
     xml = sys.stdin.read()
     if 'hostcache' not in xml:
         tops = L.predict_top_nodes(xml)
@@ -504,52 +506,52 @@ def test_migrate_live_inserted_filter():
     (--xml) or the destination's qemu hook ('migrate begin' rewrites the
     incoming XML) puts it on the destination.  No guest OS needed: the
     data goes through the device with HMP qemu-io."""
-    wd = T.tmpdir('hclv-')
+    wd = tmpdir('hclv-')
     lo = 20000 + (os.getpid() % 400) * 100
     hook_log = os.path.join(wd, 'hook.log')
-    hook = _MIGRATE_HOOK.format(lib=os.path.dirname(L.__file__),
-                                log=hook_log)
+    python_dir = os.path.dirname(os.path.dirname(L.__file__))
+    hook = _MIGRATE_HOOK.format(lib=python_dir, log=hook_log)
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
     b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99),
                   hooks={'qemu': hook})
     imgs = {}
     for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
-        imgs[dom] = T.make_file(os.path.join(wd, f'{dom}.raw'), 16 * MiB,
-                                pattern=0)
+        imgs[dom] = make_file(os.path.join(wd, f'{dom}.raw'), 16 * MiB,
+                              pattern=0)
         a.define(L.domain_xml(dom, [L.Disk(imgs[dom])], memory_mib=64))
         a.start_domain(dom)
         L.insert_live(a, dom, 'ua-disk0', 'hc-vda', mode='write-back',
                       max_dirty_age_ms=3600000)
         out = a.qemu_io(dom, 'ua-disk0', f'write -P {0x71 + n} 4M 1M')
-        T.check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
-        T.check('hostcache' not in a.dumpxml(dom), 'filter in the live XML')
+        check('wrote 1048576/1048576' in out, f'qemu-io write: {out}')
+        check('hostcache' not in a.dumpxml(dom), 'filter in the live XML')
 
     L.migrate(a, b, 'hc-bare')
-    T.check_eq(L.device_root(b, 'hc-bare', 'ua-disk0'), 'libvirt-1-storage',
-               'device root on the destination, plain migration')
+    check_eq(L.device_root(b, 'hc-bare', 'ua-disk0'), 'libvirt-1-storage',
+             'device root on the destination, plain migration')
     live = a.virsh('dumpxml', '--migratable', 'hc-xml').stdout
     L.migrate(a, b, 'hc-xml', dest_xml=L.add_hostcache_xml(live, [{
         'alias': 'ua-disk0', 'node': 'hc-vda',
         'file': L.predict_top_nodes(live)['ua-disk0']}]))
     L.migrate(a, b, 'hc-hook')
     with open(hook_log) as f:
-        T.check('hc-hook migrate begin' in f.read(), 'hook not run')
+        check('hc-hook migrate begin' in f.read(), 'hook not run')
     for dom in ('hc-xml', 'hc-hook'):
         L.check_placement(b, dom, 'ua-disk0', 'hc-vda', 'libvirt-1-storage',
                           imgs[dom])
-    T.check_eq(L.hostcache_stats(b, 'hc-hook', 'hc-vda')['mode'],
-               'write-through', 'mode from the hook')
+    check_eq(L.hostcache_stats(b, 'hc-hook', 'hc-vda')['mode'],
+             'write-through', 'mode from the hook')
     for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
         out = b.qemu_io(dom, 'ua-disk0', f'read -P {0x71 + n} 4M 1M')
-        T.check('read 1048576/1048576' in out and 'fail' not in out,
-                f'{dom}: source write-back data on the destination: {out}')
+        check('read 1048576/1048576' in out and 'fail' not in out,
+              f'{dom}: source write-back data on the destination: {out}')
     a.stop()
     b.stop()
     for n, dom in enumerate(('hc-bare', 'hc-xml', 'hc-hook')):
         with open(imgs[dom], 'rb') as f:
             f.seek(4 * MiB)
-            T.check(f.read(MiB) == bytes([0x71 + n]) * MiB,
-                    f'{dom}: image at 4M')
+            check(f.read(MiB) == bytes([0x71 + n]) * MiB,
+                  f'{dom}: image at 4M')
 
 if __name__ == '__main__':
     L.main(globals())

@@ -2,7 +2,7 @@
 """Live migration of a hostcache disk with plain QEMU (issue 10).
 
 Two "host slots" on this machine share the origin; each hop starts a fresh
-`-incoming` QEMU in the other slot (tests/lib/hcmigrate.py: VM, Pair).  A
+`-incoming` QEMU in the other slot (hostcache.migrate: VM, Pair).  A
 byte model of the disk (one pattern per 512-byte sector) checks every read.
 
 Mechanics (pass with any driver that survives migration):
@@ -16,6 +16,11 @@ Mechanics (pass with any driver that survives migration):
   destination killed, origin failing writes: nothing lost, the source
   runs on with its cache and dirty data, writes it back at a later flush,
   and migrates fine afterwards.
+- write-back with a paused VM of its own (PausedVM, -S: the firmware never
+  turns the disk's write cache off): dirty data in RAM, data in the SSD
+  journal, both QEMUs on one SSD tier file; a cancelled or failed
+  migration; an origin that cannot be written fails the migration and
+  loses nothing.
 
 Migration-aware driver (issue 10; these fail with "needs migration-aware
 driver: <key> missing" until it lands):
@@ -32,17 +37,26 @@ mode), HC_MIG_HOPS (hops per mode, overrides).  Arguments: test name
 filters, as for every driver test.
 """
 
+import errno
+import json
 import os
 import random
-import sys
+import re
+import subprocess
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import KiB, MiB, check, check_eq, main, poll, tmpdir  # noqa
-from hcmigrate import (BS, HOUR_MS, DiskModel, OriginServer, Pair,  # noqa
-                       Workload, file_origin, need_option, need_stat,
-                       new_stat, read_blocks, wait_migration)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq, poll
+from hostcache.lines import complete_text
+from hostcache.migrate import (BS, DiskModel, HOUR_MS, OriginServer, Pair,
+                               Workload, file_origin, need_option, need_stat,
+                               new_stat, read_blocks, wait_migration)
+from hostcache.paths import QEMU_SYSTEM
+from hostcache.procs import PROCS, tmpdir
+from hostcache.qemu import make_file, pread_file
+from hostcache.qmp import connect_qmp, node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcmig-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
@@ -486,6 +500,252 @@ def test_drain_during_precopy():
 
 def test_drain_during_precopy_ssd():
     drain_case('drain-ssd', True)
+
+
+
+# ---- write-back: live migration with dirty data, a paused VM ---------------
+# (moved from test_writeback.py: a VM of its own, started with -S, its disk
+# on hostcache over the origin file; the migration writes the dirty data
+# back, or hands the SSD journal over)
+
+class PausedVM:
+    """qemu-system-x86_64 (TCG, no guest OS) with the origin file, hostcache
+    in write-back mode and a virtio-blk disk on it; stdout (where HMP
+    qemu-io prints) goes to a file.
+
+    Started paused (-S): once the firmware runs it negotiates virtio-blk
+    features without a flush command, which turns the disk's write cache
+    off (every write then flushed): no dirty data would stay behind."""
+
+    IO = 'qemu-io -d /machine/peripheral/disk0/virtio-backend'
+
+    def __init__(self, d, name, img, extra=(), disk=True, origin=None,
+                 ssd=None, ssd_create=True):
+        self.qmp_path = os.path.join(d, f'{name}.qmp')
+        self.out_path = os.path.join(d, f'{name}.out')
+        self.out = open(self.out_path, 'w')
+        hc = {'driver': 'hostcache', 'node-name': 'hc0', 'file': 'origin',
+              'mode': 'write-back', 'max-dirty-age-ms': HOUR_MS}
+        if ssd:
+            # this host's own SSD tier (the write-back journal)
+            hc['ssd'] = {'driver': 'file', 'filename': ssd}
+            hc['ssd-create'] = ssd_create
+        argv = [QEMU_SYSTEM, '-M', 'pc', '-accel', 'tcg', '-nodefaults',
+                '-display', 'none', '-m', '64', '-S',
+                '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
+                '-blockdev', json.dumps({'node-name': 'origin', **(origin or {
+                    'driver': 'file', 'filename': img})}),
+                '-blockdev', json.dumps(hc)]
+        if disk:
+            argv += ['-device', 'virtio-blk-pci,drive=hc0,id=disk0']
+        self.proc = PROCS.start([*argv, *extra], stdout=self.out,
+                                stderr=subprocess.STDOUT)
+        self.qmp = connect_qmp(self.qmp_path, self.proc)
+
+    def io(self, cmd):
+        """Run a qemu-io command on the disk; returns what it printed
+        (complete lines: QEMU may still be writing the last one)."""
+        before = os.path.getsize(self.out_path)
+        self.qmp.hmp(f'{self.IO} "{cmd}"')
+        return poll(f'qemu-io output of {cmd!r}',
+                    lambda: (lambda t: t if re.search(
+                        r'bytes at offset|failed', t) else None)(
+                            complete_text(self.out_path, before)))
+
+    def stats(self):
+        return node_stats(self.qmp, 'hc0')
+
+    def status(self):
+        return self.qmp.cmd('query-status')['status']
+
+    def stop(self):
+        self.qmp.close()
+        PROCS.stop(self.proc)
+        self.out.close()
+
+
+def migrate(src, dst, d, caps=()):
+    sock = os.path.join(d, 'mig.sock')
+    for vm in (src, dst):
+        if caps:
+            vm.qmp.cmd('migrate-set-capabilities', capabilities=[
+                {'capability': c, 'state': True} for c in caps])
+    dst.qmp.cmd('migrate-incoming', uri=f'unix:{sock}')
+    src.qmp.cmd('migrate', uri=f'unix:{sock}')
+
+
+def migration_end(vm, timeout=60):
+    return poll('migration to end', lambda: (lambda st: st if st.get(
+        'status') in ('completed', 'failed', 'cancelled') else None)(
+            vm.qmp.cmd('query-migrate')), timeout=timeout)
+
+
+def read_ok(vm, cmd):
+    out = vm.io(cmd)
+    check('Pattern verification failed' not in out and 'failed' not in out
+          and 'bytes at offset' in out, f'{cmd}: {out}')
+
+
+def test_migration_with_dirty_data():
+    migration_case('mig', False)
+
+
+def test_migration_with_journaled_data():
+    """Write-back with an SSD tier on each host: the written data is
+    flushed into the source's SSD journal (not on the origin yet) when the
+    migration starts."""
+    migration_case('mig-ssd', True)
+
+
+def test_migration_same_host_same_ssd_file():
+    """Both QEMUs on one host with one SSD tier file (or a tier on shared
+    storage): the incoming node must not lock the file against the
+    source, which still writes it until it hands over."""
+    migration_case('mig-ssd-shared', True, shared=True)
+
+
+def migration_case(tag, ssd, shared=False):
+    d = subdir(tag)
+    img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
+    ssds = [None, None]
+    if ssd:
+        ssds = [os.path.join(d, f'{n}.ssd') for n in ('src', 'dst')]
+        if shared:
+            ssds[1] = ssds[0]
+        for p in set(ssds):
+            with open(p, 'wb') as f:
+                f.truncate(8 * MiB)             # blank: formatted at open
+    src = PausedVM(d, 'src', img, ssd=ssds[0])
+    dst = None
+    try:
+        src.io('write -P 0x5a 0 1M')
+        src.io('write -P 0x3c 4000 5000')        # unaligned, inside the MiB
+        if ssd:
+            src.qmp.hmp(f'{PausedVM.IO} "flush"')      # prints nothing
+            poll('the flush', lambda: src.stats()['flushes'] > 0)
+            st = src.stats()
+            check(st['ssd-used'] > 0 and st['destaged-blocks'] == 0,
+                  f'the flush did not go to the journal: {st}')
+        check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
+        check(pread_file(img, 0, 4) != b'\x5a' * 4,
+              'data on the origin before the migration')
+        # ssd-create=off does not apply to an activation: a blank tier
+        # on the destination is fine, the data comes from the source
+        dst = PausedVM(d, 'dst', img, ['-incoming', 'defer'], ssd=ssds[1],
+                 ssd_create=False)
+        migrate(src, dst, d)
+        st = migration_end(src)
+        check_eq(st['status'], 'completed', f'migration: {st}')
+        want = bytearray(b'\x5a' * MiB)
+        want[4000:9000] = b'\x3c' * 5000
+        check(pread_file(img, 0, MiB) == want,
+              'origin after the migration lacks the written data')
+        poll('destination to leave inmigrate',
+             lambda: dst.status() != 'inmigrate')
+        check_eq(src.status(), 'postmigrate', 'source status')
+        dst.qmp.cmd('cont')
+        check_eq(dst.status(), 'running', 'destination status')
+        read_ok(dst, 'read -P 0x5a 0 4000')
+        read_ok(dst, 'read -P 0x3c 4000 5000')
+        read_ok(dst, 'read -P 0x5a 9000 1039576')
+        # the destination caches and writes back in its turn
+        dst.io('write -P 0x77 2M 64k')
+        read_ok(dst, 'read -P 0x77 2M 64k')
+        dst.qmp.cmd('quit')
+        dst.proc.wait(30)
+        check_eq(pread_file(img, 2 * MiB, 64 * KiB), b'\x77' * 64 * KiB,
+                 'origin after the destination quit')
+    finally:
+        src.stop()
+        if dst:
+            dst.stop()
+
+
+def test_migration_cancelled_or_failed():
+    d = subdir('migfail')
+    img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
+    src = PausedVM(d, 'src', img)
+    try:
+        # cancelled during pre-copy (slowed down so it cannot finish)
+        src.io('write -P 0x11 0 256k')
+        dst = PausedVM(d, 'dst1', img, ['-incoming', 'defer'])
+        src.qmp.cmd('migrate-set-parameters', **{'max-bandwidth': 64 * KiB})
+        migrate(src, dst, d)
+        time.sleep(0.3)
+        src.qmp.cmd('migrate_cancel')
+        st = migration_end(src)
+        check_eq(st['status'], 'cancelled', f'migration: {st}')
+        dst.stop()
+        check(src.status() in ('prelaunch', 'paused'), src.status())
+        check(src.qmp.cmd('query-block')[0]['inserted']['active'],
+              'source node not active')
+        read_ok(src, 'read -P 0x11 0 256k')
+        # failed after the switchover: the destination has no disk device,
+        # so it rejects the device state after the source wrote back and
+        # inactivated; the source then activates its nodes again
+        src.qmp.cmd('migrate-set-parameters', **{'max-bandwidth': 1 << 30})
+        src.io('write -P 0x22 1M 256k')
+        check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
+        dst = PausedVM(d, 'dst2', img, ['-incoming', 'defer'], disk=False)
+        migrate(src, dst, d, caps=['return-path'])
+        st = migration_end(src)
+        check_eq(st['status'], 'failed', f'migration: {st}')
+        dst.stop()
+        check(src.status() in ('prelaunch', 'paused'), src.status())
+        check(src.qmp.cmd('query-block')[0]['inserted']['active'],
+              'source node not active again')
+        check_eq(pread_file(img, 1 * MiB, 256 * KiB), b'\x22' * 256 * KiB,
+                 'origin after the failed migration')
+        read_ok(src, 'read -P 0x11 0 256k')
+        read_ok(src, 'read -P 0x22 1M 256k')
+        # the source still writes (back)
+        src.io('write -P 0x33 2M 256k')
+        read_ok(src, 'read -P 0x33 2M 256k')
+        check(src.stats()['dirty-bytes'] > 0, 'write-back after reactivation')
+        src.qmp.cmd('cont')
+        check_eq(src.status(), 'running', 'source status after cont')
+        read_ok(src, 'read -P 0x22 1M 256k')
+        src.qmp.cmd('quit')
+        src.proc.wait(30)
+        check_eq(pread_file(img, 2 * MiB, 256 * KiB), b'\x33' * 256 * KiB,
+                 'origin after the source quit')
+    finally:
+        src.stop()
+
+
+
+def test_migration_fails_when_origin_cannot_be_written():
+    # The origin refuses every write: the source cannot write back, so the
+    # migration must fail (a destination would read old data) and the
+    # source keeps the data, readable
+    d = subdir('migerr')
+    img = make_file(os.path.join(d, 'origin.img'), 16 * MiB)
+    before = pread_file(img, 0, 64 * KiB)
+    origin = {'driver': 'blkdebug', 'image': {'driver': 'file',
+                                              'filename': img},
+              'inject-error': [{'event': 'none', 'iotype': 'write',
+                                'errno': errno.EIO}]}
+    src = PausedVM(d, 'src', img, origin=origin)
+    dst = None
+    try:
+        src.io('write -P 0x5a 0 64k')
+        check(src.stats()['dirty-bytes'] > 0, 'nothing dirty on the source')
+        dst = PausedVM(d, 'dst', img, ['-incoming', 'defer'])
+        migrate(src, dst, d, caps=['return-path'])
+        st = migration_end(src)
+        check(st['status'] != 'completed', 'migration completed although '
+              'the dirty data could not be written back')
+        print(f'  migration: {st["status"]}: {st.get("error-desc")}')
+        dst.stop()
+        check(src.qmp.cmd('query-block')[0]['inserted']['active'],
+              'source node not active after the failed migration')
+        check(src.stats()['dirty-bytes'] > 0, 'dirty data gone')
+        read_ok(src, 'read -P 0x5a 0 64k')
+        check_eq(pread_file(img, 0, 64 * KiB), before, 'origin')
+    finally:
+        src.stop()
+        if dst:
+            dst.stop()
 
 
 if __name__ == '__main__':

@@ -4,12 +4,13 @@ blockdev-reopen) with a message a person can act on, and nothing changes;
 defaults and given values show up in query-blockstats."""
 
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, KiB, QMPError, StorageDaemon, check, check_eq,  # noqa
-                    hostcache_opts, main, make_file, node_stats, qemu_io,
-                    tmpdir)
+from hostcache import KiB, MiB
+from hostcache.check import check, check_eq
+from hostcache.procs import tmpdir
+from hostcache.qemu import StorageDaemon, hostcache_opts, make_file, qemu_io
+from hostcache.qmp import QMPError, node_stats
+from hostcache.runner import main
 
 WORK = tmpdir()
 IMG = make_file(os.path.join(WORK, 'origin.img'), 8 * MiB)

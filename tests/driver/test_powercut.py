@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Power-cut emulation of hostcache with QEMU's blklogwrites driver.
 
-A SIGKILL (test_writeback.py) loses only what the process held; a power cut
+A SIGKILL (test_wb_crash.py) loses only what the process held; a power cut
 also loses what the devices had not made durable.  Here every write that
 reaches the origin and the SSD tier is logged, in one global order, and the
 devices are rebuilt as they could be after a power cut at many points of the
@@ -76,15 +76,16 @@ import os
 import random
 import signal
 import struct
-import sys
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (KiB, MiB, QMPError, StorageDaemon, check,  # noqa: E402
-                    main, nbd_export, node_stats, poll, tmpdir)
-from nbdclient import NBDClient  # noqa: E402
-import hcssd  # noqa: E402
+from hostcache import KiB, MiB, ssdfile
+from hostcache.check import check, poll
+from hostcache.nbd import NBDClient
+from hostcache.procs import tmpdir
+from hostcache.qemu import StorageDaemon, nbd_export
+from hostcache.qmp import QMPError, node_stats
+from hostcache.runner import main
 
 WORK = tmpdir('hcpc-')
 SEED = int(os.environ.get('HC_SEED', random.randrange(1 << 32)))
@@ -998,9 +999,9 @@ def demote(r, blk, filler):
     file (it was evicted from RAM and demoted)."""
     for b in filler:
         r.w.read(b)
-        if blk in hcssd.entries(r.ssd_path):
+        if blk in ssdfile.entries(r.ssd_path):
             return
-    poll(f'block {blk} demoted', lambda: blk in hcssd.entries(r.ssd_path))
+    poll(f'block {blk} demoted', lambda: blk in ssdfile.entries(r.ssd_path))
 
 
 def test_write_through_demoted_then_origin_loses_the_write():

@@ -7,12 +7,14 @@ wrote intact, and the stats must follow each change."""
 
 import itertools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'lib'))
-from hctest import (MiB, Fio, HostcacheExport, check, check_eq,  # noqa
-                    main, make_file, tmpdir)
+from hostcache import MiB
+from hostcache.check import check, check_eq
+from hostcache.fio import Fio
+from hostcache.procs import tmpdir
+from hostcache.qemu import HostcacheExport, make_file
+from hostcache.runner import main
 
 WORK = tmpdir()
 DISK = 48 * MiB

@@ -17,28 +17,26 @@ from there against a real, private libvirtd.
 import os
 import stat
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hcguest  # noqa: E402
-import hclibvirt as L  # noqa: E402
-from hcmanager import Daemon, skip_unless_available  # noqa: E402
+from hostcache import MiB, guest, paths
+from hostcache import libvirt as L
+from hostcache.check import check, poll
+from hostcache.manager import Daemon, skip_unless_available
+from hostcache.procs import run, tmpdir
+from hostcache.runner import main
 
-MiB = T.MiB
 PREFIX = '/usr/local'
-INSTALL = os.path.join(T.SRC, 'scripts', 'install.sh')
+INSTALL = os.path.join(paths.SRC, 'scripts', 'install.sh')
 
 
 def _install(destdir, action):
     env = dict(os.environ, DESTDIR=destdir, PREFIX=PREFIX, SYSCONFDIR='/etc',
-               QEMU_BUILD=T.QEMU_BUILD,
+               QEMU_BUILD=paths.QEMU_BUILD,
                MESON_BUILD=os.environ.get('HOSTCACHE_BUILD',
-                                          os.path.join(T.SRC, 'build', 'meson')),
+                                          os.path.join(paths.SRC, 'build', 'meson')),
                WEB=os.environ.get('HOSTCACHE_WEB_DIR',
-                                  os.path.join(T.SRC, 'build', 'web')))
-    return T.run(['bash', INSTALL, action], env=env, timeout=300)
+                                  os.path.join(paths.SRC, 'build', 'web')))
+    return run(['bash', INSTALL, action], env=env, timeout=300)
 
 
 def _files(root):
@@ -49,8 +47,8 @@ def _files(root):
 
 
 def test_install_run_and_uninstall():
-    hcguest.build_guest()
-    wd = T.tmpdir('hcinst-')
+    guest.build_guest()
+    wd = tmpdir('hcinst-')
     root = os.path.join(wd, 'root')
     _install(root, 'install')
     p = root + PREFIX
@@ -61,30 +59,30 @@ def test_install_run_and_uninstall():
                 'libexec/hostcache/qemu-nbd',
                 'libexec/hostcache/qemu-storage-daemon'):
         mode = os.stat(f'{p}/{rel}').st_mode
-        T.check(stat.S_IMODE(mode) == 0o755, f'{rel}: mode {oct(mode)}')
+        check(stat.S_IMODE(mode) == 0o755, f'{rel}: mode {oct(mode)}')
     for rel in ('share/hostcache/web/index.html',
                 'share/hostcache/qemu/keymaps/en-us',
                 'share/doc/hostcache/README.md',
                 'share/doc/hostcache/INSTALL.md',
                 'lib/systemd/system/hostcached.service'):
-        T.check(os.path.isfile(f'{p}/{rel}'), f'{rel} not installed')
+        check(os.path.isfile(f'{p}/{rel}'), f'{rel} not installed')
     with open(f'{p}/lib/systemd/system/hostcached.service') as f:
         unit = f.read()
-    T.check(f'ExecStart={PREFIX}/bin/hostcached --config /etc/hostcache/'
-            'hostcached.conf' in unit, unit)
+    check(f'ExecStart={PREFIX}/bin/hostcached --config /etc/hostcache/'
+          'hostcached.conf' in unit, unit)
     with open(f'{root}/etc/hostcache/hostcached.conf.example') as f:
         conf = f.read()
-    T.check(f'emulator = {PREFIX}/libexec/hostcache/qemu-system-x86_64' in conf
-            and f'web-dir = {PREFIX}/share/hostcache/web' in conf, conf)
-    T.check(os.path.isfile(f'{root}/etc/hostcache/hostcached.conf'),
-            'no hostcached.conf')
-    r = T.run([f'{libexec}/qemu-system-x86_64', '-L', 'help'])
-    T.check(f'{libexec}/../../share/hostcache/qemu' in r.stdout,
-            f'the installed QEMU looks for its data elsewhere:\n{r.stdout}')
+    check(f'emulator = {PREFIX}/libexec/hostcache/qemu-system-x86_64' in conf
+          and f'web-dir = {PREFIX}/share/hostcache/web' in conf, conf)
+    check(os.path.isfile(f'{root}/etc/hostcache/hostcached.conf'),
+          'no hostcached.conf')
+    r = run([f'{libexec}/qemu-system-x86_64', '-L', 'help'])
+    check(f'{libexec}/../../share/hostcache/qemu' in r.stdout,
+          f'the installed QEMU looks for its data elsewhere:\n{r.stdout}')
 
     lv = L.Libvirtd(wd)
     img = os.path.join(wd, 'vm.raw')
-    T.run([T.QEMU_IMG, 'create', '-q', '-f', 'raw', img, str(32 * MiB)])
+    run([paths.QEMU_IMG, 'create', '-q', '-f', 'raw', img, str(32 * MiB)])
     console = os.path.join(wd, 'console.log')
     xml = L.virt_install_xml('inst', [L.Disk(img, 'raw', 'ua-disk0', 'vda')],
                              console_log=console)
@@ -94,38 +92,38 @@ def test_install_run_and_uninstall():
 
     d = Daemon(wd, lv, binary=f'{p}/bin/hostcached', build_qemu=False)
     health = d.ok('GET', '/health')
-    T.check(health['libvirt'] == 'connected', health)
+    check(health['libvirt'] == 'connected', health)
     status, page = d.call('GET', '/', token=False, api=False)
-    T.check(status == 200 and '<html' in page.lower(), f'/: {status}')
+    check(status == 200 and '<html' in page.lower(), f'/: {status}')
     a = d.ok('PUT', '/vms/inst/disks/vda/policy', {'policy': 'balanced'})
-    T.check(a['compliance']['state'] == 'pending-restart', a)
-    T.check(f'<emulator>{libexec}/qemu-system-x86_64</emulator>' in
-            lv.dumpxml('inst', inactive=True), 'not switched to the installed QEMU')
+    check(a['compliance']['state'] == 'pending-restart', a)
+    check(f'<emulator>{libexec}/qemu-system-x86_64</emulator>' in
+          lv.dumpxml('inst', inactive=True), 'not switched to the installed QEMU')
     lv.start_domain('inst')
     L.wait_console(console, '^HC-READY', lv=lv, dom='inst', timeout=180)
-    T.check(L.device_root(lv, 'inst', 'ua-disk0') == 'hc-vda', 'no filter')
-    T.check(f'{libexec}/qemu-system-x86_64' in lv.domain_log('inst'),
-            'the VM does not run the installed QEMU')
-    T.check(lv.qmp('inst', 'query-vnc')['enabled'], 'no VNC')
-    T.poll('compliant', lambda: d.state('inst', 'vda')['state'] == 'compliant',
-           timeout=60)
+    check(L.device_root(lv, 'inst', 'ua-disk0') == 'hc-vda', 'no filter')
+    check(f'{libexec}/qemu-system-x86_64' in lv.domain_log('inst'),
+          'the VM does not run the installed QEMU')
+    check(lv.qmp('inst', 'query-vnc')['enabled'], 'no VNC')
+    poll('compliant', lambda: d.state('inst', 'vda')['state'] == 'compliant',
+         timeout=60)
     ctl = subprocess.run([f'{p}/bin/hostcachectl', '--url',
                           f'http://127.0.0.1:{d.port}', '--token-file',
                           os.path.join(d.dir, 'token'), 'disk', 'status',
                           'inst', 'vda'], capture_output=True, text=True,
                          timeout=60, check=False)
-    T.check(ctl.returncode == 0 and 'compliant' in ctl.stdout,
-            f'hostcachectl: {ctl.returncode} {ctl.stdout} {ctl.stderr}')
-    T.check(d.stop() == 0, 'hostcached did not exit 0')
+    check(ctl.returncode == 0 and 'compliant' in ctl.stdout,
+          f'hostcachectl: {ctl.returncode} {ctl.stdout} {ctl.stderr}')
+    check(d.stop() == 0, 'hostcached did not exit 0')
     lv.destroy('inst')
     lv.stop()
 
     _install(root, 'uninstall')
     left = _files(root)
-    T.check(not left, f'left after uninstall: {left}')
-    T.check(not os.path.exists(root + PREFIX), 'empty directories left')
+    check(not left, f'left after uninstall: {left}')
+    check(not os.path.exists(root + PREFIX), 'empty directories left')
 
 
 if __name__ == '__main__':
     skip_unless_available()
-    T.main(globals())
+    main(globals())

@@ -27,20 +27,21 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hclibvirt as L  # noqa: E402
-from hcguest import GuestResult  # noqa: E402
-from hclines import complete_text  # noqa: E402
+from hostcache import paths, procs, runner
+from hostcache import libvirt as L
+from hostcache.check import (TestFailure, check, check_eq,
+                             check_prometheus_text, poll)
+from hostcache.guest import GuestResult
+from hostcache.lines import complete_text
+from hostcache.procs import (PROCS, ProcessGroup, cmdline, kill_pid,
+                             pid_alive, read_pid, tmpdir)
 
-DEMO = os.path.join(T.SRC, 'scripts', 'demo-manager.py')
+DEMO = os.path.join(paths.SRC, 'scripts', 'demo-manager.py')
 BUILD = os.environ.get('HOSTCACHE_BUILD',
-                       os.path.join(T.SRC, 'build', 'meson'))
+                       os.path.join(paths.SRC, 'build', 'meson'))
 HOSTCACHED = os.path.join(BUILD, 'src', 'hostcached')
 VM = 'hostcache-demo'
 READS = 200             # DEMO_READS: the demo's default
@@ -48,9 +49,9 @@ BLOCK = 4096            # the guest's reads, and the cache's block size
 IN_NS = 'HC_DEMO_TEST_NAMESPACE'
 
 
-class Demo(T.ProcessGroup):
+class Demo(ProcessGroup):
     """The demo run by this test: its directory, environment, and every
-    pid it is known to have started.  Registered in hctest.PROCS, so that
+    pid it is known to have started.  Registered in procs.PROCS, so that
     the test's end, however it comes (SIGTERM from meson included), stops
     it (stop())."""
 
@@ -58,7 +59,7 @@ class Demo(T.ProcessGroup):
         self.dir = os.path.join(wd, 'demo')
         self.env = dict(os.environ, HOSTCACHE_DEMO_DIR=self.dir,
                         HOSTCACHE_DEMO_PORT='0', HOSTCACHE_BUILD=BUILD,
-                        HOSTCACHE_QEMU_BUILD=T.QEMU_BUILD)
+                        HOSTCACHE_QEMU_BUILD=paths.QEMU_BUILD)
         self.pids = {}      # name -> pid
         # what the command line of each must contain (a pid reused by
         # another process is not the demo's)
@@ -66,7 +67,7 @@ class Demo(T.ProcessGroup):
                       'qemu': f'guest={VM},', 'libvirtd': 'libvirtd',
                       'virtlogd': 'virtlogd'}
         self.stop_ran = False
-        T.PROCS.procs.append(self)
+        PROCS.procs.append(self)
 
     def run(self, cmd, timeout):
         try:
@@ -74,9 +75,9 @@ class Demo(T.ProcessGroup):
                                   env=self.env, capture_output=True,
                                   text=True, timeout=timeout)
         except subprocess.TimeoutExpired as e:
-            raise T.TestFailure(f'demo-manager.py {cmd} took more than '
-                                f'{timeout} s:\n{e.stdout}\n{e.stderr}'
-                                f'{self.diag()}')
+            raise TestFailure(f'demo-manager.py {cmd} took more than '
+                              f'{timeout} s:\n{e.stdout}\n{e.stderr}'
+                              f'{self.diag()}')
 
     def file(self, name):
         return os.path.join(self.dir, name)
@@ -84,11 +85,11 @@ class Demo(T.ProcessGroup):
     def record_pids(self):
         """Every pid the demo wrote down, and the QEMU libvirtd runs (its
         pid file in the private /run)."""
-        found = {'hostcached': L.read_pid(self.file('hostcached.pid')),
-                 'nbdkit': L.read_pid(self.file('nbdkit.pid')),
-                 'qemu': L.read_pid(f'/run/libvirt/qemu/{VM}.pid'),
-                 'libvirtd': L.read_pid('/run/libvirtd.pid'),
-                 'virtlogd': L.read_pid('/run/virtlogd.pid')}
+        found = {'hostcached': read_pid(self.file('hostcached.pid')),
+                 'nbdkit': read_pid(self.file('nbdkit.pid')),
+                 'qemu': read_pid(f'/run/libvirt/qemu/{VM}.pid'),
+                 'libvirtd': read_pid('/run/libvirtd.pid'),
+                 'virtlogd': read_pid('/run/virtlogd.pid')}
         try:
             with open(self.file('started-libvirtd.json')) as f:
                 found.update(json.load(f))
@@ -98,7 +99,7 @@ class Demo(T.ProcessGroup):
 
     def alive(self):
         return {k: p for k, p in self.pids.items()
-                if L.pid_alive(p) and self.marks[k] in L.cmdline(p)}
+                if pid_alive(p) and self.marks[k] in cmdline(p)}
 
     def diag(self):
         out = []
@@ -118,10 +119,10 @@ class Demo(T.ProcessGroup):
             self.record_pids()
             try:
                 self.run('stop', 120)
-            except T.TestFailure:
+            except TestFailure:
                 pass
         for pid in self.alive().values():
-            L.kill_pid(pid)
+            kill_pid(pid)
 
     def running(self):
         return not self.stop_ran or bool(self.alive())
@@ -136,7 +137,7 @@ def _private_root(wd):
         src = os.path.join(root, key)
         os.makedirs(src, exist_ok=True)
         os.makedirs(target, exist_ok=True)
-        T.run(['mount', '--bind', src, target])
+        procs.run(['mount', '--bind', src, target])
     with open('/etc/libvirt/qemu.conf', 'w') as f:
         f.write('cgroup_controllers = [ ]\n')
 
@@ -155,7 +156,7 @@ def _report(out):
     """The figures the demo printed."""
     def find(rx):
         m = re.search(rx, out, re.M)
-        T.check(m is not None, f'no {rx!r} in the demo\'s report:\n{out}')
+        check(m is not None, f'no {rx!r} in the demo\'s report:\n{out}')
         return m
     m_api = find(r'^\s+REST API\s+(http://\S+/api/v1)\s')
     m_tok = find(r'^\s+token file\s+(\S+)$')
@@ -209,17 +210,17 @@ def _check_figures(rep, workload):
     """The printed per-round and summary figures are the guest's own
     (computed as the demo does, so equal to the last printed digit)."""
     by_round = _readable(workload)
-    T.check(by_round and all(r.get('errors') == '0' for r in workload),
-            f'guest rounds: {workload}')
-    T.check_eq(len(rep['per_round']), max(by_round), 'rounds in the report')
+    check(by_round and all(r.get('errors') == '0' for r in workload),
+          f'guest rounds: {workload}')
+    check_eq(len(rep['per_round']), max(by_round), 'rounds in the report')
     for n, shown in enumerate(rep['per_round'], 1):
         if n in by_round:
             r = by_round[n]
-            T.check_eq(int(r['reads']), READS, f'reads of round {n}')
-            T.check_eq(shown, f'{1000 * float(r["elapsed"]) / READS:.1f}',
-                       f'ms per read of round {n}')
-    T.check_eq(rep['base_last'], 3, 'baseline rounds')
-    T.check_eq(rep['warm_first'], rep['mixed'] + 1, 'first warm round')
+            check_eq(int(r['reads']), READS, f'reads of round {n}')
+            check_eq(shown, f'{1000 * float(r["elapsed"]) / READS:.1f}',
+                     f'ms per read of round {n}')
+    check_eq(rep['base_last'], 3, 'baseline rounds')
+    check_eq(rep['warm_first'], rep['mixed'] + 1, 'first warm round')
     want = []
     for (first, last), ms, iops in (
             ((1, rep['base_last']), rep['base_ms'], rep['base_iops']),
@@ -227,11 +228,11 @@ def _check_figures(rep, workload):
              rep['warm_iops'])):
         want.append(_summary([by_round[i] for i in range(first, last + 1)
                               if i in by_round]))
-        T.check_eq((f'{ms:.2f}', f'{iops:.0f}'),
+        check_eq((f'{ms:.2f}', f'{iops:.0f}'),
                    (f'{want[-1][0]:.2f}', f'{want[-1][1]:.0f}'),
-                   f'summary of rounds {first}-{last}')
-    T.check_eq(f'{rep["speedup"]:.1f}', f'{want[0][0] / want[1][0]:.1f}',
-               'speed-up')
+                 f'summary of rounds {first}-{last}')
+    check_eq(f'{rep["speedup"]:.1f}', f'{want[0][0] / want[1][0]:.1f}',
+             'speed-up')
 
 
 def _check_stats(rep, token, workload):
@@ -239,32 +240,32 @@ def _check_stats(rep, token, workload):
     time, and they count the guest's reads through the filter."""
     status, _, body = _get(f'{rep["api"]}/vms/{VM}/disks/vda/stats?points=720',
                            token)
-    T.check_eq(status, 200, 'stats status')
+    check_eq(status, 200, 'stats status')
     stats = json.loads(body)
-    T.check_eq(stats['policy'], 'balanced', 'policy')
+    check_eq(stats['policy'], 'balanced', 'policy')
     sample = [s for s in stats['series'] if s['time'] == rep['time']]
-    T.check(len(sample) == 1, f'no sample at {rep["time"]} in the series')
+    check(len(sample) == 1, f'no sample at {rep["time"]} in the series')
     c = sample[0]['counters']
-    T.check_eq((c['read-hits'], c['read-misses']),
+    check_eq((c['read-hits'], c['read-misses']),
                (rep['hits'], rep['misses']), 'hits and misses printed')
     counted = rep['hits'] + rep['misses']
-    T.check_eq(f'{100 * (rep["hits"] / counted):.1f}', f'{rep["ratio"]:.1f}',
-               'hit ratio printed')
-    T.check_eq((c['read-hit-bytes'], c['read-miss-bytes']),
+    check_eq(f'{100 * (rep["hits"] / counted):.1f}', f'{rep["ratio"]:.1f}',
+             'hit ratio printed')
+    check_eq((c['read-hit-bytes'], c['read-miss-bytes']),
                (BLOCK * rep['hits'], BLOCK * rep['misses']),
-               'one 4 KiB block per guest read')
+             'one 4 KiB block per guest read')
     # Reads through the filter: at least the warm rounds', at most those
     # of the rounds from the one it went in during to the end of the
     # console, plus the one running when the VM stopped.
     last = max(int(r['round']) for r in workload
                if r.get('round', '').isdigit())
     warm = rep['warm_last'] - rep['warm_first'] + 1
-    T.check(warm * READS <= counted <= (last - rep['mixed'] + 2) * READS,
-            f'{counted} reads counted; warm rounds {rep["warm_first"]}-'
-            f'{rep["warm_last"]}, filter in during round {rep["mixed"]}, '
-            f'{last} rounds')
-    T.check(c['origin-errors'] == 0 and c['mode'] == 'write-through',
-            f'counters: {c}')
+    check(warm * READS <= counted <= (last - rep['mixed'] + 2) * READS,
+          f'{counted} reads counted; warm rounds {rep["warm_first"]}-'
+          f'{rep["warm_last"]}, filter in during round {rep["mixed"]}, '
+          f'{last} rounds')
+    check(c['origin-errors'] == 0 and c['mode'] == 'write-through',
+          f'counters: {c}')
 
 
 def _check_metrics(rep, token):
@@ -273,7 +274,7 @@ def _check_metrics(rep, token):
     are stable; read again when a sample landed in between)."""
     root = rep['api'].rsplit('/api/v1', 1)[0]
     status, _, _ = _get(f'{root}/metrics')
-    T.check_eq(status, 401, '/metrics without the token')
+    check_eq(status, 401, '/metrics without the token')
     series = (f'hostcache_read_hits_total{{domain="{VM}",target_device='
               f'"vda",policy="balanced"}} ')
     for _ in range(10):
@@ -284,16 +285,16 @@ def _check_metrics(rep, token):
                                 '?points=1', token)[2])['current']
         if before == after:
             break
-    T.check_eq(status, 200, '/metrics status')
-    T.check(ctype.startswith('text/plain; version=0.0.4'), ctype)
-    T.check_prometheus_text(text, 'GET /metrics of the demo')
+    check_eq(status, 200, '/metrics status')
+    check(ctype.startswith('text/plain; version=0.0.4'), ctype)
+    check_prometheus_text(text, 'GET /metrics of the demo')
     m = re.search('^' + re.escape(series) + r'(\S+)$', text, re.M)
-    T.check(m is not None, f'no {series} in:\n{text[:3000]}')
-    T.check_eq(float(m.group(1)), float(after['counters']['read-hits']),
-               'read hits in /metrics and the stats API')
+    check(m is not None, f'no {series} in:\n{text[:3000]}')
+    check_eq(float(m.group(1)), float(after['counters']['read-hits']),
+             'read hits in /metrics and the stats API')
     _, _, api_text = _get(f'{rep["api"]}/metrics', token)
     names = [re.findall(r'^(\w+)[{ ]', t, re.M) for t in (text, api_text)]
-    T.check_eq(names[0], names[1], 'series of /metrics and /api/v1/metrics')
+    check_eq(names[0], names[1], 'series of /metrics and /api/v1/metrics')
 
 
 def _listening(url):
@@ -306,20 +307,20 @@ def _listening(url):
 
 
 def test_demo_start_report_stop():
-    wd = T.tmpdir('hcdemo-')
+    wd = tmpdir('hcdemo-')
     _private_root(wd)
     demo = Demo(wd)
     try:
         r = demo.run('start', 300)
         demo.record_pids()
-        T.check(r.returncode == 0, f'demo start exited {r.returncode}:\n'
-                f'{r.stdout}\n{r.stderr}{demo.diag()}')
+        check(r.returncode == 0, f'demo start exited {r.returncode}:\n'
+              f'{r.stdout}\n{r.stderr}{demo.diag()}')
         print(r.stdout)
         for name in ('hostcached', 'nbdkit', 'qemu', 'libvirtd', 'virtlogd'):
-            T.check(name in demo.alive(), f'{name} not running after the '
-                    f'demo started (pids {demo.pids})')
-        T.check(os.path.exists(demo.file('started-libvirtd.json')),
-                'the demo did not note that it started libvirtd')
+            check(name in demo.alive(), f'{name} not running after the '
+                  f'demo started (pids {demo.pids})')
+        check(os.path.exists(demo.file('started-libvirtd.json')),
+              'the demo did not note that it started libvirtd')
         rep = _report(r.stdout)
         with open(rep['token']) as f:
             token = f.read().strip()
@@ -330,17 +331,17 @@ def test_demo_start_report_stop():
 
         r = demo.run('stop', 120)
         demo.stop_ran = True
-        T.check(r.returncode == 0, f'demo stop exited {r.returncode}:\n'
-                f'{r.stdout}\n{r.stderr}')
-        T.poll('the demo\'s processes to end', lambda: not demo.alive(),
-               timeout=30)
-        T.check(not _listening(rep['api']), 'the API still listens')
-        T.check(not os.path.exists(demo.file('started-libvirtd.json')),
-                'started-libvirtd.json left behind')
+        check(r.returncode == 0, f'demo stop exited {r.returncode}:\n'
+              f'{r.stdout}\n{r.stderr}')
+        poll('the demo\'s processes to end', lambda: not demo.alive(),
+             timeout=30)
+        check(not _listening(rep['api']), 'the API still listens')
+        check(not os.path.exists(demo.file('started-libvirtd.json')),
+              'started-libvirtd.json left behind')
     finally:
         demo.stop()
         left = demo.alive()
-        T.check(not left, f'still running after the cleanup: {left}')
+        check(not left, f'still running after the cleanup: {left}')
 
 
 def main():
@@ -359,7 +360,7 @@ def main():
                               'private', sys.executable,
                               os.path.abspath(__file__), *sys.argv[1:]],
                   dict(os.environ, **{IN_NS: str(os.getpid())}))
-    T.main(globals())
+    runner.main(globals())
 
 
 if __name__ == '__main__':

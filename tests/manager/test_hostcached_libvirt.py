@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""hostcached against a real libvirtd (private, see tests/lib/hclibvirt.py)
+"""hostcached against a real libvirtd (private, see hostcache/libvirt.py)
 and TCG domains running the project's QEMU, driven over HTTP.
 
 - assign, change and unassign policies on a running VM: the filter goes in
@@ -33,19 +33,18 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 import urllib.error
 import urllib.request
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hcguest  # noqa: E402
-import hclibvirt as L  # noqa: E402
-from hcmanager import Daemon, skip_unless_available  # noqa: E402
+from hostcache import MiB, guest, paths
+from hostcache import libvirt as L
+from hostcache.check import TestFailure, check, check_prometheus_text
+from hostcache.manager import Daemon, skip_unless_available
+from hostcache.procs import run, tmpdir
+from hostcache.qemu import firmware_args
+from hostcache.runner import main
 
-MiB = T.MiB
 DEBIAN_QEMU = '/usr/bin/qemu-system-x86_64'
 CACHE = None
 
@@ -53,25 +52,25 @@ CACHE = None
 def _libvirtd(wd, **kw):
     global CACHE
     if CACHE is None:
-        CACHE = T.tmpdir('hcmgr-lvcache-')
+        CACHE = tmpdir('hcmgr-lvcache-')
     return L.Libvirtd(wd, cache_dir=CACHE, **kw)
 
 
 def _raw(path, size=64 * MiB):
-    T.run([T.QEMU_IMG, 'create', '-q', '-f', 'raw', path, str(size)])
+    run([paths.QEMU_IMG, 'create', '-q', '-f', 'raw', path, str(size)])
 
 
 def _qcow2(path, backing=None, fmt=None):
-    argv = [T.QEMU_IMG, 'create', '-q', '-f', 'qcow2']
+    argv = [paths.QEMU_IMG, 'create', '-q', '-f', 'qcow2']
     if backing:
         argv += ['-b', backing, '-F', fmt]
-    T.run(argv + [path] + ([] if backing else [str(64 * MiB)]))
+    run(argv + [path] + ([] if backing else [str(64 * MiB)]))
 
 
 def _running_vm(prefix, name):
     """A private libvirtd in a new temp dir running the domain `name` with
     one raw disk vda (alias ua-disk0); returns (dir, libvirtd, image)."""
-    wd = T.tmpdir(prefix)
+    wd = tmpdir(prefix)
     lv = _libvirtd(wd)
     img = os.path.join(wd, 'a.raw')
     _raw(img)
@@ -91,48 +90,48 @@ def test_live_assign_change_unassign_keeps_data():
     lv.qemu_io('live', 'ua-disk0', 'write -P 0x5a 0 1M')
 
     a = d.ok('PUT', '/vms/live/disks/vda/policy', {'policy': 'balanced'})
-    T.check(a['compliance']['state'] == 'compliant', a)
-    T.check(L.device_root(lv, 'live', 'ua-disk0') == 'hc-vda', 'device not on the filter')
-    T.check(L.child_of(lv, 'live', 'hc-vda') == 'libvirt-1-storage', 'filter on the wrong node')
+    check(a['compliance']['state'] == 'compliant', a)
+    check(L.device_root(lv, 'live', 'ua-disk0') == 'hc-vda', 'device not on the filter')
+    check(L.child_of(lv, 'live', 'hc-vda') == 'libvirt-1-storage', 'filter on the wrong node')
     for _ in range(2):
         out = lv.qemu_io('live', 'ua-disk0', 'read -P 0x5a 0 1M')
-        T.check('Pattern verification failed' not in out, out)
+        check('Pattern verification failed' not in out, out)
     st = L.hostcache_stats(lv, 'live', 'hc-vda')
-    T.check(st['read-hits'] >= 1 and st['mode'] == 'write-through', st)
+    check(st['read-hits'] >= 1 and st['mode'] == 'write-through', st)
     names, _ = _inactive_filters(lv, 'live')
-    T.check(names == ['hc-vda'], f'definition: {names}')
+    check(names == ['hc-vda'], f'definition: {names}')
 
     # Changing the policy reopens the same node (hits stay counted).
     p = d.ok('PUT', '/policies/balanced',
              {'rules': {'mode': 'write-back', 'ram-size': '64M',
                         'max-dirty-age-ms': 3600000}})
-    T.check(p['disks'][0]['compliance']['state'] == 'compliant', p)
+    check(p['disks'][0]['compliance']['state'] == 'compliant', p)
     st2 = L.hostcache_stats(lv, 'live', 'hc-vda')
-    T.check(st2['mode'] == 'write-back' and st2['ram-limit'] == 64 * MiB, st2)
-    T.check(st2['read-hits'] >= st['read-hits'], 'the node was replaced, not reopened')
+    check(st2['mode'] == 'write-back' and st2['ram-limit'] == 64 * MiB, st2)
+    check(st2['read-hits'] >= st['read-hits'], 'the node was replaced, not reopened')
     lv.qemu_io('live', 'ua-disk0', 'write -P 0xa5 0 2M')
     # (HMP qemu-io flushes after its write, so the data is already written
     # back here; the image is checked after removal.)
     st3 = L.hostcache_stats(lv, 'live', 'hc-vda')
-    T.check(st3['writes'] >= 1 and st3['mode'] == 'write-back', st3)
+    check(st3['writes'] >= 1 and st3['mode'] == 'write-back', st3)
 
     # Unassign: written back, removed, device back on libvirt's node.
     d.ok('DELETE', '/vms/live/disks/vda/policy', want=204)
-    T.check(L.device_root(lv, 'live', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
-    T.check('hc-vda' not in L.block_nodes(lv, 'live'), 'filter node not deleted')
-    r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0xa5 0 2M', img])
-    T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    check(L.device_root(lv, 'live', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
+    check('hc-vda' not in L.block_nodes(lv, 'live'), 'filter node not deleted')
+    r = run([paths.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0xa5 0 2M', img])
+    check('Pattern verification failed' not in r.stdout, r.stdout)
     names, _ = _inactive_filters(lv, 'live')
-    T.check(names == [], f'definition still has {names}')
+    check(names == [], f'definition still has {names}')
     ev = d.ok('GET', '/events?vm=live&limit=50')['events']
     actions = {e['action'] for e in ev}
     for want in ('assign', 'define', 'insert-live', 'reopen-live', 'remove-live', 'unassign'):
-        T.check(want in actions, f'no {want} event: {actions}')
-    T.check(d.stop() == 0, 'hostcached did not exit 0 on SIGTERM')
+        check(want in actions, f'no {want} event: {actions}')
+    check(d.stop() == 0, 'hostcached did not exit 0 on SIGTERM')
 
 
 def test_persistent_definition_after_restart():
-    wd = T.tmpdir('hcmgr-persist-')
+    wd = tmpdir('hcmgr-persist-')
     lv = _libvirtd(wd)
     base, top = os.path.join(wd, 'base.raw'), os.path.join(wd, 'top.qcow2')
     data, logs = os.path.join(wd, 'data.raw'), os.path.join(wd, 'logs.qcow2')
@@ -152,14 +151,14 @@ def test_persistent_definition_after_restart():
     for t, pol in (('vda', 'balanced'), ('vdb', 'monitor')):
         a = d.ok('PUT', f'/vms/pers/disks/{t}/policy', {'policy': pol})
         want = 'pending-restart' if emulator else 'compliant'
-        T.check(a['compliance']['state'] == want, a)
+        check(a['compliance']['state'] == want, a)
     status, j = d.call('PUT', '/vms/pers/disks/hdc/policy', {'policy': 'balanced'})
-    T.check(status == 400 and 'cdrom' in j['detail'], j)
+    check(status == 400 and 'cdrom' in j['detail'], j)
     names, xml = _inactive_filters(lv, 'pers')
-    T.check(sorted(names) == ['hc-vda', 'hc-vdb'], names)
-    T.check(f'<emulator>{T.QEMU_SYSTEM}</emulator>' in xml, 'emulator not switched')
-    T.check("alias name='ua-hc-vdb'" in xml, 'vdb got no user alias')
-    T.check('/usr/share/seabios' in xml or not L.firmware_args(), 'foreign args lost')
+    check(sorted(names) == ['hc-vda', 'hc-vdb'], names)
+    check(f'<emulator>{paths.QEMU_SYSTEM}</emulator>' in xml, 'emulator not switched')
+    check("alias name='ua-hc-vdb'" in xml, 'vdb got no user alias')
+    check('/usr/share/seabios' in xml or not firmware_args(), 'foreign args lost')
 
     lv.destroy('pers')
     lv.start_domain('pers')
@@ -168,14 +167,14 @@ def test_persistent_definition_after_restart():
         time.sleep(0.2)
     for t, alias in (('vda', 'ua-disk0'), ('vdb', 'ua-hc-vdb')):
         st = d.state('pers', t)
-        T.check(st['state'] == 'compliant', f'{t}: {st}')
-        T.check(L.device_root(lv, 'pers', alias) == f'hc-{t}', f'{t} not on its filter')
+        check(st['state'] == 'compliant', f'{t}: {st}')
+        check(L.device_root(lv, 'pers', alias) == f'hc-{t}', f'{t} not on its filter')
     # The filters sit on the nodes of their own disks (checked by file name).
     live = lv.dumpxml('pers')
     top_ix = re.search(r"<source file='" + re.escape(top) + r"' index='(\d+)'", live).group(1)
     data_ix = re.search(r"<source file='" + re.escape(data) + r"' index='(\d+)'", live).group(1)
-    T.check(L.child_of(lv, 'pers', 'hc-vda') == f'libvirt-{top_ix}-format', 'vda child')
-    T.check(L.child_of(lv, 'pers', 'hc-vdb') == f'libvirt-{data_ix}-storage', 'vdb child')
+    check(L.child_of(lv, 'pers', 'hc-vda') == f'libvirt-{top_ix}-format', 'vda child')
+    check(L.child_of(lv, 'pers', 'hc-vdb') == f'libvirt-{data_ix}-storage', 'vdb child')
     # Statistics arrive through the API and /metrics.
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -183,11 +182,11 @@ def test_persistent_definition_after_restart():
         if s['series']:
             break
         time.sleep(0.5)
-    T.check(s['current'] and 'read-hits' in s['current']['counters'], s)
+    check(s['current'] and 'read-hits' in s['current']['counters'], s)
     status, m = d.call('GET', '/metrics')
-    T.check(status == 200 and 'hostcache_read_hits_total{domain="pers",'
-            'target_device="vda",policy="balanced"}' in m, m[:500])
-    T.check_prometheus_text(m, '/api/v1/metrics with two cached disks')
+    check(status == 200 and 'hostcache_read_hits_total{domain="pers",'
+          'target_device="vda",policy="balanced"}' in m, m[:500])
+    check_prometheus_text(m, '/api/v1/metrics with two cached disks')
 
 
 def test_virt_install_vm_on_debians_qemu():
@@ -199,9 +198,9 @@ def test_virt_install_vm_on_debians_qemu():
     switched: 409 naming it, nothing changed; edited in later, the disk's
     compliance says so."""
     if not os.access(DEBIAN_QEMU, os.X_OK):
-        raise T.TestFailure(f'{DEBIAN_QEMU} missing (scripts/setup-deps.sh)')
-    hcguest.build_guest()
-    wd = T.tmpdir('hcmgr-vi-')
+        raise TestFailure(f'{DEBIAN_QEMU} missing (scripts/setup-deps.sh)')
+    guest.build_guest()
+    wd = tmpdir('hcmgr-vi-')
     lv = _libvirtd(wd)
     img = os.path.join(wd, 'vi.raw')
     _raw(img)
@@ -213,25 +212,25 @@ def test_virt_install_vm_on_debians_qemu():
     d = Daemon(wd, lv)
     a = d.ok('PUT', '/vms/vi/disks/vda/policy', {'policy': 'balanced'})
     st = a['compliance']
-    T.check(st['state'] == 'pending-restart' and DEBIAN_QEMU in st['reason'] and
-            'next start' in st['reason'] and 'shut the VM down' in st['reason'], st)
-    T.check(L.device_root(lv, 'vi', 'ua-disk0') == 'libvirt-1-storage',
-            "Debian's QEMU changed")
+    check(st['state'] == 'pending-restart' and DEBIAN_QEMU in st['reason'] and
+          'next start' in st['reason'] and 'shut the VM down' in st['reason'], st)
+    check(L.device_root(lv, 'vi', 'ua-disk0') == 'libvirt-1-storage',
+          "Debian's QEMU changed")
     names, xml = _inactive_filters(lv, 'vi')
-    T.check(names == ['hc-vda'] and f'<emulator>{T.QEMU_SYSTEM}</emulator>' in xml,
-            f'definition: {names}')
-    T.check("<graphics type='vnc'" in xml, 'the VNC console left the definition')
+    check(names == ['hc-vda'] and f'<emulator>{paths.QEMU_SYSTEM}</emulator>' in xml,
+          f'definition: {names}')
+    check("<graphics type='vnc'" in xml, 'the VNC console left the definition')
 
     # Moved onto the project's QEMU by a stop and a start.
     lv.destroy('vi')
     lv.start_domain('vi')
     _wait('compliant', lambda: d.state('vi', 'vda')['state'] == 'compliant')
-    T.check(L.device_root(lv, 'vi', 'ua-disk0') == 'hc-vda', 'no filter in the graph')
-    T.check(L.child_of(lv, 'vi', 'hc-vda') == 'libvirt-1-storage', 'filter child')
+    check(L.device_root(lv, 'vi', 'ua-disk0') == 'hc-vda', 'no filter in the graph')
+    check(L.child_of(lv, 'vi', 'hc-vda') == 'libvirt-1-storage', 'filter child')
     L.wait_console(console, '^HC-READY', lv=lv, dom='vi', timeout=180)
-    T.check(lv.qmp('vi', 'query-vnc')['enabled'], 'no VNC on the project QEMU')
+    check(lv.qmp('vi', 'query-vnc')['enabled'], 'no VNC on the project QEMU')
     out = lv.qemu_io('vi', 'ua-disk0', 'read 0 64k')
-    T.check('read 65536/65536' in out, out)
+    check('read 65536/65536' in out, out)
 
     # A VM that needs what the project's QEMU lacks (an egl-headless
     # display; Debian's has the module): refused, nothing changed.
@@ -241,42 +240,42 @@ def test_virt_install_vm_on_debians_qemu():
         "    <graphics type='egl-headless'/>"))
     before = lv.dumpxml('gl', inactive=True)
     status, j = d.call('PUT', '/vms/gl/disks/vda/policy', {'policy': 'balanced'})
-    T.check(status == 409 and "graphics type 'egl-headless'" in j['detail'] and
-            T.QEMU_SYSTEM in j['detail'], f'{status} {j}')
-    T.check(d.call('GET', '/vms/gl/disks/vda/policy')[0] == 404, 'assignment kept')
-    T.check(lv.dumpxml('gl', inactive=True) == before, 'definition changed')
-    T.check(not _events(d, 'gl', 'define'), 'defined anyway')
+    check(status == 409 and "graphics type 'egl-headless'" in j['detail'] and
+          paths.QEMU_SYSTEM in j['detail'], f'{status} {j}')
+    check(d.call('GET', '/vms/gl/disks/vda/policy')[0] == 404, 'assignment kept')
+    check(lv.dumpxml('gl', inactive=True) == before, 'definition changed')
+    check(not _events(d, 'gl', 'define'), 'defined anyway')
 
     # The same edited into the cached VM's definition behind hostcached's
     # back (with Debian's QEMU): reported, not rewritten.
     lv.destroy('vi')
     edited = lv.dumpxml('vi', inactive=True).replace(
-        f'<emulator>{T.QEMU_SYSTEM}</emulator>', f'<emulator>{DEBIAN_QEMU}</emulator>'
+        f'<emulator>{paths.QEMU_SYSTEM}</emulator>', f'<emulator>{DEBIAN_QEMU}</emulator>'
     ).replace("<audio id='1' type='none'/>",
               "<audio id='1' type='none'/>\n    <graphics type='egl-headless'/>")
     lv.define(edited)
     _wait('not-compliant', lambda: d.state('vi', 'vda')['state'] == 'not-compliant')
     st = d.state('vi', 'vda')
-    T.check("graphics type 'egl-headless'" in st['reason'], st)
-    T.check(f'<emulator>{DEBIAN_QEMU}</emulator>' in lv.dumpxml('vi', inactive=True),
-            'definition rewritten')
+    check("graphics type 'egl-headless'" in st['reason'], st)
+    check(f'<emulator>{DEBIAN_QEMU}</emulator>' in lv.dumpxml('vi', inactive=True),
+          'definition rewritten')
 
 
 def test_restarts_and_a_vm_deleted_behind_its_back():
     wd, lv, _ = _running_vm('hcmgr-robust-', 'rob')
     d = Daemon(wd, lv)
     d.ok('POST', '/policies', {'name': 'small', 'rules': {'ram-size': '32M'}}, want=201)
-    T.check(d.ok('PUT', '/vms/rob/disks/vda/policy', {'policy': 'small'})
+    check(d.ok('PUT', '/vms/rob/disks/vda/policy', {'policy': 'small'})
             ['compliance']['state'] == 'compliant', 'not compliant')
 
     # hostcached restarted: state kept and verified again.
-    T.check(d.stop() == 0, 'no clean exit')
+    check(d.stop() == 0, 'no clean exit')
     d = Daemon(wd, lv)
-    T.check(d.ok('GET', '/policies/small')['rules']['ram-size'] == 32 * MiB, 'policy lost')
+    check(d.ok('GET', '/policies/small')['rules']['ram-size'] == 32 * MiB, 'policy lost')
     st = d.state('rob', 'vda')
-    T.check(st['state'] == 'compliant', st)
+    check(st['state'] == 'compliant', st)
     starts = [e for e in d.ok('GET', '/events?limit=100')['events'] if e['action'] == 'start']
-    T.check(len(starts) == 2, f'{len(starts)} start events')
+    check(len(starts) == 2, f'{len(starts)} start events')
 
     # libvirtd stopped: 503 for what needs it, health says so.
     lv.stop()
@@ -284,24 +283,24 @@ def test_restarts_and_a_vm_deleted_behind_its_back():
     while d.call('GET', '/vms')[0] != 503 and time.monotonic() < deadline:
         time.sleep(0.2)
     status, j = d.call('GET', '/vms')
-    T.check(status == 503 and 'libvirtd' in j['detail'], (status, j))
+    check(status == 503 and 'libvirtd' in j['detail'], (status, j))
     status, h = d.call('GET', '/health', token=False)
-    T.check(h['libvirt'] == 'disconnected', h)
-    T.check(d.call('GET', '/policies')[0] == 200, 'store routes need no libvirt')
+    check(h['libvirt'] == 'disconnected', h)
+    check(d.call('GET', '/policies')[0] == 200, 'store routes need no libvirt')
     status, _ = d.call('PUT', '/vms/rob/disks/vda/policy', {'policy': 'balanced'})
-    T.check(status == 503, status)
+    check(status == 503, status)
     # ... and started again (same state directories): reconnects by itself.
     lv = _libvirtd(wd)
     deadline = time.monotonic() + 30
     while d.call('GET', '/vms')[0] != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
-    T.check(d.call('GET', '/vms')[0] == 200, 'no reconnect')
-    T.check(d.call('GET', '/health', token=False)[1]['libvirt'] == 'connected', 'health')
+    check(d.call('GET', '/vms')[0] == 200, 'no reconnect')
+    check(d.call('GET', '/health', token=False)[1]['libvirt'] == 'connected', 'health')
     # The new libvirtd started without the VM running.
     deadline = time.monotonic() + 20
     while d.state('rob', 'vda')['state'] != 'pending-restart' and time.monotonic() < deadline:
         time.sleep(0.2)
-    T.check(d.state('rob', 'vda')['state'] == 'pending-restart', d.state('rob', 'vda'))
+    check(d.state('rob', 'vda')['state'] == 'pending-restart', d.state('rob', 'vda'))
 
     # Deleted behind its back: reported, not fatal, then forgotten.
     lv.undefine('rob')
@@ -309,13 +308,13 @@ def test_restarts_and_a_vm_deleted_behind_its_back():
     while d.state('rob', 'vda')['state'] != 'error' and time.monotonic() < deadline:
         time.sleep(0.2)
     st = d.state('rob', 'vda')
-    T.check(st['state'] == 'error' and 'no longer' in st['reason'], st)
-    T.check(_events(d, 'rob', 'undefine'), 'the undefinition is not in the event log')
+    check(st['state'] == 'error' and 'no longer' in st['reason'], st)
+    check(_events(d, 'rob', 'undefine'), 'the undefinition is not in the event log')
     vms = d.ok('GET', '/vms')['vms']
-    T.check([v['state'] for v in vms if v['name'] == 'rob'] == ['missing'], vms)
+    check([v['state'] for v in vms if v['name'] == 'rob'] == ['missing'], vms)
     d.ok('DELETE', '/vms/rob/disks/vda/policy', want=204)
-    T.check(d.call('GET', '/vms/rob')[0] == 404, 'still known')
-    T.check(d.call('GET', '/health', token=False)[0] == 200, 'daemon unhealthy')
+    check(d.call('GET', '/vms/rob')[0] == 404, 'still known')
+    check(d.call('GET', '/health', token=False)[0] == 200, 'daemon unhealthy')
 
 
 def _domuuid(lv, dom):
@@ -324,7 +323,7 @@ def _domuuid(lv, dom):
 
 def _check_pattern(lv, dom, alias, pattern, length, offset=0):
     out = lv.qemu_io(dom, alias, f'read -P {pattern} {offset} {length}')
-    T.check('Pattern verification failed' not in out and 'ops/sec' in out, out)
+    check('Pattern verification failed' not in out and 'ops/sec' in out, out)
 
 
 def test_ssd_tier_live_persistent_and_unassigned():
@@ -340,15 +339,15 @@ def test_ssd_tier_live_persistent_and_unassigned():
         'ram-size': '256k', 'seq-cutoff': 0, 'ssd-size': '16M',
         'ssd-dir': ssd_dir}}, want=201)
     a = d.ok('PUT', '/vms/ssdvm/disks/vda/policy', {'policy': 'ssd'})
-    T.check(a['compliance']['state'] == 'compliant', a)
-    T.check(os.path.getsize(ssd) == 16 * MiB, 'tier file size')
-    T.check(os.stat(ssd_dir).st_mode & 0o777 == 0o700, 'ssd-dir mode')
+    check(a['compliance']['state'] == 'compliant', a)
+    check(os.path.getsize(ssd) == 16 * MiB, 'tier file size')
+    check(os.stat(ssd_dir).st_mode & 0o777 == 0o700, 'ssd-dir mode')
     # QEMU's graph: device -> hc-vda -> libvirt's node, and an ssd child
     # on the tier file.
-    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'device not on the filter')
-    T.check(L.child_of(lv, 'ssdvm', 'hc-vda') == 'libvirt-1-storage', 'filter child')
-    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd child')
-    T.check(L.block_nodes(lv, 'ssdvm')['hc-vda-ssd']['file'] == ssd, 'ssd child file')
+    check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'device not on the filter')
+    check(L.child_of(lv, 'ssdvm', 'hc-vda') == 'libvirt-1-storage', 'filter child')
+    check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd child')
+    check(L.block_nodes(lv, 'ssdvm')['hc-vda-ssd']['file'] == ssd, 'ssd child file')
     for _ in range(3):
         _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '4M')
     deadline = time.monotonic() + 30
@@ -357,20 +356,20 @@ def test_ssd_tier_live_persistent_and_unassigned():
         if st['ssd-demotions'] > 0:
             break
         time.sleep(0.2)
-    T.check(st['ssd-active'] and st['ssd-demotions'] > 0, st)
+    check(st['ssd-active'] and st['ssd-demotions'] > 0, st)
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '4M')
     st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st['ssd-hits'] > 0, f'no SSD hits: {st}')
+    check(st['ssd-hits'] > 0, f'no SSD hits: {st}')
     _, xml = _inactive_filters(lv, 'ssdvm')
-    T.check(ssd in xml and f'{uuid}/vda' in xml, 'definition lacks the ssd child')
+    check(ssd in xml and f'{uuid}/vda' in xml, 'definition lacks the ssd child')
 
     # A policy edit reopens the same node with its ssd child.
     p = d.ok('PUT', '/policies/ssd', {'rules': {'mode': 'write-around'}})
-    T.check(p['disks'][0]['compliance']['state'] == 'compliant', p)
+    check(p['disks'][0]['compliance']['state'] == 'compliant', p)
     st2 = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st2['mode'] == 'write-around' and st2['ssd-hits'] >= st['ssd-hits'],
-            f'not reopened in place: {st2}')
-    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'ssd child lost')
+    check(st2['mode'] == 'write-around' and st2['ssd-hits'] >= st['ssd-hits'],
+          f'not reopened in place: {st2}')
+    check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'ssd child lost')
     lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x7e 1M 1M')
 
     # The definition's recipe starts: the filter with its tier after a restart.
@@ -379,11 +378,11 @@ def test_ssd_tier_live_persistent_and_unassigned():
     deadline = time.monotonic() + 30
     while d.state('ssdvm', 'vda')['state'] != 'compliant' and time.monotonic() < deadline:
         time.sleep(0.2)
-    T.check(d.state('ssdvm', 'vda')['state'] == 'compliant', d.state('ssdvm', 'vda'))
-    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'no filter after restart')
-    T.check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd after restart')
+    check(d.state('ssdvm', 'vda')['state'] == 'compliant', d.state('ssdvm', 'vda'))
+    check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', 'no filter after restart')
+    check(L.child_of(lv, 'ssdvm', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no ssd after restart')
     st3 = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st3['ssd-recovered'] > 0, f'the tier did not survive the restart warm: {st3}')
+    check(st3['ssd-recovered'] > 0, f'the tier did not survive the restart warm: {st3}')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '2M', '2M')
 
@@ -393,8 +392,8 @@ def test_ssd_tier_live_persistent_and_unassigned():
     os.kill(lv.qemu_pid('ssdvm'), signal.SIGKILL)
     _wait('the VM shut off', lambda: lv.domstate('ssdvm').startswith('shut off'))
     status, j = d.call('DELETE', '/vms/ssdvm/disks/vda/policy')
-    T.check(status == 409 and 'not closed cleanly' in j['detail'], (status, j))
-    T.check(os.path.exists(ssd) and ssd in lv.dumpxml('ssdvm', inactive=True), 'tier dropped')
+    check(status == 409 and 'not closed cleanly' in j['detail'], (status, j))
+    check(os.path.exists(ssd) and ssd in lv.dumpxml('ssdvm', inactive=True), 'tier dropped')
     lv.start_domain('ssdvm')
     _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
@@ -404,16 +403,16 @@ def test_ssd_tier_live_persistent_and_unassigned():
 
     # Unassign: filter and tier node gone, tier file deleted, data on the image.
     d.ok('DELETE', '/vms/ssdvm/disks/vda/policy', want=204)
-    T.check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
+    check(L.device_root(lv, 'ssdvm', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
     nodes = L.block_nodes(lv, 'ssdvm')
-    T.check('hc-vda' not in nodes and 'hc-vda-ssd' not in nodes, sorted(nodes))
-    T.check(not os.path.exists(ssd), 'tier file left behind')
+    check('hc-vda' not in nodes and 'hc-vda-ssd' not in nodes, sorted(nodes))
+    check(not os.path.exists(ssd), 'tier file left behind')
     for off, pat, ln in ((0, '0x3c', '1M'), ('1M', '0x7e', '1M'), ('2M', '0x5a', '1M'),
                          ('3M', '0x3c', '1M')):
-        r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', f'read -P {pat} {off} {ln}', img])
-        T.check('Pattern verification failed' not in r.stdout, r.stdout)
+        r = run([paths.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', f'read -P {pat} {off} {ln}', img])
+        check('Pattern verification failed' not in r.stdout, r.stdout)
     names, _ = _inactive_filters(lv, 'ssdvm')
-    T.check(names == [], f'definition still has {names}')
+    check(names == [], f'definition still has {names}')
 
 
 def _no_stale_copies_after_a_live_insertion(d, lv):
@@ -423,15 +422,15 @@ def _no_stale_copies_after_a_live_insertion(d, lv):
     not the tier's older copies."""
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '2M', '2M')
     st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st['ssd-used'] >= 2 * MiB, f'the tier holds too little to test with: {st}')
+    check(st['ssd-used'] >= 2 * MiB, f'the tier holds too little to test with: {st}')
     L.remove_live(lv, 'ssdvm', 'ua-disk0', 'hc-vda')
     lv.qemu_io('ssdvm', 'ua-disk0', 'write -P 0x5a 2M 1M')
     _wait('the filter inserted again',
           lambda: L.device_root(lv, 'ssdvm', 'ua-disk0') == 'hc-vda', timeout=60)
     _wait('compliant again', lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
     st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st['ssd-recovered'] == 0 and st['ssd-active'], f'the old tier was reused: {st}')
-    T.check(_events(d, 'ssdvm', 'ssd-emptied'), 'no ssd-emptied event')
+    check(st['ssd-recovered'] == 0 and st['ssd-active'], f'the old tier was reused: {st}')
+    check(_events(d, 'ssdvm', 'ssd-emptied'), 'no ssd-emptied event')
     for _ in range(2):
         _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x5a', '1M', '2M')
         _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x3c', '1M', '3M')
@@ -451,14 +450,14 @@ def _lost_tier_is_not_replaced_silently(d, lv, ssd):
     disk in error and makes no tier in its place; forget-tier gives the
     tier up, and the VM starts with a fresh one."""
     p = d.ok('PUT', '/policies/ssd', {'rules': {'mode': 'write-back'}})
-    T.check(p['disks'][0]['compliance']['state'] == 'compliant', p)
+    check(p['disks'][0]['compliance']['state'] == 'compliant', p)
     a = d.ok('GET', '/vms/ssdvm/disks/vda/policy')
-    T.check(a['ssd_tier'] and a['ssd_tier']['formatted'] and a['ssd_tier']['path'] == ssd, a)
-    T.check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
+    check(a['ssd_tier'] and a['ssd_tier']['formatted'] and a['ssd_tier']['path'] == ssd, a)
+    check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
     st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st['mode'] == 'write-back' and st.get('ssd-failed') is False and
-            st.get('ssd-dirty-bytes') is not None and
-            st.get('origin-id', '').endswith('/vda'), st)
+    check(st['mode'] == 'write-back' and st.get('ssd-failed') is False and
+          st.get('ssd-dirty-bytes') is not None and
+          st.get('origin-id', '').endswith('/vda'), st)
     # (the collector samples every second)
     _wait('hostcache_ssd_failed in /metrics', lambda: 'hostcache_ssd_failed{domain="ssdvm",'
           'target_device="vda",policy="ssd"} 0' in d.call('GET', '/metrics')[1], timeout=20)
@@ -473,51 +472,51 @@ def _lost_tier_is_not_replaced_silently(d, lv, ssd):
     os.chown(ssd, fst.st_uid, fst.st_gid)
     os.chmod(ssd, 0o600)
     r = lv.virsh('start', 'ssdvm', check=False)
-    T.check(r.returncode != 0 and 'is blank, but ssd-create=off' in r.stderr, r.stderr)
+    check(r.returncode != 0 and 'is blank, but ssd-create=off' in r.stderr, r.stderr)
     st = _wait('the blank tier reported',
                lambda: (lambda s: s if s['state'] == 'error' else None)(d.state('ssdvm', 'vda')))
-    T.check('is blank' in st['reason'] and 'forget-tier' in st['reason'], st)
-    T.check(os.path.getsize(ssd) == fst.st_size and open(ssd, 'rb').read(8192) == bytes(8192),
-            'the blank file was changed')
+    check('is blank' in st['reason'] and 'forget-tier' in st['reason'], st)
+    check(os.path.getsize(ssd) == fst.st_size and open(ssd, 'rb').read(8192) == bytes(8192),
+          'the blank file was changed')
 
     # Deleted: not made again, the start fails, reported.
     os.remove(ssd)
     st = _wait('the missing tier reported',
                lambda: (lambda s: s if 'is missing' in s['reason'] else None)(
                    d.state('ssdvm', 'vda')))
-    T.check(st['state'] == 'error' and ssd in st['reason'] and
-            'write-back data' in st['reason'], st)
+    check(st['state'] == 'error' and ssd in st['reason'] and
+          'write-back data' in st['reason'], st)
     r = lv.virsh('start', 'ssdvm', check=False)
-    T.check(r.returncode != 0 and ssd in r.stderr, r.stderr)
-    T.check(not os.path.exists(ssd), 'a tier file was made in place of the lost one')
-    T.check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
-    T.check(_events(d, 'ssdvm', 'ssd-lost'), 'no ssd-lost event')
+    check(r.returncode != 0 and ssd in r.stderr, r.stderr)
+    check(not os.path.exists(ssd), 'a tier file was made in place of the lost one')
+    check(_ssd_create(lv, 'ssdvm') == ['false'], _ssd_create(lv, 'ssdvm'))
+    check(_events(d, 'ssdvm', 'ssd-lost'), 'no ssd-lost event')
 
     # Given up: a new blank tier, formatted at the next start.
     a = d.ok('POST', '/vms/ssdvm/disks/vda/ssd-tier/forget', {})
-    T.check(a['compliance']['state'] == 'pending-restart', a)
-    T.check(a['ssd_tier'] and not a['ssd_tier']['formatted'], a)
-    T.check(os.path.getsize(ssd) == fst.st_size, 'no new tier file')
-    T.check(_ssd_create(lv, 'ssdvm') == ['true'], _ssd_create(lv, 'ssdvm'))
-    T.check(_events(d, 'ssdvm', 'ssd-forget'), 'no ssd-forget event')
+    check(a['compliance']['state'] == 'pending-restart', a)
+    check(a['ssd_tier'] and not a['ssd_tier']['formatted'], a)
+    check(os.path.getsize(ssd) == fst.st_size, 'no new tier file')
+    check(_ssd_create(lv, 'ssdvm') == ['true'], _ssd_create(lv, 'ssdvm'))
+    check(_events(d, 'ssdvm', 'ssd-forget'), 'no ssd-forget event')
     lv.start_domain('ssdvm')
     _wait('compliant with a fresh tier',
           lambda: d.state('ssdvm', 'vda')['state'] == 'compliant')
     st = L.hostcache_stats(lv, 'ssdvm', 'hc-vda')
-    T.check(st['ssd-recovered'] == 0 and st['ssd-active'], st)
+    check(st['ssd-recovered'] == 0 and st['ssd-active'], st)
     _wait('ssd-create=false again', lambda: _ssd_create(lv, 'ssdvm') == ['false'])
-    T.check(d.ok('GET', '/vms/ssdvm/disks/vda/policy')['ssd_tier']['formatted'], 'not recorded')
+    check(d.ok('GET', '/vms/ssdvm/disks/vda/policy')['ssd_tier']['formatted'], 'not recorded')
     _check_pattern(lv, 'ssdvm', 'ua-disk0', '0x7e', '1M', '1M')
 
 
 def test_hot_unplug_of_a_cached_disk():
-    wd = T.tmpdir('hcmgr-unplug-')
+    wd = tmpdir('hcmgr-unplug-')
     lv = _libvirtd(wd)
     a_img, b_img = os.path.join(wd, 'a.raw'), os.path.join(wd, 'b.raw')
     _raw(a_img)
     _raw(b_img, 32 * MiB)
     # PCI hot-unplug needs a guest that cooperates: one that sits idle.
-    T.check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
+    check(L.guest_available(), 'build/guest missing: scripts/make-guest.sh')
     console = os.path.join(wd, 'console.txt')
     lv.define(L.domain_xml('plug', [L.Disk(a_img, 'raw', 'ua-disk0', 'vda'),
                                     L.Disk(b_img, 'raw', 'ua-disk1', 'vdb')],
@@ -526,7 +525,7 @@ def test_hot_unplug_of_a_cached_disk():
     d = Daemon(wd, lv)
     for t in ('vda', 'vdb'):
         a = d.ok('PUT', f'/vms/plug/disks/{t}/policy', {'policy': 'monitor'})
-        T.check(a['compliance']['state'] == 'compliant', a)
+        check(a['compliance']['state'] == 'compliant', a)
     lv.qemu_io('plug', 'ua-disk1', 'write -P 0x66 0 1M')
     L.wait_console(console, '^HC-READY', lv=lv, dom='plug')
     # Live only: the definition keeps the disk (and its filter).
@@ -537,31 +536,31 @@ def test_hot_unplug_of_a_cached_disk():
         if 'hot-unplug' in acts:
             break
         time.sleep(0.2)
-    T.check('hot-unplug' in acts, f'no hot-unplug event: {acts}')
+    check('hot-unplug' in acts, f'no hot-unplug event: {acts}')
     nodes = L.block_nodes(lv, 'plug')
-    T.check('hc-vdb' not in nodes, f'filter left open: {sorted(nodes)}')
-    T.check(not any(n['file'] == b_img for n in nodes.values()),
-            f'libvirt\'s node of vdb left open: {sorted(nodes)}')
+    check('hc-vdb' not in nodes, f'filter left open: {sorted(nodes)}')
+    check(not any(n['file'] == b_img for n in nodes.values()),
+          f'libvirt\'s node of vdb left open: {sorted(nodes)}')
     st = d.state('plug', 'vdb')
-    T.check(st['state'] == 'not-compliant' and 'hot-unplugged' in st['reason'], st)
-    T.check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
+    check(st['state'] == 'not-compliant' and 'hot-unplugged' in st['reason'], st)
+    check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
     names, _ = _inactive_filters(lv, 'plug')
-    T.check(sorted(names) == ['hc-vda', 'hc-vdb'], names)
+    check(sorted(names) == ['hc-vda', 'hc-vdb'], names)
     # Detached from the definition too: its entries go, the VM starts.
     lv.virsh('detach-disk', 'plug', 'vdb', '--config')
     deadline = time.monotonic() + 30
     while _inactive_filters(lv, 'plug')[0] != ['hc-vda'] and time.monotonic() < deadline:
         time.sleep(0.2)
     names, _ = _inactive_filters(lv, 'plug')
-    T.check(names == ['hc-vda'], f'definition: {names}')
+    check(names == ['hc-vda'], f'definition: {names}')
     lv.destroy('plug')
     lv.start_domain('plug')
     deadline = time.monotonic() + 30
     while d.state('plug', 'vda')['state'] != 'compliant' and time.monotonic() < deadline:
         time.sleep(0.2)
-    T.check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
-    r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x66 0 1M', b_img])
-    T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    check(d.state('plug', 'vda')['state'] == 'compliant', d.state('plug', 'vda'))
+    r = run([paths.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x66 0 1M', b_img])
+    check('Pattern verification failed' not in r.stdout, r.stdout)
     d.ok('DELETE', '/vms/plug/disks/vdb/policy', want=204)
 
 
@@ -576,7 +575,7 @@ def _wait(what, fn, timeout=60):
         v = fn()
         if v:
             return v
-        T.check(time.monotonic() < deadline, f'timed out waiting for {what}')
+        check(time.monotonic() < deadline, f'timed out waiting for {what}')
         time.sleep(0.2)
 
 
@@ -589,7 +588,7 @@ def test_live_migration_between_two_hosts():
     source reads back on the destination.  Back with POST /vms/{vm}/migrate
     (the XML of GET /vms/{vm}/migration-xml as the destination XML): the
     filter arrives with the XML."""
-    wd = T.tmpdir('hcmgr-mig-')
+    wd = tmpdir('hcmgr-mig-')
     lo = 20000 + (os.getpid() % 400) * 100
     a = _libvirtd(wd, name='host-a', migration_ports=(lo, lo + 49))
     b = _libvirtd(wd, name='host-b', migration_ports=(lo + 50, lo + 99))
@@ -618,34 +617,34 @@ def test_live_migration_between_two_hosts():
         d.ok('POST', '/policies', {'name': 'wb', 'rules': dict(
             rules, **{'ssd-dir': os.path.join(wd, host, 'ssd')})}, want=201)
         st = d.ok('PUT', '/vms/mig/disks/vda/policy', {'policy': 'wb'})['compliance']
-        T.check(st['state'] == want, st)
+        check(st['state'] == want, st)
     a.qemu_io('mig', 'ua-disk0', 'write -P 0x3c 48M 2M')
 
     L.migrate(a, b, 'mig', extra=('--persistent',))
-    T.check(b.domstate('mig').startswith('running'), 'not running on the destination')
+    check(b.domstate('mig').startswith('running'), 'not running on the destination')
     # Destination: the filter came with the definition, verified after the resume.
     ev = _wait('the destination re-verifying',
                lambda: [e for e in _events(db, 'mig', 'migrate-in')
                         if 're-verified' in e['message']])
-    T.check('vda compliant' in ev[0]['message'], ev[0])
-    T.check(db.state('mig', 'vda')['state'] == 'compliant', db.state('mig', 'vda'))
-    T.check(L.device_root(b, 'mig', 'ua-disk0') == 'hc-vda', 'no filter on the destination')
-    T.check(L.child_of(b, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier there')
+    check('vda compliant' in ev[0]['message'], ev[0])
+    check(db.state('mig', 'vda')['state'] == 'compliant', db.state('mig', 'vda'))
+    check(L.device_root(b, 'mig', 'ua-disk0') == 'hc-vda', 'no filter on the destination')
+    check(L.child_of(b, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier there')
     st = L.hostcache_stats(b, 'mig', 'hc-vda')
-    T.check(st['mode'] == 'write-back' and st['ssd-active'], st)
+    check(st['mode'] == 'write-back' and st['ssd-active'], st)
     _check_pattern(b, 'mig', 'ua-disk0', '0x3c', '2M', '48M')
     # Source: the switch-over and the departure recorded; shut off here now.
     _wait('migrated-away on the source', lambda: _events(da, 'mig', 'migrated-away'))
-    T.check(_events(da, 'mig', 'migrate-out'), 'no migrate-out event on the source')
+    check(_events(da, 'mig', 'migrate-out'), 'no migrate-out event on the source')
     _wait('the source pending restart',
           lambda: da.state('mig', 'vda')['state'] == 'pending-restart')
     # The data the source held dirty is on the image.
-    r = T.run([T.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x3c 48M 2M', img])
-    T.check('Pattern verification failed' not in r.stdout, r.stdout)
+    r = run([paths.QEMU_IO, '-f', 'raw', '-r', '-U', '-c', 'read -P 0x3c 48M 2M', img])
+    check('Pattern verification failed' not in r.stdout, r.stdout)
     # The filter was inserted live on the source, so the XML libvirt sent
     # did not have it: the destination's hostcached put it in.
-    T.check(any('insert-live' == e['action'] for e in _events(db, 'mig', 'insert-live')),
-            'the destination did not insert the filter')
+    check(any('insert-live' == e['action'] for e in _events(db, 'mig', 'insert-live')),
+          'the destination did not insert the filter')
 
     # And back, with the migration XML from hostcached: the filter is in
     # the XML the source (now b) sends, so a runs it from the start.  (On
@@ -653,45 +652,45 @@ def test_live_migration_between_two_hosts():
     # driver does not allow yet (the inactive source keeps WRITE unshared on
     # it): b's policy drops its tier first; a's hostcached adds a's back.)
     status, dest_xml = db.call('GET', '/vms/mig/migration-xml')
-    T.check(status == 200 and 'hc-vda-ssd' in dest_xml and f'{uuid}/vda' in dest_xml,
+    check(status == 200 and 'hc-vda-ssd' in dest_xml and f'{uuid}/vda' in dest_xml,
             (status, dest_xml[:300]))
     db.ok('PUT', '/policies/wb', {'rules': {'ssd-size': 0}})
-    T.check(L.child_of(b, 'mig', 'hc-vda', 'ssd') is None, 'the tier is still on b')
+    check(L.child_of(b, 'mig', 'hc-vda', 'ssd') is None, 'the tier is still on b')
     b.qemu_io('mig', 'ua-disk0', 'write -P 0x5d 40M 1M')
     status, dest_xml = db.call('GET', '/vms/mig/migration-xml')
-    T.check(status == 200 and 'hc-vda' in dest_xml and 'hc-vda-ssd' not in dest_xml,
+    check(status == 200 and 'hc-vda' in dest_xml and 'hc-vda-ssd' not in dest_xml,
             (status, dest_xml[:300]))
     inserts_before = len(_events(da, 'mig', 'insert-live'))
     # (b's hostcached drives it: POST /vms/{vm}/migrate sends that XML.)
     # Only a configured peer, by name: a's URI itself is refused.
     status, j = db.call('POST', '/vms/mig/migrate', {'destination': a.uri, 'unsafe': True})
-    T.check(status == 400 and 'peer = NAME=' in j['detail'], (status, j))
+    check(status == 400 and 'peer = NAME=' in j['detail'], (status, j))
     r = db.ok('POST', '/vms/mig/migrate', {'destination': 'host-a', 'unsafe': True})
-    T.check(r['seconds'] >= 0, r)
+    check(r['seconds'] >= 0, r)
     # Before the migration b drained the write-back disk while the guest
     # ran.  (What was dirty is not asserted: the MiB written above is
     # already written back by the flush of a reopen or of qemu-io here.)
     drain = [e for e in _events(db, 'mig', 'migrate-drain') if e['target'] == 'vda']
-    T.check(drain and drain[0]['level'] == 'info' and
-            ', 0 bytes after' in drain[0]['message'], drain)
+    check(drain and drain[0]['level'] == 'info' and
+          ', 0 bytes after' in drain[0]['message'], drain)
     a._remember_qemu('mig')
-    T.check(a.domstate('mig').startswith('running'), 'not running back on a')
-    T.check([e for e in _events(db, 'mig', 'migrate') if 'migrated to' in e['message']],
-            'no migrate event on b')
-    T.check('hc-vda' in a.dumpxml('mig'), 'the live XML on a has no filter')
+    check(a.domstate('mig').startswith('running'), 'not running back on a')
+    check([e for e in _events(db, 'mig', 'migrate') if 'migrated to' in e['message']],
+          'no migrate event on b')
+    check('hc-vda' in a.dumpxml('mig'), 'the live XML on a has no filter')
     # a runs the policy's max-dirty-age-ms, not the drain's.
     ages = re.findall(r'max-dirty-age-ms(?:&quot;|")\s*:\s*(\d+)', a.dumpxml('mig'))
-    T.check(ages == ['3600000'], ages)
+    check(ages == ['3600000'], ages)
     _wait('a re-verifying', lambda: [e for e in _events(da, 'mig', 'migrate-in')
                                      if 're-verified' in e['message']])
-    T.check(da.state('mig', 'vda')['state'] == 'compliant', da.state('mig', 'vda'))
-    T.check(len(_events(da, 'mig', 'insert-live')) == inserts_before,
-            'the filter did not come with the XML')
-    T.check(L.child_of(a, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier back on a')
+    check(da.state('mig', 'vda')['state'] == 'compliant', da.state('mig', 'vda'))
+    check(len(_events(da, 'mig', 'insert-live')) == inserts_before,
+          'the filter did not come with the XML')
+    check(L.child_of(a, 'mig', 'hc-vda', 'ssd') == 'hc-vda-ssd', 'no SSD tier back on a')
     _check_pattern(a, 'mig', 'ua-disk0', '0x5d', '1M', '40M')
     _check_pattern(a, 'mig', 'ua-disk0', '0x3c', '2M', '48M')
     da.ok('DELETE', '/vms/mig/disks/vda/policy', want=204)
-    T.check(L.device_root(a, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
+    check(L.device_root(a, 'mig', 'ua-disk0') == 'libvirt-1-storage', 'filter still there')
 
 
 def test_a_rewritten_definition_keeps_console_passwords():
@@ -701,8 +700,8 @@ def test_a_rewritten_definition_keeps_console_passwords():
     for the project's QEMU (configured without VNC), so the definition names
     Debian's (scripts/setup-deps.sh installs it), as does hostcached's
     --emulator here; the VM is not started."""
-    T.check(os.access(DEBIAN_QEMU, os.X_OK), f'{DEBIAN_QEMU} is missing: run make')
-    wd = T.tmpdir('hcmgr-secret-')
+    check(os.access(DEBIAN_QEMU, os.X_OK), f'{DEBIAN_QEMU} is missing: run make')
+    wd = tmpdir('hcmgr-secret-')
     lv = _libvirtd(wd)
     img = os.path.join(wd, 'a.raw')
     _raw(img)
@@ -715,16 +714,16 @@ def test_a_rewritten_definition_keeps_console_passwords():
         x = lv.virsh('dumpxml', '--inactive', '--security-info', 'sec').stdout
         return re.findall(r"passwd='([^']*)'", x)
 
-    T.check(passwords() == ['vncs3crt'], passwords())
-    T.check('vncs3crt' not in lv.dumpxml('sec', inactive=True), 'virsh shows the password')
+    check(passwords() == ['vncs3crt'], passwords())
+    check('vncs3crt' not in lv.dumpxml('sec', inactive=True), 'virsh shows the password')
     d = Daemon(wd, lv, emulator=DEBIAN_QEMU)
     a = d.ok('PUT', '/vms/sec/disks/vda/policy', {'policy': 'balanced'})
-    T.check(a['compliance']['state'] == 'pending-restart', a)
-    T.check(_inactive_filters(lv, 'sec')[0] == ['hc-vda'], 'no filter in the definition')
-    T.check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
+    check(a['compliance']['state'] == 'pending-restart', a)
+    check(_inactive_filters(lv, 'sec')[0] == ['hc-vda'], 'no filter in the definition')
+    check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
     d.ok('DELETE', '/vms/sec/disks/vda/policy', want=204)
-    T.check(_inactive_filters(lv, 'sec')[0] == [], 'the filter is still defined')
-    T.check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
+    check(_inactive_filters(lv, 'sec')[0] == [], 'the filter is still defined')
+    check(passwords() == ['vncs3crt'], f'lost: {passwords()}')
 
 
 def test_hostile_input_changes_nothing():
@@ -768,21 +767,21 @@ def test_hostile_input_changes_nothing():
         except (ConnectionError, urllib.error.URLError) as e:
             # The server may close a connection whose body it refused
             # before the client finished sending it.
-            T.check(want == 413, f'{method} {path}: {e}')
+            check(want == 413, f'{method} {path}: {e}')
             continue
-        T.check(status == want, f'{method} {path[:40]}: {status} {j}')
+        check(status == want, f'{method} {path[:40]}: {status} {j}')
         if status >= 400:
-            T.check(isinstance(j, dict) and j.get('status') == status and j.get('detail'),
-                    f'not a problem document: {j}')
+            check(isinstance(j, dict) and j.get('status') == status and j.get('detail'),
+                  f'not a problem document: {j}')
     for path in ('/policies', '/vms', '/metrics', '/openapi.json'):
-        T.check(d.call('GET', path, token=False)[0] == 401, f'{path} without token')
-    T.check(d.ok('GET', '/policies') == before, 'policies changed')
-    T.check(lv.dumpxml('hx', inactive=True) == xml_before, 'definition changed')
-    T.check(L.device_root(lv, 'hx', 'ua-disk0') == 'libvirt-1-storage', 'graph changed')
-    T.check(d.call('GET', '/health', token=False)[0] == 200, 'daemon hurt')
-    T.check(not os.path.exists(marker), 'a destination URI ran a program')
+        check(d.call('GET', path, token=False)[0] == 401, f'{path} without token')
+    check(d.ok('GET', '/policies') == before, 'policies changed')
+    check(lv.dumpxml('hx', inactive=True) == xml_before, 'definition changed')
+    check(L.device_root(lv, 'hx', 'ua-disk0') == 'libvirt-1-storage', 'graph changed')
+    check(d.call('GET', '/health', token=False)[0] == 200, 'daemon hurt')
+    check(not os.path.exists(marker), 'a destination URI ran a program')
 
 
 if __name__ == '__main__':
     skip_unless_available()
-    T.main(globals())
+    main(globals())

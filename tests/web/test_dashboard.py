@@ -24,18 +24,19 @@ import subprocess
 import sys
 import threading
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                '..', 'lib'))
-import hctest as T  # noqa: E402
-import hclibvirt as L  # noqa: E402
-from hcmanager import Daemon, skip_unless_available  # noqa: E402
+from hostcache import MiB, paths
+from hostcache import libvirt as L
+from hostcache.check import check
+from hostcache.manager import Daemon, skip_unless_available
+from hostcache.procs import PROCS, run, tmpdir
+from hostcache.runner import main
 
 CHROMIUM = '/usr/bin/chromium'
 NODE = shutil.which('node') or '/usr/bin/node'
-WEB_SRC = os.path.join(T.SRC, 'web')
-WEB_DIR = os.environ.get('HOSTCACHE_WEB_DIR', os.path.join(T.SRC, 'build', 'web'))
+WEB_SRC = os.path.join(paths.SRC, 'web')
+WEB_DIR = os.environ.get('HOSTCACHE_WEB_DIR', os.path.join(paths.SRC, 'build', 'web'))
 ARTIFACTS = os.path.join(
-    os.environ.get('HOSTCACHE_BUILD', os.path.join(T.SRC, 'build', 'meson')), 'web-artifacts')
+    os.environ.get('HOSTCACHE_BUILD', os.path.join(paths.SRC, 'build', 'meson')), 'web-artifacts')
 VM = 'web'
 BROWSER_TIMEOUT = 180
 
@@ -94,51 +95,51 @@ class Io:
     def stop(self):
         self.stop_ev.set()
         self.thread.join(timeout=60)
-        T.check(not self.thread.is_alive(), 'the I/O thread did not stop')
+        check(not self.thread.is_alive(), 'the I/O thread did not stop')
         if self.error:
             raise self.error
 
 
 def _check_static_files(d):
     status, h, body = _get(d.port, '/')
-    T.check(status == 200 and h['Content-Type'] == 'text/html; charset=utf-8', (status, h))
-    T.check(h['Cache-Control'] == 'no-cache', h)
-    T.check("script-src 'self'" in h.get('Content-Security-Policy', ''), h)
-    T.check(b'<script type="module" src="assets/app-' in body, body[:500])
+    check(status == 200 and h['Content-Type'] == 'text/html; charset=utf-8', (status, h))
+    check(h['Cache-Control'] == 'no-cache', h)
+    check("script-src 'self'" in h.get('Content-Security-Policy', ''), h)
+    check(b'<script type="module" src="assets/app-' in body, body[:500])
     js = body.split(b'src="', 1)[1].split(b'"', 1)[0].decode()
     status, h, _ = _get(d.port, '/' + js)
-    T.check(status == 200 and h['Content-Type'] == 'text/javascript; charset=utf-8', (js, h))
-    T.check(h['Cache-Control'] == 'public, max-age=31536000, immutable', h)
-    T.check(h.get('X-Content-Type-Options') == 'nosniff', h)
+    check(status == 200 and h['Content-Type'] == 'text/javascript; charset=utf-8', (js, h))
+    check(h['Cache-Control'] == 'public, max-age=31536000, immutable', h)
+    check(h.get('X-Content-Type-Options') == 'nosniff', h)
     for bad in ('/../../../../etc/passwd', '/%2e%2e/%2e%2e/etc/passwd', '/assets/..%2f..%2fetc',
                 '/assets/', '/assets', '/index.html%00', '/.git/config', '//etc/passwd'):
         status, _, body = _get(d.port, bad)
-        T.check(status == 404 and b'root:' not in body, f'{bad}: {status} {body[:200]}')
+        check(status == 404 and b'root:' not in body, f'{bad}: {status} {body[:200]}')
     # The API keeps its own paths and its authentication.
     status, _, _ = _get(d.port, '/api/v1/policies')
-    T.check(status == 401, f'/api/v1/policies without a token: {status}')
+    check(status == 401, f'/api/v1/policies without a token: {status}')
 
 
 def test_dashboard_in_a_browser():
-    wd = T.tmpdir('hcweb-')
+    wd = tmpdir('hcweb-')
     lv = L.Libvirtd(wd)
     img = os.path.join(wd, 'web.raw')
-    T.run([T.QEMU_IMG, 'create', '-q', '-f', 'raw', img, str(64 * T.MiB)])
+    run([paths.QEMU_IMG, 'create', '-q', '-f', 'raw', img, str(64 * MiB)])
     lv.define(L.domain_xml(VM, [L.Disk(img, 'raw', 'ua-disk0', 'vda')]))
     lv.start_domain(VM)
     extra = ('--web-dir', WEB_DIR)
     d = Daemon(wd, lv, extra=extra)
-    T.check(f'dashboard: http://127.0.0.1:{d.port}/#token={d.token}' in d.text(),
-            f'no dashboard link in the log:\n{d.text()}')
+    check(f'dashboard: http://127.0.0.1:{d.port}/#token={d.token}' in d.text(),
+          f'no dashboard link in the log:\n{d.text()}')
     _check_static_files(d)
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)  # no screenshot of an earlier run
     os.makedirs(ARTIFACTS)
     env = dict(os.environ, HC_URL=f'http://127.0.0.1:{d.port}', HC_TOKEN=d.token, HC_VM=VM,
                HC_ARTIFACTS=ARTIFACTS)
-    node = T.PROCS.start([NODE, os.path.join(WEB_SRC, 'test', 'dashboard.e2e.js')],
-                         cwd=WEB_SRC, env=env, stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    node = PROCS.start([NODE, os.path.join(WEB_SRC, 'test', 'dashboard.e2e.js')],
+                       cwd=WEB_SRC, env=env, stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     # The browser's requests, answered one at a time; the rest of its output
     # is passed on.
     timer = threading.Timer(BROWSER_TIMEOUT, node.kill)
@@ -160,7 +161,7 @@ def test_dashboard_in_a_browser():
                     io = None
                 elif op == 'restart':
                     port = state['daemon'].port
-                    T.check(state['daemon'].stop() == 0, 'hostcached did not exit 0')
+                    check(state['daemon'].stop() == 0, 'hostcached did not exit 0')
                     with open(os.path.join(wd, 'hostcached', 'token'), 'w') as f:
                         f.write(os.urandom(32).hex() + '\n')
                     state['daemon'] = Daemon(wd, lv, extra=extra, listen=f'127.0.0.1:{port}')
@@ -178,18 +179,18 @@ def test_dashboard_in_a_browser():
         if io:
             io.stop()
     print(f'screenshots in {ARTIFACTS}')
-    T.check(rc == 0, f'the browser test failed (exit {rc}; screenshots in {ARTIFACTS})')
+    check(rc == 0, f'the browser test failed (exit {rc}; screenshots in {ARTIFACTS})')
 
     # What the browser did, as the API sees it.
     d = state['daemon']
-    T.check(d.call('GET', '/vms/web/disks/vda/policy')[0] == 404, 'vda still has a policy')
+    check(d.call('GET', '/vms/web/disks/vda/policy')[0] == 404, 'vda still has a policy')
     names = {p['name'] for p in d.ok('GET', '/policies')['policies']}
-    T.check(names == {'balanced', 'read-mostly', 'monitor'}, names)
+    check(names == {'balanced', 'read-mostly', 'monitor'}, names)
     actions = [e['action'] for e in d.ok('GET', '/events?vm=web&limit=100')['events']]
     for want in ('assign', 'insert-live', 'unassign', 'remove-live'):
-        T.check(want in actions, f'no {want} event: {actions}')
-    T.check(L.device_root(lv, VM, 'ua-disk0') == 'libvirt-1-storage', 'the filter is still there')
-    T.check(d.stop() == 0, 'hostcached did not exit 0')
+        check(want in actions, f'no {want} event: {actions}')
+    check(L.device_root(lv, VM, 'ua-disk0') == 'libvirt-1-storage', 'the filter is still there')
+    check(d.stop() == 0, 'hostcached did not exit 0')
 
 
 if __name__ == '__main__':
@@ -198,4 +199,4 @@ if __name__ == '__main__':
     if missing:
         print(f'FAIL: {missing}')
         sys.exit(1)
-    T.main(globals())
+    main(globals())

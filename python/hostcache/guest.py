@@ -5,7 +5,7 @@ The guest's /init (scripts/guest-init.sh) runs the job named by hc.job=
 (verify, workload) against /dev/vda, prints HC-* lines on ttyS0 and powers
 off.  QEMU runs with -no-shutdown, so after the guest is done the VM stays
 (stopped) and its block stats can still be read over QMP; Guest.quit() ends
-it.  Every QEMU is started through hctest.PROCS and so stopped by pid.
+it.  Every QEMU is started through procs.PROCS and so stopped by pid.
 
     g = Guest(workdir, hostcache_disk(origin, mode='write-through',
                                       ram_size=32 * MiB),
@@ -22,13 +22,14 @@ import os
 import subprocess
 import time
 
-from hclines import complete_text
-from hctest import (PROCS, QEMU_SYSTEM, QMP, SRC, TestFailure, run,
-                    wait_for_path)
+from hostcache import paths
+from hostcache.check import TestFailure
+from hostcache.lines import complete_text
+from hostcache.procs import PROCS, run, wait_for_path
+from hostcache.qmp import QMP
 
-GUEST_DIR = os.environ.get('HC_GUEST_DIR',
-                           os.path.join(SRC, 'build', 'guest'))
-MAKE_GUEST = os.path.join(SRC, 'scripts', 'make-guest.sh')
+GUEST_DIR = paths.GUEST_DIR
+MAKE_GUEST = os.path.join(paths.SRC, 'scripts', 'make-guest.sh')
 # SeaBIOS and linuxboot_dma.bin (for -kernel).  Named explicitly: a QEMU run
 # from its build tree looks only in build/qemu-build/qemu-bundle once that
 # directory exists.
@@ -76,7 +77,7 @@ def plain_disk(blockdev, device='disk0'):
 
 class GuestResult:
     """What the guest printed (text: its console's complete lines, see
-    hclines; a line still being written would parse as a record with
+    hostcache.lines; a line still being written would parse as a record with
     fields missing): status ('ok', 'fail' or None when no
     HC-RESULT line), fields of the HC-RESULT line, steps {name: (ok, fields)},
     chunks [(offset, length, sha256)], workload [fields per round], and the
@@ -145,7 +146,7 @@ class Guest:
         fw = []
         for d in FIRMWARE_DIRS:
             fw += ['-L', d]
-        argv = [QEMU_SYSTEM, *fw, '-accel', 'tcg', '-m', str(mem),
+        argv = [paths.QEMU_SYSTEM, *fw, '-accel', 'tcg', '-m', str(mem),
                 '-nodefaults', '-display', 'none', '-no-reboot',
                 *(['-no-shutdown'] if no_shutdown else []),
                 '-chardev', f'file,id=serial0,path={self.serial_path}',

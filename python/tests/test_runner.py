@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The driver tests' runner (hctest.main) itself: a selection on the command
-line that matches no test fails instead of passing with '0 passed, 0 failed',
-and every selection the Makefile passes to a test script (make soak) still
-names a test."""
+"""The test scripts' runner (hostcache.runner.main) itself: a selection on
+the command line that matches no test fails instead of passing with
+'0 passed, 0 failed', and every selection the Makefile passes to a test
+script (make soak) still names a test.  The sample script imports the
+package through the PYTHONPATH meson's test environment sets."""
 
 import os
 import re
@@ -10,22 +11,20 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.abspath(os.path.join(HERE, '..', '..'))
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 
 SCRIPT = '''
-import sys
-sys.path.insert(0, {lib!r})
-import hctest as T
+from hostcache.check import check
+from hostcache.runner import main
 
 def test_alpha():
     pass
 
 def test_beta_fails():
-    T.check(False, 'beta failed on purpose')
+    check(False, 'beta failed on purpose')
 
 if __name__ == '__main__':
-    T.main(globals())
+    main(globals())
 '''
 
 
@@ -42,10 +41,10 @@ def check(cond, what):
 
 
 def main():
-    with tempfile.TemporaryDirectory(prefix='hctest-selftest-') as d:
+    with tempfile.TemporaryDirectory(prefix='hc-runner-test-') as d:
         script = os.path.join(d, 'test_sample.py')
         with open(script, 'w') as f:
-            f.write(SCRIPT.format(lib=HERE))
+            f.write(SCRIPT)
         r = run(script, 'no_such_test')
         check(r.returncode == 2, f'a selection matching nothing fails (exit {r.returncode}, '
                                  f'{r.stdout.strip()!r})')

@@ -6,7 +6,7 @@ their own mount namespace.  Private bind mounts over /etc/libvirt,
 client sockets in the test's work dir, own pid files, own host UUID, no
 cgroups: a libvirtd the user runs is never touched, and the test stops
 exactly what it started, by pid (libvirtd, virtlogd, every QEMU of its
-domains), even when it fails (the instance is registered in hctest.PROCS).
+domains), even when it fails (the instance is registered in procs.PROCS).
 
 Domain helpers: domain_xml() (a TCG domain running the project's
 qemu-system-x86_64, virtio disks with alias ua-*, serial console to a file),
@@ -30,16 +30,20 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 
-import hcguest
-import hctest as T
-from hclines import complete_lines, complete_text
+from hostcache import guest, paths, runner
+from hostcache.check import TestFailure, check_eq
+from hostcache.lines import complete_lines, complete_text
+from hostcache.procs import (PROCS, ProcessGroup, cmdline, kill_pid,
+                             pid_alive, read_pid, run, tmpdir)
+from hostcache.qemu import firmware_args
+from hostcache.qmp import QMPError
 
 LIBVIRTD = '/usr/sbin/libvirtd'
 VIRTLOGD = '/usr/sbin/virtlogd'
 VIRSH = '/usr/bin/virsh'
 UNSHARE = '/usr/bin/unshare'
 QEMU_NS = 'http://libvirt.org/schemas/domain/qemu/1.0'
-GUEST_DIR = hcguest.GUEST_DIR
+GUEST_DIR = guest.GUEST_DIR
 GUEST_KERNEL = os.path.join(GUEST_DIR, 'vmlinuz')
 GUEST_INITRD = os.path.join(GUEST_DIR, 'initramfs.cpio.gz')
 
@@ -70,95 +74,19 @@ def guest_available():
     """The tiny test guest, built when missing (scripts/make-guest.sh is
     instant when it is up to date): no test depends on another having
     built it first."""
-    hcguest.build_guest()
+    guest.build_guest()
     return os.path.exists(GUEST_KERNEL) and os.path.exists(GUEST_INITRD)
 
 
-_FIRMWARE_ARGS = None
-
-
-def firmware_args():
-    """Extra QEMU arguments the project's binary needs to find its firmware.
-
-    A qemu-system-x86_64 run from its build tree relocates its firmware path
-    into build/qemu-build/qemu-bundle when that directory exists, and the
-    +ds build installs no blobs there: SeaBIOS ('bios-256k.bin') and the
-    -kernel option ROMs are then not found.  Probe once; when the binary
-    fails, name Debian's directories with -L.
-    """
-    global _FIRMWARE_ARGS
-    if _FIRMWARE_ARGS is not None:
-        return _FIRMWARE_ARGS
-    base = [T.QEMU_SYSTEM, '-machine', 'pc', '-accel', 'tcg', '-nodefaults',
-            '-display', 'none', '-S', '-qmp', 'stdio']
-    quit_ = '{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n'
-    for extra in ([], ['-L', '/usr/share/seabios', '-L', '/usr/share/qemu']):
-        r = subprocess.run(base + extra, input=quit_, capture_output=True,
-                           text=True, timeout=60)
-        if r.returncode == 0 and 'could not load' not in r.stderr:
-            _FIRMWARE_ARGS = extra
-            return extra
-    raise T.TestFailure(f'{T.QEMU_SYSTEM} cannot start a pc machine:\n'
-                        f'{r.stderr[-2000:]}')
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie counts as gone.
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except OSError:
-        return False
-
-
-def cmdline(pid):
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            return f.read().replace(b'\0', b' ').decode(errors='replace')
-    except OSError:
-        return ''
-
-
-def read_pid(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def kill_pid(pid, timeout=10):
-    """SIGTERM, then SIGKILL after timeout; pid must be ours (checked by
-    the caller)."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-class VirshError(T.TestFailure):
+class VirshError(TestFailure):
     pass
 
 
-class Libvirtd(T.ProcessGroup):
+class Libvirtd(ProcessGroup):
     """A private libvirtd + virtlogd; see the module docstring.
 
     uri is what clients (virsh -c, virConnectOpen) use.  Stopped with stop()
-    or, at the latest, by hctest.PROCS when the test ends.
+    or, at the latest, by procs.PROCS when the test ends.
     """
 
     def __init__(self, workdir=None, name='lv', host_uuid=None,
@@ -166,9 +94,9 @@ class Libvirtd(T.ProcessGroup):
                  start_timeout=90, binds=None):
         why = unavailable()
         if why:
-            raise T.TestFailure(f'private libvirtd: {why}')
+            raise TestFailure(f'private libvirtd: {why}')
         self.name = name
-        self.dir = os.path.join(workdir or T.tmpdir('hclv-'), name)
+        self.dir = os.path.join(workdir or tmpdir('hclv-'), name)
         self.sock_dir = os.path.join(self.dir, 'sock')
         self.paths = {k: os.path.join(self.dir, k) for k in PRIVATE_DIRS}
         if cache_dir:
@@ -255,12 +183,12 @@ class Libvirtd(T.ProcessGroup):
              '\n'.join(script)],
             stdin=subprocess.DEVNULL, stdout=self._stderr,
             stderr=subprocess.STDOUT)
-        T.PROCS.procs.append(self)
+        PROCS.procs.append(self)
         sock = os.path.join(self.sock_dir, 'libvirt-sock')
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise T.TestFailure(
+                raise TestFailure(
                     f'libvirtd exited {self.proc.returncode}:\n'
                     f'{self._tail(self.stderr_path)}'
                     f'{self._tail(self.daemon_log)}')
@@ -273,8 +201,8 @@ class Libvirtd(T.ProcessGroup):
                 if r.returncode == 0:
                     break
             if time.monotonic() > deadline:
-                raise T.TestFailure('libvirtd did not answer in time:\n'
-                                    f'{self._tail(self.daemon_log)}')
+                raise TestFailure('libvirtd did not answer in time:\n'
+                                  f'{self._tail(self.daemon_log)}')
             time.sleep(0.1)
         self.virtlogd_pid = read_pid(self.virtlogd_pid_file)
 
@@ -286,7 +214,7 @@ class Libvirtd(T.ProcessGroup):
         except OSError:
             return ''
 
-    # ---- hctest.ProcessGroup --------------------------------------------------
+    # ---- procs.ProcessGroup -------------------------------------------------
 
     def _alive_pids(self):
         pids = []
@@ -329,7 +257,7 @@ class Libvirtd(T.ProcessGroup):
                 for dom in self.list_domains('--state-running', timeout=30) + \
                         self.list_domains('--state-paused', timeout=30):
                     self.virsh('destroy', dom, check=False, timeout=30)
-            except (subprocess.TimeoutExpired, T.TestFailure):
+            except (subprocess.TimeoutExpired, TestFailure):
                 pass
         qemus |= set(self._our_qemu_pids())
         if self.proc is not None and self.proc.poll() is None:
@@ -348,8 +276,8 @@ class Libvirtd(T.ProcessGroup):
             kill_pid(self.virtlogd_pid)
         if self._stderr is not None:
             self._stderr.close()
-        if self in T.PROCS.procs:
-            T.PROCS.procs.remove(self)
+        if self in PROCS.procs:
+            PROCS.procs.remove(self)
 
     # ---- virsh --------------------------------------------------------------
 
@@ -420,7 +348,7 @@ class Libvirtd(T.ProcessGroup):
 
     def qmp(self, dom, cmd, **args):
         """Run a QMP command through virDomainQemuMonitorCommand; returns
-        its 'return' or raises hctest.QMPError."""
+        its 'return' or raises qmp.QMPError."""
         msg = {'execute': cmd}
         if args:
             msg['arguments'] = args
@@ -431,7 +359,7 @@ class Libvirtd(T.ProcessGroup):
             raise VirshError(f'qemu-monitor-command {cmd}: {r.stderr.strip()}')
         reply = json.loads(out)
         if 'error' in reply:
-            raise T.QMPError(cmd, reply['error'])
+            raise QMPError(cmd, reply['error'])
         return reply['return']
 
     def hmp(self, dom, line):
@@ -464,9 +392,9 @@ class EventLog:
     def __init__(self, lv):
         self.path = os.path.join(lv.dir, f'events-{time.monotonic_ns()}.txt')
         self.file = open(self.path, 'w')
-        self.proc = T.PROCS.start([VIRSH, '-c', lv.uri, 'event', '--all',
-                                   '--loop', '--timestamp'],
-                                  stdout=self.file, stderr=subprocess.STDOUT)
+        self.proc = PROCS.start([VIRSH, '-c', lv.uri, 'event', '--all',
+                                 '--loop', '--timestamp'],
+                                stdout=self.file, stderr=subprocess.STDOUT)
         time.sleep(0.5)  # the registration must be in place before use
 
     def lines(self):
@@ -480,11 +408,11 @@ class EventLog:
                 if re.search(pattern, ln):
                     return ln
             time.sleep(0.1)
-        raise T.TestFailure(f'no event matching {pattern!r}; got:\n' +
-                            '\n'.join(self.lines()))
+        raise TestFailure(f'no event matching {pattern!r}; got:\n' +
+                          '\n'.join(self.lines()))
 
     def stop(self):
-        T.PROCS.stop(self.proc)
+        PROCS.stop(self.proc)
         self.file.close()
         return self.lines()
 
@@ -551,7 +479,7 @@ def domain_xml(name, disks, console=None, guest_cmdline=None, memory_mib=256,
     """
     # libvirt refuses on_poweroff=restart with on_reboot=destroy.
     on_reboot = 'restart' if on_poweroff == 'restart' else 'destroy'
-    emulator = emulator or T.QEMU_SYSTEM
+    emulator = emulator or paths.QEMU_SYSTEM
     boot = ''
     if guest_cmdline is not None:
         boot = (f'    <kernel>{GUEST_KERNEL}</kernel>\n'
@@ -602,7 +530,7 @@ def virt_install_xml(name, disks, graphics='vnc', console_log=None,
     (slirp), a serial console (pty, logged to console_log), the guest
     agent's virtio-serial channel, a virtio RNG and balloon.
     """
-    emulator = emulator or T.QEMU_SYSTEM
+    emulator = emulator or paths.QEMU_SYSTEM
     if graphics == 'vnc':
         gfx = ("    <graphics type='vnc' port='-1' autoport='yes'>\n"
                "      <listen type='address' address='127.0.0.1'/>\n"
@@ -690,13 +618,13 @@ def _qemu_commandline(qemu_args):
 
 
 def main(namespace):
-    """hctest.main() of a test script that needs a private libvirtd: exit
+    """runner.main() of a test script that needs a private libvirtd: exit
     77 (meson's skip) when one cannot run here."""
     why = unavailable()
     if why:
         print(f'SKIP: {why}')
         sys.exit(77)
-    T.main(namespace)
+    runner.main(namespace)
 
 
 def _xml_attr(s):
@@ -723,7 +651,7 @@ def device_root(lv, dom, alias):
     for b in lv.qmp(dom, 'query-block'):
         if b.get('qdev') in (backend_path(alias), alias):
             return b['inserted']['node-name']
-    raise T.TestFailure(f'{dom}: no block device {alias}')
+    raise TestFailure(f'{dom}: no block device {alias}')
 
 
 def graph(lv, dom):
@@ -755,7 +683,7 @@ def hostcache_stats(lv, dom, node):
     for s in lv.qmp(dom, 'query-blockstats', **{'query-nodes': True}):
         if s.get('node-name') == node:
             return s.get('driver-specific')
-    raise T.TestFailure(f'{dom}: node {node} not in query-blockstats')
+    raise TestFailure(f'{dom}: node {node} not in query-blockstats')
 
 
 # ---- recipe: persistent placement (domain XML) -----------------------------------
@@ -764,8 +692,8 @@ def image_chain(path, fmt):
     """[(path, format)] of an image and its backing chain, top first."""
     if fmt == 'raw':
         return [(path, 'raw')]
-    r = T.run([T.QEMU_IMG, 'info', '--backing-chain', '--output=json',
-               '-f', fmt, '-U', path])
+    r = run([paths.QEMU_IMG, 'info', '--backing-chain', '--output=json',
+             '-f', fmt, '-U', path])
     return [(i['filename'], i['format']) for i in json.loads(r.stdout)]
 
 
@@ -898,13 +826,13 @@ def check_placement(lv, dom, alias, node, want_file, want_filename=None):
     """Assert from QEMU's graph: the device's root is the hostcache node
     `node`, whose file child is `want_file` (and, if given, that child's
     image is want_filename)."""
-    T.check_eq(device_root(lv, dom, alias), node, f'{alias} root node')
+    check_eq(device_root(lv, dom, alias), node, f'{alias} root node')
     nodes = block_nodes(lv, dom)
-    T.check_eq(nodes[node]['drv'], 'hostcache', f'{node} driver')
-    T.check_eq(child_of(lv, dom, node), want_file, f'{node} file child')
+    check_eq(nodes[node]['drv'], 'hostcache', f'{node} driver')
+    check_eq(child_of(lv, dom, node), want_file, f'{node} file child')
     if want_filename is not None:
-        T.check_eq(nodes[want_file]['image']['filename'], want_filename,
-                   f'{want_file} image')
+        check_eq(nodes[want_file]['image']['filename'], want_filename,
+                 f'{want_file} image')
 
 
 # ---- recipe: live insertion / change / removal --------------------------------------
@@ -920,7 +848,7 @@ def insert_live(lv, dom, alias, node, **opts):
     try:
         lv.qmp(dom, 'qom-set', path=backend_path(alias), property='drive',
                value=node)
-    except T.QMPError:
+    except QMPError:
         lv.qmp(dom, 'blockdev-del', **{'node-name': node})
         raise
     return below
@@ -953,7 +881,7 @@ def remove_live(lv, dom, alias, node):
 
 def console_text(path):
     """The console's complete lines so far (the guest is still writing
-    it; see hclines)."""
+    it; see hostcache.lines)."""
     return complete_text(path)
 
 
@@ -968,16 +896,16 @@ def wait_console(path, pattern, timeout=120, lv=None, dom=None, start=0):
         if m:
             return m
         if time.monotonic() > deadline:
-            raise T.TestFailure(f'console: no {pattern!r} after {timeout}s:'
-                                f'\n{console_text(path)[-3000:]}')
+            raise TestFailure(f'console: no {pattern!r} after {timeout}s:'
+                              f'\n{console_text(path)[-3000:]}')
         if lv is not None and time.monotonic() > next_state:
             next_state = time.monotonic() + 2
             if not lv.domstate(dom).startswith(('running', 'paused')):
                 m = rx.search(console_text(path), start)
                 if m:
                     return m
-                raise T.TestFailure(f'{dom} is {lv.domstate(dom)}; console:'
-                                    f'\n{console_text(path)[-3000:]}')
+                raise TestFailure(f'{dom} is {lv.domstate(dom)}; console:'
+                                  f'\n{console_text(path)[-3000:]}')
         time.sleep(0.2)
 
 

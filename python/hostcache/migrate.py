@@ -1,5 +1,5 @@
 """Live migration of a hostcache disk between two "host slots" on this
-machine, with plain QEMU (standard library only, on top of hctest).
+machine, with plain QEMU (standard library only).
 
 A VM is one qemu-system-x86_64 (TCG, pc, 64 MiB, no guest OS) whose disk
 `vd0` (virtio-blk-pci) sits on a hostcache node `hc0` over the shared origin
@@ -47,9 +47,12 @@ import socket
 import subprocess
 import time
 
-import hctest as T
-from hctest import KiB, MiB, PROCS, TestFailure, check, poll
-from hclibvirt import firmware_args
+from hostcache import KiB, MiB, paths
+from hostcache.check import TestFailure, check, poll
+from hostcache.nbdkit import LoggedNbdkit
+from hostcache.procs import PROCS, run, wait_for_path
+from hostcache.qemu import firmware_args, pread_file
+from hostcache.qmp import connect_qmp, node_stats
 
 SECTOR = 512
 BS = 4 * KiB
@@ -154,9 +157,9 @@ _OPTIONS = {}
 def has_option(name, value):
     """Does this build's hostcache accept option name=value?"""
     if (name, value) not in _OPTIONS:
-        r = T.run([T.QEMU_IO, '--image-opts', '-c', 'quit',
-                   f'driver=hostcache,{name}={value},file.driver=null-co,'
-                   f'file.size=1M'], check_rc=False)
+        r = run([paths.QEMU_IO, '--image-opts', '-c', 'quit',
+                 f'driver=hostcache,{name}={value},file.driver=null-co,'
+                 f'file.size=1M'], check_rc=False)
         _OPTIONS[(name, value)] = (r.returncode == 0,
                                    (r.stdout + r.stderr).strip())
     return _OPTIONS[(name, value)]
@@ -171,9 +174,9 @@ def need_option(name, value):
 
 # ---- the shared origin ------------------------------------------------------
 
-class OriginServer(T.LoggedNbdkit):
+class OriginServer(LoggedNbdkit):
     """nbdkit serving a raw file over a unix socket, every request logged
-    (T.LoggedNbdkit), and on demand: latency (delay filter), a pause
+    (LoggedNbdkit), and on demand: latency (delay filter), a pause
     (pause filter: requests received meanwhile wait for resume()), and
     write errors while fail_writes(True) (error filter, EIO on pwrite).
     Several VMs connect to it: the storage they share."""
@@ -203,7 +206,7 @@ class OriginServer(T.LoggedNbdkit):
         self.blockdev = {'driver': 'nbd', 'discard': 'unmap',
                          'server': {'type': 'unix', 'path': self.sock}}
         if self.control:
-            T.wait_for_path(self.control, self.proc)
+            wait_for_path(self.control, self.proc)
 
     def _control(self, c):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -266,7 +269,7 @@ class VM:
         self.origin = origin
         self.hc = {'driver': 'hostcache', 'node-name': 'hc0',
                    'file': 'origin', 'discard': 'unmap', **hc}
-        argv = [*prefix, T.QEMU_SYSTEM, '-machine', 'pc', '-accel', 'tcg',
+        argv = [*prefix, paths.QEMU_SYSTEM, '-machine', 'pc', '-accel', 'tcg',
                 '-m', str(mem_mb), '-nodefaults', '-display', 'none',
                 *firmware_args(), *([] if incoming else ['-S']),
                 '-qmp', f'unix:{self.qmp_path},server=on,wait=off',
@@ -286,7 +289,7 @@ class VM:
         if incoming:
             argv += ['-incoming', 'defer']
         self.proc = PROCS.start(argv, stdout=self.out, stderr=self.err)
-        self.qmp = T.connect_qmp(self.qmp_path, self.proc, self.err_path)
+        self.qmp = connect_qmp(self.qmp_path, self.proc, self.err_path)
         if not incoming:
             self.cmd('cont')
 
@@ -352,7 +355,7 @@ class VM:
     # -- state
     def stats(self):
         try:
-            return T.node_stats(self.qmp, 'hc0')
+            return node_stats(self.qmp, 'hc0')
         except (ConnectionError, OSError) as e:
             self.died('query-blockstats', e)
 
@@ -612,8 +615,8 @@ class Workload:
         elif r < 0.65:
             kind = 'discard'
             vm.io_ok(f'discard {off} {ln}')
-            self.model.from_bytes(off, T.pread_file(self.origin_path, off,
-                                                    ln))
+            self.model.from_bytes(off, pread_file(self.origin_path, off,
+                                                  ln))
             vm.verify(self.model, off, off + ln, 'read after a discard')
         elif r < 0.75:
             kind = 'flush'
