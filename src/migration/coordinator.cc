@@ -114,6 +114,7 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);
   }
+  adopter_.AdoptVm(uuid, name);
   manager_.OnLifecycle(uuid, name, Lifecycle::kMigrationResumed);
   auto as = manager_.AssignmentsOf(uuid);
   std::string states;

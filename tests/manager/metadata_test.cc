@@ -1,0 +1,191 @@
+// The assignment that travels with a VM (src/migration/metadata.h,
+// adopt.h): the metadata codec against hostile input, the manager writing
+// it on assign/unassign/policy change, and a destination adopting it.
+#include <gtest/gtest.h>
+
+#include "migration/adopt.h"
+#include "migration/metadata.h"
+#include "web_vm_fixture.h"
+
+namespace hc::migration {
+namespace {
+
+using store::Compliance;
+using testing::kWeb;
+
+CarriedDisk Disk(const std::string& target, const std::string& policy) {
+  CarriedDisk d{target, policy, "hc-" + target, policy::Rules{}};
+  d.rules.mode = policy::CacheMode::kWriteBack;
+  d.rules.ram_size = 32ull << 20;
+  d.rules.ssd_size = 8ull << 20;
+  d.rules.ssd_dir = "/var/lib/hostcache/ssd";
+  return d;
+}
+
+std::string Wrap(const std::string& disks, const std::string& version = "1") {
+  return "<hostcache:assignments xmlns:hostcache=\"" + std::string(kMetadataUri) +
+         "\" version=\"" + version + "\">" + disks + "</hostcache:assignments>";
+}
+
+std::string DiskXml(const std::string& target, const std::string& policy,
+                    const std::string& rules, const std::string& node = "") {
+  return "<hostcache:disk target=\"" + target + "\" policy=\"" + policy + "\" node=\"" +
+         (node.empty() ? "hc-" + target : node) + "\">" + rules + "</hostcache:disk>";
+}
+
+TEST(MetadataCodec, RoundTripWithAndWithoutPrefix) {
+  std::vector<CarriedDisk> in{Disk("vda", "wb"), Disk("sdb", "fast.1")};
+  auto plain = DecodeAssignments(EncodeAssignments(in));
+  ASSERT_TRUE(plain) << plain.error().message;
+  EXPECT_EQ(*plain, in);
+  // As libvirt gives it back: prefixed, with the namespace declared.
+  auto prefixed = DecodeAssignments(
+      Wrap(DiskXml("vda", "wb", policy::RulesToJson(in[0].rules).dump())));
+  ASSERT_TRUE(prefixed) << prefixed.error().message;
+  ASSERT_EQ(prefixed->size(), 1u);
+  EXPECT_EQ((*prefixed)[0], in[0]);
+  auto none = DecodeAssignments(EncodeAssignments({}));
+  ASSERT_TRUE(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST(MetadataCodec, HostileInputIsRefusedWithAMessage) {
+  const std::string ok = R"({"mode":"write-through","ram-size":"64M"})";
+  struct Case {
+    std::string xml, says;
+  };
+  const std::vector<Case> cases{
+      {"", "not XML"},
+      {"<assignments version='1'><disk", "not XML"},
+      {"<!DOCTYPE x [<!ENTITY a 'aaaa'>]><assignments version='1'>&a;</assignments>", ""},
+      {"<other version='1'/>", "not <assignments>"},
+      {Wrap("", "2"), "version '2'"},
+      {Wrap("<x/>"), "unknown element"},
+      {Wrap(DiskXml("vda", "../../etc", ok)), "policy name"},
+      {Wrap(DiskXml("vda", "", ok)), "policy name"},
+      {Wrap(DiskXml("vda", std::string(200, 'p'), ok)), "policy name"},
+      {Wrap(DiskXml("vd/a", "wb", ok)), "target"},
+      {Wrap(DiskXml("../x", "wb", ok)), "target"},
+      {Wrap(DiskXml("vda", "wb", ok, "hc-vdb")), "node"},
+      {Wrap(DiskXml("vda", "wb", ok) + DiskXml("vda", "wb", ok)), "twice"},
+      {Wrap(DiskXml("vda", "wb", "{not json")), "not JSON"},
+      {Wrap(DiskXml("vda", "wb", "[1,2]")), "must be an object"},
+      {Wrap(DiskXml("vda", "wb", R"({"ram-size":"99999999999999999999T"})")), "ram-size"},
+      {Wrap(DiskXml("vda", "wb", R"({"ram-size":18446744073709551615})")), "ram-size"},
+      {Wrap(DiskXml("vda", "wb", R"({"block-size":3})")), "block-size"},
+      {Wrap(DiskXml("vda", "wb", R"({"mode":"fastest"})")), "mode"},
+      {Wrap(DiskXml("vda", "wb", R"({"rm -rf":1})")), "rm -rf"},
+      {std::string(kMaxMetadataBytes + 1, ' '), "more than"},
+      {Wrap(DiskXml("vda", "wb", ok)) + std::string(1, '\0'), "NUL"},
+  };
+  for (const auto& c : cases) {
+    auto r = DecodeAssignments(c.xml);
+    ASSERT_FALSE(r) << c.xml.substr(0, 200);
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message.find(c.says), std::string::npos)
+        << r.error().message << " / " << c.xml.substr(0, 200);
+    EXPECT_NE(r.error().message.find(kMetadataUri), std::string::npos) << r.error().message;
+  }
+  // Too many disks.
+  std::string many;
+  for (size_t i = 0; i <= kMaxCarriedDisks; i++) many += DiskXml("vd" + std::to_string(i), "p", "{}");
+  auto r = DecodeAssignments(Wrap(many));
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("more than"), std::string::npos) << r.error().message;
+}
+
+class CarriedTest : public testing::WebVmTest {
+ protected:
+  std::vector<CarriedDisk> Carried(bool live) {
+    auto& m = live ? lv_.domains[kWeb].metadata_live : lv_.domains[kWeb].metadata_config;
+    if (!m.count(kMetadataUri)) return {};
+    auto d = DecodeAssignments(m[kMetadataUri]);
+    EXPECT_TRUE(d) << d.error().message;
+    return d ? *d : std::vector<CarriedDisk>{};
+  }
+  std::vector<store::Event> Events(const std::string& action) {
+    std::vector<store::Event> out;
+    auto evs = store_->ListEvents(0, 1000, "");
+    for (const auto& e : *evs) {
+      if (e.action == action) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+TEST_F(CarriedTest, AssignUnassignAndPolicyChangesAreWrittenLiveAndPersistent) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  for (bool live : {true, false}) {
+    auto c = Carried(live);
+    ASSERT_EQ(c.size(), 1u) << live;
+    EXPECT_EQ(c[0].target, "vda");
+    EXPECT_EQ(c[0].policy, "balanced");
+    EXPECT_EQ(c[0].rules, mgr_->GetPolicy("balanced")->rules);
+  }
+  auto p = *mgr_->GetPolicy("balanced");
+  p.rules.ram_size = 128ull << 20;
+  ASSERT_TRUE(mgr_->UpdatePolicy(p));
+  EXPECT_EQ(Carried(true)[0].rules.ram_size, 128ull << 20);
+  EXPECT_EQ(Carried(false)[0].rules.ram_size, 128ull << 20);
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
+  EXPECT_TRUE(Carried(true).empty());
+  EXPECT_TRUE(Carried(false).empty());
+}
+
+TEST_F(CarriedTest, AFailedMetadataWriteKeepsTheAssignmentAndSaysSo) {
+  lv_.metadata_error = "metadata refused (fake)";
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  auto ev = Events("metadata");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_NE(ev[0].message.find("do not travel"), std::string::npos) << ev[0].message;
+}
+
+TEST_F(CarriedTest, ADestinationAdoptsTheCarriedAssignment) {
+  // The VM arrives (filter already in QEMU, as from the definition) with
+  // metadata written on another host; this host has the policy.
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  const auto meta = lv_.domains[kWeb].metadata_live;
+  ASSERT_TRUE(store_->DeleteAssignment(kWeb, "vda"));
+  ASSERT_FALSE(*store_->GetAssignment(kWeb, "vda"));
+  Adopter adopter(*mgr_, lv_);
+  adopter.AdoptAll();
+  auto a = *store_->GetAssignment(kWeb, "vda");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(a->policy, "balanced");
+  EXPECT_EQ(a->state, Compliance::kCompliant) << a->reason;
+  auto ev = Events("adopt");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_NE(ev[0].message.find("adopted the assignment"), std::string::npos) << ev[0].message;
+  // Adopted once: a second pass changes nothing.
+  adopter.AdoptAll();
+  EXPECT_EQ(Events("adopt").size(), 1u);
+  EXPECT_EQ(lv_.domains[kWeb].metadata_live, meta);
+}
+
+TEST_F(CarriedTest, APolicyMissingHereLeavesTheDiskWithItsRulesAndSaysSo) {
+  CarriedDisk d = Disk("vda", "gold");
+  lv_.domains[kWeb].metadata_live[kMetadataUri] = Wrap(DiskXml(
+      "vda", "gold", policy::RulesToJson(d.rules).dump()));
+  Adopter adopter(*mgr_, lv_);
+  Qemu().log.clear();
+  adopter.AdoptVm(kWeb, "web");
+  adopter.AdoptVm(kWeb, "web");
+  EXPECT_TRUE(Qemu().log.empty()) << "the filter it came with is left alone";
+  EXPECT_FALSE(*store_->GetAssignment(kWeb, "vda"));
+  auto u = adopter.Unmanaged(kWeb, "vda");
+  ASSERT_TRUE(u);
+  EXPECT_EQ(u->carried.policy, "gold");
+  EXPECT_NE(u->reason.find("does not exist on this host"), std::string::npos) << u->reason;
+  auto ev = Events("adopt");
+  ASSERT_EQ(ev.size(), 1u) << "logged once";
+  EXPECT_EQ(ev[0].level, "warning");
+  // Hostile metadata: reported, nothing adopted.
+  lv_.domains[kWeb].metadata_live[kMetadataUri] = Wrap(DiskXml("vda", "../x", "{}"));
+  adopter.AdoptVm(kWeb, "web");
+  EXPECT_FALSE(*store_->GetAssignment(kWeb, "vda"));
+  EXPECT_NE(Events("adopt")[0].message.find("policy name"), std::string::npos)
+      << Events("adopt")[0].message;
+}
+
+}  // namespace
+}  // namespace hc::migration
