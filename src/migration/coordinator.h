@@ -29,6 +29,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "common/clock.h"
@@ -59,6 +60,9 @@ class Coordinator {
   void Away(const std::string& uuid, const std::string& name);
   void Incoming(const std::string& uuid, const std::string& name);
   void Resumed(const std::string& uuid, const std::string& name);
+  // The VM migrated away and its definition is gone here: its assignments
+  // (carried in its metadata) are forgotten.
+  void ForgetDeparted(const std::string& uuid, const std::string& name);
   // "vda (policy 'balanced'), vdb (...)" for the VM's assignments; "" none.
   std::string CachedDisks(const std::string& uuid);
   // Seconds since the migration of `uuid` was first seen; -1 unknown.
@@ -70,6 +74,9 @@ class Coordinator {
   Adopter adopter_;
   std::mutex mu_;
   std::map<std::string, int64_t> started_ms_;  // guarded by mu_: uuid -> first event
+  // guarded by mu_: migrated away, still defined here (an undefine follows
+  // with --undefinesource)
+  std::set<std::string> departed_;
 };
 
 }  // namespace hc::migration
