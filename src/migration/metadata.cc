@@ -4,6 +4,7 @@
 
 #include <pugixml.hpp>
 
+#include "common/util.h"
 #include "manager/libvirt/domain_xml.h"
 
 namespace hc::migration {
@@ -67,6 +68,12 @@ Result<std::vector<CarriedDisk>> DecodeAssignments(const std::string& xml) {
   }
   std::vector<CarriedDisk> out;
   for (pugi::xml_node e : root.children()) {
+    if (e.type() == pugi::node_pcdata || e.type() == pugi::node_cdata) {
+      if (!Trim(e.value()).empty()) {
+        return tl::unexpected(Bad("has text outside its <disk> elements").error());
+      }
+      continue;
+    }
     if (e.type() != pugi::node_element) continue;
     if (LocalName(e) != "disk") {
       return tl::unexpected(Bad("has an unknown element <" + std::string(e.name()) + ">").error());

@@ -6,7 +6,11 @@ namespace hc::migration {
 
 PeerHealth::PeerHealth(const core::Peers& peers, libvirt::LibvirtClient& lv, const Clock& clock)
     : lv_(lv), clock_(clock) {
-  for (const auto& p : peers.all()) states_.push_back(PeerState{p});
+  for (const auto& p : peers.all()) {
+    PeerState s;
+    s.peer = p;
+    states_.push_back(std::move(s));
+  }
 }
 
 void PeerHealth::ProbeAll() {

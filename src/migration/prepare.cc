@@ -57,6 +57,9 @@ struct Need {
   bool tier = false;                        // has an SSD tier here
 };
 
+// a + b, at most UINT64_MAX (sizes from hostile input).
+uint64_t Add(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
 std::string Join(const std::vector<std::string>& v, const std::string& sep) {
   std::string out;
   for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
@@ -153,9 +156,9 @@ Result<Prepared> PrepareIncoming(core::Manager& manager, libvirt::LibvirtClient&
     n.tier = n.counted && n.rules.ssd_size > 0 &&
              (n.filter ? JsonField(n.filter->options, "ssd") != nullptr : true);
     if (!n.counted) continue;
-    need_ram += n.rules.ram_size;
+    need_ram = Add(need_ram, n.rules.ram_size);
     if (n.tier) {
-      need_ssd += n.rules.ssd_size;
+      need_ssd = Add(need_ssd, n.rules.ssd_size);
       ssd_disks.push_back(t + " " + HumanSize(n.rules.ssd_size));
       may_drop_ssd = may_drop_ssd && n.rules.migrate_without_ssd;
     }
@@ -171,7 +174,7 @@ Result<Prepared> PrepareIncoming(core::Manager& manager, libvirt::LibvirtClient&
       b.ssd_used -= std::min(b.ssd_used, p->rules.ssd_size);
     }
   }
-  if (b.ram_used + need_ram > b.ram_budget) {
+  if (Add(b.ram_used, need_ram) > b.ram_budget) {
     const uint64_t free = b.ram_budget > b.ram_used ? b.ram_budget - b.ram_used : 0;
     return Fail(ErrorCode::kConflict,
                 "hostcache on " + host + " refuses the migration of " + vm +
@@ -181,7 +184,7 @@ Result<Prepared> PrepareIncoming(core::Manager& manager, libvirt::LibvirtClient&
                     "); raise ram-budget on " + host + " or migrate to another host");
   }
   bool drop_ssd = false;
-  if (need_ssd > 0 && b.ssd_used + need_ssd > b.ssd_budget) {
+  if (need_ssd > 0 && Add(b.ssd_used, need_ssd) > b.ssd_budget) {
     const uint64_t free = b.ssd_budget > b.ssd_used ? b.ssd_budget - b.ssd_used : 0;
     const std::string shortage = "not enough SSD cache space: its SSD tiers (" +
                                  Join(ssd_disks, ", ") + ") need " + HumanSize(need_ssd) +

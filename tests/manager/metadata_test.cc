@@ -5,6 +5,9 @@
 
 #include "migration/adopt.h"
 #include "migration/metadata.h"
+#include "migration/prepare.h"
+
+#include <filesystem>
 #include "web_vm_fixture.h"
 
 namespace hc::migration {
@@ -57,7 +60,7 @@ TEST(MetadataCodec, HostileInputIsRefusedWithAMessage) {
   const std::vector<Case> cases{
       {"", "not XML"},
       {"<assignments version='1'><disk", "not XML"},
-      {"<!DOCTYPE x [<!ENTITY a 'aaaa'>]><assignments version='1'>&a;</assignments>", ""},
+      {"<!DOCTYPE x [<!ENTITY a 'aaaa'>]><assignments version='1'>&a;</assignments>", "text"},
       {"<other version='1'/>", "not <assignments>"},
       {Wrap("", "2"), "version '2'"},
       {Wrap("<x/>"), "unknown element"},
@@ -185,6 +188,138 @@ TEST_F(CarriedTest, APolicyMissingHereLeavesTheDiskWithItsRulesAndSaysSo) {
   EXPECT_FALSE(*store_->GetAssignment(kWeb, "vda"));
   EXPECT_NE(Events("adopt")[0].message.find("policy name"), std::string::npos)
       << Events("adopt")[0].message;
+}
+
+// ---- the destination prepared (prepare.h) ---------------------------------------
+
+// A source host (the fixture's manager) and a destination host (its own
+// store and manager over the same fake libvirt), each with its SSD root.
+class PrepareTest : public testing::WebVmTest {
+ protected:
+  void SetUp() override {
+    WebVmTest::SetUp();
+    src_root_ = scratch_.path() + "/a";
+    dst_root_ = scratch_.path() + "/b";
+    std::filesystem::create_directories(src_root_);
+    std::filesystem::create_directories(dst_root_);
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, Config(src_root_, 64));
+    ASSERT_TRUE(mgr_->CreatePolicy(Wb(src_root_)));
+    ASSERT_TRUE(mgr_->Assign("web", "vda", "wb"));
+  }
+  static core::ManagerConfig Config(const std::string& root, uint64_t ssd_mib) {
+    core::ManagerConfig cfg;
+    cfg.ram_budget = 2ull << 30;
+    cfg.ssd_budget = ssd_mib << 20;
+    cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
+    cfg.ssd_roots = *core::SsdRoots::Make({root});
+    return cfg;
+  }
+  static policy::Policy Wb(const std::string& dir, bool without_ssd = false) {
+    policy::Policy p;
+    p.name = "wb";
+    p.rules.ram_size = 32ull << 20;
+    p.rules.ssd_size = 8ull << 20;
+    p.rules.ssd_dir = dir;
+    p.rules.migrate_without_ssd = without_ssd;
+    return p;
+  }
+  // The destination: its own database, budget and policy wb (or none).
+  core::Manager& Destination(uint64_t ssd_mib, bool policy = true, bool without_ssd = false) {
+    dst_store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
+    dst_ = std::make_unique<core::Manager>(*dst_store_, lv_, tools_, clock_,
+                                           Config(dst_root_, ssd_mib));
+    if (policy) EXPECT_TRUE(dst_->CreatePolicy(Wb(dst_root_, without_ssd)));
+    return *dst_;
+  }
+  // The XML libvirt hands the destination's hook: the definition with the
+  // filter (SSD tier under the source's root) and the carried metadata.
+  std::string Incoming() {
+    std::string xml = lv_.domains[kWeb].inactive_xml;
+    const std::string meta = lv_.domains[kWeb].metadata_config[kMetadataUri];
+    EXPECT_FALSE(meta.empty());
+    return xml.insert(xml.rfind("</domain>"), "<metadata>" + meta + "</metadata>");
+  }
+  std::string DstFile() const { return dst_root_ + "/" + kWeb + "-vda.hcssd"; }
+
+  const testing::ScratchDir scratch_{"hcmig-prep-"};
+  std::string src_root_, dst_root_;
+  std::unique_ptr<store::SqliteStore> dst_store_;
+  std::unique_ptr<core::Manager> dst_;
+};
+
+TEST_F(PrepareTest, TheTierMovesUnderThisHostsRootAndTheFileIsMade) {
+  const std::string in = Incoming();
+  ASSERT_NE(in.find(src_root_), std::string::npos);
+  auto p = PrepareIncoming(Destination(64), lv_, in, "host 'b'");
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(p->xml.find(src_root_), std::string::npos) << p->xml;
+  EXPECT_NE(p->xml.find(DstFile()), std::string::npos) << p->xml;
+  EXPECT_NE(p->xml.find("ssd-create&quot;:true"), std::string::npos) << p->xml;
+  EXPECT_NE(p->xml.find(kMetadataUri), std::string::npos) << "the metadata goes on";
+  EXPECT_EQ(std::filesystem::file_size(DstFile()), 8ull << 20);
+  auto f = libvirt::ParseInstalledFilters(p->xml);
+  ASSERT_TRUE(f && f->count("vda"));
+  EXPECT_EQ(f->at("vda").options["ssd"]["filename"], DstFile());
+}
+
+TEST_F(PrepareTest, NotEnoughSsdRefusesWithWhatIsShortAndMakesNothing) {
+  const std::string in = Incoming();
+  auto p = PrepareIncoming(Destination(4), lv_, in, "host 'b'");
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, ErrorCode::kConflict);
+  for (const char* want : {"host 'b' refuses the migration of VM 'web'",
+                           "not enough SSD cache space", "vda 8 MiB", "short by 4 MiB",
+                           "migrate-without-ssd"}) {
+    EXPECT_NE(p.error().message.find(want), std::string::npos) << p.error().message;
+  }
+  EXPECT_FALSE(std::filesystem::exists(DstFile()));
+  EXPECT_TRUE(dst_->AssignmentsOf(kWeb)->empty());
+}
+
+TEST_F(PrepareTest, MigrateWithoutSsdAdmitsWithoutTheTier) {
+  auto p = PrepareIncoming(Destination(4, true, true), lv_, Incoming(), "host 'b'");
+  ASSERT_TRUE(p) << p.error().message;
+  auto f = libvirt::ParseInstalledFilters(p->xml);
+  ASSERT_TRUE(f && f->count("vda"));
+  EXPECT_FALSE(f->at("vda").options.contains("ssd")) << f->at("vda").options.dump();
+  EXPECT_FALSE(std::filesystem::exists(DstFile()));
+  EXPECT_NE(p->notes[0].find("without SSD tiers"), std::string::npos) << p->notes[0];
+}
+
+TEST_F(PrepareTest, APolicyMissingHereUsesTheCarriedRulesUnderTheFirstRoot) {
+  auto p = PrepareIncoming(Destination(64, false), lv_, Incoming(), "host 'b'");
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_NE(p->xml.find(DstFile()), std::string::npos);
+  EXPECT_EQ(std::filesystem::file_size(DstFile()), 8ull << 20);
+}
+
+TEST_F(PrepareTest, HostileOrForeignXml) {
+  core::Manager& dst = Destination(64);
+  // A VM without hostcache: unchanged, nothing made.
+  const std::string plain = testing::TestData("web.inactive.xml");
+  auto p = PrepareIncoming(dst, lv_, plain, "h");
+  ASSERT_TRUE(p) << p.error().message;
+  EXPECT_EQ(p->xml, plain);
+  std::string in = Incoming();
+  // Too large, a NUL, not XML, a UUID that would leave the root.
+  EXPECT_EQ(PrepareIncoming(dst, lv_, in + std::string(kMaxIncomingXml, ' '), "h").error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(PrepareIncoming(dst, lv_, in + std::string(1, '\0'), "h").error().code,
+            ErrorCode::kInvalidArgument);
+  EXPECT_EQ(PrepareIncoming(dst, lv_, "<domain", "h").error().code,
+            ErrorCode::kInvalidArgument);
+  std::string bad = in;
+  bad.replace(bad.find(kWeb), std::string(kWeb).size(), "../../../../../../../etc/x");
+  auto r = PrepareIncoming(dst, lv_, bad, "h");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("uuid"), std::string::npos) << r.error().message;
+  // Hostile carried metadata: refused, nothing made.
+  std::string meta = in;
+  meta.replace(meta.find("policy=\"wb\""), 11, "policy=\"../x\"");
+  r = PrepareIncoming(dst, lv_, meta, "h");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("policy name"), std::string::npos) << r.error().message;
+  EXPECT_FALSE(std::filesystem::exists(DstFile()));
 }
 
 }  // namespace

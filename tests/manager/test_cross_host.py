@@ -135,6 +135,15 @@ def _arrived(src, dst, uuid, name='xm'):
     check(T._events(src.d, name, 'migrate-out'), 'no migrate-out event on the source')
 
 
+def _refused(src, dst, name='xm'):
+    """virsh migrate src -> dst, which must fail; returns virsh's error."""
+    try:
+        L.migrate(src.lv, dst.lv, name, extra=('--persistent', '--undefinesource'))
+    except L.VirshError as e:
+        return str(e)
+    raise AssertionError('the migration was not refused')
+
+
 def test_plain_virsh_migrate_there_and_back():
     wd, a, b = _two_hosts('hcx-mig-')
     for h in (a, b):
@@ -165,15 +174,11 @@ def test_refused_for_lack_of_budget_changes_nothing():
     a.start()
     _policy(a)
     b.start(ssd_budget='4M')
-    b.d.ok('POST', '/policies', {'name': 'wb', 'rules': dict(RULES, **{
-        'ssd-size': '2M', 'ssd-dir': b.root})}, want=201)
+    _policy(b)
     _cached_vm(wd, a)
     before = {h: (h.d.ok('GET', '/vms'), h.tiers()) for h in (a, b)}
-    try:
-        L.migrate(a.lv, b.lv, 'xm', extra=('--persistent', '--undefinesource'))
-        raise AssertionError('the migration was not refused')
-    except L.VirshError as e:
-        msg = str(e)
+    msg = _refused(a, b)
+    print(f'virsh migrate refused: {msg}')
     # What is short, on which host, by how much.
     for want in ('hostcache on host', 'refuses the migration of VM \'xm\'',
                  'not enough SSD cache space', '4 MiB SSD budget',
@@ -195,11 +200,8 @@ def test_destination_hostcached_stopped():
     b.start()
     b.stop()    # (the hook's settings name it; it is not running)
     _cached_vm(wd, a)
-    try:
-        L.migrate(a.lv, b.lv, 'xm', extra=('--persistent', '--undefinesource'))
-        raise AssertionError('the migration was not refused')
-    except L.VirshError as e:
-        msg = str(e)
+    msg = _refused(a, b)
+    print(f'virsh migrate refused: {msg}')
     for want in ('hostcache: migration of VM \'xm\' refused', 'cannot reach hostcached',
                  'start hostcached on this host'):
         check(want in msg, f'{want!r} not in virsh\'s error: {msg}')

@@ -442,7 +442,9 @@ Status RealLibvirtClient::SetMetadata(const std::string& uuid, const std::string
   if (!c) return tl::unexpected(c.error());
   DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
   if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
-  unsigned flags = (live ? VIR_DOMAIN_AFFECT_LIVE : 0u) | (config ? VIR_DOMAIN_AFFECT_CONFIG : 0u);
+  unsigned flags = 0;
+  if (live) flags |= VIR_DOMAIN_AFFECT_LIVE;
+  if (config) flags |= VIR_DOMAIN_AFFECT_CONFIG;
   if (virDomainSetMetadata(d.get(), VIR_DOMAIN_METADATA_ELEMENT,
                            xml.empty() ? nullptr : xml.c_str(), xml.empty() ? nullptr : prefix.c_str(),
                            uri.c_str(), flags) < 0) {
