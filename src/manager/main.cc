@@ -143,6 +143,7 @@ int Run(const hc::core::DaemonConfig& cfg) {
   migration::PeerHealth peer_health(*peers, lv, clock);
   peer_health.Start(30);
   api.SetPeerHealth(&peer_health);
+  api.SetAdopter(&migration.adopter());
   http::ServerOptions http_opts;
   http_opts.max_connections = static_cast<size_t>(cfg.max_connections);
   http_opts.max_requests = static_cast<size_t>(cfg.max_connections);

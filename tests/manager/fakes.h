@@ -129,6 +129,14 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   Status SetMetadata(const std::string& uuid, const std::string& xml, const std::string& prefix,
                      const std::string& uri, bool live, bool config) override;
   std::string metadata_error;  // SetMetadata fails with this when set
+  // ProbePeer: fails with peer_errors[uri] when there is one.
+  Status ProbePeer(const std::string& uri) override {
+    std::lock_guard lock(mu);
+    auto it = peer_errors.find(uri);
+    if (it != peer_errors.end()) return Fail(ErrorCode::kUnavailable, it->second);
+    return {};
+  }
+  std::map<std::string, std::string> peer_errors;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

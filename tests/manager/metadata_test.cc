@@ -3,6 +3,7 @@
 // it on assign/unassign/policy change, and a destination adopting it.
 #include <gtest/gtest.h>
 
+#include "manager/http/api.h"
 #include "migration/adopt.h"
 #include "migration/metadata.h"
 #include "migration/prepare.h"
@@ -182,6 +183,26 @@ TEST_F(CarriedTest, APolicyMissingHereLeavesTheDiskWithItsRulesAndSaysSo) {
   auto ev = Events("adopt");
   ASSERT_EQ(ev.size(), 1u) << "logged once";
   EXPECT_EQ(ev[0].level, "warning");
+  // The API reports the disk's compliance.
+  http::Api api(*mgr_, *store_, nullptr, "tok", "test");
+  api.SetAdopter(&adopter);
+  auto r = api.Handle(http::Request{"GET", "/api/v1/vms/web/disks/vda/policy", "Bearer tok", ""});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["policy"], "gold");
+  EXPECT_EQ(j["carried"], true);
+  EXPECT_EQ(j["compliance"]["state"], "not-compliant");
+  EXPECT_NE(j["compliance"]["reason"].get<std::string>().find("keeps the rules it came with"),
+            std::string::npos) << j.dump();
+  // Created here: adopted at the next pass.
+  policy::Policy gold{"gold", "", d.rules};
+  gold.rules.ssd_size = 0;
+  gold.rules.ssd_dir.clear();
+  ASSERT_TRUE(mgr_->CreatePolicy(gold));
+  adopter.AdoptVm(kWeb, "web");
+  ASSERT_TRUE(*store_->GetAssignment(kWeb, "vda"));
+  EXPECT_FALSE(adopter.Unmanaged(kWeb, "vda"));
+  ASSERT_TRUE(mgr_->Unassign("web", "vda"));
   // Hostile metadata: reported, nothing adopted.
   lv_.domains[kWeb].metadata_live[kMetadataUri] = Wrap(DiskXml("vda", "../x", "{}"));
   adopter.AdoptVm(kWeb, "web");

@@ -14,6 +14,7 @@ hostcached's API for the migration:
   short, on which host and by how much; the VM runs on A, nothing changed
 - B's hostcached stopped: the migration of the cached VM is refused with a
   clear message, a VM without hostcache filters migrates as before
+- A's peer B listed with its health (GET /peers, hostcachectl peer list)
 """
 
 import os
@@ -45,15 +46,20 @@ class Host:
         with open(HOOK) as f:
             hook = f.read()
         self.wd = os.path.join(wd, name)
+        self.name = f'host-{name}'
         self.root = os.path.join(self.wd, 'ssd')
         os.makedirs(self.root)
         self.lv = T._libvirtd(wd, name=f'host-{name}', migration_ports=ports,
                               hooks={'qemu.d/hostcache': hook})
         self.d = None
 
-    def start(self, ssd_budget='1G'):
-        self.d = Daemon(self.wd, self.lv, ssd_root=self.root,
-                        extra=('--ssd-budget', ssd_budget))
+    def start(self, ssd_budget='1G', peer=None):
+        """peer: another Host, configured as this one's migration peer."""
+        extra = ('--ssd-budget', ssd_budget)
+        if peer:
+            extra += ('--peer', f'{peer.name}=qemu+unix:///system?socket='
+                      f'{peer.lv.sock_dir}/libvirt-sock')
+        self.d = Daemon(self.wd, self.lv, ssd_root=self.root, extra=extra)
         with open(os.path.join(self.lv.paths['etc'], 'hooks', 'hostcache.conf'), 'w') as f:
             f.write(f'HOSTCACHECTL={paths.HOSTCACHECTL}\n'
                     f'HOSTCACHE_URL={self.d.url}\n'
@@ -146,9 +152,17 @@ def _refused(src, dst, name='xm'):
 
 def test_plain_virsh_migrate_there_and_back():
     wd, a, b = _two_hosts('hcx-mig-')
+    a.start(peer=b)
+    b.start()
     for h in (a, b):
-        h.start()
         _policy(h)
+    # A's peer B, probed in the background: reachable (its libvirtd runs).
+    peers = T._wait('B probed', lambda: [p for p in a.d.ok('GET', '/peers')['peers']
+                                         if p['reachable'] is not None])
+    check(peers[0]['name'] == 'host-b' and peers[0]['reachable'] is True, peers)
+    out = run([paths.HOSTCACHECTL, '--url', a.d.url, '--token-file', a.d.token_file,
+               'peer', 'list']).stdout
+    check('host-b' in out and 'yes' in out, out)
     uuid = _cached_vm(wd, a)
     meta = a.lv.virsh('metadata', 'xm', '--uri', META_URI, '--config').stdout
     check('policy="wb"' in meta and '"ssd-size":8388608' in meta, meta)

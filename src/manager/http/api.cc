@@ -12,6 +12,7 @@
 #include "manager/http/static_files.h"
 #include "manager/metrics/prometheus.h"
 #include "manager/stats/summary.h"
+#include "migration/adopt.h"
 #include "migration/peer_health.h"
 #include "migration/prepare.h"
 
@@ -613,6 +614,23 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
 
 Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {
   auto a = manager_.FindAssignment(params[0], params[1]);
+  if (!a && a.error().code == ErrorCode::kNotFound && adopter_) {
+    // A disk that came with a policy this host lacks: its compliance says so.
+    auto dom = manager_.libvirt().LookupDomain(params[0]);
+    if (dom) {
+      if (auto u = adopter_->Unmanaged(dom->uuid, params[1])) {
+        return Json(200, json{{"vm", dom->name},
+                              {"vm_uuid", dom->uuid},
+                              {"target", params[1]},
+                              {"policy", u->carried.policy},
+                              {"carried", true},
+                              {"rules", policy::RulesToJson(u->carried.rules)},
+                              {"compliance",
+                               {{"state", store::ComplianceName(store::Compliance::kNotCompliant)},
+                                {"reason", u->reason}}}});
+      }
+    }
+  }
   if (!a) return FromError(a.error());
   return Json(200, AssignmentJson(*a, manager_));
 }

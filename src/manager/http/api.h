@@ -23,6 +23,7 @@
 #include "manager/store/store.h"
 
 namespace hc::migration {
+class Adopter;
 class PeerHealth;
 }
 
@@ -76,6 +77,9 @@ class Api {
   // The migration peers' health for GET /peers (borrowed; null: every
   // peer reported as not probed).  Set before serving.
   void SetPeerHealth(migration::PeerHealth* health) { peer_health_ = health; }
+  // The adopter whose carried-but-unmanaged disks (their policy missing on
+  // this host) GET .../policy reports (borrowed; null: none).
+  void SetAdopter(migration::Adopter* adopter) { adopter_ = adopter; }
 
   Response Handle(const Request& req);
   // Routing and the token check from the request line and headers alone
@@ -125,6 +129,7 @@ class Api {
   stats::StatsCollector* stats_;  // may be null (no collector)
   const StaticFiles* web_;        // may be null (no dashboard)
   migration::PeerHealth* peer_health_ = nullptr;  // may be null
+  migration::Adopter* adopter_ = nullptr;          // may be null
   const std::string token_;
   const std::string version_;
 };
