@@ -26,11 +26,16 @@ void Coordinator::OnEvent(const std::string& uuid, const std::string& name, Life
       bool departed = false;
       if (ev == Lifecycle::kStarted || ev == Lifecycle::kStopped ||
           ev == Lifecycle::kResumed || ev == Lifecycle::kSuspended ||
-          ev == Lifecycle::kUndefined || ev == Lifecycle::kDefined) {
-        if (ev != Lifecycle::kDefined) manager_.SetMigrating(uuid, false);
+          ev == Lifecycle::kUndefined) {
+        manager_.SetMigrating(uuid, false);
         std::lock_guard lock(mu_);
-        if (ev != Lifecycle::kDefined) started_ms_.erase(uuid);
-        departed = departed_.erase(uuid) > 0 && ev == Lifecycle::kUndefined;
+        started_ms_.erase(uuid);
+        // Gone with --undefinesource after it left (its undefine), or
+        // running here again (no longer departed).
+        if (ev == Lifecycle::kUndefined || ev == Lifecycle::kStarted ||
+            ev == Lifecycle::kResumed) {
+          departed = departed_.erase(uuid) > 0 && ev == Lifecycle::kUndefined;
+        }
       }
       if (departed) {
         ForgetDeparted(uuid, name);
@@ -121,6 +126,7 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
+    departed_.erase(uuid);  // back here: an undefine no longer means it left
   }
   const std::string disks = CachedDisks(uuid);
   auto xml = lv_.GetXml(uuid, libvirt::kXmlLive);
