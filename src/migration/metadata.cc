@@ -51,8 +51,10 @@ Result<std::vector<CarriedDisk>> DecodeAssignments(const std::string& xml) {
   if (xml.find('\0') != std::string::npos) {
     return tl::unexpected(Bad("contains a NUL byte").error());
   }
+  if (xml.find("<!") != std::string::npos) {
+    return tl::unexpected(Bad("has a DOCTYPE, entity, comment or CDATA section").error());
+  }
   pugi::xml_document doc;
-  // (No DOCTYPE, no entity expansion beyond XML's own: pugixml has none.)
   pugi::xml_parse_result r = doc.load_buffer(xml.data(), xml.size(), pugi::parse_default,
                                              pugi::encoding_utf8);
   if (!r) return tl::unexpected(Bad(std::string("is not XML: ") + r.description()).error());

@@ -94,13 +94,17 @@ Result<Prepared> PrepareIncoming(core::Manager& manager, libvirt::LibvirtClient&
     return Fail(ErrorCode::kInvalidArgument, "the incoming domain XML contains a NUL byte");
   }
   auto info = libvirt::ParseDomain(xml);
-  if (!info) return tl::unexpected(Annotate(info.error(), "the incoming domain XML"));
+  if (!info) {
+    return Fail(ErrorCode::kInvalidArgument, "the incoming domain XML: " + info.error().message);
+  }
   if (!ValidUuid(info->uuid)) {
     return Fail(ErrorCode::kInvalidArgument,
                 "the incoming domain XML has no valid <uuid> (8-4-4-4-12 hex digits)");
   }
   auto filters = libvirt::ParseInstalledFilters(xml);
-  if (!filters) return tl::unexpected(Annotate(filters.error(), "the incoming domain XML"));
+  if (!filters) {
+    return Fail(ErrorCode::kInvalidArgument, "the incoming domain XML: " + filters.error().message);
+  }
   auto carried = CarriedIn(xml);
   if (!carried) return tl::unexpected(carried.error());
   Prepared out{xml, {}};

@@ -348,8 +348,13 @@ Status FakeLibvirt::SetMetadata(const std::string& uuid, const std::string& xml,
     } else {
       // As libvirt: the element comes back with the prefix and namespace.
       auto gt = xml.find_first_of(" />");
-      (*m)[uri] = "<" + prefix + ":" + xml.substr(1, gt - 1) + " xmlns:" + prefix + "=\"" + uri +
-                  "\"" + xml.substr(gt);
+      const std::string root = xml.substr(1, gt - 1);
+      std::string rest = xml.substr(gt);
+      const std::string end = "</" + root + ">";
+      if (rest.size() >= end.size() && rest.compare(rest.size() - end.size(), end.size(), end) == 0) {
+        rest.replace(rest.size() - end.size(), end.size(), "</" + prefix + ":" + root + ">");
+      }
+      (*m)[uri] = "<" + prefix + ":" + root + " xmlns:" + prefix + "=\"" + uri + "\"" + rest;
     }
   }
   return {};
