@@ -1,5 +1,7 @@
 #include "migration/adopt.h"
 
+#include <algorithm>
+
 #include "common/util.h"
 
 namespace hc::migration {
@@ -46,6 +48,8 @@ void Adopter::AdoptAll() {
 }
 
 void Adopter::AdoptVm(const std::string& uuid, const std::string& name) {
+  // (Not while it migrates: its nodes, and libvirt's job, are busy.)
+  if (manager_.Migrating(uuid)) return;
   auto dom = lv_.LookupDomain(uuid);
   if (!dom) return;
   auto carried = ReadAssignmentMetadata(lv_, *dom);
@@ -87,6 +91,16 @@ void Adopter::AdoptVm(const std::string& uuid, const std::string& name) {
                                 Describe(pol->rules) + "), which now apply") +
                      "; " + std::string(store::ComplianceName(a->state)) +
                      (a->reason.empty() ? std::string() : " (" + a->reason + ")"));
+  }
+  // The metadata follows what this host manages (assignments made before
+  // it was kept, or a write that failed), unless it carries disks this
+  // host cannot manage: those keep travelling as they came.
+  if (unmanaged.empty()) {
+    std::vector<CarriedDisk> now = CurrentAssignments(manager_, uuid);
+    std::vector<CarriedDisk> had = *carried;
+    std::sort(had.begin(), had.end(),
+              [](const CarriedDisk& x, const CarriedDisk& y) { return x.target < y.target; });
+    if (now != had) RecordAssignments(manager_, lv_, *dom);
   }
   std::lock_guard lock(mu_);
   if (unmanaged.empty()) {

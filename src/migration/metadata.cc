@@ -1,5 +1,6 @@
 #include "migration/metadata.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include <pugixml.hpp>
@@ -122,16 +123,23 @@ Result<std::vector<CarriedDisk>> DecodeAssignments(const std::string& xml) {
   return out;
 }
 
-void RecordAssignments(core::Manager& manager, libvirt::LibvirtClient& lv,
-                       const libvirt::DomainRef& dom) {
-  auto as = manager.AssignmentsOf(dom.uuid);
-  if (!as) return;
+std::vector<CarriedDisk> CurrentAssignments(core::Manager& manager, const std::string& uuid) {
   std::vector<CarriedDisk> disks;
+  auto as = manager.AssignmentsOf(uuid);
+  if (!as) return disks;
   for (const auto& a : *as) {
     auto p = manager.GetPolicy(a.policy);
     if (!p) continue;
     disks.push_back(CarriedDisk{a.target, a.policy, a.node_name, p->rules});
   }
+  std::sort(disks.begin(), disks.end(),
+            [](const CarriedDisk& x, const CarriedDisk& y) { return x.target < y.target; });
+  return disks;
+}
+
+void RecordAssignments(core::Manager& manager, libvirt::LibvirtClient& lv,
+                       const libvirt::DomainRef& dom) {
+  const std::vector<CarriedDisk> disks = CurrentAssignments(manager, dom.uuid);
   if (auto s = WriteAssignmentMetadata(lv, dom, disks); !s) {
     manager.Log("warning", dom.name, "", "metadata",
                 "could not record the assignments in the domain's metadata (" +

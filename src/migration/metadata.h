@@ -56,6 +56,10 @@ std::string EncodeAssignments(const std::vector<CarriedDisk>& disks);
 // by EncodeAssignments within the limits above.
 Result<std::vector<CarriedDisk>> DecodeAssignments(const std::string& xml);
 
+// The VM's assignments on this host as they travel (with their policies'
+// rules), by target.
+std::vector<CarriedDisk> CurrentAssignments(core::Manager& manager, const std::string& uuid);
+
 // Writes the VM's assignments on this host (with their policies' rules)
 // into its metadata; a failure is logged as an event ("metadata") on the
 // VM, and the assignment stands.  Called by the manager, under the VM's

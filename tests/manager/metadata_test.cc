@@ -146,6 +146,14 @@ TEST_F(CarriedTest, AFailedMetadataWriteKeepsTheAssignmentAndSaysSo) {
   auto ev = Events("metadata");
   ASSERT_EQ(ev.size(), 1u);
   EXPECT_NE(ev[0].message.find("do not travel"), std::string::npos) << ev[0].message;
+  EXPECT_TRUE(Carried(true).empty());
+  // The next pass writes it (as for assignments older than the metadata).
+  lv_.metadata_error.clear();
+  Adopter adopter(*mgr_, lv_);
+  adopter.AdoptAll();
+  ASSERT_EQ(Carried(true).size(), 1u);
+  EXPECT_EQ(Carried(false)[0].policy, "balanced");
+  EXPECT_TRUE(Events("adopt").empty());
 }
 
 TEST_F(CarriedTest, ADestinationAdoptsTheCarriedAssignment) {
