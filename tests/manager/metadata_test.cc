@@ -261,7 +261,9 @@ class PrepareTest : public testing::WebVmTest {
     dst_store_ = std::move(*store::SqliteStore::Open(":memory:", clock_.now_ms));
     dst_ = std::make_unique<core::Manager>(*dst_store_, lv_, tools_, clock_,
                                            Config(dst_root_, ssd_mib));
-    if (policy) EXPECT_TRUE(dst_->CreatePolicy(Wb(dst_root_, without_ssd)));
+    if (policy) {
+      EXPECT_TRUE(dst_->CreatePolicy(Wb(dst_root_, without_ssd)));
+    }
     return *dst_;
   }
   // The XML libvirt hands the destination's hook: the definition with the
