@@ -144,6 +144,11 @@ int Run(const hc::core::DaemonConfig& cfg) {
   http_opts.request_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(cfg.request_timeout * 1000.0));
   http::HttpServer server(ioc, workers, api, http_opts);
+  // Before the listener is up (its log line is how a supervisor or a test
+  // knows the daemon is ready): a SIGTERM from then on stops it gracefully.
+  // asio keeps a signal that arrives before async_wait below.
+  boost::asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  boost::asio::steady_timer deadline(ioc);
   if (auto s = server.Listen(cfg.listen); !s) {
     spdlog::error("{}", s.error().message);
     collector.Stop();
@@ -166,8 +171,6 @@ int Run(const hc::core::DaemonConfig& cfg) {
               std::string("hostcached ") + HOSTCACHE_VERSION + " started; re-verifying every "
               "assignment");
 
-  boost::asio::signal_set signals(ioc, SIGTERM, SIGINT);
-  boost::asio::steady_timer deadline(ioc);
   signals.async_wait([&](const boost::system::error_code& e, int sig) {
     if (e) return;
     spdlog::info("signal {}: shutting down", sig);
