@@ -39,7 +39,7 @@ import urllib.request
 
 from hostcache import MiB, guest, paths
 from hostcache import libvirt as L
-from hostcache.check import TestFailure, check, check_prometheus_text
+from hostcache.check import TestFailure, check, check_prometheus_text, poll
 from hostcache.manager import Daemon, skip_unless_available
 from hostcache.procs import run, tmpdir
 from hostcache.qemu import firmware_args
@@ -570,13 +570,7 @@ def _events(d, vm, action):
 
 
 def _wait(what, fn, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(time.monotonic() < deadline, f'timed out waiting for {what}')
-        time.sleep(0.2)
+    return poll(what, fn, timeout=timeout, interval=0.2)
 
 
 def test_live_migration_between_two_hosts():
