@@ -34,8 +34,6 @@ import os
 import re
 import signal
 import time
-import urllib.error
-import urllib.request
 
 from hostcache import MiB, guest, paths
 from hostcache import libvirt as L
