@@ -115,6 +115,13 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
                  "A directory under which policies' ssd-dir may lie; repeatable")
       ->take_all()
       ->capture_default_str();
+  app.add_option("--cluster-etcd", cfg->cluster_etcd,
+                 "Share policies with a cluster through etcd: its members, "
+                 "http://HOST:PORT[,http://HOST:PORT...] (default: this host's own policies)");
+  app.add_option("--cluster-poll-ms", cfg->cluster_poll_ms,
+                 "Milliseconds between reads of the cluster's catalogue in etcd")
+      ->check(CLI::Range(100, 600000))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
