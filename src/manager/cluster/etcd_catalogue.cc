@@ -78,6 +78,27 @@ std::vector<PolicyChange> EtcdCatalogue::SyncLocked() {
     return changes;
   }
   auto local = store_.ListPolicies();
+  if (range->kvs.empty() && synced_ms_ == 0 && local && !local->empty()) {
+    // The first host to reach an empty catalogue publishes its policies
+    // (create-if-absent: hosts doing this at once do not overwrite each
+    // other), so a new cluster starts with the default policies.
+    int published = 0;
+    for (const auto& p : *local) {
+      auto t = client_.PutIf(Key(p.name), policy::PolicyToJson(p).dump(), 0);
+      if (!t) {
+        Down(t.error());
+        return changes;
+      }
+      published += t->succeeded ? 1 : 0;
+    }
+    spdlog::info("cluster catalogue: etcd at {} held no policies; published this host's {}",
+                 client_.Describe(), published);
+    range = client_.RangePrefix(prefix_);
+    if (!range) {
+      Down(range.error());
+      return changes;
+    }
+  }
   auto assignments = store_.ListAssignments();
   if (!local || !assignments) {
     spdlog::error("cluster catalogue: cannot read the local copy: {}",
