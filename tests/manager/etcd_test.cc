@@ -133,7 +133,7 @@ TEST(EtcdUrls, AcceptsHttpMembersWithHostAndPort) {
 
 TEST(EtcdUrls, RefusesWhatIsNotAPlainMemberUrl) {
   const std::pair<const char*, const char*> bad[] = {
-      {"", "no URL"},
+      {"", "an empty URL"},
       {"http://a:2379,", "an empty URL"},
       {"https://a:2379", "https"},
       {"ftp://a:2379", "not an http URL"},

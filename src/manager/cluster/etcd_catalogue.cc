@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/util.h"
+
 namespace hc::cluster {
 namespace {
 

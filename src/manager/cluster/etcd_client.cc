@@ -27,7 +27,7 @@ Result<EtcdEndpoint> ParseOne(std::string_view text) {
                 "cluster-etcd: '" + ToValidUtf8(shown) + "' " + why +
                     "; give etcd members as http://HOST:PORT[,http://HOST:PORT...]");
   };
-  auto u = boost::urls::parse_absolute_uri(text);
+  auto u = boost::urls::parse_uri(text);
   if (!u) return bad("is not a URL");
   if (u->scheme() == "https") {
     return bad("uses https, which hostcached does not speak to etcd (no TLS client); use "
@@ -152,7 +152,11 @@ std::string Base64Encode(const std::string& s) {
 Result<std::string> Base64Decode(const std::string& s) {
   std::string out(beast::detail::base64::decoded_size(s.size()), '\0');
   auto [written, read] = beast::detail::base64::decode(out.data(), s.data(), s.size());
-  if (read != s.size()) return Fail(ErrorCode::kInternal, "etcd sent invalid base64");
+  // decode stops at the padding: only '=' may follow, to a multiple of 4.
+  std::string_view rest = std::string_view(s).substr(read);
+  if (s.size() % 4 != 0 || rest.size() > 2 || rest.find_first_not_of('=') != rest.npos) {
+    return Fail(ErrorCode::kInternal, "etcd sent invalid base64");
+  }
   out.resize(written);
   return out;
 }
@@ -167,7 +171,7 @@ std::string EtcdClient::Describe() const {
 }
 
 Result<std::string> EtcdClient::Post(const std::string& path, const std::string& body) {
-  std::lock_guard lock(mu_);
+  std::lock_guard lock(*mu_);
   std::string last;
   for (size_t i = 0; i < endpoints_.size(); ++i) {
     size_t n = (preferred_ + i) % endpoints_.size();

@@ -9,11 +9,12 @@
 //
 // Ownership: values.  Thread-safety: one EtcdClient may be called from any
 // thread; calls are serialised by an internal mutex (each makes its own
-// connection).
+// connection).  Movable (not while another thread uses it).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -72,8 +73,8 @@ class EtcdClient {
 
   std::vector<EtcdEndpoint> endpoints_;
   std::chrono::milliseconds timeout_;
-  std::mutex mu_;
-  size_t preferred_ = 0;  // guarded by mu_
+  std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>();  // (movable)
+  size_t preferred_ = 0;  // guarded by *mu_
 };
 
 // For tests and the catalogue: base64 of etcd's JSON gateway.
