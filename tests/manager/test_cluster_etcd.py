@@ -41,11 +41,19 @@ class _TestDriver:
     uri = 'test:///default'
 
 
-def _daemon(wd, name, lv, urls):
+def _daemon(wd, name, lv, urls, config_file=False):
+    """hostcached `name` following etcd at urls, given by the flag or (with
+    config_file) in its config file, comma-separated as a person writes it."""
     # No periodic compliance check during the test: a change must be
     # re-applied because it came from etcd, not found by the next check.
+    where = ['--cluster-etcd', ','.join(urls)]
+    if config_file:
+        conf = os.path.join(wd, f'{name}.conf')
+        with open(conf, 'w') as f:
+            f.write(f'cluster-etcd = {",".join(urls)}\ncluster-poll-ms = 200\n')
+        where = ['--config', conf]
     return Daemon(os.path.join(wd, name), lv, check_interval=86400,
-                  extra=['--cluster-etcd', ','.join(urls), '--cluster-poll-ms', '200'])
+                  extra=where + ['--cluster-poll-ms', '200'])
 
 
 def _policy(d, name):
@@ -77,11 +85,12 @@ def test_cluster_catalogue_on_etcd():
     lv.start_domain('vm')
 
     a = _daemon(wd, 'a', _TestDriver(), urls)
-    b = _daemon(wd, 'b', lv, urls[1:] + urls[:1])
+    b = _daemon(wd, 'b', lv, urls[1:] + urls[:1], config_file=True)
     c = _daemon(wd, 'c', _TestDriver(), [urls[2]])
     for d in (a, b, c):
         poll('every host following etcd',
              lambda: _catalogue(d)['state'] == 'connected', timeout=60)
+    check(_catalogue(b)['endpoints'] == urls[1:] + urls[:1], _catalogue(b))
     # One catalogue: the first host published its default policies.
     names = sorted(p['name'] for p in a.ok('GET', '/policies')['policies'])
     for d in (b, c):
@@ -159,7 +168,7 @@ def test_cluster_catalogue_on_etcd():
         check(_policy(d, 'monitor') is not None, 'deleted without etcd')
     # B restarted without etcd: its catalogue is still there (its SQLite).
     check(b.stop() == 0, 'hostcached B did not exit 0')
-    b = _daemon(wd, 'b', lv, urls[1:] + urls[:1])
+    b = _daemon(wd, 'b', lv, urls[1:] + urls[:1], config_file=True)
     check(_policy(b, 'shared')['rules']['ram-size'] == 40 * MiB, 'B lost its catalogue')
     check(_catalogue(b)['state'] == 'disconnected', _catalogue(b))
     poll('B re-verifies its disk', lambda: b.state('vm', 'vda')['state'] == 'compliant',

@@ -204,6 +204,8 @@ Result<std::string> EtcdClient::Post(const std::string& path, const std::string&
       }
       preferred_ = n;
       return std::move(res.body());
+    } catch (const boost::system::system_error& e) {
+      last = ep.url + ": " + e.code().message();
     } catch (const std::exception& e) {
       last = ep.url + ": " + e.what();
     }
