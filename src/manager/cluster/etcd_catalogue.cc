@@ -16,6 +16,14 @@ using store::PolicyChange;
 const char* kRefused = "; policy changes are refused until it is back (this host keeps "
                        "caching with its last catalogue)";
 
+// A revision compare that failed: someone else wrote the key since.
+tl::unexpected<Error> ChangedElsewhere(const std::string& name, int64_t seen) {
+  return Fail(ErrorCode::kConflict,
+              "policy '" + name + "' was changed or deleted on another host since this host "
+              "read it (etcd revision " + std::to_string(seen) +
+                  "); nothing was changed: read it again and retry");
+}
+
 }  // namespace
 
 EtcdCatalogue::EtcdCatalogue(store::Store& store, EtcdClient client, const Clock& clock,
@@ -70,6 +78,10 @@ Error EtcdCatalogue::Down(const Error& e) {
   connected_ = false;
   problem_ = e.message;
   return e;
+}
+
+tl::unexpected<Error> EtcdCatalogue::Refused(const Error& e) {
+  return Fail(ErrorCode::kUnavailable, Down(e).message + kRefused);
 }
 
 std::vector<PolicyChange> EtcdCatalogue::SyncLocked() {
@@ -188,10 +200,7 @@ Status EtcdCatalogue::Create(const policy::Policy& p, int64_t now_ms) {
   std::lock_guard lock(mu_);
   const std::string value = policy::PolicyToJson(p).dump();
   auto t = client_.PutIf(Key(p.name), value, 0);
-  if (!t) {
-    Error e = Down(t.error());
-    return Fail(ErrorCode::kUnavailable, e.message + kRefused);
-  }
+  if (!t) return Refused(t.error());
   if (!t->succeeded) {
     return Fail(ErrorCode::kAlreadyExists,
                 "policy '" + p.name + "' exists already in the cluster's catalogue in etcd "
@@ -212,23 +221,15 @@ Status EtcdCatalogue::Update(const policy::Policy& p, int64_t now_ms) {
     if (!store_.GetPolicy(p.name)) {
       return Fail(ErrorCode::kNotFound, "no policy '" + p.name + "'");
     }
-    if (!connected_) return Fail(ErrorCode::kUnavailable, problem_ + kRefused);
+    if (!connected_) return Refused(Error{ErrorCode::kUnavailable, problem_});
     return Fail(ErrorCode::kConflict,
                 "policy '" + p.name + "' is no longer in the cluster's catalogue (deleted on "
                 "another host); this host keeps it only for the disks that use it: unassign "
                 "them, or create the policy again");
   }
   auto t = client_.PutIf(Key(p.name), policy::PolicyToJson(p).dump(), known->second);
-  if (!t) {
-    Error e = Down(t.error());
-    return Fail(ErrorCode::kUnavailable, e.message + kRefused);
-  }
-  if (!t->succeeded) {
-    return Fail(ErrorCode::kConflict,
-                "policy '" + p.name + "' was changed or deleted on another host since this "
-                "host read it (etcd revision " + std::to_string(known->second) +
-                    "); nothing was changed: read it again and retry");
-  }
+  if (!t) return Refused(t.error());
+  if (!t->succeeded) return ChangedElsewhere(p.name, known->second);
   if (auto s = store_.UpdatePolicy(p, now_ms); !s) return s;
   known->second = t->revision;
   return {};
@@ -239,21 +240,13 @@ Status EtcdCatalogue::Delete(const std::string& name) {
   auto known = mod_revision_.find(name);
   if (known == mod_revision_.end()) {
     if (!store_.GetPolicy(name)) return Fail(ErrorCode::kNotFound, "no policy '" + name + "'");
-    if (!connected_) return Fail(ErrorCode::kUnavailable, problem_ + kRefused);
+    if (!connected_) return Refused(Error{ErrorCode::kUnavailable, problem_});
     // Deleted elsewhere and kept here for disks that no longer use it.
     return store_.DeletePolicy(name);
   }
   auto t = client_.DeleteIf(Key(name), known->second);
-  if (!t) {
-    Error e = Down(t.error());
-    return Fail(ErrorCode::kUnavailable, e.message + kRefused);
-  }
-  if (!t->succeeded) {
-    return Fail(ErrorCode::kConflict,
-                "policy '" + name + "' was changed or deleted on another host since this host "
-                "read it (etcd revision " + std::to_string(known->second) +
-                    "); nothing was changed: read it again and retry");
-  }
+  if (!t) return Refused(t.error());
+  if (!t->succeeded) return ChangedElsewhere(name, known->second);
   if (auto s = store_.DeletePolicy(name); !s) return s;
   mod_revision_.erase(known);
   return {};

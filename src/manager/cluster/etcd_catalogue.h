@@ -62,6 +62,8 @@ class EtcdCatalogue final : public store::PolicyCatalogue {
   std::vector<store::PolicyChange> SyncLocked();
   // kUnavailable with what is down, and the state set to disconnected.
   Error Down(const Error& e);
+  // Down, and the refusal of a policy change that says so.
+  tl::unexpected<Error> Refused(const Error& e);
   std::string Key(const std::string& name) const { return prefix_ + name; }
 
   store::Store& store_;
