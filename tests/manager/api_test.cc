@@ -332,6 +332,31 @@ TEST_F(ApiTest, CatalogueDownIs503ForPolicyChangesAndReportedInHealthAndMetrics)
       << m.body;
 }
 
+TEST_F(ApiTest, APolicyChangedInTheClusterIsReappliedAndABudgetOverrunReported) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            200);
+  auto p = store_->GetPolicy("balanced");
+  ASSERT_TRUE(p);
+  p->rules.ram_size = 2ull << 30;  // over the 1 GiB budget, as another host wrote it
+  ASSERT_TRUE(store_->UpdatePolicy(*p, clock_.now_ms));
+  mgr_->OnCatalogueChange({"balanced", store::PolicyChange::Kind::kUpdated, 42});
+  auto ev = Body(Call("GET", "/api/v1/events?action=policy-sync"))["events"];
+  bool reapplied = false, over = false;
+  for (const auto& e : ev) {
+    const std::string m = e["message"];
+    reapplied |= m.find("re-applying it to 1 disk(s)") != std::string::npos &&
+                 m.find("revision 42") != std::string::npos;
+    over |= e["level"] == "warning" && m.find("over this host's budget") != std::string::npos;
+  }
+  EXPECT_TRUE(reapplied) << ev;
+  EXPECT_TRUE(over) << ev;
+  // The running VM's filter was reopened with the cluster's rules.
+  auto reopen = Body(Call("GET", "/api/v1/events?action=reopen-live"))["events"];
+  ASSERT_EQ(reopen.size(), 1u) << reopen;
+  EXPECT_NE(reopen[0]["message"].get<std::string>().find("the policy says 2G"), std::string::npos)
+      << reopen;
+}
+
 TEST_F(ApiTest, StatsAndEventsAndMetrics) {
   ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status, 200);
   for (int i = 0; i < 5; i++) {
