@@ -1,10 +1,10 @@
 #include "manager/cluster/etcd_catalogue.h"
 
-#include <algorithm>
-#include <set>
-
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/util.h"
 
@@ -13,15 +13,17 @@ namespace {
 
 using store::PolicyChange;
 
-const char* kRefused = "; policy changes are refused until it is back (this host keeps "
-                       "caching with its last catalogue)";
+const char* kRefused =
+    "; policy changes are refused until it is back (this host keeps "
+    "caching with its last catalogue)";
 
 // A revision compare that failed: someone else wrote the key since.
 tl::unexpected<Error> ChangedElsewhere(const std::string& name, int64_t seen) {
-  return Fail(ErrorCode::kConflict,
-              "policy '" + name + "' was changed or deleted on another host since this host "
-              "read it (etcd revision " + std::to_string(seen) +
-                  "); nothing was changed: read it again and retry");
+  return Fail(ErrorCode::kConflict, "policy '" + name +
+                                        "' was changed or deleted on another host since this host "
+                                        "read it (etcd revision " +
+                                        std::to_string(seen) +
+                                        "); nothing was changed: read it again and retry");
 }
 
 }  // namespace
@@ -129,9 +131,10 @@ std::vector<PolicyChange> EtcdCatalogue::SyncLocked() {
   for (const auto& kv : range->kvs) {
     const std::string name = kv.key.substr(prefix_.size());
     auto j = nlohmann::json::parse(kv.value, nullptr, false);
-    auto p = j.is_discarded() ? Result<policy::Policy>(tl::unexpected(Error{
-                                    ErrorCode::kInvalidArgument, "not JSON"}))
-                              : policy::PolicyFromJson(j);
+    auto p =
+        j.is_discarded()
+            ? Result<policy::Policy>(tl::unexpected(Error{ErrorCode::kInvalidArgument, "not JSON"}))
+            : policy::PolicyFromJson(j);
     if (p && p->name != name) {
       p = tl::unexpected(Error{ErrorCode::kInvalidArgument, "its name is '" + p->name + "'"});
     }
@@ -203,8 +206,9 @@ Status EtcdCatalogue::Create(const policy::Policy& p, int64_t now_ms) {
   if (!t) return Refused(t.error());
   if (!t->succeeded) {
     return Fail(ErrorCode::kAlreadyExists,
-                "policy '" + p.name + "' exists already in the cluster's catalogue in etcd "
-                "(perhaps created on another host); nothing was changed");
+                "policy '" + p.name +
+                    "' exists already in the cluster's catalogue in etcd "
+                    "(perhaps created on another host); nothing was changed");
   }
   auto local = store_.GetPolicy(p.name);
   Status s = local ? store_.UpdatePolicy(p, now_ms) : store_.CreatePolicy(p, now_ms);
@@ -223,9 +227,10 @@ Status EtcdCatalogue::Update(const policy::Policy& p, int64_t now_ms) {
     }
     if (!connected_) return Refused(Error{ErrorCode::kUnavailable, problem_});
     return Fail(ErrorCode::kConflict,
-                "policy '" + p.name + "' is no longer in the cluster's catalogue (deleted on "
-                "another host); this host keeps it only for the disks that use it: unassign "
-                "them, or create the policy again");
+                "policy '" + p.name +
+                    "' is no longer in the cluster's catalogue (deleted on "
+                    "another host); this host keeps it only for the disks that use it: unassign "
+                    "them, or create the policy again");
   }
   auto t = client_.PutIf(Key(p.name), policy::PolicyToJson(p).dump(), known->second);
   if (!t) return Refused(t.error());

@@ -30,8 +30,9 @@ Result<EtcdEndpoint> ParseOne(std::string_view text) {
   auto u = boost::urls::parse_uri(text);
   if (!u) return bad("is not a URL");
   if (u->scheme() == "https") {
-    return bad("uses https, which hostcached does not speak to etcd (no TLS client); use "
-               "http to a member or a local gateway on this host");
+    return bad(
+        "uses https, which hostcached does not speak to etcd (no TLS client); use "
+        "http to a member or a local gateway on this host");
   }
   if (u->scheme() != "http") return bad("is not an http URL");
   if (u->has_userinfo()) return bad("holds user information (USER@); credentials do not go in it");
@@ -103,10 +104,14 @@ Result<EtcdTxn> TxnResult(const Result<std::string>& body) {
 
 json CompareMod(const std::string& key, int64_t mod_revision) {
   if (mod_revision == 0) {
-    return {{"result", "EQUAL"}, {"target", "CREATE"}, {"key", Base64Encode(key)},
+    return {{"result", "EQUAL"},
+            {"target", "CREATE"},
+            {"key", Base64Encode(key)},
             {"create_revision", "0"}};
   }
-  return {{"result", "EQUAL"}, {"target", "MOD"}, {"key", Base64Encode(key)},
+  return {{"result", "EQUAL"},
+          {"target", "MOD"},
+          {"key", Base64Encode(key)},
           {"mod_revision", std::to_string(mod_revision)}};
 }
 
@@ -240,16 +245,16 @@ Result<EtcdRange> EtcdClient::RangePrefix(const std::string& prefix) {
 Result<EtcdTxn> EtcdClient::PutIf(const std::string& key, const std::string& value,
                                   int64_t mod_revision) {
   json req{{"compare", json::array({CompareMod(key, mod_revision)})},
-           {"success", json::array({json{{"request_put",
-                                          {{"key", Base64Encode(key)},
-                                           {"value", Base64Encode(value)}}}}})}};
+           {"success",
+            json::array({json{
+                {"request_put", {{"key", Base64Encode(key)}, {"value", Base64Encode(value)}}}}})}};
   return TxnResult(Post("/v3/kv/txn", req.dump()));
 }
 
 Result<EtcdTxn> EtcdClient::DeleteIf(const std::string& key, int64_t mod_revision) {
-  json req{{"compare", json::array({CompareMod(key, mod_revision)})},
-           {"success",
-            json::array({json{{"request_delete_range", {{"key", Base64Encode(key)}}}}})}};
+  json req{
+      {"compare", json::array({CompareMod(key, mod_revision)})},
+      {"success", json::array({json{{"request_delete_range", {{"key", Base64Encode(key)}}}}})}};
   return TxnResult(Post("/v3/kv/txn", req.dump()));
 }
 

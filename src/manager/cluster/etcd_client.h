@@ -74,7 +74,7 @@ class EtcdClient {
   std::vector<EtcdEndpoint> endpoints_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<std::mutex> mu_ = std::make_unique<std::mutex>();  // (movable)
-  size_t preferred_ = 0;  // guarded by *mu_
+  size_t preferred_ = 0;                                             // guarded by *mu_
 };
 
 // For tests and the catalogue: base64 of etcd's JSON gateway.

@@ -15,8 +15,8 @@ void Manager::OnCatalogueChange(const store::PolicyChange& change) {
   if (!users) {
     Log("error", "", "", "policy-sync",
         "policy '" + name + "' " + std::string(store::PolicyChangeName(change.kind)) +
-            " in the cluster's catalogue" + rev + ", but its disks here cannot be listed: " +
-            users.error().message);
+            " in the cluster's catalogue" + rev +
+            ", but its disks here cannot be listed: " + users.error().message);
     return;
   }
   switch (change.kind) {
@@ -26,12 +26,16 @@ void Manager::OnCatalogueChange(const store::PolicyChange& change) {
       return;
     case store::PolicyChange::Kind::kRetained:
       Log("warning", "", "", "policy-sync",
-          "policy '" + name + "' was deleted in the cluster's catalogue" + rev + "; kept on this "
-          "host for its " + std::to_string(users->size()) + " disk(s) here until they no longer "
-          "use it");
+          "policy '" + name + "' was deleted in the cluster's catalogue" + rev +
+              "; kept on this "
+              "host for its " +
+              std::to_string(users->size()) +
+              " disk(s) here until they no longer "
+              "use it");
       return;
     case store::PolicyChange::Kind::kCreated:
-    case store::PolicyChange::Kind::kUpdated: break;
+    case store::PolicyChange::Kind::kUpdated:
+      break;
   }
   std::string rules;
   if (auto p = store_.GetPolicy(name)) rules = " to " + policy::RulesToJson(p->rules).dump();
@@ -45,10 +49,12 @@ void Manager::OnCatalogueChange(const store::PolicyChange& change) {
     BudgetView b = Budget();
     if (b.ram_used > b.ram_budget || b.ssd_used > b.ssd_budget) {
       Log("warning", "", "", "policy-sync",
-          "with policy '" + name + "' as the cluster now has it, the disks assigned on this "
-          "host reserve " + HumanSize(b.ram_used) + " of cache RAM (budget " +
-              HumanSize(b.ram_budget) + ") and " + HumanSize(b.ssd_used) + " of SSD (budget " +
-              HumanSize(b.ssd_budget) + "), over this host's budget; choose smaller rules, "
+          "with policy '" + name +
+              "' as the cluster now has it, the disks assigned on this "
+              "host reserve " +
+              HumanSize(b.ram_used) + " of cache RAM (budget " + HumanSize(b.ram_budget) +
+              ") and " + HumanSize(b.ssd_used) + " of SSD (budget " + HumanSize(b.ssd_budget) +
+              "), over this host's budget; choose smaller rules, "
               "unassign disks here, or raise the budget in this host's configuration");
     }
   }

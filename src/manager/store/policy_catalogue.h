@@ -52,10 +52,14 @@ struct PolicyChange {
 
 inline std::string_view PolicyChangeName(PolicyChange::Kind k) {
   switch (k) {
-    case PolicyChange::Kind::kCreated: return "created";
-    case PolicyChange::Kind::kUpdated: return "changed";
-    case PolicyChange::Kind::kDeleted: return "deleted";
-    case PolicyChange::Kind::kRetained: return "retained";
+    case PolicyChange::Kind::kCreated:
+      return "created";
+    case PolicyChange::Kind::kUpdated:
+      return "changed";
+    case PolicyChange::Kind::kDeleted:
+      return "deleted";
+    case PolicyChange::Kind::kRetained:
+      return "retained";
   }
   return "changed";
 }
