@@ -140,7 +140,10 @@ def test_cluster_catalogue_on_etcd():
     status, j = c.call('POST', '/policies', {'name': 'c-only', 'rules': {}})
     check(status == 503 and 'unreachable' in j['detail'], f'{status} {j}')
     check(_policy(c, 'shared')['rules']['ram-size'] == 48 * MiB, 'C lost its catalogue')
-    # A and B go on (members 0 and 1 are a majority): a change meanwhile.
+    # A and B go on (members 0 and 1 are a majority): a change meanwhile,
+    # once they have a leader again (member 2 may have been it).
+    cluster.wait_ready(0)
+    cluster.wait_ready(1)
     a.ok('PUT', '/policies/shared', {'rules': {'mode': 'write-through', 'ram-size': '40M'}})
     poll('B re-applies while C is cut off', lambda: _ram_limit(lv) == 40 * MiB, timeout=60)
     check(_policy(c, 'shared')['rules']['ram-size'] == 48 * MiB, 'C changed without etcd')
