@@ -19,7 +19,9 @@
 //
 // Thread-safety: every method may be called from any thread; writes and
 // the poll are serialised by one mutex; the handler runs on the poll
-// thread without it held.  Ownership: borrows the Store (must outlive it).
+// thread (or SyncNow's caller) without it held.  Start and Stop from one
+// thread.  Ownership: borrows the Store and the Clock (must outlive it);
+// owns its EtcdClient and thread.
 #pragma once
 
 #include <condition_variable>
