@@ -153,8 +153,11 @@ std::string JournalRisk(const json& held, const policy::Rules* next, const std::
 }  // namespace
 
 Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
-                 const Clock& clock, ManagerConfig config)
-    : store_(store), lv_(lv), tools_(tools), live_(lv), clock_(clock), config_(std::move(config)) {}
+                 const Clock& clock, ManagerConfig config, store::PolicyCatalogue* catalogue)
+    : store_(store),
+      local_catalogue_(store),
+      catalogue_(catalogue ? catalogue : &local_catalogue_),
+      lv_(lv), tools_(tools), live_(lv), clock_(clock), config_(std::move(config)) {}
 
 std::mutex& Manager::VmMutex(const std::string& uuid) {
   std::lock_guard lock(map_mu_);
@@ -195,10 +198,10 @@ Status Manager::CheckOptionsCached(const policy::Rules& r) {
 
 // ---- policies ---------------------------------------------------------------
 
-Result<std::vector<policy::Policy>> Manager::ListPolicies() { return store_.ListPolicies(); }
+Result<std::vector<policy::Policy>> Manager::ListPolicies() { return catalogue_->List(); }
 
 Result<policy::Policy> Manager::GetPolicy(const std::string& name) {
-  return store_.GetPolicy(name);
+  return catalogue_->Get(name);
 }
 
 Result<std::vector<Assignment>> Manager::PolicyUsers(const std::string& name) {
@@ -223,7 +226,7 @@ Status Manager::CreatePolicy(const policy::Policy& in) {
   if (auto s = policy::Validate(in); !s) return s;
   auto p = CheckSsdDir(in);
   if (!p) return tl::unexpected(p.error());
-  if (auto s = store_.CreatePolicy(*p, clock_.NowMs()); !s) return s;
+  if (auto s = catalogue_->Create(*p, clock_.NowMs()); !s) return s;
   Log("info", "", "", "policy-create",
       "policy '" + p->name + "' created (" + Describe(p->rules) + ")");
   return {};
@@ -250,7 +253,7 @@ Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& in) 
   {
     std::lock_guard block(budget_mu_);
     if (auto s = CheckBudgetForPolicy(p); !s) return tl::unexpected(s.error());
-    if (auto s = store_.UpdatePolicy(p, clock_.NowMs()); !s) return tl::unexpected(s.error());
+    if (auto s = catalogue_->Update(p, clock_.NowMs()); !s) return tl::unexpected(s.error());
   }
   auto users = PolicyUsers(p.name);
   if (!users) return tl::unexpected(users.error());
@@ -275,7 +278,7 @@ Status Manager::DeletePolicy(const std::string& name) {
     return Fail(ErrorCode::kConflict, "policy '" + name + "' is assigned to " + Join(where, ", ") +
                                           "; unassign it from those disks first");
   }
-  if (auto s = store_.DeletePolicy(name); !s) return s;
+  if (auto s = catalogue_->Delete(name); !s) return s;
   Log("info", "", "", "policy-delete", "policy '" + name + "' deleted");
   return {};
 }
