@@ -21,6 +21,8 @@
 #   PREFIX/share/hostcache/web  the dashboard (hostcached's --web-dir)
 #   PREFIX/share/doc/hostcache  README.md, docs/
 #   UNITDIR/hostcached.service  the systemd unit, paths under PREFIX
+#   SYSCONFDIR/libvirt/hooks/qemu.d/hostcache  the libvirt hook that
+#                               prepares this host for incoming migrations
 #   SYSCONFDIR/hostcache/hostcached.conf.example (and hostcached.conf when
 #                               there is none; an edited one is kept)
 # hostcached finds the QEMU and the dashboard next to itself (PREFIX/bin ->
@@ -52,6 +54,7 @@ LIBEXEC=$PREFIX/libexec/hostcache
 DATA=$PREFIX/share/hostcache
 DOCDIR=$PREFIX/share/doc/hostcache
 CONFDIR=$SYSCONFDIR/hostcache
+HOOKDIR=$SYSCONFDIR/libvirt/hooks/qemu.d
 
 case "$PREFIX$SYSCONFDIR$UNITDIR" in
 *[!A-Za-z0-9/._-]*)
@@ -118,6 +121,9 @@ do_install() {
     chmod 0644 "$D$UNITDIR/hostcached.service"
     subst "$SRC/dist/hostcached.conf.example" > "$D$CONFDIR/hostcached.conf.example"
     chmod 0644 "$D$CONFDIR/hostcached.conf.example"
+    install -d -m 0755 "$D$HOOKDIR"
+    subst "$SRC/dist/libvirt-hook-hostcache" > "$D$HOOKDIR/hostcache"
+    chmod 0755 "$D$HOOKDIR/hostcache"
     if [ ! -e "$D$CONFDIR/hostcached.conf" ]; then
         install -m 0644 "$D$CONFDIR/hostcached.conf.example" "$D$CONFDIR/hostcached.conf"
     fi
@@ -132,6 +138,7 @@ list() {
     echo "$DOCDIR/"
     echo "$UNITDIR/hostcached.service"
     echo "$CONFDIR/hostcached.conf.example"
+    echo "$HOOKDIR/hostcache"
 }
 
 do_uninstall() {
@@ -152,6 +159,7 @@ do_uninstall() {
     # Directories left empty: ours, and in a DESTDIR the ones the install
     # made (never the system's own /usr/local/bin and the like).
     rmdir "$D$CONFDIR" 2>/dev/null || true
+    rmdir "$D$HOOKDIR" "$D$SYSCONFDIR/libvirt/hooks" "$D$SYSCONFDIR/libvirt" 2>/dev/null || true
     if [ -n "$D" ]; then
         for p in "$UNITDIR" "$PREFIX/share/doc" "$PREFIX/share" "$PREFIX/libexec" \
                  "$BINDIR"; do

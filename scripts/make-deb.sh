@@ -110,7 +110,7 @@ control "$H" hostcache \
     "compliance and serves a REST API, Prometheus metrics and a browser" \
     "dashboard; hostcachectl is its command-line client." \
     "The systemd unit hostcached.service is installed, not enabled."
-echo /etc/hostcache/hostcached.conf > "$H/DEBIAN/conffiles"
+printf "%s\n" /etc/hostcache/hostcached.conf /etc/libvirt/hooks/qemu.d/hostcache > "$H/DEBIAN/conffiles"
 cat > "$H/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
 set -e

@@ -119,11 +119,13 @@ class Libvirtd(ProcessGroup):
         self._stderr = None
         self._stopped = False
         self._write_config(migration_ports)
-        # hooks: {'qemu': script text} -> /etc/libvirt/hooks/qemu (libvirtd
+        # hooks: {'qemu': script text} -> /etc/libvirt/hooks/qemu, or
+        # {'qemu.d/NAME': text} -> /etc/libvirt/hooks/qemu.d/NAME (libvirtd
         # looks for hooks when it starts).
         os.makedirs(os.path.join(self.paths['etc'], 'hooks'), exist_ok=True)
         for hook, text in (hooks or {}).items():
             hp = os.path.join(self.paths['etc'], 'hooks', hook)
+            os.makedirs(os.path.dirname(hp), exist_ok=True)
             with open(hp, 'w') as f:
                 f.write(text)
             os.chmod(hp, 0o755)

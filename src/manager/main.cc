@@ -32,6 +32,7 @@
 #include "manager/stats/collector.h"
 #include "manager/store/sqlite_store.h"
 #include "migration/coordinator.h"
+#include "migration/peer_health.h"
 
 #ifndef HOSTCACHE_VERSION
 #define HOSTCACHE_VERSION "unknown"
@@ -125,6 +126,7 @@ int Run(const hc::core::DaemonConfig& cfg) {
                             libvirt::Lifecycle ev, const std::string& detail) {
     migration.OnEvent(uuid, name, ev, detail);
   });
+  reconciler.SetFullPassHandler([&] { migration.adopter().AdoptAll(); });
   lv.SetLifecycleCallback([&](const std::string& uuid, const std::string& name,
                               libvirt::Lifecycle ev, const std::string& detail) {
     reconciler.Enqueue(uuid, name, ev, detail);
@@ -155,6 +157,10 @@ int Run(const hc::core::DaemonConfig& cfg) {
   boost::asio::thread_pool workers(4);
   http::StaticFiles web(cfg.web_dir);
   http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION, &web);
+  migration::PeerHealth peer_health(*peers, lv, clock);
+  peer_health.Start(30);
+  api.SetPeerHealth(&peer_health);
+  api.SetAdopter(&migration.adopter());
   http::ServerOptions http_opts;
   http_opts.max_connections = static_cast<size_t>(cfg.max_connections);
   http_opts.max_requests = static_cast<size_t>(cfg.max_connections);

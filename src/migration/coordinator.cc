@@ -23,12 +23,23 @@ void Coordinator::OnEvent(const std::string& uuid, const std::string& name, Life
       // A start, stop or resume ends what we knew of a migration (e.g. a
       // source that resumed after a failed one, reported without the
       // detail).  A definition arriving with the VM does not.
+      bool departed = false;
       if (ev == Lifecycle::kStarted || ev == Lifecycle::kStopped ||
           ev == Lifecycle::kResumed || ev == Lifecycle::kSuspended ||
           ev == Lifecycle::kUndefined) {
         manager_.SetMigrating(uuid, false);
         std::lock_guard lock(mu_);
         started_ms_.erase(uuid);
+        // Gone with --undefinesource after it left (its undefine), or
+        // running here again (no longer departed).
+        if (ev == Lifecycle::kUndefined || ev == Lifecycle::kStarted ||
+            ev == Lifecycle::kResumed) {
+          departed = departed_.erase(uuid) > 0 && ev == Lifecycle::kUndefined;
+        }
+      }
+      if (departed) {
+        ForgetDeparted(uuid, name);
+        break;
       }
       manager_.OnLifecycle(uuid, name, ev, detail);
       break;
@@ -84,6 +95,30 @@ void Coordinator::Away(const std::string& uuid, const std::string& name) {
                    "assigned there; here the assignments stay with the definition (unassign them "
                    "if the VM does not come back)");
   manager_.OnLifecycle(uuid, name, Lifecycle::kMigratedAway);
+  // With --undefinesource the definition goes next (or went already): the
+  // assignments then live on in the VM's metadata, not here.
+  auto dom = lv_.LookupDomain(uuid);
+  if (!dom && dom.error().code == ErrorCode::kNotFound) {
+    ForgetDeparted(uuid, name);
+  } else if (dom) {
+    std::lock_guard lock(mu_);
+    departed_.insert(uuid);
+  }
+}
+
+void Coordinator::ForgetDeparted(const std::string& uuid, const std::string& name) {
+  auto as = manager_.AssignmentsOf(uuid);
+  if (!as || as->empty()) return;
+  std::string disks;
+  for (const auto& a : *as) {
+    if (manager_.Unassign(uuid, a.target)) disks += (disks.empty() ? "" : ", ") + a.target;
+  }
+  if (disks.empty()) return;
+  manager_.Log("info", name, "", "migrated-away",
+               "the VM left by live migration with its definition (--undefinesource): the "
+               "assignments of " + disks +
+                   " travel in its metadata and are forgotten here; it is adopted again if it "
+                   "comes back");
 }
 
 void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
@@ -91,6 +126,7 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
+    departed_.erase(uuid);  // back here: an undefine no longer means it left
   }
   const std::string disks = CachedDisks(uuid);
   auto xml = lv_.GetXml(uuid, libvirt::kXmlLive);
@@ -114,6 +150,7 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);
   }
+  adopter_.AdoptVm(uuid, name);
   manager_.OnLifecycle(uuid, name, Lifecycle::kMigrationResumed);
   auto as = manager_.AssignmentsOf(uuid);
   std::string states;

@@ -13,10 +13,11 @@
 //                (shut off here, or gone with --undefinesource);
 //   destination: Started -> event "migrate-in" (incoming, paused: nothing
 //                is changed while its nodes are inactive), Resumed ->
-//                compliance re-verified from QEMU's block graph and the
-//                result recorded; a VM that arrives with hostcache filters
-//                but no assignment on this host is reported (its filters
-//                keep working, unmanaged).
+//                the assignments the VM carries in its metadata adopted
+//                (adopt.h), compliance re-verified from QEMU's block graph
+//                and the result recorded; a VM that arrives with hostcache
+//                filters but no assignment on this host is reported (its
+//                filters keep working, unmanaged).
 //
 // Draining write-back disks before the switch-over happens in
 // Manager::Migrate (a migration hostcached drives), not here: the first
@@ -28,18 +29,23 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include "common/clock.h"
 #include "manager/core/manager.h"
 #include "manager/libvirt/libvirt_client.h"
+#include "migration/adopt.h"
 
 namespace hc::migration {
 
 class Coordinator {
  public:
   Coordinator(core::Manager& manager, libvirt::LibvirtClient& lv, const Clock& clock)
-      : manager_(manager), lv_(lv), clock_(clock) {}
+      : manager_(manager), lv_(lv), clock_(clock), adopter_(manager, lv) {}
+
+  // Adopts VMs that arrive with carried assignments (adopt.h).
+  Adopter& adopter() { return adopter_; }
 
   // Whether `ev` is a migration event (handled by OnEvent).
   static bool IsMigrationEvent(libvirt::Lifecycle ev);
@@ -54,6 +60,9 @@ class Coordinator {
   void Away(const std::string& uuid, const std::string& name);
   void Incoming(const std::string& uuid, const std::string& name);
   void Resumed(const std::string& uuid, const std::string& name);
+  // The VM migrated away and its definition is gone here: its assignments
+  // (carried in its metadata) are forgotten.
+  void ForgetDeparted(const std::string& uuid, const std::string& name);
   // "vda (policy 'balanced'), vdb (...)" for the VM's assignments; "" none.
   std::string CachedDisks(const std::string& uuid);
   // Seconds since the migration of `uuid` was first seen; -1 unknown.
@@ -62,8 +71,12 @@ class Coordinator {
   core::Manager& manager_;       // not owned
   libvirt::LibvirtClient& lv_;   // not owned
   const Clock& clock_;           // not owned
+  Adopter adopter_;
   std::mutex mu_;
   std::map<std::string, int64_t> started_ms_;  // guarded by mu_: uuid -> first event
+  // guarded by mu_: migrated away, still defined here (an undefine follows
+  // with --undefinesource)
+  std::set<std::string> departed_;
 };
 
 }  // namespace hc::migration

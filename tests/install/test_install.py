@@ -3,8 +3,8 @@
 install` runs), then the installed hostcached, hostcachectl and QEMU run
 from there against a real, private libvirtd.
 
-- every installed file is where docs/INSTALL.md says, the unit and the
-  configuration example name the installed paths
+- every installed file is where docs/INSTALL.md says, the unit, the
+  configuration example and the libvirt hook name the installed paths
 - hostcached started from DESTDIR without --emulator and --web-dir finds
   the installed QEMU and dashboard: the API answers, / serves index.html
 - a policy assigned to a shut-off VM switches it to the installed QEMU;
@@ -76,6 +76,12 @@ def test_install_run_and_uninstall():
           and f'web-dir = {PREFIX}/share/hostcache/web' in conf, conf)
     check(os.path.isfile(f'{root}/etc/hostcache/hostcached.conf'),
           'no hostcached.conf')
+    # The libvirt hook that prepares this host for incoming migrations
+    # (docs/MANAGER.md, Migration), running the installed hostcachectl.
+    hook = f'{root}/etc/libvirt/hooks/qemu.d/hostcache'
+    check(stat.S_IMODE(os.stat(hook).st_mode) == 0o755, f'{hook} not executable')
+    with open(hook) as f:
+        check(f'HOSTCACHECTL={PREFIX}/bin/hostcachectl' in f.read(), hook)
     r = run([f'{libexec}/qemu-system-x86_64', '-L', 'help'])
     check(f'{libexec}/../../share/hostcache/qemu' in r.stdout,
           f'the installed QEMU looks for its data elsewhere:\n{r.stdout}')

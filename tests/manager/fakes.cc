@@ -317,6 +317,49 @@ Result<std::string> FakeLibvirt::GetXml(const std::string& uuid, unsigned flags)
   return out.str();
 }
 
+Result<std::string> FakeLibvirt::GetMetadata(const std::string& uuid, const std::string& uri,
+                                             bool live) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  auto it = domains.find(uuid);
+  if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
+  const auto& m = live ? it->second.metadata_live : it->second.metadata_config;
+  auto e = m.find(uri);
+  if (e == m.end()) return Fail(ErrorCode::kNotFound, "no metadata (fake)");
+  return e->second;
+}
+
+Status FakeLibvirt::SetMetadata(const std::string& uuid, const std::string& xml,
+                                const std::string& prefix, const std::string& uri, bool live,
+                                bool config) {
+  std::lock_guard lock(mu);
+  if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");
+  if (!metadata_error.empty()) return Fail(ErrorCode::kInternal, metadata_error);
+  auto it = domains.find(uuid);
+  if (it == domains.end()) return Fail(ErrorCode::kNotFound, "no domain " + uuid);
+  auto& d = it->second;
+  if ((live && !d.active) || (config && !d.persistent)) {
+    return Fail(ErrorCode::kFailedPrecondition, "fake: no such state of the domain");
+  }
+  for (auto* m : {live ? &d.metadata_live : nullptr, config ? &d.metadata_config : nullptr}) {
+    if (!m) continue;
+    if (xml.empty()) {
+      m->erase(uri);
+    } else {
+      // As libvirt: the element comes back with the prefix and namespace.
+      auto gt = xml.find_first_of(" />");
+      const std::string root = xml.substr(1, gt - 1);
+      std::string rest = xml.substr(gt);
+      const std::string end = "</" + root + ">";
+      if (rest.size() >= end.size() && rest.compare(rest.size() - end.size(), end.size(), end) == 0) {
+        rest.replace(rest.size() - end.size(), end.size(), "</" + prefix + ":" + root + ">");
+      }
+      (*m)[uri] = "<" + prefix + ":" + root + " xmlns:" + prefix + "=\"" + uri + "\"" + rest;
+    }
+  }
+  return {};
+}
+
 Status FakeLibvirt::DefineXml(const std::string& xml) {
   std::lock_guard lock(mu);
   if (!alive) return Fail(ErrorCode::kUnavailable, "libvirtd is not reachable (fake)");

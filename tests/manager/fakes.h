@@ -77,6 +77,9 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
     std::string uuid, name;
     bool active = false, persistent = true;
     std::string inactive_xml, live_xml;
+    // Metadata elements by namespace URI (SetMetadata/GetMetadata), of the
+    // running domain and of its definition.
+    std::map<std::string, std::string> metadata_live, metadata_config;
     FakeQemu qemu;
   };
 
@@ -119,6 +122,21 @@ class FakeLibvirt final : public libvirt::LibvirtClient {
   std::vector<libvirt::MigrateRequest> migrations;
   std::string migrate_error;
   std::function<void()> on_migrate;  // called first in Migrate (blocking tests)
+  // As libvirt: live only while the domain runs, config only when it has
+  // a definition (else kFailedPrecondition); "" removes.
+  Result<std::string> GetMetadata(const std::string& uuid, const std::string& uri,
+                                  bool live) override;
+  Status SetMetadata(const std::string& uuid, const std::string& xml, const std::string& prefix,
+                     const std::string& uri, bool live, bool config) override;
+  std::string metadata_error;  // SetMetadata fails with this when set
+  // ProbePeer: fails with peer_errors[uri] when there is one.
+  Status ProbePeer(const std::string& uri) override {
+    std::lock_guard lock(mu);
+    auto it = peer_errors.find(uri);
+    if (it != peer_errors.end()) return Fail(ErrorCode::kUnavailable, it->second);
+    return {};
+  }
+  std::map<std::string, std::string> peer_errors;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(libvirt::LifecycleCallback cb) override { lifecycle = std::move(cb); }

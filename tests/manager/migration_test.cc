@@ -63,6 +63,35 @@ TEST_F(MigrationTest, SourceRecordsTheSwitchOverAndLeavesTheVmAloneMeanwhile) {
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);
 }
 
+TEST_F(MigrationTest, AVmThatLeftWithItsDefinitionHasItsAssignmentsForgotten) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
+  lv_.domains[kWeb].active = false;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigratedAway);
+  ASSERT_TRUE(*store_->GetAssignment(kWeb, "vda")) << "still defined here: kept";
+  // --undefinesource: the definition goes after the departure.
+  lv_.domains.erase(kWeb);
+  coord_->OnEvent(kWeb, "web", Lifecycle::kUndefined);
+  EXPECT_FALSE(*store_->GetAssignment(kWeb, "vda"));
+  auto away = Events("migrated-away");
+  ASSERT_EQ(away.size(), 2u);
+  EXPECT_NE(away[0].message.find("forgotten here"), std::string::npos) << away[0].message;
+}
+
+TEST_F(MigrationTest, AnUndefineWithoutADepartureKeepsTheAssignments) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
+  lv_.domains[kWeb].active = false;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigratedAway);
+  // It came back (and runs here) before its definition was removed.
+  lv_.domains[kWeb].active = true;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationIn);
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationResumed);
+  lv_.domains[kWeb].persistent = false;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kUndefined);
+  EXPECT_TRUE(*store_->GetAssignment(kWeb, "vda"));
+}
+
 TEST_F(MigrationTest, DestinationVerifiesAfterResumeNotWhileIncoming) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
   // As on a destination: QEMU started from the definition that came with

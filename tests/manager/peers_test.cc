@@ -2,8 +2,12 @@
 // (libvirt/peer_uri.h).
 #include <gtest/gtest.h>
 
+#include "fakes.h"
 #include "manager/core/peers.h"
+#include "manager/http/api.h"
 #include "manager/libvirt/peer_uri.h"
+#include "manager/store/sqlite_store.h"
+#include "migration/peer_health.h"
 
 namespace hc::core {
 namespace {
@@ -163,6 +167,48 @@ TEST(Peers, BadEntriesAreRefusedWithTheEntryNamed) {
     EXPECT_NE(r.error().message.find(c.why), std::string::npos)
         << r.error().message;
   }
+}
+
+// The peers' health (migration/peer_health.h) and GET /api/v1/peers.
+TEST(PeerHealth, ProbesEachPeerAndTheApiListsThem) {
+  auto peers = Peers::Parse({"hostb=qemu+ssh://hostb/system", "hostc=qemu+tls://hostc/system"},
+                            {"hostc=tcp://10.0.0.3"});
+  ASSERT_TRUE(peers) << peers.error().message;
+  testing::FakeLibvirt lv;
+  testing::FakeClock clock;
+  lv.peer_errors["qemu+tls://hostc/system"] = "unable to connect to server at 'hostc:16514'";
+  migration::PeerHealth health(*peers, lv, clock);
+  auto before = health.Snapshot();
+  ASSERT_EQ(before.size(), 2u);
+  EXPECT_FALSE(before[0].reachable.has_value());
+  health.ProbeAll();
+  auto st = health.Snapshot();
+  EXPECT_TRUE(*st[0].reachable);
+  EXPECT_FALSE(*st[1].reachable);
+  EXPECT_NE(st[1].last_error.find("unable to connect"), std::string::npos);
+
+  auto store = std::move(*store::SqliteStore::Open(":memory:", clock.now_ms));
+  testing::FakeQemuTools tools;
+  ManagerConfig cfg;
+  cfg.peers = *peers;
+  Manager mgr(*store, lv, tools, clock, cfg);
+  http::Api api(mgr, *store, nullptr, "tok", "test");
+  api.SetPeerHealth(&health);
+  auto r = api.Handle(http::Request{"GET", "/api/v1/peers", "Bearer tok", ""});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = nlohmann::json::parse(r.body)["peers"];
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["name"], "hostb");
+  EXPECT_EQ(j[0]["reachable"], true);
+  EXPECT_EQ(j[1]["uri"], "qemu+tls://hostc/system");
+  EXPECT_EQ(j[1]["migrate_uri"], "tcp://10.0.0.3");
+  EXPECT_EQ(j[1]["reachable"], false);
+  EXPECT_NE(j[1]["last_error"].get<std::string>().find("hostc:16514"), std::string::npos);
+  EXPECT_EQ(api.Handle(http::Request{"GET", "/api/v1/peers", "", ""}).status, 401);
+  // Back: reachable again.
+  lv.peer_errors.clear();
+  health.ProbeAll();
+  EXPECT_TRUE(*health.Snapshot()[1].reachable);
 }
 
 } // namespace

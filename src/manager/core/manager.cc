@@ -10,6 +10,7 @@
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "manager/libvirt/domain_caps.h"
+#include "migration/metadata.h"
 
 namespace hc::core {
 
@@ -261,7 +262,10 @@ Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& in) 
           std::to_string(users->size()) + " disk(s)");
   std::set<std::string> vms;
   for (const auto& a : *users) vms.insert(a.vm_uuid);
-  for (const auto& uuid : vms) CheckVm(uuid);
+  for (const auto& uuid : vms) {
+    CheckVm(uuid);
+    if (auto d = lv_.LookupDomain(uuid)) migration::RecordAssignments(*this, lv_, *d);
+  }
   return PolicyUsers(p.name);
 }
 
@@ -526,6 +530,7 @@ Result<Assignment> Manager::Assign(const std::string& vm, const std::string& tar
         "assignment of policy '" + policy_name + "' undone: " + s.error().message);
     return tl::unexpected(s.error());
   }
+  migration::RecordAssignments(*this, lv_, *dom);  // travels with the VM
   auto now = store_.GetAssignment(dom->uuid, target);
   if (!now) return tl::unexpected(now.error());
   if (!*now) return Fail(ErrorCode::kInternal, "assignment vanished while being applied");
@@ -625,6 +630,7 @@ Status Manager::Unassign(const std::string& vm, const std::string& target) {
   if (auto s = store_.DeleteAssignment(dom->uuid, target); !s) return s;
   (void)store_.DeleteStats(dom->uuid, target);
   Log("info", dom->name, target, "unassign", "policy '" + (*a)->policy + "' unassigned");
+  migration::RecordAssignments(*this, lv_, *dom);
   // Once the filter is gone from the running VM and the definition, its
   // SSD tier file (clean copies only) goes too; never while QEMU has it.
   bool attached = false;

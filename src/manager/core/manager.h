@@ -121,6 +121,8 @@ class Manager {
   Result<store::Assignment> ForgetSsdTier(const std::string& vm, const std::string& target);
 
   BudgetView Budget();
+  const ManagerConfig& config() const { return config_; }
+  libvirt::LibvirtClient& libvirt() { return lv_; }
   bool LibvirtConnected() { return lv_.IsAlive(); }
 
   // Compliance: re-check (and repair what can be repaired) one VM's disks,

@@ -72,6 +72,7 @@ void Reconciler::Handle(const Item& it) {
 
 void Reconciler::CheckAll() {
   try {
+    if (full_pass_) full_pass_();
     manager_.CheckAll();
   } catch (const std::exception& e) {
     spdlog::error("the full compliance check failed unexpectedly: {}; going on", e.what());

@@ -45,6 +45,10 @@ class Reconciler {
   using Handler = std::function<void(const std::string& uuid, const std::string& name,
                                      libvirt::Lifecycle ev, const std::string& detail)>;
   void SetHandler(Handler h) { handler_ = std::move(h); }
+  // Runs first in every full pass (on the reconciler thread), before every
+  // VM is checked: the adoption of VMs found with carried assignments.
+  // Set before Start().
+  void SetFullPassHandler(std::function<void()> h) { full_pass_ = std::move(h); }
 
  private:
   struct Item {
@@ -60,6 +64,7 @@ class Reconciler {
 
   Manager& manager_;  // not owned
   Handler handler_;
+  std::function<void()> full_pass_;
   const int interval_s_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,15 @@ class Client {
   // Exits with 3 when the daemon cannot be reached.
   HttpResult Call(bhttp::verb method, const std::string& path, const std::string& body = "",
                   bool auth = true) {
+    std::string why;
+    auto r = TryCall(method, path, body, auth, &why);
+    if (!r) Die(3, why);
+    return *r;
+  }
+
+  // As Call, but nullopt (`why` says why) when the daemon cannot be reached.
+  std::optional<HttpResult> TryCall(bhttp::verb method, const std::string& path,
+                                    const std::string& body, bool auth, std::string* why) {
     auto u = boost::urls::parse_uri(opts_.url);
     if (!u || u->scheme() != "http") Die(2, "--url must be http://HOST:PORT, not " + opts_.url);
     std::string host(u->host_address());
@@ -92,10 +102,10 @@ class Client {
       return HttpResult{static_cast<int>(res.result_int()),
                         std::string(res[bhttp::field::content_type]), res.body()};
     } catch (const std::exception& e) {
-      Die(3, "cannot reach hostcached at " + opts_.url + ": " + e.what() +
-                 " (is it running? systemctl status hostcached)");
+      *why = "cannot reach hostcached at " + opts_.url + ": " + e.what() +
+             " (is it running? systemctl status hostcached)";
     }
-    return {};
+    return std::nullopt;
   }
 
   // Calls and exits 1 with the problem's detail unless the status is 2xx.
@@ -210,6 +220,84 @@ json ParseRules(const std::vector<std::string>& kvs) {
     rules[k] = digits ? json(std::stoull(v)) : json(v);
   }
   return rules;
+}
+
+// What the domain XML `xml` has of hostcache: filters (which need this
+// host prepared before QEMU starts) and carried assignments.
+struct HookFinds {
+  bool filters = false;
+  bool carried = false;
+};
+
+HookFinds FindHostcache(const std::string& xml) {
+  // (No XML parser here: the markers are unambiguous.  Attribute values
+  // come with &quot; for '"'; blanks inside the JSON are dropped.)
+  std::string flat;
+  flat.reserve(xml.size());
+  for (size_t i = 0; i < xml.size(); i++) {
+    if (xml.compare(i, 6, "&quot;") == 0) {
+      flat += '"';
+      i += 5;
+    } else if (xml[i] != ' ' && xml[i] != '\t' && xml[i] != '\n' && xml[i] != '\r') {
+      flat += xml[i];
+    }
+  }
+  HookFinds f;
+  f.filters = flat.find("\"driver\":\"hostcache\"") != std::string::npos;
+  // The namespace of the carried assignments (src/migration/metadata.h).
+  f.carried = xml.find("https://hostcache.dev/xmlns/assignments/1") != std::string::npos;
+  return f;
+}
+
+// libvirt's hook: args = DOMAIN OPERATION SUB-OPERATION EXTRA, the domain
+// XML on stdin.  Returns the exit status (non-zero fails the migration;
+// libvirt shows stderr to whoever runs virsh migrate).
+int LibvirtHook(Client& client, const std::vector<std::string>& args) {
+  constexpr size_t kMaxXml = 16 << 20;
+  std::string xml;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), stdin)) > 0) {
+    if (xml.size() + n > kMaxXml) {
+      std::cerr << "hostcache: the domain XML on stdin is larger than " << kMaxXml << " bytes\n";
+      return 1;
+    }
+    xml.append(buf, n);
+  }
+  if (args.size() < 2 || args[1] != "migrate") return 0;  // nothing to do for other operations
+  const std::string dom = args[0];
+  const HookFinds finds = FindHostcache(xml);
+  if (!finds.filters && !finds.carried) return 0;  // not a VM of ours: unchanged
+  std::string why;
+  auto r = client.TryCall(bhttp::verb::post, "/migrations/prepare", json{{"xml", xml}}.dump(),
+                          true, &why);
+  if (!r) {
+    if (!finds.filters) {
+      // Its assignments are adopted when hostcached starts here.
+      std::cerr << "hostcache: hostcached is not running on this host; VM '" << dom
+                << "' carries hostcache assignments, adopted once it starts\n";
+      return 0;
+    }
+    std::cerr << "hostcache: migration of VM '" << dom << "' refused on this host: its disks "
+              << "have hostcache filters whose SSD tier files and cache budget hostcached "
+              << "prepares before QEMU starts here, and " << why
+              << "; start hostcached on this host and migrate again\n";
+    return 1;
+  }
+  json j = json::parse(r->body, nullptr, false);
+  if (r->status != 200) {
+    std::string detail = j.is_object() && j.contains("detail") && j["detail"].is_string()
+                             ? j["detail"].get<std::string>()
+                             : r->body.substr(0, 2000);
+    std::cerr << "hostcache: " << detail << "\n";
+    return 1;
+  }
+  if (!j.is_object() || !j.contains("xml") || !j["xml"].is_string()) {
+    std::cerr << "hostcache: hostcached answered without the XML to start from\n";
+    return 1;
+  }
+  std::cout << j["xml"].get<std::string>();
+  return std::cout.flush() ? 0 : 1;
 }
 
 }  // namespace
@@ -487,6 +575,33 @@ int main(int argc, char** argv) {
       if (r.status != 200) std::exit(1);
     };
   });
+
+  auto* peer = app.add_subcommand("peer", "migration peers")->require_subcommand(1);
+  peer->add_subcommand("list", "configured peers and whether each can be reached")->callback([&] {
+    action = [&] {
+      json j = client.Expect(bhttp::verb::get, "/peers");
+      if (opts.json) return void(std::cout << j.dump(2) << "\n");
+      std::vector<std::vector<std::string>> rows = {{"NAME", "URI", "REACHABLE", "CHECKED",
+                                                     "LAST ERROR"}};
+      for (const auto& p : j["peers"]) {
+        const json& r = p["reachable"];
+        rows.push_back({Str(p, "name"), Str(p, "uri"),
+                        r.is_boolean() ? (r.get<bool>() ? "yes" : "no") : "not yet probed",
+                        Str(p, "checked"), Str(p, "last_error", "")});
+      }
+      PrintTable(rows);
+    };
+  });
+
+  std::vector<std::string> hook_args;
+  auto* hook = app.add_subcommand(
+      "libvirt-hook",
+      "libvirt's qemu hook (/etc/libvirt/hooks/qemu.d/hostcache runs it): on 'migrate begin' "
+      "the domain XML on stdin goes to hostcached, which prepares this host, and the XML to "
+      "start from is printed");
+  hook->add_option("args", hook_args, "DOMAIN OPERATION SUB-OPERATION EXTRA, as libvirt passes")
+      ->required();
+  hook->callback([&] { action = [&] { std::exit(LibvirtHook(client, hook_args)); }; });
 
   try {
     app.parse(argc, argv);

@@ -7,10 +7,14 @@
 #include <boost/url/url_view.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/json_fields.h"
 #include "common/util.h"
 #include "manager/http/static_files.h"
 #include "manager/metrics/prometheus.h"
 #include "manager/stats/summary.h"
+#include "migration/adopt.h"
+#include "migration/peer_health.h"
+#include "migration/prepare.h"
 
 namespace hc::http {
 
@@ -269,6 +273,8 @@ const std::vector<Api::Route>& Api::Table() {
       {"DELETE", "/vms/{vm}/disks/{target}/policy", true, &Api::DeleteDiskPolicy},
       {"POST", "/vms/{vm}/disks/{target}/ssd-tier/forget", true, &Api::ForgetSsdTier},
       {"GET", "/vms/{vm}/disks/{target}/stats", true, &Api::DiskStats},
+      {"POST", "/migrations/prepare", true, &Api::PrepareMigration},
+      {"GET", "/peers", true, &Api::ListPeers, /*light=*/true},
       {"GET", "/events", true, &Api::Events},
       {"GET", "/metrics", true, &Api::Metrics, /*light=*/true},
   };
@@ -554,6 +560,36 @@ Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
   return Response{200, "application/xml", *x, {}};
 }
 
+Response Api::PrepareMigration(const Params&, const Query&, const Request& req) {
+  auto body = ParseBody(req);
+  if (!body) return FromError(body.error());
+  const json* xml = JsonField(*body, "xml");
+  if (!xml || !xml->is_string() || body->size() != 1) {
+    return Problem(400, "the body must be {\"xml\": \"<domain ...>\"}: the incoming domain XML "
+                        "as libvirt's migrate hook gets it");
+  }
+  auto p = migration::PrepareIncoming(manager_, manager_.libvirt(), xml->get<std::string>(),
+                                      migration::ThisHost());
+  if (!p) return FromError(p.error());
+  return Json(200, json{{"xml", p->xml}, {"notes", p->notes}});
+}
+
+Response Api::ListPeers(const Params&, const Query&, const Request&) {
+  json out = json::array();
+  std::vector<migration::PeerState> states;
+  if (peer_health_) states = peer_health_->Snapshot();
+  for (const auto& st : states) {
+    out.push_back(json{{"name", st.peer.name},
+                       {"uri", st.peer.uri},
+                       {"migrate_uri", st.peer.migrate_uri},
+                       {"reachable", st.reachable ? json(*st.reachable) : json(nullptr)},
+                       {"last_error", st.last_error},
+                       {"checked", st.checked_ms ? json(TimeIso(st.checked_ms)) : json(nullptr)},
+                       {"last_ok", st.last_ok_ms ? json(TimeIso(st.last_ok_ms)) : json(nullptr)}});
+  }
+  return Json(200, json{{"peers", out}});
+}
+
 Response Api::MigrateVm(const Params& params, const Query&, const Request& req) {
   auto body = ParseBody(req);
   if (!body) return FromError(body.error());
@@ -589,6 +625,23 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
 
 Response Api::GetDiskPolicy(const Params& params, const Query&, const Request&) {
   auto a = manager_.FindAssignment(params[0], params[1]);
+  if (!a && a.error().code == ErrorCode::kNotFound && adopter_) {
+    // A disk that came with a policy this host lacks: its compliance says so.
+    auto dom = manager_.libvirt().LookupDomain(params[0]);
+    if (dom) {
+      if (auto u = adopter_->Unmanaged(dom->uuid, params[1])) {
+        return Json(200, json{{"vm", dom->name},
+                              {"vm_uuid", dom->uuid},
+                              {"target", params[1]},
+                              {"policy", u->carried.policy},
+                              {"carried", true},
+                              {"rules", policy::RulesToJson(u->carried.rules)},
+                              {"compliance",
+                               {{"state", store::ComplianceName(store::Compliance::kNotCompliant)},
+                                {"reason", u->reason}}}});
+      }
+    }
+  }
   if (!a) return FromError(a.error());
   return Json(200, AssignmentJson(*a, manager_));
 }

@@ -22,6 +22,11 @@
 #include "manager/stats/collector.h"
 #include "manager/store/store.h"
 
+namespace hc::migration {
+class Adopter;
+class PeerHealth;
+}
+
 namespace hc::http {
 
 class StaticFiles;
@@ -69,6 +74,13 @@ class Api {
   Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
       std::string token, std::string version, const StaticFiles* web = nullptr);
 
+  // The migration peers' health for GET /peers (borrowed; null: every
+  // peer reported as not probed).  Set before serving.
+  void SetPeerHealth(migration::PeerHealth* health) { peer_health_ = health; }
+  // The adopter whose carried-but-unmanaged disks (their policy missing on
+  // this host) GET .../policy reports (borrowed; null: none).
+  void SetAdopter(migration::Adopter* adopter) { adopter_ = adopter; }
+
   Response Handle(const Request& req);
   // Routing and the token check from the request line and headers alone
   // (`head.body` is not looked at).  Never blocks: the server calls it on
@@ -102,6 +114,8 @@ class Api {
   Response GetVm(const Params&, const Query&, const Request&);
   Response MigrationXml(const Params&, const Query&, const Request&);
   Response MigrateVm(const Params&, const Query&, const Request&);
+  Response PrepareMigration(const Params&, const Query&, const Request&);
+  Response ListPeers(const Params&, const Query&, const Request&);
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);
@@ -114,6 +128,8 @@ class Api {
   store::Store& store_;
   stats::StatsCollector* stats_;  // may be null (no collector)
   const StaticFiles* web_;        // may be null (no dashboard)
+  migration::PeerHealth* peer_health_ = nullptr;  // may be null
+  migration::Adopter* adopter_ = nullptr;          // may be null
   const std::string token_;
   const std::string version_;
 };

@@ -77,6 +77,12 @@ json Schemas() {
            "Absolute directory of the SSD tier files (made with mode 0700). It must lie under "
            "one of the daemon's SSD roots (--ssd-root, default /var/lib/hostcache/ssd; 400 "
            "otherwise) and is stored canonical (symbolic links resolved)."}}},
+        {"migrate-without-ssd",
+         {{"type", "boolean"},
+          {"default", false},
+          {"description",
+           "A live migration to a host without the SSD budget for the tier is admitted there "
+           "without it (RAM tier only); false: that host refuses the migration."}}},
         {"max-dirty", size},
         {"max-dirty-age-ms",
          {{"type", "integer"}, {"minimum", 1}, {"maximum", 3600000}, {"default", 5000}}}}}};
@@ -403,6 +409,55 @@ json Build() {
                      "before the migration starts, write back the dirty data of write-back disks "
                      "for at most this long while the guest runs (0: no drain, the driver writes "
                      "it back at switch-over); default: the daemon's --migrate-drain-timeout"}}}}}})}};
+  paths["/api/v1/peers"]["get"] = Op(
+      "listPeers",
+      "The configured migration peers (peer = NAME=LIBVIRT-URI in the config file) and whether "
+      "each can be reached: probed in the background every 30 s (its libvirtd opened "
+      "read-only and asked for its version). reachable is null until the first probe ends.",
+      {{"200",
+        Ok("The peers, in configuration order.",
+           json{{"type", "object"},
+                {"properties",
+                 {{"peers",
+                   {{"type", "array"},
+                    {"items",
+                     {{"type", "object"},
+                      {"properties",
+                       {{"name", {{"type", "string"}}},
+                        {"uri", {{"type", "string"}}},
+                        {"migrate_uri", {{"type", "string"}}},
+                        {"reachable", {{"type", "boolean"}, {"nullable", true}}},
+                        {"last_error", {{"type", "string"}}},
+                        {"checked", {{"type", "string"}, {"nullable", true}}},
+                        {"last_ok", {{"type", "string"}, {"nullable", true}}}}}}}}}}}})}});
+  paths["/api/v1/migrations/prepare"]["post"] = Op(
+      "prepareMigration",
+      "Prepares this host for an incoming live migration before QEMU starts here (called by "
+      "the libvirt hook /etc/libvirt/hooks/qemu.d/hostcache on `migrate begin`): checks this "
+      "host's RAM and SSD budget for the VM's cached disks, makes their SSD tier files under "
+      "this host's SSD root (blank, owned by QEMU's user) and returns the domain XML to start "
+      "from (tier files and emulator of this host). A VM without hostcache filters or carried "
+      "assignments comes back unchanged.",
+      {{"200", Ok("The XML to start from, and what was done.",
+                  json{{"type", "object"},
+                       {"properties",
+                        {{"xml", {{"type", "string"}}},
+                         {"notes", {{"type", "array"}, {"items", {{"type", "string"}}}}}}}})},
+       {"400", ProblemResponse("Bad body, or an incoming XML that is too large or invalid.")},
+       {"409", ProblemResponse("Refused: the disks do not fit this host's budget (what is "
+                               "short, on which host, by how much), or a tier file cannot be "
+                               "made.")},
+       {"503", unavailable}});
+  paths["/api/v1/migrations/prepare"]["post"]["requestBody"] = {
+      {"required", true},
+      {"content",
+       Content({{"type", "object"},
+                {"required", {"xml"}},
+                {"additionalProperties", false},
+                {"properties",
+                 {{"xml",
+                   {{"type", "string"},
+                    {"description", "the incoming domain XML (at most 512 KiB)"}}}}}})}};
   const std::string dp = "/api/v1/vms/{vm}/disks/{target}/policy";
   paths[dp]["get"] = Op("getDiskPolicy", "The policy assigned to a disk and its compliance.",
                         {{"200", Ok("The assignment.", Ref("Assignment"))},

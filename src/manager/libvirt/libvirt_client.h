@@ -109,6 +109,38 @@ class LibvirtClient {
     (void)req;
     return Fail(ErrorCode::kFailedPrecondition, "this libvirt client cannot migrate");
   }
+  // The domain's metadata element of namespace `uri` as libvirt keeps it
+  // (virDomainGetMetadata, VIR_DOMAIN_METADATA_ELEMENT): of the running
+  // domain when `live`, else of its persistent definition.  kNotFound when
+  // there is none.
+  virtual Result<std::string> GetMetadata(const std::string& uuid, const std::string& uri,
+                                          bool live) {
+    (void)uuid;
+    (void)uri;
+    (void)live;
+    return Fail(ErrorCode::kFailedPrecondition, "this libvirt client cannot read metadata");
+  }
+  // Sets the metadata element of namespace `uri` (prefix `prefix`) to
+  // `xml`, or removes it when `xml` is "" (virDomainSetMetadata): in the
+  // running domain when `live`, in its persistent definition when `config`.
+  virtual Status SetMetadata(const std::string& uuid, const std::string& xml,
+                             const std::string& prefix, const std::string& uri, bool live,
+                             bool config) {
+    (void)uuid;
+    (void)xml;
+    (void)prefix;
+    (void)uri;
+    (void)live;
+    (void)config;
+    return Fail(ErrorCode::kFailedPrecondition, "this libvirt client cannot write metadata");
+  }
+  // Whether the libvirtd at `uri` (a configured peer's, CheckPeerUri) can
+  // be reached: opened read-only on a connection of its own and asked for
+  // its version.  kUnavailable with libvirt's message otherwise.
+  virtual Status ProbePeer(const std::string& uri) {
+    (void)uri;
+    return Fail(ErrorCode::kFailedPrecondition, "this libvirt client cannot probe peers");
+  }
   // Who QEMU runs as (from the host capabilities); kNotFound when libvirt
   // does not say (no DAC security driver).
   virtual Result<ProcessOwner> QemuProcessOwner() {

@@ -399,6 +399,60 @@ Result<std::string> RealLibvirtClient::GetXml(const std::string& uuid, unsigned 
   return std::string(xml.get());
 }
 
+Status RealLibvirtClient::ProbePeer(const std::string& uri) {
+  // (Configured peers only; checked again: libvirt runs programs for some
+  // URIs, and this process is root.)
+  if (auto u = CheckPeerUri(uri); !u) return tl::unexpected(u.error());
+  virConnectPtr c = virConnectOpenReadOnly(uri.c_str());
+  if (!c) {
+    virErrorPtr e = virGetLastError();
+    return Fail(ErrorCode::kUnavailable, e && e->message ? e->message : "cannot connect");
+  }
+  std::unique_ptr<virConnect, int (*)(virConnectPtr)> conn(c, virConnectClose);
+  unsigned long version = 0;
+  if (virConnectGetLibVersion(conn.get(), &version) < 0) {
+    virErrorPtr e = virGetLastError();
+    return Fail(ErrorCode::kUnavailable, e && e->message ? e->message : "no answer");
+  }
+  return {};
+}
+
+Result<std::string> RealLibvirtClient::GetMetadata(const std::string& uuid,
+                                                   const std::string& uri, bool live) {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
+  if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
+  CString xml(virDomainGetMetadata(d.get(), VIR_DOMAIN_METADATA_ELEMENT, uri.c_str(),
+                                   live ? VIR_DOMAIN_AFFECT_LIVE : VIR_DOMAIN_AFFECT_CONFIG));
+  if (!xml) {
+    virErrorPtr e = virGetLastError();
+    if (e && e->code == VIR_ERR_NO_DOMAIN_METADATA) {
+      return Fail(ErrorCode::kNotFound, "domain " + uuid + " has no metadata of " + uri);
+    }
+    return tl::unexpected(LastError("reading the metadata of " + uuid));
+  }
+  return std::string(xml.get());
+}
+
+Status RealLibvirtClient::SetMetadata(const std::string& uuid, const std::string& xml,
+                                      const std::string& prefix, const std::string& uri,
+                                      bool live, bool config) {
+  auto c = ConnOrFail();
+  if (!c) return tl::unexpected(c.error());
+  DomainHandle d(virDomainLookupByUUIDString(c->get(), uuid.c_str()));
+  if (!d) return tl::unexpected(LastError("looking up domain " + uuid));
+  unsigned flags = 0;
+  if (live) flags |= VIR_DOMAIN_AFFECT_LIVE;
+  if (config) flags |= VIR_DOMAIN_AFFECT_CONFIG;
+  if (virDomainSetMetadata(d.get(), VIR_DOMAIN_METADATA_ELEMENT,
+                           xml.empty() ? nullptr : xml.c_str(), xml.empty() ? nullptr : prefix.c_str(),
+                           uri.c_str(), flags) < 0) {
+    return tl::unexpected(LastError("writing the metadata of " + uuid));
+  }
+  return {};
+}
+
 Status RealLibvirtClient::Migrate(const std::string& uuid, const MigrateRequest& req) {
   auto c = ConnOrFail();
   if (!c) return tl::unexpected(c.error());

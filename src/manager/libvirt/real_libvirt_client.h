@@ -49,6 +49,11 @@ class RealLibvirtClient final : public LibvirtClient {
                                          const std::string& machine,
                                          const std::string& virttype) override;
   Status Migrate(const std::string& uuid, const MigrateRequest& req) override;
+  Status ProbePeer(const std::string& uri) override;
+  Result<std::string> GetMetadata(const std::string& uuid, const std::string& uri,
+                                  bool live) override;
+  Status SetMetadata(const std::string& uuid, const std::string& xml, const std::string& prefix,
+                     const std::string& uri, bool live, bool config) override;
   Result<std::string> QemuMonitorCommand(const std::string& uuid,
                                          const std::string& command_json) override;
   void SetLifecycleCallback(LifecycleCallback cb) override;

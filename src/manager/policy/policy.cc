@@ -70,7 +70,8 @@ std::optional<CacheMode> ParseMode(std::string_view s) {
 const std::vector<std::string>& RuleNames() {
   static const std::vector<std::string> kNames = {
       "mode",      "ram-size",         "block-size", "admit-after", "seq-cutoff",
-      "max-dirty", "max-dirty-age-ms", "ssd-size",   "ssd-dir"};
+      "max-dirty", "max-dirty-age-ms", "ssd-size",   "ssd-dir",
+      "migrate-without-ssd"};
   return kNames;
 }
 
@@ -193,6 +194,11 @@ Result<Rules> RulesFromJson(const json& j, const Rules& base) {
         return Fail(ErrorCode::kInvalidArgument, "rule 'ssd-dir' must be a string");
       }
       r.ssd_dir = v.get<std::string>();
+    } else if (k == "migrate-without-ssd") {
+      if (!v.is_boolean()) {
+        return Fail(ErrorCode::kInvalidArgument, "rule 'migrate-without-ssd' must be true or false");
+      }
+      r.migrate_without_ssd = v.get<bool>();
     } else {
       std::string known;
       for (const auto& n : RuleNames()) known += (known.empty() ? "" : ", ") + n;
@@ -213,7 +219,8 @@ json RulesToJson(const Rules& r) {
               {"max-dirty", r.max_dirty},
               {"max-dirty-age-ms", r.max_dirty_age_ms},
               {"ssd-size", r.ssd_size},
-              {"ssd-dir", r.ssd_dir}};
+              {"ssd-dir", r.ssd_dir},
+              {"migrate-without-ssd", r.migrate_without_ssd}};
 }
 
 Result<Policy> PolicyFromJson(const json& j) {

@@ -48,6 +48,10 @@ struct Rules {
   uint64_t max_dirty_age_ms = 5000;  // `max-dirty-age-ms`, write-back: age bound
   uint64_t ssd_size = 0;             // `ssd-size`, bytes of SSD tier, 0 = none
   std::string ssd_dir;               // `ssd-dir`, directory for SSD tier files
+  // `migrate-without-ssd`: a live migration to a host without the SSD
+  // budget for the tier is admitted there without it (RAM tier only);
+  // false, the destination refuses it (src/migration/prepare.h).
+  bool migrate_without_ssd = false;
 
   bool operator==(const Rules&) const = default;
 };
