@@ -42,7 +42,7 @@ std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainR
   if (!as) return drained;
   const int64_t t0 = clock_.NowMs();
   {
-    std::lock_guard vlock(VmMutex(dom.uuid));
+    auto vlock = locks_.Lock(dom.uuid);
     std::optional<libvirt::DomainInfo> live;
     for (const auto& a : *as) {
       auto p = store_.GetPolicy(a.policy);
@@ -135,7 +135,7 @@ std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainR
 void Manager::RestoreDrained(const libvirt::DomainRef& dom,
                              const std::vector<DrainedDisk>& drained) {
   if (drained.empty()) return;
-  std::lock_guard vlock(VmMutex(dom.uuid));
+  auto vlock = locks_.Lock(dom.uuid);
   for (const auto& d : drained) {
     policy::SsdSpec ssd{"", d.ssd_child, dom.uuid + "/" + d.target};
     auto s = live_.Reopen(dom.uuid, d.node, d.child, d.rules,

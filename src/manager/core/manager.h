@@ -1,8 +1,10 @@
-// Manager: the policy engine.  It owns the rules of what hostcached does:
-// storing policies, assigning them to VM disks within the host's cache
-// budget, putting the filter into the running VM and its persistent
-// definition, and checking compliance.  The HTTP API, the reconciler thread
-// and the statistics collector call it.
+// Manager: the facade of the policy engine, for the HTTP API, the
+// reconciler thread and the statistics collector: policies, assignments
+// within the host's cache budget, views of VMs and disks, and the entry
+// points of the compliance checks.  The work is done by its parts:
+// budget.h (pure budget arithmetic), ssd_tiers.h (the SSD tier lifecycle),
+// definition.h (the persistent definition with its filters), compliance.h
+// (the check of one VM), driver_check.h, event_log.h and vm_locks.h.
 //
 // Concurrency: every public method is thread-safe and may block on libvirt
 // and QEMU (call it from worker threads, never from the HTTP I/O thread).
@@ -23,8 +25,15 @@
 
 #include "common/clock.h"
 #include "common/error.h"
+#include "manager/core/budget.h"
+#include "manager/core/compliance.h"
+#include "manager/core/definition.h"
+#include "manager/core/driver_check.h"
+#include "manager/core/event_log.h"
 #include "manager/core/peers.h"
 #include "manager/core/ssd_files.h"
+#include "manager/core/ssd_tiers.h"
+#include "manager/core/vm_locks.h"
 #include "manager/libvirt/domain_xml.h"
 #include "manager/libvirt/libvirt_client.h"
 #include "manager/libvirt/live_filter.h"
@@ -174,79 +183,41 @@ class Manager {
            const std::string& action, const std::string& message);
 
  private:
-  std::mutex& VmMutex(const std::string& uuid);
-  // MigrationXml of `dom`; the caller holds VmMutex(dom.uuid).
-  Result<std::string> MigrationXmlLocked(const libvirt::DomainRef& dom);
-  // Makes the VM's definition and running QEMU match its assignments and
-  // records each one's compliance.  Caller holds VmMutex(dom.uuid).  Fails
-  // only when the persistent definition could not be written.
-  // `reapply`: the disk whose policy was just (re)assigned: a running
-  // filter whose SSD tier failed is replaced, which attaches it again.
-  Status ApplyVm(const libvirt::DomainRef& dom, const std::string& reapply = "");
-  // The SSD tier a disk gets: its file prepared (created when missing;
-  // resized only when `may_replace`, i.e. no QEMU has it open) and its
-  // record brought up to date (PrepareTier).
-  struct SsdPlan {
-    std::optional<policy::SsdSpec> spec;  // the tier to attach; none when no tier or unusable
-    std::string problem;                  // why the policy's tier is not attached ("" = fine)
-    // The recorded tier is lost (why, for a person): the file is not made
-    // again; `spec` names it with ssd-create off, so the VM cannot start
-    // without it until it is restored or forgotten (ForgetSsdTier).
-    std::string lost;
-    // The tier's journal may be older than the disk (why, for a person):
-    // its file was not closed cleanly, and the running VM was found without
-    // the filter (the record keeps that, SsdTier::stale).  `spec` is none:
-    // neither the running VM nor the definition gets the filter until the
-    // operator gives the tier up (ForgetSsdTier).
-    std::string stale;
-  };
-  SsdPlan PlanSsd(const libvirt::DomainRef& dom, const store::Assignment& a,
-                  const policy::Rules& r, bool may_replace);
-  // Prepares the tier file `spec` of disk `target` (PrepareSsdFile) unless
-  // the recorded tier is lost (then `*lost` says why and nothing is made),
-  // and records it: a file the driver formatted for the disk is recorded
-  // as formatted.  A record of another file moves to this one once that
-  // file holds nothing the disk lacks (deleting it); while it may (state
-  // kOpen), the record stays with it.  Returns whether the driver may
-  // format the file (ssd-create).
-  Result<bool> PrepareTier(const libvirt::DomainRef& dom, const std::string& target,
-                           const policy::SsdSpec& spec, uint64_t size, bool may_replace,
-                           std::string* lost);
+  // The running or defined VM as the tier lifecycle sees it.
+  TierVm VmOf(const libvirt::DomainRef& dom);
   // Whether the running VM's QEMU has `path` open (a node of it names the
   // file); nullopt when it cannot be asked.
   std::optional<bool> OpenInRunningVm(const libvirt::DomainRef& dom, const std::string& path);
-  // Whether the disk's recorded tier `t` is stale: marked so, or its file
-  // not closed cleanly while the running VM does not have it open (then it
-  // is marked).  Returns why, for a person ("" = it is not).
-  std::string StaleTier(const libvirt::DomainRef& dom, store::SsdTier t);
-  // Deletes a tier file of the disk (RemoveSsdFile) and, when it is the
-  // recorded one, its record.
-  Status RemoveTierFile(const std::string& uuid, const std::string& target,
-                        const std::string& path);
-  // kFailedPrecondition (409) when the VM is shut off, the definition's
-  // filter of `target` has an SSD tier not closed cleanly (HeldFilter), and
-  // `next` (nullptr: unassigning) would lose what it may hold (JournalRisk).
-  // `then`: what the caller can do after the VM ran ("unassign").
+  // ComplianceCheck::Apply for `dom`; the caller holds its VM lock.
+  Status ApplyVm(const libvirt::DomainRef& dom, const std::string& reapply = "");
+  // SsdTiers::CheckJournalKept for a shut-off persistent VM (reads its
+  // definition's filters); {} for a running or transient one.
   Status CheckJournalKept(const libvirt::DomainRef& dom, const std::string& target,
                           const policy::Rules* next, const std::string& then);
-  // Rewrites the persistent definition from the assignments (already
-  // loaded), each filter with the SSD tier of `ssd` (by target; absent =
-  // none).  Returns, per target, why the filter is not in it ("" = it is).
-  Result<std::map<std::string, std::string>> ApplyPersistent(
-      const libvirt::DomainRef& dom, const std::vector<store::Assignment>& as,
-      const std::map<std::string, policy::Rules>& rules,
-      const std::optional<libvirt::DomainInfo>& live,
-      const std::map<std::string, SsdPlan>& ssd);
   // Who QEMU runs as (libvirt's DAC label; asked once), nullptr unknown.
   // The pointer stays valid for the manager's life.
   const libvirt::ProcessOwner* QemuOwner();
-  // The definition's filter of `target` when it must stay as it is: the VM
-  // is shut off and the filter's SSD tier file was not closed cleanly (it
-  // may hold written data only the driver's recovery writes back).
-  std::optional<nlohmann::json> HeldFilter(
-      const libvirt::DomainRef& dom,
-      const std::map<std::string, libvirt::InstalledFilter>* installed,
-      const std::string& target);
+  // Assign's steps, the VM locked: the disk `target` of the VM's
+  // definition that can be cached, and the assignment stored within budget
+  // (its SSD tier file made possible first).
+  Status CheckAssignable(const libvirt::DomainRef& dom, const std::string& target);
+  Status StoreAssignment(const libvirt::DomainRef& dom, const std::string& target,
+                         const policy::Policy& pol,
+                         const std::optional<store::Assignment>& existing);
+  // Unassign's steps: of a VM libvirt no longer knows; the filter of a
+  // running VM written back and removed (kFailedPrecondition keeps the
+  // assignment); the SSD tier file given up once no QEMU has it open.
+  Status ForgetAssignment(const std::string& vm, const std::string& target);
+  Status RemoveLive(const libvirt::DomainRef& dom, const libvirt::DomainInfo& live,
+                    const store::Assignment& a);
+  void ReleaseTier(const libvirt::DomainRef& dom, bool active, const store::Assignment& a);
+  // The rest of the VM's definition rewritten without disk `target`.
+  Status RewriteWithout(const libvirt::DomainRef& dom, const std::string& target,
+                        const std::optional<libvirt::DomainInfo>& live);
+  // The running VM's XML (nullopt when it is shut off).
+  Result<std::optional<libvirt::DomainInfo>> LiveInfo(const libvirt::DomainRef& dom);
+  // MigrationXml of `dom`; the caller holds its VM lock.
+  Result<std::string> MigrationXmlLocked(const libvirt::DomainRef& dom);
   // A write-back filter drained before a migration (src/manager/core/drain.cc).
   struct DrainedDisk {
     std::string target, node, child, ssd_child;
@@ -256,23 +227,16 @@ class Manager {
   std::vector<DrainedDisk> DrainWriteBack(const libvirt::DomainRef& dom, int64_t timeout_ms);
   void RestoreDrained(const libvirt::DomainRef& dom, const std::vector<DrainedDisk>& drained);
   // Marks the VM migrating unless it already is; false when it was.  The
-  // caller holds VmMutex(uuid).
+  // caller holds the VM's lock.
   bool BeginMigrating(const std::string& uuid);
-  // Deletes the SSD tier file of an unassigned disk (its filter is gone)
-  // and its record.
-  void ForgetSsdFile(const store::Assignment& a);
   // After the VM left by live migration (its filters wrote everything back
   // and dropped their tiers' content at the hand-over), its tiers here hold
   // nothing: their records go, and their files unless still in use.
   void ReleaseMigratedTiers(const std::string& uuid, const std::string& name);
-  void SetState(store::Assignment a, store::Compliance state, const std::string& reason);
-  Status CheckBudget(const std::string& uuid, const std::string& target,
-                     const policy::Rules& rules, const std::string& vm_name);
-  Status CheckBudgetForPolicy(const policy::Policy& p);
-  Status CheckOptionsCached(const policy::Rules& r);
   // `p` with its ssd-dir made canonical; kInvalidArgument when it is not
   // under an SSD root.
   Result<policy::Policy> CheckSsdDir(policy::Policy p) const;
+  BudgetLimits Limits() const { return BudgetLimits{config_.ram_budget, config_.ssd_budget}; }
 
   store::Store& store_;
   libvirt::LibvirtClient& lv_;
@@ -280,23 +244,21 @@ class Manager {
   libvirt::LiveFilter live_;
   const Clock& clock_;
   const ManagerConfig config_;
+  VmLocks locks_;
+  EventLog log_;
+  DriverCheck driver_;
+  SsdTiers tiers_;
+  Definition definition_;
+  ComplianceCheck compliance_;
 
-  std::mutex map_mu_;
-  std::map<std::string, std::unique_ptr<std::mutex>> vm_mu_;  // guarded by map_mu_
   std::mutex budget_mu_;  // held across a budget check and the write it allows
   std::mutex policy_mu_;  // serialises policy edits with the re-application
-  std::mutex define_mu_;
-  // uuid -> a definition libvirt accepted but did not keep our filters in;
-  // not written again (this would loop through the "defined" event).
-  std::map<std::string, std::string> rejected_xml_;  // guarded by define_mu_
   std::mutex owner_mu_;
   std::optional<libvirt::ProcessOwner> qemu_owner_;  // guarded by owner_mu_; set once
   std::mutex migrating_mu_;
   // uuid -> when its migration was seen to start; guarded by migrating_mu_.
   std::map<std::string, int64_t> migrating_;
   static constexpr int64_t kMigrationHoldMs = 3600 * 1000;
-  std::mutex options_mu_;
-  std::map<std::string, Status> options_cache_;  // rules JSON -> driver verdict
 };
 
 }  // namespace hc::core
