@@ -26,7 +26,7 @@ void Coordinator::OnEvent(const std::string& uuid, const std::string& name, Life
       if (ev == Lifecycle::kStarted || ev == Lifecycle::kStopped ||
           ev == Lifecycle::kResumed || ev == Lifecycle::kSuspended ||
           ev == Lifecycle::kUndefined) {
-        manager_.SetMigrating(uuid, false);
+        registry_.Set(uuid, false);
         std::lock_guard lock(mu_);
         started_ms_.erase(uuid);
       }
@@ -55,7 +55,7 @@ double Coordinator::Elapsed(const std::string& uuid) {
 void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
   const std::string disks = CachedDisks(uuid);
   if (disks.empty()) return;
-  manager_.SetMigrating(uuid, true);
+  registry_.Set(uuid, true);
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -70,7 +70,7 @@ void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
 void Coordinator::Away(const std::string& uuid, const std::string& name) {
   const std::string disks = CachedDisks(uuid);
   double took = Elapsed(uuid);
-  manager_.SetMigrating(uuid, false);
+  registry_.Set(uuid, false);
   {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);
@@ -83,11 +83,12 @@ void Coordinator::Away(const std::string& uuid, const std::string& name) {
                    " are managed there by that host's hostcached once their policies are "
                    "assigned there; here the assignments stay with the definition (unassign them "
                    "if the VM does not come back)");
+  migrator_.ReleaseTiers(uuid, name);
   manager_.OnLifecycle(uuid, name, Lifecycle::kMigratedAway);
 }
 
 void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
-  manager_.SetMigrating(uuid, true);
+  registry_.Set(uuid, true);
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -109,7 +110,7 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
 }
 
 void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
-  manager_.SetMigrating(uuid, false);
+  registry_.Set(uuid, false);
   {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);

@@ -31,11 +31,16 @@ class ApiTest : public ::testing::Test {
     lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
-    cfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
-                                    {"host2=tcp://10.0.0.2"});
     cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
-    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, &locks_,
+                                           &registry_);
+    migration::MigratorConfig mcfg;
+    mcfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
+                                     {"host2=tcp://10.0.0.2"});
+    migrator_ = std::make_unique<migration::Migrator>(*mgr_, registry_, *store_, lv_, tools_,
+                                                      clock_, mcfg);
+    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test", nullptr,
+                                 migrator_.get());
   }
   Response Call(const std::string& method, const std::string& target, const std::string& body = "",
                 bool auth = true) {
@@ -71,7 +76,10 @@ class ApiTest : public ::testing::Test {
   testing::FakeLibvirt lv_;
   testing::FakeQemuTools tools_;
   std::unique_ptr<store::SqliteStore> store_;
+  core::VmLocks locks_;
+  migration::Registry registry_{locks_, clock_};
   std::unique_ptr<core::Manager> mgr_;
+  std::unique_ptr<migration::Migrator> migrator_;
   std::unique_ptr<Api> api_;
 };
 

@@ -240,7 +240,7 @@ TEST_F(ManagerTest, RewritingTheDefinitionKeepsConsolePasswords) {
   EXPECT_NE(d.inactive_xml.find("vnc-s3cret"), std::string::npos) << d.inactive_xml;
   // The migration XML, which the destination starts from, has them too.
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
-  auto x = mgr_->MigrationXml("web");
+  auto x = migrator_->MigrationXml("web");
   ASSERT_TRUE(x) << x.error().message;
   EXPECT_NE(x->find("vnc-s3cret"), std::string::npos) << *x;
   EXPECT_NE(x->find("spice-s3cret"), std::string::npos) << *x;

@@ -51,9 +51,8 @@ class SsdTest : public ManagerTest {
     ManagerConfig cfg;
     cfg.ram_budget = 4ull << 30;
     cfg.ssd_budget = 100ull << 30;
-    cfg.peers = testing::TestPeers();
     cfg.ssd_roots = *SsdRoots::Make({root_});
-    mgr_ = std::make_unique<Manager>(*store_, lv_, tools_, clock_, cfg);
+    MakeManager(cfg);
     CreatePolicy("ssd", json{{"ssd-size", "1M"}, {"ssd-dir", dir_}});
   }
   std::string File(const std::string& target = "vda") {

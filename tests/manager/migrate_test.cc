@@ -24,6 +24,7 @@
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "manager_fixture.h"
+#include "migration/coordinator.h"
 
 namespace hc::core {
 namespace {
@@ -40,7 +41,7 @@ TEST_F(SsdTest, TheMigrationDrainReopensWithTheSsdChildAndOriginId) {
   lv_.migrate_error = "the migration failed: cancelled";
   libvirt::MigrateRequest req;
   req.destination = "host2";
-  ASSERT_FALSE(mgr_->Migrate("web", req));
+  ASSERT_FALSE(migrator_->Migrate("web", req));
   // Drained and restored through reopens that name the tier (the fake
   // refuses a reopen without the ssd child or the origin-id).
   EXPECT_EQ(Qemu().dirty["hc-vda"], 0u);
@@ -66,7 +67,7 @@ TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
   // The live XML (what libvirt would send) has no filter: it was inserted
   // live.  The migration XML has both, numbered as the destination will.
   EXPECT_TRUE(libvirt::ParseInstalledFilters(lv_.domains[kWeb].live_xml)->empty());
-  auto x = mgr_->MigrationXml("web");
+  auto x = migrator_->MigrationXml("web");
   ASSERT_TRUE(x) << x.error().message;
   auto f = *libvirt::ParseInstalledFilters(*x);
   ASSERT_EQ(f.size(), 2u) << *x;
@@ -82,7 +83,7 @@ TEST_F(SsdTest, TheMigrationXmlCarriesTheFiltersOfLiveInsertedDisks) {
   EXPECT_EQ(info->disks.size(), 4u);
   // Not for a VM that is shut off.
   lv_.domains[kWeb].active = false;
-  auto off = mgr_->MigrationXml("web");
+  auto off = migrator_->MigrationXml("web");
   ASSERT_FALSE(off);
   EXPECT_EQ(off.error().code, ErrorCode::kFailedPrecondition);
 }
@@ -95,7 +96,9 @@ TEST_F(SsdTest, AfterALiveMigrationAwayTheTierStartsOverBlank) {
   testing::WriteSsdSuperblock(File(), 9, 1, Origin());
   lv_.domains[kWeb].active = false;
   lv_.domains[kWeb].qemu = testing::FakeQemu{};
-  mgr_->OnLifecycle(kWeb, "web", libvirt::Lifecycle::kMigratedAway);
+  // (What the coordinator does when the VM has left.)
+  migration::Coordinator(*mgr_, registry_, *migrator_, lv_, clock_)
+      .OnEvent(kWeb, "web", libvirt::Lifecycle::kMigratedAway);
   EXPECT_EQ(ReadSsdFileState(File()), SsdFileState::kBlank) << "ready for a migration back";
   EXPECT_FALSE(Tier()->formatted);
   EXPECT_EQ((*store_->GetAssignment(kWeb, "vda"))->state, Compliance::kPendingRestart);

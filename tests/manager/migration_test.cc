@@ -22,7 +22,7 @@ class MigrationTest : public testing::WebVmTest {
  protected:
   void SetUp() override {
     WebVmTest::SetUp();
-    coord_ = std::make_unique<Coordinator>(*mgr_, lv_, clock_);
+    coord_ = std::make_unique<Coordinator>(*mgr_, registry_, *migrator_, lv_, clock_);
   }
   std::vector<store::Event> Events(const std::string& action) {
     std::vector<store::Event> out;
@@ -107,18 +107,18 @@ TEST_F(MigrationTest, AVmArrivingWithFiltersButNoAssignmentHereIsReported) {
 
 TEST_F(MigrationTest, MigrateSendsTheXmlWithTheFilters) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
-  EXPECT_EQ(mgr_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(migrator_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
   libvirt::MigrateRequest req;
   req.destination = "host2";
   req.unsafe = true;
   // A failure: reported, the VM stays.
   lv_.migrate_error = "the migration failed: unable to connect";
-  auto bad = mgr_->Migrate("web", req);
+  auto bad = migrator_->Migrate("web", req);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_TRUE(lv_.domains[kWeb].active);
   lv_.migrate_error.clear();
-  auto secs = mgr_->Migrate("web", req);
+  auto secs = migrator_->Migrate("web", req);
   ASSERT_TRUE(secs) << secs.error().message;
   ASSERT_EQ(lv_.migrations.size(), 2u);
   const auto& sent = lv_.migrations.back();
@@ -202,7 +202,7 @@ TEST_F(DrainTest, WriteBackDisksAreDrainedWhileTheGuestRunsThenTheMigrationStart
     EXPECT_EQ(Age("hc-vda"), 1u);
   };
   Qemu().log.clear();
-  auto secs = mgr_->Migrate("web", req_);
+  auto secs = migrator_->Migrate("web", req_);
   ASSERT_TRUE(secs) << secs.error().message;
   // Reopened once (vda only: vdb is write-through), polled, then migrated.
   auto& log = Qemu().log;
@@ -236,7 +236,7 @@ TEST_F(DrainTest, WriteBackDisksAreDrainedWhileTheGuestRunsThenTheMigrationStart
 
 TEST_F(DrainTest, TheDrainEndsAtTheTimeoutAndTheMigrationStartsAnyway) {
   Model(8ull << 20, 8ull << 20);  // the guest dirties as fast as it is written back
-  auto secs = mgr_->Migrate("web", req_, 2000);
+  auto secs = migrator_->Migrate("web", req_, 2000);
   ASSERT_TRUE(secs) << secs.error().message;
   ASSERT_EQ(lv_.migrations.size(), 1u);
   EXPECT_EQ(clock_.sleeps, 10);  // 2 s in 200 ms polls
@@ -255,7 +255,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
   Model(64ull << 20, 0);
   lv_.migrate_error = "the migration failed: unable to connect";
   Qemu().log.clear();
-  auto bad = mgr_->Migrate("web", req_);
+  auto bad = migrator_->Migrate("web", req_);
   ASSERT_FALSE(bad);
   EXPECT_TRUE(lv_.domains[kWeb].active);
   EXPECT_EQ(Age("hc-vda"), 7000u);
@@ -270,7 +270,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
   // (nothing to restore).
   Qemu().fail["blockdev-reopen"] = "x";  // (one shot: the drain's reopen)
   Qemu().log.clear();
-  ASSERT_FALSE(mgr_->Migrate("web", req_));
+  ASSERT_FALSE(migrator_->Migrate("web", req_));
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 1);
   evs = Events("migrate-drain");
   ASSERT_EQ(evs.size(), 4u);
@@ -281,7 +281,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
 
 TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
   Qemu().log.clear();
-  ASSERT_TRUE(mgr_->Migrate("web", req_, 0));
+  ASSERT_TRUE(migrator_->Migrate("web", req_, 0));
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);
   EXPECT_TRUE(Events("migrate-drain").empty());
   EXPECT_EQ(clock_.sleeps, 0);
@@ -289,7 +289,7 @@ TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
   lv_.domains[kWeb].active = true;
   coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
   Qemu().log.clear();
-  auto busy = mgr_->Migrate("web", req_);
+  auto busy = migrator_->Migrate("web", req_);
   ASSERT_FALSE(busy);
   EXPECT_EQ(busy.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);

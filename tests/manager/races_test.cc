@@ -91,7 +91,7 @@ TEST_F(RaceTest, AnOperationWaitingForTheVmSeesAMigrationThatBeganMeanwhile) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
   for (const std::string op : {"assign", "unassign"}) {
     SCOPED_TRACE(op);
-    mgr_->SetMigrating(kWeb, false);
+    registry_.Set(kWeb, false);
     if (!store_->GetAssignment(kWeb, "vda").value()) {
       ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
     }
@@ -110,7 +110,7 @@ TEST_F(RaceTest, AnOperationWaitingForTheVmSeesAMigrationThatBeganMeanwhile) {
     while (looked_up == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     EXPECT_FALSE(request.Done(std::chrono::milliseconds(100)));
     // ...while the VM's migration switches over (the coordinator marks it).
-    Async mark([&] { mgr_->SetMigrating(kWeb, true); });
+    Async mark([&] { registry_.Set(kWeb, true); });
     (void)mark.Done(std::chrono::milliseconds(200));
     Release();
     EXPECT_TRUE(request.Done(std::chrono::seconds(30)));
@@ -136,7 +136,7 @@ TEST_F(RaceTest, MigrateMarksTheVmUnderItsLock) {
   Async migrate([&] {
     libvirt::MigrateRequest req;
     req.destination = "host2";
-    (void)mgr_->Migrate("web", req, 0);
+    (void)migrator_->Migrate("web", req, 0);
   });
   while (looked_up == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   EXPECT_FALSE(migrate.Done(std::chrono::milliseconds(100)));

@@ -37,13 +37,17 @@ std::string DiskList(const DomainInfo& info) {
 }  // namespace
 
 Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
-                 const Clock& clock, ManagerConfig config)
+                 const Clock& clock, ManagerConfig config, VmLocks* locks,
+                 const MigrationGate* migrating)
     : store_(store),
       lv_(lv),
       tools_(tools),
       live_(lv),
       clock_(clock),
       config_(std::move(config)),
+      own_locks_(locks ? nullptr : std::make_unique<VmLocks>()),
+      locks_(locks ? *locks : *own_locks_),
+      migrating_(migrating ? *migrating : MigrationGate::None()),
       log_(store, clock),
       driver_(tools),
       tiers_(store, log_, clock, config_.ssd_roots, [this] { return QemuOwner(); }),
@@ -557,131 +561,6 @@ Result<Assignment> Manager::ForgetSsdTier(const std::string& vm, const std::stri
   return **now;
 }
 
-Result<std::string> Manager::MigrationXml(const std::string& vm) {
-  auto dom = lv_.LookupDomain(vm);
-  if (!dom) return tl::unexpected(dom.error());
-  auto vlock = locks_.Lock(dom->uuid);
-  return MigrationXmlLocked(*dom);
-}
-
-Result<std::string> Manager::MigrationXmlLocked(const DomainRef& dom) {
-  if (!dom.active) {
-    return Fail(ErrorCode::kFailedPrecondition,
-                "VM '" + dom.name + "' is not running; an offline migration takes its "
-                "definition, which already carries the filters (virsh dumpxml --inactive)");
-  }
-  auto as = AssignmentsOf(dom.uuid);
-  if (!as) return tl::unexpected(as.error());
-  // (With its secrets: what the destination starts from is this XML.)
-  auto xml = lv_.GetXml(dom.uuid, libvirt::kXmlMigratable | libvirt::kXmlSecure);
-  if (!xml) return tl::unexpected(xml.error());
-  auto info = libvirt::ParseDomain(*xml);
-  if (!info) return tl::unexpected(info.error());
-  // The destination numbers libvirt's nodes afresh from this XML.
-  auto nodes = libvirt::PredictTopNodes(
-      *info, [&](const DiskInfo& d) -> Result<int> { return tools_.ChainLength(d); });
-  if (!nodes) return tl::unexpected(nodes.error());
-  std::vector<libvirt::FilterSpec> specs;
-  for (const auto& a : *as) {
-    auto p = store_.GetPolicy(a.policy);
-    if (!p) return tl::unexpected(p.error());
-    const DiskInfo* d = FindDisk(*info, a.target);
-    if (!d || !nodes->count(a.target) || !driver_.Check(p->rules)) continue;
-    std::optional<policy::SsdSpec> ssd;
-    if (p->rules.ssd_size > 0) {
-      // (A destination activates the tier whatever ssd-create says; the
-      // value is the one of the definition here.)
-      ssd = MakeSsdSpec(p->rules, dom.uuid, a.target, a.node_name);
-      auto tier = store_.GetSsdTier(dom.uuid, a.target);
-      ssd->create = !(tier && *tier && (*tier)->formatted && (*tier)->path == ssd->filename);
-    }
-    specs.push_back(libvirt::FilterSpec{
-        a.target, a.node_name,
-        policy::DriverOptions(p->rules, a.node_name, nodes->at(a.target), ssd ? &*ssd : nullptr)});
-  }
-  if (specs.empty()) return *xml;  // nothing cached: libvirt's own XML
-  return libvirt::ApplyFilters(*xml, specs, config_.emulator);
-}
-
-Result<double> Manager::Migrate(const std::string& vm, libvirt::MigrateRequest req,
-                                int64_t drain_timeout_ms) {
-  // The destination is a configured peer, named: never a URI from the
-  // caller (libvirt runs programs for some URIs, as root here).
-  const Peer* peer = config_.peers.Find(req.destination);
-  if (!peer) {
-    return Fail(ErrorCode::kInvalidArgument,
-                "'destination' must name a configured peer" +
-                    (req.destination.empty() ? std::string()
-                                             : ", and '" + req.destination + "' is none") +
-                    " (" + config_.peers.Describe() + "); to migrate to another host, " +
-                    Peers::HowToConfigure());
-  }
-  auto migrate_uri = Peers::MigrateUri(*peer, req.migrate_uri);
-  if (!migrate_uri) return tl::unexpected(migrate_uri.error());
-  const std::string where = "peer '" + peer->name + "' (" + peer->uri + ")";
-  req.destination = peer->uri;
-  req.migrate_uri = *migrate_uri;
-  auto dom = lv_.LookupDomain(vm);
-  if (!dom) return tl::unexpected(dom.error());
-  {
-    // The XML and the mark together, under the VM's lock: an assignment
-    // either finished before (and is in the XML) or sees the mark.
-    auto vlock = locks_.Lock(dom->uuid);
-    // The policy's options, from the store (never the drain's value).
-    auto xml = MigrationXmlLocked(*dom);
-    if (!xml) return tl::unexpected(xml.error());
-    req.dest_xml = *xml;
-    // Migrating from here on: a check would re-assert the policy's
-    // max-dirty-age-ms over the drain's.
-    if (!BeginMigrating(dom->uuid)) {
-      return Fail(ErrorCode::kFailedPrecondition,
-                  "VM '" + dom->name + "' is already being live-migrated");
-    }
-  }
-  auto as = AssignmentsOf(dom->uuid);
-  std::string disks;
-  if (as) {
-    for (const auto& a : *as) disks += (disks.empty() ? "" : ", ") + a.target;
-  }
-  log_.Log("info", dom->name, "", "migrate",
-      "live migration to " + where + " requested" +
-          (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
-  auto drained =
-      DrainWriteBack(*dom, drain_timeout_ms < 0 ? config_.drain_timeout_ms : drain_timeout_ms);
-  const int64_t t0 = clock_.NowMs();
-  if (auto s = lv_.Migrate(dom->uuid, req); !s) {
-    log_.Log("error", dom->name, "", "migrate", s.error().message + "; the VM runs on here");
-    RestoreDrained(*dom, drained);
-    SetMigrating(dom->uuid, false);
-    return tl::unexpected(s.error());
-  }
-  SetMigrating(dom->uuid, false);
-  double secs = static_cast<double>(clock_.NowMs() - t0) / 1000.0;
-  log_.Log("info", dom->name, "", "migrate",
-      "migrated to " + where + " in " + HumanSeconds(secs) +
-          (req.undefine_source ? "; its definition here was removed" : ""));
-  return secs;
-}
-
-void Manager::ReleaseMigratedTiers(const std::string& uuid, const std::string& name) {
-  auto vlock = locks_.Lock(uuid);
-  auto as = AssignmentsOf(uuid);
-  if (!as) return;
-  for (const auto& a : *as) {
-    auto rec = store_.GetSsdTier(uuid, a.target);
-    if (!rec || !*rec) continue;
-    const std::string path = (*rec)->path;
-    (void)store_.DeleteSsdTier(uuid, a.target);
-    if (!SsdFileSize(path) || !OurSsdFile(path, uuid, a.target)) continue;
-    if (auto s = RemoveSsdFile(path, tiers_.roots()); s) {
-      log_.Log("info", name, a.target, "ssd",
-          "SSD tier file " + path + " deleted: the VM left by live migration, and its filter "
-          "wrote everything back and dropped the tier's content as it handed the disk over; "
-          "a blank one is made for a migration back");
-    }
-  }
-}
-
 // ---- checking ------------------------------------------------------------------------
 
 void Manager::CheckVm(const std::string& uuid) {
@@ -741,41 +620,10 @@ void Manager::CheckAll() {
   }
 }
 
-void Manager::SetMigrating(const std::string& uuid, bool migrating) {
-  // Under the VM's lock: an operation that holds it sees one value for its
-  // whole length.
-  auto vlock = locks_.Lock(uuid);
-  std::lock_guard lock(migrating_mu_);
-  if (migrating) {
-    migrating_.emplace(uuid, clock_.NowMs());
-  } else {
-    migrating_.erase(uuid);
-  }
-}
-
-bool Manager::BeginMigrating(const std::string& uuid) {
-  if (Migrating(uuid)) return false;  // (also forgets a stale mark)
-  std::lock_guard lock(migrating_mu_);
-  return migrating_.emplace(uuid, clock_.NowMs()).second;
-}
-
 Status Manager::NotMigrating(const std::string& uuid, const std::string& name) {
   if (!Migrating(uuid)) return {};
   return Fail(ErrorCode::kFailedPrecondition,
               "VM '" + name + "' is being live-migrated; try again when it has finished");
-}
-
-bool Manager::Migrating(const std::string& uuid) {
-  std::lock_guard lock(migrating_mu_);
-  auto it = migrating_.find(uuid);
-  if (it == migrating_.end()) return false;
-  // An end event missed (libvirtd restarted meanwhile) must not keep the VM
-  // unchecked for ever.
-  if (clock_.NowMs() - it->second > kMigrationHoldMs) {
-    migrating_.erase(it);
-    return false;
-  }
-  return true;
 }
 
 void Manager::OnDeviceRemoved(const std::string& uuid, const std::string& name,
@@ -818,7 +666,6 @@ void Manager::OnLifecycle(const std::string& uuid, const std::string& name,
               "deletes their SSD tier files");
     }
   }
-  if (ev == libvirt::Lifecycle::kMigratedAway) ReleaseMigratedTiers(uuid, name);
   switch (ev) {
     case libvirt::Lifecycle::kStarted:
     case libvirt::Lifecycle::kStopped:

@@ -8,7 +8,7 @@
 //
 // Concurrency: every public method is thread-safe and may block on libvirt
 // and QEMU (call it from worker threads, never from the HTTP I/O thread).
-// Operations on one VM are serialised by a per-VM mutex; the budget check
+// Operations on one VM are serialised by its lock (VmLocks); the budget check
 // and the assignment write are atomic under budget_mu_.
 //
 // Ownership: Manager borrows the store, libvirt client, QEMU tools and clock;
@@ -30,6 +30,7 @@
 #include "manager/core/definition.h"
 #include "manager/core/driver_check.h"
 #include "manager/core/event_log.h"
+#include "manager/core/migration_gate.h"
 #include "manager/core/peers.h"
 #include "manager/core/ssd_files.h"
 #include "manager/core/ssd_tiers.h"
@@ -47,16 +48,6 @@ struct ManagerConfig {
   std::string emulator;             // QEMU with the hostcache driver ("" = leave <emulator>)
   uint64_t ram_budget = 0;          // bytes of host RAM all caches together may use
   uint64_t ssd_budget = 0;          // bytes of SSD all caches together may use
-  // Before a live migration it drives, the dirty data of write-back disks
-  // is written back during pre-copy (see Migrate): for at most this long
-  // (0: not at all; the driver writes it back at switch-over), until each
-  // disk has at most drain_threshold dirty bytes, polled every
-  // drain_poll_ms.
-  int64_t drain_timeout_ms = 30000;
-  uint64_t drain_threshold = 1 << 20;
-  int64_t drain_poll_ms = 200;
-  // The hosts Migrate may send VMs to (by name).
-  Peers peers;
   // Where policies' ssd-dir may lie; tier files are made only there.
   SsdRoots ssd_roots;
 };
@@ -81,8 +72,12 @@ struct BudgetView {
 
 class Manager {
  public:
+  // `locks`: the VM locks it shares with the migration module (nullptr:
+  // its own); `migrating`: which VMs are being live-migrated (nullptr:
+  // none ever is; src/migration's Registry in hostcached).  Both borrowed.
   Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
-          const Clock& clock, ManagerConfig config);
+          const Clock& clock, ManagerConfig config, VmLocks* locks = nullptr,
+          const MigrationGate* migrating = nullptr);
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
@@ -137,46 +132,21 @@ class Manager {
   // log says so, and the VM is checked (its assignment is reported).
   void OnDeviceRemoved(const std::string& uuid, const std::string& name,
                        const std::string& alias);
-  // While a VM migrates (set by the migration coordinator), checks and API
-  // changes leave it alone: its nodes are inactive around switch-over (and
-  // on the destination until it resumes).  Forgotten after an hour.  The
-  // mark changes under the VM's lock, and every operation on the VM tests
-  // it under that lock (so SetMigrating waits for one in progress; callers
-  // must not hold the VM's lock).
-  void SetMigrating(const std::string& uuid, bool migrating);
-  bool Migrating(const std::string& uuid);
+  // While a VM migrates (the migration module's Registry says so), checks
+  // and API changes leave it alone: its nodes are inactive around
+  // switch-over (and on the destination until it resumes).  Every
+  // operation on the VM tests it under the VM's lock.
+  bool Migrating(const std::string& uuid) { return migrating_.Migrating(uuid); }
   // kFailedPrecondition, with a message naming VM `name`, while it migrates.
   Status NotMigrating(const std::string& uuid, const std::string& name);
 
-  // The domain XML to pass as the destination XML of a live migration of a
-  // running VM (virsh migrate --xml, VIR_MIGRATE_PARAM_DEST_XML): its
-  // migratable live XML with the filters of its assignments added (recipe
-  // A, node names as the destination will number them; the SSD tier at the
-  // same path, which must exist there).  A filter inserted live is only in
-  // the persistent definition, not in the live XML libvirt would send.
-  Result<std::string> MigrationXml(const std::string& vm);
-
-  // Migrates a running VM live to another libvirtd with MigrationXml() as
-  // its destination XML (the filters of its cached disks start there with
-  // it).  `req.destination` names a configured peer (config.peers; else
-  // kInvalidArgument saying how to configure one), whose libvirt URI is
-  // used; `req.migrate_uri` must be "" or tcp://HOST[:PORT] of the peer's
-  // migration host (Peers::MigrateUri).  First the write-back disks are drained while the guest runs: each
-  // filter is reopened with max-dirty-age-ms 1 (its other options as the
-  // policy says) and its dirty-bytes polled until at most
-  // drain_threshold, or `drain_timeout_ms` passed (-1: the configured
-  // one; 0: no drain), so the switch-over has little left to write back.
-  // The migration XML carries the policy's own value.  When the migration
-  // fails, the drained filters get the policy's max-dirty-age-ms back.
-  // Blocks for the drain and the migration; the VM is marked migrating
-  // from the start (checks, which would re-assert the policy's value,
-  // leave it alone), not locked.  Returns the seconds the migration took
-  // (without the drain).
-  Result<double> Migrate(const std::string& vm, libvirt::MigrateRequest req,
-                         int64_t drain_timeout_ms = -1);
-
   // The assignments of one VM (by UUID).
   Result<std::vector<store::Assignment>> AssignmentsOf(const std::string& uuid);
+
+  // The parts the migration module works with (src/migration).
+  VmLocks& vm_locks() { return locks_; }
+  DriverCheck& driver_check() { return driver_; }
+  const SsdRoots& ssd_roots() const { return config_.ssd_roots; }
 
   // Appends to the event log (and the daemon log).
   void Log(const std::string& level, const std::string& vm, const std::string& target,
@@ -216,23 +186,6 @@ class Manager {
                         const std::optional<libvirt::DomainInfo>& live);
   // The running VM's XML (nullopt when it is shut off).
   Result<std::optional<libvirt::DomainInfo>> LiveInfo(const libvirt::DomainRef& dom);
-  // MigrationXml of `dom`; the caller holds its VM lock.
-  Result<std::string> MigrationXmlLocked(const libvirt::DomainRef& dom);
-  // A write-back filter drained before a migration (src/manager/core/drain.cc).
-  struct DrainedDisk {
-    std::string target, node, child, ssd_child;
-    policy::Rules rules;  // the policy's, as the filter ran before the drain
-    uint64_t before = 0, after = 0;  // dirty-bytes
-  };
-  std::vector<DrainedDisk> DrainWriteBack(const libvirt::DomainRef& dom, int64_t timeout_ms);
-  void RestoreDrained(const libvirt::DomainRef& dom, const std::vector<DrainedDisk>& drained);
-  // Marks the VM migrating unless it already is; false when it was.  The
-  // caller holds the VM's lock.
-  bool BeginMigrating(const std::string& uuid);
-  // After the VM left by live migration (its filters wrote everything back
-  // and dropped their tiers' content at the hand-over), its tiers here hold
-  // nothing: their records go, and their files unless still in use.
-  void ReleaseMigratedTiers(const std::string& uuid, const std::string& name);
   // `p` with its ssd-dir made canonical; kInvalidArgument when it is not
   // under an SSD root.
   Result<policy::Policy> CheckSsdDir(policy::Policy p) const;
@@ -244,7 +197,9 @@ class Manager {
   libvirt::LiveFilter live_;
   const Clock& clock_;
   const ManagerConfig config_;
-  VmLocks locks_;
+  std::unique_ptr<VmLocks> own_locks_;  // when not given one
+  VmLocks& locks_;
+  const MigrationGate& migrating_;
   EventLog log_;
   DriverCheck driver_;
   SsdTiers tiers_;
@@ -255,10 +210,6 @@ class Manager {
   std::mutex policy_mu_;  // serialises policy edits with the re-application
   std::mutex owner_mu_;
   std::optional<libvirt::ProcessOwner> qemu_owner_;  // guarded by owner_mu_; set once
-  std::mutex migrating_mu_;
-  // uuid -> when its migration was seen to start; guarded by migrating_mu_.
-  std::map<std::string, int64_t> migrating_;
-  static constexpr int64_t kMigrationHoldMs = 3600 * 1000;
 };
 
 }  // namespace hc::core

@@ -242,11 +242,13 @@ Response Problem(int status, const std::string& detail, std::string_view code) {
 }
 
 Api::Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-         std::string token, std::string version, const StaticFiles* web)
+         std::string token, std::string version, const StaticFiles* web,
+         migration::Migrator* migrator)
     : manager_(manager),
       store_(store),
       stats_(stats),
       web_(web),
+      migrator_(migrator),
       token_(std::move(token)),
       version_(std::move(version)) {}
 
@@ -538,12 +540,14 @@ Response Api::GetVm(const Params& params, const Query&, const Request&) {
 }
 
 Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
-  auto x = manager_.MigrationXml(params[0]);
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
+  auto x = migrator_->MigrationXml(params[0]);
   if (!x) return FromError(x.error());
   return Response{200, "application/xml", *x, {}};
 }
 
 Response Api::MigrateVm(const Params& params, const Query&, const Request& req) {
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
   auto body = ParseBody(req);
   if (!body) return FromError(body.error());
   libvirt::MigrateRequest mr;
@@ -571,7 +575,7 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
                               "persistent, undefine_source, unsafe, drain_timeout_s");
     }
   }
-  auto secs = manager_.Migrate(params[0], mr, drain_ms);
+  auto secs = migrator_->Migrate(params[0], mr, drain_ms);
   if (!secs) return FromError(secs.error());
   return Json(200, json{{"vm", params[0]}, {"destination", mr.destination}, {"seconds", *secs}});
 }

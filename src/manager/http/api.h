@@ -19,6 +19,7 @@
 
 #include "common/error.h"
 #include "manager/core/manager.h"
+#include "migration/migrator.h"
 #include "manager/stats/collector.h"
 #include "manager/store/store.h"
 
@@ -65,9 +66,11 @@ Response Problem(int status, const std::string& detail, std::string_view code = 
 class Api {
  public:
   // `web`: the dashboard's files, served for every path outside /api/
-  // (null: none); borrowed, must outlive the Api.
+  // (null: none); `migrator`: drives migrations (null: the migration
+  // routes answer 503); both borrowed, must outlive the Api.
   Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-      std::string token, std::string version, const StaticFiles* web = nullptr);
+      std::string token, std::string version, const StaticFiles* web = nullptr,
+      migration::Migrator* migrator = nullptr);
 
   Response Handle(const Request& req);
   // Routing and the token check from the request line and headers alone
@@ -114,6 +117,7 @@ class Api {
   store::Store& store_;
   stats::StatsCollector* stats_;  // may be null (no collector)
   const StaticFiles* web_;        // may be null (no dashboard)
+  migration::Migrator* migrator_;  // may be null (no migrations)
   const std::string token_;
   const std::string version_;
 };
