@@ -55,7 +55,7 @@ double Coordinator::Elapsed(const std::string& uuid) {
 void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
   const std::string disks = CachedDisks(uuid);
   if (disks.empty()) return;
-  registry_.Set(uuid, true);
+  registry_.Set(uuid, true, "switch-over");
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -88,7 +88,7 @@ void Coordinator::Away(const std::string& uuid, const std::string& name) {
 }
 
 void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
-  registry_.Set(uuid, true);
+  registry_.Set(uuid, true, "incoming");
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -110,6 +110,7 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
 }
 
 void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
+  const double took = Elapsed(uuid);
   registry_.Set(uuid, false);
   {
     std::lock_guard lock(mu_);
@@ -127,8 +128,9 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
   }
   if (!states.empty()) {
     manager_.Log("info", name, "", "migrate-in",
-                 "running here after live migration; compliance re-verified from QEMU's block "
-                 "graph: " + states);
+                 "running here after live migration" +
+                     (took >= 0 ? " (incoming for " + HumanSeconds(took) + ")" : std::string()) +
+                     "; compliance re-verified from QEMU's block graph: " + states);
     return;
   }
   // No assignment here: are there filters anyway (assigned on the source)?

@@ -1,8 +1,10 @@
 #include "migration/migrator.h"
 
+#include "common/json_fields.h"
 #include "common/util.h"
 #include "manager/core/ssd_files.h"
 #include "manager/core/ssd_tiers.h"
+#include "manager/libvirt/block_graph.h"
 #include "manager/libvirt/domain_xml.h"
 
 namespace hc::migration {
@@ -93,7 +95,7 @@ Result<double> Migrator::Migrate(const std::string& vm, libvirt::MigrateRequest 
     req.dest_xml = *xml;
     // Migrating from here on: a check would re-assert the policy's
     // max-dirty-age-ms over the drain's.
-    if (!registry_.Begin(dom->uuid)) {
+    if (!registry_.Begin(dom->uuid, "draining")) {
       return Fail(ErrorCode::kFailedPrecondition,
                   "VM '" + dom->name + "' is already being live-migrated");
     }
@@ -108,6 +110,7 @@ Result<double> Migrator::Migrate(const std::string& vm, libvirt::MigrateRequest 
           (disks.empty() ? std::string() : "; the filters of " + disks + " go with the XML"));
   auto drained =
       DrainWriteBack(*dom, drain_timeout_ms < 0 ? config_.drain_timeout_ms : drain_timeout_ms);
+  registry_.SetPhase(dom->uuid, "migrating");
   const int64_t t0 = clock_.NowMs();
   if (auto s = lv_.Migrate(dom->uuid, req); !s) {
     Log("error", dom->name, "", "migrate", s.error().message + "; the VM runs on here");
@@ -140,6 +143,51 @@ void Migrator::ReleaseTiers(const std::string& uuid, const std::string& name) {
           "a blank one is made for a migration back");
     }
   }
+}
+
+namespace {
+
+DiskProgress DiskFigures(const std::string& target, const nlohmann::json* stats) {
+  DiskProgress d;
+  d.target = target;
+  if (!stats) return d;
+  d.reported = true;
+  d.dirty_bytes = JsonUint(*stats, "dirty-bytes");
+  d.drained_bytes = JsonUint(*stats, "migration-drained-bytes");
+  d.warm_up_state = JsonString(*stats, "warm-up-state");
+  d.warm_up_blocks = JsonUint(*stats, "warm-up-blocks");
+  d.warm_up_done = JsonUint(*stats, "warm-up-done");
+  d.warm_up_bytes_received = JsonUint(*stats, "warm-up-bytes-received");
+  return d;
+}
+
+}  // namespace
+
+Result<MigrationProgress> Migrator::Progress(const std::string& vm) {
+  auto dom = lv_.LookupDomain(vm);
+  if (!dom) return tl::unexpected(dom.error());
+  auto as = manager_.AssignmentsOf(dom->uuid);
+  if (!as) return tl::unexpected(as.error());
+  MigrationProgress p{dom->name, "none", 0, {}};
+  if (auto m = registry_.Get(dom->uuid)) {
+    p.phase = m->phase.empty() ? "migrating" : m->phase;
+    p.seconds = static_cast<double>(clock_.NowMs() - m->since_ms) / 1000.0;
+  }
+  std::map<std::string, nlohmann::json> stats;
+  if (dom->active && !as->empty()) {
+    // (Nodes inactive around the switch-over may not answer: their disks
+    // are reported without figures.)
+    auto st = live_.Qmp(dom->uuid, "query-blockstats", nlohmann::json{{"query-nodes", true}});
+    if (st) stats = libvirt::ParseNodeStats(*st);
+  }
+  bool warming = false;
+  for (const auto& a : *as) {
+    auto it = stats.find(a.node_name);
+    p.disks.push_back(DiskFigures(a.target, it == stats.end() ? nullptr : &it->second));
+    warming = warming || p.disks.back().warm_up_state == "running";
+  }
+  if (p.phase == "none" && warming) p.phase = "warming-up";
+  return p;
 }
 
 }  // namespace hc::migration

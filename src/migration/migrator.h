@@ -43,6 +43,28 @@ struct MigratorConfig {
   core::Peers peers;
 };
 
+// Where a VM's migration is (GET /api/v1/vms/{vm}/migration), from the
+// registry and the driver's statistics (docs/DRIVER.md, "Live migration").
+struct DiskProgress {
+  std::string target;
+  bool reported = false;        // QEMU gave the filter's statistics
+  uint64_t dirty_bytes = 0;     // write-back data not on the origin yet (`dirty-bytes`)
+  uint64_t drained_bytes = 0;   // written back by the driver's pre-copy drain
+                                // (`migration-drained-bytes`)
+  std::string warm_up_state;    // `warm-up-state`: none, received, running, done ("" unreported)
+  uint64_t warm_up_blocks = 0;  // blocks to warm (`warm-up-blocks`)
+  uint64_t warm_up_done = 0;    // of them, done (`warm-up-done`)
+  uint64_t warm_up_bytes_received = 0;  // data received in the stream (`warm-up-bytes-received`)
+};
+struct MigrationProgress {
+  std::string vm;
+  // A Registry phase ("draining", "migrating", "switch-over", "incoming"),
+  // "warming-up" (not migrating, a disk's warm-up runs), or "none".
+  std::string phase;
+  double seconds = 0;  // since the migration was first seen (0 when not migrating)
+  std::vector<DiskProgress> disks;  // the VM's assigned disks
+};
+
 class Migrator {
  public:
   Migrator(core::Manager& manager, Registry& registry, store::Store& store,
@@ -79,6 +101,11 @@ class Migrator {
   // locked.  Returns the seconds the migration took (without the drain).
   Result<double> Migrate(const std::string& vm, libvirt::MigrateRequest req,
                          int64_t drain_timeout_ms = -1);
+
+  // Where the migration of `vm` (name or UUID) is.  kNotFound for an
+  // unknown VM.  A disk whose statistics QEMU does not give (the VM shut
+  // off, nodes inactive around the switch-over) has `reported` false.
+  Result<MigrationProgress> Progress(const std::string& vm);
 
   // After the VM left by live migration (its filters wrote everything back
   // and dropped their tiers' content at the hand-over), its tiers here hold

@@ -15,6 +15,7 @@
 
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "common/clock.h"
@@ -29,23 +30,39 @@ class Registry final : public core::MigrationGate {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  bool Migrating(const std::string& uuid) const override;
+  // Where a marked VM's migration is, for GET /vms/{vm}/migration.
+  // Phases: "draining" and "migrating" (a migration this hostcached
+  // drives: the write-back drain, then libvirt's pre-copy), "switch-over"
+  // (the source's nodes are being handed over), "incoming" (the
+  // destination, paused until the switch-over ends).
+  struct Mark {
+    std::string phase;
+    int64_t since_ms = 0;  // when the migration was first seen
+  };
 
-  // Marks (or clears) the VM, taking its lock: waits for an operation in
-  // progress on it.  The caller must not hold the VM's lock.
-  void Set(const std::string& uuid, bool migrating);
+  bool Migrating(const std::string& uuid) const override;
+  // The VM's mark; nullopt when it is not migrating.
+  std::optional<Mark> Get(const std::string& uuid) const;
+
+  // Marks the VM in `phase` (keeping when it was first seen), or clears
+  // it, taking its lock: waits for an operation in progress on it.  The
+  // caller must not hold the VM's lock.
+  void Set(const std::string& uuid, bool migrating, const std::string& phase = "");
   // Marks the VM unless it already is; false when it was.  The caller holds
   // the VM's lock.
-  bool Begin(const std::string& uuid);
+  bool Begin(const std::string& uuid, const std::string& phase);
+  // A new phase of a marked VM (none when it is not marked).
+  void SetPhase(const std::string& uuid, const std::string& phase);
 
  private:
   static constexpr int64_t kHoldMs = 3600 * 1000;
+  // The live mark of `uuid` (a stale one is forgotten); caller holds mu_.
+  Mark* Find(const std::string& uuid) const;
 
   core::VmLocks& locks_;
   const Clock& clock_;
   mutable std::mutex mu_;
-  // uuid -> when its migration was seen to start; guarded by mu_.
-  mutable std::map<std::string, int64_t> migrating_;
+  mutable std::map<std::string, Mark> migrating_;  // guarded by mu_
 };
 
 }  // namespace hc::migration

@@ -249,6 +249,19 @@ TEST_F(ApiTest, AssignShowAndUnassign) {
   EXPECT_EQ(mx.content_type, "application/xml");
   EXPECT_EQ(libvirt::ParseInstalledFilters(mx.body)->count("vda"), 1u) << mx.body;
   EXPECT_EQ(Call("GET", "/api/v1/vms/nope/migration-xml").status, 404);
+  // Where its migration is: none, with the driver's figures per disk.
+  auto mp = Call("GET", "/api/v1/vms/web/migration");
+  ASSERT_EQ(mp.status, 200) << mp.body;
+  auto mpj = Body(mp);
+  EXPECT_EQ(mpj["phase"], "none");
+  ASSERT_EQ(mpj["disks"].size(), 1u);
+  EXPECT_EQ(mpj["disks"][0]["target"], "vda");
+  EXPECT_EQ(mpj["disks"][0]["reported"], true);
+  EXPECT_EQ(mpj["disks"][0]["warm_up"]["state"], "none");
+  registry_.Set(kWeb, true, "switch-over");
+  EXPECT_EQ(Body(Call("GET", "/api/v1/vms/web/migration"))["phase"], "switch-over");
+  registry_.Set(kWeb, false);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/nope/migration").status, 404);
   EXPECT_EQ(Call("DELETE", "/api/v1/policies/balanced").status, 409);
   auto big = Call("POST", "/api/v1/policies", R"({"name":"big","rules":{"ram-size":"1G"}})");
   ASSERT_EQ(big.status, 201);

@@ -296,5 +296,73 @@ TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
   EXPECT_TRUE(mgr_->Migrating(kWeb)) << "the running migration keeps its mark";
 }
 
+// ---- progress: GET /vms/{vm}/migration ---------------------------------------
+
+TEST_F(DrainTest, ProgressFollowsTheDrainAndTheMigrationWithTheDriversFigures) {
+  auto idle = migrator_->Progress("web");
+  ASSERT_TRUE(idle) << idle.error().message;
+  EXPECT_EQ(idle->phase, "none");
+  EXPECT_EQ(idle->seconds, 0);
+  ASSERT_EQ(idle->disks.size(), 2u);
+  EXPECT_EQ(idle->disks[0].target, "vda");
+  EXPECT_TRUE(idle->disks[0].reported);
+  EXPECT_EQ(idle->disks[0].dirty_bytes, 64ull << 20);
+  // While it drains, then while libvirt migrates: the phase, the time, and
+  // what the driver reports.
+  std::vector<MigrationProgress> seen;
+  Model(32ull << 20, 0);
+  auto model = clock_.on_sleep;
+  clock_.on_sleep = [&](int64_t ms) {
+    model(ms);
+    Qemu().counters["hc-vda"] = nlohmann::json{{"migration-drained-bytes", 5 << 20}};
+    seen.push_back(*migrator_->Progress("web"));
+  };
+  lv_.on_migrate = [&] { seen.push_back(*migrator_->Progress(kWeb)); };
+  ASSERT_TRUE(migrator_->Migrate("web", req_));
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.front().phase, "draining");
+  EXPECT_EQ(seen.front().disks[0].dirty_bytes, 32ull << 20);
+  EXPECT_EQ(seen.front().disks[0].drained_bytes, 5u << 20);
+  EXPECT_EQ(seen.back().phase, "migrating");
+  EXPECT_GT(seen.back().seconds, 0);
+  EXPECT_EQ(migrator_->Progress("web")->phase, "none");
+}
+
+TEST_F(MigrationTest, ProgressShowsTheSwitchOverTheIncomingVmAndItsWarmUp) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
+  clock_.now_ms += 2500;
+  auto out = migrator_->Progress("web");
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->phase, "switch-over");
+  EXPECT_DOUBLE_EQ(out->seconds, 2.5);
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationResumed);  // (failed: the source resumed)
+  // The destination: incoming, then running while its warm-up runs.
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationIn);
+  Qemu().counters["hc-vda"] = nlohmann::json{{"warm-up-state", "received"}};
+  EXPECT_EQ(migrator_->Progress("web")->phase, "incoming");
+  clock_.now_ms += 1200;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationResumed);
+  auto in = Events("migrate-in");
+  ASSERT_FALSE(in.empty());
+  EXPECT_NE(in[0].message.find("(incoming for 1.2 s)"), std::string::npos) << in[0].message;
+  Qemu().counters["hc-vda"] = nlohmann::json{
+      {"warm-up-state", "running"}, {"warm-up-blocks", 400}, {"warm-up-done", 100},
+      {"warm-up-bytes-received", 0}};
+  auto warm = migrator_->Progress("web");
+  ASSERT_TRUE(warm);
+  EXPECT_EQ(warm->phase, "warming-up");
+  EXPECT_EQ(warm->disks[0].warm_up_blocks, 400u);
+  EXPECT_EQ(warm->disks[0].warm_up_done, 100u);
+  Qemu().counters["hc-vda"]["warm-up-state"] = "done";
+  EXPECT_EQ(migrator_->Progress("web")->phase, "none");
+  // A shut-off VM's disks have no figures; an unknown VM is 404.
+  lv_.domains[kWeb].active = false;
+  auto off = migrator_->Progress("web");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->disks[0].reported);
+  EXPECT_EQ(migrator_->Progress("nope").error().code, ErrorCode::kNotFound);
+}
+
 }  // namespace
 }  // namespace hc::migration

@@ -265,6 +265,7 @@ const std::vector<Api::Route>& Api::Table() {
       {"GET", "/vms", true, &Api::ListVms},
       {"GET", "/vms/{vm}", true, &Api::GetVm},
       {"GET", "/vms/{vm}/migration-xml", true, &Api::MigrationXml},
+      {"GET", "/vms/{vm}/migration", true, &Api::MigrationProgress},
       {"POST", "/vms/{vm}/migrate", true, &Api::MigrateVm, false, /*unbounded=*/true},
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
@@ -544,6 +545,27 @@ Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
   auto x = migrator_->MigrationXml(params[0]);
   if (!x) return FromError(x.error());
   return Response{200, "application/xml", *x, {}};
+}
+
+Response Api::MigrationProgress(const Params& params, const Query&, const Request&) {
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
+  auto p = migrator_->Progress(params[0]);
+  if (!p) return FromError(p.error());
+  json disks = json::array();
+  for (const auto& d : p->disks) {
+    json j{{"target", d.target}, {"reported", d.reported}};
+    if (d.reported) {
+      j["dirty_bytes"] = d.dirty_bytes;
+      j["drained_bytes"] = d.drained_bytes;
+      j["warm_up"] = json{{"state", d.warm_up_state.empty() ? "none" : d.warm_up_state},
+                          {"blocks", d.warm_up_blocks},
+                          {"done", d.warm_up_done},
+                          {"bytes_received", d.warm_up_bytes_received}};
+    }
+    disks.push_back(std::move(j));
+  }
+  return Json(200, json{{"vm", p->vm}, {"phase", p->phase}, {"seconds", p->seconds},
+                        {"disks", std::move(disks)}});
 }
 
 Response Api::MigrateVm(const Params& params, const Query&, const Request& req) {

@@ -105,6 +105,7 @@ class Api {
   Response GetVm(const Params&, const Query&, const Request&);
   Response MigrationXml(const Params&, const Query&, const Request&);
   Response MigrateVm(const Params&, const Query&, const Request&);
+  Response MigrationProgress(const Params&, const Query&, const Request&);
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);
