@@ -300,6 +300,23 @@ uint64_t hostcache_progress_mark(BDRVHostcacheState *s);
 void coroutine_fn hostcache_progress_wait(BDRVHostcacheState *s,
                                           uint64_t mark);
 
+/* hostcache-io.c */
+
+/* What hostcache_do_write() does at the origin. */
+typedef enum HostcacheWriteKind {
+    HOSTCACHE_WRITE,
+    HOSTCACHE_ZEROES,
+    HOSTCACHE_DISCARD,
+} HostcacheWriteKind;
+
+int coroutine_fn GRAPH_RDLOCK
+hostcache_read(BlockDriverState *bs, int64_t offset, int64_t bytes,
+               QEMUIOVector *qiov, size_t qiov_offset, BdrvRequestFlags flags);
+int coroutine_fn GRAPH_RDLOCK
+hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
+                   int64_t offset, int64_t bytes, QEMUIOVector *qiov,
+                   size_t qiov_offset, BdrvRequestFlags flags);
+
 /* hostcache-wb.c */
 
 int coroutine_fn GRAPH_RDLOCK hostcache_origin_flush(BlockDriverState *bs);

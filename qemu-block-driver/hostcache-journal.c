@@ -120,145 +120,140 @@ static void hostcache_jsecs_written(BDRVHostcacheState *s, int64_t now)
 }
 
 /*
- * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
- * and make them durable (jlock held).  The entries are committed in memory
- * first, so data, slot-table sectors and (now and then) the superblock are
- * all written at once, then the SSD is flushed once: an entry that reaches
- * the device without its data fails its data CRC at recovery and, written
- * after the last completed flush, is ignored.  The blocks stay dirty in RAM
- * (so reads never reach the slots early) until the flush is done.
- * Returns the number journaled, -ENOSPC when no SSD slot is free of dirty
- * data, or another error.
+ * One journal batch: the entries staged under the lock, written at once
+ * outside it, then completed under it again.
  */
-static int64_t coroutine_fn GRAPH_RDLOCK
-hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
-{
-    BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s), top = 0, n = 0, i;
-    uint64_t max = MAX(MIN(MIN(limit, 256), 16 * MiB / bsize), 1);
-    g_autofree HcDestage *d = g_new0(HcDestage, max);
-    g_autofree uint64_t *slot = g_new(uint64_t, max);
-    g_autofree void **buf = g_new0(void *, max);
-    g_autofree uint8_t *sb = NULL;
-    HostcacheSectors secs = { .n = 0 };
-    AioTaskPool *pool;
-    int64_t now = get_clock();
-    bool released;
-    int ret = 0;
+typedef struct HostcacheJBatch {
+    uint64_t max;               /* capacity of d, slot and buf */
+    uint64_t n;                 /* entries staged */
+    HcDestage *d;               /* the RAM blocks, as the engine handed them */
+    uint64_t *slot;             /* their SSD slots */
+    void **buf;                 /* copies of their data (owned) */
+    uint64_t top;               /* the newest seq of the batch */
+    uint8_t *sb;                /* superblock to write, or NULL (owned) */
+    HostcacheSectors secs;      /* table sectors of the new entries */
+    bool released;              /* s->j.secs goes out with this batch */
+    int64_t now;
+} HostcacheJBatch;
 
-    qemu_mutex_lock(&s->lock);
-    if (hc_journal_reserve(s->j.q, max) < 0) {
-        qemu_mutex_unlock(&s->lock);
-        return -ENOMEM;
-    }
-    /* the destager must not pass entries whose data is still in flight */
-    hc_journal_batch_begin(s->j.q);
-    while (n < max && s->ssd.on) {
-        uint64_t victim = HC_SSD_NONE, kept, seq;
-        const void *data = hc_destage_begin(s->eng, &d[n], max_seq);
+/*
+ * Stage up to b->max dirty RAM blocks with seq <= max_seq (lock held): an
+ * SSD slot each, a copy of the data, a dirty entry committed in memory and
+ * queued.  Returns 0, or -ENOSPC / -ENOMEM when it stopped early for lack
+ * of a slot or a buffer (what was staged before stays staged).
+ */
+static int hostcache_journal_stage_locked(BDRVHostcacheState *s,
+                                          HostcacheJBatch *b,
+                                          uint64_t max_seq)
+{
+    uint64_t bsize = hostcache_bsize(s);
+
+    while (b->n < b->max && s->ssd.on) {
+        uint64_t victim = HC_SSD_NONE, kept, seq, n = b->n;
+        const void *data = hc_destage_begin(s->eng, &b->d[n], max_seq);
 
         if (!data) {
-            break;
+            return 0;
         }
-        slot[n] = hc_ssd_alloc(s->ssd.idx, &victim);
-        if (slot[n] == HC_SSD_NONE) {
-            hc_destage_end(s->eng, &d[n], false);
-            ret = -ENOSPC;
-            break;
+        b->slot[n] = hc_ssd_alloc(s->ssd.idx, &victim);
+        if (b->slot[n] == HC_SSD_NONE) {
+            hc_destage_end(s->eng, &b->d[n], false);
+            return -ENOSPC;
         }
         if (victim != HC_SSD_NONE) {
-            hostcache_pending_add(s, victim, hc_ssd_sector_of(slot[n]));
+            hostcache_pending_add(s, victim, hc_ssd_sector_of(b->slot[n]));
         }
-        buf[n] = qemu_try_blockalign(s->ssd.child->bs, bsize);
-        if (!buf[n]) {
-            hc_ssd_release(s->ssd.idx, slot[n]);
-            hc_destage_end(s->eng, &d[n], false);
-            ret = -ENOMEM;
-            break;
+        b->buf[n] = qemu_try_blockalign(s->ssd.child->bs, bsize);
+        if (!b->buf[n]) {
+            hc_ssd_release(s->ssd.idx, b->slot[n]);
+            hc_destage_end(s->eng, &b->d[n], false);
+            return -ENOMEM;
         }
-        memcpy(buf[n], data, bsize);
-        seq = top = hc_ssd_next_seq(s->ssd.idx);
-        hostcache_note_sector(&secs,
-                              hc_ssd_commit_dirty(s->ssd.idx, slot[n],
-                                                  d[n].blk, seq,
-                                                  hc_crc32c(0, buf[n], bsize),
+        memcpy(b->buf[n], data, bsize);
+        seq = b->top = hc_ssd_next_seq(s->ssd.idx);
+        hostcache_note_sector(&b->secs,
+                              hc_ssd_commit_dirty(s->ssd.idx, b->slot[n],
+                                                  b->d[n].blk, seq,
+                                                  hc_crc32c(0, b->buf[n], bsize),
                                                   &kept));
         if (kept != HC_SSD_NONE) {
             g_array_append_val(s->j.kept, kept);
         }
-        hc_journal_append(s->j.q, slot[n], seq, now);    /* (reserved) */
-        n++;
+        hc_journal_append(s->j.q, b->slot[n], seq, b->now);   /* (reserved) */
+        b->n++;
     }
-    if (n && now - s->j.super_ns >= HOSTCACHE_JSUPER_NS) {
-        uint64_t gen = ++hc_ssd_super_mut(s->ssd.idx)->generation;
+    return 0;
+}
 
-        sb = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
-        hc_ssd_super_encode(hc_ssd_super(s->ssd.idx), sb);
-        s->j.super_ns = now;
-        s->j.super_off = (gen % 2) * HC_SSD_SB_SIZE;
-    }
-    released = s->j.secs->overflow ||
-        (s->j.secs->n && now - s->j.secs_ns >= HOSTCACHE_JRELEASE_NS);
-    qemu_mutex_unlock(&s->lock);
-    if (!n) {
-        /*
-         * Nothing started (and nothing yielded since busy was set): no
-         * progress to announce.  Announcing it would wake the caller's
-         * own wait at once, and a loop that finds nothing to do would
-         * spin without ever yielding.
-         */
-        qemu_mutex_lock(&s->lock);
-        hc_journal_batch_end(s->j.q);
-        qemu_mutex_unlock(&s->lock);
-        return ret;
-    }
+/*
+ * Write a staged batch (no lock): data, table sectors, the released
+ * entries' sectors and the superblock all at once, then one SSD flush.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_journal_write(BlockDriverState *bs, HostcacheJBatch *b)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s), i;
+    AioTaskPool *pool = aio_task_pool_new(HOSTCACHE_FLUSH_WIDTH * 2);
+    int ret;
 
-    /* Everything at once, then one flush. */
-    pool = aio_task_pool_new(HOSTCACHE_FLUSH_WIDTH * 2);
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < b->n; i++) {
         hostcache_jwrite_start(pool, bs,
-                               hc_ssd_data_offset(s->ssd.idx, slot[i]),
-                               HC_SSD_NONE, bsize, buf[i]);
+                               hc_ssd_data_offset(s->ssd.idx, b->slot[i]),
+                               HC_SSD_NONE, bsize, b->buf[i]);
     }
-    for (i = 0; i < (uint64_t)secs.n; i++) {
-        hostcache_jwrite_start(pool, bs, 0, secs.sec[i], 0, NULL);
+    for (i = 0; i < (uint64_t)b->secs.n; i++) {
+        hostcache_jwrite_start(pool, bs, 0, b->secs.sec[i], 0, NULL);
     }
-    for (i = 0; released && i < (uint64_t)s->j.secs->n; i++) {
+    for (i = 0; b->released && i < (uint64_t)s->j.secs->n; i++) {
         hostcache_jwrite_start(pool, bs, 0, s->j.secs->sec[i], 0, NULL);
     }
-    if (sb) {
+    if (b->sb) {
         hostcache_jwrite_start(pool, bs, s->j.super_off, HC_SSD_NONE,
-                               HC_SSD_SB_SIZE, sb);
+                               HC_SSD_SB_SIZE, b->sb);
     }
     aio_task_pool_wait_all(pool);
     ret = aio_task_pool_status(pool);
     aio_task_pool_free(pool);
-    if (ret == 0 && secs.overflow) {
-        ret = hostcache_ssd_write_sectors(bs, &secs, 0);
+    if (ret == 0 && b->secs.overflow) {
+        ret = hostcache_ssd_write_sectors(bs, &b->secs, 0);
     }
-    if (ret == 0 && released && s->j.secs->overflow) {
+    if (ret == 0 && b->released && s->j.secs->overflow) {
         ret = hostcache_ssd_write_sectors(bs, s->j.secs, 0);
     }
-    if (ret == 0 && released) {
-        hostcache_jsecs_written(s, now);
+    if (ret == 0 && b->released) {
+        hostcache_jsecs_written(s, b->now);
     }
     if (ret == 0) {
         ret = hostcache_ssd_flush(bs);
     }
+    return ret;
+}
 
-    qemu_mutex_lock(&s->lock);
-    for (i = 0; i < n; i++) {
-        hc_destage_end(s->eng, &d[i], ret == 0);
-        if (ret < 0 && hc_ssd_lookup(s->ssd.idx, d[i].blk, NULL) == slot[i]) {
-            hc_ssd_invalidate(s->ssd.idx, d[i].blk);   /* RAM has it */
+/*
+ * Complete a written batch (lock held): the RAM blocks turn clean (or,
+ * after an error, their new entries go and the tier fails), and older
+ * entries kept for the batch are released.
+ */
+static void hostcache_journal_finish_locked(BlockDriverState *bs,
+                                            HostcacheJBatch *b, int ret)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t i;
+
+    for (i = 0; i < b->n; i++) {
+        hc_destage_end(s->eng, &b->d[i], ret == 0);
+        if (ret < 0 &&
+            hc_ssd_lookup(s->ssd.idx, b->d[i].blk, NULL) == b->slot[i]) {
+            hc_ssd_invalidate(s->ssd.idx, b->d[i].blk);   /* RAM has it */
         }
-        qemu_vfree(buf[i]);
+        qemu_vfree(b->buf[i]);
     }
     if (ret < 0) {
         hostcache_ssd_fail_locked(bs, ret, "writing the journal");
     } else {
         /* Durable now: a later superblock says so; older copies go. */
-        hc_ssd_super_mut(s->ssd.idx)->durable_seq = top;
+        hc_ssd_super_mut(s->ssd.idx)->durable_seq = b->top;
     }
     for (i = 0; i < s->j.kept->len; i++) {
         uint64_t kept = g_array_index(s->j.kept, uint64_t, i);
@@ -275,11 +270,73 @@ hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
          */
     }
     g_array_set_size(s->j.kept, 0);
+}
+
+/*
+ * Journal up to limit dirty RAM blocks with seq <= max_seq, oldest first,
+ * and make them durable (jlock held).  The entries are committed in memory
+ * first, so data, slot-table sectors and (now and then) the superblock are
+ * all written at once, then the SSD is flushed once: an entry that reaches
+ * the device without its data fails its data CRC at recovery and, written
+ * after the last completed flush, is ignored.  The blocks stay dirty in RAM
+ * (so reads never reach the slots early) until the flush is done.
+ * Returns the number journaled, -ENOSPC when no SSD slot is free of dirty
+ * data, or another error.
+ */
+static int64_t coroutine_fn GRAPH_RDLOCK
+hostcache_journal_some(BlockDriverState *bs, uint64_t max_seq, uint64_t limit)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t max = MAX(MIN(MIN(limit, 256), 16 * MiB / hostcache_bsize(s)), 1);
+    g_autofree HcDestage *d = g_new0(HcDestage, max);
+    g_autofree uint64_t *slot = g_new(uint64_t, max);
+    g_autofree void **buf = g_new0(void *, max);
+    g_autofree uint8_t *sb = NULL;
+    HostcacheJBatch b = {
+        .max = max, .d = d, .slot = slot, .buf = buf, .now = get_clock(),
+    };
+    int ret;
+
+    qemu_mutex_lock(&s->lock);
+    if (hc_journal_reserve(s->j.q, max) < 0) {
+        qemu_mutex_unlock(&s->lock);
+        return -ENOMEM;
+    }
+    /* the destager must not pass entries whose data is still in flight */
+    hc_journal_batch_begin(s->j.q);
+    ret = hostcache_journal_stage_locked(s, &b, max_seq);
+    if (!b.n) {
+        /*
+         * Nothing started (and nothing yielded since busy was set): no
+         * progress to announce.  Announcing it would wake the caller's
+         * own wait at once, and a loop that finds nothing to do would
+         * spin without ever yielding.
+         */
+        hc_journal_batch_end(s->j.q);
+        qemu_mutex_unlock(&s->lock);
+        return ret;
+    }
+    if (b.now - s->j.super_ns >= HOSTCACHE_JSUPER_NS) {
+        uint64_t gen = ++hc_ssd_super_mut(s->ssd.idx)->generation;
+
+        b.sb = sb = qemu_memalign(HC_SSD_SECTOR, HC_SSD_SB_SIZE);
+        hc_ssd_super_encode(hc_ssd_super(s->ssd.idx), sb);
+        s->j.super_ns = b.now;
+        s->j.super_off = (gen % 2) * HC_SSD_SB_SIZE;
+    }
+    b.released = s->j.secs->overflow ||
+        (s->j.secs->n && b.now - s->j.secs_ns >= HOSTCACHE_JRELEASE_NS);
+    qemu_mutex_unlock(&s->lock);
+
+    ret = hostcache_journal_write(bs, &b);
+
+    qemu_mutex_lock(&s->lock);
+    hostcache_journal_finish_locked(bs, &b, ret);
     hc_journal_batch_end(s->j.q);
     hostcache_check_locked(s, "a journal batch");
     hostcache_progress_locked(s);
     qemu_mutex_unlock(&s->lock);
-    return ret < 0 ? ret : (int64_t)n;
+    return ret < 0 ? ret : (int64_t)b.n;
 }
 
 /*

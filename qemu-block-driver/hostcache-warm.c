@@ -44,6 +44,13 @@
 #define HOSTCACHE_MIG_HOT_MAX       (1u << 20)
 /* Warm-up reads of the origin in flight, at most. */
 #define HOSTCACHE_WARM_WIDTH_MAX    16
+/*
+ * Adjacent hot blocks are read together, up to this many blocks and 256 KiB
+ * per read: a guest's hot data is mostly runs (its files, its reads of 64 KiB
+ * and more), and one read of a run costs about what one block costs.
+ */
+#define HOSTCACHE_WARM_RUN_MAX      16
+#define HOSTCACHE_WARM_RUN_BYTES    (256 * KiB)
 /* Drain time after which the guest's writes are slowed to the origin's. */
 #define HOSTCACHE_MIG_CAP_NS        (5 * NANOSECONDS_PER_SECOND)
 
@@ -544,17 +551,19 @@ static bool hostcache_warm_install_locked(BlockDriverState *bs, uint64_t blk,
 typedef struct HostcacheWarmTask {
     AioTask task;               /* first: aio_task_co() g_free()s the task */
     BlockDriverState *bs;
-    uint64_t blk;
+    uint64_t blk;               /* the first block of the run */
+    uint64_t nblk;              /* its length, 1 to HOSTCACHE_WARM_RUN_MAX */
     bool *full;
 } HostcacheWarmTask;
 
-/* Read one hot block from the origin, as a guest miss would. */
+/* Read a run of hot blocks from the origin, as a guest miss would. */
 static int coroutine_fn GRAPH_RDLOCK hostcache_warm_task(AioTask *task)
 {
     HostcacheWarmTask *t = container_of(task, HostcacheWarmTask, task);
     BDRVHostcacheState *s = t->bs->opaque;
-    uint64_t bsize = hostcache_bsize(s), ns;
-    g_autofree uint8_t *buf = qemu_try_blockalign(t->bs->file->bs, bsize);
+    uint64_t bsize = hostcache_bsize(s), ns, i;
+    g_autofree uint8_t *buf =
+        qemu_try_blockalign(t->bs->file->bs, t->nblk * bsize);
     int64_t start;
     HcOp op;
     bool valid;
@@ -564,16 +573,20 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_warm_task(AioTask *task)
         return 0;
     }
     qemu_mutex_lock(&s->lock);
-    hc_op_fill_begin(s->eng, &op, t->blk, t->blk + 1);
+    hc_op_fill_begin(s->eng, &op, t->blk, t->blk + t->nblk);
     qemu_mutex_unlock(&s->lock);
     start = get_clock();
-    ret = bdrv_co_pread(t->bs->file, t->blk * bsize, bsize, buf, 0);
+    ret = bdrv_co_pread(t->bs->file, t->blk * bsize, t->nblk * bsize, buf, 0);
     ns = get_clock() - start;
     qemu_mutex_lock(&s->lock);
+    /* (a write to any block of the run makes the whole read stale) */
     valid = hc_op_end(s->eng, &op);
-    if (ret == 0 && valid &&
-        !hostcache_warm_install_locked(t->bs, t->blk, buf)) {
-        *t->full = true;
+    for (i = 0; ret == 0 && valid && i < t->nblk; i++) {
+        if (!hostcache_warm_install_locked(t->bs, t->blk + i,
+                                           buf + i * bsize)) {
+            *t->full = true;
+            break;
+        }
     }
     /* pace by the origin's latency, as the destager does */
     if (ret == 0 && (!s->mig_in.lat_floor || ns < s->mig_in.lat_floor)) {
@@ -588,10 +601,50 @@ static int coroutine_fn GRAPH_RDLOCK hostcache_warm_task(AioTask *task)
     return 0;   /* a failed warm-up read only leaves a miss */
 }
 
+static int hostcache_warm_blk_cmp(gconstpointer a, gconstpointer b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/*
+ * Read the blocks of cand (sorted here) from the origin, adjacent ones
+ * together, up to width reads at once; *full when the cache took no more.
+ */
+static void coroutine_fn GRAPH_RDLOCK
+hostcache_warm_read(BlockDriverState *bs, GArray *cand, int width, bool *full)
+{
+    uint64_t run_max = MIN(HOSTCACHE_WARM_RUN_MAX,
+                           MAX(HOSTCACHE_WARM_RUN_BYTES /
+                               hostcache_bsize(bs->opaque), 1));
+    AioTaskPool *pool = aio_task_pool_new(width);
+    guint i = 0;
+
+    g_array_sort(cand, hostcache_warm_blk_cmp);
+    while (i < cand->len && !*full) {
+        HostcacheWarmTask *t = g_new0(HostcacheWarmTask, 1);
+
+        t->task.func = hostcache_warm_task;
+        t->bs = bs;
+        t->blk = g_array_index(cand, uint64_t, i++);
+        t->nblk = 1;
+        t->full = full;
+        while (i < cand->len && t->nblk < run_max &&
+               g_array_index(cand, uint64_t, i) == t->blk + t->nblk) {
+            t->nblk++;
+            i++;
+        }
+        aio_task_pool_start_task(pool, &t->task);
+    }
+    aio_task_pool_wait_all(pool);
+    aio_task_pool_free(pool);
+}
+
 /*
  * One round of the warm-up (graph rdlock held): the next entries of the
- * hot list, up to width origin reads at once.  Returns false when the
- * warm-up is over (list done, cache full, or mode off).
+ * hot list, enough for width origin reads of whole runs.  Returns false
+ * when the warm-up is over (list done, cache full, or mode off).
  */
 static bool coroutine_fn GRAPH_RDLOCK hostcache_warm_round(BlockDriverState *bs)
 {
@@ -599,17 +652,17 @@ static bool coroutine_fn GRAPH_RDLOCK hostcache_warm_round(BlockDriverState *bs)
     HostcacheMigIn *in = &s->mig_in;
     int64_t len = bdrv_co_getlength(bs->file->bs);
     uint64_t bsize = hostcache_bsize(s);
-    AioTaskPool *pool;
+    g_autoptr(GArray) cand = g_array_new(false, false, sizeof(uint64_t));
     bool full = false;
-    int started = 0, width;
+    int width;
 
     if (len < 0) {
         return false;
     }
     qemu_mutex_lock(&s->lock);
     width = in->width;
-    pool = aio_task_pool_new(width);
-    while (in->done < in->hot->len && started < width && !full) {
+    while (in->done < in->hot->len &&
+           cand->len < (guint)width * HOSTCACHE_WARM_RUN_MAX && !full) {
         uint64_t b = g_array_index(in->hot, uint64_t, in->done++);
         const void *data;
 
@@ -621,22 +674,14 @@ static bool coroutine_fn GRAPH_RDLOCK hostcache_warm_round(BlockDriverState *bs)
             full = !hostcache_warm_install_locked(bs, b, data);
             g_hash_table_remove(in->data, &b);
         } else if (in->warm == HOSTCACHE_WARM_UP_HOT_SET) {
-            HostcacheWarmTask *t = g_new0(HostcacheWarmTask, 1);
-
-            t->task.func = hostcache_warm_task;
-            t->bs = bs;
-            t->blk = b;
-            t->full = &full;
-            qemu_mutex_unlock(&s->lock);
-            aio_task_pool_start_task(pool, &t->task);
-            qemu_mutex_lock(&s->lock);
-            started++;
+            g_array_append_val(cand, b);
         }
         /* content mode without data for b (sent, then written): a miss */
     }
     qemu_mutex_unlock(&s->lock);
-    aio_task_pool_wait_all(pool);
-    aio_task_pool_free(pool);
+    if (cand->len && !full) {
+        hostcache_warm_read(bs, cand, width, &full);
+    }
     trace_hostcache_warm_up(bs, in->done, in->hot->len, width);
     return !full && in->done < in->hot->len;
 }

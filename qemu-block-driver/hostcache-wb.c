@@ -280,94 +280,126 @@ void hostcache_kick_destager(BlockDriverState *bs)
  * tier switched off), so it does not wait in the progress queue as
  * requests do.  The sleeps are wakeable and bounded (see wake_destager).
  */
+/* What one round of the destager finds (taken under the lock). */
+typedef struct HostcacheDestagerRound {
+    uint64_t now;
+    uint64_t oldest;            /* RAM's oldest dirty block, when have */
+    uint64_t dirty;             /* RAM's dirty blocks */
+    uint64_t ssd_dirty;         /* journaled blocks not yet on the origin */
+    int64_t jold;               /* the journal's oldest entry */
+    bool have;                  /* RAM has dirty blocks */
+    bool due;                   /* RAM's dirty data must go now */
+    bool jdue;                  /* the journal must go to the origin now */
+    bool journaling;            /* RAM's dirty data goes to the journal */
+    int width;                  /* origin writes in flight */
+} HostcacheDestagerRound;
+
+/*
+ * Look at the node for one round; false (and the destager marked stopped)
+ * when it has nothing left to do.
+ */
+static bool hostcache_destager_look(BDRVHostcacheState *s,
+                                    HostcacheDestagerRound *r)
+{
+    uint64_t dirty_bytes;
+    bool drain;
+
+    r->now = get_clock();
+    r->oldest = 0;
+    r->jold = r->now;
+    qemu_mutex_lock(&s->lock);
+    qatomic_set(&s->wb.interrupt, 0);
+    r->ssd_dirty = hostcache_ssd_dirty(s);
+    if (s->wb.quiesced ||
+        ((s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
+          !hc_dirty_blocks(s->eng)) && !r->ssd_dirty)) {
+        s->wb.destager_running = false;
+        qemu_mutex_unlock(&s->lock);
+        return false;
+    }
+    r->dirty = hc_dirty_blocks(s->eng);
+    dirty_bytes = r->dirty * hostcache_bsize(s);
+    r->have = hc_dirty_oldest(s->eng, &r->oldest);
+    /* an outgoing migration's pre-copy: everything is due, now */
+    drain = s->mig_out.drain;
+    r->due = dirty_bytes > hostcache_max_dirty(s) / 2 || (drain && r->have) ||
+        (r->have && r->now - r->oldest >= s->opts.dirty_age_ns);
+    r->width = drain ? HOSTCACHE_DESTAGE_WIDTH_MAX : s->wb.width;
+    r->journaling = hostcache_journaling(s);
+    r->jdue = r->ssd_dirty &&
+        (drain || hc_journal_due(s->j.q, r->now, s->opts.dirty_age_ns,
+                                 r->ssd_dirty, hc_ssd_capacity(s->ssd.idx),
+                                 &r->jold));
+    qemu_mutex_unlock(&s->lock);
+    if (r->journaling && drain && r->ssd_dirty) {
+        /* the journal first: it holds older versions than RAM's */
+        r->due = false;
+    }
+    return true;
+}
+
+/* A wait of the destager: at least 1 ns (it yields), at most 100 ms. */
+static uint64_t hostcache_destager_wait(uint64_t ns)
+{
+    return MAX(MIN(ns, 100 * SCALE_MS), 1);
+}
+
+/*
+ * One round of work as r says; returns how long to sleep before the next
+ * (0: none).
+ */
+static uint64_t coroutine_fn GRAPH_UNLOCKED
+hostcache_destager_round(BlockDriverState *bs, HostcacheDestagerRound *r)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    int64_t n;
+
+    if (r->journaling && (r->due || r->ssd_dirty)) {
+        /*
+         * Old or too much dirty data in RAM goes to the journal; the
+         * journal goes to the origin when it is old or large (not
+         * continuously: its SSD work would slow the guest's flushes),
+         * paced by the origin's latency.
+         */
+        if (!r->due && !r->jdue) {
+            return hostcache_destager_wait(r->jold + s->opts.dirty_age_ns -
+                                           r->now);
+        }
+        bdrv_graph_co_rdlock();
+        n = r->due ? hostcache_journal(bs, UINT64_MAX, 64, false) :
+            hostcache_jdestage_some(bs, 4 * r->width, &s->wb.interrupt);
+        bdrv_graph_co_rdunlock();
+        return n > 0 ? 0 : n < 0 ? 100 * SCALE_MS : SCALE_MS;
+    }
+    if (!r->due && !r->dirty) {
+        /* journaled blocks left, but the tier is off: origin first */
+        r->due = true;
+    }
+    if (!r->due) {
+        return hostcache_destager_wait(r->have ? r->oldest +
+                                       s->opts.dirty_age_ns - r->now :
+                                       s->opts.dirty_age_ns);
+    }
+    bdrv_graph_co_rdlock();
+    n = hostcache_destage_some(bs, UINT64_MAX, r->width, 4 * r->width,
+                               &s->wb.quiesced, 0, 0);
+    bdrv_graph_co_rdunlock();
+    /* error (retry later) or nothing could start (in flight) */
+    return n > 0 ? 0 : n < 0 ? 100 * SCALE_MS : SCALE_MS;
+}
+
 static void coroutine_fn GRAPH_UNLOCKED hostcache_destager(void *opaque)
 {
     BlockDriverState *bs = opaque;
     BDRVHostcacheState *s = bs->opaque;
+    HostcacheDestagerRound r;
 
-    for (;;) {
-        uint64_t oldest = 0, now = get_clock(), dirty_bytes, ssd_dirty;
-        int64_t jold = now;
-        bool have, due, journaling, jdue, drain;
-        int width;
-        int64_t n;
+    while (hostcache_destager_look(s, &r)) {
+        uint64_t sleep_ns = hostcache_destager_round(bs, &r);
 
-        qemu_mutex_lock(&s->lock);
-        qatomic_set(&s->wb.interrupt, 0);
-        ssd_dirty = hostcache_ssd_dirty(s);
-        if (s->wb.quiesced ||
-            ((s->opts.mode != HOSTCACHE_MODE_WRITE_BACK ||
-              !hc_dirty_blocks(s->eng)) && !ssd_dirty)) {
-            s->wb.destager_running = false;
-            qemu_mutex_unlock(&s->lock);
-            break;
-        }
-        dirty_bytes = hc_dirty_blocks(s->eng) * hostcache_bsize(s);
-        have = hc_dirty_oldest(s->eng, &oldest);
-        /* an outgoing migration's pre-copy: everything is due, now */
-        drain = s->mig_out.drain;
-        due = dirty_bytes > hostcache_max_dirty(s) / 2 || (drain && have) ||
-            (have && now - oldest >= s->opts.dirty_age_ns);
-        width = drain ? HOSTCACHE_DESTAGE_WIDTH_MAX : s->wb.width;
-        journaling = hostcache_journaling(s);
-        jdue = ssd_dirty && (drain ||
-                             hc_journal_due(s->j.q, now, s->opts.dirty_age_ns,
-                                            ssd_dirty,
-                                            hc_ssd_capacity(s->ssd.idx),
-                                            &jold));
-        qemu_mutex_unlock(&s->lock);
-
-        if (journaling && drain && ssd_dirty) {
-            /* the journal first: it holds older versions than RAM's */
-            due = false;
-        }
-        if (journaling && (due || ssd_dirty)) {
-            /*
-             * Old or too much dirty data in RAM goes to the journal; the
-             * journal goes to the origin when it is old or large (not
-             * continuously: its SSD work would slow the guest's flushes),
-             * paced by the origin's latency.
-             */
-            if (!due && !jdue) {
-                qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
-                                          QEMU_CLOCK_REALTIME,
-                                          MIN(jold + s->opts.dirty_age_ns -
-                                              now, 100 * SCALE_MS));
-                continue;
-            }
-            bdrv_graph_co_rdlock();
-            n = due ? hostcache_journal(bs, UINT64_MAX, 64, false) :
-                hostcache_jdestage_some(bs, 4 * width, &s->wb.interrupt);
-            bdrv_graph_co_rdunlock();
-            if (n <= 0) {
-                qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
-                                          QEMU_CLOCK_REALTIME,
-                                          n < 0 ? 100 * SCALE_MS : SCALE_MS);
-            }
-            continue;
-        }
-        if (!due && !hc_dirty_blocks(s->eng)) {
-            /* journaled blocks left, but the tier is off: origin first */
-            due = true;
-        }
-        if (!due) {
-            uint64_t wait = have ? oldest + s->opts.dirty_age_ns - now
-                                 : s->opts.dirty_age_ns;
-
+        if (sleep_ns) {
             qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
-                                      QEMU_CLOCK_REALTIME,
-                                      MIN(wait, 100 * SCALE_MS));
-            continue;
-        }
-        bdrv_graph_co_rdlock();
-        n = hostcache_destage_some(bs, UINT64_MAX, width, 4 * width,
-                                   &s->wb.quiesced, 0, 0);
-        bdrv_graph_co_rdunlock();
-        if (n <= 0) {
-            /* error (retry later) or nothing could start (in flight) */
-            qemu_co_sleep_ns_wakeable(&s->wb.destager_sleep,
-                                      QEMU_CLOCK_REALTIME,
-                                      n < 0 ? 100 * SCALE_MS : SCALE_MS);
+                                      QEMU_CLOCK_REALTIME, sleep_ns);
         }
     }
     bdrv_dec_in_flight(bs);
@@ -491,6 +523,79 @@ hostcache_wb_make_room(BlockDriverState *bs)
 }
 
 /*
+ * Make blk dirty in RAM with n bytes of qiov (from qoff) at boff inside
+ * it, over base (a whole block) when given (lock held).  Returns the slot,
+ * or NULL when every RAM slot is dirty.
+ */
+static uint8_t *hostcache_wb_put_locked(BDRVHostcacheState *s, uint64_t blk,
+                                        const uint8_t *base,
+                                        QEMUIOVector *qiov, size_t qoff,
+                                        size_t boff, int64_t n,
+                                        HostcacheSectors *ssd_secs)
+{
+    uint8_t *slot = hc_write_dirty(s->eng, blk, get_clock());
+
+    hostcache_modified_locked(s, blk, blk + 1);
+    if (slot) {
+        if (base) {
+            memcpy(slot, base, hostcache_bsize(s));
+        }
+        qemu_iovec_to_buf(qiov, qoff, slot + boff, n);
+        hostcache_ssd_drop_locked(s, blk, ssd_secs);
+    }
+    return slot;
+}
+
+/*
+ * The SSD slot of blk's journaled (dirty) copy, pinned, with its data CRC
+ * in *crc; HC_SSD_NONE when the journal has no dirty copy (lock held).
+ */
+static uint64_t hostcache_wb_journaled_locked(BDRVHostcacheState *s,
+                                              uint64_t blk, uint32_t *crc)
+{
+    uint64_t jslot = hostcache_ssd_usable(s) ?
+        hc_ssd_lookup(s->ssd.idx, blk, crc) : HC_SSD_NONE;
+    uint64_t jseq;
+
+    if (jslot == HC_SSD_NONE) {
+        return HC_SSD_NONE;
+    }
+    hc_ssd_slot_blk(s->ssd.idx, jslot, &jseq, NULL);
+    if (!hc_ssd_is_dirty(s->ssd.idx, jslot, jseq)) {
+        return HC_SSD_NONE;
+    }
+    hc_ssd_pin(s->ssd.idx, jslot);
+    return jslot;
+}
+
+/*
+ * Read the current content of blk into buf (no lock): from its journaled
+ * copy at jslot (pinned; unpinned here) when there is one, since the
+ * origin is older, else from the origin.
+ */
+static int coroutine_fn GRAPH_RDLOCK
+hostcache_wb_read_old(BlockDriverState *bs, uint64_t blk, uint64_t jslot,
+                      uint32_t jcrc, uint8_t *buf)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    uint64_t bsize = hostcache_bsize(s);
+    int ret;
+
+    if (jslot == HC_SSD_NONE) {
+        return bdrv_co_pread(bs->file, blk * bsize, bsize, buf, 0);
+    }
+    ret = bdrv_co_pread(s->ssd.child, hc_ssd_data_offset(s->ssd.idx, jslot),
+                        bsize, buf, 0);
+    if (ret == 0 && hc_crc32c(0, buf, bsize) != jcrc) {
+        ret = -EIO;     /* the origin is older: never use it */
+    }
+    qemu_mutex_lock(&s->lock);
+    hc_ssd_unpin(s->ssd.idx, jslot);
+    qemu_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
  * Write-back write of [offset, offset + bytes), all blocks inside the
  * origin.  A block only partly written and not cached is read first
  * (read-modify-write) so that every dirty block is complete.
@@ -510,6 +615,7 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         uint64_t blk = pos / bsize;
         int64_t bstart = blk * bsize;
         int64_t n = MIN(bstart + (int64_t)bsize, end_off) - pos;
+        size_t qoff = qiov_offset + (pos - offset);
         bool whole = n == (int64_t)bsize, cached, valid, room;
         uint8_t *slot = NULL;
         uint64_t jslot, mark;
@@ -519,13 +625,8 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
         qemu_mutex_lock(&s->lock);
         if (hc_dirty_blocks(s->eng) * bsize < hostcache_max_dirty(s) &&
             (whole || hc_contains(s->eng, blk))) {
-            slot = hc_write_dirty(s->eng, blk, get_clock());
-            hostcache_modified_locked(s, blk, blk + 1);
-            if (slot) {
-                qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
-                                  slot + (pos - bstart), n);
-                hostcache_ssd_drop_locked(s, blk, &ssd_secs);
-            }
+            slot = hostcache_wb_put_locked(s, blk, NULL, qiov, qoff,
+                                           pos - bstart, n, &ssd_secs);
         }
         if (slot || whole || hc_contains(s->eng, blk)) {
             qemu_mutex_unlock(&s->lock);
@@ -544,48 +645,21 @@ hostcache_wb_write(BlockDriverState *bs, int64_t offset, int64_t bytes,
          * Partial block, not cached: read it (from the journal if it is
          * dirty there, else from the origin), then retry if not raced.
          */
-        jslot = hostcache_ssd_usable(s) ?
-            hc_ssd_lookup(s->ssd.idx, blk, &jcrc) : HC_SSD_NONE;
-        if (jslot != HC_SSD_NONE) {
-            uint64_t jseq;
-
-            hc_ssd_slot_blk(s->ssd.idx, jslot, &jseq, NULL);
-            if (hc_ssd_is_dirty(s->ssd.idx, jslot, jseq)) {
-                hc_ssd_pin(s->ssd.idx, jslot);
-            } else {
-                jslot = HC_SSD_NONE;
-            }
-        }
+        jslot = hostcache_wb_journaled_locked(s, blk, &jcrc);
         hc_op_fill_begin(s->eng, &op, blk, blk + 1);
         mark = s->progress_gen;
         qemu_mutex_unlock(&s->lock);
         if (!rmw) {
             rmw = qemu_blockalign(bs->file->bs, bsize);
         }
-        if (jslot != HC_SSD_NONE) {
-            ret = bdrv_co_pread(s->ssd.child,
-                                hc_ssd_data_offset(s->ssd.idx, jslot),
-                                bsize, rmw, 0);
-            if (ret == 0 && hc_crc32c(0, rmw, bsize) != jcrc) {
-                ret = -EIO;     /* the origin is older: never use it */
-            }
-            qemu_mutex_lock(&s->lock);
-            hc_ssd_unpin(s->ssd.idx, jslot);
-            qemu_mutex_unlock(&s->lock);
-        } else {
-            ret = bdrv_co_pread(bs->file, bstart, bsize, rmw, 0);
-        }
+        ret = hostcache_wb_read_old(bs, blk, jslot, jcrc, rmw);
         qemu_mutex_lock(&s->lock);
         valid = hc_op_end(s->eng, &op);
         room = hc_dirty_blocks(s->eng) * bsize < hostcache_max_dirty(s);
         if (valid && ret == 0 && room && !hc_contains(s->eng, blk)) {
-            slot = hc_write_dirty(s->eng, blk, get_clock());
-            hostcache_modified_locked(s, blk, blk + 1);
+            slot = hostcache_wb_put_locked(s, blk, rmw, qiov, qoff,
+                                           pos - bstart, n, &ssd_secs);
             if (slot) {
-                memcpy(slot, rmw, bsize);
-                qemu_iovec_to_buf(qiov, qiov_offset + (pos - offset),
-                                  slot + (pos - bstart), n);
-                hostcache_ssd_drop_locked(s, blk, &ssd_secs);
                 pos += n;
             }
         }

@@ -14,6 +14,8 @@
  * subjects they rely on have a file each (split like qcow2):
  *
  *   hostcache-int.h      the state, one sub-structure per subject
+ *   hostcache-io.c       the request paths: reads (RAM, SSD, fills from the
+ *                        origin), writes, write-zeroes and discards
  *   hostcache-wb.c       write-back: the destager, flushes, write-back writes
  *   hostcache-ssd.c      the SSD tier: attach, load, format, superblock,
  *                        demotion, reads, durable drops
@@ -291,17 +293,12 @@ out:
     return ok;
 }
 
-static int GRAPH_UNLOCKED
-hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
+/*
+ * The locks, queues and journal of a node being opened.  First: attaching
+ * the child already drains us (drain_begin/end).
+ */
+static int hostcache_init_state(BDRVHostcacheState *s, Error **errp)
 {
-    ERRP_GUARD();
-    BDRVHostcacheState *s = bs->opaque;
-    char err[256];
-    int ret;
-
-    GLOBAL_STATE_CODE();
-
-    /* First: attaching the child already drains us (drain_begin/end). */
     qemu_mutex_init(&s->lock);
     qemu_co_queue_init(&s->progress);
     qemu_co_queue_init(&s->ssd.sec_wait);
@@ -318,38 +315,30 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
     s->j.kept = g_array_new(false, false, sizeof(uint64_t));
     s->j.secs = g_new0(HostcacheSectors, 1);
     s->check_index = getenv("HOSTCACHE_CHECK_INDEX") != NULL;
+    return 0;
+}
 
-    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
-    if (ret < 0) {
-        return ret;
-    }
-    if (!hostcache_absorb_opts(&s->opts, options, errp)) {
-        return -EINVAL;
-    }
-    s->ssd.child = bdrv_open_child(NULL, options, "ssd", bs, &child_of_bds,
-                             BDRV_CHILD_METADATA, true, errp);
-    if (*errp) {
-        return -EINVAL;
-    }
-    s->eng = hc_engine_new(&s->opts.cfg, err, sizeof(err));
-    if (!s->eng) {
-        error_setg(errp, "hostcache: %s", err);
-        ret = -ENOMEM;
-        goto fail;
-    }
+/*
+ * With the children open: the request flags, the SSD tier (attached now
+ * unless the node is inactive, for an incoming migration) and the
+ * permissions a recovered journal needs.
+ */
+static int GRAPH_RDLOCK
+hostcache_open_tiers(BlockDriverState *bs, int flags, Error **errp)
+{
+    BDRVHostcacheState *s = bs->opaque;
+    int ret = 0;
 
-    bdrv_graph_rdlock_main_loop();
     bs->supported_write_flags = BDRV_REQ_WRITE_UNCHANGED |
         (BDRV_REQ_FUA & bs->file->bs->supported_write_flags);
     bs->supported_zero_flags = BDRV_REQ_WRITE_UNCHANGED |
         ((BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK) &
             bs->file->bs->supported_zero_flags);
-    ret = 0;
     if (s->ssd.child && bdrv_is_read_only(s->ssd.child->bs)) {
         error_setg(errp, "hostcache: the ssd node '%s' is read-only; the SSD "
                    "tier must be writable",
                    bdrv_get_node_name(s->ssd.child->bs));
-        ret = -EINVAL;
+        return -EINVAL;
     } else if (s->ssd.child) {
         ret = bdrv_child_refresh_perms(bs, s->ssd.child, errp);
     }
@@ -371,6 +360,44 @@ hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
                     bdrv_get_node_name(bs), hc_ssd_dirty_blocks(s->ssd.idx));
         ret = bdrv_child_refresh_perms(bs, bs->file, errp);
     }
+    return ret;
+}
+
+static int GRAPH_UNLOCKED
+hostcache_open(BlockDriverState *bs, QDict *options, int flags, Error **errp)
+{
+    ERRP_GUARD();
+    BDRVHostcacheState *s = bs->opaque;
+    char err[256];
+    int ret;
+
+    GLOBAL_STATE_CODE();
+
+    ret = hostcache_init_state(s, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = bdrv_open_file_child(NULL, options, "file", bs, errp);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!hostcache_absorb_opts(&s->opts, options, errp)) {
+        return -EINVAL;
+    }
+    s->ssd.child = bdrv_open_child(NULL, options, "ssd", bs, &child_of_bds,
+                             BDRV_CHILD_METADATA, true, errp);
+    if (*errp) {
+        return -EINVAL;
+    }
+    s->eng = hc_engine_new(&s->opts.cfg, err, sizeof(err));
+    if (!s->eng) {
+        error_setg(errp, "hostcache: %s", err);
+        ret = -ENOMEM;
+        goto fail;
+    }
+
+    bdrv_graph_rdlock_main_loop();
+    ret = hostcache_open_tiers(bs, flags, errp);
     bdrv_graph_rdunlock_main_loop();
     if (ret < 0) {
         goto fail;
@@ -636,336 +663,12 @@ static void hostcache_reopen_abort(BDRVReopenState *state)
     state->opaque = NULL;
 }
 
-/* Record a finished read in the statistics (lock held). */
-static void hostcache_account_read(BDRVHostcacheState *s, int64_t bytes,
-                                   uint64_t hit_bytes, int64_t start_ns)
-{
-    HcStats *st = hc_engine_stats(s->eng);
-    uint64_t ns = get_clock() - start_ns;
-
-    if (hit_bytes == bytes) {
-        st->read_hits++;
-        hc_latency_record(&st->hit_lat, ns);
-    } else {
-        st->read_misses++;
-        hc_latency_record(&st->miss_lat, ns);
-    }
-    st->read_hit_bytes += hit_bytes;
-    st->read_miss_bytes += bytes - hit_bytes;
-}
-
-/*
- * Read the missing blocks [first, end) from the origin; the guest wants
- * [pos, pos + n) of them at @qiov_offset.  Blocks the admission policy
- * accepts are inserted unless a write raced the read.  Called and returns
- * without the lock.
- */
-static int coroutine_fn GRAPH_RDLOCK
-hostcache_fill(BlockDriverState *bs, uint64_t first, uint64_t end,
-               int64_t pos, int64_t n, QEMUIOVector *qiov, size_t qiov_offset,
-               bool bypass)
-{
-    BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s);
-    uint64_t nblk = end - first, admitted = 0;
-    uint64_t word, *admit = nblk <= 64 ? &word :
-        g_new0(uint64_t, DIV_ROUND_UP(nblk, 64));
-    int64_t len, a, z;
-    void *bounce = NULL;
-    HcOp op;
-    bool valid;
-    int ret;
-
-    word = 0;
-    qemu_mutex_lock(&s->lock);
-    for (uint64_t i = 0; i < nblk && !bypass; i++) {
-        if (hc_admit_miss(s->eng, first + i)) {
-            admit[i / 64] |= 1ull << (i % 64);
-            admitted++;
-        }
-    }
-    if (admitted) {
-        hc_op_fill_begin(s->eng, &op, first, end);
-    }
-    qemu_mutex_unlock(&s->lock);
-
-    if (!admitted) {
-        /* Nothing to cache: read exactly what the guest asked for. */
-        ret = bdrv_co_preadv_part(bs->file, pos, n, qiov, qiov_offset, 0);
-        goto out;
-    }
-
-    len = bdrv_co_getlength(bs->file->bs);
-    if (len < 0) {
-        ret = len;
-        goto end_op;
-    }
-    a = first * bsize;
-    z = MAX(MIN((int64_t)(end * bsize), len), pos + n);
-    bounce = qemu_try_blockalign(bs->file->bs, z - a);
-    if (!bounce) {
-        ret = -ENOMEM;
-        goto end_op;
-    }
-    ret = bdrv_co_pread(bs->file, a, z - a, bounce, 0);
-    if (ret == 0) {
-        qemu_iovec_from_buf(qiov, qiov_offset, bounce + (pos - a), n);
-    } else if (a != pos || z != pos + n) {
-        /*
-         * The whole blocks could not be read, but the guest asked for less:
-         * a bad sector outside its range must not fail it.  Nothing of this
-         * is cached.
-         */
-        ret = bdrv_co_preadv_part(bs->file, pos, n, qiov, qiov_offset, 0);
-        if (ret == 0) {
-            qemu_mutex_lock(&s->lock);
-            hc_op_end(s->eng, &op);
-            qemu_mutex_unlock(&s->lock);
-            trace_hostcache_fill(bs, first, end, true, -EIO);
-            goto out;
-        }
-    }
-
-end_op:
-    qemu_mutex_lock(&s->lock);
-    valid = hc_op_end(s->eng, &op);
-    for (uint64_t i = 0; ret == 0 && valid && i < nblk; i++) {
-        uint64_t blk = first + i;
-        void *slot;
-
-        /* A block reaching past the end of the origin is never cached. */
-        if (!(admit[i / 64] & (1ull << (i % 64))) ||
-            (int64_t)((blk + 1) * bsize) > len) {
-            continue;
-        }
-        slot = hc_insert(s->eng, blk);
-        if (!slot) {
-            break;
-        }
-        memcpy(slot, bounce + (blk - first) * bsize, bsize);
-    }
-    qemu_mutex_unlock(&s->lock);
-    trace_hostcache_fill(bs, first, end, !valid, ret);
-
-out:
-    if (ret < 0) {
-        qemu_mutex_lock(&s->lock);
-        hc_engine_stats(s->eng)->origin_errors++;
-        qemu_mutex_unlock(&s->lock);
-    }
-    qemu_vfree(bounce);
-    if (admit != &word) {
-        g_free(admit);
-    }
-    return ret;
-}
-
 static int coroutine_fn GRAPH_RDLOCK
 hostcache_co_preadv_part(BlockDriverState *bs, int64_t offset, int64_t bytes,
                          QEMUIOVector *qiov, size_t qiov_offset,
                          BdrvRequestFlags flags)
 {
-    BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s);
-    int64_t start_ns = get_clock();
-    int64_t pos = offset, end_off = offset + bytes;
-    uint64_t hit_bytes = 0;
-    bool bypass;
-    int ret = 0;
-
-    if (s->opts.mode == HOSTCACHE_MODE_PASS_THROUGH) {
-        ret = bdrv_co_preadv_part(bs->file, offset, bytes, qiov, qiov_offset,
-                                  flags);
-        qemu_mutex_lock(&s->lock);
-        if (ret < 0) {
-            hc_engine_stats(s->eng)->origin_errors++;
-        }
-        hostcache_account_read(s, bytes, 0, start_ns);
-        qemu_mutex_unlock(&s->lock);
-        return ret;
-    }
-
-    qemu_mutex_lock(&s->lock);
-    bypass = hc_seq_check(s->eng, offset, bytes);
-    while (pos < end_off) {
-        uint64_t blk = pos / bsize, run_end;
-        const uint8_t *data = hc_lookup(s->eng, blk, !bypass);
-        int64_t n;
-
-        if (data) {
-            n = MIN((int64_t)((blk + 1) * bsize), end_off) - pos;
-            qemu_iovec_from_buf(qiov, qiov_offset + (pos - offset),
-                                data + pos % bsize, n);
-            pos += n;
-            hit_bytes += n;
-            continue;
-        }
-        run_end = blk + 1;
-        ret = hostcache_ssd_try_read(bs, blk, pos, end_off, qiov,
-                                     qiov_offset + (pos - offset), bypass,
-                                     &n);
-        if (ret < 0) {
-            break;
-        }
-        if (ret) {
-            ret = 0;
-            pos += n;
-            hit_bytes += n;
-            continue;
-        }
-        /* A run of blocks in neither tier goes to the origin in one read. */
-        while ((int64_t)(run_end * bsize) < end_off &&
-               !hc_contains(s->eng, run_end) &&
-               !(hostcache_ssd_usable(s) &&
-                 hc_ssd_lookup(s->ssd.idx, run_end, NULL) != HC_SSD_NONE)) {
-            run_end++;
-        }
-        n = MIN((int64_t)(run_end * bsize), end_off) - pos;
-        qemu_mutex_unlock(&s->lock);
-        ret = hostcache_fill(bs, blk, run_end, pos, n, qiov,
-                             qiov_offset + (pos - offset), bypass);
-        qemu_mutex_lock(&s->lock);
-        if (ret < 0) {
-            break;
-        }
-        pos += n;
-    }
-    hostcache_account_read(s, bytes, hit_bytes, start_ns);
-    qemu_mutex_unlock(&s->lock);
-    hostcache_kick_demoter(bs);
-    trace_hostcache_read(bs, offset, bytes, hit_bytes);
-    return ret;
-}
-
-/*
- * Common path of writes, write-zeroes, discards: bracket the origin
- * operation so the blocks it touches are dropped and no racing fill
- * installs old data.  In write-through mode the fully written blocks of a
- * successful, unraced, non-sequential write are then cached.
- */
-typedef enum HostcacheWriteKind {
-    HOSTCACHE_WRITE,
-    HOSTCACHE_ZEROES,
-    HOSTCACHE_DISCARD,
-} HostcacheWriteKind;
-
-static int coroutine_fn GRAPH_RDLOCK
-hostcache_do_write(BlockDriverState *bs, HostcacheWriteKind kind,
-                   int64_t offset, int64_t bytes, QEMUIOVector *qiov,
-                   size_t qiov_offset, BdrvRequestFlags flags)
-{
-    BDRVHostcacheState *s = bs->opaque;
-    uint64_t bsize = hostcache_bsize(s);
-    bool caching = s->opts.mode != HOSTCACHE_MODE_PASS_THROUGH;
-    /*
-     * Write-back whose SSD tier failed falls back to write-through: the
-     * host has lost the durable half of its write cache.
-     */
-    bool broken_wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK &&
-        s->ssd.broken;
-    bool wb = s->opts.mode == HOSTCACHE_MODE_WRITE_BACK && !broken_wb;
-    bool install = false, valid, seq = false;
-    uint64_t first = offset / bsize, end = DIV_ROUND_UP(offset + bytes, bsize);
-    int64_t len = 0;
-    HcStats *st;
-    HcOp op;
-    int ret = 0;
-
-    if (caching) {
-        qemu_mutex_lock(&s->lock);
-        seq = kind == HOSTCACHE_WRITE && hc_seq_check(s->eng, offset, bytes);
-        install = kind == HOSTCACHE_WRITE && !seq &&
-            (s->opts.mode == HOSTCACHE_MODE_WRITE_THROUGH || broken_wb);
-        qemu_mutex_unlock(&s->lock);
-    }
-    if (wb && kind == HOSTCACHE_WRITE && !seq) {
-        /* Blocks reaching past the origin's end are never cached. */
-        len = bdrv_co_getlength(bs->file->bs);
-        ret = len < 0 ? len : 0;
-    }
-    if (ret == 0 && wb && kind == HOSTCACHE_WRITE && !seq &&
-        (int64_t)(end * bsize) <= len) {
-        ret = hostcache_wb_write(bs, offset, bytes, qiov, qiov_offset);
-        if (ret == 0 && (flags & BDRV_REQ_FUA)) {
-            ret = hostcache_journaling(s) ?
-                hostcache_journal(bs, hc_write_seq(s->eng), UINT64_MAX,
-                                  false) : -EAGAIN;
-            if (ret == -EAGAIN || (ret < 0 && s->ssd.broken)) {
-                ret = hostcache_wb_flush(bs);
-            }
-        }
-        qemu_mutex_lock(&s->lock);
-        st = hc_engine_stats(s->eng);
-        st->writes++;
-        st->write_bytes += bytes;
-        qemu_mutex_unlock(&s->lock);
-        hostcache_kick_destager(bs);
-        trace_hostcache_write(bs, offset, bytes, ret);
-        return ret;
-    }
-
-    if (ret == 0 && (wb || (caching && (hostcache_ssd_dirty(s) ||
-                                        hc_dirty_blocks(s->eng))))) {
-        ret = hostcache_wb_begin_direct(bs, &op, first, end);
-    } else if (ret == 0 && caching) {
-        qemu_mutex_lock(&s->lock);
-        hc_op_write_begin(s->eng, &op, first, end);
-        hostcache_modified_locked(s, first, end);
-        qemu_mutex_unlock(&s->lock);
-    }
-    if (ret < 0) {
-        return ret;
-    }
-    if (caching) {
-        hostcache_ssd_forget(bs, first, end);
-    }
-
-    switch (kind) {
-    case HOSTCACHE_WRITE:
-        ret = bdrv_co_pwritev_part(bs->file, offset, bytes, qiov, qiov_offset,
-                                   flags);
-        break;
-    case HOSTCACHE_ZEROES:
-        ret = bdrv_co_pwrite_zeroes(bs->file, offset, bytes, flags);
-        break;
-    default:
-        ret = bdrv_co_pdiscard(bs->file, offset, bytes);
-        break;
-    }
-
-    if (ret == 0) {
-        qatomic_inc(&s->origin_wgen);
-    }
-    qemu_mutex_lock(&s->lock);
-    valid = caching ? hc_op_end(s->eng, &op) : false;
-    for (uint64_t blk = DIV_ROUND_UP(offset, bsize);
-         ret == 0 && install && valid &&
-         (int64_t)((blk + 1) * bsize) <= offset + bytes; blk++) {
-        void *slot = hc_insert(s->eng, blk);
-
-        if (!slot) {
-            break;
-        }
-        qemu_iovec_to_buf(qiov, qiov_offset + (blk * bsize - offset), slot,
-                          bsize);
-    }
-    st = hc_engine_stats(s->eng);
-    if (kind == HOSTCACHE_DISCARD) {
-        st->discards++;
-    } else {
-        st->writes++;
-        st->write_bytes += bytes;
-    }
-    if (ret < 0) {
-        st->origin_errors++;
-    }
-    if (caching) {
-        hostcache_progress_locked(s);   /* destages behind it may start */
-    }
-    qemu_mutex_unlock(&s->lock);
-    hostcache_kick_demoter(bs);
-    trace_hostcache_write(bs, offset, bytes, ret);
-    return ret;
+    return hostcache_read(bs, offset, bytes, qiov, qiov_offset, flags);
 }
 
 static int coroutine_fn GRAPH_RDLOCK

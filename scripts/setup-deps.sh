@@ -83,6 +83,10 @@ libvirt-dev qemu-system-x86 qemu-system-common qemu-system-data seabios"
 # metrics`.  The package is the Prometheus server too, which its postinst
 # would start: installed without starting services, as libvirt is.
 PROM_PKGS="prometheus"
+# etcd 3.4: the cluster's policy catalogue (hostcached --cluster-etcd); the
+# tests start their own members.  Its postinst would start a system etcd
+# on port 2379: installed without starting services too.
+ETCD_PKGS="etcd-server etcd-client"
 
 # apt-get install "$@" without starting the services the packages hold:
 # without systemd as init and without a policy-rc.d, a postinst starts
@@ -147,8 +151,8 @@ if [ -n "$lvmissing" ] || dpkg --compare-versions "$lvv" lt 11; then
     install_without_starting $(printf '%s/bookworm-backports ' $LIBVIRT_PKGS)
 fi
 prommissing=""
-for p in $PROM_PKGS; do
+for p in $PROM_PKGS $ETCD_PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||
         prommissing="$prommissing $p"
 done
-[ -z "$prommissing" ] || install_without_starting $PROM_PKGS
+[ -z "$prommissing" ] || install_without_starting $prommissing

@@ -201,7 +201,7 @@ class Guest:
         then in state 'shutdown' and QMP still answers); returns the
         GuestResult.  Records elapsed seconds in self.elapsed."""
         deadline = time.monotonic() + timeout
-        res = self.wait_line('HC-DONE', timeout)
+        self.wait_line('HC-DONE', timeout)
         while self.qmp.cmd('query-status')['status'] != 'shutdown':
             if time.monotonic() > deadline:
                 raise TestFailure('guest printed HC-DONE but did not power '

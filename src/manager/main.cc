@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "manager/cluster/etcd_catalogue.h"
 #include "manager/core/config.h"
 #include "manager/core/manager.h"
 #include "manager/core/reconciler.h"
@@ -108,9 +109,22 @@ int Run(const hc::core::DaemonConfig& cfg) {
                  p.migrate_uri.empty() ? "" : ", streams to " + p.migrate_uri);
   }
   spdlog::info("SSD roots (policies' ssd-dir must lie under them): {}", ssd_roots->Describe());
+  std::unique_ptr<cluster::EtcdCatalogue> catalogue;
+  if (!cfg.cluster_etcd.empty()) {
+    auto eps = cluster::ParseEtcdUrls(cfg.cluster_etcd);
+    if (!eps) {
+      spdlog::error("{}", eps.error().message);
+      return 2;
+    }
+    catalogue = std::make_unique<cluster::EtcdCatalogue>(
+        **store, cluster::EtcdClient(*eps), clock,
+        std::chrono::milliseconds(cfg.cluster_poll_ms));
+    spdlog::info("policies: the cluster's catalogue in etcd at {} (a copy in {})",
+                 cluster::EtcdClient(*eps).Describe(), cfg.db);
+  }
   core::VmLocks vm_locks;
   migration::Registry migrating(vm_locks, clock);  // the one owner of the migrating state
-  core::Manager manager(**store, lv, tools, clock, mcfg, &vm_locks, &migrating);
+  core::Manager manager(**store, lv, tools, clock, mcfg, catalogue.get(), &vm_locks, &migrating);
   migration::Migrator migrator(manager, migrating, **store, lv, tools, clock, mig_cfg);
   core::Reconciler reconciler(manager, cfg.check_interval);
   migration::Coordinator migration(manager, migrating, migrator, lv, clock);
@@ -134,6 +148,9 @@ int Run(const hc::core::DaemonConfig& cfg) {
   });
   lv.Start();
   reconciler.Start();
+  if (catalogue) {
+    catalogue->Start([&](const store::PolicyChange& c) { manager.OnCatalogueChange(c); });
+  }
 
   boost::asio::thread_pool stats_pool(2);
   stats::StatsCollector collector(**store, lv, clock, [&](std::function<void()> fn) {
@@ -151,9 +168,15 @@ int Run(const hc::core::DaemonConfig& cfg) {
   http_opts.request_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(cfg.request_timeout * 1000.0));
   http::HttpServer server(ioc, workers, api, http_opts);
+  // Before the listener is up (its log line is how a supervisor or a test
+  // knows the daemon is ready): a SIGTERM from then on stops it gracefully.
+  // asio keeps a signal that arrives before async_wait below.
+  boost::asio::signal_set signals(ioc, SIGTERM, SIGINT);
+  boost::asio::steady_timer deadline(ioc);
   if (auto s = server.Listen(cfg.listen); !s) {
     spdlog::error("{}", s.error().message);
     collector.Stop();
+    if (catalogue) catalogue->Stop();
     reconciler.Stop();
     lv.Stop();
     return 1;
@@ -173,8 +196,6 @@ int Run(const hc::core::DaemonConfig& cfg) {
               std::string("hostcached ") + HOSTCACHE_VERSION + " started; re-verifying every "
               "assignment");
 
-  boost::asio::signal_set signals(ioc, SIGTERM, SIGINT);
-  boost::asio::steady_timer deadline(ioc);
   signals.async_wait([&](const boost::system::error_code& e, int sig) {
     if (e) return;
     spdlog::info("signal {}: shutting down", sig);
@@ -194,6 +215,7 @@ int Run(const hc::core::DaemonConfig& cfg) {
   workers.join();
   collector.Stop();
   stats_pool.join();
+  if (catalogue) catalogue->Stop();
   reconciler.Stop();
   lv.Stop();
   manager.Log("info", "", "", "stop", "hostcached stopped");

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -32,7 +33,7 @@ class ApiTest : public ::testing::Test {
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
     cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, &locks_,
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, nullptr, &locks_,
                                            &registry_);
     migration::MigratorConfig mcfg;
     mcfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
@@ -286,6 +287,95 @@ TEST_F(ApiTest, LibvirtDownIs503ButPoliciesStillWork) {
   auto h = Call("GET", "/api/v1/health", "", false);
   EXPECT_EQ(h.status, 200);
   EXPECT_EQ(Body(h)["libvirt"], "disconnected");
+}
+
+// A cluster's catalogue whose etcd cannot be reached (the real one is
+// tested against etcd in etcd_test.cc and test_cluster_etcd.py).
+class DownCatalogue final : public store::PolicyCatalogue {
+ public:
+  explicit DownCatalogue(store::Store& s) : store_(s) {}
+  Result<std::vector<policy::Policy>> List() override { return store_.ListPolicies(); }
+  Result<policy::Policy> Get(const std::string& n) override { return store_.GetPolicy(n); }
+  Status Create(const policy::Policy&, int64_t) override { return Down(); }
+  Status Update(const policy::Policy&, int64_t) override { return Down(); }
+  Status Delete(const std::string&) override { return Down(); }
+  store::CatalogueState State() override {
+    store::CatalogueState s;
+    s.kind = "etcd";
+    s.connected = false;
+    s.endpoints = {"http://10.0.0.9:2379"};
+    s.problem = "etcd at http://10.0.0.9:2379 is unreachable (Connection refused)";
+    return s;
+  }
+
+ private:
+  Status Down() {
+    return Fail(ErrorCode::kUnavailable, State().problem + "; policy changes are refused");
+  }
+  store::Store& store_;
+};
+
+TEST_F(ApiTest, CatalogueDownIs503ForPolicyChangesAndReportedInHealthAndMetrics) {
+  auto local = Body(Call("GET", "/api/v1/health", "", false));
+  EXPECT_EQ(local["catalogue"], (json{{"kind", "local"}, {"state", "connected"}})) << local;
+  EXPECT_EQ(local["status"], "ok");
+
+  DownCatalogue cat(*store_);
+  core::ManagerConfig cfg;
+  cfg.ram_budget = 1ull << 30;
+  mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, &cat);
+  api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+  const std::string before = Snapshot();
+  for (auto [method, target, body] :
+       {std::tuple{"POST", "/api/v1/policies", R"({"name":"new","rules":{}})"},
+        {"PUT", "/api/v1/policies/balanced", R"({"rules":{"ram-size":"64M"}})"},
+        {"DELETE", "/api/v1/policies/balanced", ""}}) {
+    auto r = Call(method, target, body);
+    EXPECT_EQ(r.status, 503) << method << " " << target;
+    EXPECT_NE(Body(r)["detail"].get<std::string>().find(
+                  "etcd at http://10.0.0.9:2379 is unreachable"),
+              std::string::npos)
+        << r.body;
+  }
+  EXPECT_EQ(Snapshot(), before);
+  EXPECT_EQ(Call("GET", "/api/v1/policies").status, 200);
+  // Caching goes on: assignments still work with the policies this host has.
+  EXPECT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            200);
+  auto h = Call("GET", "/api/v1/health", "", false);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(Body(h)["status"], "degraded");
+  EXPECT_EQ(Body(h)["catalogue"]["state"], "disconnected");
+  EXPECT_NE(Body(h)["catalogue"]["problem"].get<std::string>().find("unreachable"),
+            std::string::npos);
+  auto m = Call("GET", "/api/v1/metrics");
+  EXPECT_NE(m.body.find("hostcached_catalogue_connected{kind=\"etcd\"} 0"), std::string::npos)
+      << m.body;
+}
+
+TEST_F(ApiTest, APolicyChangedInTheClusterIsReappliedAndABudgetOverrunReported) {
+  ASSERT_EQ(Call("PUT", "/api/v1/vms/web/disks/vda/policy", R"({"policy":"balanced"})").status,
+            200);
+  auto p = store_->GetPolicy("balanced");
+  ASSERT_TRUE(p);
+  p->rules.ram_size = 2ull << 30;  // over the 1 GiB budget, as another host wrote it
+  ASSERT_TRUE(store_->UpdatePolicy(*p, clock_.now_ms));
+  mgr_->OnCatalogueChange({"balanced", store::PolicyChange::Kind::kUpdated, 42});
+  auto ev = Body(Call("GET", "/api/v1/events?action=policy-sync"))["events"];
+  bool reapplied = false, over = false;
+  for (const auto& e : ev) {
+    const std::string m = e["message"];
+    reapplied |= m.find("re-applying it to 1 disk(s)") != std::string::npos &&
+                 m.find("revision 42") != std::string::npos;
+    over |= e["level"] == "warning" && m.find("over this host's budget") != std::string::npos;
+  }
+  EXPECT_TRUE(reapplied) << ev;
+  EXPECT_TRUE(over) << ev;
+  // The running VM's filter was reopened with the cluster's rules.
+  auto reopen = Body(Call("GET", "/api/v1/events?action=reopen-live"))["events"];
+  ASSERT_EQ(reopen.size(), 1u) << reopen;
+  EXPECT_NE(reopen[0]["message"].get<std::string>().find("the policy says 2G"), std::string::npos)
+      << reopen;
 }
 
 TEST_F(ApiTest, StatsAndEventsAndMetrics) {

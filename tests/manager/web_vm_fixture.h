@@ -40,7 +40,7 @@ class WebVmTest : public ::testing::Test {
   // hostcached (the registry its gate, a migrator to TestPeers()).
   void MakeManager(const core::ManagerConfig& cfg) {
     migrator_.reset();
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, &locks_,
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, nullptr, &locks_,
                                            &registry_);
     migration::MigratorConfig mcfg;
     mcfg.emulator = cfg.emulator;

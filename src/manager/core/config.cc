@@ -115,10 +115,26 @@ std::optional<int> ParseDaemonArgs(int argc, char** argv, DaemonConfig* cfg) {
                  "A directory under which policies' ssd-dir may lie; repeatable")
       ->take_all()
       ->capture_default_str();
+  // A list (commas, or the flag repeated): CLI11 splits a config file's
+  // "a,b" into two values either way.
+  std::vector<std::string> etcd_urls;
+  app.add_option("--cluster-etcd", etcd_urls,
+                 "Share policies with a cluster through etcd: its members, "
+                 "http://HOST:PORT[,http://HOST:PORT...] (default: this host's own policies)")
+      ->delimiter(',')
+      ->take_all();
+  app.add_option("--cluster-poll-ms", cfg->cluster_poll_ms,
+                 "Milliseconds between reads of the cluster's catalogue in etcd")
+      ->check(CLI::Range(100, 600000))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  cfg->cluster_etcd.clear();
+  for (size_t i = 0; i < etcd_urls.size(); ++i) {
+    cfg->cluster_etcd += (i ? "," : "") + etcd_urls[i];
   }
   return std::nullopt;
 }

@@ -36,6 +36,10 @@ struct DaemonConfig {
   std::vector<std::string> peer_migrate_uris;
   // Directories under which policies' ssd-dir must lie (core/ssd_files.h).
   std::vector<std::string> ssd_roots = {"/var/lib/hostcache/ssd"};
+  // A cluster's shared policy catalogue: etcd members, "http://HOST:PORT"
+  // separated by commas ("": this host's own policies, in its SQLite).
+  std::string cluster_etcd;
+  int cluster_poll_ms = 1000;  // ms between reads of the catalogue in etcd
 };
 
 // Parses argv.  Returns the exit code to use when the process should end

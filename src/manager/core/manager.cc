@@ -37,9 +37,11 @@ std::string DiskList(const DomainInfo& info) {
 }  // namespace
 
 Manager::Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
-                 const Clock& clock, ManagerConfig config, VmLocks* locks,
-                 const MigrationGate* migrating)
+                 const Clock& clock, ManagerConfig config, store::PolicyCatalogue* catalogue,
+                 VmLocks* locks, const MigrationGate* migrating)
     : store_(store),
+      local_catalogue_(store),
+      catalogue_(catalogue ? catalogue : &local_catalogue_),
       lv_(lv),
       tools_(tools),
       live_(lv),
@@ -99,10 +101,10 @@ Status Manager::CheckJournalKept(const DomainRef& dom, const std::string& target
 
 // ---- policies ---------------------------------------------------------------
 
-Result<std::vector<policy::Policy>> Manager::ListPolicies() { return store_.ListPolicies(); }
+Result<std::vector<policy::Policy>> Manager::ListPolicies() { return catalogue_->List(); }
 
 Result<policy::Policy> Manager::GetPolicy(const std::string& name) {
-  return store_.GetPolicy(name);
+  return catalogue_->Get(name);
 }
 
 Result<std::vector<Assignment>> Manager::PolicyUsers(const std::string& name) {
@@ -127,7 +129,7 @@ Status Manager::CreatePolicy(const policy::Policy& in) {
   if (auto s = policy::Validate(in); !s) return s;
   auto p = CheckSsdDir(in);
   if (!p) return tl::unexpected(p.error());
-  if (auto s = store_.CreatePolicy(*p, clock_.NowMs()); !s) return s;
+  if (auto s = catalogue_->Create(*p, clock_.NowMs()); !s) return s;
   log_.Log("info", "", "", "policy-create",
       "policy '" + p->name + "' created (" + DescribeRules(p->rules) + ")");
   return {};
@@ -156,7 +158,7 @@ Result<std::vector<Assignment>> Manager::UpdatePolicy(const policy::Policy& in) 
     auto with = AssignedUsage(store_, &p);
     if (!with) return tl::unexpected(with.error());
     if (auto s = FitsPolicy(*with, p.name, Limits()); !s) return tl::unexpected(s.error());
-    if (auto s = store_.UpdatePolicy(p, clock_.NowMs()); !s) return tl::unexpected(s.error());
+    if (auto s = catalogue_->Update(p, clock_.NowMs()); !s) return tl::unexpected(s.error());
   }
   auto users = PolicyUsers(p.name);
   if (!users) return tl::unexpected(users.error());
@@ -178,7 +180,7 @@ Status Manager::DeletePolicy(const std::string& name) {
     return Fail(ErrorCode::kConflict, "policy '" + name + "' is assigned to " + Join(where, ", ") +
                                           "; unassign it from those disks first");
   }
-  if (auto s = store_.DeletePolicy(name); !s) return s;
+  if (auto s = catalogue_->Delete(name); !s) return s;
   log_.Log("info", "", "", "policy-delete", "policy '" + name + "' deleted");
   return {};
 }

@@ -40,6 +40,7 @@
 #include "manager/libvirt/live_filter.h"
 #include "manager/libvirt/qemu_tools.h"
 #include "manager/policy/policy.h"
+#include "manager/store/policy_catalogue.h"
 #include "manager/store/store.h"
 
 namespace hc::core {
@@ -72,12 +73,15 @@ struct BudgetView {
 
 class Manager {
  public:
-  // `locks`: the VM locks it shares with the migration module (nullptr:
-  // its own); `migrating`: which VMs are being live-migrated (nullptr:
-  // none ever is; src/migration's Registry in hostcached).  Both borrowed.
+  // `catalogue`: where policies are created, changed and deleted (borrowed;
+  // nullptr: the store's own, a single host).  Reads are the store's
+  // either way (a catalogue keeps its copy there).  `locks`: the VM locks
+  // it shares with the migration module (nullptr: its own); `migrating`:
+  // which VMs are being live-migrated (nullptr: none ever is;
+  // src/migration's Registry in hostcached).  All borrowed.
   Manager(store::Store& store, libvirt::LibvirtClient& lv, libvirt::QemuTools& tools,
-          const Clock& clock, ManagerConfig config, VmLocks* locks = nullptr,
-          const MigrationGate* migrating = nullptr);
+          const Clock& clock, ManagerConfig config, store::PolicyCatalogue* catalogue = nullptr,
+          VmLocks* locks = nullptr, const MigrationGate* migrating = nullptr);
   Manager(const Manager&) = delete;
   Manager& operator=(const Manager&) = delete;
 
@@ -93,6 +97,10 @@ class Manager {
   // policy; returns those disks' assignments afterwards.
   Result<std::vector<store::Assignment>> UpdatePolicy(const policy::Policy& p);
   Status DeletePolicy(const std::string& name);
+  store::PolicyCatalogue& Catalogue() { return *catalogue_; }
+  // A policy changed on another host (already in the local copy): logged,
+  // and re-applied to this host's disks that use it (core/catalogue_sync.cc).
+  void OnCatalogueChange(const store::PolicyChange& change);
 
   // VMs and disks.
   Result<std::vector<VmView>> ListVms();  // disks without XML details
@@ -192,6 +200,8 @@ class Manager {
   BudgetLimits Limits() const { return BudgetLimits{config_.ram_budget, config_.ssd_budget}; }
 
   store::Store& store_;
+  store::LocalCatalogue local_catalogue_;
+  store::PolicyCatalogue* catalogue_;  // local_catalogue_ or the one given
   libvirt::LibvirtClient& lv_;
   libvirt::QemuTools& tools_;
   libvirt::LiveFilter live_;

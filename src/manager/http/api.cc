@@ -399,10 +399,21 @@ Response Api::Handle(const Request& req) {
 Response Api::Health(const Params&, const Query&, const Request&) {
   bool lv = manager_.LibvirtConnected();
   auto pols = store_.ListPolicies();
-  json j{{"status", pols ? "ok" : "degraded"},
+  store::CatalogueState cat = manager_.Catalogue().State();
+  json catalogue{{"kind", cat.kind}, {"state", cat.connected ? "connected" : "disconnected"}};
+  if (cat.kind != "local") {
+    catalogue["endpoints"] = cat.endpoints;
+    catalogue["revision"] = cat.revision;
+    catalogue["synced_ms"] = cat.synced_ms;
+    catalogue["retained"] = cat.retained;
+    if (!cat.connected) catalogue["problem"] = cat.problem;
+  }
+  // Caching goes on without etcd: degraded, still 200.
+  json j{{"status", pols && cat.connected ? "ok" : "degraded"},
          {"version", version_},
          {"libvirt", lv ? "connected" : "disconnected"},
-         {"database", pols ? "ok" : pols.error().message}};
+         {"database", pols ? "ok" : pols.error().message},
+         {"catalogue", catalogue}};
   return Json(pols ? 200 : 503, j);
 }
 
@@ -717,6 +728,7 @@ Response Api::Metrics(const Params&, const Query&, const Request&) {
   snap.disks = CurrentSnapshots(stats_, snap.assignments);
   snap.budget = manager_.Budget();
   snap.libvirt_connected = manager_.LibvirtConnected();
+  snap.catalogue = manager_.Catalogue().State();
   Response r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = metrics::Render(snap);

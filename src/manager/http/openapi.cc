@@ -190,7 +190,21 @@ json Schemas() {
                {{"status", {{"type", "string"}}},
                 {"version", {{"type", "string"}}},
                 {"libvirt", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
-                {"database", {{"type", "string"}}}}}};
+                {"database", {{"type", "string"}}},
+                {"catalogue",
+                 {{"type", "object"},
+                  {"description",
+                   "Where policies come from: this host's own (local) or a cluster's in etcd. "
+                   "While etcd cannot be reached the state is disconnected, `problem` says "
+                   "why, policy changes are answered 503 and caching goes on."},
+                  {"properties",
+                   {{"kind", {{"type", "string"}, {"enum", {"local", "etcd"}}}},
+                    {"state", {{"type", "string"}, {"enum", {"connected", "disconnected"}}}},
+                    {"endpoints", {{"type", "array"}, {"items", {{"type", "string"}}}}},
+                    {"revision", {{"type", "integer"}}},
+                    {"synced_ms", {{"type", "integer"}}},
+                    {"retained", {{"type", "array"}, {"items", {{"type", "string"}}}}},
+                    {"problem", {{"type", "string"}}}}}}}}}};
   json count{{"type", "integer"}, {"minimum", 0}};
   json ns{{"type", "number"}, {"nullable", true}};
   json budget{{"type", "object"},

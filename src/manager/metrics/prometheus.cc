@@ -179,6 +179,14 @@ std::string Render(const Snapshot& s) {
   }
   Header(o, "hostcached_libvirt_connected", "gauge", "1 while connected to libvirtd.");
   o << "hostcached_libvirt_connected " << (s.libvirt_connected ? 1 : 0) << '\n';
+  Header(o, "hostcached_catalogue_connected", "gauge",
+         "1 while the policy catalogue can take changes (always 1 for a single host's; for "
+         "a cluster's, while etcd answers).");
+  o << "hostcached_catalogue_connected{kind=\"" << EscapeLabel(s.catalogue.kind) << "\"} "
+    << (s.catalogue.connected ? 1 : 0) << '\n';
+  Header(o, "hostcached_catalogue_revision", "gauge",
+         "The etcd revision this host's copy of the cluster's catalogue reflects (0: local).");
+  o << "hostcached_catalogue_revision " << s.catalogue.revision << '\n';
   Header(o, "hostcached_assigned_disks", "gauge", "Disks with a policy assigned.");
   o << "hostcached_assigned_disks " << s.assignments.size() << '\n';
   Header(o, "hostcached_ram_budget_bytes", "gauge", "Host RAM the caches may use.");

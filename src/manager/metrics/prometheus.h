@@ -11,6 +11,7 @@
 
 #include "manager/core/manager.h"
 #include "manager/stats/collector.h"
+#include "manager/store/policy_catalogue.h"
 #include "manager/store/store.h"
 
 namespace hc::metrics {
@@ -21,6 +22,7 @@ struct Snapshot {
   std::map<std::string, stats::VmCollectorState> collectors;
   core::BudgetView budget;
   bool libvirt_connected = false;
+  store::CatalogueState catalogue;  // where policies come from (local or etcd)
 };
 
 std::string Render(const Snapshot& s);
