@@ -229,4 +229,13 @@ Status WriteFileAtomic(const std::string& path, std::string_view data, unsigned 
   return {};
 }
 
+std::string Join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (const auto& s : v) {
+    if (!out.empty()) out += sep;
+    out += s;
+  }
+  return out;
+}
+
 }  // namespace hc

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/error.h"
 
@@ -22,6 +23,9 @@ std::string HumanSize(uint64_t bytes);
 
 // Seconds -> a form for messages with one decimal ("2.5 s").
 std::string HumanSeconds(double seconds);
+
+// The strings of `v` with `sep` between them ("" when empty).
+std::string Join(const std::vector<std::string>& v, std::string_view sep);
 
 // `n` random bytes from the kernel's CSPRNG as lowercase hex.
 Result<std::string> RandomHex(size_t n);

@@ -32,7 +32,9 @@
 #include "manager/stats/collector.h"
 #include "manager/store/sqlite_store.h"
 #include "migration/coordinator.h"
+#include "migration/migrator.h"
 #include "migration/peer_health.h"
+#include "migration/registry.h"
 
 #ifndef HOSTCACHE_VERSION
 #define HOSTCACHE_VERSION "unknown"
@@ -97,10 +99,12 @@ int Run(const hc::core::DaemonConfig& cfg) {
   mcfg.emulator = cfg.emulator;
   mcfg.ram_budget = *ram_budget;
   mcfg.ssd_budget = *ssd_budget;
-  mcfg.drain_timeout_ms = static_cast<int64_t>(cfg.migrate_drain_timeout * 1000.0);
-  mcfg.drain_threshold = *drain_threshold;
-  mcfg.peers = *peers;
   mcfg.ssd_roots = *ssd_roots;
+  migration::MigratorConfig mig_cfg;
+  mig_cfg.emulator = cfg.emulator;
+  mig_cfg.drain_timeout_ms = static_cast<int64_t>(cfg.migrate_drain_timeout * 1000.0);
+  mig_cfg.drain_threshold = *drain_threshold;
+  mig_cfg.peers = *peers;
   for (const auto& p : peers->all()) {
     spdlog::info("migration peer '{}': {}{}", p.name, p.uri,
                  p.migrate_uri.empty() ? "" : ", streams to " + p.migrate_uri);
@@ -119,9 +123,12 @@ int Run(const hc::core::DaemonConfig& cfg) {
     spdlog::info("policies: the cluster's catalogue in etcd at {} (a copy in {})",
                  cluster::EtcdClient(*eps).Describe(), cfg.db);
   }
-  core::Manager manager(**store, lv, tools, clock, mcfg, catalogue.get());
+  core::VmLocks vm_locks;
+  migration::Registry migrating(vm_locks, clock);  // the one owner of the migrating state
+  core::Manager manager(**store, lv, tools, clock, mcfg, catalogue.get(), &vm_locks, &migrating);
+  migration::Migrator migrator(manager, migrating, **store, lv, tools, clock, mig_cfg);
   core::Reconciler reconciler(manager, cfg.check_interval);
-  migration::Coordinator migration(manager, lv, clock);
+  migration::Coordinator migration(manager, migrating, migrator, lv, clock);
   reconciler.SetHandler([&](const std::string& uuid, const std::string& name,
                             libvirt::Lifecycle ev, const std::string& detail) {
     migration.OnEvent(uuid, name, ev, detail);
@@ -156,7 +163,7 @@ int Run(const hc::core::DaemonConfig& cfg) {
   boost::asio::io_context ioc(1);
   boost::asio::thread_pool workers(4);
   http::StaticFiles web(cfg.web_dir);
-  http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION, &web);
+  http::Api api(manager, **store, &collector, *token, HOSTCACHE_VERSION, &web, &migrator);
   migration::PeerHealth peer_health(*peers, lv, clock);
   peer_health.Start(30);
   api.SetPeerHealth(&peer_health);

@@ -27,7 +27,7 @@ void Coordinator::OnEvent(const std::string& uuid, const std::string& name, Life
       if (ev == Lifecycle::kStarted || ev == Lifecycle::kStopped ||
           ev == Lifecycle::kResumed || ev == Lifecycle::kSuspended ||
           ev == Lifecycle::kUndefined) {
-        manager_.SetMigrating(uuid, false);
+        registry_.Set(uuid, false);
         std::lock_guard lock(mu_);
         started_ms_.erase(uuid);
         // Gone with --undefinesource after it left (its undefine), or
@@ -66,7 +66,7 @@ double Coordinator::Elapsed(const std::string& uuid) {
 void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
   const std::string disks = CachedDisks(uuid);
   if (disks.empty()) return;
-  manager_.SetMigrating(uuid, true);
+  registry_.Set(uuid, true, "switch-over");
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -81,7 +81,7 @@ void Coordinator::Outgoing(const std::string& uuid, const std::string& name) {
 void Coordinator::Away(const std::string& uuid, const std::string& name) {
   const std::string disks = CachedDisks(uuid);
   double took = Elapsed(uuid);
-  manager_.SetMigrating(uuid, false);
+  registry_.Set(uuid, false);
   {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);
@@ -94,6 +94,7 @@ void Coordinator::Away(const std::string& uuid, const std::string& name) {
                    " are managed there by that host's hostcached once their policies are "
                    "assigned there; here the assignments stay with the definition (unassign them "
                    "if the VM does not come back)");
+  migrator_.ReleaseTiers(uuid, name);
   manager_.OnLifecycle(uuid, name, Lifecycle::kMigratedAway);
   // With --undefinesource the definition goes next (or went already): the
   // assignments then live on in the VM's metadata, not here.
@@ -122,7 +123,7 @@ void Coordinator::ForgetDeparted(const std::string& uuid, const std::string& nam
 }
 
 void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
-  manager_.SetMigrating(uuid, true);
+  registry_.Set(uuid, true, "incoming");
   {
     std::lock_guard lock(mu_);
     started_ms_.emplace(uuid, clock_.NowMs());
@@ -145,7 +146,8 @@ void Coordinator::Incoming(const std::string& uuid, const std::string& name) {
 }
 
 void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
-  manager_.SetMigrating(uuid, false);
+  const double took = Elapsed(uuid);
+  registry_.Set(uuid, false);
   {
     std::lock_guard lock(mu_);
     started_ms_.erase(uuid);
@@ -163,8 +165,9 @@ void Coordinator::Resumed(const std::string& uuid, const std::string& name) {
   }
   if (!states.empty()) {
     manager_.Log("info", name, "", "migrate-in",
-                 "running here after live migration; compliance re-verified from QEMU's block "
-                 "graph: " + states);
+                 "running here after live migration" +
+                     (took >= 0 ? " (incoming for " + HumanSeconds(took) + ")" : std::string()) +
+                     "; compliance re-verified from QEMU's block graph: " + states);
     return;
   }
   // No assignment here: are there filters anyway (assigned on the source)?

@@ -9,7 +9,8 @@
 // libvirt's lifecycle events with detail "migrated":
 //   source:      Suspended -> event "migrate-out" (switch-over begins;
 //                checks leave the VM alone), Stopped -> event
-//                "migrated-away" with the duration, the VM checked again
+//                "migrated-away" with the duration, its SSD tiers here
+//                released (Migrator::ReleaseTiers), the VM checked again
 //                (shut off here, or gone with --undefinesource);
 //   destination: Started -> event "migrate-in" (incoming, paused: nothing
 //                is changed while its nodes are inactive), Resumed ->
@@ -20,7 +21,7 @@
 //                filters keep working, unmanaged).
 //
 // Draining write-back disks before the switch-over happens in
-// Manager::Migrate (a migration hostcached drives), not here: the first
+// Migrator::Migrate (a migration hostcached drives), not here: the first
 // event the source gets is Suspended Migrated, at switch-over, too late.
 //
 // Thread-safety: On* are called on the reconciler thread; the state map is
@@ -36,13 +37,21 @@
 #include "manager/core/manager.h"
 #include "manager/libvirt/libvirt_client.h"
 #include "migration/adopt.h"
+#include "migration/migrator.h"
+#include "migration/registry.h"
 
 namespace hc::migration {
 
 class Coordinator {
  public:
-  Coordinator(core::Manager& manager, libvirt::LibvirtClient& lv, const Clock& clock)
-      : manager_(manager), lv_(lv), clock_(clock), adopter_(manager, lv) {}
+  Coordinator(core::Manager& manager, Registry& registry, Migrator& migrator,
+              libvirt::LibvirtClient& lv, const Clock& clock)
+      : manager_(manager),
+        registry_(registry),
+        migrator_(migrator),
+        lv_(lv),
+        clock_(clock),
+        adopter_(manager, lv) {}
 
   // Adopts VMs that arrive with carried assignments (adopt.h).
   Adopter& adopter() { return adopter_; }
@@ -69,6 +78,8 @@ class Coordinator {
   double Elapsed(const std::string& uuid);
 
   core::Manager& manager_;       // not owned
+  Registry& registry_;           // not owned
+  Migrator& migrator_;           // not owned
   libvirt::LibvirtClient& lv_;   // not owned
   const Clock& clock_;           // not owned
   Adopter adopter_;

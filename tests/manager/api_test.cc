@@ -32,11 +32,16 @@ class ApiTest : public ::testing::Test {
     lv_.Add(kWeb, "web", TestData("web.inactive.xml"), TestData("web.live.xml"));
     core::ManagerConfig cfg;
     cfg.ram_budget = 1ull << 30;
-    cfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
-                                    {"host2=tcp://10.0.0.2"});
     cfg.ssd_roots = *core::SsdRoots::Make({ssd_root_.path()});
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
-    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test");
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, nullptr, &locks_,
+                                           &registry_);
+    migration::MigratorConfig mcfg;
+    mcfg.peers = *core::Peers::Parse({"host2=qemu+ssh://host2/system"},
+                                     {"host2=tcp://10.0.0.2"});
+    migrator_ = std::make_unique<migration::Migrator>(*mgr_, registry_, *store_, lv_, tools_,
+                                                      clock_, mcfg);
+    api_ = std::make_unique<Api>(*mgr_, *store_, nullptr, kToken, "test", nullptr,
+                                 migrator_.get());
   }
   Response Call(const std::string& method, const std::string& target, const std::string& body = "",
                 bool auth = true) {
@@ -72,7 +77,10 @@ class ApiTest : public ::testing::Test {
   testing::FakeLibvirt lv_;
   testing::FakeQemuTools tools_;
   std::unique_ptr<store::SqliteStore> store_;
+  core::VmLocks locks_;
+  migration::Registry registry_{locks_, clock_};
   std::unique_ptr<core::Manager> mgr_;
+  std::unique_ptr<migration::Migrator> migrator_;
   std::unique_ptr<Api> api_;
 };
 
@@ -242,6 +250,19 @@ TEST_F(ApiTest, AssignShowAndUnassign) {
   EXPECT_EQ(mx.content_type, "application/xml");
   EXPECT_EQ(libvirt::ParseInstalledFilters(mx.body)->count("vda"), 1u) << mx.body;
   EXPECT_EQ(Call("GET", "/api/v1/vms/nope/migration-xml").status, 404);
+  // Where its migration is: none, with the driver's figures per disk.
+  auto mp = Call("GET", "/api/v1/vms/web/migration");
+  ASSERT_EQ(mp.status, 200) << mp.body;
+  auto mpj = Body(mp);
+  EXPECT_EQ(mpj["phase"], "none");
+  ASSERT_EQ(mpj["disks"].size(), 1u);
+  EXPECT_EQ(mpj["disks"][0]["target"], "vda");
+  EXPECT_EQ(mpj["disks"][0]["reported"], true);
+  EXPECT_EQ(mpj["disks"][0]["warm_up"]["state"], "none");
+  registry_.Set(kWeb, true, "switch-over");
+  EXPECT_EQ(Body(Call("GET", "/api/v1/vms/web/migration"))["phase"], "switch-over");
+  registry_.Set(kWeb, false);
+  EXPECT_EQ(Call("GET", "/api/v1/vms/nope/migration").status, 404);
   EXPECT_EQ(Call("DELETE", "/api/v1/policies/balanced").status, 409);
   auto big = Call("POST", "/api/v1/policies", R"({"name":"big","rules":{"ram-size":"1G"}})");
   ASSERT_EQ(big.status, 201);

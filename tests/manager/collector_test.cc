@@ -65,6 +65,41 @@ TEST_F(CollectorTest, SamplesEveryCachedDiskIntoTheStore) {
   ASSERT_EQ(latest.size(), 2u);
 }
 
+TEST_F(CollectorTest, AFinishedWarmUpIsAWarmedEventWithItsDuration) {
+  StatsCollector c(*store_, lv_, clock_, [](std::function<void()> fn) { fn(); });
+  auto warmed = [&] {
+    std::vector<store::Event> out;
+    auto evs = store_->ListEvents(0, 100, "");
+    for (const auto& e : *evs) {
+      if (e.action == "warmed") out.push_back(e);
+    }
+    return out;
+  };
+  auto& counters = lv_.domains[kWeb].qemu.counters["hc-vda"];
+  counters = json{{"warm-up-state", "done"}, {"warm-up-blocks", 8}, {"warm-up-done", 8}};
+  c.CollectOnce();
+  EXPECT_TRUE(warmed().empty()) << "a warm-up never seen running is not announced";
+  counters = json{{"warm-up-state", "running"}, {"warm-up-blocks", 400}, {"warm-up-done", 10},
+                  {"warm-up-bytes-received", 0}};
+  c.CollectOnce();
+  clock_.now_ms += 10000;
+  counters["warm-up-done"] = 200;
+  c.CollectOnce();
+  EXPECT_TRUE(warmed().empty());
+  clock_.now_ms += 5000;
+  counters["warm-up-state"] = "done";
+  counters["warm-up-done"] = 400;
+  c.CollectOnce();
+  auto ev = warmed();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].vm, "web");
+  EXPECT_EQ(ev[0].target, "vda");
+  EXPECT_NE(ev[0].message.find("400 of 400 blocks warmed"), std::string::npos) << ev[0].message;
+  EXPECT_NE(ev[0].message.find("ran for 15.0 s or less"), std::string::npos) << ev[0].message;
+  c.CollectOnce();
+  EXPECT_EQ(warmed().size(), 1u) << "said once";
+}
+
 TEST_F(CollectorTest, TheSsdTiersStateIsInTheSeriesAndTheMetrics) {
   // A driver that reports the journal and a failed tier; web's disk has an
   // SSD tier that failed, db's does not report those fields (an older

@@ -336,5 +336,16 @@ TEST(BlockGraph, RepliesOfAnyShapeDoNotThrow) {
   EXPECT_EQ(QmpReturn("{\"return\": \"\xff\"}").error().code, ErrorCode::kInternal);
 }
 
+TEST(DomainXml, QemusUserFromTheCapabilities) {
+  auto caps = R"(<capabilities><host><secmodel><model>apparmor</model><doi>0</doi></secmodel>
+    <secmodel><model>dac</model><doi>0</doi><baselabel type='kvm'>+64055:+994</baselabel>
+    <baselabel type='qemu'>+64055:+994</baselabel></secmodel></host></capabilities>)";
+  auto l = ParseDacBaseLabel(caps);
+  ASSERT_TRUE(l) << l.error().message;
+  EXPECT_EQ(l->first, 64055u);
+  EXPECT_EQ(l->second, 994u);
+  EXPECT_FALSE(ParseDacBaseLabel("<capabilities><host/></capabilities>"));
+}
+
 }  // namespace
 }  // namespace hc::libvirt

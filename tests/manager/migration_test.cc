@@ -22,7 +22,7 @@ class MigrationTest : public testing::WebVmTest {
  protected:
   void SetUp() override {
     WebVmTest::SetUp();
-    coord_ = std::make_unique<Coordinator>(*mgr_, lv_, clock_);
+    coord_ = std::make_unique<Coordinator>(*mgr_, registry_, *migrator_, lv_, clock_);
   }
   std::vector<store::Event> Events(const std::string& action) {
     std::vector<store::Event> out;
@@ -136,18 +136,18 @@ TEST_F(MigrationTest, AVmArrivingWithFiltersButNoAssignmentHereIsReported) {
 
 TEST_F(MigrationTest, MigrateSendsTheXmlWithTheFilters) {
   ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
-  EXPECT_EQ(mgr_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(migrator_->Migrate("web", {}).error().code, ErrorCode::kInvalidArgument);
   libvirt::MigrateRequest req;
   req.destination = "host2";
   req.unsafe = true;
   // A failure: reported, the VM stays.
   lv_.migrate_error = "the migration failed: unable to connect";
-  auto bad = mgr_->Migrate("web", req);
+  auto bad = migrator_->Migrate("web", req);
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_TRUE(lv_.domains[kWeb].active);
   lv_.migrate_error.clear();
-  auto secs = mgr_->Migrate("web", req);
+  auto secs = migrator_->Migrate("web", req);
   ASSERT_TRUE(secs) << secs.error().message;
   ASSERT_EQ(lv_.migrations.size(), 2u);
   const auto& sent = lv_.migrations.back();
@@ -231,7 +231,7 @@ TEST_F(DrainTest, WriteBackDisksAreDrainedWhileTheGuestRunsThenTheMigrationStart
     EXPECT_EQ(Age("hc-vda"), 1u);
   };
   Qemu().log.clear();
-  auto secs = mgr_->Migrate("web", req_);
+  auto secs = migrator_->Migrate("web", req_);
   ASSERT_TRUE(secs) << secs.error().message;
   // Reopened once (vda only: vdb is write-through), polled, then migrated.
   auto& log = Qemu().log;
@@ -265,7 +265,7 @@ TEST_F(DrainTest, WriteBackDisksAreDrainedWhileTheGuestRunsThenTheMigrationStart
 
 TEST_F(DrainTest, TheDrainEndsAtTheTimeoutAndTheMigrationStartsAnyway) {
   Model(8ull << 20, 8ull << 20);  // the guest dirties as fast as it is written back
-  auto secs = mgr_->Migrate("web", req_, 2000);
+  auto secs = migrator_->Migrate("web", req_, 2000);
   ASSERT_TRUE(secs) << secs.error().message;
   ASSERT_EQ(lv_.migrations.size(), 1u);
   EXPECT_EQ(clock_.sleeps, 10);  // 2 s in 200 ms polls
@@ -284,7 +284,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
   Model(64ull << 20, 0);
   lv_.migrate_error = "the migration failed: unable to connect";
   Qemu().log.clear();
-  auto bad = mgr_->Migrate("web", req_);
+  auto bad = migrator_->Migrate("web", req_);
   ASSERT_FALSE(bad);
   EXPECT_TRUE(lv_.domains[kWeb].active);
   EXPECT_EQ(Age("hc-vda"), 7000u);
@@ -299,7 +299,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
   // (nothing to restore).
   Qemu().fail["blockdev-reopen"] = "x";  // (one shot: the drain's reopen)
   Qemu().log.clear();
-  ASSERT_FALSE(mgr_->Migrate("web", req_));
+  ASSERT_FALSE(migrator_->Migrate("web", req_));
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 1);
   evs = Events("migrate-drain");
   ASSERT_EQ(evs.size(), 4u);
@@ -310,7 +310,7 @@ TEST_F(DrainTest, AFailedMigrationGivesTheFiltersThePolicysAgeBack) {
 
 TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
   Qemu().log.clear();
-  ASSERT_TRUE(mgr_->Migrate("web", req_, 0));
+  ASSERT_TRUE(migrator_->Migrate("web", req_, 0));
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);
   EXPECT_TRUE(Events("migrate-drain").empty());
   EXPECT_EQ(clock_.sleeps, 0);
@@ -318,11 +318,79 @@ TEST_F(DrainTest, NoDrainWhenTheTimeoutIsZeroOrAlreadyMigrating) {
   lv_.domains[kWeb].active = true;
   coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
   Qemu().log.clear();
-  auto busy = mgr_->Migrate("web", req_);
+  auto busy = migrator_->Migrate("web", req_);
   ASSERT_FALSE(busy);
   EXPECT_EQ(busy.error().code, ErrorCode::kFailedPrecondition);
   EXPECT_EQ(std::count(Qemu().log.begin(), Qemu().log.end(), "blockdev-reopen"), 0);
   EXPECT_TRUE(mgr_->Migrating(kWeb)) << "the running migration keeps its mark";
+}
+
+// ---- progress: GET /vms/{vm}/migration ---------------------------------------
+
+TEST_F(DrainTest, ProgressFollowsTheDrainAndTheMigrationWithTheDriversFigures) {
+  auto idle = migrator_->Progress("web");
+  ASSERT_TRUE(idle) << idle.error().message;
+  EXPECT_EQ(idle->phase, "none");
+  EXPECT_EQ(idle->seconds, 0);
+  ASSERT_EQ(idle->disks.size(), 2u);
+  EXPECT_EQ(idle->disks[0].target, "vda");
+  EXPECT_TRUE(idle->disks[0].reported);
+  EXPECT_EQ(idle->disks[0].dirty_bytes, 64ull << 20);
+  // While it drains, then while libvirt migrates: the phase, the time, and
+  // what the driver reports.
+  std::vector<MigrationProgress> seen;
+  Model(32ull << 20, 0);
+  auto model = clock_.on_sleep;
+  clock_.on_sleep = [&](int64_t ms) {
+    model(ms);
+    Qemu().counters["hc-vda"] = nlohmann::json{{"migration-drained-bytes", 5 << 20}};
+    seen.push_back(*migrator_->Progress("web"));
+  };
+  lv_.on_migrate = [&] { seen.push_back(*migrator_->Progress(kWeb)); };
+  ASSERT_TRUE(migrator_->Migrate("web", req_));
+  ASSERT_GE(seen.size(), 2u);
+  EXPECT_EQ(seen.front().phase, "draining");
+  EXPECT_EQ(seen.front().disks[0].dirty_bytes, 32ull << 20);
+  EXPECT_EQ(seen.front().disks[0].drained_bytes, 5u << 20);
+  EXPECT_EQ(seen.back().phase, "migrating");
+  EXPECT_GT(seen.back().seconds, 0);
+  EXPECT_EQ(migrator_->Progress("web")->phase, "none");
+}
+
+TEST_F(MigrationTest, ProgressShowsTheSwitchOverTheIncomingVmAndItsWarmUp) {
+  ASSERT_TRUE(mgr_->Assign("web", "vda", "balanced"));
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationOut);
+  clock_.now_ms += 2500;
+  auto out = migrator_->Progress("web");
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out->phase, "switch-over");
+  EXPECT_DOUBLE_EQ(out->seconds, 2.5);
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationResumed);  // (failed: the source resumed)
+  // The destination: incoming, then running while its warm-up runs.
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationIn);
+  Qemu().counters["hc-vda"] = nlohmann::json{{"warm-up-state", "received"}};
+  EXPECT_EQ(migrator_->Progress("web")->phase, "incoming");
+  clock_.now_ms += 1200;
+  coord_->OnEvent(kWeb, "web", Lifecycle::kMigrationResumed);
+  auto in = Events("migrate-in");
+  ASSERT_FALSE(in.empty());
+  EXPECT_NE(in[0].message.find("(incoming for 1.2 s)"), std::string::npos) << in[0].message;
+  Qemu().counters["hc-vda"] = nlohmann::json{
+      {"warm-up-state", "running"}, {"warm-up-blocks", 400}, {"warm-up-done", 100},
+      {"warm-up-bytes-received", 0}};
+  auto warm = migrator_->Progress("web");
+  ASSERT_TRUE(warm);
+  EXPECT_EQ(warm->phase, "warming-up");
+  EXPECT_EQ(warm->disks[0].warm_up_blocks, 400u);
+  EXPECT_EQ(warm->disks[0].warm_up_done, 100u);
+  Qemu().counters["hc-vda"]["warm-up-state"] = "done";
+  EXPECT_EQ(migrator_->Progress("web")->phase, "none");
+  // A shut-off VM's disks have no figures; an unknown VM is 404.
+  lv_.domains[kWeb].active = false;
+  auto off = migrator_->Progress("web");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->disks[0].reported);
+  EXPECT_EQ(migrator_->Progress("nope").error().code, ErrorCode::kNotFound);
 }
 
 }  // namespace

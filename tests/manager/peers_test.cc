@@ -190,7 +190,6 @@ TEST(PeerHealth, ProbesEachPeerAndTheApiListsThem) {
   auto store = std::move(*store::SqliteStore::Open(":memory:", clock.now_ms));
   testing::FakeQemuTools tools;
   ManagerConfig cfg;
-  cfg.peers = *peers;
   Manager mgr(*store, lv, tools, clock, cfg);
   http::Api api(mgr, *store, nullptr, "tok", "test");
   api.SetPeerHealth(&health);

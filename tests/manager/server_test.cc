@@ -591,6 +591,13 @@ TEST_F(DaemonTest, HostcachectlDrivesTheApi) {
   auto status = ctl({"disk", "status", "test"});
   EXPECT_EQ(status.exit_code, 0) << status.err;
   EXPECT_NE(status.out.find("vda"), std::string::npos) << status.out;
+  // Not migrating (not a terminal: one report, no redraw).
+  auto mig = ctl({"vm", "migration", "test"});
+  EXPECT_EQ(mig.exit_code, 0) << mig.err;
+  EXPECT_EQ(mig.out.rfind("test: none\n", 0), 0u) << mig.out;
+  auto nomig = ctl({"vm", "migration", "nope"});
+  EXPECT_EQ(nomig.exit_code, 1);
+  EXPECT_NE(nomig.err.find("error 404"), std::string::npos) << nomig.err;
   // (The route is reached: the daemon's refusal is printed.)
   auto forget = ctl({"disk", "forget-tier", "test", "vda"});
   EXPECT_EQ(forget.exit_code, 1);

@@ -1,6 +1,7 @@
 // The fixture the policy engine's and the migration coordinator's tests
 // share: the running VM "web" (tests/manager/data/web.*.xml) in the fake
-// libvirt, and a Manager over them and a real in-memory SQLite store.
+// libvirt, and a Manager over them and a real in-memory SQLite store, with
+// the migration module's registry and migrator.
 #pragma once
 
 #include <memory>
@@ -10,6 +11,8 @@
 #include "fakes.h"
 #include "manager/core/manager.h"
 #include "manager/store/sqlite_store.h"
+#include "migration/migrator.h"
+#include "migration/registry.h"
 
 namespace hc::testing {
 
@@ -31,8 +34,19 @@ class WebVmTest : public ::testing::Test {
     cfg.emulator = "/opt/hostcache/qemu-system-x86_64";
     cfg.ram_budget = 2ull << 30;
     cfg.ssd_budget = 0;
-    cfg.peers = TestPeers();
-    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg);
+    MakeManager(cfg);
+  }
+  // The Manager with `cfg`, and the migration module beside it as in
+  // hostcached (the registry its gate, a migrator to TestPeers()).
+  void MakeManager(const core::ManagerConfig& cfg) {
+    migrator_.reset();
+    mgr_ = std::make_unique<core::Manager>(*store_, lv_, tools_, clock_, cfg, nullptr, &locks_,
+                                           &registry_);
+    migration::MigratorConfig mcfg;
+    mcfg.emulator = cfg.emulator;
+    mcfg.peers = TestPeers();
+    migrator_ = std::make_unique<migration::Migrator>(*mgr_, registry_, *store_, lv_, tools_,
+                                                      clock_, mcfg);
   }
   FakeQemu& Qemu() { return lv_.domains[kWeb].qemu; }
 
@@ -40,7 +54,10 @@ class WebVmTest : public ::testing::Test {
   FakeLibvirt lv_;
   FakeQemuTools tools_;
   std::unique_ptr<store::SqliteStore> store_;
+  core::VmLocks locks_;
+  migration::Registry registry_{locks_, clock_};
   std::unique_ptr<core::Manager> mgr_;
+  std::unique_ptr<migration::Migrator> migrator_;
 };
 
 }  // namespace hc::testing

@@ -3,7 +3,7 @@
 //   hostcachectl policy list|show NAME|create NAME ...|update NAME ...|delete NAME
 //   hostcachectl disk assign VM TARGET POLICY|unassign VM TARGET|status VM [TARGET]|stats VM TARGET
 //                    |forget-tier VM TARGET
-//   hostcachectl vm list|show VM
+//   hostcachectl vm list|show VM|migration VM|migration-xml VM|migrate VM PEER
 //   hostcachectl events [--limit N]
 //   hostcachectl health
 //
@@ -13,13 +13,16 @@
 // 2 usage error, 3 the daemon cannot be reached.
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <chrono>
 #include <iostream>
 #include <map>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -300,6 +303,63 @@ int LibvirtHook(Client& client, const std::vector<std::string>& args) {
   return std::cout.flush() ? 0 : 1;
 }
 
+// How far a migration (GET /vms/{vm}/migration) is, 0..1, and of what:
+// the write-back data drained while it migrates, the warm-up's blocks on a
+// destination; negative when there is nothing to measure.
+std::pair<double, std::string> MigrationFraction(const json& m) {
+  const std::string phase = m.value("phase", "");
+  uint64_t part = 0, whole = 0;
+  for (const auto& d : m.value("disks", json::array())) {
+    if (!d.value("reported", false)) continue;
+    if (phase == "warming-up") {
+      part += d["warm_up"].value("done", uint64_t{0});
+      whole += d["warm_up"].value("blocks", uint64_t{0});
+    } else {
+      const uint64_t drained = d.value("drained_bytes", uint64_t{0});
+      part += drained;
+      whole += drained + d.value("dirty_bytes", uint64_t{0});
+    }
+  }
+  if (phase == "none" || phase == "incoming" || whole == 0) return {-1, ""};
+  return {static_cast<double>(part) / static_cast<double>(whole),
+          phase == "warming-up" ? "blocks warmed" : "dirty data written back"};
+}
+
+// "[#########.................]  33% dirty data written back".
+std::string ProgressBar(double fraction, const std::string& what, int width = 30) {
+  const int full = static_cast<int>(fraction * width + 0.5);
+  return "[" + std::string(full, '#') + std::string(width - full, '.') + "] " +
+         std::to_string(static_cast<int>(fraction * 100 + 0.5)) + "% " + what;
+}
+
+// One line: "web: switch-over for 2.5 s" with the bar when there is one.
+std::string MigrationLine(const json& m) {
+  std::string line = Str(m, "vm") + ": " + Str(m, "phase");
+  if (m.value("phase", "") != "none") {
+    line += " for " + hc::HumanSeconds(m.value("seconds", 0.0));
+  }
+  auto [fraction, what] = MigrationFraction(m);
+  if (fraction >= 0) line += "  " + ProgressBar(fraction, what);
+  return line;
+}
+
+// The disks' figures, a line each.
+void PrintMigrationDisks(const json& m) {
+  for (const auto& d : m.value("disks", json::array())) {
+    if (!d.value("reported", false)) {
+      std::cout << "  " << Str(d, "target") << ": no statistics from QEMU\n";
+      continue;
+    }
+    const json& w = d["warm_up"];
+    std::cout << "  " << Str(d, "target") << ": "
+              << hc::HumanSize(d.value("dirty_bytes", uint64_t{0})) << " dirty, "
+              << hc::HumanSize(d.value("drained_bytes", uint64_t{0})) << " drained; warm-up "
+              << Str(w, "state") << " (" << w.value("done", uint64_t{0}) << "/"
+              << w.value("blocks", uint64_t{0}) << " blocks, "
+              << hc::HumanSize(w.value("bytes_received", uint64_t{0})) << " received)\n";
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -510,6 +570,28 @@ int main(int argc, char** argv) {
     action = [&] {
       json j = client.Expect(bhttp::verb::get, "/vms/" + Seg(vm) + "/migration-xml");
       std::cout << (j.is_string() ? j.get<std::string>() : j.dump(2));
+    };
+  });
+
+  auto* vprog = vmcmd->add_subcommand(
+      "migration", "where a VM's live migration is (on a terminal: a progress bar until it ends)");
+  vprog->add_option("vm", vm, "VM name or UUID")->required();
+  vprog->callback([&] {
+    action = [&] {
+      const std::string path = "/vms/" + Seg(vm) + "/migration";
+      json m = client.Expect(bhttp::verb::get, path);
+      if (opts.json) return void(std::cout << m.dump(2) << "\n");
+      if (isatty(STDOUT_FILENO)) {
+        // Redrawn once a second on one line until the migration ends.
+        while (m.value("phase", "none") != "none") {
+          std::cout << "\r\033[K" << MigrationLine(m) << std::flush;
+          std::this_thread::sleep_for(std::chrono::seconds(1));
+          m = client.Expect(bhttp::verb::get, path);
+        }
+        std::cout << "\r\033[K";
+      }
+      std::cout << MigrationLine(m) << "\n";
+      PrintMigrationDisks(m);
     };
   });
 

@@ -246,11 +246,13 @@ Response Problem(int status, const std::string& detail, std::string_view code) {
 }
 
 Api::Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-         std::string token, std::string version, const StaticFiles* web)
+         std::string token, std::string version, const StaticFiles* web,
+         migration::Migrator* migrator)
     : manager_(manager),
       store_(store),
       stats_(stats),
       web_(web),
+      migrator_(migrator),
       token_(std::move(token)),
       version_(std::move(version)) {}
 
@@ -267,6 +269,7 @@ const std::vector<Api::Route>& Api::Table() {
       {"GET", "/vms", true, &Api::ListVms},
       {"GET", "/vms/{vm}", true, &Api::GetVm},
       {"GET", "/vms/{vm}/migration-xml", true, &Api::MigrationXml},
+      {"GET", "/vms/{vm}/migration", true, &Api::MigrationProgress},
       {"POST", "/vms/{vm}/migrate", true, &Api::MigrateVm, false, /*unbounded=*/true},
       {"GET", "/vms/{vm}/disks/{target}/policy", true, &Api::GetDiskPolicy},
       {"PUT", "/vms/{vm}/disks/{target}/policy", true, &Api::PutDiskPolicy},
@@ -555,7 +558,8 @@ Response Api::GetVm(const Params& params, const Query&, const Request&) {
 }
 
 Response Api::MigrationXml(const Params& params, const Query&, const Request&) {
-  auto x = manager_.MigrationXml(params[0]);
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
+  auto x = migrator_->MigrationXml(params[0]);
   if (!x) return FromError(x.error());
   return Response{200, "application/xml", *x, {}};
 }
@@ -590,7 +594,29 @@ Response Api::ListPeers(const Params&, const Query&, const Request&) {
   return Json(200, json{{"peers", out}});
 }
 
+Response Api::MigrationProgress(const Params& params, const Query&, const Request&) {
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
+  auto p = migrator_->Progress(params[0]);
+  if (!p) return FromError(p.error());
+  json disks = json::array();
+  for (const auto& d : p->disks) {
+    json j{{"target", d.target}, {"reported", d.reported}};
+    if (d.reported) {
+      j["dirty_bytes"] = d.dirty_bytes;
+      j["drained_bytes"] = d.drained_bytes;
+      j["warm_up"] = json{{"state", d.warm_up_state.empty() ? "none" : d.warm_up_state},
+                          {"blocks", d.warm_up_blocks},
+                          {"done", d.warm_up_done},
+                          {"bytes_received", d.warm_up_bytes_received}};
+    }
+    disks.push_back(std::move(j));
+  }
+  return Json(200, json{{"vm", p->vm}, {"phase", p->phase}, {"seconds", p->seconds},
+                        {"disks", std::move(disks)}});
+}
+
 Response Api::MigrateVm(const Params& params, const Query&, const Request& req) {
+  if (!migrator_) return Problem(503, "this hostcached does not drive migrations");
   auto body = ParseBody(req);
   if (!body) return FromError(body.error());
   libvirt::MigrateRequest mr;
@@ -618,7 +644,7 @@ Response Api::MigrateVm(const Params& params, const Query&, const Request& req) 
                               "persistent, undefine_source, unsafe, drain_timeout_s");
     }
   }
-  auto secs = manager_.Migrate(params[0], mr, drain_ms);
+  auto secs = migrator_->Migrate(params[0], mr, drain_ms);
   if (!secs) return FromError(secs.error());
   return Json(200, json{{"vm", params[0]}, {"destination", mr.destination}, {"seconds", *secs}});
 }

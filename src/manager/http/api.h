@@ -19,6 +19,7 @@
 
 #include "common/error.h"
 #include "manager/core/manager.h"
+#include "migration/migrator.h"
 #include "manager/stats/collector.h"
 #include "manager/store/store.h"
 
@@ -70,9 +71,11 @@ Response Problem(int status, const std::string& detail, std::string_view code = 
 class Api {
  public:
   // `web`: the dashboard's files, served for every path outside /api/
-  // (null: none); borrowed, must outlive the Api.
+  // (null: none); `migrator`: drives migrations (null: the migration
+  // routes answer 503); both borrowed, must outlive the Api.
   Api(core::Manager& manager, store::Store& store, stats::StatsCollector* stats,
-      std::string token, std::string version, const StaticFiles* web = nullptr);
+      std::string token, std::string version, const StaticFiles* web = nullptr,
+      migration::Migrator* migrator = nullptr);
 
   // The migration peers' health for GET /peers (borrowed; null: every
   // peer reported as not probed).  Set before serving.
@@ -116,6 +119,7 @@ class Api {
   Response MigrateVm(const Params&, const Query&, const Request&);
   Response PrepareMigration(const Params&, const Query&, const Request&);
   Response ListPeers(const Params&, const Query&, const Request&);
+  Response MigrationProgress(const Params&, const Query&, const Request&);
   Response GetDiskPolicy(const Params&, const Query&, const Request&);
   Response PutDiskPolicy(const Params&, const Query&, const Request&);
   Response DeleteDiskPolicy(const Params&, const Query&, const Request&);
@@ -130,6 +134,7 @@ class Api {
   const StaticFiles* web_;        // may be null (no dashboard)
   migration::PeerHealth* peer_health_ = nullptr;  // may be null
   migration::Adopter* adopter_ = nullptr;          // may be null
+  migration::Migrator* migrator_;  // may be null (no migrations)
   const std::string token_;
   const std::string version_;
 };

@@ -354,6 +354,35 @@ json Build() {
        {"409", ProblemResponse("The VM is not running.")},
        {"503", unavailable}},
       json::array({vm}));
+  paths["/api/v1/vms/{vm}/migration"]["get"] = Op(
+      "getMigration",
+      "Where the VM's live migration is: `phase` (draining, migrating, switch-over, incoming; "
+      "warming-up while a destination's warm-up runs; none), the seconds since it was first "
+      "seen, and per assigned disk the driver's figures: write-back data still dirty, what the "
+      "driver's pre-copy drain wrote back, and the destination's warm-up (state none, received, "
+      "running or done; blocks and blocks done; bytes received in the stream). A disk whose "
+      "statistics QEMU did not give (shut off, nodes inactive at switch-over) has reported "
+      "false and no figures.",
+      {{"200",
+        Ok("The migration's progress.",
+           json{{"type", "object"},
+                {"properties",
+                 {{"vm", {{"type", "string"}}},
+                  {"phase", {{"type", "string"}}},
+                  {"seconds", {{"type", "number"}}},
+                  {"disks",
+                   {{"type", "array"},
+                    {"items",
+                     {{"type", "object"},
+                      {"properties",
+                       {{"target", {{"type", "string"}}},
+                        {"reported", {{"type", "boolean"}}},
+                        {"dirty_bytes", {{"type", "integer"}}},
+                        {"drained_bytes", {{"type", "integer"}}},
+                        {"warm_up", {{"type", "object"}}}}}}}}}}}})},
+       {"404", ProblemResponse("No such VM.")},
+       {"503", unavailable}},
+      json::array({vm}));
   paths["/api/v1/vms/{vm}/migrate"]["post"] = Op(
       "migrateVm",
       "Live-migrate a running VM to another libvirtd (virDomainMigrate3 driven by hostcached, "

@@ -370,4 +370,11 @@ Result<std::string> ApplyFilters(const std::string& xml, const std::vector<Filte
   return out.str();
 }
 
+const DiskInfo* FindDisk(const DomainInfo& info, const std::string& target) {
+  for (const auto& d : info.disks) {
+    if (d.target == target) return &d;
+  }
+  return nullptr;
+}
+
 }  // namespace hc::libvirt

@@ -57,6 +57,9 @@ struct DomainInfo {
 
 Result<DomainInfo> ParseDomain(const std::string& xml);
 
+// The disk of `info` with target `target`; nullptr when it has none.
+const DiskInfo* FindDisk(const DomainInfo& info, const std::string& target);
+
 // libvirt's node name of a disk's top image for node index `index`.
 std::string LibvirtNodeName(const DiskInfo& disk, int index);
 

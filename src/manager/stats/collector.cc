@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/json_fields.h"
+#include "common/util.h"
 #include "manager/libvirt/block_graph.h"
 
 namespace hc::stats {
@@ -90,11 +91,43 @@ void StatsCollector::CollectVm(const std::string& uuid, const std::string& name,
     if (auto s = store_.AppendStats(uuid, a.target, store::StatSample{now, counters}); !s) {
       spdlog::warn("statistics of {}/{}: {}", name, a.target, s.error().message);
     }
+    Warming(uuid, name, a.target, counters, now);
     std::lock_guard lock(mu_);
     latest_[uuid + "/" + a.target] = DiskSnapshot{uuid, name, a.target, a.policy, now, counters};
   }
   std::lock_guard lock(mu_);
   vm_state_[name].last_error.clear();
+}
+
+void StatsCollector::Warming(const std::string& uuid, const std::string& name,
+                             const std::string& target, const json& counters, int64_t now) {
+  const std::string state = JsonString(counters, "warm-up-state");
+  const std::string key = uuid + "/" + target;
+  int64_t since = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (state == "received" || state == "running") {
+      warming_since_.emplace(key, now);
+      return;
+    }
+    auto it = warming_since_.find(key);
+    if (it == warming_since_.end()) return;
+    since = it->second;
+    warming_since_.erase(it);
+  }
+  if (state != "done") return;  // (a new QEMU without a warm-up: nothing to say)
+  const double secs = static_cast<double>(now - since) / 1000.0;
+  const std::string msg =
+      "warm-up after the live migration done: " +
+      std::to_string(JsonUint(counters, "warm-up-done")) + " of " +
+      std::to_string(JsonUint(counters, "warm-up-blocks")) + " blocks warmed, " +
+      HumanSize(JsonUint(counters, "warm-up-bytes-received")) +
+      " received in the migration stream; it ran for " + HumanSeconds(secs) +
+      " or less after the statistics first showed it (they are read every collection "
+      "interval)";
+  spdlog::info("{}/{}: {}", name, target, msg);
+  auto r = store_.AppendEvent(store::Event{0, now, "info", name, target, "warmed", msg});
+  if (!r) spdlog::error("cannot record event: {}", r.error().message);
 }
 
 void StatsCollector::Failed(const std::string& name, const std::string& why) {

@@ -67,6 +67,11 @@ class StatsCollector {
  private:
   void CollectVm(const std::string& uuid, const std::string& name,
                  std::vector<store::Assignment> disks);
+  // Follows a disk's warm-up after a live migration (`warm-up-state`):
+  // when one seen received or running is done, a `warmed` event says how
+  // much and about how long (to within a collection interval).
+  void Warming(const std::string& uuid, const std::string& name, const std::string& target,
+               const nlohmann::json& counters, int64_t now);
   // Counts a failed collection of VM `name` (logged when the reason changes).
   void Failed(const std::string& name, const std::string& why);
 
@@ -78,6 +83,9 @@ class StatsCollector {
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<std::string> in_flight_;                  // guarded by mu_
+  // "uuid/target" -> when its warm-up was first seen received or running;
+  // guarded by mu_.
+  std::map<std::string, int64_t> warming_since_;
   std::map<std::string, DiskSnapshot> latest_;       // guarded by mu_; key uuid/target
   std::map<std::string, VmCollectorState> vm_state_;  // guarded by mu_; key VM name
   bool stop_ = false;                                 // guarded by mu_

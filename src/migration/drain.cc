@@ -1,4 +1,4 @@
-// Draining write-back filters before a live migration (Manager::Migrate).
+// Draining write-back filters before a live migration (Migrator::Migrate).
 //
 // The driver writes every dirty block back when QEMU inactivates the
 // source's nodes at switch-over, while the guest is stopped: the downtime
@@ -15,10 +15,10 @@
 
 #include "common/json_fields.h"
 #include "common/util.h"
-#include "manager/core/manager.h"
+#include "migration/migrator.h"
 #include "manager/libvirt/block_graph.h"
 
-namespace hc::core {
+namespace hc::migration {
 
 using nlohmann::json;
 
@@ -34,56 +34,60 @@ uint64_t DirtyBytes(const json& stats) {
 
 }  // namespace
 
-std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainRef& dom,
-                                                          int64_t timeout_ms) {
+std::vector<Migrator::DrainedDisk> Migrator::StartDrain(const libvirt::DomainRef& dom,
+                                                        const std::vector<store::Assignment>& as) {
   std::vector<DrainedDisk> drained;
-  if (timeout_ms <= 0) return drained;
-  auto as = AssignmentsOf(dom.uuid);
-  if (!as) return drained;
-  const int64_t t0 = clock_.NowMs();
-  {
-    std::lock_guard vlock(VmMutex(dom.uuid));
-    std::optional<libvirt::DomainInfo> live;
-    for (const auto& a : *as) {
-      auto p = store_.GetPolicy(a.policy);
-      if (!p || p->rules.mode != policy::CacheMode::kWriteBack) continue;
-      if (!live) {
-        auto x = lv_.GetXml(dom.uuid, libvirt::kXmlLive);
-        if (!x) return drained;
-        auto info = libvirt::ParseDomain(*x);
-        if (!info) return drained;
-        live = *info;
-      }
-      auto d = std::find_if(live->disks.begin(), live->disks.end(),
-                            [&](const libvirt::DiskInfo& d) { return d.target == a.target; });
-      if (d == live->disks.end()) continue;
-      auto skip = [&](const std::string& why) {
-        Log("warning", dom.name, a.target, "migrate-drain",
-            "not drained before the migration (" + why +
-                "); its dirty data is written back at switch-over");
-      };
-      auto ins = live_.Inspect(dom.uuid, d->alias);
-      if (!ins) {
-        skip("cannot read QEMU's block graph: " + ins.error().message);
-        continue;
-      }
-      if (!ins->has_filter || ins->root != a.node_name) continue;  // nothing of ours to drain
-      if (JsonString(ins->stats, "mode") != "write-back") continue;  // (e.g. the SSD tier failed)
-      DrainedDisk dd{a.target, a.node_name, ins->filter_child, ins->ssd_child, p->rules,
-                     DirtyBytes(ins->stats), 0};
-      dd.after = dd.before;
-      policy::Rules r = p->rules;
-      r.max_dirty_age_ms = 1;
-      policy::SsdSpec ssd{"", ins->ssd_child, dom.uuid + "/" + a.target};
-      if (auto s = live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r,
-                                ins->ssd_child.empty() ? nullptr : &ssd);
-          !s) {
-        skip("reopening it with max-dirty-age-ms 1 failed: " + s.error().message);
-        continue;
-      }
-      drained.push_back(std::move(dd));
+  auto vlock = manager_.vm_locks().Lock(dom.uuid);
+  std::optional<libvirt::DomainInfo> live;
+  for (const auto& a : as) {
+    auto p = store_.GetPolicy(a.policy);
+    if (!p || p->rules.mode != policy::CacheMode::kWriteBack) continue;
+    if (!live) {
+      auto x = lv_.GetXml(dom.uuid, libvirt::kXmlLive);
+      if (!x) return drained;
+      auto info = libvirt::ParseDomain(*x);
+      if (!info) return drained;
+      live = *info;
     }
+    auto d = std::find_if(live->disks.begin(), live->disks.end(),
+                          [&](const libvirt::DiskInfo& d) { return d.target == a.target; });
+    if (d == live->disks.end()) continue;
+    auto skip = [&](const std::string& why) {
+      Log("warning", dom.name, a.target, "migrate-drain",
+          "not drained before the migration (" + why +
+              "); its dirty data is written back at switch-over");
+    };
+    auto ins = live_.Inspect(dom.uuid, d->alias);
+    if (!ins) {
+      skip("cannot read QEMU's block graph: " + ins.error().message);
+      continue;
+    }
+    if (!ins->has_filter || ins->root != a.node_name) continue;  // nothing of ours to drain
+    if (JsonString(ins->stats, "mode") != "write-back") continue;  // (e.g. the SSD tier failed)
+    DrainedDisk dd{a.target, a.node_name, ins->filter_child, ins->ssd_child, p->rules,
+                   DirtyBytes(ins->stats), 0};
+    dd.after = dd.before;
+    policy::Rules r = p->rules;
+    r.max_dirty_age_ms = 1;
+    policy::SsdSpec ssd{"", ins->ssd_child, dom.uuid + "/" + a.target};
+    if (auto s = live_.Reopen(dom.uuid, a.node_name, ins->filter_child, r,
+                              ins->ssd_child.empty() ? nullptr : &ssd);
+        !s) {
+      skip("reopening it with max-dirty-age-ms 1 failed: " + s.error().message);
+      continue;
+    }
+    drained.push_back(std::move(dd));
   }
+  return drained;
+}
+
+std::vector<Migrator::DrainedDisk> Migrator::DrainWriteBack(const libvirt::DomainRef& dom,
+                                                          int64_t timeout_ms) {
+  if (timeout_ms <= 0) return {};
+  auto as = manager_.AssignmentsOf(dom.uuid);
+  if (!as) return {};
+  const int64_t t0 = clock_.NowMs();
+  std::vector<DrainedDisk> drained = StartDrain(dom, *as);
   if (drained.empty()) return drained;
   std::string which;
   for (const auto& d : drained) {
@@ -132,10 +136,10 @@ std::vector<Manager::DrainedDisk> Manager::DrainWriteBack(const libvirt::DomainR
   return drained;
 }
 
-void Manager::RestoreDrained(const libvirt::DomainRef& dom,
+void Migrator::RestoreDrained(const libvirt::DomainRef& dom,
                              const std::vector<DrainedDisk>& drained) {
   if (drained.empty()) return;
-  std::lock_guard vlock(VmMutex(dom.uuid));
+  auto vlock = manager_.vm_locks().Lock(dom.uuid);
   for (const auto& d : drained) {
     policy::SsdSpec ssd{"", d.ssd_child, dom.uuid + "/" + d.target};
     auto s = live_.Reopen(dom.uuid, d.node, d.child, d.rules,
@@ -153,4 +157,4 @@ void Manager::RestoreDrained(const libvirt::DomainRef& dom,
   }
 }
 
-}  // namespace hc::core
+}  // namespace hc::migration
