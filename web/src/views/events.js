@@ -1,5 +1,5 @@
 // Events, filterable by VM and kind (the filter is in the URL).
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import * as api from '../api.js';
 import { buildHash } from '../route.js';
 import { html, Loading, usePoll } from '../ui.js';
@@ -9,16 +9,18 @@ import { EventRows } from './overview.js';
 const KINDS = ['assign', 'unassign', 'define', 'insert-live', 'reopen-live', 'replace-live',
   'repair-live', 'remove-live', 'verify', 'compliance', 'ssd', 'ssd-lost', 'ssd-forget',
   'ssd-stale', 'ssd-emptied', 'hot-unplug', 'unplug', 'migrate', 'migrate-drain', 'migrate-out',
-  'migrated-away', 'migrate-in', 'policy-create', 'policy-update', 'policy-delete', 'libvirt',
-  'start', 'stop'];
+  'migrated-away', 'migrate-in', 'warmed', 'adopt', 'policy-create', 'policy-update',
+  'policy-delete', 'policy-sync', 'libvirt', 'start', 'stop'];
 
 export function Events({ params }) {
   const vm = params.vm || '';
   const action = params.action || '';
   const [evs] = usePoll(() => api.events({ vm, action, limit: 200 }), 5000, [vm, action]);
   const [vms] = usePoll(api.listVms, 30000);
-  const [kindText, setKindText] = useState(action);  // typed, applied on Enter or leaving the field
-  useEffect(() => setKindText(action), [action]);
+  // What is typed, applied on Enter or leaving the field; the filter in the
+  // URL again once that changes (no effect: one after a quick edit undoes it).
+  const [typed, setTyped] = useState({ action, text: action });
+  const kindText = typed.action === action ? typed.text : action;
   const set = (change) => {
     window.location.hash = buildHash('/events', { vm, action, ...change });
   };
@@ -42,7 +44,7 @@ export function Events({ params }) {
       <div class="field">
         <label for="ev-kind">Kind</label>
         <input id="ev-kind" name="kind" list="ev-kinds" value=${kindText} placeholder="any"
-          onInput=${(e) => setKindText(e.currentTarget.value)}
+          onInput=${(e) => setTyped({ action, text: e.currentTarget.value })}
           onChange=${(e) => set({ action: e.currentTarget.value.trim() })} />
         <datalist id="ev-kinds">${[...kinds].sort().map((k) => html`<option key=${k} value=${k} />`)}</datalist>
       </div>

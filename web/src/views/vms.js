@@ -1,6 +1,6 @@
 // VMs and disks: every VM with every disk, its policy and compliance;
 // assign, change and unassign.
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import * as api from '../api.js';
 import { formatPercent, progressRatio } from '../format.js';
 import { diskHash } from '../route.js';
@@ -36,20 +36,20 @@ export function Migration({ m }) {
 
 function DiskRow({ vm, d, policies, onChanged }) {
   const current = d.policy || '';
-  const [choice, setChoice] = useState(current);
-  const [touched, setTouched] = useState(false);
+  // The user's pick, or null: the select follows the assigned policy.  (Not
+  // an effect that copies `current` in: one that runs after a quick pick,
+  // as preact runs effects after the paint, would undo it.)
+  const [picked, setPicked] = useState(null);
+  const choice = picked ?? current;
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
-  useEffect(() => {
-    if (!touched) setChoice(current);
-  }, [current]);
   const id = `policy-${vm.name}-${d.target}`;
   const run = async (fn) => {
     setBusy(true);
     setError(null);
     try {
       await fn();
-      setTouched(false);
+      setPicked(null);
       onChanged();
     } catch (err) {
       setError(err);
@@ -68,7 +68,7 @@ function DiskRow({ vm, d, policies, onChanged }) {
         ${isDisk ? html`
           <label class="sr-only" for=${id}>Policy of ${vm.name} ${d.target}</label>
           <select id=${id} value=${choice} disabled=${busy}
-            onChange=${(e) => { setTouched(true); setChoice(e.currentTarget.value); }}>
+            onChange=${(e) => setPicked(e.currentTarget.value)}>
             <option value="">none</option>
             ${policies.map((p) => html`<option key=${p} value=${p}>${p}</option>`)}
             ${current && !policies.includes(current) && html`<option value=${current}>${current}</option>`}
