@@ -86,6 +86,7 @@ export const deletePolicy = (name) => call('DELETE', `/policies/${seg(name)}`);
 
 export const listVms = () => call('GET', '/vms').then((r) => r.vms);
 export const getVm = (vm) => call('GET', `/vms/${seg(vm)}`);
+export const vmMigration = (vm) => call('GET', `/vms/${seg(vm)}/migration`);
 
 export const assign = (vm, target, policy) =>
   call('PUT', `/vms/${seg(vm)}/disks/${seg(target)}/policy`, { policy });

@@ -84,3 +84,30 @@ function threeDigits(v) {
 function trimZeros(s) {
   return s.includes('.') ? s.replace(/\.?0+$/, '') : s;
 }
+
+// What the VMs page shows of GET /vms/{vm}/migration: null when the VM is
+// not migrating, else {phase, progress 0..1 or null, what}: the write-back
+// data drained while it migrates, the warm-up's blocks after (as
+// hostcachectl vm migration draws it).
+export function migrationView(m) {
+  if (!m || typeof m !== 'object' || !m.phase || m.phase === 'none') return null;
+  let part = 0;
+  let whole = 0;
+  for (const d of Array.isArray(m.disks) ? m.disks : []) {
+    if (!d || !d.reported) continue;
+    if (m.phase === 'warming-up') {
+      part += Number(d.warm_up?.done) || 0;
+      whole += Number(d.warm_up?.blocks) || 0;
+    } else {
+      const drained = Number(d.drained_bytes) || 0;
+      part += drained;
+      whole += drained + (Number(d.dirty_bytes) || 0);
+    }
+  }
+  const measured = whole > 0 && m.phase !== 'incoming';
+  return {
+    phase: m.phase,
+    progress: measured ? Math.min(1, part / whole) : null,
+    what: measured ? (m.phase === 'warming-up' ? 'blocks warmed' : 'dirty data written back') : '',
+  };
+}

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   formatBytes, formatNs, formatOps, formatPercent, formatRate, formatSizeExact, formatTime,
-  progressRatio,
+  migrationView, progressRatio,
 } from '../src/format.js';
 
 test('formatBytes picks binary units and trims zeros', () => {
@@ -72,4 +72,28 @@ test('progressRatio takes a ratio or a percentage', () => {
   assert.equal(progressRatio(-1), null);
   assert.equal(progressRatio('50'), null);
   assert.equal(progressRatio(undefined), null);
+});
+
+test('migrationView: what GET /vms/{vm}/migration says, as a phase and a ratio', () => {
+  assert.equal(migrationView(null), null);
+  assert.equal(migrationView({ vm: 'web', phase: 'none', disks: [] }), null);
+  const d = (drained, dirty, extra = {}) => ({
+    target: 'vda', reported: true, dirty_bytes: dirty, drained_bytes: drained,
+    warm_up: { state: 'none', blocks: 0, done: 0 }, ...extra,
+  });
+  // Draining: what was written back of what was dirty, over every disk.
+  assert.deepEqual(migrationView({ phase: 'draining', disks: [d(300, 100), d(0, 400)] }),
+    { phase: 'draining', progress: 0.375, what: 'dirty data written back' });
+  // A disk QEMU did not report counts for nothing.
+  assert.deepEqual(migrationView({ phase: 'migrating', disks: [d(1, 1), { target: 'vdb', reported: false }] }),
+    { phase: 'migrating', progress: 0.5, what: 'dirty data written back' });
+  // Warming up: blocks done of the hot list.
+  const w = d(0, 0, { warm_up: { state: 'running', blocks: 200, done: 50 } });
+  assert.deepEqual(migrationView({ phase: 'warming-up', disks: [w] }),
+    { phase: 'warming-up', progress: 0.25, what: 'blocks warmed' });
+  // Nothing to measure: the phase alone.
+  assert.deepEqual(migrationView({ phase: 'incoming', disks: [w] }),
+    { phase: 'incoming', progress: null, what: '' });
+  assert.deepEqual(migrationView({ phase: 'switch-over', disks: [d(0, 0)] }),
+    { phase: 'switch-over', progress: null, what: '' });
 });

@@ -2,7 +2,7 @@
 // assign, change and unassign.
 import { useState } from 'preact/hooks';
 import * as api from '../api.js';
-import { formatPercent, progressRatio } from '../format.js';
+import { formatPercent, migrationView, progressRatio } from '../format.js';
 import { diskHash } from '../route.js';
 import { Badge, ErrorMessage, html, Loading, usePoll } from '../ui.js';
 
@@ -12,7 +12,16 @@ async function loadVms() {
   const full = await Promise.all(vms.map(async (v) => {
     if (!v.exists) return v;
     try {
-      return await api.getVm(v.uuid || v.name);
+      const vm = await api.getVm(v.uuid || v.name);
+      // Where a migration is (only a VM with cached disks has one to show).
+      if (vm.state === 'running' && (vm.disks || []).some((d) => d.policy)) {
+        try {
+          vm.migration = migrationView(await api.vmMigration(vm.uuid || vm.name));
+        } catch {
+          vm.migration = null;   // (an older hostcached, or no migrations here)
+        }
+      }
+      return vm;
     } catch (err) {
       if (err.status === 404) return { ...v, gone: true };
       throw err;
@@ -21,16 +30,16 @@ async function loadVms() {
   return { vms: full, policies: policies.map((p) => p.name) };
 }
 
-// A migration's phase and progress, when the API reports them
-// (vm.migration: {phase, progress 0..1 or percent, ...}).
+// A migration's phase and progress (vm.migration: migrationView() of GET
+// /vms/{vm}/migration: {phase, progress 0..1 or null, what}).
 export function Migration({ m }) {
   if (!m || typeof m !== 'object') return null;
   const p = progressRatio(m.progress);
   return html`
     <p class="migration" role="status">
-      Migrating${m.destination ? html` to <code>${m.destination}</code>` : ''}:${' '}
+      Migration${m.destination ? html` to <code>${m.destination}</code>` : ''}:${' '}
       <strong>${m.phase || 'in progress'}</strong>
-      ${p !== null && html` <progress max="1" value=${p}>${formatPercent(p, 0)}</progress> ${formatPercent(p, 0)}`}
+      ${p !== null && html` <progress max="1" value=${p}>${formatPercent(p, 0)}</progress> ${formatPercent(p, 0)} ${m.what || ''}`}
     </p>`;
 }
 
