@@ -1,6 +1,7 @@
 /*
  * hostcache engine: index, SLRU eviction, admission, sequential detection,
- * in-flight operation tracking and accounting.  See hc-engine.h.
+ * in-flight operation tracking and accounting.  See hc-engine.h; the
+ * write-back half (dirty blocks, the destage queue) is hc-engine-dirty.c.
  *
  * Copyright (c) 2026 The hostcache authors
  *
@@ -14,90 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "hc-engine.h"
-#include "hc-hash.h"
-
-#define HC_NIL UINT32_MAX
-#define HC_CHUNK_BYTES (2u * 1024 * 1024)
-#define HC_STREAMS 16
-#define HC_PROTECTED_PERCENT 80
-
-enum { HC_Q_FREE = 0, HC_Q_PROBATION = 1, HC_Q_PROTECTED = 2, HC_NQUEUES };
-
-/* Per-slot metadata: 24 bytes.  Invariants in the comments. */
-typedef struct HcEntry {
-    uint64_t blk;       /* block number; meaningful when queue != FREE */
-    uint32_t prev;      /* towards the hot (head) end of the queue, or NIL */
-    uint32_t next;      /* towards the cold end; free-list link when FREE */
-    uint32_t hnext;     /* next slot in the same hash bucket, or NIL */
-    uint8_t queue;      /* HC_Q_*; FREE slots are in no queue nor bucket */
-    uint8_t flags;      /* HC_F_*; a block with any flag is never evicted */
-    uint16_t gen;       /* write generation, bumped by every dirtying write */
-} HcEntry;
-
-#define HC_F_DIRTY      0x01    /* newer than the origin */
-#define HC_F_QUEUED     0x02    /* has a record in the destage queue */
-#define HC_F_DESTAGE    0x04    /* a destage of it is in flight */
-
-/* A destage queue record; the queue is a ring in seq order. */
-typedef struct HcDirtyRec {
-    uint64_t blk;
-    uint64_t seq;
-    uint64_t time_ns;
-} HcDirtyRec;
-
-typedef struct HcQueue {
-    uint32_t head;      /* most recently used, or NIL when empty */
-    uint32_t tail;      /* least recently used, or NIL when empty */
-    uint32_t len;
-} HcQueue;
-
-typedef struct HcStream {
-    uint64_t next_off;  /* where a continuing request would start */
-    uint64_t run;       /* bytes of the stream so far; 0 = unused */
-    uint64_t tick;      /* last use, for replacement */
-} HcStream;
-
-struct HcEngine {
-    HcConfig cfg;
-    uint32_t bshift;            /* log2(block_size) */
-    uint32_t nslots;            /* capacity: ram_size / block_size */
-    uint32_t used;              /* slots not FREE */
-    uint32_t next_unused;       /* slots >= this were never handed out */
-    uint32_t free_head;         /* free slots below next_unused */
-    HcEntry *ent;               /* [nslots] */
-
-    uint32_t *bucket;           /* [nbuckets] heads of hash chains */
-    uint32_t hbits;             /* nbuckets = 1 << hbits */
-
-    uint8_t **chunk;            /* [nchunks], NULL until first used */
-    uint32_t nchunks;
-    uint32_t cshift;            /* log2(slots per chunk) */
-    uint64_t chunk_bytes;
-    uint64_t chunks_allocated;
-
-    HcQueue q[HC_NQUEUES];
-    uint32_t protected_max;     /* 0 with HC_POLICY_LRU */
-
-    uint8_t *sketch;            /* admission counters, NULL if admit_after 1 */
-    uint32_t sketch_mask;
-    uint64_t sketch_ops;        /* increments since the last halving */
-
-    HcStream stream[HC_STREAMS];
-    uint64_t tick;
-
-    HcOp *ops;                  /* in-flight fills and writes */
-    HcEvictFn *evict_cb;        /* demotion hook, or NULL */
-    void *evict_opaque;
-
-    HcDirtyRec *dq;             /* destage queue ring, [dq_cap] */
-    size_t dq_cap, dq_head, dq_len;
-    uint64_t wseq;              /* last write-back seq handed out */
-    uint64_t ndirty;            /* blocks with HC_F_DIRTY */
-    HcDestage *destaging;       /* in-flight destages */
-
-    HcStats stats;
-};
+#include "hc-engine-int.h"
 
 static void hc_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -174,12 +92,6 @@ int hc_config_check(const HcConfig *cfg, char *err, size_t errlen)
 
 /* ---- slots and chunks ------------------------------------------------- */
 
-static inline uint8_t *hc_slot_data(const HcEngine *e, uint32_t s)
-{
-    return e->chunk[s >> e->cshift] +
-        ((uint64_t)(s & ((1u << e->cshift) - 1)) << e->bshift);
-}
-
 static bool hc_chunk_ensure(HcEngine *e, uint32_t s)
 {
     uint32_t c = s >> e->cshift;
@@ -208,8 +120,6 @@ static void hc_chunks_free_from(HcEngine *e, uint32_t first_chunk)
 }
 
 /* ---- hash index --------------------------------------------------------- */
-
-HC_HASH_DEFINE(hc_, HcEngine, ent, HC_NIL)
 
 static void hc_hash_rebuild(HcEngine *e)
 {
@@ -288,7 +198,7 @@ static void hc_protected_trim(HcEngine *e)
     }
 }
 
-static void hc_touch(HcEngine *e, uint32_t s)
+void hc_touch(HcEngine *e, uint32_t s)
 {
     /* SLRU: any hit lands in protected; LRU (protected_max 0): probation */
     hc_q_unlink(e, s);
@@ -708,7 +618,7 @@ bool hc_admit_miss(HcEngine *e, uint64_t blk)
 }
 
 /* A new clean entry for blk (not cached yet) in probation, or HC_NIL. */
-static uint32_t hc_slot_new(HcEngine *e, uint64_t blk)
+uint32_t hc_slot_new(HcEngine *e, uint64_t blk)
 {
     uint32_t s = hc_slot_get(e);
 
@@ -869,251 +779,6 @@ bool hc_op_end(HcEngine *e, HcOp *op)
     }
     op->prev = op->next = NULL;
     return !op->stale;
-}
-
-/* ---- write-back ------------------------------------------------------------ */
-
-static bool hc_dq_reserve(HcEngine *e)
-{
-    size_t ncap;
-    HcDirtyRec *n;
-
-    if (e->dq_len < e->dq_cap) {
-        return true;
-    }
-    ncap = e->dq_cap ? e->dq_cap * 2 : 256;
-    n = malloc(ncap * sizeof(*n));
-    if (!n) {
-        return false;
-    }
-    for (size_t i = 0; i < e->dq_len; i++) {
-        n[i] = e->dq[(e->dq_head + i) % e->dq_cap];
-    }
-    free(e->dq);
-    e->dq = n;
-    e->dq_cap = ncap;
-    e->dq_head = 0;
-    return true;
-}
-
-static inline HcDirtyRec *hc_dq_at(const HcEngine *e, size_t i)
-{
-    return &e->dq[(e->dq_head + i) % e->dq_cap];
-}
-
-void *hc_write_dirty(HcEngine *e, uint64_t blk, uint64_t now_ns)
-{
-    uint32_t s = hc_find(e, blk);
-    HcEntry *x;
-
-    if (!hc_dq_reserve(e)) {
-        return NULL;
-    }
-    if (s == HC_NIL) {
-        s = hc_slot_new(e, blk);
-        if (s == HC_NIL) {
-            return NULL;
-        }
-    } else {
-        hc_touch(e, s);
-    }
-    x = &e->ent[s];
-    x->gen++;
-    if (!(x->flags & HC_F_DIRTY)) {
-        x->flags |= HC_F_DIRTY;
-        e->ndirty++;
-    }
-    if (!(x->flags & HC_F_QUEUED)) {
-        /* Not queued (clean, or its record is being destaged): queue it. */
-        *hc_dq_at(e, e->dq_len++) = (HcDirtyRec) { blk, ++e->wseq, now_ns };
-        x->flags |= HC_F_QUEUED;
-    } else {
-        ++e->wseq;  /* covered by the record already queued (older seq) */
-    }
-    for (HcOp *o = e->ops; o; o = o->next) {
-        if (o->kind == HC_OP_FILL && blk >= o->first && blk < o->end) {
-            o->stale = true;
-        }
-    }
-    return hc_slot_data(e, s);
-}
-
-static bool hc_blocked_by_write(const HcEngine *e, uint64_t blk)
-{
-    for (HcOp *o = e->ops; o; o = o->next) {
-        if (o->kind == HC_OP_WRITE && blk >= o->first && blk < o->end) {
-            return true;
-        }
-    }
-    return false;
-}
-
-const void *hc_destage_begin(HcEngine *e, HcDestage *d, uint64_t max_seq)
-{
-    while (e->dq_len) {
-        HcDirtyRec *r = hc_dq_at(e, 0);
-        uint32_t s = hc_find(e, r->blk);
-        HcEntry *x;
-
-        if (s == HC_NIL || !(e->ent[s].flags & HC_F_QUEUED)) {
-            /* dropped (invalidated) while queued */
-            e->dq_head = (e->dq_head + 1) % e->dq_cap;
-            e->dq_len--;
-            continue;
-        }
-        x = &e->ent[s];
-        if (r->seq > max_seq || (x->flags & HC_F_DESTAGE) ||
-            hc_blocked_by_write(e, r->blk)) {
-            return NULL;
-        }
-        *d = (HcDestage) { r->blk, r->seq, r->time_ns, x->gen, NULL, NULL };
-        e->dq_head = (e->dq_head + 1) % e->dq_cap;
-        e->dq_len--;
-        x->flags = (x->flags & ~HC_F_QUEUED) | HC_F_DESTAGE;
-        d->next = e->destaging;
-        if (d->next) {
-            d->next->prev = d;
-        }
-        e->destaging = d;
-        return hc_slot_data(e, s);
-    }
-    return NULL;
-}
-
-const void *hc_destage_begin_blk(HcEngine *e, HcDestage *d, uint64_t blk)
-{
-    uint32_t s = hc_find(e, blk);
-    HcEntry *x;
-
-    if (s == HC_NIL) {
-        return NULL;
-    }
-    x = &e->ent[s];
-    if (!(x->flags & HC_F_DIRTY) || (x->flags & HC_F_DESTAGE) ||
-        hc_blocked_by_write(e, blk)) {
-        return NULL;
-    }
-    /*
-     * Its queue record (if any) is skipped from now on.  seq 0 makes every
-     * flush wait for this destage, which is conservative: its own position
-     * in the queue is not known here.
-     */
-    *d = (HcDestage) { blk, 0, 0, x->gen, NULL, NULL };
-    x->flags = (x->flags & ~HC_F_QUEUED) | HC_F_DESTAGE;
-    d->next = e->destaging;
-    if (d->next) {
-        d->next->prev = d;
-    }
-    e->destaging = d;
-    return hc_slot_data(e, s);
-}
-
-void hc_destage_end(HcEngine *e, HcDestage *d, bool ok)
-{
-    uint32_t s = hc_find(e, d->blk);
-    HcEntry *x = s == HC_NIL ? NULL : &e->ent[s];
-
-    if (d->prev) {
-        d->prev->next = d->next;
-    } else {
-        e->destaging = d->next;
-    }
-    if (d->next) {
-        d->next->prev = d->prev;
-    }
-    d->prev = d->next = NULL;
-    if (!x || !(x->flags & HC_F_DESTAGE)) {
-        return;     /* dropped while in flight */
-    }
-    x->flags &= ~HC_F_DESTAGE;
-    if (ok) {
-        if (x->gen == d->gen && !(x->flags & HC_F_QUEUED)) {
-            x->flags &= ~HC_F_DIRTY;
-            e->ndirty--;
-        }
-        return;
-    }
-    /*
-     * Retry with the original seq: flushes waiting for it must not
-     * complete.  A newer record of the same block may also be queued; it
-     * then finds the block clean or destages it again.
-     */
-    if (hc_dq_reserve(e)) {
-        /*
-         * Back at its place in seq order (not simply at the head: two
-         * failed destages would then be out of order, and a flush waiting
-         * for the older one would stop looking at the newer one).
-         */
-        size_t i = 0;
-
-        while (i < e->dq_len && hc_dq_at(e, i)->seq <= d->seq) {
-            i++;
-        }
-        for (size_t j = e->dq_len; j > i; j--) {
-            *hc_dq_at(e, j) = *hc_dq_at(e, j - 1);
-        }
-        e->dq_len++;
-        *hc_dq_at(e, i) = (HcDirtyRec) { d->blk, d->seq, d->time_ns };
-        x->flags |= HC_F_QUEUED;
-    }
-}
-
-bool hc_dirty_pending_upto(const HcEngine *e, uint64_t upto)
-{
-    for (HcDestage *d = e->destaging; d; d = d->next) {
-        if (d->seq <= upto) {
-            return true;
-        }
-    }
-    for (size_t i = 0; i < e->dq_len; i++) {
-        const HcDirtyRec *r = hc_dq_at(e, i);
-        uint32_t s;
-
-        if (r->seq > upto) {
-            return false;   /* the queue is in seq order */
-        }
-        s = hc_find(e, r->blk);
-        if (s != HC_NIL && (e->ent[s].flags & HC_F_QUEUED)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-uint64_t hc_write_seq(const HcEngine *e)
-{
-    return e->wseq;
-}
-
-uint64_t hc_dirty_blocks(const HcEngine *e)
-{
-    return e->ndirty;
-}
-
-uint64_t hc_dirty_queued(const HcEngine *e)
-{
-    return e->dq_len;
-}
-
-bool hc_dirty_oldest(HcEngine *e, uint64_t *time_ns)
-{
-    uint64_t t = UINT64_MAX;
-
-    for (HcDestage *d = e->destaging; d; d = d->next) {
-        t = d->time_ns < t ? d->time_ns : t;
-    }
-    if (e->dq_len && hc_dq_at(e, 0)->time_ns < t) {
-        t = hc_dq_at(e, 0)->time_ns;
-    }
-    *time_ns = t;
-    return t != UINT64_MAX;
-}
-
-bool hc_is_dirty(const HcEngine *e, uint64_t blk)
-{
-    uint32_t s = hc_find(e, blk);
-
-    return s != HC_NIL && (e->ent[s].flags & HC_F_DIRTY);
 }
 
 /*
